@@ -1,0 +1,247 @@
+//! The command line: clap definitions (their doc comments are the `--help` text) and the
+//! code that turns flags into a validated configuration and runs it.
+
+use crate::cpu::engine::CpuEngine;
+use crate::data::{self, DataSplit};
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, GpuEngine, GpuOptions};
+use crate::model::Model;
+use crate::train::{self, Engine, EpochReport, Observer, TrainConfig};
+use clap::{Args, Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// Train a 784-128-10 MNIST classifier on a GPU through wgpu compute shaders, or on the CPU.
+///
+/// With no subcommand, trains: on GPU adapter 0 by default, on the MNIST sample bundled
+/// with the repository unless --data-dir is given.
+#[derive(Debug, Parser)]
+#[command(name = "gpu-train", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the GPU adapters wgpu finds, best first (index 0 is the default --device).
+    Devices,
+    /// Print the chapters' worked examples, computed by the engine.
+    Explain(ExplainArgs),
+    /// Train on the CPU and on GPU adapters from the same seed and print one comparison table.
+    Bench(crate::bench::BenchArgs),
+}
+
+/// Where the data comes from.
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// Folder with the four MNIST-format files (train-images-idx3-ubyte[.gz], ...), e.g. the full
+    /// MNIST or /usr/share/datasets/fashion-mnist. Default: the MNIST sample in data/mnist.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Use only the first N training images (0 = all).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub limit: usize,
+}
+
+impl DataArgs {
+    pub fn load(&self) -> Result<DataSplit> {
+        let dir = self.data_dir.clone().unwrap_or_else(data::bundled_dir);
+        let mut split = data::load_dir(&dir)?;
+        if self.limit > 0 {
+            split.train = split.train.take(self.limit);
+        }
+        Ok(split)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    /// GPU adapter to train on, by its index in `gpu-train devices`.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub device: usize,
+    /// Train on the CPU (the SIMD GEMM baseline) instead of a GPU.
+    #[arg(long, conflicts_with_all = ["device", "resident"])]
+    pub cpu: bool,
+    /// CPU threads for --cpu (default: every core).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Upload the whole training set to VRAM once instead of staging each mini-batch from RAM.
+    #[arg(long)]
+    pub resident: bool,
+    /// Passes over the training set.
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    /// Images per mini-batch.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Learning rate of plain SGD.
+    #[arg(long, default_value_t = 0.1)]
+    pub lr: f32,
+    /// Seed of the weight initialisation and of each epoch's shuffle.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+impl TrainArgs {
+    pub fn config(&self) -> TrainConfig {
+        TrainConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            seed: self.seed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExplainArgs {
+    /// Test image shown in the chapter-3 example.
+    #[arg(long, default_value_t = 0)]
+    pub image: usize,
+    /// Train this many epochs on the CPU before the chapter-3 example (0 = freshly initialised).
+    #[arg(long, default_value_t = 0)]
+    pub epochs: usize,
+    /// Seed of the initialisation.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+/// Draws a progress bar on a terminal and prints one line per epoch.
+struct Console {
+    bar: indicatif::ProgressBar,
+    epochs: usize,
+}
+
+impl Console {
+    fn new(epochs: usize) -> Self {
+        let bar = if std::io::stderr().is_terminal() {
+            indicatif::ProgressBar::new(0)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:40}] {pos}/{len} steps {per_sec}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        Console { bar, epochs }
+    }
+}
+
+impl Observer for Console {
+    fn step(&mut self, epoch: usize, step: usize, steps: usize) {
+        if step == 1 {
+            self.bar.reset();
+            self.bar.set_length(steps as u64);
+            self.bar.set_prefix(format!("{epoch}/{}", self.epochs));
+        }
+        self.bar.set_position(step as u64);
+    }
+    fn epoch(&mut self, report: &EpochReport) {
+        self.bar.suspend(|| println!("{}", report.line(self.epochs)));
+    }
+}
+
+/// The engine a set of train flags asks for.
+pub fn make_engine(args: &TrainArgs, model: &Model, data: &DataSplit) -> Result<Box<dyn Engine>> {
+    if args.cpu {
+        let threads = args.threads.unwrap_or_else(rayon::current_num_threads);
+        return Ok(Box::new(CpuEngine::new(model.clone(), threads)));
+    }
+    let gpu = Gpu::open(args.device)?;
+    let opts = GpuOptions {
+        batch: args.batch_size,
+        resident: args.resident,
+        ..GpuOptions::default()
+    };
+    Ok(Box::new(GpuEngine::new(gpu, model, opts, &data.train)?))
+}
+
+fn run_train(args: &TrainArgs) -> Result<()> {
+    let cfg = args.config();
+    cfg.validate()?;
+    let data = args.data.load()?;
+    print!("{}", crate::explain::summary());
+    let model = Model::init(cfg.seed);
+    let mut engine = make_engine(args, &model, &data)?;
+    println!(
+        "data: {} ({} training images, {} test images, {:.1} MB of u8 pixels in RAM)",
+        data.dir.display(),
+        data.train.len(),
+        data.test.len(),
+        data.train.images.len() as f64 / 1e6
+    );
+    println!("engine: {}", engine.describe());
+    println!(
+        "config: epochs {}, batch size {}, lr {}, seed {}, {} steps per epoch",
+        cfg.epochs,
+        cfg.batch_size,
+        cfg.lr,
+        cfg.seed,
+        cfg.steps_per_epoch(data.train.len())
+    );
+    let mut console = Console::new(cfg.epochs);
+    let reports = train::train(engine.as_mut(), &data, &cfg, &mut console)?;
+    console.bar.finish_and_clear();
+    if let Some(last) = reports.last() {
+        println!(
+            "final test accuracy {:.2}% ({} of {}), test loss {:.4}",
+            last.test.accuracy(),
+            last.test.correct,
+            last.test.seen,
+            last.test.mean_loss()
+        );
+    }
+    Ok(())
+}
+
+fn run_explain(args: &ExplainArgs) -> Result<()> {
+    print!("{}", crate::explain::chapter2());
+    println!();
+    let data = args.data.load()?;
+    if args.image >= data.test.len() {
+        return Err(Error::Config(format!(
+            "--image {} is out of range: the test set has {} images",
+            args.image,
+            data.test.len()
+        )));
+    }
+    let mut engine = CpuEngine::new(Model::init(args.seed), rayon::current_num_threads());
+    let what = if args.epochs == 0 {
+        format!("freshly initialised weights (seed {})", args.seed)
+    } else {
+        let cfg = TrainConfig {
+            epochs: args.epochs,
+            batch_size: 64,
+            lr: 0.1,
+            seed: args.seed,
+        };
+        train::train(&mut engine, &data, &cfg, &mut train::Quiet)?;
+        format!("weights after {} epoch(s) of CPU training (seed {})", args.epochs, args.seed)
+    };
+    let model = engine.model()?;
+    print!("{}", crate::explain::chapter3(&model, &data.test, args.image, 0.1, &what));
+    println!();
+    print!("{}", crate::explain::summary());
+    Ok(())
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: &Cli) -> Result<()> {
+    match &cli.command {
+        None => run_train(&cli.train),
+        Some(Command::Devices) => {
+            print!("{}", crate::gpu::context::list_text());
+            Ok(())
+        }
+        Some(Command::Explain(args)) => run_explain(args),
+        Some(Command::Bench(args)) => crate::bench::run(args),
+    }
+}

@@ -1,0 +1,7 @@
+//! The CPU side: the fast trainer used as the benchmark baseline ([`engine`]), the f64
+//! reference used to check everything ([`reference`]), and one loop-for-loop twin of each
+//! WGSL kernel ([`twins`]).
+
+pub mod engine;
+pub mod reference;
+pub mod twins;

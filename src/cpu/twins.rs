@@ -1,0 +1,124 @@
+//! One CPU twin per WGSL kernel, written loop-for-loop like the shader, with the arguments in
+//! the shader's binding order (inputs, outputs, params). The kernel tests run a shader and its
+//! twin on the same random inputs and compare.
+//!
+//! The `Params` structs are shared with the GPU side: they are the uniform buffers' layouts.
+
+use crate::gpu::kernels::{BiasParams, MatmulParams, SoftmaxParams, UnpackParams, HAS_BIAS, MASK, RELU};
+
+/// Twin of `shaders/unpack_batch.wgsl`. `pixels` is the u8 view of the packed words.
+pub fn unpack_batch(
+    pixels: &[u8],
+    labels: &[u32],
+    indices: &[u32],
+    x: &mut [f32],
+    batch_labels: &mut [u32],
+    p: &UnpackParams,
+) {
+    let bytes_per_image = 4 * p.words_per_image as usize;
+    for r in 0..p.rows as usize {
+        let src = indices[r] as usize;
+        for i in 0..bytes_per_image {
+            x[r * bytes_per_image + i] = pixels[src * bytes_per_image + i] as f32 / 255.0;
+        }
+        batch_labels[r] = labels[src];
+    }
+}
+
+/// The epilogue shared by `matmul.wgsl` and `splitk_reduce.wgsl`.
+fn epilogue(acc: f32, old: f32, bias: f32, mask: f32, p: &MatmulParams) -> f32 {
+    let mut v = p.alpha * acc;
+    if p.beta != 0.0 {
+        v += p.beta * old;
+    }
+    if p.flags & HAS_BIAS != 0 {
+        v += bias;
+    }
+    if p.flags & RELU != 0 {
+        v = v.max(0.0);
+    }
+    if p.flags & MASK != 0 && mask <= 0.0 {
+        v = 0.0;
+    }
+    v
+}
+
+/// Twin of `shaders/matmul.wgsl` (splits = 1: the whole product with its epilogue;
+/// splits > 1: the raw partial sums of each K-slice into `c`, (splits, m, n)).
+pub fn matmul(a: &[f32], b: &[f32], bias: &[f32], mask: &[f32], c: &mut [f32], p: &MatmulParams) {
+    let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
+    let kps = p.k_per_split as usize;
+    for z in 0..p.splits as usize {
+        for row in 0..m {
+            for col in 0..n {
+                let mut acc = 0.0f32;
+                for kk in z * kps..((z + 1) * kps).min(k) {
+                    acc += a[row * p.a_rs as usize + kk * p.a_cs as usize]
+                        * b[kk * p.b_rs as usize + col * p.b_cs as usize];
+                }
+                let i = row * n + col;
+                if p.splits > 1 {
+                    c[z * m * n + i] = acc;
+                } else {
+                    let (bv, mv) = (bias.get(col).copied().unwrap_or(0.0), mask.get(i).copied().unwrap_or(0.0));
+                    c[i] = epilogue(acc, c[i], bv, mv, p);
+                }
+            }
+        }
+    }
+}
+
+/// Twin of `shaders/splitk_reduce.wgsl`.
+pub fn splitk_reduce(partial: &[f32], bias: &[f32], mask: &[f32], c: &mut [f32], p: &MatmulParams) {
+    let size = (p.m * p.n) as usize;
+    for i in 0..size {
+        let mut acc = 0.0f32;
+        for z in 0..p.splits as usize {
+            acc += partial[z * size + i];
+        }
+        let col = i % p.n as usize;
+        let (bv, mv) = (bias.get(col).copied().unwrap_or(0.0), mask.get(i).copied().unwrap_or(0.0));
+        c[i] = epilogue(acc, c[i], bv, mv, p);
+    }
+}
+
+/// Twin of `shaders/softmax_xent.wgsl`.
+pub fn softmax_xent(logits: &[f32], labels: &[u32], dlogits: &mut [f32], accum: &mut [f32], p: &SoftmaxParams) {
+    let k = p.classes as usize;
+    let (mut loss, mut correct) = (0.0f32, 0.0f32);
+    for r in 0..p.rows as usize {
+        let row = &logits[r * k..(r + 1) * k];
+        let (mut best, mut max_z) = (0, row[0]);
+        for (c, &v) in row.iter().enumerate().skip(1) {
+            if v > max_z {
+                (best, max_z) = (c, v);
+            }
+        }
+        let sum: f32 = row.iter().map(|&v| (v - max_z).exp()).sum();
+        let y = labels[r] as usize;
+        loss += sum.ln() - (row[y] - max_z);
+        if best == y {
+            correct += 1.0;
+        }
+        if p.grad != 0 {
+            for c in 0..k {
+                let onehot = if c == y { 1.0 } else { 0.0 };
+                let prob = (row[c] - max_z).exp() / sum;
+                dlogits[r * k + c] = (prob - onehot) / p.rows as f32;
+            }
+        }
+    }
+    accum[p.at as usize] += loss;
+    accum[p.at as usize + 1] += correct;
+}
+
+/// Twin of `shaders/bias_update.wgsl`.
+pub fn bias_update(delta: &[f32], bias: &mut [f32], p: &BiasParams) {
+    for n in 0..p.cols as usize {
+        let mut sum = 0.0f32;
+        for r in 0..p.rows as usize {
+            sum += delta[r * p.cols as usize + n];
+        }
+        bias[n] -= p.lr * sum;
+    }
+}

@@ -1,0 +1,186 @@
+//! The data stage of the pipeline: MNIST-format IDX files on disk become a [`Dataset`] in
+//! system RAM (pixels kept as u8, 784 bytes an image, exactly as the file stores them), and
+//! each epoch is cut into mini-batches in a seeded random order.
+//!
+//! Pixels become floats in [0,1] (`p / 255`) and labels become one-hot rows only when a batch
+//! is used, so the set in RAM stays at 47 MB for 60,000 images instead of 188 MB of f32.
+
+pub mod idx;
+
+use crate::error::{Error, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::path::{Path, PathBuf};
+
+/// Pixels per image: 28 x 28.
+pub const PIXELS: usize = 28 * 28;
+/// Classes (digits 0-9, or the ten Fashion-MNIST garments).
+pub const CLASSES: usize = 10;
+
+/// The four standard file names of an MNIST-format data set.
+pub const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
+pub const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
+pub const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
+pub const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
+
+/// Images and their labels, in RAM, as u8.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    /// `len` images of [`PIXELS`] bytes each, row-major.
+    pub images: Vec<u8>,
+    /// `len` labels, each 0-9.
+    pub labels: Vec<u8>,
+}
+
+/// The training and test halves of a data set, plus where they came from.
+#[derive(Debug, Clone)]
+pub struct DataSplit {
+    pub train: Dataset,
+    pub test: Dataset,
+    pub dir: PathBuf,
+}
+
+impl Dataset {
+    /// Builds a data set, checking the shapes agree.
+    pub fn new(images: Vec<u8>, labels: Vec<u8>) -> Result<Self> {
+        if images.len() != labels.len() * PIXELS {
+            return Err(Error::Config(format!(
+                "{} bytes of images do not make {} images of {PIXELS} pixels",
+                images.len(),
+                labels.len()
+            )));
+        }
+        Ok(Dataset { images, labels })
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The u8 pixels of image `i`.
+    pub fn image(&self, i: usize) -> &[u8] {
+        &self.images[i * PIXELS..(i + 1) * PIXELS]
+    }
+
+    /// The first `n` examples (or all, if there are fewer).
+    pub fn take(&self, n: usize) -> Dataset {
+        let n = n.min(self.len());
+        Dataset {
+            images: self.images[..n * PIXELS].to_vec(),
+            labels: self.labels[..n].to_vec(),
+        }
+    }
+
+    /// Gathers the examples at `indices` into `x` as floats in [0,1], (batch, 784) row-major,
+    /// and their labels into `y` as one-hot rows, (batch, 10). Both are resized to fit.
+    pub fn gather_batch(&self, indices: &[u32], x: &mut Vec<f32>, y: &mut Vec<f32>) {
+        x.resize(indices.len() * PIXELS, 0.0);
+        y.clear();
+        y.resize(indices.len() * CLASSES, 0.0);
+        for (row, &i) in indices.iter().enumerate() {
+            let i = i as usize;
+            for (dst, &p) in x[row * PIXELS..(row + 1) * PIXELS].iter_mut().zip(self.image(i)) {
+                *dst = scale_pixel(p);
+            }
+            y[row * CLASSES + self.labels[i] as usize] = 1.0;
+        }
+    }
+
+    /// A short fingerprint of the contents (FNV-1a over labels and pixels), so a snapshot
+    /// can tell whether it is being resumed on the same data.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in self.labels.iter().chain(self.images.iter()) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h
+    }
+}
+
+/// Pixel byte to the [0,1] float the network sees. The GPU does the same with `unpack4x8unorm`.
+pub fn scale_pixel(p: u8) -> f32 {
+    p as f32 / 255.0
+}
+
+/// The folder of the MNIST sample bundled with the repository (first 10,000 training images,
+/// the official 10,000 test images).
+pub fn bundled_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join("mnist")
+}
+
+/// Finds `name` or `name.gz` in `dir`.
+fn find(dir: &Path, name: &str) -> Result<PathBuf> {
+    for candidate in [dir.join(name), dir.join(format!("{name}.gz"))] {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(Error::Config(format!(
+        "{}: no {name} or {name}.gz here; a data directory needs the four MNIST files \
+         ({TRAIN_IMAGES}, {TRAIN_LABELS}, {TEST_IMAGES}, {TEST_LABELS}, raw or .gz)",
+        dir.display()
+    )))
+}
+
+/// Loads one images file and one labels file and checks they describe the same examples.
+pub fn load_pair(images_path: &Path, labels_path: &Path) -> Result<Dataset> {
+    let images_name = idx::display_name(images_path);
+    let labels_name = idx::display_name(labels_path);
+    let images = idx::parse_images(&idx::read_file(images_path)?, &images_name)?;
+    let labels = idx::parse_labels(&idx::read_file(labels_path)?, &labels_name)?;
+    if (images.rows, images.cols) != (28, 28) {
+        return Err(Error::bad_data(
+            images_name,
+            format!(
+                "images are {}x{}, but the model takes 28x28",
+                images.rows, images.cols
+            ),
+        ));
+    }
+    if images.count != labels.len() {
+        return Err(Error::bad_data(
+            labels_name,
+            format!(
+                "holds {} labels but {images_name} holds {} images",
+                labels.len(),
+                images.count
+            ),
+        ));
+    }
+    if images.count == 0 {
+        return Err(Error::bad_data(images_name, "holds no images"));
+    }
+    Dataset::new(images.pixels, labels)
+}
+
+/// Loads the four files of an MNIST-format data set from `dir`.
+pub fn load_dir(dir: &Path) -> Result<DataSplit> {
+    if !dir.is_dir() {
+        return Err(Error::Config(format!(
+            "data directory {} does not exist",
+            dir.display()
+        )));
+    }
+    let train = load_pair(&find(dir, TRAIN_IMAGES)?, &find(dir, TRAIN_LABELS)?)?;
+    let test = load_pair(&find(dir, TEST_IMAGES)?, &find(dir, TEST_LABELS)?)?;
+    Ok(DataSplit {
+        train,
+        test,
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// The order in which epoch `epoch` visits the `n` training examples: a Fisher-Yates shuffle
+/// driven by ChaCha8 seeded from (seed, epoch). Deriving it from the epoch number, rather than
+/// from an RNG carried between epochs, means a resumed run needs only (seed, epoch, step).
+pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    order.shuffle(&mut rng);
+    order
+}

@@ -1,0 +1,48 @@
+//! One error type for the whole library. Every message says what went wrong and,
+//! where there is one, what the user can do about it.
+
+use std::path::PathBuf;
+
+/// Everything gpu-train can refuse or fail at.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A data file could not be opened or read at all.
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A data file was read but its contents are not a valid MNIST IDX file.
+    #[error("{file}: {fault}")]
+    BadData { file: String, fault: String },
+
+    /// A flag or configuration value that cannot work.
+    #[error("{0}")]
+    Config(String),
+
+    /// No usable GPU adapter, or the one asked for does not exist.
+    #[error("{0}")]
+    Adapter(String),
+
+    /// The GPU device failed while training (lost device, out of memory, validation error).
+    #[error("GPU error: {0}")]
+    Gpu(String),
+
+    /// Training produced a non-finite loss: the learning rate is too high for this model.
+    #[error("training diverged at epoch {epoch}, step {step}: the loss is {loss}; lower --lr (the default is 0.1)")]
+    Diverged { epoch: usize, step: usize, loss: f32 },
+}
+
+impl Error {
+    /// A data fault in the named file.
+    pub fn bad_data(file: impl Into<String>, fault: impl Into<String>) -> Self {
+        Error::BadData {
+            file: file.into(),
+            fault: fault.into(),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,241 @@
+//! The compute pipelines, one per WGSL file in `shaders/`, built once, and the `Params`
+//! structs that are their uniform buffers (the same field order as the WGSL structs).
+//!
+//! A [`Dispatch`] is one kernel launch ready to record: pipeline, bind group, workgroup
+//! counts. Training steps are lists of dispatches recorded into one compute pass.
+
+use bytemuck::{Pod, Zeroable};
+use wgpu::util::DeviceExt;
+
+/// `matmul.wgsl` epilogue flags.
+pub const HAS_BIAS: u32 = 1;
+pub const RELU: u32 = 2;
+pub const MASK: u32 = 4;
+/// `matmul.wgsl`'s TILE: its workgroup is TILE×TILE threads over a TILE×TILE block of C.
+pub const MATMUL_TILE: u32 = 16;
+/// The 1-D kernels' workgroup size (`WORKGROUP` in their WGSL).
+pub const WORKGROUP: u32 = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct UnpackParams {
+    pub rows: u32,
+    pub words_per_image: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct MatmulParams {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub splits: u32,
+    pub k_per_split: u32,
+    pub a_rs: u32,
+    pub a_cs: u32,
+    pub b_rs: u32,
+    pub b_cs: u32,
+    pub alpha: f32,
+    pub beta: f32,
+    pub flags: u32,
+}
+
+/// How a matrix is laid out: `(row stride, column stride)` in elements.
+pub type Strides = (u32, u32);
+/// A (rows, cols) row-major matrix.
+pub fn row_major(cols: u32) -> Strides {
+    (cols, 1)
+}
+/// The transpose of a (rows, cols) row-major matrix, read as (cols, rows).
+pub fn transposed(cols: u32) -> Strides {
+    (1, cols)
+}
+
+impl MatmulParams {
+    /// C (m, n) = alpha · A (m, k) · B (k, n) + beta · C, with the K range cut into `splits`
+    /// slices (each a whole number of tiles).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        (m, n, k): (u32, u32, u32),
+        a: Strides,
+        b: Strides,
+        alpha: f32,
+        beta: f32,
+        flags: u32,
+        splits: u32,
+    ) -> Self {
+        let tiles = k.div_ceil(MATMUL_TILE);
+        let splits = splits.clamp(1, tiles.max(1));
+        let k_per_split = tiles.div_ceil(splits) * MATMUL_TILE;
+        MatmulParams {
+            m,
+            n,
+            k,
+            // Recount: rounding the slice up to whole tiles may leave fewer slices.
+            splits: k.div_ceil(k_per_split).max(1),
+            k_per_split,
+            a_rs: a.0,
+            a_cs: a.1,
+            b_rs: b.0,
+            b_cs: b.1,
+            alpha,
+            beta,
+            flags,
+        }
+    }
+
+    pub fn workgroups(&self) -> (u32, u32, u32) {
+        (self.n.div_ceil(MATMUL_TILE), self.m.div_ceil(MATMUL_TILE), self.splits)
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct SoftmaxParams {
+    pub rows: u32,
+    pub classes: u32,
+    /// 1: write the gradient (training); 0: loss and accuracy only (evaluation).
+    pub grad: u32,
+    /// Index in the totals buffer where this batch's loss sum goes (correct count at +1).
+    pub at: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct BiasParams {
+    pub rows: u32,
+    pub cols: u32,
+    pub lr: f32,
+    pub _pad: u32,
+}
+
+/// The five pipelines.
+pub struct Kernels {
+    pub unpack: wgpu::ComputePipeline,
+    pub matmul: wgpu::ComputePipeline,
+    pub splitk_reduce: wgpu::ComputePipeline,
+    pub softmax_xent: wgpu::ComputePipeline,
+    pub bias_update: wgpu::ComputePipeline,
+}
+
+fn pipeline(device: &wgpu::Device, name: &str, source: &str) -> wgpu::ComputePipeline {
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(name),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    });
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(name),
+        // The layout is deduced from the shader's bindings.
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    })
+}
+
+impl Kernels {
+    pub fn new(device: &wgpu::Device) -> Self {
+        Kernels {
+            unpack: pipeline(device, "unpack_batch", include_str!("../../shaders/unpack_batch.wgsl")),
+            matmul: pipeline(device, "matmul", include_str!("../../shaders/matmul.wgsl")),
+            splitk_reduce: pipeline(device, "splitk_reduce", include_str!("../../shaders/splitk_reduce.wgsl")),
+            softmax_xent: pipeline(device, "softmax_xent", include_str!("../../shaders/softmax_xent.wgsl")),
+            bias_update: pipeline(device, "bias_update", include_str!("../../shaders/bias_update.wgsl")),
+        }
+    }
+}
+
+/// One kernel launch, ready to record.
+pub struct Dispatch {
+    pub name: &'static str,
+    pub pipeline: wgpu::ComputePipeline,
+    pub bind_group: wgpu::BindGroup,
+    pub workgroups: (u32, u32, u32),
+}
+
+impl Dispatch {
+    /// Binds `resources` to bindings 0, 1, 2, ... of `pipeline` (the shader's binding order:
+    /// inputs, outputs, then the params, which this makes into a uniform buffer).
+    pub fn new<P: Pod>(
+        device: &wgpu::Device,
+        name: &'static str,
+        pipeline: &wgpu::ComputePipeline,
+        resources: &[wgpu::BindingResource],
+        params: &P,
+        workgroups: (u32, u32, u32),
+    ) -> Self {
+        let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(name),
+            contents: bytemuck::bytes_of(params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut entries: Vec<wgpu::BindGroupEntry> = resources
+            .iter()
+            .enumerate()
+            .map(|(i, r)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: r.clone(),
+            })
+            .collect();
+        entries.push(wgpu::BindGroupEntry {
+            binding: resources.len() as u32,
+            resource: params.as_entire_binding(),
+        });
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(name),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        Dispatch {
+            name,
+            pipeline: pipeline.clone(),
+            bind_group,
+            workgroups,
+        }
+    }
+
+    pub fn record(&self, pass: &mut wgpu::ComputePass) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        let (x, y, z) = self.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+}
+
+/// Workgroups for a 1-D kernel over `threads` threads.
+pub fn groups_1d(threads: u32) -> (u32, u32, u32) {
+    (threads.div_ceil(WORKGROUP).max(1), 1, 1)
+}
+
+/// Records `dispatches` into one compute pass, submits and waits (tests and one-off work).
+pub fn run_now(gpu: &super::Gpu, dispatches: &[&Dispatch]) -> crate::error::Result<()> {
+    let mut encoder = gpu.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        for d in dispatches {
+            d.record(&mut pass);
+        }
+    }
+    gpu.queue.submit([encoder.finish()]);
+    gpu.wait()
+}
+
+/// A storage buffer holding `data`, readable back and writable from the host.
+pub fn storage<T: Pod>(device: &wgpu::Device, label: &str, data: &[T]) -> wgpu::Buffer {
+    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some(label),
+        contents: bytemuck::cast_slice(data),
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+    })
+}
+
+/// A zeroed storage buffer of `len` 4-byte elements.
+pub fn storage_zeroed(device: &wgpu::Device, label: &str, len: usize) -> wgpu::Buffer {
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: (len.max(1) * 4) as u64,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}

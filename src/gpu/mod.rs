@@ -1,0 +1,9 @@
+//! The GPU side: finding an adapter ([`context`]), the WGSL kernels as pipelines
+//! ([`kernels`]), and the trainer that runs a whole step on the device ([`engine`]).
+
+pub mod context;
+pub mod engine;
+pub mod kernels;
+
+pub use context::Gpu;
+pub use engine::{GpuEngine, GpuOptions};

@@ -1,0 +1,32 @@
+//! # gpu-train
+//!
+//! A trainer for the 784 → 128 ReLU → 10 → SoftMax network of "AI for Network Engineers",
+//! written to be read. The modules follow the data through the pipeline:
+//!
+//! ```text
+//! IDX files ──► data (parse, check) ──► batches in RAM ──► staging ──► VRAM
+//!    ──► kernels: matmul ► ReLU ► SoftMax/cross-entropy ► gradients ► SGD update
+//!    ──► metrics (train::Totals) ──► report / bench
+//! ```
+//!
+//! * [`data`]: MNIST IDX files (raw or gzip), checked and kept as u8 in RAM; seeded shuffles.
+//! * [`model`]: the layer shapes, parameter counts and memory, and the seeded initialisation.
+//! * [`cpu`]: the f64 reference, the fast CPU trainer (the benchmark baseline), and a CPU twin
+//!   of every WGSL kernel.
+//! * [`gpu`]: adapters, the kernels in `shaders/` as pipelines, and the GPU trainer.
+//! * [`train`]: the training loop, shared by CPU and GPU through the small [`train::Engine`] trait.
+//! * [`explain`]: the chapters' worked examples, computed.
+//! * [`bench`]: CPU-vs-GPU timing table.
+//! * [`cli`]: the command line.
+
+pub mod data;
+pub mod model;
+pub mod cpu;
+pub mod gpu;
+pub mod train;
+pub mod explain;
+pub mod bench;
+pub mod cli;
+pub mod error;
+
+pub use error::{Error, Result};

@@ -1,0 +1,197 @@
+//! The network: 784 inputs -> 128 ReLU neurons -> 10 logits -> SoftMax, with cross-entropy loss.
+//!
+//! Weights are stored the way PyTorch's `nn.Linear` stores them, (out, in) row-major, so that
+//! `hidden.weight` is (128, 784) and `output.weight` is (10, 128). Every count and byte size the
+//! program reports is computed here from these shapes.
+
+use crate::data::{CLASSES, PIXELS};
+use rand::{Rng, SeedableRng};
+
+/// One fully connected layer's shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerShape {
+    pub name: &'static str,
+    pub inputs: usize,
+    pub outputs: usize,
+}
+
+impl LayerShape {
+    pub fn weights(&self) -> usize {
+        self.inputs * self.outputs
+    }
+    pub fn biases(&self) -> usize {
+        self.outputs
+    }
+}
+
+/// Neurons in the hidden layer.
+pub const HIDDEN: usize = 128;
+
+/// The two layers of the chapter's network, in order.
+pub const LAYERS: [LayerShape; 2] = [
+    LayerShape {
+        name: "hidden",
+        inputs: PIXELS,
+        outputs: HIDDEN,
+    },
+    LayerShape {
+        name: "output",
+        inputs: HIDDEN,
+        outputs: CLASSES,
+    },
+];
+
+/// Weight counts, bias counts and their memory, derived from [`LAYERS`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub layer_weights: Vec<(String, usize)>,
+    pub weights: usize,
+    pub biases: usize,
+}
+
+impl Summary {
+    pub fn of(layers: &[LayerShape]) -> Self {
+        Summary {
+            layer_weights: layers
+                .iter()
+                .map(|l| (format!("{} ({}x{})", l.name, l.outputs, l.inputs), l.weights()))
+                .collect(),
+            weights: layers.iter().map(|l| l.weights()).sum(),
+            biases: layers.iter().map(|l| l.biases()).sum(),
+        }
+    }
+
+    /// Bytes the weights take at `bytes_per_value` (2 = FP16, 4 = FP32, 8 = FP64).
+    pub fn weight_bytes(&self, bytes_per_value: usize) -> usize {
+        self.weights * bytes_per_value
+    }
+
+    /// The summary as the program prints it.
+    pub fn render(&self) -> String {
+        let mut s = String::from("model: 784 -> 128 ReLU -> 10 -> SoftMax, cross-entropy loss\n");
+        let parts: Vec<String> = self
+            .layer_weights
+            .iter()
+            .map(|(n, w)| format!("{} {n}", thousands(*w)))
+            .collect();
+        s += &format!(
+            "  weights: {} = {}\n  biases:  {}\n",
+            parts.join(" + "),
+            thousands(self.weights),
+            thousands(self.biases)
+        );
+        for (name, b) in [("FP16", 2), ("FP32", 4), ("FP64", 8)] {
+            s += &format!(
+                "  weights in {name}: {} bytes ({} with biases)\n",
+                thousands(self.weight_bytes(b)),
+                thousands((self.weights + self.biases) * b)
+            );
+        }
+        s
+    }
+}
+
+/// 101632 -> "101,632".
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The parameters, FP32, (out, in) row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    /// (128, 784)
+    pub w1: Vec<f32>,
+    /// (128)
+    pub b1: Vec<f32>,
+    /// (10, 128)
+    pub w2: Vec<f32>,
+    /// (10)
+    pub b2: Vec<f32>,
+}
+
+impl Model {
+    /// PyTorch's `nn.Linear` default initialisation: every weight and bias of a layer drawn
+    /// uniformly from ±1/√fan_in (fan_in = the layer's inputs), from a ChaCha8 RNG seeded by `seed`.
+    pub fn init(seed: u64) -> Self {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut layer = |l: LayerShape| {
+            let bound = 1.0 / (l.inputs as f32).sqrt();
+            let w: Vec<f32> = (0..l.weights())
+                .map(|_| rng.random_range(-bound..bound))
+                .collect();
+            let b: Vec<f32> = (0..l.biases())
+                .map(|_| rng.random_range(-bound..bound))
+                .collect();
+            (w, b)
+        };
+        let (w1, b1) = layer(LAYERS[0]);
+        let (w2, b2) = layer(LAYERS[1]);
+        Model { w1, b1, w2, b2 }
+    }
+
+    /// The tensors with their conventional (PyTorch) names and shapes.
+    pub fn tensors(&self) -> [(&'static str, Vec<usize>, &[f32]); 4] {
+        [
+            ("hidden.weight", vec![HIDDEN, PIXELS], &self.w1),
+            ("hidden.bias", vec![HIDDEN], &self.b1),
+            ("output.weight", vec![CLASSES, HIDDEN], &self.w2),
+            ("output.bias", vec![CLASSES], &self.b2),
+        ]
+    }
+
+    /// Largest absolute difference between two models' parameters.
+    pub fn max_abs_diff(&self, other: &Model) -> f32 {
+        self.tensors()
+            .iter()
+            .zip(other.tensors().iter())
+            .flat_map(|(a, b)| a.2.iter().zip(b.2.iter()).map(|(x, y)| (x - y).abs()))
+            .fold(0.0, f32::max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_come_from_the_shapes() {
+        let s = Summary::of(&LAYERS);
+        // The chapter's figures: 100,352 + 1,280 = 101,632 weights, 138 biases.
+        assert_eq!(s.layer_weights[0].1, PIXELS * HIDDEN);
+        assert_eq!(s.weights, PIXELS * HIDDEN + HIDDEN * CLASSES);
+        assert_eq!(s.biases, HIDDEN + CLASSES);
+        assert_eq!(s.weight_bytes(4), 4 * s.weights);
+        let m = Model::init(1);
+        let stored: usize = m.tensors().iter().map(|t| t.2.len()).sum();
+        assert_eq!(stored, s.weights + s.biases);
+        for (_, shape, data) in m.tensors() {
+            assert_eq!(shape.iter().product::<usize>(), data.len());
+        }
+    }
+
+    #[test]
+    fn init_is_seeded_and_bounded() {
+        let a = Model::init(7);
+        assert_eq!(a, Model::init(7));
+        assert_ne!(a, Model::init(8));
+        let bound = 1.0 / (PIXELS as f32).sqrt();
+        assert!(a.w1.iter().all(|w| w.abs() <= bound));
+        assert!(a.w2.iter().any(|w| w.abs() > bound), "layer 2 uses its own fan-in");
+    }
+
+    #[test]
+    fn thousands_separator() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(138), "138");
+        assert_eq!(thousands(1280), "1,280");
+        assert_eq!(thousands(406528), "406,528");
+    }
+}
