@@ -95,8 +95,14 @@ fn time_engine(engine: &mut dyn Engine, data: &DataSplit, args: &BenchArgs) -> R
         seed: args.seed,
     };
     let reports = train::train(engine, data, &cfg, &mut train::Quiet)?;
-    let times: Vec<f64> = reports[args.warmup..].iter().map(|r| r.train_time.as_secs_f64()).collect();
-    Ok((median(times), reports.last().map(|r| r.test.accuracy()).unwrap_or(0.0)))
+    let times: Vec<f64> = reports[args.warmup..]
+        .iter()
+        .map(|r| r.train_time.as_secs_f64())
+        .collect();
+    Ok((
+        median(times),
+        reports.last().map(|r| r.test.accuracy()).unwrap_or(0.0),
+    ))
 }
 
 /// Runs every row the flags ask for.
@@ -108,7 +114,7 @@ pub fn rows(args: &BenchArgs, data: &DataSplit) -> Result<Vec<Row>> {
     let n = data.train.len() as f64;
     let mut rows = Vec::new();
     if !args.gpu_only {
-        let mut cpu = CpuEngine::new(model.clone(), rayon::current_num_threads());
+        let mut cpu = CpuEngine::new(model.clone(), 1);
         let (t, acc) = time_engine(&mut cpu, data, args)?;
         rows.push(Row {
             path: "cpu".into(),
@@ -123,7 +129,11 @@ pub fn rows(args: &BenchArgs, data: &DataSplit) -> Result<Vec<Row>> {
         });
     }
     if !args.cpu_only {
-        let devices = if args.devices.is_empty() { vec![0] } else { args.devices.clone() };
+        let devices = if args.devices.is_empty() {
+            vec![0]
+        } else {
+            args.devices.clone()
+        };
         for &device in &devices {
             for resident in [false, true] {
                 let gpu = Gpu::open(device)?;
@@ -141,7 +151,11 @@ pub fn rows(args: &BenchArgs, data: &DataSplit) -> Result<Vec<Row>> {
                 let staged = engine.take_staged_bytes() as f64;
                 let test_bytes = data.test.len() as f64 * (crate::data::PIXELS + 4) as f64;
                 rows.push(Row {
-                    path: if resident { "gpu resident".into() } else { "gpu staged".into() },
+                    path: if resident {
+                        "gpu resident".into()
+                    } else {
+                        "gpu staged".into()
+                    },
                     adapter: format!("{device}: {name}"),
                     epoch_s: t,
                     images_per_s: n / t,
@@ -162,14 +176,23 @@ pub fn rows(args: &BenchArgs, data: &DataSplit) -> Result<Vec<Row>> {
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
-    v.map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "-".into())
+    v.map(|x| format!("{x:.digits$}"))
+        .unwrap_or_else(|| "-".into())
 }
 
 /// The table as printed.
 pub fn table(rows: &[Row]) -> String {
     let mut s = format!(
         "{:<13} {:<44} {:>9} {:>10} {:>8} {:>8} {:>9} {:>8} {:>10}\n",
-        "path", "adapter", "epoch s", "images/s", "speedup", "test %", "host MB", "VRAM MB", "staged MB"
+        "path",
+        "adapter",
+        "epoch s",
+        "images/s",
+        "speedup",
+        "test %",
+        "host MB",
+        "VRAM MB",
+        "staged MB"
     );
     for r in rows {
         let _ = writeln!(

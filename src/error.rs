@@ -32,7 +32,11 @@ pub enum Error {
 
     /// Training produced a non-finite loss: the learning rate is too high for this model.
     #[error("training diverged at epoch {epoch}, step {step}: the loss is {loss}; lower --lr (the default is 0.1)")]
-    Diverged { epoch: usize, step: usize, loss: f32 },
+    Diverged {
+        epoch: usize,
+        step: usize,
+        loss: f32,
+    },
 }
 
 impl Error {

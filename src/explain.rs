@@ -116,7 +116,10 @@ pub fn chapter2() -> String {
     let first = net.iterate();
     let second = first.updated.iterate();
     let mut s = String::new();
-    let _ = writeln!(s, "== Chapter 2: backpropagation on a two-neuron network ==");
+    let _ = writeln!(
+        s,
+        "== Chapter 2: backpropagation on a two-neuron network =="
+    );
     let _ = writeln!(
         s,
         "inputs x = ({}, {}, {}) plus a bias input 1.0; target y = {}; ReLU on both neurons; \
@@ -127,22 +130,56 @@ pub fn chapter2() -> String {
     let _ = writeln!(
         s,
         "  neuron a: z = {}·{} + {}·{} + {}·{} + 1.0·{} = {:.6}   a = ReLU(z) = {:.6}",
-        net.x[0], net.wa[0], net.x[1], net.wa[1], net.x[2], net.wa[2], net.wa_bias, first.za, first.a
+        net.x[0],
+        net.wa[0],
+        net.x[1],
+        net.wa[1],
+        net.x[2],
+        net.wa[2],
+        net.wa_bias,
+        first.za,
+        first.a
     );
     let _ = writeln!(
         s,
         "  neuron b: z = {:.6}·{} + 1.0·{} = {:.6}   ŷ = ReLU(z) = {:.6}",
         first.a, net.wb, net.wb_bias, first.zb, first.y_hat
     );
-    let _ = writeln!(s, "  MSE = ½({} − {:.6})² = {:.6}", net.target, first.y_hat, first.mse);
+    let _ = writeln!(
+        s,
+        "  MSE = ½({} − {:.6})² = {:.6}",
+        net.target, first.y_hat, first.mse
+    );
     let _ = writeln!(s, "\nbackward pass:");
     let _ = writeln!(s, "  output error ŷ − y = {:.6}", first.output_error);
-    let _ = writeln!(s, "  error term of b: δb = (ŷ − y)·ReLU′(zb) = {:.6}", first.delta_b);
-    let _ = writeln!(s, "  error term of a: δa = δb·wb·ReLU′(za) = {:.6}", first.delta_a);
+    let _ = writeln!(
+        s,
+        "  error term of b: δb = (ŷ − y)·ReLU′(zb) = {:.6}",
+        first.delta_b
+    );
+    let _ = writeln!(
+        s,
+        "  error term of a: δa = δb·wb·ReLU′(za) = {:.6}",
+        first.delta_a
+    );
     let names = ["wb", "wb0 (bias)", "wa1", "wa2", "wa3", "wa0 (bias)"];
     let inputs = [first.a, 1.0, net.x[0], net.x[1], net.x[2], 1.0];
-    let deltas = [first.delta_b, first.delta_b, first.delta_a, first.delta_a, first.delta_a, first.delta_a];
-    let old = [net.wb, net.wb_bias, net.wa[0], net.wa[1], net.wa[2], net.wa_bias];
+    let deltas = [
+        first.delta_b,
+        first.delta_b,
+        first.delta_a,
+        first.delta_a,
+        first.delta_a,
+        first.delta_a,
+    ];
+    let old = [
+        net.wb,
+        net.wb_bias,
+        net.wa[0],
+        net.wa[1],
+        net.wa[2],
+        net.wa_bias,
+    ];
     let u = &first.updated;
     let new = [u.wb, u.wb_bias, u.wa[0], u.wa[1], u.wa[2], u.wa_bias];
     for i in 0..6 {
@@ -154,7 +191,11 @@ pub fn chapter2() -> String {
     }
     let _ = writeln!(s, "\nforward pass 2 (every weight updated):");
     let _ = writeln!(s, "  neuron a: z = {:.6}   a = {:.6}", second.za, second.a);
-    let _ = writeln!(s, "  neuron b: z = {:.6}   ŷ = {:.5}", second.zb, second.y_hat);
+    let _ = writeln!(
+        s,
+        "  neuron b: z = {:.6}   ŷ = {:.5}",
+        second.zb, second.y_hat
+    );
     let _ = writeln!(s, "  MSE = {:.6}", second.mse);
     let _ = writeln!(
         s,
@@ -207,7 +248,9 @@ pub fn image_example(model: &Model, data: &Dataset, image: usize, lr: f64) -> Im
         .filter(|&j| f.z1[j] > 0.0)
         .max_by(|&a, &b| g.b1[a].abs().total_cmp(&g.b1[b].abs()))
         .unwrap_or(0);
-    let pixel = (0..PIXELS).max_by(|&a, &b| x[a].total_cmp(&x[b])).unwrap_or(0);
+    let pixel = (0..PIXELS)
+        .max_by(|&a, &b| x[a].total_cmp(&x[b]))
+        .unwrap_or(0);
     ImageExample {
         label,
         logits: f.z2.clone(),
@@ -227,7 +270,10 @@ pub fn image_example(model: &Model, data: &Dataset, image: usize, lr: f64) -> Im
 
 /// The SoftMax table (class, logit, exponential, probability), as the chapter's Figure 3-2.
 pub fn softmax_table(e: &ImageExample) -> String {
-    let mut s = format!("  {:>5}  {:>10}  {:>12}  {:>11}\n", "class", "logit", "exp(z−max)", "probability");
+    let mut s = format!(
+        "  {:>5}  {:>10}  {:>12}  {:>11}\n",
+        "class", "logit", "exp(z−max)", "probability"
+    );
     for c in 0..e.logits.len() {
         let mark = match (c == e.predicted, c == e.label) {
             (true, true) => "  ← predicted, true class",
@@ -235,9 +281,20 @@ pub fn softmax_table(e: &ImageExample) -> String {
             (false, true) => "  ← true class",
             _ => "",
         };
-        let _ = writeln!(s, "  {c:>5}  {:>10.4}  {:>12.6}  {:>11.4}{mark}", e.logits[c], e.exps[c], e.probs[c]);
+        let _ = writeln!(
+            s,
+            "  {c:>5}  {:>10.4}  {:>12.6}  {:>11.4}{mark}",
+            e.logits[c], e.exps[c], e.probs[c]
+        );
     }
-    let _ = writeln!(s, "  {:>5}  {:>10}  {:>12.6}  {:>11.4}", "sum", "", e.sum, e.probs.iter().sum::<f64>());
+    let _ = writeln!(
+        s,
+        "  {:>5}  {:>10}  {:>12.6}  {:>11.4}",
+        "sum",
+        "",
+        e.sum,
+        e.probs.iter().sum::<f64>()
+    );
     s
 }
 
@@ -245,10 +302,17 @@ pub fn softmax_table(e: &ImageExample) -> String {
 pub fn chapter3(model: &Model, data: &Dataset, image: usize, lr: f64, what: &str) -> String {
     let e = image_example(model, data, image, lr);
     let mut s = String::new();
-    let _ = writeln!(s, "== Chapter 3: one MNIST image through 784 → 128 ReLU → 10 → SoftMax ==");
+    let _ = writeln!(
+        s,
+        "== Chapter 3: one MNIST image through 784 → 128 ReLU → 10 → SoftMax =="
+    );
     let _ = writeln!(s, "test image {image} (true class {}), {what}", e.label);
     s += &softmax_table(&e);
-    let _ = writeln!(s, "  predicted class {} with p = {:.4}", e.predicted, e.probs[e.predicted]);
+    let _ = writeln!(
+        s,
+        "  predicted class {} with p = {:.4}",
+        e.predicted, e.probs[e.predicted]
+    );
     let pt = e.probs[e.label];
     let _ = writeln!(
         s,
@@ -263,7 +327,11 @@ pub fn chapter3(model: &Model, data: &Dataset, image: usize, lr: f64, what: &str
         -(0.181f64).log10()
     );
     let grads: Vec<String> = e.output_grad.iter().map(|g| format!("{g:+.4}")).collect();
-    let _ = writeln!(s, "output gradient δ2 = p − onehot = [{}]", grads.join(", "));
+    let _ = writeln!(
+        s,
+        "output gradient δ2 = p − onehot = [{}]",
+        grads.join(", ")
+    );
     let _ = writeln!(
         s,
         "hidden neuron {}: δ1 = (W2ᵀ·δ2)·ReLU′(z) = {:+.6}; its weight from pixel {} (value {:.4}) is adjusted by \

@@ -19,14 +19,14 @@
 //! * [`bench`]: CPU-vs-GPU timing table.
 //! * [`cli`]: the command line.
 
-pub mod data;
-pub mod model;
-pub mod cpu;
-pub mod gpu;
-pub mod train;
-pub mod explain;
 pub mod bench;
 pub mod cli;
+pub mod cpu;
+pub mod data;
 pub mod error;
+pub mod explain;
+pub mod gpu;
+pub mod model;
+pub mod train;
 
 pub use error::{Error, Result};

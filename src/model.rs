@@ -54,7 +54,12 @@ impl Summary {
         Summary {
             layer_weights: layers
                 .iter()
-                .map(|l| (format!("{} ({}x{})", l.name, l.outputs, l.inputs), l.weights()))
+                .map(|l| {
+                    (
+                        format!("{} ({}x{})", l.name, l.outputs, l.inputs),
+                        l.weights(),
+                    )
+                })
                 .collect(),
             weights: layers.iter().map(|l| l.weights()).sum(),
             biases: layers.iter().map(|l| l.biases()).sum(),
@@ -184,7 +189,10 @@ mod tests {
         assert_ne!(a, Model::init(8));
         let bound = 1.0 / (PIXELS as f32).sqrt();
         assert!(a.w1.iter().all(|w| w.abs() <= bound));
-        assert!(a.w2.iter().any(|w| w.abs() > bound), "layer 2 uses its own fan-in");
+        assert!(
+            a.w2.iter().any(|w| w.abs() > bound),
+            "layer 2 uses its own fan-in"
+        );
     }
 
     #[test]

@@ -4,13 +4,16 @@
 //! (`matrixmultiply`, which packs panels and runs AVX/FMA micro-kernels) and split across the
 //! cores with `rayon::join`:
 //! ```text
-//! h  = ReLU(x · W1ᵀ + b1)        (B,784)·(784,128)  split by rows of x
+//! hT = ReLU(W1 · xᵀ + b1)        (128,784)·(784,B)  split by rows of W1
 //! z  = h · W2ᵀ + b2               (B,128)·(128,10)
 //! p  = SoftMax(z); δ2 = (p − onehot)/B; loss, correct
-//! δ1 = (δ2 · W2) ⊙ ReLU′(h)       uses W2 before its update
+//! δ1ᵀ = (W2ᵀ · δ2ᵀ) ⊙ ReLU′(h)    uses W2 before its update
 //! W2 -= lr · δ2ᵀ · h;  b2 -= lr · Σ δ2
 //! W1 -= lr · δ1ᵀ · x;  b1 -= lr · Σ δ1   (128,B)·(B,784)  split by rows of W1
 //! ```
+//! The hidden activations and their error terms are kept transposed, (128, B), so that both
+//! big products split W1 by rows: each core reads and updates only its own half of W1, which
+//! then stays in that core's cache from the forward pass to the update.
 //! The gradient is never stored: GEMM's `C = αAB + βC` with α = −lr and β = 1 adds the
 //! weight adjustment straight into the weights.
 
@@ -25,9 +28,11 @@ pub struct CpuEngine {
     threads: usize,
     x: Vec<f32>,
     y: Vec<f32>,
+    /// Hidden outputs, transposed: (128, B).
     h: Vec<f32>,
     z: Vec<f32>,
     d2: Vec<f32>,
+    /// Hidden error terms, transposed: (128, B).
     d1: Vec<f32>,
     totals: Totals,
 }
@@ -107,28 +112,49 @@ impl CpuEngine {
         }
     }
 
-    /// Forward pass of the batch already in `self.x` (rows of 784): fills h and z (logits).
+    /// Forward pass of the batch already in `self.x` (rows of 784): fills hT and z (logits).
     fn forward(&mut self, rows: usize) {
         let m = &self.model;
-        self.h.resize(rows * HIDDEN, 0.0);
+        self.h.resize(HIDDEN * rows, 0.0);
         self.z.resize(rows * CLASSES, 0.0);
         let x = &self.x;
-        // h = ReLU(x · W1ᵀ + b1): start each row at the bias and accumulate with β = 1.
-        par_rows(&mut self.h, HIDDEN, self.threads, &|r0, h| {
-            let r = h.len() / HIDDEN;
-            for row in h.chunks_mut(HIDDEN) {
-                row.copy_from_slice(&m.b1);
+        // hT = ReLU(W1 · xᵀ + b1), (128, B): each core takes a block of neurons, i.e. of W1's
+        // rows, so it reads (and in the update, writes) only its own half of W1.
+        par_rows(&mut self.h, rows, self.threads, &|j0, ht| {
+            let j = ht.len() / rows;
+            for (row, &b) in ht.chunks_mut(rows).zip(&m.b1[j0..j0 + j]) {
+                row.fill(b);
             }
-            let xs = &x[r0 * PIXELS..(r0 + r) * PIXELS];
-            gemm((r, PIXELS, HIDDEN), 1.0, xs, (PIXELS, 1), &m.w1, (1, PIXELS), 1.0, h, HIDDEN);
-            for v in h.iter_mut() {
+            gemm(
+                (j, PIXELS, rows),
+                1.0,
+                &m.w1[j0 * PIXELS..],
+                (PIXELS, 1),
+                x,
+                (1, PIXELS),
+                1.0,
+                ht,
+                rows,
+            );
+            for v in ht.iter_mut() {
                 *v = v.max(0.0);
             }
         });
+        // z = h · W2ᵀ + b2, (B, 10), with h read through hT's transposed strides.
         for row in self.z.chunks_mut(CLASSES) {
             row.copy_from_slice(&m.b2);
         }
-        gemm((rows, HIDDEN, CLASSES), 1.0, &self.h, (HIDDEN, 1), &m.w2, (1, HIDDEN), 1.0, &mut self.z, CLASSES);
+        gemm(
+            (rows, HIDDEN, CLASSES),
+            1.0,
+            &self.h,
+            (1, rows),
+            &m.w2,
+            (1, HIDDEN),
+            1.0,
+            &mut self.z,
+            CLASSES,
+        );
     }
 
     /// SoftMax + cross-entropy on the logits in `self.z`; writes δ2 = (p − onehot)/rows into
@@ -183,9 +209,19 @@ impl Engine for CpuEngine {
         let (loss, correct) = self.softmax_xent(&labels, true);
         self.totals.add(loss, correct, rows as u64);
 
-        // δ1 = (δ2 · W2) ⊙ ReLU′: computed before W2 changes.
-        self.d1.resize(rows * HIDDEN, 0.0);
-        gemm((rows, CLASSES, HIDDEN), 1.0, &self.d2, (CLASSES, 1), &self.model.w2, (HIDDEN, 1), 0.0, &mut self.d1, HIDDEN);
+        // δ1ᵀ = (W2ᵀ · δ2ᵀ) ⊙ ReLU′, (128, B): computed before W2 changes.
+        self.d1.resize(HIDDEN * rows, 0.0);
+        gemm(
+            (HIDDEN, CLASSES, rows),
+            1.0,
+            &self.model.w2,
+            (1, HIDDEN),
+            &self.d2,
+            (1, CLASSES),
+            0.0,
+            &mut self.d1,
+            rows,
+        );
         for (d, &h) in self.d1.iter_mut().zip(&self.h) {
             if h <= 0.0 {
                 *d = 0.0;
@@ -194,20 +230,42 @@ impl Engine for CpuEngine {
 
         let m = &mut self.model;
         // W2 += −lr · δ2ᵀ · h   (10,B)·(B,128)
-        gemm((CLASSES, rows, HIDDEN), -lr, &self.d2, (1, CLASSES), &self.h, (HIDDEN, 1), 1.0, &mut m.w2, HIDDEN);
+        gemm(
+            (CLASSES, rows, HIDDEN),
+            -lr,
+            &self.d2,
+            (1, CLASSES),
+            &self.h,
+            (1, rows),
+            1.0,
+            &mut m.w2,
+            HIDDEN,
+        );
         for r in 0..rows {
             for c in 0..CLASSES {
                 m.b2[c] -= lr * self.d2[r * CLASSES + c];
             }
-            for j in 0..HIDDEN {
-                m.b1[j] -= lr * self.d1[r * HIDDEN + j];
+        }
+        for (j, b) in m.b1.iter_mut().enumerate() {
+            for r in 0..rows {
+                *b -= lr * self.d1[j * rows + r];
             }
         }
-        // W1 += −lr · δ1ᵀ · x   (128,B)·(B,784), split by rows of W1 (neurons).
+        // W1 += −lr · δ1ᵀ · x   (128,B)·(B,784), split by rows of W1 (neurons) as in forward.
         let (d1, x) = (&self.d1, &self.x);
         par_rows(&mut m.w1, PIXELS, self.threads, &|j0, w| {
             let j = w.len() / PIXELS;
-            gemm((j, rows, PIXELS), -lr, &d1[j0..], (1, HIDDEN), x, (PIXELS, 1), 1.0, w, PIXELS);
+            gemm(
+                (j, rows, PIXELS),
+                -lr,
+                &d1[j0 * rows..],
+                (rows, 1),
+                x,
+                (PIXELS, 1),
+                1.0,
+                w,
+                PIXELS,
+            );
         });
         Ok(())
     }

@@ -4,7 +4,9 @@
 //!
 //! The `Params` structs are shared with the GPU side: they are the uniform buffers' layouts.
 
-use crate::gpu::kernels::{BiasParams, MatmulParams, SoftmaxParams, UnpackParams, HAS_BIAS, MASK, RELU};
+use crate::gpu::kernels::{
+    BiasParams, MatmulParams, SoftmaxParams, UnpackParams, HAS_BIAS, MASK, RELU,
+};
 
 /// Twin of `shaders/unpack_batch.wgsl`. `pixels` is the u8 view of the packed words.
 pub fn unpack_batch(
@@ -60,7 +62,10 @@ pub fn matmul(a: &[f32], b: &[f32], bias: &[f32], mask: &[f32], c: &mut [f32], p
                 if p.splits > 1 {
                     c[z * m * n + i] = acc;
                 } else {
-                    let (bv, mv) = (bias.get(col).copied().unwrap_or(0.0), mask.get(i).copied().unwrap_or(0.0));
+                    let (bv, mv) = (
+                        bias.get(col).copied().unwrap_or(0.0),
+                        mask.get(i).copied().unwrap_or(0.0),
+                    );
                     c[i] = epilogue(acc, c[i], bv, mv, p);
                 }
             }
@@ -77,13 +82,22 @@ pub fn splitk_reduce(partial: &[f32], bias: &[f32], mask: &[f32], c: &mut [f32],
             acc += partial[z * size + i];
         }
         let col = i % p.n as usize;
-        let (bv, mv) = (bias.get(col).copied().unwrap_or(0.0), mask.get(i).copied().unwrap_or(0.0));
+        let (bv, mv) = (
+            bias.get(col).copied().unwrap_or(0.0),
+            mask.get(i).copied().unwrap_or(0.0),
+        );
         c[i] = epilogue(acc, c[i], bv, mv, p);
     }
 }
 
 /// Twin of `shaders/softmax_xent.wgsl`.
-pub fn softmax_xent(logits: &[f32], labels: &[u32], dlogits: &mut [f32], accum: &mut [f32], p: &SoftmaxParams) {
+pub fn softmax_xent(
+    logits: &[f32],
+    labels: &[u32],
+    dlogits: &mut [f32],
+    accum: &mut [f32],
+    p: &SoftmaxParams,
+) {
     let k = p.classes as usize;
     let (mut loss, mut correct) = (0.0f32, 0.0f32);
     for r in 0..p.rows as usize {

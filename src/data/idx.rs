@@ -89,7 +89,10 @@ pub fn parse_images(bytes: &[u8], name: &str) -> Result<IdxImages> {
     let rows = be_u32(bytes, 8) as usize;
     let cols = be_u32(bytes, 12) as usize;
     if rows == 0 || cols == 0 {
-        return Err(Error::bad_data(name, format!("image size is {rows}x{cols}")));
+        return Err(Error::bad_data(
+            name,
+            format!("image size is {rows}x{cols}"),
+        ));
     }
     // u64 arithmetic: three u32 header fields multiplied can overflow usize on 32-bit hosts.
     let expected = count as u64 * rows as u64 * cols as u64;

@@ -83,7 +83,10 @@ impl Dataset {
         y.resize(indices.len() * CLASSES, 0.0);
         for (row, &i) in indices.iter().enumerate() {
             let i = i as usize;
-            for (dst, &p) in x[row * PIXELS..(row + 1) * PIXELS].iter_mut().zip(self.image(i)) {
+            for (dst, &p) in x[row * PIXELS..(row + 1) * PIXELS]
+                .iter_mut()
+                .zip(self.image(i))
+            {
                 *dst = scale_pixel(p);
             }
             y[row * CLASSES + self.labels[i] as usize] = 1.0;
@@ -108,9 +111,16 @@ pub fn scale_pixel(p: u8) -> f32 {
 }
 
 /// The folder of the MNIST sample bundled with the repository (first 10,000 training images,
-/// the official 10,000 test images).
+/// the official 10,000 test images): `data/mnist` under the current directory when run from a
+/// checkout (also a copied one), else under the source tree the binary was built from.
 pub fn bundled_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join("mnist")
+    let here = Path::new("data").join("mnist");
+    if here.join(format!("{TRAIN_IMAGES}.gz")).is_file() {
+        return here;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data")
+        .join("mnist")
 }
 
 /// Finds `name` or `name.gz` in `dir`.
@@ -180,7 +190,9 @@ pub fn load_dir(dir: &Path) -> Result<DataSplit> {
 /// from an RNG carried between epochs, means a resumed run needs only (seed, epoch, step).
 pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<u32> {
     let mut order: Vec<u32> = (0..n as u32).collect();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+        seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    );
     order.shuffle(&mut rng);
     order
 }

@@ -19,11 +19,17 @@ pub struct Gpu {
 }
 
 /// The hint every "no adapter" message carries.
-pub const NO_ADAPTER_HINT: &str = "install a Vulkan driver (on Debian: apt-get install mesa-vulkan-drivers for the \
+pub const NO_ADAPTER_HINT: &str =
+    "install a Vulkan driver (on Debian: apt-get install mesa-vulkan-drivers for the \
      software adapter lavapipe) or pass --cpu";
 
-fn instance() -> wgpu::Instance {
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+/// An instance for `backends`, unless WGPU_BACKEND in the environment says otherwise.
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    if std::env::var_os("WGPU_BACKEND").is_none() {
+        desc.backends = backends;
+    }
+    wgpu::Instance::new(desc)
 }
 
 fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
@@ -45,10 +51,13 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
 /// Metal or DX12 adapter exists: they drive the same chips through an older API (and probing
 /// them makes Mesa print window-system warnings on a headless machine).
 pub fn adapters() -> Vec<wgpu::Adapter> {
-    let inst = instance();
-    let mut list = pollster::block_on(inst.enumerate_adapters(wgpu::Backends::PRIMARY));
+    let mut list = pollster::block_on(
+        instance(wgpu::Backends::PRIMARY).enumerate_adapters(wgpu::Backends::all()),
+    );
     if list.is_empty() {
-        list = pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()));
+        list = pollster::block_on(
+            instance(wgpu::Backends::all()).enumerate_adapters(wgpu::Backends::all()),
+        );
     }
     // A stable sort keeps wgpu's own order among equals.
     list.sort_by_key(|a| rank(&a.get_info()));
@@ -67,7 +76,10 @@ pub fn describe(info: &wgpu::AdapterInfo) -> String {
         .cloned()
         .collect::<Vec<_>>()
         .join(" ");
-    format!("{} [{:?}, {kind}, driver {driver}]", info.name, info.backend)
+    format!(
+        "{} [{:?}, {kind}, driver {driver}]",
+        info.name, info.backend
+    )
 }
 
 /// The adapter list as `gpu-train devices` prints it.
@@ -89,7 +101,9 @@ impl Gpu {
     pub fn open(index: usize) -> Result<Gpu> {
         let list = adapters();
         if list.is_empty() {
-            return Err(Error::Adapter(format!("no GPU adapter found: {NO_ADAPTER_HINT}")));
+            return Err(Error::Adapter(format!(
+                "no GPU adapter found: {NO_ADAPTER_HINT}"
+            )));
         }
         let Some(adapter) = list.get(index) else {
             let names: Vec<String> = list
@@ -187,6 +201,10 @@ impl Gpu {
 
     /// [`Gpu::read_bytes`] of a whole buffer of f32.
     pub fn read_f32(&self, src: &wgpu::Buffer) -> Result<Vec<f32>> {
-        Ok(bytemuck::pod_collect_to_vec(&self.read_bytes(src, 0, src.size())?))
+        Ok(bytemuck::pod_collect_to_vec(&self.read_bytes(
+            src,
+            0,
+            src.size(),
+        )?))
     }
 }

@@ -130,7 +130,8 @@ pub struct GpuEngine {
 
 /// Splits of the hidden layer's K = 784 so that a batch of `rows` gives about 256 workgroups.
 fn hidden_splits(rows: usize) -> u32 {
-    let tiles = (rows as u32).div_ceil(kernels::MATMUL_TILE) * (HIDDEN as u32).div_ceil(kernels::MATMUL_TILE);
+    let tiles = (rows as u32).div_ceil(kernels::MATMUL_TILE)
+        * (HIDDEN as u32).div_ceil(kernels::MATMUL_TILE);
     (256 / tiles.max(1)).clamp(1, 16)
 }
 
@@ -143,7 +144,9 @@ impl GpuEngine {
     /// `train` is uploaded whole when `opts.resident`.
     pub fn new(gpu: Gpu, model: &Model, opts: GpuOptions, train: &Dataset) -> Result<Self> {
         if opts.batch == 0 || opts.ring == 0 {
-            return Err(Error::Config("batch size and ring size must be at least 1".into()));
+            return Err(Error::Config(
+                "batch size and ring size must be at least 1".into(),
+            ));
         }
         let d = &gpu.device;
         let rows = opts.batch;
@@ -162,7 +165,10 @@ impl GpuEngine {
             Ok(())
         };
         let splits = hidden_splits(rows) as usize;
-        need("the hidden layer's split-K partial sums", (splits * rows * HIDDEN * 4) as u64)?;
+        need(
+            "the hidden layer's split-K partial sums",
+            (splits * rows * HIDDEN * 4) as u64,
+        )?;
         need("the batch's input rows", (rows * PIXELS * 4) as u64)?;
 
         let resident = if opts.resident {
@@ -233,9 +239,22 @@ impl GpuEngine {
     /// Bytes of VRAM this engine allocated (parameters, activations, ring, resident set).
     pub fn vram_bytes(&self) -> u64 {
         let mut total: u64 = [
-            &self.w1, &self.b1, &self.w2, &self.b2, &self.x, &self.h, &self.z, &self.dz, &self.dh,
-            &self.partial, &self.batch_labels, &self.totals, &self.pixel_slots, &self.label_slots,
-            &self.index_slots, &self.identity,
+            &self.w1,
+            &self.b1,
+            &self.w2,
+            &self.b2,
+            &self.x,
+            &self.h,
+            &self.z,
+            &self.dz,
+            &self.dh,
+            &self.partial,
+            &self.batch_labels,
+            &self.totals,
+            &self.pixel_slots,
+            &self.label_slots,
+            &self.index_slots,
+            &self.identity,
         ]
         .iter()
         .map(|b| b.size())
@@ -285,58 +304,163 @@ impl GpuEngine {
                     d,
                     "unpack_batch",
                     &k.unpack,
-                    &[pixels, labels, indices, whole(&self.x), whole(&self.batch_labels)],
+                    &[
+                        pixels,
+                        labels,
+                        indices,
+                        whole(&self.x),
+                        whole(&self.batch_labels),
+                    ],
                     &unpack_params,
                     groups_1d(r * WORDS_PER_IMAGE),
                 )
             })
             .collect();
 
-        let mm = |name, a: &wgpu::Buffer, b: &wgpu::Buffer, bias: &wgpu::Buffer, mask: &wgpu::Buffer, c: &wgpu::Buffer, p: MatmulParams| {
-            Dispatch::new(d, name, &k.matmul, &[whole(a), whole(b), whole(bias), whole(mask), whole(c)], &p, p.workgroups())
+        let mm = |name,
+                  a: &wgpu::Buffer,
+                  b: &wgpu::Buffer,
+                  bias: &wgpu::Buffer,
+                  mask: &wgpu::Buffer,
+                  c: &wgpu::Buffer,
+                  p: MatmulParams| {
+            Dispatch::new(
+                d,
+                name,
+                &k.matmul,
+                &[whole(a), whole(b), whole(bias), whole(mask), whole(c)],
+                &p,
+                p.workgroups(),
+            )
         };
         let mut rest = Vec::new();
         // Forward, hidden layer: h = ReLU(x · W1ᵀ + b1), K = 784 split into slices.
-        let hidden = MatmulParams::new((r, hid, pix), row_major(pix), transposed(pix), 1.0, 0.0, kernels::HAS_BIAS | kernels::RELU, hidden_splits(rows));
+        let hidden = MatmulParams::new(
+            (r, hid, pix),
+            row_major(pix),
+            transposed(pix),
+            1.0,
+            0.0,
+            kernels::HAS_BIAS | kernels::RELU,
+            hidden_splits(rows),
+        );
         if hidden.splits > 1 {
-            rest.push(mm("hidden: x·W1ᵀ (split K)", &self.x, &self.w1, &self.b1, &self.z, &self.partial, hidden));
+            rest.push(mm(
+                "hidden: x·W1ᵀ (split K)",
+                &self.x,
+                &self.w1,
+                &self.b1,
+                &self.z,
+                &self.partial,
+                hidden,
+            ));
             rest.push(Dispatch::new(
                 d,
                 "hidden: Σ splits + b1, ReLU",
                 &k.splitk_reduce,
-                &[whole(&self.partial), whole(&self.b1), whole(&self.z), whole(&self.h)],
+                &[
+                    whole(&self.partial),
+                    whole(&self.b1),
+                    whole(&self.z),
+                    whole(&self.h),
+                ],
                 &hidden,
                 groups_1d(r * hid),
             ));
         } else {
-            rest.push(mm("hidden: ReLU(x·W1ᵀ + b1)", &self.x, &self.w1, &self.b1, &self.z, &self.h, hidden));
+            rest.push(mm(
+                "hidden: ReLU(x·W1ᵀ + b1)",
+                &self.x,
+                &self.w1,
+                &self.b1,
+                &self.z,
+                &self.h,
+                hidden,
+            ));
         }
         // Forward, output layer: z = h · W2ᵀ + b2.
-        let output = MatmulParams::new((r, cls, hid), row_major(hid), transposed(hid), 1.0, 0.0, kernels::HAS_BIAS, 1);
-        rest.push(mm("output: h·W2ᵀ + b2", &self.h, &self.w2, &self.b2, &self.x, &self.z, output));
+        let output = MatmulParams::new(
+            (r, cls, hid),
+            row_major(hid),
+            transposed(hid),
+            1.0,
+            0.0,
+            kernels::HAS_BIAS,
+            1,
+        );
+        rest.push(mm(
+            "output: h·W2ᵀ + b2",
+            &self.h,
+            &self.w2,
+            &self.b2,
+            &self.x,
+            &self.z,
+            output,
+        ));
         // SoftMax, loss, accuracy, and (training) δ2 = (p − onehot) / rows.
         let softmax = kernels::SoftmaxParams {
             rows: r,
             classes: cls,
             grad: (pass == Pass::Train) as u32,
-            at: if pass == Pass::Train { TRAIN_AT } else { EVAL_AT },
+            at: if pass == Pass::Train {
+                TRAIN_AT
+            } else {
+                EVAL_AT
+            },
         };
         rest.push(Dispatch::new(
             d,
             "softmax_xent",
             &k.softmax_xent,
-            &[whole(&self.z), whole(&self.batch_labels), whole(&self.dz), whole(&self.totals)],
+            &[
+                whole(&self.z),
+                whole(&self.batch_labels),
+                whole(&self.dz),
+                whole(&self.totals),
+            ],
             &softmax,
             (1, 1, 1),
         ));
         if pass == Pass::Train {
             let lr = self.lr;
             // Backward: δ1 = (δ2 · W2) ⊙ [h > 0], before W2 changes.
-            let back = MatmulParams::new((r, hid, cls), row_major(cls), row_major(hid), 1.0, 0.0, kernels::MASK, 1);
-            rest.push(mm("δ1 = (δ2·W2) ⊙ ReLU′", &self.dz, &self.w2, &self.b2, &self.h, &self.dh, back));
+            let back = MatmulParams::new(
+                (r, hid, cls),
+                row_major(cls),
+                row_major(hid),
+                1.0,
+                0.0,
+                kernels::MASK,
+                1,
+            );
+            rest.push(mm(
+                "δ1 = (δ2·W2) ⊙ ReLU′",
+                &self.dz,
+                &self.w2,
+                &self.b2,
+                &self.h,
+                &self.dh,
+                back,
+            ));
             // Update: W2 −= lr · δ2ᵀ · h, b2 −= lr · Σ δ2.
-            let w2 = MatmulParams::new((cls, hid, r), transposed(cls), row_major(hid), -lr, 1.0, 0, 1);
-            rest.push(mm("W2 −= lr·δ2ᵀ·h", &self.dz, &self.h, &self.b2, &self.x, &self.w2, w2));
+            let w2 = MatmulParams::new(
+                (cls, hid, r),
+                transposed(cls),
+                row_major(hid),
+                -lr,
+                1.0,
+                0,
+                1,
+            );
+            rest.push(mm(
+                "W2 −= lr·δ2ᵀ·h",
+                &self.dz,
+                &self.h,
+                &self.b2,
+                &self.x,
+                &self.w2,
+                w2,
+            ));
             let bias = |name, delta: &wgpu::Buffer, b: &wgpu::Buffer, cols: u32| {
                 let p = kernels::BiasParams {
                     rows: r,
@@ -344,19 +468,48 @@ impl GpuEngine {
                     lr,
                     _pad: 0,
                 };
-                Dispatch::new(d, name, &k.bias_update, &[whole(delta), whole(b)], &p, groups_1d(cols))
+                Dispatch::new(
+                    d,
+                    name,
+                    &k.bias_update,
+                    &[whole(delta), whole(b)],
+                    &p,
+                    groups_1d(cols),
+                )
             };
             rest.push(bias("b2 −= lr·Σδ2", &self.dz, &self.b2, cls));
             // Update: W1 −= lr · δ1ᵀ · x, b1 −= lr · Σ δ1.
-            let w1 = MatmulParams::new((hid, pix, r), transposed(hid), row_major(pix), -lr, 1.0, 0, 1);
-            rest.push(mm("W1 −= lr·δ1ᵀ·x", &self.dh, &self.x, &self.b1, &self.h, &self.w1, w1));
+            let w1 = MatmulParams::new(
+                (hid, pix, r),
+                transposed(hid),
+                row_major(pix),
+                -lr,
+                1.0,
+                0,
+                1,
+            );
+            rest.push(mm(
+                "W1 −= lr·δ1ᵀ·x",
+                &self.dh,
+                &self.x,
+                &self.b1,
+                &self.h,
+                &self.w1,
+                w1,
+            ));
             rest.push(bias("b1 −= lr·Σδ1", &self.dh, &self.b1, hid));
         }
         Plan { unpack, rest }
     }
 
     /// Writes one batch into the next ring slot and queues its step; submits when the ring is full.
-    fn queue_step(&mut self, data: &Dataset, batch: &[u32], pass: Pass, source: Source) -> Result<()> {
+    fn queue_step(
+        &mut self,
+        data: &Dataset,
+        batch: &[u32],
+        pass: Pass,
+        source: Source,
+    ) -> Result<()> {
         let rows = batch.len();
         if rows == 0 || rows > self.opts.batch {
             return Err(Error::Config(format!(
@@ -370,16 +523,25 @@ impl GpuEngine {
             Source::Staged => {
                 // The textbook path: copy the batch's u8 images from RAM into the slot.
                 for (row, &i) in batch.iter().enumerate() {
-                    self.host_pixels[row * PIXELS..(row + 1) * PIXELS].copy_from_slice(data.image(i as usize));
+                    self.host_pixels[row * PIXELS..(row + 1) * PIXELS]
+                        .copy_from_slice(data.image(i as usize));
                     self.host_small[row] = data.labels[i as usize] as u32;
                 }
                 let pixels = &self.host_pixels[..rows * PIXELS];
                 q.write_buffer(&self.pixel_slots, slot as u64 * self.pixel_stride, pixels);
-                q.write_buffer(&self.label_slots, slot as u64 * self.small_stride, bytemuck::cast_slice(&self.host_small[..rows]));
+                q.write_buffer(
+                    &self.label_slots,
+                    slot as u64 * self.small_stride,
+                    bytemuck::cast_slice(&self.host_small[..rows]),
+                );
                 self.staged_bytes += (rows * (PIXELS + 4)) as u64;
             }
             Source::Resident => {
-                q.write_buffer(&self.index_slots, slot as u64 * self.small_stride, bytemuck::cast_slice(batch));
+                q.write_buffer(
+                    &self.index_slots,
+                    slot as u64 * self.small_stride,
+                    bytemuck::cast_slice(batch),
+                );
                 self.staged_bytes += (rows * 4) as u64;
             }
         }
@@ -415,7 +577,8 @@ impl GpuEngine {
             }
         }
         self.queued.clear();
-        self.in_flight.push_back(self.gpu.queue.submit([encoder.finish()]));
+        self.in_flight
+            .push_back(self.gpu.queue.submit([encoder.finish()]));
         // Keep at most MAX_IN_FLIGHT submissions queued: the GPU always has the next one ready
         // while the host prepares the one after, and host memory for staging stays bounded.
         while self.in_flight.len() > MAX_IN_FLIGHT {
@@ -437,7 +600,11 @@ impl GpuEngine {
         let bytes = self.gpu.read_bytes(&self.totals, at as u64 * 4, 8)?;
         self.in_flight.clear();
         let v: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
-        self.gpu.queue.write_buffer(&self.totals, at as u64 * 4, bytemuck::cast_slice(&[0.0f32; 2]));
+        self.gpu.queue.write_buffer(
+            &self.totals,
+            at as u64 * 4,
+            bytemuck::cast_slice(&[0.0f32; 2]),
+        );
         Ok(Totals {
             loss_sum: v[0] as f64,
             correct: v[1] as u64,
@@ -462,8 +629,16 @@ impl Engine for GpuEngine {
         format!(
             "GPU {}{}, batches {}",
             super::context::describe(&self.gpu.info),
-            if self.gpu.is_software() { " (software: expect CPU-like speed)" } else { "" },
-            if self.resident.is_some() { "resident in VRAM" } else { "staged from RAM" }
+            if self.gpu.is_software() {
+                " (software: expect CPU-like speed)"
+            } else {
+                ""
+            },
+            if self.resident.is_some() {
+                "resident in VRAM"
+            } else {
+                "staged from RAM"
+            }
         )
     }
 

@@ -85,7 +85,11 @@ impl MatmulParams {
     }
 
     pub fn workgroups(&self) -> (u32, u32, u32) {
-        (self.n.div_ceil(MATMUL_TILE), self.m.div_ceil(MATMUL_TILE), self.splits)
+        (
+            self.n.div_ceil(MATMUL_TILE),
+            self.m.div_ceil(MATMUL_TILE),
+            self.splits,
+        )
     }
 }
 
@@ -137,11 +141,27 @@ fn pipeline(device: &wgpu::Device, name: &str, source: &str) -> wgpu::ComputePip
 impl Kernels {
     pub fn new(device: &wgpu::Device) -> Self {
         Kernels {
-            unpack: pipeline(device, "unpack_batch", include_str!("../../shaders/unpack_batch.wgsl")),
+            unpack: pipeline(
+                device,
+                "unpack_batch",
+                include_str!("../../shaders/unpack_batch.wgsl"),
+            ),
             matmul: pipeline(device, "matmul", include_str!("../../shaders/matmul.wgsl")),
-            splitk_reduce: pipeline(device, "splitk_reduce", include_str!("../../shaders/splitk_reduce.wgsl")),
-            softmax_xent: pipeline(device, "softmax_xent", include_str!("../../shaders/softmax_xent.wgsl")),
-            bias_update: pipeline(device, "bias_update", include_str!("../../shaders/bias_update.wgsl")),
+            splitk_reduce: pipeline(
+                device,
+                "splitk_reduce",
+                include_str!("../../shaders/splitk_reduce.wgsl"),
+            ),
+            softmax_xent: pipeline(
+                device,
+                "softmax_xent",
+                include_str!("../../shaders/softmax_xent.wgsl"),
+            ),
+            bias_update: pipeline(
+                device,
+                "bias_update",
+                include_str!("../../shaders/bias_update.wgsl"),
+            ),
         }
     }
 }
@@ -226,7 +246,9 @@ pub fn storage<T: Pod>(device: &wgpu::Device, label: &str, data: &[T]) -> wgpu::
     device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
         label: Some(label),
         contents: bytemuck::cast_slice(data),
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST,
     })
 }
 
@@ -235,7 +257,9 @@ pub fn storage_zeroed(device: &wgpu::Device, label: &str, len: usize) -> wgpu::B
     device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
         size: (len.max(1) * 4) as u64,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
     })
 }

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs ON a lent GPU machine, from the repository root, with .device/ (scripts/device-prepare.sh)
+# and .gl/ (the Vulkan loader .debs, see BENCHMARKS.md) carried along. It checks the GPU against
+# the CPU (kernel twins on random inputs, weights after K steps, epoch accuracy), then benchmarks,
+# printing a short table last. Results go to $OUT (or /tmp/device-out).
+set -uo pipefail
+OUT=${OUT:-/tmp/device-out}
+mkdir -p "$OUT"
+if ! ldconfig -p | grep -q libvulkan; then
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+fi
+D=.device
+if ! $D/gpu-train devices 2>/dev/null | grep -q '^0: '; then
+    export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+    export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+fi
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; $D/gpu-train devices; } 2>&1 | tee "$OUT/devices.txt"
+export GPU_TRAIN_REQUIRE_GPU=1
+$D/kernels --nocapture --test-threads 1 2>&1 | grep -E 'worst|test result|panicked|FAILED' | tee "$OUT/kernels.txt"
+$D/training gpu --nocapture --test-threads 1 2>&1 | grep -E 'worst|GPU|test result|panicked|FAILED' | tee "$OUT/training.txt"
+$D/gpu-train --epochs 10 2>&1 | grep -E 'engine|epoch|final' | tee "$OUT/train-mnist-gpu.txt"
+$D/gpu-train --epochs 5 --resident --data-dir $D/fashion 2>&1 | grep -E 'engine|epoch|final' | tee "$OUT/train-fashion-gpu.txt"
+$D/gpu-train bench --data-dir $D/fashion --epochs 5 --warmup 1 --json "$OUT/bench-fashion.json" 2>&1 | grep -v XDG | tee "$OUT/bench-fashion.txt"

@@ -1,0 +1,148 @@
+//! The binary as a user meets it: bad flags get a one-line error and exit code 2; the
+//! subcommands run.
+
+mod common;
+use std::process::Command;
+
+fn gpu_train(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gpu-train"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The lines of stderr that are ours (Mesa prints its own warnings on headless machines).
+fn our_errors(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("gpu-train:"))
+        .collect()
+}
+
+#[test]
+fn bad_values_exit_2_with_one_line() {
+    for (args, expect) in [
+        (
+            vec!["--cpu", "--batch-size", "0"],
+            "--batch-size must be at least 1",
+        ),
+        (
+            vec!["--cpu", "--epochs", "0"],
+            "--epochs must be at least 1",
+        ),
+        (vec!["--cpu", "--lr=-1"], "--lr must be a positive number"),
+        (
+            vec!["--cpu", "--data-dir", "/no/such/dir"],
+            "data directory /no/such/dir does not exist",
+        ),
+    ] {
+        let (code, _, err) = gpu_train(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        let ours = our_errors(&err);
+        assert_eq!(ours.len(), 1, "{args:?}: {err}");
+        assert!(ours[0].contains(expect), "{args:?}: {err}");
+    }
+    // clap's own errors (not a number) also exit 2.
+    let (code, _, _) = gpu_train(&["--epochs", "many"]);
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn device_out_of_range_lists_what_exists() {
+    let (code, _, err) = gpu_train(&["--device", "99", "--epochs", "1"]);
+    assert_eq!(code, 2, "{err}");
+    let ours = our_errors(&err);
+    assert_eq!(ours.len(), 1, "{err}");
+    assert!(
+        ours[0].contains("--device 99 does not exist; adapters: 0: ")
+            || ours[0].contains("no GPU adapter found: install"),
+        "{err}"
+    );
+}
+
+#[test]
+fn cpu_training_prints_summary_epochs_and_final_accuracy() {
+    let (code, out, err) = gpu_train(&["--cpu", "--epochs", "2", "--limit", "3000"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("101,632"), "{out}");
+    assert!(
+        out.contains("epoch  1/2") && out.contains("epoch  2/2"),
+        "{out}"
+    );
+    assert!(
+        out.contains("images/s") && out.contains("final test accuracy"),
+        "{out}"
+    );
+}
+
+#[test]
+fn gpu_training_names_the_adapter() {
+    let Some(_g) = common::gpu("gpu_training_names_the_adapter") else {
+        return;
+    };
+    let (code, out, err) = gpu_train(&["--epochs", "1", "--limit", "640"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("engine: GPU "), "{out}");
+    assert!(out.contains("final test accuracy"), "{out}");
+}
+
+#[test]
+fn devices_and_explain_run() {
+    let (code, out, _) = gpu_train(&["devices"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("0: ") || out.contains("no GPU adapter found"),
+        "{out}"
+    );
+    let (code, out, err) = gpu_train(&["explain"]);
+    assert_eq!(code, 0, "{err}");
+    for s in [
+        "0.804",
+        "0.019208",
+        "-0.0784",
+        "1.01738",
+        "probability",
+        "101,632",
+    ] {
+        assert!(out.contains(s), "{s} missing:\n{out}");
+    }
+}
+
+#[test]
+fn bench_runs_on_cpu_and_writes_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let mut args = vec![
+        "bench",
+        "--epochs",
+        "1",
+        "--warmup",
+        "0",
+        "--limit",
+        "640",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    if common::gpu("bench_runs_on_cpu_and_gpu").is_none() {
+        args.push("--cpu-only");
+    }
+    let (code, out, err) = gpu_train(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("speedup") && out.lines().any(|l| l.starts_with("cpu ")),
+        "{out}"
+    );
+    let written = std::fs::read_to_string(&json).unwrap();
+    assert!(written.contains("\"path\": \"cpu\""), "{written}");
+    if !args.contains(&"--cpu-only") {
+        assert!(
+            written.contains("gpu staged") && written.contains("gpu resident"),
+            "{written}"
+        );
+    }
+}

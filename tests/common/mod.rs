@@ -1,0 +1,57 @@
+//! Helpers shared by the tests.
+#![allow(dead_code)]
+
+use gpu_train::gpu::Gpu;
+use rand::{Rng, SeedableRng};
+
+/// The GPU for a test. CI installs lavapipe and sets GPU_TRAIN_REQUIRE_GPU=1, so there a
+/// missing adapter fails the test; elsewhere the test says why it did nothing.
+pub fn gpu(test: &str) -> Option<Gpu> {
+    match Gpu::for_tests() {
+        Some(g) => Some(g),
+        None if std::env::var_os("GPU_TRAIN_REQUIRE_GPU").is_some() => {
+            panic!("{test}: no GPU adapter, and GPU_TRAIN_REQUIRE_GPU is set (install mesa-vulkan-drivers)")
+        }
+        None => {
+            eprintln!("SKIPPED {test}: no GPU adapter on this machine (install mesa-vulkan-drivers for lavapipe)");
+            None
+        }
+    }
+}
+
+pub fn rng(seed: u64) -> rand_chacha::ChaCha8Rng {
+    rand_chacha::ChaCha8Rng::seed_from_u64(seed)
+}
+
+pub fn random_f32(rng: &mut impl Rng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-scale..scale)).collect()
+}
+
+/// Worst element of `got` against `want` under |got − want| ≤ abs + rel·|want|; panics naming
+/// the worst index if any element is outside. Returns the worst relative error.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], abs: f32, rel: f32) -> f32 {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    let (mut worst_excess, mut worst_at, mut worst_rel) = (f32::NEG_INFINITY, 0, 0.0f32);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let diff = (g - w).abs();
+        let excess = diff - (abs + rel * w.abs());
+        if excess > worst_excess || g.is_nan() != w.is_nan() {
+            (worst_excess, worst_at) = (
+                if g.is_nan() != w.is_nan() {
+                    f32::INFINITY
+                } else {
+                    excess
+                },
+                i,
+            );
+        }
+        worst_rel = worst_rel.max(diff / w.abs().max(1e-6));
+    }
+    assert!(
+        worst_excess <= 0.0,
+        "{what}: worst at index {worst_at}: got {} want {} (tolerance {abs} + {rel}·|want|)",
+        got[worst_at],
+        want[worst_at]
+    );
+    worst_rel
+}

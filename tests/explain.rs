@@ -1,0 +1,73 @@
+//! The chapters' worked examples, as computed by the engine.
+
+use gpu_train::data;
+use gpu_train::explain::{self, TwoNeuron};
+use gpu_train::model::{Model, Summary, LAYERS};
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+#[test]
+fn chapter2_first_pass_gives_the_chapters_numbers() {
+    let net = TwoNeuron::chapter();
+    let p = net.iterate();
+    // Recomputed here by hand from the chapter's inputs and weights, independently of iterate().
+    let za = 0.2 * 0.1 + 0.1 * 0.2 + 0.4 * 0.3 + 0.6;
+    let zb = za * 0.4 + 0.5;
+    assert!(close(p.za, za) && close(p.zb, zb));
+    // The chapter's printed figures, to the digits it prints.
+    assert_eq!(format!("{:.2}", p.za), "0.76");
+    assert_eq!(format!("{:.3}", p.zb), "0.804");
+    assert_eq!(format!("{:.6}", p.mse), "0.019208");
+    assert_eq!(format!("{:.3}", p.output_error), "-0.196");
+    assert_eq!(format!("{:.3}", p.delta_b), "-0.196");
+    assert_eq!(format!("{:.4}", p.delta_a), "-0.0784");
+    // Each adjustment is −lr·δ·input.
+    assert!(close(p.adjustments[0], -0.6 * p.delta_b * p.a));
+    assert!(close(p.adjustments[5], -0.6 * p.delta_a));
+    assert!(close(p.updated.wb, 0.4 + p.adjustments[0]));
+}
+
+#[test]
+fn chapter2_second_pass_differs_from_the_text() {
+    let second = TwoNeuron::chapter().iterate().updated.iterate();
+    // The reference notes give ŷ = 1.01738 and MSE = 0.000151, not the text's 0.9982 / 0.0017.
+    assert_eq!(format!("{:.5}", second.y_hat), "1.01738");
+    assert_eq!(format!("{:.6}", second.mse), "0.000151");
+    let text = explain::chapter2();
+    assert!(
+        text.contains("0.9982") && text.contains("1.01738"),
+        "{text}"
+    );
+}
+
+#[test]
+fn chapter3_softmax_table_is_consistent() {
+    let split = data::load_dir(&data::bundled_dir()).unwrap();
+    let e = explain::image_example(&Model::init(42), &split.test, 0, 0.1);
+    assert_eq!(e.label, split.test.labels[0] as usize);
+    let sum: f64 = e.probs.iter().sum();
+    assert!((sum - 1.0).abs() < 1e-12);
+    for c in 0..10 {
+        assert!((e.probs[c] - e.exps[c] / e.sum).abs() < 1e-12);
+    }
+    assert!((e.loss + e.probs[e.label].ln()).abs() < 1e-12);
+    assert!(e.probs[e.predicted] >= *e.probs.iter().max_by(|a, b| a.total_cmp(b)).unwrap());
+    assert!((e.output_grad[e.label] - (e.probs[e.label] - 1.0)).abs() < 1e-12);
+    assert!((e.adjustment + 0.1 * e.neuron_grad * e.pixel_value).abs() < 1e-15);
+    let text = explain::chapter3(&Model::init(42), &split.test, 0, 0.1, "test");
+    assert!(text.contains("1.709") && text.contains("0.742"), "{text}");
+}
+
+#[test]
+fn summary_reports_the_chapters_counts() {
+    let s = Summary::of(&LAYERS);
+    let text = s.render();
+    // The chapter's figures appear because the shapes produce them.
+    for figure in ["100,352", "1,280", "101,632", "138", "406,528"] {
+        assert!(text.contains(figure), "{figure} missing from:\n{text}");
+    }
+    assert_eq!(s.weight_bytes(2) * 2, s.weight_bytes(4));
+    assert_eq!(s.weight_bytes(8), 2 * s.weight_bytes(4));
+}

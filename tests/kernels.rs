@@ -1,0 +1,283 @@
+//! Every WGSL kernel against its CPU twin on random inputs, with sizes that are not multiples
+//! of the workgroup size.
+
+mod common;
+use common::{assert_close, gpu, random_f32, rng};
+use gpu_train::cpu::twins;
+use gpu_train::gpu::kernels::{self, groups_1d, run_now, storage, Dispatch, Kernels, MatmulParams};
+use gpu_train::gpu::Gpu;
+use rand::Rng;
+
+fn whole(b: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
+    b.as_entire_binding()
+}
+
+#[test]
+fn unpack_batch_matches_twin() {
+    let Some(g) = gpu("unpack_batch_matches_twin") else {
+        return;
+    };
+    let k = Kernels::new(&g.device);
+    let mut r = rng(1);
+    let (images, rows, words) = (9usize, 5u32, 196u32);
+    let pixels: Vec<u8> = (0..images * 784).map(|_| r.random()).collect();
+    let labels: Vec<u32> = (0..images).map(|_| r.random_range(0..10)).collect();
+    let indices: Vec<u32> = (0..rows)
+        .map(|_| r.random_range(0..images as u32))
+        .collect();
+    let p = kernels::UnpackParams {
+        rows,
+        words_per_image: words,
+    };
+    let (bp, bl, bi) = (
+        storage(&g.device, "p", &pixels),
+        storage(&g.device, "l", &labels),
+        storage(&g.device, "i", &indices),
+    );
+    let bx = storage(&g.device, "x", &vec![0f32; rows as usize * 784]);
+    let by = storage(&g.device, "y", &vec![0u32; rows as usize]);
+    let d = Dispatch::new(
+        &g.device,
+        "unpack",
+        &k.unpack,
+        &[whole(&bp), whole(&bl), whole(&bi), whole(&bx), whole(&by)],
+        &p,
+        groups_1d(rows * words),
+    );
+    run_now(&g, &[&d]).unwrap();
+    let (mut x, mut y) = (vec![0f32; rows as usize * 784], vec![0u32; rows as usize]);
+    twins::unpack_batch(&pixels, &labels, &indices, &mut x, &mut y, &p);
+    // unorm8 → float is exact to within one rounding of p/255.
+    let worst = assert_close("unpack_batch x", &g.read_f32(&bx).unwrap(), &x, 1e-7, 1e-6);
+    let got_y: Vec<u32> = bytemuck::pod_collect_to_vec(&g.read_bytes(&by, 0, by.size()).unwrap());
+    assert_eq!(got_y, y);
+    eprintln!("unpack_batch worst relative error {worst:e}");
+}
+
+/// Runs matmul (and, with splits > 1, splitk_reduce) on the GPU and the twins.
+fn check_matmul(g: &Gpu, k: &Kernels, seed: u64, p: MatmulParams) -> f32 {
+    let mut r = rng(seed);
+    let (m, n, kk) = (p.m as usize, p.n as usize, p.k as usize);
+    let a = random_f32(&mut r, m * kk, 1.0);
+    let b = random_f32(&mut r, kk * n, 1.0);
+    let bias = random_f32(&mut r, n, 1.0);
+    let mask = random_f32(&mut r, m * n, 1.0);
+    let c0 = random_f32(&mut r, m * n, 1.0);
+    let d = &g.device;
+    let (ba, bb, bbias, bmask) = (
+        storage(d, "a", &a),
+        storage(d, "b", &b),
+        storage(d, "bias", &bias),
+        storage(d, "mask", &mask),
+    );
+    let bc = storage(d, "c", &c0);
+    let mut want = c0.clone();
+    if p.splits == 1 {
+        let disp = Dispatch::new(
+            d,
+            "mm",
+            &k.matmul,
+            &[
+                whole(&ba),
+                whole(&bb),
+                whole(&bbias),
+                whole(&bmask),
+                whole(&bc),
+            ],
+            &p,
+            p.workgroups(),
+        );
+        run_now(g, &[&disp]).unwrap();
+        twins::matmul(&a, &b, &bias, &mask, &mut want, &p);
+    } else {
+        let bpart = storage(d, "partial", &vec![0f32; p.splits as usize * m * n]);
+        let mm = Dispatch::new(
+            d,
+            "mm",
+            &k.matmul,
+            &[
+                whole(&ba),
+                whole(&bb),
+                whole(&bbias),
+                whole(&bmask),
+                whole(&bpart),
+            ],
+            &p,
+            p.workgroups(),
+        );
+        let red = Dispatch::new(
+            d,
+            "reduce",
+            &k.splitk_reduce,
+            &[whole(&bpart), whole(&bbias), whole(&bmask), whole(&bc)],
+            &p,
+            groups_1d(p.m * p.n),
+        );
+        run_now(g, &[&mm, &red]).unwrap();
+        let mut partial = vec![0f32; p.splits as usize * m * n];
+        twins::matmul(&a, &b, &bias, &mask, &mut partial, &p);
+        assert_close(
+            "split-K partial sums",
+            &g.read_f32(&bpart).unwrap(),
+            &partial,
+            1e-5,
+            1e-4,
+        );
+        twins::splitk_reduce(&partial, &bias, &mask, &mut want, &p);
+    }
+    assert_close(
+        &format!("matmul {p:?}"),
+        &g.read_f32(&bc).unwrap(),
+        &want,
+        1e-5,
+        1e-4,
+    )
+}
+
+#[test]
+fn matmul_matches_twin_for_every_layout_and_epilogue() {
+    let Some(g) = gpu("matmul_matches_twin_for_every_layout_and_epilogue") else {
+        return;
+    };
+    let k = Kernels::new(&g.device);
+    let (m, n, kk) = (37u32, 23u32, 45u32);
+    let mut worst = 0.0f32;
+    let mut seed = 0;
+    for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+        // A (m,k) stored row-major as (m,k), or stored as its transpose (k,m).
+        let sa = if ta {
+            kernels::transposed(m)
+        } else {
+            kernels::row_major(kk)
+        };
+        let sb = if tb {
+            kernels::transposed(kk)
+        } else {
+            kernels::row_major(n)
+        };
+        for (alpha, beta, flags) in [
+            (1.0, 0.0, 0),
+            (1.0, 0.0, kernels::HAS_BIAS | kernels::RELU),
+            (1.0, 0.0, kernels::MASK),
+            (-0.1, 1.0, 0),
+            (0.5, -2.0, kernels::HAS_BIAS | kernels::RELU | kernels::MASK),
+        ] {
+            seed += 1;
+            let p = MatmulParams::new((m, n, kk), sa, sb, alpha, beta, flags, 1);
+            worst = worst.max(check_matmul(&g, &k, seed, p));
+        }
+    }
+    eprintln!("matmul worst relative error {worst:e}");
+}
+
+#[test]
+fn split_k_matmul_matches_twin() {
+    let Some(g) = gpu("split_k_matmul_matches_twin") else {
+        return;
+    };
+    let k = Kernels::new(&g.device);
+    let mut worst = 0.0f32;
+    // The hidden layer's shape at a short batch, and an odd one; K is split 3 and 7 ways.
+    for (seed, (m, n, kk, splits)) in [(21u32, 128u32, 784u32, 7u32), (19, 17, 100, 3)]
+        .into_iter()
+        .enumerate()
+    {
+        let p = MatmulParams::new(
+            (m, n, kk),
+            kernels::row_major(kk),
+            kernels::transposed(kk),
+            1.0,
+            0.0,
+            kernels::HAS_BIAS | kernels::RELU,
+            splits,
+        );
+        assert!(p.splits > 1);
+        worst = worst.max(check_matmul(&g, &k, 100 + seed as u64, p));
+    }
+    eprintln!("split-K matmul worst relative error {worst:e}");
+}
+
+#[test]
+fn softmax_xent_matches_twin() {
+    let Some(g) = gpu("softmax_xent_matches_twin") else {
+        return;
+    };
+    let k = Kernels::new(&g.device);
+    let mut r = rng(7);
+    let mut worst = 0.0f32;
+    // 70 rows: more than the 64 threads, so some threads take two rows. Large logits test the
+    // max-subtraction (exp(80) alone would overflow f32 without it... almost: exp(89) does).
+    for (rows, scale, grad) in [(70u32, 5.0f32, 1u32), (3, 100.0, 1), (45, 2.0, 0)] {
+        let logits = random_f32(&mut r, rows as usize * 10, scale);
+        let labels: Vec<u32> = (0..rows).map(|_| r.random_range(0..10)).collect();
+        let accum0 = vec![1.5f32, 2.0, 3.0, 4.0];
+        let p = kernels::SoftmaxParams {
+            rows,
+            classes: 10,
+            grad,
+            at: 2,
+        };
+        let d = &g.device;
+        let (bz, bl) = (storage(d, "z", &logits), storage(d, "l", &labels));
+        let bd = storage(d, "dz", &vec![0f32; rows as usize * 10]);
+        let ba = storage(d, "accum", &accum0);
+        let disp = Dispatch::new(
+            d,
+            "softmax",
+            &k.softmax_xent,
+            &[whole(&bz), whole(&bl), whole(&bd), whole(&ba)],
+            &p,
+            (1, 1, 1),
+        );
+        run_now(&g, &[&disp]).unwrap();
+        let (mut dz, mut accum) = (vec![0f32; rows as usize * 10], accum0.clone());
+        twins::softmax_xent(&logits, &labels, &mut dz, &mut accum, &p);
+        worst = worst.max(assert_close(
+            "softmax dlogits",
+            &g.read_f32(&bd).unwrap(),
+            &dz,
+            1e-6,
+            1e-4,
+        ));
+        let got = g.read_f32(&ba).unwrap();
+        assert!(got.iter().all(|v| v.is_finite()), "{got:?}");
+        worst = worst.max(assert_close("softmax totals", &got, &accum, 1e-3, 1e-4));
+        assert_eq!(got[3], accum[3], "correct counts are integers");
+    }
+    eprintln!("softmax_xent worst relative error {worst:e}");
+}
+
+#[test]
+fn bias_update_matches_twin() {
+    let Some(g) = gpu("bias_update_matches_twin") else {
+        return;
+    };
+    let k = Kernels::new(&g.device);
+    let mut r = rng(11);
+    let (rows, cols) = (33u32, 77u32);
+    let delta = random_f32(&mut r, (rows * cols) as usize, 1.0);
+    let bias = random_f32(&mut r, cols as usize, 1.0);
+    let p = kernels::BiasParams {
+        rows,
+        cols,
+        lr: 0.3,
+        _pad: 0,
+    };
+    let (bd, bb) = (
+        storage(&g.device, "d", &delta),
+        storage(&g.device, "b", &bias),
+    );
+    let disp = Dispatch::new(
+        &g.device,
+        "bias",
+        &k.bias_update,
+        &[whole(&bd), whole(&bb)],
+        &p,
+        groups_1d(cols),
+    );
+    run_now(&g, &[&disp]).unwrap();
+    let mut want = bias.clone();
+    twins::bias_update(&delta, &mut want, &p);
+    let worst = assert_close("bias_update", &g.read_f32(&bb).unwrap(), &want, 1e-6, 1e-5);
+    eprintln!("bias_update worst relative error {worst:e}");
+}

@@ -1,0 +1,127 @@
+//! Training end to end on real data: the CPU reaches the accuracy PyTorch reaches with the same
+//! settings; the GPU agrees with the CPU step for step and epoch for epoch.
+
+mod common;
+use common::{assert_close, gpu};
+use gpu_train::cpu::engine::CpuEngine;
+use gpu_train::data::{self, DataSplit};
+use gpu_train::gpu::{GpuEngine, GpuOptions};
+use gpu_train::model::Model;
+use gpu_train::train::{self, Engine, Quiet, TrainConfig};
+
+fn sample() -> DataSplit {
+    data::load_dir(&data::bundled_dir()).unwrap()
+}
+
+/// Final-epoch accuracy at lr 0.1 moves by about ±0.7 points from seed to seed (91.7-93.1 % on
+/// seeds 1-6 here), so the claim is checked on the median of five seeds, not on one lucky one.
+#[test]
+fn cpu_reaches_92_5_percent_on_the_mnist_sample_in_10_epochs() {
+    let data = sample();
+    let mut finals = Vec::new();
+    for seed in 1..=5 {
+        let cfg = TrainConfig {
+            epochs: 10,
+            batch_size: 64,
+            lr: 0.1,
+            seed,
+        };
+        let mut engine = CpuEngine::new(Model::init(cfg.seed), 2);
+        let reports = train::train(&mut engine, &data, &cfg, &mut Quiet).unwrap();
+        let last = reports.last().unwrap();
+        assert_eq!((last.test.seen, last.train.seen), (10_000, 10_000));
+        // Training loss falls from the first epoch to the last.
+        assert!(reports[0].train.mean_loss() > last.train.mean_loss());
+        finals.push(last.test.accuracy());
+    }
+    finals.sort_by(f64::total_cmp);
+    // PyTorch with the same settings: 93.0 % after 10 epochs on this sample.
+    assert!(
+        finals[2] >= 92.5,
+        "median test accuracy {:.2}% (all: {finals:?})",
+        finals[2]
+    );
+    assert!(finals[0] >= 91.0, "worst seed {:.2}%", finals[0]);
+}
+
+#[test]
+fn gpu_weights_match_the_cpu_after_k_steps_and_staged_equals_resident() {
+    let Some(g) = gpu("gpu_weights_match_the_cpu_after_k_steps") else {
+        return;
+    };
+    drop(g);
+    let mut data = sample();
+    data.train = data.train.take(200); // 4 steps of 64 and one of 8: the short batch included
+    let model = Model::init(1);
+    let cfg = TrainConfig {
+        epochs: 1,
+        batch_size: 64,
+        lr: 0.1,
+        seed: 2,
+    };
+    let order = data::epoch_order(data.train.len(), cfg.seed, 1);
+    let mut cpu = CpuEngine::new(model.clone(), 2);
+    let mut run_gpu = |resident| {
+        let g = common::gpu("gpu").unwrap();
+        let opts = GpuOptions {
+            batch: 64,
+            resident,
+            ring: 3,
+        };
+        let mut e = GpuEngine::new(g, &model, opts, &data.train).unwrap();
+        for batch in order.chunks(cfg.batch_size) {
+            e.train_step(&data.train, batch, cfg.lr).unwrap();
+        }
+        let totals = e.take_train_totals().unwrap();
+        (e.model().unwrap(), totals, e.take_staged_bytes())
+    };
+    let (staged, staged_totals, staged_bytes) = run_gpu(false);
+    let (resident, resident_totals, resident_bytes) = run_gpu(true);
+    for batch in order.chunks(cfg.batch_size) {
+        cpu.train_step(&data.train, batch, cfg.lr).unwrap();
+    }
+    let cpu_totals = cpu.take_train_totals().unwrap();
+    let want = cpu.model().unwrap();
+    // Same kernels on the same bytes: the two data paths are bit-identical.
+    assert_eq!(staged, resident, "staged and resident runs differ");
+    assert_eq!(staged_totals, resident_totals);
+    // Staging sends every image (784 B) and label (4 B); resident sends only indices (4 B).
+    assert_eq!(staged_bytes, 200 * (784 + 4));
+    assert_eq!(resident_bytes, 200 * 4);
+    // Against the CPU: f32 sums in a different order, so a tolerance. The weights move by
+    // about 1e-2 in these steps; 1e-5 absolute is a thousand times finer.
+    for (got, exp) in staged.tensors().iter().zip(want.tensors().iter()) {
+        let worst = assert_close(got.0, got.2, exp.2, 1e-5, 1e-4);
+        eprintln!("{}: worst relative error {worst:e}", got.0);
+    }
+    assert_ne!(staged, model, "training changed nothing");
+    assert_eq!(staged_totals.correct, cpu_totals.correct);
+    assert!((staged_totals.loss_sum - cpu_totals.loss_sum).abs() < 1e-3 * cpu_totals.loss_sum);
+}
+
+#[test]
+fn gpu_epoch_accuracy_matches_the_cpu_within_half_a_point() {
+    let Some(g) = gpu("gpu_epoch_accuracy_matches_the_cpu") else {
+        return;
+    };
+    let mut data = sample();
+    // Small enough for lavapipe in CI: 2,000 training images, the first 2,000 test images.
+    data.train = data.train.take(2000);
+    data.test = data.test.take(2000);
+    let cfg = TrainConfig {
+        epochs: 1,
+        batch_size: 64,
+        lr: 0.1,
+        seed: 42,
+    };
+    let model = Model::init(cfg.seed);
+    let mut gpu_engine = GpuEngine::new(g, &model, GpuOptions::default(), &data.train).unwrap();
+    let gpu_report = train::train(&mut gpu_engine, &data, &cfg, &mut Quiet).unwrap()[0];
+    let mut cpu = CpuEngine::new(model, 2);
+    let cpu_report = train::train(&mut cpu, &data, &cfg, &mut Quiet).unwrap()[0];
+    let (a, b) = (gpu_report.test.accuracy(), cpu_report.test.accuracy());
+    eprintln!("one epoch on 2,000 images: GPU {a:.2}%, CPU {b:.2}%");
+    assert!((a - b).abs() <= 0.5, "GPU {a:.2}% vs CPU {b:.2}%");
+    assert!(a > 50.0, "the GPU did not learn (chance is 10 %): {a:.2}%");
+    assert_eq!(gpu_report.test.seen, 2000);
+}
