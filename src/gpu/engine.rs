@@ -22,7 +22,8 @@
 //! the batch's indices; `unpack_batch` gathers the images inside VRAM. Same kernels, same
 //! arithmetic: both paths give bit-identical weights.
 
-use super::kernels::{self, groups_1d, row_major, transposed, Dispatch, Kernels, MatmulParams};
+use super::kernels::{self, Kernels};
+use super::plan::{hidden_splits, Pass, Plan, Source};
 use super::Gpu;
 use crate::data::{Dataset, CLASSES, PIXELS};
 use crate::error::{Error, Result};
@@ -31,10 +32,10 @@ use crate::train::{Engine, Totals};
 use std::collections::{HashMap, VecDeque};
 
 /// Words (u32) an image takes when its 784 u8 pixels are packed four to a word.
-const WORDS_PER_IMAGE: u32 = (PIXELS / 4) as u32;
+pub(super) const WORDS_PER_IMAGE: u32 = (PIXELS / 4) as u32;
 /// Where the totals buffer keeps (loss sum, correct count) for training and for evaluation.
-const TRAIN_AT: u32 = 0;
-const EVAL_AT: u32 = 2;
+pub(super) const TRAIN_AT: u32 = 0;
+pub(super) const EVAL_AT: u32 = 2;
 /// How many submissions may be queued on the GPU before the host waits for the oldest.
 const MAX_IN_FLIGHT: usize = 2;
 
@@ -59,80 +60,51 @@ impl Default for GpuOptions {
     }
 }
 
-/// Where a step's images come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Source {
-    Staged,
-    Resident,
-}
-
-/// Which pass a plan records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Pass {
-    Train,
-    Eval,
-}
-
-/// The dispatches of one step for one batch size: created once, replayed every step.
-struct Plan {
-    /// One unpack dispatch per ring slot (each bound to its slot's region).
-    unpack: Vec<Dispatch>,
-    /// Everything after the unpack, in order.
-    rest: Vec<Dispatch>,
-}
-
 /// The whole training set in VRAM (`--resident`).
-struct Resident {
-    pixels: wgpu::Buffer,
-    labels: wgpu::Buffer,
-    len: usize,
+pub(super) struct Resident {
+    pub(super) pixels: wgpu::Buffer,
+    pub(super) labels: wgpu::Buffer,
+    pub(super) len: usize,
 }
 
 pub struct GpuEngine {
-    gpu: Gpu,
-    kernels: Kernels,
-    opts: GpuOptions,
-    lr: f32,
+    pub(super) gpu: Gpu,
+    pub(super) kernels: Kernels,
+    pub(super) opts: GpuOptions,
+    pub(super) lr: f32,
     // The parameters, (out, in) row-major like the CPU's Model.
-    w1: wgpu::Buffer,
-    b1: wgpu::Buffer,
-    w2: wgpu::Buffer,
-    b2: wgpu::Buffer,
+    pub(super) w1: wgpu::Buffer,
+    pub(super) b1: wgpu::Buffer,
+    pub(super) w2: wgpu::Buffer,
+    pub(super) b2: wgpu::Buffer,
     // Activations and error terms, sized for opts.batch rows.
-    x: wgpu::Buffer,
-    h: wgpu::Buffer,
-    z: wgpu::Buffer,
-    dz: wgpu::Buffer,
-    dh: wgpu::Buffer,
-    partial: wgpu::Buffer,
-    batch_labels: wgpu::Buffer,
+    pub(super) x: wgpu::Buffer,
+    pub(super) h: wgpu::Buffer,
+    pub(super) z: wgpu::Buffer,
+    pub(super) dz: wgpu::Buffer,
+    pub(super) dh: wgpu::Buffer,
+    pub(super) partial: wgpu::Buffer,
+    pub(super) batch_labels: wgpu::Buffer,
     /// [train loss sum, train correct, eval loss sum, eval correct], f32.
-    totals: wgpu::Buffer,
+    pub(super) totals: wgpu::Buffer,
     // The staging ring: `ring` slots of pixels, labels and indices.
-    pixel_slots: wgpu::Buffer,
-    label_slots: wgpu::Buffer,
-    index_slots: wgpu::Buffer,
-    identity: wgpu::Buffer,
-    pixel_stride: u64,
-    small_stride: u64,
-    resident: Option<Resident>,
-    plans: HashMap<(usize, Pass, Source), Plan>,
+    pub(super) pixel_slots: wgpu::Buffer,
+    pub(super) label_slots: wgpu::Buffer,
+    pub(super) index_slots: wgpu::Buffer,
+    pub(super) identity: wgpu::Buffer,
+    pub(super) pixel_stride: u64,
+    pub(super) small_stride: u64,
+    pub(super) resident: Option<Resident>,
+    pub(super) plans: HashMap<(usize, Pass, Source), Plan>,
     /// Steps written into slots but not yet submitted: (plan key, slot).
-    queued: Vec<((usize, Pass, Source), usize)>,
-    in_flight: VecDeque<wgpu::SubmissionIndex>,
-    host_pixels: Vec<u8>,
-    host_small: Vec<u32>,
+    pub(super) queued: Vec<((usize, Pass, Source), usize)>,
+    pub(super) in_flight: VecDeque<wgpu::SubmissionIndex>,
+    pub(super) host_pixels: Vec<u8>,
+    pub(super) host_small: Vec<u32>,
     /// Bytes sent from RAM to VRAM for batches since the last `take_staged_bytes`.
-    staged_bytes: u64,
+    pub(super) staged_bytes: u64,
     /// Training examples stepped since the last `take_train_totals`.
-    train_seen: u64,
-}
-
-/// Splits of the hidden layer's K = 784 so that a batch of `rows` gives about 256 workgroups.
-fn hidden_splits(rows: usize) -> u32 {
-    let tiles = (rows as u32).div_ceil(kernels::MATMUL_TILE)
-        * (HIDDEN as u32).div_ceil(kernels::MATMUL_TILE);
-    (256 / tiles.max(1)).clamp(1, 16)
+    pub(super) train_seen: u64,
 }
 
 fn align(n: u64, to: u64) -> u64 {
@@ -263,243 +235,6 @@ impl GpuEngine {
             total += r.pixels.size() + r.labels.size();
         }
         total
-    }
-
-    /// Slot `s` of a ring buffer whose slots are `stride` bytes apart.
-    fn slot(buffer: &wgpu::Buffer, stride: u64, s: usize) -> wgpu::BindingResource<'_> {
-        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-            buffer,
-            offset: stride * s as u64,
-            size: std::num::NonZeroU64::new(stride),
-        })
-    }
-
-    /// Builds the dispatches of one step for `rows` examples.
-    fn plan(&self, rows: usize, pass: Pass, source: Source) -> Plan {
-        let d = &self.gpu.device;
-        let k = &self.kernels;
-        fn whole(b: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
-            b.as_entire_binding()
-        }
-        let (r, hid, cls, pix) = (rows as u32, HIDDEN as u32, CLASSES as u32, PIXELS as u32);
-        let unpack_params = kernels::UnpackParams {
-            rows: r,
-            words_per_image: WORDS_PER_IMAGE,
-        };
-        let unpack = (0..self.opts.ring)
-            .map(|s| {
-                let (pixels, labels, indices) = match (source, &self.resident) {
-                    (Source::Resident, Some(res)) => (
-                        whole(&res.pixels),
-                        whole(&res.labels),
-                        Self::slot(&self.index_slots, self.small_stride, s),
-                    ),
-                    _ => (
-                        Self::slot(&self.pixel_slots, self.pixel_stride, s),
-                        Self::slot(&self.label_slots, self.small_stride, s),
-                        whole(&self.identity),
-                    ),
-                };
-                Dispatch::new(
-                    d,
-                    "unpack_batch",
-                    &k.unpack,
-                    &[
-                        pixels,
-                        labels,
-                        indices,
-                        whole(&self.x),
-                        whole(&self.batch_labels),
-                    ],
-                    &unpack_params,
-                    groups_1d(r * WORDS_PER_IMAGE),
-                )
-            })
-            .collect();
-
-        let mm = |name,
-                  a: &wgpu::Buffer,
-                  b: &wgpu::Buffer,
-                  bias: &wgpu::Buffer,
-                  mask: &wgpu::Buffer,
-                  c: &wgpu::Buffer,
-                  p: MatmulParams| {
-            Dispatch::new(
-                d,
-                name,
-                &k.matmul,
-                &[whole(a), whole(b), whole(bias), whole(mask), whole(c)],
-                &p,
-                p.workgroups(),
-            )
-        };
-        let mut rest = Vec::new();
-        // Forward, hidden layer: h = ReLU(x · W1ᵀ + b1), K = 784 split into slices.
-        let hidden = MatmulParams::new(
-            (r, hid, pix),
-            row_major(pix),
-            transposed(pix),
-            1.0,
-            0.0,
-            kernels::HAS_BIAS | kernels::RELU,
-            hidden_splits(rows),
-        );
-        if hidden.splits > 1 {
-            rest.push(mm(
-                "hidden: x·W1ᵀ (split K)",
-                &self.x,
-                &self.w1,
-                &self.b1,
-                &self.z,
-                &self.partial,
-                hidden,
-            ));
-            rest.push(Dispatch::new(
-                d,
-                "hidden: Σ splits + b1, ReLU",
-                &k.splitk_reduce,
-                &[
-                    whole(&self.partial),
-                    whole(&self.b1),
-                    whole(&self.z),
-                    whole(&self.h),
-                ],
-                &hidden,
-                groups_1d(r * hid),
-            ));
-        } else {
-            rest.push(mm(
-                "hidden: ReLU(x·W1ᵀ + b1)",
-                &self.x,
-                &self.w1,
-                &self.b1,
-                &self.z,
-                &self.h,
-                hidden,
-            ));
-        }
-        // Forward, output layer: z = h · W2ᵀ + b2.
-        let output = MatmulParams::new(
-            (r, cls, hid),
-            row_major(hid),
-            transposed(hid),
-            1.0,
-            0.0,
-            kernels::HAS_BIAS,
-            1,
-        );
-        rest.push(mm(
-            "output: h·W2ᵀ + b2",
-            &self.h,
-            &self.w2,
-            &self.b2,
-            &self.x,
-            &self.z,
-            output,
-        ));
-        // SoftMax, loss, accuracy, and (training) δ2 = (p − onehot) / rows.
-        let softmax = kernels::SoftmaxParams {
-            rows: r,
-            classes: cls,
-            grad: (pass == Pass::Train) as u32,
-            at: if pass == Pass::Train {
-                TRAIN_AT
-            } else {
-                EVAL_AT
-            },
-        };
-        rest.push(Dispatch::new(
-            d,
-            "softmax_xent",
-            &k.softmax_xent,
-            &[
-                whole(&self.z),
-                whole(&self.batch_labels),
-                whole(&self.dz),
-                whole(&self.totals),
-            ],
-            &softmax,
-            (1, 1, 1),
-        ));
-        if pass == Pass::Train {
-            let lr = self.lr;
-            // Backward: δ1 = (δ2 · W2) ⊙ [h > 0], before W2 changes.
-            let back = MatmulParams::new(
-                (r, hid, cls),
-                row_major(cls),
-                row_major(hid),
-                1.0,
-                0.0,
-                kernels::MASK,
-                1,
-            );
-            rest.push(mm(
-                "δ1 = (δ2·W2) ⊙ ReLU′",
-                &self.dz,
-                &self.w2,
-                &self.b2,
-                &self.h,
-                &self.dh,
-                back,
-            ));
-            // Update: W2 −= lr · δ2ᵀ · h, b2 −= lr · Σ δ2.
-            let w2 = MatmulParams::new(
-                (cls, hid, r),
-                transposed(cls),
-                row_major(hid),
-                -lr,
-                1.0,
-                0,
-                1,
-            );
-            rest.push(mm(
-                "W2 −= lr·δ2ᵀ·h",
-                &self.dz,
-                &self.h,
-                &self.b2,
-                &self.x,
-                &self.w2,
-                w2,
-            ));
-            let bias = |name, delta: &wgpu::Buffer, b: &wgpu::Buffer, cols: u32| {
-                let p = kernels::BiasParams {
-                    rows: r,
-                    cols,
-                    lr,
-                    _pad: 0,
-                };
-                Dispatch::new(
-                    d,
-                    name,
-                    &k.bias_update,
-                    &[whole(delta), whole(b)],
-                    &p,
-                    groups_1d(cols),
-                )
-            };
-            rest.push(bias("b2 −= lr·Σδ2", &self.dz, &self.b2, cls));
-            // Update: W1 −= lr · δ1ᵀ · x, b1 −= lr · Σ δ1.
-            let w1 = MatmulParams::new(
-                (hid, pix, r),
-                transposed(hid),
-                row_major(pix),
-                -lr,
-                1.0,
-                0,
-                1,
-            );
-            rest.push(mm(
-                "W1 −= lr·δ1ᵀ·x",
-                &self.dh,
-                &self.x,
-                &self.b1,
-                &self.h,
-                &self.w1,
-                w1,
-            ));
-            rest.push(bias("b1 −= lr·Σδ1", &self.dh, &self.b1, hid));
-        }
-        Plan { unpack, rest }
     }
 
     /// Writes one batch into the next ring slot and queues its step; submits when the ring is full.

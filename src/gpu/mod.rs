@@ -4,6 +4,7 @@
 pub mod context;
 pub mod engine;
 pub mod kernels;
+mod plan;
 
 pub use context::Gpu;
 pub use engine::{GpuEngine, GpuOptions};

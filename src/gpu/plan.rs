@@ -1,0 +1,275 @@
+//! The dispatches of one training (or evaluation) step, built once per batch size and
+//! replayed every step: the kernels of `shaders/` bound to the engine's buffers, in order.
+
+use super::engine::{GpuEngine, EVAL_AT, TRAIN_AT, WORDS_PER_IMAGE};
+use super::kernels::{self, groups_1d, row_major, transposed, Dispatch, MatmulParams};
+use crate::data::{CLASSES, PIXELS};
+use crate::model::HIDDEN;
+
+/// Where a step's images come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Source {
+    Staged,
+    Resident,
+}
+
+/// Which pass a plan records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Pass {
+    Train,
+    Eval,
+}
+
+/// The dispatches of one step for one batch size: created once, replayed every step.
+pub(super) struct Plan {
+    /// One unpack dispatch per ring slot (each bound to its slot's region).
+    pub(super) unpack: Vec<Dispatch>,
+    /// Everything after the unpack, in order.
+    pub(super) rest: Vec<Dispatch>,
+}
+
+/// Splits of the hidden layer's K = 784 so that a batch of `rows` gives about 256 workgroups.
+pub(super) fn hidden_splits(rows: usize) -> u32 {
+    let tiles = (rows as u32).div_ceil(kernels::MATMUL_TILE)
+        * (HIDDEN as u32).div_ceil(kernels::MATMUL_TILE);
+    (256 / tiles.max(1)).clamp(1, 16)
+}
+
+impl GpuEngine {
+    /// Slot `s` of a ring buffer whose slots are `stride` bytes apart.
+    fn slot(buffer: &wgpu::Buffer, stride: u64, s: usize) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer,
+            offset: stride * s as u64,
+            size: std::num::NonZeroU64::new(stride),
+        })
+    }
+
+    /// Builds the dispatches of one step for `rows` examples.
+    pub(super) fn plan(&self, rows: usize, pass: Pass, source: Source) -> Plan {
+        let d = &self.gpu.device;
+        let k = &self.kernels;
+        fn whole(b: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
+            b.as_entire_binding()
+        }
+        let (r, hid, cls, pix) = (rows as u32, HIDDEN as u32, CLASSES as u32, PIXELS as u32);
+        let unpack_params = kernels::UnpackParams {
+            rows: r,
+            words_per_image: WORDS_PER_IMAGE,
+        };
+        let unpack = (0..self.opts.ring)
+            .map(|s| {
+                let (pixels, labels, indices) = match (source, &self.resident) {
+                    (Source::Resident, Some(res)) => (
+                        whole(&res.pixels),
+                        whole(&res.labels),
+                        Self::slot(&self.index_slots, self.small_stride, s),
+                    ),
+                    _ => (
+                        Self::slot(&self.pixel_slots, self.pixel_stride, s),
+                        Self::slot(&self.label_slots, self.small_stride, s),
+                        whole(&self.identity),
+                    ),
+                };
+                Dispatch::new(
+                    d,
+                    "unpack_batch",
+                    &k.unpack,
+                    &[
+                        pixels,
+                        labels,
+                        indices,
+                        whole(&self.x),
+                        whole(&self.batch_labels),
+                    ],
+                    &unpack_params,
+                    groups_1d(r * WORDS_PER_IMAGE),
+                )
+            })
+            .collect();
+
+        let mm = |name,
+                  a: &wgpu::Buffer,
+                  b: &wgpu::Buffer,
+                  bias: &wgpu::Buffer,
+                  mask: &wgpu::Buffer,
+                  c: &wgpu::Buffer,
+                  p: MatmulParams| {
+            Dispatch::new(
+                d,
+                name,
+                &k.matmul,
+                &[whole(a), whole(b), whole(bias), whole(mask), whole(c)],
+                &p,
+                p.workgroups(),
+            )
+        };
+        let mut rest = Vec::new();
+        // Forward, hidden layer: h = ReLU(x · W1ᵀ + b1), K = 784 split into slices.
+        let hidden = MatmulParams::new(
+            (r, hid, pix),
+            row_major(pix),
+            transposed(pix),
+            1.0,
+            0.0,
+            kernels::HAS_BIAS | kernels::RELU,
+            hidden_splits(rows),
+        );
+        if hidden.splits > 1 {
+            rest.push(mm(
+                "hidden: x·W1ᵀ (split K)",
+                &self.x,
+                &self.w1,
+                &self.b1,
+                &self.z,
+                &self.partial,
+                hidden,
+            ));
+            rest.push(Dispatch::new(
+                d,
+                "hidden: Σ splits + b1, ReLU",
+                &k.splitk_reduce,
+                &[
+                    whole(&self.partial),
+                    whole(&self.b1),
+                    whole(&self.z),
+                    whole(&self.h),
+                ],
+                &hidden,
+                groups_1d(r * hid),
+            ));
+        } else {
+            rest.push(mm(
+                "hidden: ReLU(x·W1ᵀ + b1)",
+                &self.x,
+                &self.w1,
+                &self.b1,
+                &self.z,
+                &self.h,
+                hidden,
+            ));
+        }
+        // Forward, output layer: z = h · W2ᵀ + b2.
+        let output = MatmulParams::new(
+            (r, cls, hid),
+            row_major(hid),
+            transposed(hid),
+            1.0,
+            0.0,
+            kernels::HAS_BIAS,
+            1,
+        );
+        rest.push(mm(
+            "output: h·W2ᵀ + b2",
+            &self.h,
+            &self.w2,
+            &self.b2,
+            &self.x,
+            &self.z,
+            output,
+        ));
+        // SoftMax, loss, accuracy, and (training) δ2 = (p − onehot) / rows.
+        let softmax = kernels::SoftmaxParams {
+            rows: r,
+            classes: cls,
+            grad: (pass == Pass::Train) as u32,
+            at: if pass == Pass::Train {
+                TRAIN_AT
+            } else {
+                EVAL_AT
+            },
+        };
+        rest.push(Dispatch::new(
+            d,
+            "softmax_xent",
+            &k.softmax_xent,
+            &[
+                whole(&self.z),
+                whole(&self.batch_labels),
+                whole(&self.dz),
+                whole(&self.totals),
+            ],
+            &softmax,
+            (1, 1, 1),
+        ));
+        if pass == Pass::Train {
+            let lr = self.lr;
+            // Backward: δ1 = (δ2 · W2) ⊙ [h > 0], before W2 changes.
+            let back = MatmulParams::new(
+                (r, hid, cls),
+                row_major(cls),
+                row_major(hid),
+                1.0,
+                0.0,
+                kernels::MASK,
+                1,
+            );
+            rest.push(mm(
+                "δ1 = (δ2·W2) ⊙ ReLU′",
+                &self.dz,
+                &self.w2,
+                &self.b2,
+                &self.h,
+                &self.dh,
+                back,
+            ));
+            // Update: W2 −= lr · δ2ᵀ · h, b2 −= lr · Σ δ2.
+            let w2 = MatmulParams::new(
+                (cls, hid, r),
+                transposed(cls),
+                row_major(hid),
+                -lr,
+                1.0,
+                0,
+                1,
+            );
+            rest.push(mm(
+                "W2 −= lr·δ2ᵀ·h",
+                &self.dz,
+                &self.h,
+                &self.b2,
+                &self.x,
+                &self.w2,
+                w2,
+            ));
+            let bias = |name, delta: &wgpu::Buffer, b: &wgpu::Buffer, cols: u32| {
+                let p = kernels::BiasParams {
+                    rows: r,
+                    cols,
+                    lr,
+                    _pad: 0,
+                };
+                Dispatch::new(
+                    d,
+                    name,
+                    &k.bias_update,
+                    &[whole(delta), whole(b)],
+                    &p,
+                    groups_1d(cols),
+                )
+            };
+            rest.push(bias("b2 −= lr·Σδ2", &self.dz, &self.b2, cls));
+            // Update: W1 −= lr · δ1ᵀ · x, b1 −= lr · Σ δ1.
+            let w1 = MatmulParams::new(
+                (hid, pix, r),
+                transposed(hid),
+                row_major(pix),
+                -lr,
+                1.0,
+                0,
+                1,
+            );
+            rest.push(mm(
+                "W1 −= lr·δ1ᵀ·x",
+                &self.dh,
+                &self.x,
+                &self.b1,
+                &self.h,
+                &self.w1,
+                w1,
+            ));
+            rest.push(bias("b1 −= lr·Σδ1", &self.dh, &self.b1, hid));
+        }
+        Plan { unpack, rest }
+    }
+}
