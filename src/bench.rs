@@ -86,8 +86,13 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Trains `engine` for warmup + epochs epochs; returns (median epoch seconds, final test accuracy).
-fn time_engine(engine: &mut dyn Engine, data: &DataSplit, args: &BenchArgs) -> Result<(f64, f64)> {
+/// Trains `engine` for warmup + epochs epochs; returns (median epoch seconds, final test
+/// accuracy, bytes staged in the last epoch).
+fn time_engine(
+    engine: &mut dyn Engine,
+    data: &DataSplit,
+    args: &BenchArgs,
+) -> Result<(f64, f64, Option<u64>)> {
     let cfg = TrainConfig {
         epochs: args.warmup + args.epochs,
         batch_size: args.batch_size,
@@ -99,10 +104,8 @@ fn time_engine(engine: &mut dyn Engine, data: &DataSplit, args: &BenchArgs) -> R
         .iter()
         .map(|r| r.train_time.as_secs_f64())
         .collect();
-    Ok((
-        median(times),
-        reports.last().map(|r| r.test.accuracy()).unwrap_or(0.0),
-    ))
+    let last = reports.last().expect("at least one epoch");
+    Ok((median(times), last.test.accuracy(), last.staged_bytes))
 }
 
 /// Runs every row the flags ask for.
@@ -115,7 +118,7 @@ pub fn rows(args: &BenchArgs, data: &DataSplit) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     if !args.gpu_only {
         let mut cpu = CpuEngine::new(model.clone(), 1);
-        let (t, acc) = time_engine(&mut cpu, data, args)?;
+        let (t, acc, _) = time_engine(&mut cpu, data, args)?;
         rows.push(Row {
             path: "cpu".into(),
             adapter: cpu.describe(),
@@ -144,12 +147,7 @@ pub fn rows(args: &BenchArgs, data: &DataSplit) -> Result<Vec<Row>> {
                     ..GpuOptions::default()
                 };
                 let mut engine = GpuEngine::new(gpu, &model, opts, &data.train)?;
-                let (t, acc) = time_engine(&mut engine, data, args)?;
-                let epochs = (args.warmup + args.epochs) as f64;
-                // Staged bytes include the test set's batches (always staged) and the training
-                // batches; report the training part per epoch.
-                let staged = engine.take_staged_bytes() as f64;
-                let test_bytes = data.test.len() as f64 * (crate::data::PIXELS + 4) as f64;
+                let (t, acc, staged) = time_engine(&mut engine, data, args)?;
                 rows.push(Row {
                     path: if resident {
                         "gpu resident".into()
@@ -163,7 +161,7 @@ pub fn rows(args: &BenchArgs, data: &DataSplit) -> Result<Vec<Row>> {
                     test_accuracy: acc,
                     peak_host_mb: peak_host_mb(),
                     vram_mb: Some(engine.vram_bytes() as f64 / 1e6),
-                    staged_mb_per_epoch: Some((staged / epochs - test_bytes) / 1e6),
+                    staged_mb_per_epoch: staged.map(|b| b as f64 / 1e6),
                 });
             }
         }

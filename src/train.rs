@@ -55,6 +55,11 @@ pub trait Engine {
     fn model(&mut self) -> Result<Model>;
     /// Replaces the weights (to resume from a snapshot).
     fn set_model(&mut self, model: &Model) -> Result<()>;
+    /// Bytes of batch data copied from RAM into device memory since the last call; `None` for
+    /// an engine that computes where the data already is (the CPU).
+    fn take_staged_bytes(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 /// The validated settings of one training run.
@@ -98,6 +103,8 @@ pub struct EpochReport {
     pub test: Totals,
     /// Time of the training steps (including the one read-back of the totals), not the test.
     pub train_time: Duration,
+    /// Bytes of training batches sent from RAM to device memory this epoch (GPU only).
+    pub staged_bytes: Option<u64>,
 }
 
 impl EpochReport {
@@ -106,8 +113,12 @@ impl EpochReport {
     }
 
     pub fn line(&self, epochs: usize) -> String {
+        let staged = match self.staged_bytes {
+            Some(b) => format!("  staged {:.1} MB", b as f64 / 1e6),
+            None => String::new(),
+        };
         format!(
-            "epoch {:>2}/{epochs}  train loss {:.4}  acc {:5.2}%  |  test loss {:.4}  acc {:5.2}%  |  {:.3} s  {:>9.0} images/s",
+            "epoch {:>2}/{epochs}  train loss {:.4}  acc {:5.2}%  |  test loss {:.4}  acc {:5.2}%  |  {:.3} s  {:>9.0} images/s{staged}",
             self.epoch,
             self.train.mean_loss(),
             self.train.accuracy(),
@@ -151,6 +162,7 @@ pub fn train(
         }
         let train = engine.take_train_totals()?;
         let train_time = start.elapsed();
+        let staged_bytes = engine.take_staged_bytes();
         if !train.loss_sum.is_finite() {
             return Err(Error::Diverged {
                 epoch,
@@ -164,6 +176,7 @@ pub fn train(
             train,
             test,
             train_time,
+            staged_bytes,
         };
         observer.epoch(&report);
         reports.push(report);

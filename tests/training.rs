@@ -73,7 +73,7 @@ fn gpu_weights_match_the_cpu_after_k_steps_and_staged_equals_resident() {
             e.train_step(&data.train, batch, cfg.lr).unwrap();
         }
         let totals = e.take_train_totals().unwrap();
-        (e.model().unwrap(), totals, e.take_staged_bytes())
+        (e.model().unwrap(), totals, e.take_staged_bytes().unwrap())
     };
     let (staged, staged_totals, staged_bytes) = run_gpu(false);
     let (resident, resident_totals, resident_bytes) = run_gpu(true);
@@ -124,4 +124,8 @@ fn gpu_epoch_accuracy_matches_the_cpu_within_half_a_point() {
     assert!((a - b).abs() <= 0.5, "GPU {a:.2}% vs CPU {b:.2}%");
     assert!(a > 50.0, "the GPU did not learn (chance is 10 %): {a:.2}%");
     assert_eq!(gpu_report.test.seen, 2000);
+    // One epoch stages each training image (784 B) and label (4 B) once; the test pass's
+    // batches are not counted as training traffic. The CPU stages nothing.
+    assert_eq!(gpu_report.staged_bytes, Some(2000 * (784 + 4)));
+    assert_eq!(cpu_report.staged_bytes, None);
 }

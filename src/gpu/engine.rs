@@ -101,7 +101,8 @@ pub struct GpuEngine {
     pub(super) in_flight: VecDeque<wgpu::SubmissionIndex>,
     pub(super) host_pixels: Vec<u8>,
     pub(super) host_small: Vec<u32>,
-    /// Bytes sent from RAM to VRAM for batches since the last `take_staged_bytes`.
+    /// Bytes of training batches sent from RAM to VRAM since the last `take_staged_bytes`
+    /// (the test set's batches are staged too, but not counted here).
     pub(super) staged_bytes: u64,
     /// Training examples stepped since the last `take_train_totals`.
     pub(super) train_seen: u64,
@@ -203,11 +204,6 @@ impl GpuEngine {
         &self.gpu
     }
 
-    /// Bytes of batch data sent from RAM to VRAM since the last call.
-    pub fn take_staged_bytes(&mut self) -> u64 {
-        std::mem::take(&mut self.staged_bytes)
-    }
-
     /// Bytes of VRAM this engine allocated (parameters, activations, ring, resident set).
     pub fn vram_bytes(&self) -> u64 {
         let mut total: u64 = [
@@ -269,7 +265,9 @@ impl GpuEngine {
                     slot as u64 * self.small_stride,
                     bytemuck::cast_slice(&self.host_small[..rows]),
                 );
-                self.staged_bytes += (rows * (PIXELS + 4)) as u64;
+                if pass == Pass::Train {
+                    self.staged_bytes += (rows * (PIXELS + 4)) as u64;
+                }
             }
             Source::Resident => {
                 q.write_buffer(
@@ -277,7 +275,9 @@ impl GpuEngine {
                     slot as u64 * self.small_stride,
                     bytemuck::cast_slice(batch),
                 );
-                self.staged_bytes += (rows * 4) as u64;
+                if pass == Pass::Train {
+                    self.staged_bytes += (rows * 4) as u64;
+                }
             }
         }
         let key = (rows, pass, source);
@@ -415,6 +415,10 @@ impl Engine for GpuEngine {
             w2: self.gpu.read_f32(&self.w2)?,
             b2: self.gpu.read_f32(&self.b2)?,
         })
+    }
+
+    fn take_staged_bytes(&mut self) -> Option<u64> {
+        Some(std::mem::take(&mut self.staged_bytes))
     }
 
     fn set_model(&mut self, model: &Model) -> Result<()> {
