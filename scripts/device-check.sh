@@ -19,6 +19,7 @@ fi
 export GPU_TRAIN_REQUIRE_GPU=1
 $D/kernels --nocapture --test-threads 1 2>&1 | grep -E 'worst|test result|panicked|FAILED' | tee "$OUT/kernels.txt"
 $D/training gpu --nocapture --test-threads 1 2>&1 | grep -E 'worst|GPU|test result|panicked|FAILED' | tee "$OUT/training.txt"
+[ -x $D/kernels-bench ] && $D/kernels-bench 2>&1 | grep -v XDG | tee "$OUT/kernels-bench.txt"
 $D/gpu-train --epochs 10 2>&1 | grep -E 'engine|epoch|final' | tee "$OUT/train-mnist-gpu.txt"
 $D/gpu-train --epochs 5 --resident --data-dir $D/fashion 2>&1 | grep -E 'engine|epoch|final' | tee "$OUT/train-fashion-gpu.txt"
 $D/gpu-train bench --data-dir $D/fashion --epochs 5 --warmup 1 --json "$OUT/bench-fashion.json" 2>&1 | grep -v XDG | tee "$OUT/bench-fashion.txt"

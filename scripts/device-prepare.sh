@@ -11,6 +11,8 @@ for t in kernels training; do
     exe=$(cargo test --release --no-run --test "$t" 2>&1 | sed -n "s/.*Executable tests\/$t.rs (\(.*\))/\1/p")
     cp "$exe" ".device/$t"
 done
-strip .device/gpu-train .device/kernels .device/training
+bench=$(cargo bench --no-run --bench kernels 2>&1 | sed -n 's/.*Executable benches\/kernels.rs (\(.*\))/\1/p')
+cp "$bench" .device/kernels-bench
+strip .device/gpu-train .device/kernels .device/training .device/kernels-bench
 cp /usr/share/datasets/fashion-mnist/*.gz .device/fashion/
 du -sh .device
