@@ -1,6 +1,7 @@
 //! The command line: clap definitions (their doc comments are the `--help` text) and the
 //! code that turns flags into a validated configuration and runs it.
 
+use crate::checkpoint::{self, Position, SnapshotDir};
 use crate::cpu::engine::CpuEngine;
 use crate::data::{self, DataSplit};
 use crate::error::{Error, Result};
@@ -32,6 +33,22 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Train on the CPU and on GPU adapters from the same seed and print one comparison table.
     Bench(crate::bench::BenchArgs),
+    /// Classify test images or 28x28 PNG digits with a snapshot, printing the SoftMax table.
+    Predict(PredictArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PredictArgs {
+    /// A snapshot file written by --snapshot-dir.
+    pub snapshot: PathBuf,
+    /// Index of a test image to classify (repeatable).
+    #[arg(long, value_name = "N")]
+    pub index: Vec<usize>,
+    /// A 28x28 PNG of a light digit on a black background, as MNIST draws them (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub png: Vec<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
 }
 
 /// Where the data comes from.
@@ -78,22 +95,38 @@ pub struct TrainArgs {
     /// Images per mini-batch.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// Learning rate of plain SGD.
-    #[arg(long, default_value_t = 0.1)]
-    pub lr: f32,
+    /// Learning rate of plain SGD [default: 0.1, or the snapshot's with --resume].
+    #[arg(long)]
+    pub lr: Option<f32>,
     /// Seed of the weight initialisation and of each epoch's shuffle.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     #[command(flatten)]
     pub data: DataArgs,
+    /// Write snapshots (weights + training state, safetensors) into DIR at every epoch's end.
+    #[arg(long, value_name = "DIR")]
+    pub snapshot_dir: Option<PathBuf>,
+    /// Also write a snapshot every N steps (needs --snapshot-dir; 0 = only at epoch ends).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "snapshot_dir")]
+    pub snapshot_every: usize,
+    /// Keep the K most recent snapshots, deleting older ones.
+    #[arg(long, value_name = "K", default_value_t = 3)]
+    pub keep: usize,
+    /// Continue a run: from FILE, or from the latest snapshot in --snapshot-dir. Seed, batch
+    /// size and learning rate come from the snapshot (an explicit --lr overrides it).
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    pub resume: Option<Option<PathBuf>>,
 }
+
+/// Default learning rate.
+pub const DEFAULT_LR: f32 = 0.1;
 
 impl TrainArgs {
     pub fn config(&self) -> TrainConfig {
         TrainConfig {
             epochs: self.epochs,
             batch_size: self.batch_size,
-            lr: self.lr,
+            lr: self.lr.unwrap_or(DEFAULT_LR),
             seed: self.seed,
         }
     }
@@ -168,12 +201,65 @@ pub fn make_engine(args: &TrainArgs, model: &Model, data: &DataSplit) -> Result<
     Ok(Box::new(GpuEngine::new(gpu, model, opts, &data.train)?))
 }
 
+/// Where a run starts: fresh, or from a snapshot (whose settings then win).
+fn starting_point(
+    args: &TrainArgs,
+    data: &DataSplit,
+    snapshots: Option<&SnapshotDir>,
+) -> Result<(Model, Position, TrainConfig)> {
+    let mut cfg = args.config();
+    let Some(resume) = &args.resume else {
+        if let Some(dir) = snapshots {
+            if dir.latest()?.is_some() {
+                return Err(Error::Config(format!(
+                    "{} already holds snapshots of a run: pass --resume to continue it, or choose an empty --snapshot-dir",
+                    dir.dir.display()
+                )));
+            }
+        }
+        return Ok((Model::init(cfg.seed), Position::START, cfg));
+    };
+    let path = match (resume, snapshots) {
+        (Some(file), _) => file.clone(),
+        (None, Some(dir)) => dir.latest()?.ok_or_else(|| {
+            Error::Config(format!(
+                "--resume: no snapshot in {} to resume from",
+                dir.dir.display()
+            ))
+        })?,
+        (None, None) => {
+            return Err(Error::Config(
+                "--resume needs a snapshot file or a --snapshot-dir to take the latest from".into(),
+            ))
+        }
+    };
+    let (model, state) = checkpoint::load(&path)?;
+    checkpoint::check_data(&state, &data.train, &path)?;
+    cfg.seed = state.seed;
+    cfg.batch_size = state.batch_size;
+    cfg.lr = args.lr.unwrap_or(state.lr);
+    println!(
+        "resuming from {}: epoch {}, step {} (seed {}, batch size {}, lr {})",
+        path.display(),
+        state.next.epoch,
+        state.next.step,
+        cfg.seed,
+        cfg.batch_size,
+        cfg.lr
+    );
+    Ok((model, state.next, cfg))
+}
+
 fn run_train(args: &TrainArgs) -> Result<()> {
-    let cfg = args.config();
-    cfg.validate()?;
+    args.config().validate()?;
     let data = args.data.load()?;
+    let snapshots = match &args.snapshot_dir {
+        Some(dir) => Some(SnapshotDir::open(dir, args.keep)?),
+        None => None,
+    };
+    let (model, start, cfg) = starting_point(args, &data, snapshots.as_ref())?;
+    cfg.validate()?;
     print!("{}", crate::explain::summary());
-    let model = Model::init(cfg.seed);
     let mut engine = make_engine(args, &model, &data)?;
     println!(
         "data: {} ({} training images, {} test images, {:.1} MB of u8 pixels in RAM)",
@@ -184,24 +270,45 @@ fn run_train(args: &TrainArgs) -> Result<()> {
     );
     println!("engine: {}", engine.describe());
     println!(
-        "config: epochs {}, batch size {}, lr {}, seed {}, {} steps per epoch",
+        "config: epochs {}, batch size {}, lr {}, seed {}, {} steps per epoch{}",
         cfg.epochs,
         cfg.batch_size,
         cfg.lr,
         cfg.seed,
-        cfg.steps_per_epoch(data.train.len())
+        cfg.steps_per_epoch(data.train.len()),
+        match &snapshots {
+            Some(d) => format!(
+                ", snapshots in {} ({}keep {})",
+                d.dir.display(),
+                if args.snapshot_every > 0 {
+                    format!("every {} steps and each epoch, ", args.snapshot_every)
+                } else {
+                    "each epoch, ".into()
+                },
+                d.keep
+            ),
+            None => String::new(),
+        }
     );
     let mut console = Console::new(cfg.epochs);
-    let reports = train::train(engine.as_mut(), &data, &cfg, &mut console)?;
+    let snap = snapshots.as_ref().map(|dir| train::Snapshots {
+        dir,
+        every: args.snapshot_every,
+    });
+    let reports = train::train_from(engine.as_mut(), &data, &cfg, start, snap, &mut console)?;
     console.bar.finish_and_clear();
-    if let Some(last) = reports.last() {
-        println!(
+    match reports.last() {
+        Some(last) => println!(
             "final test accuracy {:.2}% ({} of {}), test loss {:.4}",
             last.test.accuracy(),
             last.test.correct,
             last.test.seen,
             last.test.mean_loss()
-        );
+        ),
+        None => println!(
+            "nothing to do: the run already completed {} epochs",
+            cfg.epochs
+        ),
     }
     Ok(())
 }
@@ -253,5 +360,17 @@ pub fn run(cli: &Cli) -> Result<()> {
         }
         Some(Command::Explain(args)) => run_explain(args),
         Some(Command::Bench(args)) => crate::bench::run(args),
+        Some(Command::Predict(args)) => {
+            let test = if args.index.is_empty() {
+                crate::data::Dataset::new(Vec::new(), Vec::new())?
+            } else {
+                args.data.load()?.test
+            };
+            print!(
+                "{}",
+                crate::predict::run(&args.snapshot, &test, &args.index, &args.png)?
+            );
+            Ok(())
+        }
     }
 }

@@ -30,16 +30,28 @@ pub enum Error {
     #[error("GPU error: {0}")]
     Gpu(String),
 
-    /// Training produced a non-finite loss: the learning rate is too high for this model.
-    #[error("training diverged at epoch {epoch}, step {step}: the loss is {loss}; lower --lr (the default is 0.1)")]
+    /// Training produced a non-finite loss or weights: the learning rate is too high.
+    #[error("training diverged at epoch {epoch}, step {step}: {what}; lower --lr (the default is 0.1); snapshots already written are left as they were")]
     Diverged {
         epoch: usize,
         step: usize,
-        loss: f32,
+        what: String,
     },
+
+    /// A snapshot could not be written, or one that was read is damaged or does not fit.
+    #[error("{path}: {fault}")]
+    Snapshot { path: PathBuf, fault: String },
 }
 
 impl Error {
+    /// A snapshot fault at `path`.
+    pub fn snapshot(path: impl Into<PathBuf>, fault: impl Into<String>) -> Self {
+        Error::Snapshot {
+            path: path.into(),
+            fault: fault.into(),
+        }
+    }
+
     /// A data fault in the named file.
     pub fn bad_data(file: impl Into<String>, fault: impl Into<String>) -> Self {
         Error::BadData {

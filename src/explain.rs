@@ -268,14 +268,20 @@ pub fn image_example(model: &Model, data: &Dataset, image: usize, lr: f64) -> Im
     }
 }
 
-/// The SoftMax table (class, logit, exponential, probability), as the chapter's Figure 3-2.
-pub fn softmax_table(e: &ImageExample) -> String {
+/// The SoftMax table (class, logit, exponential, probability), as the chapter's Figure 3-2,
+/// with the predicted class and (if known) the true class marked.
+pub fn softmax_table(logits: &[f64], label: Option<usize>) -> String {
+    let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let exps: Vec<f64> = logits.iter().map(|z| (z - max).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    let probs: Vec<f64> = exps.iter().map(|e| e / sum).collect();
+    let predicted = (0..probs.len()).fold(0, |b, c| if probs[c] > probs[b] { c } else { b });
     let mut s = format!(
         "  {:>5}  {:>10}  {:>12}  {:>11}\n",
         "class", "logit", "exp(z−max)", "probability"
     );
-    for c in 0..e.logits.len() {
-        let mark = match (c == e.predicted, c == e.label) {
+    for c in 0..logits.len() {
+        let mark = match (c == predicted, Some(c) == label) {
             (true, true) => "  ← predicted, true class",
             (true, false) => "  ← predicted",
             (false, true) => "  ← true class",
@@ -284,7 +290,7 @@ pub fn softmax_table(e: &ImageExample) -> String {
         let _ = writeln!(
             s,
             "  {c:>5}  {:>10.4}  {:>12.6}  {:>11.4}{mark}",
-            e.logits[c], e.exps[c], e.probs[c]
+            logits[c], exps[c], probs[c]
         );
     }
     let _ = writeln!(
@@ -292,8 +298,8 @@ pub fn softmax_table(e: &ImageExample) -> String {
         "  {:>5}  {:>10}  {:>12.6}  {:>11.4}",
         "sum",
         "",
-        e.sum,
-        e.probs.iter().sum::<f64>()
+        sum,
+        probs.iter().sum::<f64>()
     );
     s
 }
@@ -307,7 +313,7 @@ pub fn chapter3(model: &Model, data: &Dataset, image: usize, lr: f64, what: &str
         "== Chapter 3: one MNIST image through 784 → 128 ReLU → 10 → SoftMax =="
     );
     let _ = writeln!(s, "test image {image} (true class {}), {what}", e.label);
-    s += &softmax_table(&e);
+    s += &softmax_table(&e.logits, Some(e.label));
     let _ = writeln!(
         s,
         "  predicted class {} with p = {:.4}",

@@ -6,7 +6,7 @@
 //! ```text
 //! IDX files ──► data (parse, check) ──► batches in RAM ──► staging ──► VRAM
 //!    ──► kernels: matmul ► ReLU ► SoftMax/cross-entropy ► gradients ► SGD update
-//!    ──► metrics (train::Totals) ──► report / bench
+//!    ──► metrics (train::Totals) ──► snapshot (checkpoint) ──► report / bench
 //! ```
 //!
 //! * [`data`]: MNIST IDX files (raw or gzip), checked and kept as u8 in RAM; seeded shuffles.
@@ -16,10 +16,13 @@
 //! * [`gpu`]: adapters, the kernels in `shaders/` as pipelines, and the GPU trainer.
 //! * [`train`]: the training loop, shared by CPU and GPU through the small [`train::Engine`] trait.
 //! * [`explain`]: the chapters' worked examples, computed.
+//! * [`checkpoint`]: snapshots (safetensors), written atomically, resumed exactly.
+//! * [`predict`]: classify images with a snapshot.
 //! * [`bench`]: CPU-vs-GPU timing table.
 //! * [`cli`]: the command line.
 
 pub mod bench;
+pub mod checkpoint;
 pub mod cli;
 pub mod cpu;
 pub mod data;
@@ -27,6 +30,7 @@ pub mod error;
 pub mod explain;
 pub mod gpu;
 pub mod model;
+pub mod predict;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -10,6 +10,7 @@
 //!     test totals   (forward pass over the test set)
 //! ```
 
+use crate::checkpoint::{Position, SnapshotDir, TrainState};
 use crate::data::{epoch_order, DataSplit, Dataset};
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -149,28 +150,78 @@ pub fn train(
     cfg: &TrainConfig,
     observer: &mut dyn Observer,
 ) -> Result<Vec<EpochReport>> {
+    train_from(engine, data, cfg, Position::START, None, observer)
+}
+
+/// Snapshots during a run: where, and every how many steps (plus one at every epoch's end).
+pub struct Snapshots<'a> {
+    pub dir: &'a SnapshotDir,
+    /// 0: only at epoch ends.
+    pub every: usize,
+}
+
+/// [`train`], starting at `start` (a resumed run) and writing snapshots if asked.
+pub fn train_from(
+    engine: &mut dyn Engine,
+    data: &DataSplit,
+    cfg: &TrainConfig,
+    start: Position,
+    snapshots: Option<Snapshots>,
+    observer: &mut dyn Observer,
+) -> Result<Vec<EpochReport>> {
     cfg.validate()?;
     let n = data.train.len();
     let steps = cfg.steps_per_epoch(n);
     let mut reports = Vec::with_capacity(cfg.epochs);
-    for epoch in 1..=cfg.epochs {
-        let start = Instant::now();
+    for epoch in start.epoch..=cfg.epochs {
+        let start_time = Instant::now();
         let order = epoch_order(n, cfg.seed, epoch);
-        for (step, batch) in order.chunks(cfg.batch_size).enumerate() {
+        let first = if epoch == start.epoch { start.step } else { 0 };
+        for (step, batch) in order.chunks(cfg.batch_size).enumerate().skip(first) {
             engine.train_step(&data.train, batch, cfg.lr)?;
             observer.step(epoch, step + 1, steps);
+            if let Some(s) = &snapshots {
+                let global = ((epoch - 1) * steps + step + 1) as u64;
+                if s.every > 0 && global % s.every as u64 == 0 && step + 1 < steps {
+                    save_snapshot(
+                        engine,
+                        data,
+                        cfg,
+                        s.dir,
+                        Position {
+                            epoch,
+                            step: step + 1,
+                        },
+                        global,
+                    )?;
+                }
+            }
         }
         let train = engine.take_train_totals()?;
-        let train_time = start.elapsed();
+        let train_time = start_time.elapsed();
         let staged_bytes = engine.take_staged_bytes();
         if !train.loss_sum.is_finite() {
             return Err(Error::Diverged {
                 epoch,
                 step: steps,
-                loss: train.mean_loss() as f32,
+                what: format!("the epoch's mean loss is {}", train.mean_loss()),
             });
         }
         let test = engine.evaluate(&data.test, cfg.batch_size)?;
+        if let Some(s) = &snapshots {
+            let global = (epoch * steps) as u64;
+            save_snapshot(
+                engine,
+                data,
+                cfg,
+                s.dir,
+                Position {
+                    epoch: epoch + 1,
+                    step: 0,
+                },
+                global,
+            )?;
+        }
         let report = EpochReport {
             epoch,
             train,
@@ -182,4 +233,45 @@ pub fn train(
         reports.push(report);
     }
     Ok(reports)
+}
+
+/// Reads the weights back and writes a snapshot, unless they are no longer finite: then the
+/// run has diverged and the snapshots already on disk are left as they are.
+fn save_snapshot(
+    engine: &mut dyn Engine,
+    data: &DataSplit,
+    cfg: &TrainConfig,
+    dir: &SnapshotDir,
+    next: Position,
+    global_step: u64,
+) -> Result<()> {
+    let model = engine.model()?;
+    if let Some((name, _, _)) = model
+        .tensors()
+        .iter()
+        .find(|t| t.2.iter().any(|v| !v.is_finite()))
+    {
+        return Err(Error::Diverged {
+            epoch: next.epoch,
+            step: next.step,
+            what: format!("{name} holds non-finite values"),
+        });
+    }
+    let state = TrainState {
+        next,
+        global_step,
+        seed: cfg.seed,
+        lr: cfg.lr,
+        batch_size: cfg.batch_size,
+        train_len: data.train.len(),
+        train_fingerprint: data.train.fingerprint(),
+    };
+    let path = dir.save(&model, &state)?;
+    log::info!(
+        "snapshot {} (next: epoch {}, step {})",
+        path.display(),
+        next.epoch,
+        next.step
+    );
+    Ok(())
 }

@@ -1,0 +1,349 @@
+//! Snapshots: the weights and the training state, written so that a crash at any moment
+//! leaves the previous snapshot whole, and read back so that a resumed run ends with exactly
+//! the weights of an uninterrupted one.
+//!
+//! A snapshot is one safetensors file, `snapshot-<global step, 9 digits>.safetensors`:
+//! * tensors `hidden.weight` (128, 784), `hidden.bias`, `output.weight` (10, 128),
+//!   `output.bias`, F32, the names and layout PyTorch's `nn.Linear` uses, so
+//!   `safetensors.torch.load_file` gives a ready `state_dict`;
+//! * metadata (strings): where to continue (`next_epoch`, `next_step`), the seed (the shuffle
+//!   of epoch e is a function of seed and e, so no RNG state needs saving), learning rate, batch
+//!   size, the model's shape, the training set's size and fingerprint, and a CRC-32 over all
+//!   of that and the tensor bytes, checked on load.
+//!
+//! Writing: a temporary file in the same folder, written, flushed and fsync'd, renamed over the
+//! final name (atomic on POSIX file systems), then the folder fsync'd so the rename itself is
+//! durable. Temporary files never match the snapshot name pattern, so a half-written one is never
+//! picked up; they are removed on the next start.
+
+use crate::data::{Dataset, CLASSES, PIXELS};
+use crate::error::{Error, Result};
+use crate::model::{Model, HIDDEN};
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const PREFIX: &str = "snapshot-";
+const SUFFIX: &str = ".safetensors";
+const TEMP_PREFIX: &str = ".tmp-snapshot-";
+
+/// Where training continues from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// The epoch to run next (from 1).
+    pub epoch: usize,
+    /// Steps of that epoch already done.
+    pub step: usize,
+}
+
+impl Position {
+    pub const START: Position = Position { epoch: 1, step: 0 };
+}
+
+/// Everything besides the weights that a resume needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainState {
+    pub next: Position,
+    /// Steps done in the whole run; names the file.
+    pub global_step: u64,
+    pub seed: u64,
+    pub lr: f32,
+    pub batch_size: usize,
+    pub train_len: usize,
+    pub train_fingerprint: u64,
+}
+
+impl TrainState {
+    fn to_metadata(&self) -> HashMap<String, String> {
+        let mut m = HashMap::new();
+        let mut put = |k: &str, v: String| {
+            m.insert(k.to_string(), v);
+        };
+        put("format", "gpu-train snapshot 1".into());
+        put("next_epoch", self.next.epoch.to_string());
+        put("next_step", self.next.step.to_string());
+        put("global_step", self.global_step.to_string());
+        put("seed", self.seed.to_string());
+        // Bits, not decimal text, so the learning rate comes back exactly.
+        put("lr_bits", format!("{:08x}", self.lr.to_bits()));
+        put("lr", self.lr.to_string());
+        put("batch_size", self.batch_size.to_string());
+        put("shape", shape_string());
+        put("train_len", self.train_len.to_string());
+        put(
+            "train_fingerprint",
+            format!("{:016x}", self.train_fingerprint),
+        );
+        m
+    }
+
+    fn from_metadata(m: &HashMap<String, String>, path: &Path) -> Result<Self> {
+        let get = |k: &str| -> Result<&String> {
+            m.get(k).ok_or_else(|| {
+                Error::snapshot(
+                    path,
+                    format!("not a gpu-train snapshot: no '{k}' in its metadata"),
+                )
+            })
+        };
+        fn num<T: std::str::FromStr>(path: &Path, k: &str, v: &str, radix16: bool) -> Result<T>
+        where
+            T: TryFrom<u64>,
+        {
+            let parsed = if radix16 {
+                u64::from_str_radix(v, 16).ok()
+            } else {
+                v.parse::<u64>().ok()
+            };
+            parsed.and_then(|x| T::try_from(x).ok()).ok_or_else(|| {
+                Error::snapshot(
+                    path,
+                    format!("metadata '{k}' = '{v}' is not a valid number"),
+                )
+            })
+        }
+        if get("shape")? != &shape_string() {
+            return Err(Error::snapshot(
+                path,
+                format!(
+                    "the snapshot is of a {} network, this program trains {}",
+                    get("shape")?,
+                    shape_string()
+                ),
+            ));
+        }
+        let lr_bits: u32 = num(path, "lr_bits", get("lr_bits")?, true)?;
+        Ok(TrainState {
+            next: Position {
+                epoch: num(path, "next_epoch", get("next_epoch")?, false)?,
+                step: num(path, "next_step", get("next_step")?, false)?,
+            },
+            global_step: num(path, "global_step", get("global_step")?, false)?,
+            seed: num(path, "seed", get("seed")?, false)?,
+            lr: f32::from_bits(lr_bits),
+            batch_size: num(path, "batch_size", get("batch_size")?, false)?,
+            train_len: num(path, "train_len", get("train_len")?, false)?,
+            train_fingerprint: num(path, "train_fingerprint", get("train_fingerprint")?, true)?,
+        })
+    }
+}
+
+fn shape_string() -> String {
+    format!("{PIXELS}-{HIDDEN}-{CLASSES}")
+}
+
+/// CRC-32 over the metadata (sorted, without the checksum itself) and the tensor bytes.
+fn checksum(meta: &HashMap<String, String>, model: &Model) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    let mut keys: Vec<&String> = meta.keys().filter(|k| *k != "crc32").collect();
+    keys.sort();
+    for k in keys {
+        h.update(k.as_bytes());
+        h.update(b"=");
+        h.update(meta[k].as_bytes());
+        h.update(b"\n");
+    }
+    for (_, _, data) in model.tensors() {
+        h.update(bytemuck::cast_slice(data));
+    }
+    h.finalize()
+}
+
+/// The bytes of a snapshot file.
+pub fn encode(model: &Model, state: &TrainState) -> Result<Vec<u8>> {
+    let mut meta = state.to_metadata();
+    meta.insert("crc32".into(), format!("{:08x}", checksum(&meta, model)));
+    let tensors = model.tensors();
+    let views: Vec<(&str, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(name, shape, data)| {
+            let view = safetensors::tensor::TensorView::new(
+                safetensors::Dtype::F32,
+                shape.clone(),
+                bytemuck::cast_slice(data),
+            )
+            .expect("shape matches data");
+            (*name, view)
+        })
+        .collect();
+    safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::Config(format!("cannot encode a snapshot: {e}")))
+}
+
+/// Reads and checks a snapshot file's bytes.
+pub fn decode(bytes: &[u8], path: &Path) -> Result<(Model, TrainState)> {
+    let bad = |what: String| {
+        Error::snapshot(
+            path,
+            format!("{what}; the file is damaged: delete it to resume from the one before"),
+        )
+    };
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| bad(format!("not a readable safetensors file ({e})")))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| bad(format!("unreadable header ({e})")))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let state = TrainState::from_metadata(&meta, path)?;
+    let tensor = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
+        let t = st
+            .tensor(name)
+            .map_err(|_| Error::snapshot(path, format!("no tensor '{name}'")))?;
+        if t.dtype() != safetensors::Dtype::F32 || t.shape() != shape {
+            return Err(Error::snapshot(
+                path,
+                format!(
+                    "tensor '{name}' is {:?} {:?}, this model needs F32 {shape:?}: the snapshot is of a different model",
+                    t.dtype(),
+                    t.shape()
+                ),
+            ));
+        }
+        Ok(bytemuck::pod_collect_to_vec(t.data()))
+    };
+    let model = Model {
+        w1: tensor("hidden.weight", &[HIDDEN, PIXELS])?,
+        b1: tensor("hidden.bias", &[HIDDEN])?,
+        w2: tensor("output.weight", &[CLASSES, HIDDEN])?,
+        b2: tensor("output.bias", &[CLASSES])?,
+    };
+    let stored = meta.get("crc32").cloned().unwrap_or_default();
+    let actual = format!("{:08x}", checksum(&meta, &model));
+    if stored != actual {
+        return Err(bad(format!(
+            "checksum mismatch (stored {stored:?}, computed {actual})"
+        )));
+    }
+    Ok((model, state))
+}
+
+/// Loads one snapshot file.
+pub fn load(path: &Path) -> Result<(Model, TrainState)> {
+    let bytes = fs::read(path).map_err(|e| Error::snapshot(path, format!("cannot read: {e}")))?;
+    decode(&bytes, path)
+}
+
+/// Checks that a snapshot belongs to this training set.
+pub fn check_data(state: &TrainState, train: &Dataset, path: &Path) -> Result<()> {
+    if state.train_len != train.len() || state.train_fingerprint != train.fingerprint() {
+        return Err(Error::snapshot(
+            path,
+            format!(
+                "the snapshot was taken training on a different data set ({} images, fingerprint {:016x}; \
+                 now {} images, {:016x}): pass the same --data-dir and --limit as the run that wrote it",
+                state.train_len,
+                state.train_fingerprint,
+                train.len(),
+                train.fingerprint()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A folder of snapshots: where they go, how many to keep.
+#[derive(Debug, Clone)]
+pub struct SnapshotDir {
+    pub dir: PathBuf,
+    /// Keep this many of the most recent snapshots (at least 1).
+    pub keep: usize,
+}
+
+impl SnapshotDir {
+    /// Opens (creating it if needed) a snapshot folder, checks it is writable, and removes
+    /// temporary files a crash may have left.
+    pub fn open(dir: &Path, keep: usize) -> Result<Self> {
+        let fail = |what: &str, e: std::io::Error| {
+            Error::snapshot(
+                dir,
+                format!("cannot {what}: {e}; choose another --snapshot-dir"),
+            )
+        };
+        fs::create_dir_all(dir).map_err(|e| fail("create the snapshot folder", e))?;
+        let probe = dir.join(format!("{TEMP_PREFIX}probe"));
+        File::create(&probe)
+            .and_then(|mut f| f.write_all(b"probe"))
+            .map_err(|e| fail("write in the snapshot folder", e))?;
+        let _ = fs::remove_file(&probe);
+        for entry in fs::read_dir(dir)
+            .map_err(|e| fail("list the snapshot folder", e))?
+            .flatten()
+        {
+            if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(SnapshotDir {
+            dir: dir.to_path_buf(),
+            keep: keep.max(1),
+        })
+    }
+
+    /// The snapshots in the folder, oldest first, by global step.
+    pub fn list(&self) -> Result<Vec<(u64, PathBuf)>> {
+        let mut found = Vec::new();
+        let entries = fs::read_dir(&self.dir)
+            .map_err(|e| Error::snapshot(&self.dir, format!("cannot list: {e}")))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(step) = name
+                .strip_prefix(PREFIX)
+                .and_then(|s| s.strip_suffix(SUFFIX))
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                found.push((step, entry.path()));
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    /// The most recent snapshot, if any.
+    pub fn latest(&self) -> Result<Option<PathBuf>> {
+        Ok(self.list()?.pop().map(|(_, p)| p))
+    }
+
+    /// Writes a snapshot atomically, then removes the oldest beyond `keep`.
+    pub fn save(&self, model: &Model, state: &TrainState) -> Result<PathBuf> {
+        let bytes = encode(model, state)?;
+        let path = self
+            .dir
+            .join(format!("{PREFIX}{:09}{SUFFIX}", state.global_step));
+        write_atomic(&path, &bytes)?;
+        let all = self.list()?;
+        if all.len() > self.keep {
+            for (_, old) in &all[..all.len() - self.keep] {
+                let _ = fs::remove_file(old);
+            }
+        }
+        Ok(path)
+    }
+}
+
+/// Writes `bytes` to `path` so that `path` either keeps its old content or has all of the new:
+/// temporary file, write, fsync, rename, fsync of the folder. On any error the temporary file
+/// is removed and `path` is untouched.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = dir.join(format!("{TEMP_PREFIX}{}-{name}", std::process::id()));
+    let written = (|| -> std::io::Result<()> {
+        let mut f = File::create(&temp)?;
+        f.write_all(bytes)?;
+        f.flush()?;
+        f.sync_all()?;
+        fs::rename(&temp, path)?;
+        // The rename is an entry in the folder: fsync the folder so it survives a power loss.
+        File::open(dir)?.sync_all()
+    })();
+    written.map_err(|e| {
+        let _ = fs::remove_file(&temp);
+        Error::snapshot(
+            path,
+            format!("cannot write the snapshot: {e}; the previous snapshots are untouched"),
+        )
+    })
+}

@@ -1,0 +1,109 @@
+//! `gpu-train predict`: load a snapshot and classify images, printing the SoftMax table for
+//! each (class, logit, exponential, probability), as the chapter's Figure 3-2 does.
+//!
+//! Images come from the test set (by index) or from PNG files of 28×28 grey digits, drawn as
+//! MNIST draws them: a light digit on a black background.
+
+use crate::checkpoint;
+use crate::cpu::reference::{self, Params};
+use crate::data::{scale_pixel, Dataset, CLASSES, PIXELS};
+use crate::error::{Error, Result};
+use crate::explain::softmax_table;
+use crate::model::Model;
+use std::path::Path;
+
+/// The logits of one image (u8 pixels) under `model`, computed with the f64 reference.
+pub fn logits(model: &Model, pixels: &[u8]) -> Vec<f64> {
+    let x: Vec<f64> = pixels.iter().map(|&p| scale_pixel(p) as f64).collect();
+    let y = vec![0.0; CLASSES];
+    reference::forward(&Params::from_model(model), &x, &y, 1).z2
+}
+
+/// Reads a 28×28 PNG as 784 grey u8 pixels (colour is averaged to grey, alpha ignored).
+pub fn read_png(path: &Path) -> Result<Vec<u8>> {
+    let bad = |fault: String| Error::bad_data(path.display().to_string(), fault);
+    let file = std::fs::File::open(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+    // Expand palettes and bit depths below 8, strip 16-bit to 8: every pixel becomes u8 channels.
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder
+        .read_info()
+        .map_err(|e| bad(format!("not a readable PNG: {e}")))?;
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader
+        .next_frame(&mut buf)
+        .map_err(|e| bad(format!("not a readable PNG: {e}")))?;
+    if (info.width, info.height) != (28, 28) {
+        return Err(bad(format!(
+            "image is {}x{}, the model takes 28x28 grey digits",
+            info.width, info.height
+        )));
+    }
+    let channels = info.color_type.samples();
+    let colour = match info.color_type {
+        png::ColorType::Grayscale | png::ColorType::GrayscaleAlpha => 1,
+        _ => 3,
+    };
+    let pixels: Vec<u8> = buf[..info.buffer_size()]
+        .chunks(channels)
+        .map(|px| (px[..colour].iter().map(|&v| v as u32).sum::<u32>() / colour as u32) as u8)
+        .collect();
+    debug_assert_eq!(pixels.len(), PIXELS);
+    Ok(pixels)
+}
+
+/// The report for one image.
+pub fn describe(model: &Model, name: &str, pixels: &[u8], label: Option<usize>) -> String {
+    let z = logits(model, pixels);
+    let mut s = format!(
+        "{name}{}\n",
+        label
+            .map(|l| format!(" (true class {l})"))
+            .unwrap_or_default()
+    );
+    s += &softmax_table(&z, label);
+    s
+}
+
+/// Classifies test images `indices` and PNG files `pngs` with the snapshot at `snapshot`.
+pub fn run(
+    snapshot: &Path,
+    test: &Dataset,
+    indices: &[usize],
+    pngs: &[std::path::PathBuf],
+) -> Result<String> {
+    let (model, state) = checkpoint::load(snapshot)?;
+    let mut out = format!(
+        "snapshot {} (after {} steps; next epoch {}, step {})\n",
+        snapshot.display(),
+        state.global_step,
+        state.next.epoch,
+        state.next.step
+    );
+    if indices.is_empty() && pngs.is_empty() {
+        return Err(Error::Config(
+            "predict: give --index N (test images) or --png FILE".into(),
+        ));
+    }
+    for &i in indices {
+        if i >= test.len() {
+            return Err(Error::Config(format!(
+                "--index {i} is out of range: the test set has {} images",
+                test.len()
+            )));
+        }
+        out += &describe(
+            &model,
+            &format!("test image {i}"),
+            test.image(i),
+            Some(test.labels[i] as usize),
+        );
+    }
+    for p in pngs {
+        out += &describe(&model, &p.display().to_string(), &read_png(p)?, None);
+    }
+    Ok(out)
+}
