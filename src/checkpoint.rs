@@ -341,9 +341,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })();
     written.map_err(|e| {
         let _ = fs::remove_file(&temp);
-        Error::snapshot(
-            path,
-            format!("cannot write the snapshot: {e}; the previous snapshots are untouched"),
-        )
+        Error::Write {
+            path: path.to_path_buf(),
+            fault: format!("cannot write the snapshot: {e}; the previous snapshots are untouched"),
+        }
     })
 }

@@ -38,9 +38,13 @@ pub enum Error {
         what: String,
     },
 
-    /// A snapshot could not be written, or one that was read is damaged or does not fit.
+    /// A snapshot folder that cannot be used, or a snapshot that is damaged or does not fit.
     #[error("{path}: {fault}")]
     Snapshot { path: PathBuf, fault: String },
+
+    /// Writing a snapshot failed (disk full, I/O error) while training.
+    #[error("{path}: {fault}")]
+    Write { path: PathBuf, fault: String },
 }
 
 impl Error {

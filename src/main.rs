@@ -10,7 +10,11 @@ fn main() {
         eprintln!("gpu-train: {e}");
         // 2: the input was wrong (flags, data, adapter choice); 1: something failed while running.
         let code = match e {
-            Error::Config(_) | Error::BadData { .. } | Error::Io { .. } | Error::Adapter(_) => 2,
+            Error::Config(_)
+            | Error::BadData { .. }
+            | Error::Io { .. }
+            | Error::Adapter(_)
+            | Error::Snapshot { .. } => 2,
             _ => 1,
         };
         std::process::exit(code);
