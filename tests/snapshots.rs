@@ -439,6 +439,7 @@ fn killed_runs_resume_to_the_same_weights() {
         kills >= 2,
         "only {kills} kills landed: the run is too fast for this test"
     );
+    eprintln!("{kills} kills (SIGKILL) before the run finished");
     let (got, state) = checkpoint::load(
         &SnapshotDir::open(crashy.path(), 2)
             .unwrap()
