@@ -41,6 +41,15 @@ pub struct BenchArgs {
     /// Seed.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Skip the per-kernel GPU profile (timestamp queries) printed after the table.
+    #[arg(long)]
+    pub no_profile: bool,
+    /// The card's peak FP32 rate in TFLOP/s, to print each kernel's arithmetic floor.
+    #[arg(long, value_name = "TFLOPS")]
+    pub peak_tflops: Option<f64>,
+    /// The card's peak memory bandwidth in TB/s, to print each kernel's bandwidth floor.
+    #[arg(long, value_name = "TBPS")]
+    pub peak_tbs: Option<f64>,
     /// Write the rows as JSON to this file too.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -253,6 +262,85 @@ pub fn to_json(rows: &[Row]) -> String {
     format!("[\n{}\n]\n", items.join(",\n"))
 }
 
+/// The per-kernel profile of one adapter as printed: each kernel's GPU time (timestamps at the
+/// start and end of its own pass), achieved rates, floors where the peaks are given, per-phase
+/// sums, and the sum against the real step time.
+pub fn profile_text(
+    args: &BenchArgs,
+    data: &DataSplit,
+    device: usize,
+    step_s: Option<f64>,
+) -> Result<String> {
+    let gpu = Gpu::open(device)?;
+    let name = gpu.info.name.clone();
+    let opts = GpuOptions {
+        batch: args.batch_size,
+        ..GpuOptions::default()
+    };
+    let mut engine = GpuEngine::new(gpu, &Model::init(args.seed), opts, &data.train)?;
+    if !engine.can_profile() {
+        return Ok(format!(
+            "profile: {name} offers no timestamp queries; no per-kernel split\n"
+        ));
+    }
+    let order = crate::data::epoch_order(data.train.len(), args.seed, 1);
+    let batches: Vec<&[u32]> = order.chunks(args.batch_size).take(20).collect();
+    engine.profile(&data.train, &batches[..batches.len().min(3)], args.lr)?; // warm-up
+    let kernels = engine.profile(&data.train, &batches, args.lr)?;
+    let mut s = format!(
+        "profile on {name}: GPU time per kernel, mean of {} steps of batch {} (each kernel in its own timed pass)\n",
+        batches.len(),
+        args.batch_size
+    );
+    s += &format!(
+        "{:<30} {:<9} {:>9} {:>9} {:>9} {:>10}\n",
+        "kernel", "phase", "µs", "GFLOP/s", "GB/s", "floor µs"
+    );
+    for k in &kernels {
+        let floor = match (args.peak_tflops, args.peak_tbs) {
+            (Some(f), Some(b)) => format!(
+                "{:.3}",
+                (k.flops / (f * 1e12)).max(k.bytes / (b * 1e12)) * 1e6
+            ),
+            _ => "-".into(),
+        };
+        s += &format!(
+            "{:<30} {:<9} {:>9.2} {:>9.1} {:>9.1} {:>10}\n",
+            k.name,
+            k.phase,
+            k.seconds * 1e6,
+            k.flops / k.seconds.max(1e-12) / 1e9,
+            k.bytes / k.seconds.max(1e-12) / 1e9,
+            floor
+        );
+    }
+    let total: f64 = kernels.iter().map(|k| k.seconds).sum();
+    let mut phases: Vec<(&str, f64)> = Vec::new();
+    for k in &kernels {
+        match phases.iter_mut().find(|p| p.0 == k.phase) {
+            Some(p) => p.1 += k.seconds,
+            None => phases.push((k.phase, k.seconds)),
+        }
+    }
+    let split: Vec<String> = phases
+        .iter()
+        .map(|(p, t)| format!("{p} {:.1}", t * 1e6))
+        .collect();
+    s += &format!(
+        "phases (µs): {}; kernels together {:.1} µs",
+        split.join(", "),
+        total * 1e6
+    );
+    if let Some(step) = step_s {
+        s += &format!(
+            "; a real staged step (all in one pass, many steps per submit) took {:.1} µs",
+            step * 1e6
+        );
+    }
+    s += "\n";
+    Ok(s)
+}
+
 pub fn run(args: &BenchArgs) -> Result<()> {
     let data = args.data.load()?;
     println!(
@@ -265,6 +353,22 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     );
     let rows = rows(args, &data)?;
     print!("{}", table(&rows));
+    if !args.cpu_only && !args.no_profile {
+        let devices = if args.devices.is_empty() {
+            vec![0]
+        } else {
+            args.devices.clone()
+        };
+        let steps = data.train.len().div_ceil(args.batch_size) as f64;
+        for (i, &device) in devices.iter().enumerate() {
+            let staged = rows
+                .iter()
+                .filter(|r| r.path == "gpu staged")
+                .nth(i)
+                .map(|r| r.epoch_s / steps);
+            print!("{}", profile_text(args, &data, device, staged)?);
+        }
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, to_json(&rows)).map_err(|source| Error::Io {
             path: path.clone(),

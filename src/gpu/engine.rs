@@ -234,7 +234,7 @@ impl GpuEngine {
     }
 
     /// Writes one batch into the next ring slot and queues its step; submits when the ring is full.
-    fn queue_step(
+    pub(super) fn queue_step(
         &mut self,
         data: &Dataset,
         batch: &[u32],
@@ -293,7 +293,7 @@ impl GpuEngine {
     }
 
     /// Records every queued step into one compute pass and submits it, without waiting for it.
-    fn submit(&mut self) -> Result<()> {
+    pub(super) fn submit(&mut self) -> Result<()> {
         if self.queued.is_empty() {
             return Ok(());
         }
@@ -330,7 +330,7 @@ impl GpuEngine {
     }
 
     /// Submits what is queued, reads (loss sum, correct) at `at` of the totals and zeroes them.
-    fn take_totals(&mut self, at: u32, seen: u64) -> Result<Totals> {
+    pub(super) fn take_totals(&mut self, at: u32, seen: u64) -> Result<Totals> {
         self.submit()?;
         let bytes = self.gpu.read_bytes(&self.totals, at as u64 * 4, 8)?;
         self.in_flight.clear();
@@ -349,7 +349,7 @@ impl GpuEngine {
 
     /// The learning rate is baked into the update dispatches' params: rebuild the training
     /// plans if it changes (it does not within a run).
-    fn set_lr(&mut self, lr: f32) -> Result<()> {
+    pub(super) fn set_lr(&mut self, lr: f32) -> Result<()> {
         if lr != self.lr {
             self.submit()?;
             self.lr = lr;

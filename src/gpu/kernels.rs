@@ -84,6 +84,15 @@ impl MatmulParams {
         }
     }
 
+    /// (flops, bytes) of the product: 2mnk operations; A, B and C read once (C only if
+    /// beta ≠ 0), C (or the split-K partial sums) written once, 4 bytes each.
+    pub fn work(&self) -> (f64, f64) {
+        let (m, n, k) = (self.m as f64, self.n as f64, self.k as f64);
+        let read_c = if self.beta != 0.0 { m * n } else { 0.0 };
+        let written = self.splits as f64 * m * n;
+        (2.0 * m * n * k, 4.0 * (m * k + k * n + read_c + written))
+    }
+
     pub fn workgroups(&self) -> (u32, u32, u32) {
         (
             self.n.div_ceil(MATMUL_TILE),
@@ -172,6 +181,12 @@ pub struct Dispatch {
     pub pipeline: wgpu::ComputePipeline,
     pub bind_group: wgpu::BindGroup,
     pub workgroups: (u32, u32, u32),
+    /// The step's phase this belongs to (forward, loss, backward, update), for profiles.
+    pub phase: &'static str,
+    /// Floating-point operations and bytes of VRAM traffic one call needs at least: with a
+    /// card's peak rates these give the kernel's floor.
+    pub flops: f64,
+    pub bytes: f64,
 }
 
 impl Dispatch {
@@ -212,7 +227,18 @@ impl Dispatch {
             pipeline: pipeline.clone(),
             bind_group,
             workgroups,
+            phase: "",
+            flops: 0.0,
+            bytes: 0.0,
         }
+    }
+
+    /// Labels the dispatch with its phase and its minimal work.
+    pub fn work(mut self, phase: &'static str, flops: f64, bytes: f64) -> Self {
+        self.phase = phase;
+        self.flops = flops;
+        self.bytes = bytes;
+        self
     }
 
     pub fn record(&self, pass: &mut wgpu::ComputePass) {

@@ -5,6 +5,7 @@ pub mod context;
 pub mod engine;
 pub mod kernels;
 mod plan;
+pub mod profile;
 
 pub use context::Gpu;
 pub use engine::{GpuEngine, GpuOptions};

@@ -85,10 +85,13 @@ impl GpuEngine {
                     &unpack_params,
                     groups_1d(r * WORDS_PER_IMAGE),
                 )
+                // Reads the u8 pixels and labels, writes f32 pixels and u32 labels.
+                .work("unpack", 0.0, (r * pix + 4 * r * pix + 8 * r) as f64)
             })
             .collect();
 
-        let mm = |name,
+        let mm = |phase,
+                  name,
                   a: &wgpu::Buffer,
                   b: &wgpu::Buffer,
                   bias: &wgpu::Buffer,
@@ -103,6 +106,7 @@ impl GpuEngine {
                 &p,
                 p.workgroups(),
             )
+            .work(phase, p.work().0, p.work().1)
         };
         let mut rest = Vec::new();
         // Forward, hidden layer: h = ReLU(x · W1ᵀ + b1), K = 784 split into slices.
@@ -117,6 +121,7 @@ impl GpuEngine {
         );
         if hidden.splits > 1 {
             rest.push(mm(
+                "forward",
                 "hidden: x·W1ᵀ (split K)",
                 &self.x,
                 &self.w1,
@@ -125,21 +130,29 @@ impl GpuEngine {
                 &self.partial,
                 hidden,
             ));
-            rest.push(Dispatch::new(
-                d,
-                "hidden: Σ splits + b1, ReLU",
-                &k.splitk_reduce,
-                &[
-                    whole(&self.partial),
-                    whole(&self.b1),
-                    whole(&self.z),
-                    whole(&self.h),
-                ],
-                &hidden,
-                groups_1d(r * hid),
-            ));
+            rest.push(
+                Dispatch::new(
+                    d,
+                    "hidden: Σ splits + b1, ReLU",
+                    &k.splitk_reduce,
+                    &[
+                        whole(&self.partial),
+                        whole(&self.b1),
+                        whole(&self.z),
+                        whole(&self.h),
+                    ],
+                    &hidden,
+                    groups_1d(r * hid),
+                )
+                .work(
+                    "forward",
+                    (hidden.splits * r * hid) as f64,
+                    4.0 * ((hidden.splits + 1) * r * hid + hid) as f64,
+                ),
+            );
         } else {
             rest.push(mm(
+                "forward",
                 "hidden: ReLU(x·W1ᵀ + b1)",
                 &self.x,
                 &self.w1,
@@ -160,6 +173,7 @@ impl GpuEngine {
             1,
         );
         rest.push(mm(
+            "forward",
             "output: h·W2ᵀ + b2",
             &self.h,
             &self.w2,
@@ -179,19 +193,22 @@ impl GpuEngine {
                 EVAL_AT
             },
         };
-        rest.push(Dispatch::new(
-            d,
-            "softmax_xent",
-            &k.softmax_xent,
-            &[
-                whole(&self.z),
-                whole(&self.batch_labels),
-                whole(&self.dz),
-                whole(&self.totals),
-            ],
-            &softmax,
-            (1, 1, 1),
-        ));
+        rest.push(
+            Dispatch::new(
+                d,
+                "softmax_xent",
+                &k.softmax_xent,
+                &[
+                    whole(&self.z),
+                    whole(&self.batch_labels),
+                    whole(&self.dz),
+                    whole(&self.totals),
+                ],
+                &softmax,
+                (1, 1, 1),
+            )
+            .work("loss", 0.0, 4.0 * (2 * r * cls + r) as f64),
+        );
         if pass == Pass::Train {
             let lr = self.lr;
             // Backward: δ1 = (δ2 · W2) ⊙ [h > 0], before W2 changes.
@@ -205,6 +222,7 @@ impl GpuEngine {
                 1,
             );
             rest.push(mm(
+                "backward",
                 "δ1 = (δ2·W2) ⊙ ReLU′",
                 &self.dz,
                 &self.w2,
@@ -224,6 +242,7 @@ impl GpuEngine {
                 1,
             );
             rest.push(mm(
+                "update",
                 "W2 −= lr·δ2ᵀ·h",
                 &self.dz,
                 &self.h,
@@ -247,6 +266,11 @@ impl GpuEngine {
                     &p,
                     groups_1d(cols),
                 )
+                .work(
+                    "update",
+                    (r * cols) as f64,
+                    4.0 * (r * cols + 2 * cols) as f64,
+                )
             };
             rest.push(bias("b2 −= lr·Σδ2", &self.dz, &self.b2, cls));
             // Update: W1 −= lr · δ1ᵀ · x, b1 −= lr · Σ δ1.
@@ -260,6 +284,7 @@ impl GpuEngine {
                 1,
             );
             rest.push(mm(
+                "update",
                 "W1 −= lr·δ1ᵀ·x",
                 &self.dh,
                 &self.x,
