@@ -126,7 +126,7 @@ pub fn rows(args: &BenchArgs, data: &DataSplit) -> Result<Vec<Row>> {
     let n = data.train.len() as f64;
     let mut rows = Vec::new();
     if !args.gpu_only {
-        let mut cpu = CpuEngine::new(model.clone(), 1);
+        let mut cpu = CpuEngine::new(model.clone(), crate::cpu::cores());
         let (t, acc, _) = time_engine(&mut cpu, data, args)?;
         rows.push(Row {
             path: "cpu".into(),

@@ -82,8 +82,7 @@ pub struct TrainArgs {
     /// Train on the CPU (the SIMD GEMM baseline) instead of a GPU.
     #[arg(long, conflicts_with_all = ["device", "resident"])]
     pub cpu: bool,
-    /// CPU threads for --cpu. Default 1: on the 2-core machine this was measured on, splitting
-    /// each step over both cores cost more in hand-offs (938 per epoch) than it saved.
+    /// CPU threads for --cpu (default: every core).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Upload the whole training set to VRAM once instead of staging each mini-batch from RAM.
@@ -189,7 +188,7 @@ impl Observer for Console {
 /// The engine a set of train flags asks for.
 pub fn make_engine(args: &TrainArgs, model: &Model, data: &DataSplit) -> Result<Box<dyn Engine>> {
     if args.cpu {
-        let threads = args.threads.unwrap_or(1);
+        let threads = args.threads.unwrap_or_else(crate::cpu::cores);
         return Ok(Box::new(CpuEngine::new(model.clone(), threads)));
     }
     let gpu = Gpu::open(args.device)?;
@@ -324,7 +323,7 @@ fn run_explain(args: &ExplainArgs) -> Result<()> {
             data.test.len()
         )));
     }
-    let mut engine = CpuEngine::new(Model::init(args.seed), rayon::current_num_threads());
+    let mut engine = CpuEngine::new(Model::init(args.seed), crate::cpu::cores());
     let what = if args.epochs == 0 {
         format!("freshly initialised weights (seed {})", args.seed)
     } else {

@@ -1,33 +1,37 @@
 //! The fast CPU trainer: the benchmark baseline the GPU is measured against.
 //!
-//! The same step as the GPU's, with the three big matrix products done by a SIMD GEMM
-//! (`matrixmultiply`, which packs panels and runs AVX/FMA micro-kernels) and split across the
-//! cores with `rayon::join`:
+//! The same step as the GPU's, with the big matrix products done by a SIMD GEMM
+//! (`matrixmultiply`, which packs panels and runs AVX/FMA micro-kernels), and the hidden
+//! neurons split into one block per core:
 //! ```text
-//! hT = ReLU(W1 · xᵀ + b1)        (128,784)·(784,B)  split by rows of W1
-//! z  = h · W2ᵀ + b2               (B,128)·(128,10)
-//! p  = SoftMax(z); δ2 = (p − onehot)/B; loss, correct
-//! δ1ᵀ = (W2ᵀ · δ2ᵀ) ⊙ ReLU′(h)    uses W2 before its update
-//! W2 -= lr · δ2ᵀ · h;  b2 -= lr · Σ δ2
-//! W1 -= lr · δ1ᵀ · x;  b1 -= lr · Σ δ1   (128,B)·(B,784)  split by rows of W1
+//! per block J of neurons (in parallel):
+//!     hT[J] = ReLU(W1[J] · xᵀ + b1[J])              (|J|,784)·(784,B)
+//! z  = h · W2ᵀ + b2;  p = SoftMax(z);  δ2 = (p − onehot)/B;  loss, correct
+//! per block J (in parallel):
+//!     δ1ᵀ[J] = (W2[:,J]ᵀ · δ2ᵀ) ⊙ ReLU′(hT[J])       uses W2 before its update
+//!     b1[J] −= lr · Σ δ1[J];  W1[J] −= lr · δ1ᵀ[J] · x  (|J|,B)·(B,784)
+//! W2 −= lr · δ2ᵀ · h;  b2 −= lr · Σ δ2
 //! ```
-//! The hidden activations and their error terms are kept transposed, (128, B), so that both
-//! big products split W1 by rows: each core reads and updates only its own half of W1, which
-//! then stays in that core's cache from the forward pass to the update.
-//! The gradient is never stored: GEMM's `C = αAB + βC` with α = −lr and β = 1 adds the
-//! weight adjustment straight into the weights.
+//! The hidden activations and error terms are kept transposed, (128, B), so a block of neurons
+//! is a block of rows everywhere: each core reads and updates only its own rows of W1, which stay
+//! in that core's cache from the forward pass to the update. The gradient is never stored:
+//! GEMM's `C = αAB + βC` with α = −lr and β = 1 adds the adjustment straight into the weights.
+//! The cores are driven by [`Workers`], which busy-wait between the two regions of a step.
 
-use crate::data::{Dataset, CLASSES, PIXELS};
+use super::workers::Workers;
+use crate::data::{scale_pixel, Dataset, CLASSES, PIXELS};
 use crate::error::Result;
 use crate::model::{Model, HIDDEN};
 use crate::train::{Engine, Totals};
+use std::sync::Mutex;
 
 /// Scratch buffers sized for the largest batch, allocated once.
 pub struct CpuEngine {
     model: Model,
-    threads: usize,
+    workers: Workers,
+    /// The batch's pixels, (B, 784), and the same transposed, (784, B).
     x: Vec<f32>,
-    y: Vec<f32>,
+    xt: Vec<f32>,
     /// Hidden outputs, transposed: (128, B).
     h: Vec<f32>,
     z: Vec<f32>,
@@ -80,30 +84,27 @@ fn gemm(
     }
 }
 
-/// Runs `f` on `parts` row-chunks of `out` (each `row_len` long) in parallel, passing the
-/// index of the chunk's first row.
-fn par_rows(out: &mut [f32], row_len: usize, parts: usize, f: &(dyn Fn(usize, &mut [f32]) + Sync)) {
-    let rows = out.len() / row_len;
-    if parts <= 1 || rows < 2 {
-        f(0, out);
-        return;
-    }
-    let split = rows.div_ceil(2);
-    let (lo, hi) = out.split_at_mut(split * row_len);
-    rayon::join(
-        || par_rows(lo, row_len, parts / 2, &|r, c| f(r, c)),
-        || par_rows(hi, row_len, parts - parts / 2, &|r, c| f(split + r, c)),
-    );
+/// Cuts `v`, rows of `row_len`, into `parts` blocks of whole rows, each behind its own
+/// (never contended) lock so that part p of a parallel job can write block p.
+fn blocks(v: &mut [f32], row_len: usize, parts: usize) -> Vec<Mutex<&mut [f32]>> {
+    let rows = v.len() / row_len;
+    let per = rows.div_ceil(parts).max(1);
+    v.chunks_mut(per * row_len).map(Mutex::new).collect()
+}
+
+/// The first row of block `p` when `rows` rows are cut as [`blocks`] cuts them.
+fn block_start(p: usize, rows: usize, parts: usize) -> usize {
+    p * rows.div_ceil(parts).max(1)
 }
 
 impl CpuEngine {
-    /// `threads`: how many cores to split the big products over (1 = single-threaded).
+    /// `threads`: how many cores to split the step over (1 = single-threaded).
     pub fn new(model: Model, threads: usize) -> Self {
         CpuEngine {
             model,
-            threads: threads.max(1),
+            workers: Workers::new(threads.clamp(1, HIDDEN)),
             x: Vec::new(),
-            y: Vec::new(),
+            xt: Vec::new(),
             h: Vec::new(),
             z: Vec::new(),
             d2: Vec::new(),
@@ -114,14 +115,18 @@ impl CpuEngine {
 
     /// Forward pass of the batch already in `self.x` (rows of 784): fills hT and z (logits).
     fn forward(&mut self, rows: usize) {
+        let parts = self.workers.parts();
         let m = &self.model;
         self.h.resize(HIDDEN * rows, 0.0);
         self.z.resize(rows * CLASSES, 0.0);
-        let x = &self.x;
-        // hT = ReLU(W1 · xᵀ + b1), (128, B): each core takes a block of neurons, i.e. of W1's
-        // rows, so it reads (and in the update, writes) only its own half of W1.
-        par_rows(&mut self.h, rows, self.threads, &|j0, ht| {
-            let j = ht.len() / rows;
+        let xt = &self.xt;
+        let ht_blocks = blocks(&mut self.h, rows, parts);
+        self.workers.run(&|p| {
+            let Some(block) = ht_blocks.get(p) else {
+                return;
+            };
+            let mut ht = block.lock().unwrap_or_else(|e| e.into_inner());
+            let (j0, j) = (block_start(p, HIDDEN, parts), ht.len() / rows);
             for (row, &b) in ht.chunks_mut(rows).zip(&m.b1[j0..j0 + j]) {
                 row.fill(b);
             }
@@ -130,16 +135,17 @@ impl CpuEngine {
                 1.0,
                 &m.w1[j0 * PIXELS..],
                 (PIXELS, 1),
-                x,
-                (1, PIXELS),
+                xt,
+                (rows, 1),
                 1.0,
-                ht,
+                &mut ht,
                 rows,
             );
             for v in ht.iter_mut() {
                 *v = v.max(0.0);
             }
         });
+        drop(ht_blocks);
         // z = h · W2ᵀ + b2, (B, 10), with h read through hT's transposed strides.
         for row in self.z.chunks_mut(CLASSES) {
             row.copy_from_slice(&m.b2);
@@ -187,49 +193,105 @@ impl CpuEngine {
         (loss, correct)
     }
 
+    /// Gathers the batch as floats in [0,1] into x (B, 784) and xᵀ (784, B), in parallel:
+    /// part p fills its block of x's rows and its block of xᵀ's rows. The forward product reads
+    /// x by columns, and GEMM packs a contiguous xᵀ much faster than a strided x.
     fn gather(&mut self, data: &Dataset, batch: &[u32]) -> Vec<u8> {
-        data.gather_batch(batch, &mut self.x, &mut self.y);
+        let (rows, parts) = (batch.len(), self.workers.parts());
+        self.x.resize(rows * PIXELS, 0.0);
+        self.xt.resize(PIXELS * rows, 0.0);
+        let x_blocks = blocks(&mut self.x, PIXELS, parts);
+        let xt_blocks = blocks(&mut self.xt, rows, parts);
+        self.workers.run(&|p| {
+            if let Some(x) = x_blocks.get(p) {
+                let mut x = x.lock().unwrap_or_else(|e| e.into_inner());
+                let r0 = block_start(p, rows, parts);
+                for (r, xrow) in x.chunks_mut(PIXELS).enumerate() {
+                    for (v, &px) in xrow.iter_mut().zip(data.image(batch[r0 + r] as usize)) {
+                        *v = scale_pixel(px);
+                    }
+                }
+            }
+            if let Some(xt) = xt_blocks.get(p) {
+                let mut xt = xt.lock().unwrap_or_else(|e| e.into_inner());
+                let k0 = block_start(p, PIXELS, parts);
+                // Row k of xᵀ is pixel k of every image: contiguous writes, and the batch's
+                // 64 images (50 KB) stay in cache while we read across them.
+                for (kk, xt_row) in xt.chunks_mut(rows).enumerate() {
+                    for (v, &i) in xt_row.iter_mut().zip(batch) {
+                        *v = scale_pixel(data.images[i as usize * PIXELS + k0 + kk]);
+                    }
+                }
+            }
+        });
         batch.iter().map(|&i| data.labels[i as usize]).collect()
     }
-}
 
-impl Engine for CpuEngine {
-    fn describe(&self) -> String {
-        format!(
-            "CPU (matrixmultiply SGEMM, {} thread{})",
-            self.threads,
-            if self.threads == 1 { "" } else { "s" }
-        )
-    }
-
-    fn train_step(&mut self, data: &Dataset, batch: &[u32], lr: f32) -> Result<()> {
+    /// One SGD step (the products are listed in the module doc).
+    fn step(&mut self, data: &Dataset, batch: &[u32], lr: f32) -> Result<()> {
         let rows = batch.len();
         let labels = self.gather(data, batch);
         self.forward(rows);
         let (loss, correct) = self.softmax_xent(&labels, true);
         self.totals.add(loss, correct, rows as u64);
 
-        // δ1ᵀ = (W2ᵀ · δ2ᵀ) ⊙ ReLU′, (128, B): computed before W2 changes.
+        // Per block of neurons: δ1ᵀ, then b1 and W1 updated in place. W2 is only read here.
+        let parts = self.workers.parts();
         self.d1.resize(HIDDEN * rows, 0.0);
-        gemm(
-            (HIDDEN, CLASSES, rows),
-            1.0,
-            &self.model.w2,
-            (1, HIDDEN),
-            &self.d2,
-            (1, CLASSES),
-            0.0,
-            &mut self.d1,
-            rows,
-        );
-        for (d, &h) in self.d1.iter_mut().zip(&self.h) {
-            if h <= 0.0 {
-                *d = 0.0;
+        let Model { w1, b1, w2, .. } = &mut self.model;
+        let (w2, d2, h, x) = (&*w2, &self.d2, &self.h, &self.x);
+        let d1_blocks = blocks(&mut self.d1, rows, parts);
+        let w1_blocks = blocks(w1, PIXELS, parts);
+        let b1_blocks = blocks(b1, 1, parts);
+        self.workers.run(&|p| {
+            let (Some(d1), Some(w1), Some(b1)) =
+                (d1_blocks.get(p), w1_blocks.get(p), b1_blocks.get(p))
+            else {
+                return;
+            };
+            let (mut d1, mut w1, mut b1) = (
+                d1.lock().unwrap_or_else(|e| e.into_inner()),
+                w1.lock().unwrap_or_else(|e| e.into_inner()),
+                b1.lock().unwrap_or_else(|e| e.into_inner()),
+            );
+            let (j0, j) = (block_start(p, HIDDEN, parts), b1.len());
+            // δ1ᵀ[J] = W2[:,J]ᵀ · δ2ᵀ, (|J|, B), then ⊙ ReLU′: zero where the neuron was off.
+            gemm(
+                (j, CLASSES, rows),
+                1.0,
+                &w2[j0..],
+                (1, HIDDEN),
+                d2,
+                (1, CLASSES),
+                0.0,
+                &mut d1,
+                rows,
+            );
+            for (d, &hv) in d1.iter_mut().zip(&h[j0 * rows..(j0 + j) * rows]) {
+                if hv <= 0.0 {
+                    *d = 0.0;
+                }
             }
-        }
+            for (b, drow) in b1.iter_mut().zip(d1.chunks(rows)) {
+                *b -= lr * drow.iter().sum::<f32>();
+            }
+            // W1[J] += −lr · δ1ᵀ[J] · x   (|J|,B)·(B,784)
+            gemm(
+                (j, rows, PIXELS),
+                -lr,
+                &d1,
+                (rows, 1),
+                x,
+                (PIXELS, 1),
+                1.0,
+                &mut w1,
+                PIXELS,
+            );
+        });
+        drop((d1_blocks, w1_blocks, b1_blocks));
 
+        // W2 += −lr · δ2ᵀ · h   (10,B)·(B,128), after every block has read the old W2.
         let m = &mut self.model;
-        // W2 += −lr · δ2ᵀ · h   (10,B)·(B,128)
         gemm(
             (CLASSES, rows, HIDDEN),
             -lr,
@@ -246,28 +308,21 @@ impl Engine for CpuEngine {
                 m.b2[c] -= lr * self.d2[r * CLASSES + c];
             }
         }
-        for (j, b) in m.b1.iter_mut().enumerate() {
-            for r in 0..rows {
-                *b -= lr * self.d1[j * rows + r];
-            }
-        }
-        // W1 += −lr · δ1ᵀ · x   (128,B)·(B,784), split by rows of W1 (neurons) as in forward.
-        let (d1, x) = (&self.d1, &self.x);
-        par_rows(&mut m.w1, PIXELS, self.threads, &|j0, w| {
-            let j = w.len() / PIXELS;
-            gemm(
-                (j, rows, PIXELS),
-                -lr,
-                &d1[j0 * rows..],
-                (rows, 1),
-                x,
-                (PIXELS, 1),
-                1.0,
-                w,
-                PIXELS,
-            );
-        });
         Ok(())
+    }
+}
+
+impl Engine for CpuEngine {
+    fn describe(&self) -> String {
+        format!(
+            "CPU (matrixmultiply SGEMM, {} thread{})",
+            self.workers.parts(),
+            if self.workers.parts() == 1 { "" } else { "s" }
+        )
+    }
+
+    fn train_step(&mut self, data: &Dataset, batch: &[u32], lr: f32) -> Result<()> {
+        self.step(data, batch, lr)
     }
 
     fn take_train_totals(&mut self) -> Result<Totals> {

@@ -5,3 +5,11 @@
 pub mod engine;
 pub mod reference;
 pub mod twins;
+pub mod workers;
+
+/// The cores this process may use (1 if the system will not say).
+pub fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
