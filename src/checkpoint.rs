@@ -87,7 +87,7 @@ impl TrainState {
                 )
             })
         };
-        fn num<T: std::str::FromStr>(path: &Path, k: &str, v: &str, radix16: bool) -> Result<T>
+        fn num<T>(path: &Path, k: &str, v: &str, radix16: bool) -> Result<T>
         where
             T: TryFrom<u64>,
         {

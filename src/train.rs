@@ -181,19 +181,13 @@ pub fn train_from(
             engine.train_step(&data.train, batch, cfg.lr)?;
             observer.step(epoch, step + 1, steps);
             if let Some(s) = &snapshots {
-                let global = ((epoch - 1) * steps + step + 1) as u64;
-                if s.every > 0 && global % s.every as u64 == 0 && step + 1 < steps {
-                    save_snapshot(
-                        engine,
-                        data,
-                        cfg,
-                        s.dir,
-                        Position {
-                            epoch,
-                            step: step + 1,
-                        },
-                        global,
-                    )?;
+                let done = (epoch - 1) * steps + step + 1;
+                if s.every > 0 && done.is_multiple_of(s.every) && step + 1 < steps {
+                    let next = Position {
+                        epoch,
+                        step: step + 1,
+                    };
+                    save_snapshot(engine, data, cfg, s.dir, next, steps)?;
                 }
             }
         }
@@ -209,18 +203,11 @@ pub fn train_from(
         }
         let test = engine.evaluate(&data.test, cfg.batch_size)?;
         if let Some(s) = &snapshots {
-            let global = (epoch * steps) as u64;
-            save_snapshot(
-                engine,
-                data,
-                cfg,
-                s.dir,
-                Position {
-                    epoch: epoch + 1,
-                    step: 0,
-                },
-                global,
-            )?;
+            let next = Position {
+                epoch: epoch + 1,
+                step: 0,
+            };
+            save_snapshot(engine, data, cfg, s.dir, next, steps)?;
         }
         let report = EpochReport {
             epoch,
@@ -243,7 +230,7 @@ fn save_snapshot(
     cfg: &TrainConfig,
     dir: &SnapshotDir,
     next: Position,
-    global_step: u64,
+    steps_per_epoch: usize,
 ) -> Result<()> {
     let model = engine.model()?;
     if let Some((name, _, _)) = model
@@ -259,7 +246,7 @@ fn save_snapshot(
     }
     let state = TrainState {
         next,
-        global_step,
+        global_step: ((next.epoch - 1) * steps_per_epoch + next.step) as u64,
         seed: cfg.seed,
         lr: cfg.lr,
         batch_size: cfg.batch_size,

@@ -2,19 +2,7 @@
 //! subcommands run.
 
 mod common;
-use std::process::Command;
-
-fn gpu_train(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_gpu-train"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::gpu_train;
 
 /// The lines of stderr that are ours (Mesa prints its own warnings on headless machines).
 fn our_errors(stderr: &str) -> Vec<&str> {

@@ -2,6 +2,7 @@
 //! snapshot or failing disk giving a clear error with nothing lost.
 
 mod common;
+use common::gpu_train;
 use gpu_train::checkpoint::{self, Position, SnapshotDir, TrainState};
 use gpu_train::cpu::engine::CpuEngine;
 use gpu_train::data::{self, DataSplit};
@@ -251,18 +252,6 @@ fn unwritable_snapshot_dir_is_a_clear_error() {
     );
 }
 
-fn gpu_train(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_gpu-train"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
 /// Every file in `dir` with its bytes.
 fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(dir)
@@ -277,10 +266,8 @@ fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
-#[test]
-fn full_disk_leaves_previous_snapshots_untouched() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_str().unwrap();
+/// Trains one epoch with snapshots into `dir`; returns what the folder then holds.
+fn one_good_epoch(dir: &str) -> BTreeMap<String, Vec<u8>> {
     let (code, _, err) = gpu_train(&[
         "--cpu",
         "--epochs",
@@ -288,10 +275,17 @@ fn full_disk_leaves_previous_snapshots_untouched() {
         "--limit",
         "640",
         "--snapshot-dir",
-        d,
+        dir,
     ]);
     assert_eq!(code, 0, "{err}");
-    let before = contents(dir.path());
+    contents(Path::new(dir))
+}
+
+#[test]
+fn full_disk_leaves_previous_snapshots_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let before = one_good_epoch(d);
     assert_eq!(before.len(), 1);
     // A file-size limit of 100 KiB (the snapshot is 400 KB): writes fail with EFBIG, as on a
     // full disk. SIGXFSZ is ignored so the write returns an error instead of killing us.
@@ -318,17 +312,7 @@ fn full_disk_leaves_previous_snapshots_untouched() {
 fn divergence_stops_with_a_message_and_keeps_the_last_good_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    let (code, _, err) = gpu_train(&[
-        "--cpu",
-        "--epochs",
-        "1",
-        "--limit",
-        "640",
-        "--snapshot-dir",
-        d,
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let before = contents(dir.path());
+    let before = one_good_epoch(d);
     let (code, _, err) = gpu_train(&[
         "--cpu",
         "--epochs",

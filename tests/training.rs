@@ -61,7 +61,7 @@ fn gpu_weights_match_the_cpu_after_k_steps_and_staged_equals_resident() {
     };
     let order = data::epoch_order(data.train.len(), cfg.seed, 1);
     let mut cpu = CpuEngine::new(model.clone(), 2);
-    let mut run_gpu = |resident| {
+    let run_gpu = |resident| {
         let g = common::gpu("gpu").unwrap();
         let opts = GpuOptions {
             batch: 64,

@@ -4,6 +4,9 @@
 //!
 //! Shapes: x is (rows, 784), y is (rows, 10) one-hot, w1 (128, 784), w2 (10, 128), row-major.
 
+// Index loops on purpose: they read like the formulas.
+#![allow(clippy::needless_range_loop)]
+
 use crate::model::Model;
 
 /// The parameters in f64, same layout as [`Model`].

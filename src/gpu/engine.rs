@@ -126,7 +126,7 @@ impl GpuEngine {
         let align_to = gpu.limits.min_storage_buffer_offset_alignment.max(4) as u64;
         let pixel_stride = align((rows * PIXELS) as u64, align_to);
         let small_stride = align((rows * 4) as u64, align_to);
-        let max_binding = gpu.limits.max_storage_buffer_binding_size as u64;
+        let max_binding = gpu.limits.max_storage_buffer_binding_size;
         let need = |what: &str, bytes: u64| -> Result<()> {
             if bytes > max_binding {
                 return Err(Error::Config(format!(

@@ -55,3 +55,16 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], abs: f32, rel: f32) -
     );
     worst_rel
 }
+
+/// Runs the gpu-train binary: (exit code, stdout, stderr).
+pub fn gpu_train(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpu-train"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
