@@ -71,7 +71,7 @@ pub struct Row {
     pub staged_mb_per_epoch: Option<f64>,
 }
 
-/// The process's peak resident memory (VmHWM), in MB, where /proc has it.
+/// The peak resident memory (VmHWM) since the last [`reset_peak_host`], in MB, where /proc has it.
 pub fn peak_host_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -83,6 +83,12 @@ pub fn peak_host_mb() -> f64 {
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
+}
+
+/// Restarts the peak count at the current resident size (Linux: `echo 5 > /proc/self/clear_refs`),
+/// so each row reports its own peak: the data set in RAM plus what that path allocates.
+pub fn reset_peak_host() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -126,6 +132,7 @@ pub fn rows(args: &BenchArgs, data: &DataSplit) -> Result<Vec<Row>> {
     let n = data.train.len() as f64;
     let mut rows = Vec::new();
     if !args.gpu_only {
+        reset_peak_host();
         let mut cpu = CpuEngine::new(model.clone(), crate::cpu::cores());
         let (t, acc, _) = time_engine(&mut cpu, data, args)?;
         rows.push(Row {
@@ -148,6 +155,7 @@ pub fn rows(args: &BenchArgs, data: &DataSplit) -> Result<Vec<Row>> {
         };
         for &device in &devices {
             for resident in [false, true] {
+                reset_peak_host();
                 let gpu = Gpu::open(device)?;
                 let name = gpu.info.name.clone();
                 let opts = GpuOptions {

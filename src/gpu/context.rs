@@ -23,13 +23,10 @@ pub const NO_ADAPTER_HINT: &str =
     "install a Vulkan driver (on Debian: apt-get install mesa-vulkan-drivers for the \
      software adapter lavapipe) or pass --cpu";
 
-/// An instance for `backends`, unless WGPU_BACKEND in the environment says otherwise.
-fn instance(backends: wgpu::Backends) -> wgpu::Instance {
-    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
-    if std::env::var_os("WGPU_BACKEND").is_none() {
-        desc.backends = backends;
-    }
-    wgpu::Instance::new(desc)
+/// A headless instance; WGPU_BACKEND in the environment can narrow the backends (wgpu's own
+/// convention, e.g. WGPU_BACKEND=gl).
+fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
 }
 
 fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
@@ -47,18 +44,10 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
     (kind, backend)
 }
 
-/// Every adapter wgpu finds, best first. OpenGL adapters are listed only when no Vulkan,
-/// Metal or DX12 adapter exists: they drive the same chips through an older API (and probing
-/// them makes Mesa print window-system warnings on a headless machine).
+/// Every adapter wgpu finds, best first (the same chip can appear twice, through Vulkan and
+/// through OpenGL; the Vulkan one sorts first).
 pub fn adapters() -> Vec<wgpu::Adapter> {
-    let mut list = pollster::block_on(
-        instance(wgpu::Backends::PRIMARY).enumerate_adapters(wgpu::Backends::all()),
-    );
-    if list.is_empty() {
-        list = pollster::block_on(
-            instance(wgpu::Backends::all()).enumerate_adapters(wgpu::Backends::all()),
-        );
-    }
+    let mut list = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
     // A stable sort keeps wgpu's own order among equals.
     list.sort_by_key(|a| rank(&a.get_info()));
     list
