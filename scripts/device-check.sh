@@ -22,6 +22,10 @@ $D/training gpu --nocapture --test-threads 1 2>&1 | grep -E 'worst|GPU|test resu
 [ -x $D/kernels-bench ] && $D/kernels-bench 2>&1 | grep -v XDG | tee "$OUT/kernels-bench.txt"
 $D/gpu-train --epochs 10 2>&1 | grep -E 'engine|epoch|final' | tee "$OUT/train-mnist-gpu.txt"
 $D/gpu-train --epochs 5 --resident --data-dir $D/fashion 2>&1 | grep -E 'engine|epoch|final' | tee "$OUT/train-fashion-gpu.txt"
+# The CPU baseline on this host at several thread counts (epoch 3 of 3, Fashion-MNIST).
+for t in 1 2 4 8 16; do
+    echo "threads $t: $($D/gpu-train --cpu --threads $t --epochs 3 --data-dir $D/fashion 2>/dev/null | grep 'epoch  3/3')"
+done | tee "$OUT/cpu-threads.txt"
 # Published peaks (FP32 without tensor cores, HBM bandwidth) for the kernels' floors.
 case "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null)" in
     *H200*) peaks="--peak-tflops 67 --peak-tbs 4.8" ;;
