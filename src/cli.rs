@@ -82,7 +82,7 @@ pub struct TrainArgs {
     /// Train on the CPU (the SIMD GEMM baseline) instead of a GPU.
     #[arg(long, conflicts_with_all = ["device", "resident"])]
     pub cpu: bool,
-    /// CPU threads for --cpu (default: every core).
+    /// CPU threads for --cpu (default: every core, up to 8).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Upload the whole training set to VRAM once instead of staging each mini-batch from RAM.
