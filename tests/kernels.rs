@@ -254,30 +254,39 @@ fn bias_update_matches_twin() {
     };
     let k = Kernels::new(&g.device);
     let mut r = rng(11);
-    let (rows, cols) = (33u32, 77u32);
-    let delta = random_f32(&mut r, (rows * cols) as usize, 1.0);
-    let bias = random_f32(&mut r, cols as usize, 1.0);
-    let p = kernels::BiasParams {
-        rows,
-        cols,
-        lr: 0.3,
-        _pad: 0,
-    };
-    let (bd, bb) = (
-        storage(&g.device, "d", &delta),
-        storage(&g.device, "b", &bias),
-    );
-    let disp = Dispatch::new(
-        &g.device,
-        "bias",
-        &k.bias_update,
-        &[whole(&bd), whole(&bb)],
-        &p,
-        groups_1d(cols),
-    );
-    run_now(&g, &[&disp]).unwrap();
-    let mut want = bias.clone();
-    twins::bias_update(&delta, &mut want, &p);
-    let worst = assert_close("bias_update", &g.read_f32(&bb).unwrap(), &want, 1e-6, 1e-5);
+    let mut worst = 0.0f32;
+    // Fewer rows than threads, and more (so threads take several rows each).
+    for (rows, cols) in [(33u32, 77u32), (150, 10)] {
+        let delta = random_f32(&mut r, (rows * cols) as usize, 1.0);
+        let bias = random_f32(&mut r, cols as usize, 1.0);
+        let p = kernels::BiasParams {
+            rows,
+            cols,
+            lr: 0.3,
+            _pad: 0,
+        };
+        let (bd, bb) = (
+            storage(&g.device, "d", &delta),
+            storage(&g.device, "b", &bias),
+        );
+        let disp = Dispatch::new(
+            &g.device,
+            "bias",
+            &k.bias_update,
+            &[whole(&bd), whole(&bb)],
+            &p,
+            (cols, 1, 1),
+        );
+        run_now(&g, &[&disp]).unwrap();
+        let mut want = bias.clone();
+        twins::bias_update(&delta, &mut want, &p);
+        worst = worst.max(assert_close(
+            "bias_update",
+            &g.read_f32(&bb).unwrap(),
+            &want,
+            1e-6,
+            1e-5,
+        ));
+    }
     eprintln!("bias_update worst relative error {worst:e}");
 }

@@ -5,7 +5,7 @@
 //! The `Params` structs are shared with the GPU side: they are the uniform buffers' layouts.
 
 use crate::gpu::kernels::{
-    BiasParams, MatmulParams, SoftmaxParams, UnpackParams, HAS_BIAS, MASK, RELU,
+    BiasParams, MatmulParams, SoftmaxParams, UnpackParams, HAS_BIAS, MASK, RELU, WORKGROUP,
 };
 
 /// Twin of `shaders/unpack_batch.wgsl`. `pixels` is the u8 view of the packed words.
@@ -126,13 +126,24 @@ pub fn softmax_xent(
     accum[p.at as usize + 1] += correct;
 }
 
-/// Twin of `shaders/bias_update.wgsl`.
+/// Twin of `shaders/bias_update.wgsl`: per bias, WORKGROUP partial sums over strided rows,
+/// then the same tree.
 pub fn bias_update(delta: &[f32], bias: &mut [f32], p: &BiasParams) {
+    let wg = WORKGROUP as usize;
     for n in 0..p.cols as usize {
-        let mut sum = 0.0f32;
-        for r in 0..p.rows as usize {
-            sum += delta[r * p.cols as usize + n];
+        let mut part = vec![0.0f32; wg];
+        for (t, sum) in part.iter_mut().enumerate() {
+            for r in (t..p.rows as usize).step_by(wg) {
+                *sum += delta[r * p.cols as usize + n];
+            }
         }
-        bias[n] -= p.lr * sum;
+        let mut s = wg / 2;
+        while s > 0 {
+            for t in 0..s {
+                part[t] += part[t + s];
+            }
+            s /= 2;
+        }
+        bias[n] -= p.lr * part[0];
     }
 }

@@ -264,7 +264,7 @@ impl GpuEngine {
                     &k.bias_update,
                     &[whole(delta), whole(b)],
                     &p,
-                    groups_1d(cols),
+                    (cols, 1, 1),
                 )
                 .work(
                     "update",
