@@ -122,7 +122,62 @@ fn main() {
         time(&g, &mm(upd, &h, &x, &w1), reps),
         fwd_flops,
     );
-    let z = buf(b * cls);
+    // The output layer, z (64,10) = h (64,128) · W2ᵀ: too few outputs for many workgroups.
+    let (w2, z) = (buf(cls * hid), buf(b * cls));
+    let out_flops = 2.0 * (b * cls * hid) as f64;
+    for splits in [1, 4, 8] {
+        let p = MatmulParams::new(
+            (b, cls, hid),
+            row_major(hid),
+            transposed(hid),
+            1.0,
+            0.0,
+            kernels::HAS_BIAS,
+            splits,
+        );
+        if p.splits == 1 {
+            report(
+                "matmul output, no split (64x128 · 128x10)",
+                time(&g, &mm(p, &h, &w2, &z), reps),
+                out_flops,
+            );
+        } else {
+            let t = time(&g, &mm(p, &h, &w2, &partial), reps);
+            let red = Dispatch::new(
+                d,
+                "reduce",
+                &k.splitk_reduce,
+                &[whole(&partial), whole(&b1), whole(&x), whole(&z)],
+                &p,
+                groups_1d(b * cls),
+            );
+            let tr = time(&g, &red, reps);
+            report(
+                &format!("matmul output, split K x{} (+ reduce)", p.splits),
+                t + tr,
+                out_flops,
+            );
+        }
+    }
+    let bp = kernels::BiasParams {
+        rows: b,
+        cols: hid,
+        lr: 0.1,
+        _pad: 0,
+    };
+    let bias = Dispatch::new(
+        d,
+        "bias",
+        &k.bias_update,
+        &[whole(&h), whole(&b1)],
+        &bp,
+        (hid, 1, 1),
+    );
+    report(
+        "bias_update (64 rows, 128 biases)",
+        time(&g, &bias, reps),
+        (b * hid) as f64,
+    );
     let sp = kernels::SoftmaxParams {
         rows: b,
         classes: cls,
