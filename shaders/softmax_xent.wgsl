@@ -10,6 +10,8 @@
 //
 // Shapes: logits and dlogits are (rows, classes), labels (rows) u32, accum a few f32 totals that
 // stay on the GPU for a whole epoch and are read back once.
+// (Loading each row into a private array first, and computing each exponential once, measured
+// slower on an H200: 7.7 against 6.0-7.0 µs a call.)
 // A single workgroup does the whole batch: thread t takes rows t, t+WORKGROUP, ..., then the
 // workgroup adds up its threads' totals in workgroup memory, so accum needs no atomics and the
 // sum is the same on every run.
@@ -23,8 +25,6 @@ struct Params {
 
 // 64 threads: one row each for the default batch of 64; a power of two for the tree sum below.
 const WORKGROUP: u32 = 64u;
-// Room for a row of logits in registers; the host checks classes <= MAX_CLASSES.
-const MAX_CLASSES: u32 = 16u;
 
 @group(0) @binding(0) var<storage, read> logits: array<f32>;
 @group(0) @binding(1) var<storage, read> labels: array<u32>;
@@ -43,27 +43,19 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>) {
     var correct = 0.0;
     for (var r = t; r < params.rows; r += WORKGROUP) {
         let row = r * k;
-        // The row's logits into registers first: ten independent loads the GPU can have in
-        // flight together, instead of a load inside every step of the loops below.
-        var z: array<f32, MAX_CLASSES>;
-        for (var c = 0u; c < k; c++) {
-            z[c] = logits[row + c];
-        }
         var best = 0u;
+        var max_z = logits[row];
         for (var c = 1u; c < k; c++) {
-            if z[c] > z[best] {
+            if logits[row + c] > max_z {
+                max_z = logits[row + c];
                 best = c;
             }
         }
-        let max_z = z[best];
         var sum = 0.0;
         for (var c = 0u; c < k; c++) {
-            z[c] = exp(z[c] - max_z);
-            sum += z[c];
+            sum += exp(logits[row + c] - max_z);
         }
         let y = labels[r];
-        // −ln p[y] = ln Σ exp(z − max) − (z[y] − max), from the logit itself: log(exp(·))
-        // would give −∞ where exp underflows.
         loss += log(sum) - (logits[row + y] - max_z);
         if best == y {
             correct += 1.0;
@@ -74,7 +66,8 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>) {
                 if c == y {
                     onehot = 1.0;
                 }
-                dlogits[row + c] = (z[c] / sum - onehot) / f32(params.rows);
+                let p = exp(logits[row + c] - max_z) / sum;
+                dlogits[row + c] = (p - onehot) / f32(params.rows);
             }
         }
     }
