@@ -10,7 +10,7 @@
 // matrix is laid out, so a transposed operand is the same buffer with its strides swapped.
 // In this trainer (x (B,784), h (B,128), W1 (128,784), W2 (10,128), δ2 (B,10), δ1 (B,128)):
 //   hidden   h  = ReLU(x · W1ᵀ + b1)        epilogue: bias, ReLU        (split over K = 784)
-//   output   z  = h · W2ᵀ + b2              epilogue: bias
+//   output   z  = h · W2ᵀ + b2              epilogue: bias              (split over K = 128)
 //   backward δ1 = (δ2 · W2) ⊙ [h > 0]       epilogue: mask
 //   update   W2 = W2 − lr · δ2ᵀ · h         epilogue: alpha = −lr, beta = 1
 //   update   W1 = W1 − lr · δ1ᵀ · x         epilogue: alpha = −lr, beta = 1

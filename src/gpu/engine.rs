@@ -5,7 +5,7 @@
 //!  training set (u8) ── gather batch ──► queue.write_buffer ──► batch slot s of a ring
 //!                                                              │ unpack_batch  (u8 → f32)
 //!                                                              │ matmul+reduce h = ReLU(x·W1ᵀ+b1)
-//!                                                              │ matmul        z = h·W2ᵀ+b2
+//!                                                              │ matmul+reduce z = h·W2ᵀ+b2
 //!                                                              │ softmax_xent  δ2, loss, correct
 //!                                                              │ matmul        δ1 = (δ2·W2) ⊙ [h>0]
 //!                                                              │ matmul, bias_update  W2, b2 −= lr·…
@@ -23,7 +23,7 @@
 //! arithmetic: both paths give bit-identical weights.
 
 use super::kernels::{self, Kernels};
-use super::plan::{hidden_splits, Pass, Plan, Source};
+use super::plan::{forward_splits, Pass, Plan, Source};
 use super::Gpu;
 use crate::data::{Dataset, CLASSES, PIXELS};
 use crate::error::{Error, Result};
@@ -137,10 +137,12 @@ impl GpuEngine {
             }
             Ok(())
         };
-        let splits = hidden_splits(rows) as usize;
+        // The split-K partial sums of both forward products share one buffer.
+        let partial_len = (forward_splits(rows, HIDDEN, PIXELS) as usize * rows * HIDDEN)
+            .max(forward_splits(rows, CLASSES, HIDDEN) as usize * rows * CLASSES);
         need(
             "the hidden layer's split-K partial sums",
-            (splits * rows * HIDDEN * 4) as u64,
+            (partial_len * 4) as u64,
         )?;
         need("the batch's input rows", (rows * PIXELS * 4) as u64)?;
 
@@ -176,7 +178,7 @@ impl GpuEngine {
             z: kernels::storage_zeroed(d, "z", rows * CLASSES),
             dz: kernels::storage_zeroed(d, "dz", rows * CLASSES),
             dh: kernels::storage_zeroed(d, "dh", rows * HIDDEN),
-            partial: kernels::storage_zeroed(d, "split-K partial sums", splits * rows * HIDDEN),
+            partial: kernels::storage_zeroed(d, "split-K partial sums", partial_len),
             batch_labels: kernels::storage_zeroed(d, "batch labels", rows),
             totals: kernels::storage_zeroed(d, "totals", 4),
             pixel_slots: slots("pixel slots", pixel_stride),
