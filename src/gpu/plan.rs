@@ -113,6 +113,38 @@ impl GpuEngine {
             )
             .work(phase, p.work().0, p.work().1)
         };
+        // A forward product out = epilogue(a · bᵀ) with its bias: as one matmul, or, when K is
+        // split, a matmul into the partial sums and a splitk_reduce that applies the epilogue.
+        // `unused` fills the mask binding, which forward products do not read.
+        let forward = |names: [&'static str; 3],
+                       a: &wgpu::Buffer,
+                       b: &wgpu::Buffer,
+                       bias: &wgpu::Buffer,
+                       unused: &wgpu::Buffer,
+                       out: &wgpu::Buffer,
+                       p: MatmulParams| {
+            if p.splits == 1 {
+                return vec![mm("forward", names[0], a, b, bias, unused, out, p)];
+            }
+            let size = p.m * p.n;
+            let reduce = Dispatch::new(
+                d,
+                names[2],
+                &k.splitk_reduce,
+                &[whole(&self.partial), whole(bias), whole(unused), whole(out)],
+                &p,
+                groups_1d(size),
+            )
+            .work(
+                "forward",
+                (p.splits * size) as f64,
+                4.0 * ((p.splits + 1) * size + p.n) as f64,
+            );
+            vec![
+                mm("forward", names[1], a, b, bias, unused, &self.partial, p),
+                reduce,
+            ]
+        };
         let mut rest = Vec::new();
         // Forward, hidden layer: h = ReLU(x · W1ᵀ + b1), K = 784 split into slices.
         let hidden = MatmulParams::new(
@@ -124,49 +156,19 @@ impl GpuEngine {
             kernels::HAS_BIAS | kernels::RELU,
             forward_splits(rows, HIDDEN, PIXELS),
         );
-        if hidden.splits > 1 {
-            rest.push(mm(
-                "forward",
-                "hidden: x·W1ᵀ (split K)",
-                &self.x,
-                &self.w1,
-                &self.b1,
-                &self.z,
-                &self.partial,
-                hidden,
-            ));
-            rest.push(
-                Dispatch::new(
-                    d,
-                    "hidden: Σ splits + b1, ReLU",
-                    &k.splitk_reduce,
-                    &[
-                        whole(&self.partial),
-                        whole(&self.b1),
-                        whole(&self.z),
-                        whole(&self.h),
-                    ],
-                    &hidden,
-                    groups_1d(r * hid),
-                )
-                .work(
-                    "forward",
-                    (hidden.splits * r * hid) as f64,
-                    4.0 * ((hidden.splits + 1) * r * hid + hid) as f64,
-                ),
-            );
-        } else {
-            rest.push(mm(
-                "forward",
+        rest.extend(forward(
+            [
                 "hidden: ReLU(x·W1ᵀ + b1)",
-                &self.x,
-                &self.w1,
-                &self.b1,
-                &self.z,
-                &self.h,
-                hidden,
-            ));
-        }
+                "hidden: x·W1ᵀ (split K)",
+                "hidden: Σ splits + b1, ReLU",
+            ],
+            &self.x,
+            &self.w1,
+            &self.b1,
+            &self.z,
+            &self.h,
+            hidden,
+        ));
         // Forward, output layer: z = h · W2ᵀ + b2, K = 128 split into slices too.
         let output = MatmulParams::new(
             (r, cls, hid),
@@ -177,49 +179,19 @@ impl GpuEngine {
             kernels::HAS_BIAS,
             forward_splits(rows, CLASSES, HIDDEN),
         );
-        if output.splits > 1 {
-            rest.push(mm(
-                "forward",
-                "output: h·W2ᵀ (split K)",
-                &self.h,
-                &self.w2,
-                &self.b2,
-                &self.x,
-                &self.partial,
-                output,
-            ));
-            rest.push(
-                Dispatch::new(
-                    d,
-                    "output: Σ splits + b2",
-                    &k.splitk_reduce,
-                    &[
-                        whole(&self.partial),
-                        whole(&self.b2),
-                        whole(&self.x),
-                        whole(&self.z),
-                    ],
-                    &output,
-                    groups_1d(r * cls),
-                )
-                .work(
-                    "forward",
-                    (output.splits * r * cls) as f64,
-                    4.0 * ((output.splits + 1) * r * cls + cls) as f64,
-                ),
-            );
-        } else {
-            rest.push(mm(
-                "forward",
+        rest.extend(forward(
+            [
                 "output: h·W2ᵀ + b2",
-                &self.h,
-                &self.w2,
-                &self.b2,
-                &self.x,
-                &self.z,
-                output,
-            ));
-        }
+                "output: h·W2ᵀ (split K)",
+                "output: Σ splits + b2",
+            ],
+            &self.h,
+            &self.w2,
+            &self.b2,
+            &self.x,
+            &self.z,
+            output,
+        ));
         // SoftMax, loss, accuracy, and (training) δ2 = (p − onehot) / rows.
         let softmax = kernels::SoftmaxParams {
             rows: r,
