@@ -215,7 +215,7 @@ pub struct ImageExample {
     pub sum: f64,
     pub probs: Vec<f64>,
     pub predicted: usize,
-    /// −ln p[label].
+    /// −ln p(label).
     pub loss: f64,
     /// p − onehot (for one image, no batch averaging).
     pub output_grad: Vec<f64>,

@@ -18,7 +18,7 @@
 //! * [`explain`]: the chapters' worked examples, computed.
 //! * [`checkpoint`]: snapshots (safetensors), written atomically, resumed exactly.
 //! * [`predict`]: classify images with a snapshot.
-//! * [`bench`]: CPU-vs-GPU timing table.
+//! * [`mod@bench`]: CPU-vs-GPU timing table.
 //! * [`cli`]: the command line.
 
 pub mod bench;

@@ -1,5 +1,5 @@
 //! The CPU side: the fast trainer used as the benchmark baseline ([`engine`]), the f64
-//! reference used to check everything ([`reference`]), and one loop-for-loop twin of each
+//! reference used to check everything ([`mod@reference`]), and one loop-for-loop twin of each
 //! WGSL kernel ([`twins`]).
 
 pub mod engine;

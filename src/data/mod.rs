@@ -2,7 +2,7 @@
 //! system RAM (pixels kept as u8, 784 bytes an image, exactly as the file stores them), and
 //! each epoch is cut into mini-batches in a seeded random order.
 //!
-//! Pixels become floats in [0,1] (`p / 255`) and labels become one-hot rows only when a batch
+//! Pixels become floats in \[0,1\] (`p / 255`) and labels become one-hot rows only when a batch
 //! is used, so the set in RAM stays at 47 MB for 60,000 images instead of 188 MB of f32.
 
 pub mod idx;
@@ -75,7 +75,7 @@ impl Dataset {
         }
     }
 
-    /// Gathers the examples at `indices` into `x` as floats in [0,1], (batch, 784) row-major,
+    /// Gathers the examples at `indices` into `x` as floats in \[0,1\], (batch, 784) row-major,
     /// and their labels into `y` as one-hot rows, (batch, 10). Both are resized to fit.
     pub fn gather_batch(&self, indices: &[u32], x: &mut Vec<f32>, y: &mut Vec<f32>) {
         x.resize(indices.len() * PIXELS, 0.0);
@@ -105,7 +105,7 @@ impl Dataset {
     }
 }
 
-/// Pixel byte to the [0,1] float the network sees. The GPU does the same with `unpack4x8unorm`.
+/// Pixel byte to the \[0,1\] float the network sees. The GPU does the same with `unpack4x8unorm`.
 pub fn scale_pixel(p: u8) -> f32 {
     p as f32 / 255.0
 }

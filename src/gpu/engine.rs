@@ -12,7 +12,7 @@
 //!                                                              │ matmul, bias_update  W1, b1 −= lr·…
 //! ```
 //! Everything is allocated once: buffers for the largest batch, and for each batch size met
-//! (the full batch, the last short batch of an epoch) a [`Plan`] holding the step's dispatches
+//! (the full batch, the last short batch of an epoch) a `Plan` (plan.rs) holding the step's dispatches
 //! with their bind groups. A step writes its batch into the next free slot and is queued; every
 //! `ring` steps the queued steps are recorded into ONE compute pass and submitted. The host then
 //! goes on gathering the next batches while the GPU computes, and waits only when two
