@@ -67,6 +67,18 @@ fn main() {
             flops / secs / 1e9
         );
     };
+    // Time of a split-K product into the partial sums plus the reduce into `out`.
+    let split_time = |p: MatmulParams, a: &wgpu::Buffer, bm: &wgpu::Buffer, out: &wgpu::Buffer| {
+        let red = Dispatch::new(
+            d,
+            "reduce",
+            &k.splitk_reduce,
+            &[whole(&partial), whole(&b1), whole(&x), whole(out)],
+            &p,
+            groups_1d(p.m * p.n),
+        );
+        time(&g, &mm(p, a, bm, &partial), reps) + time(&g, &red, reps)
+    };
     let fwd_flops = 2.0 * (b * hid * pix) as f64;
     let one = MatmulParams::new(
         (b, hid, pix),
@@ -92,19 +104,9 @@ fn main() {
             kernels::HAS_BIAS | kernels::RELU,
             splits,
         );
-        let t = time(&g, &mm(p, &x, &w1, &partial), reps);
-        let red = Dispatch::new(
-            d,
-            "reduce",
-            &k.splitk_reduce,
-            &[whole(&partial), whole(&b1), whole(&x), whole(&h)],
-            &p,
-            groups_1d(b * hid),
-        );
-        let tr = time(&g, &red, reps);
         report(
             &format!("matmul hidden, split K x{} (+ reduce)", p.splits),
-            t + tr,
+            split_time(p, &x, &w1, &h),
             fwd_flops,
         );
     }
@@ -142,19 +144,9 @@ fn main() {
                 out_flops,
             );
         } else {
-            let t = time(&g, &mm(p, &h, &w2, &partial), reps);
-            let red = Dispatch::new(
-                d,
-                "reduce",
-                &k.splitk_reduce,
-                &[whole(&partial), whole(&b1), whole(&x), whole(&z)],
-                &p,
-                groups_1d(b * cls),
-            );
-            let tr = time(&g, &red, reps);
             report(
                 &format!("matmul output, split K x{} (+ reduce)", p.splits),
-                t + tr,
+                split_time(p, &h, &w2, &z),
                 out_flops,
             );
         }

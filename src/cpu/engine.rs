@@ -32,6 +32,8 @@ pub struct CpuEngine {
     /// The batch's pixels, (B, 784), and the same transposed, (784, B).
     x: Vec<f32>,
     xt: Vec<f32>,
+    /// The batch's labels.
+    labels: Vec<u8>,
     /// Hidden outputs, transposed: (128, B).
     h: Vec<f32>,
     z: Vec<f32>,
@@ -105,6 +107,7 @@ impl CpuEngine {
             workers: Workers::new(threads.clamp(1, HIDDEN)),
             x: Vec::new(),
             xt: Vec::new(),
+            labels: Vec::new(),
             h: Vec::new(),
             z: Vec::new(),
             d2: Vec::new(),
@@ -163,13 +166,13 @@ impl CpuEngine {
         );
     }
 
-    /// SoftMax + cross-entropy on the logits in `self.z`; writes δ2 = (p − onehot)/rows into
-    /// `self.d2` (if `grad`) and returns (summed loss, correct predictions).
-    fn softmax_xent(&mut self, labels: &[u8], grad: bool) -> (f64, u64) {
-        let rows = labels.len();
+    /// SoftMax + cross-entropy on the logits in `self.z` against `self.labels`; writes
+    /// δ2 = (p − onehot)/rows into `self.d2` (if `grad`) and returns (summed loss, correct).
+    fn softmax_xent(&mut self, grad: bool) -> (f64, u64) {
+        let rows = self.labels.len();
         self.d2.resize(rows * CLASSES, 0.0);
         let (mut loss, mut correct) = (0.0f64, 0u64);
-        for (r, &label) in labels.iter().enumerate() {
+        for (r, &label) in self.labels.iter().enumerate() {
             let z = &self.z[r * CLASSES..(r + 1) * CLASSES];
             let (mut best, mut max) = (0, z[0]);
             for (c, &v) in z.iter().enumerate().skip(1) {
@@ -196,7 +199,7 @@ impl CpuEngine {
     /// Gathers the batch as floats in [0,1] into x (B, 784) and xᵀ (784, B), in parallel:
     /// part p fills its block of x's rows and its block of xᵀ's rows. The forward product reads
     /// x by columns, and GEMM packs a contiguous xᵀ much faster than a strided x.
-    fn gather(&mut self, data: &Dataset, batch: &[u32]) -> Vec<u8> {
+    fn gather(&mut self, data: &Dataset, batch: &[u32]) {
         let (rows, parts) = (batch.len(), self.workers.parts());
         self.x.resize(rows * PIXELS, 0.0);
         self.xt.resize(PIXELS * rows, 0.0);
@@ -224,15 +227,17 @@ impl CpuEngine {
                 }
             }
         });
-        batch.iter().map(|&i| data.labels[i as usize]).collect()
+        self.labels.clear();
+        self.labels
+            .extend(batch.iter().map(|&i| data.labels[i as usize]));
     }
 
     /// One SGD step (the products are listed in the module doc).
     fn step(&mut self, data: &Dataset, batch: &[u32], lr: f32) -> Result<()> {
         let rows = batch.len();
-        let labels = self.gather(data, batch);
+        self.gather(data, batch);
         self.forward(rows);
-        let (loss, correct) = self.softmax_xent(&labels, true);
+        let (loss, correct) = self.softmax_xent(true);
         self.totals.add(loss, correct, rows as u64);
 
         // Per block of neurons: δ1ᵀ, then b1 and W1 updated in place. W2 is only read here.
@@ -333,9 +338,9 @@ impl Engine for CpuEngine {
         let mut t = Totals::default();
         let all: Vec<u32> = (0..data.len() as u32).collect();
         for batch in all.chunks(batch_size) {
-            let labels = self.gather(data, batch);
+            self.gather(data, batch);
             self.forward(batch.len());
-            let (loss, correct) = self.softmax_xent(&labels, false);
+            let (loss, correct) = self.softmax_xent(false);
             t.add(loss, correct, batch.len() as u64);
         }
         Ok(t)
