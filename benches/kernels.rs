@@ -154,8 +154,8 @@ fn main() {
     let bp = kernels::BiasParams {
         rows: b,
         cols: hid,
-        lr: 0.1,
-        _pad: 0,
+        alpha: -0.1,
+        beta: 1.0,
     };
     let bias = Dispatch::new(
         d,
@@ -173,7 +173,7 @@ fn main() {
     let sp = kernels::SoftmaxParams {
         rows: b,
         classes: cls,
-        grad: 1,
+        divisor: b,
         at: 0,
     };
     let labels = storage(d, "labels", &vec![3u32; b as usize]);

@@ -1,6 +1,8 @@
-// bias_update: the bias gradient and the SGD update of a layer's biases, fused.
+// bias_update: a layer's bias gradient, or (fused) its SGD update.
 //
-//   bias[n] = bias[n] − lr · Σ_r delta[r, n]
+//   out[n] = alpha · Σ_r delta[r, n]  (+ beta · out[n])
+//   gradient only (the data-parallel step):  alpha = 1,   beta = 0  → out = ∂loss/∂bias
+//   fused gradient + update (one replica):   alpha = −lr, beta = 1  → bias −= lr · ∂loss/∂bias
 //
 // A bias's input is the constant 1, so its gradient is the sum over the batch of its neuron's
 // error term δ (already divided by the batch size by softmax_xent.wgsl).
@@ -13,15 +15,15 @@
 struct Params {
     rows: u32,
     cols: u32,
-    lr: f32,
-    _pad: u32,
+    alpha: f32,
+    beta: f32,
 }
 
 // 64 threads: one row each for the default batch of 64; a power of two for the tree sum.
 const WORKGROUP: u32 = 64u;
 
 @group(0) @binding(0) var<storage, read> delta: array<f32>;
-@group(0) @binding(1) var<storage, read_write> bias: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<uniform> params: Params;
 
 var<workgroup> part: array<f32, WORKGROUP>;
@@ -46,6 +48,10 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         workgroupBarrier();
     }
     if t == 0u {
-        bias[n] -= params.lr * part[0];
+        var v = params.alpha * part[0];
+        if params.beta != 0.0 {
+            v += params.beta * out[n];
+        }
+        out[n] = v;
     }
 }

@@ -4,7 +4,10 @@
 //     p[c]          = exp(z[c] − max z) / Σ_j exp(z[j] − max z)     (stable: no overflow)
 //     loss[r]       = −ln p[y] = ln Σ_j exp(z[j] − max z) − (z[y] − max z)
 //     correct[r]    = 1 if argmax z = y (first maximum wins) else 0
-//     grad = 1:  dlogits[r, c] = (p[c] − onehot(y)[c]) / rows        (gradient of the mean loss)
+//     divisor > 0:  dlogits[r, c] = (p[c] − onehot(y)[c]) / divisor   (gradient of the mean loss)
+//   divisor is the GLOBAL batch: this batch's rows on one device, or the rows of every replica
+//   together in a data-parallel step, so that summing the replicas' gradients gives the mean
+//   over the whole global batch even when the last batch is split unevenly. 0: evaluation.
 //   accum[at]     += Σ_r loss[r]
 //   accum[at + 1] += Σ_r correct[r]
 //
@@ -19,7 +22,7 @@
 struct Params {
     rows: u32,
     classes: u32,
-    grad: u32,
+    divisor: u32,
     at: u32,
 }
 
@@ -60,14 +63,14 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>) {
         if best == y {
             correct += 1.0;
         }
-        if params.grad != 0u {
+        if params.divisor != 0u {
             for (var c = 0u; c < k; c++) {
                 var onehot = 0.0;
                 if c == y {
                     onehot = 1.0;
                 }
                 let p = exp(logits[row + c] - max_z) / sum;
-                dlogits[row + c] = (p - onehot) / f32(params.rows);
+                dlogits[row + c] = (p - onehot) / f32(params.divisor);
             }
         }
     }

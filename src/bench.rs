@@ -3,15 +3,23 @@
 //!
 //! Epoch time is the median over the timed epochs after `--warmup` untimed ones (the first
 //! epoch on a GPU includes pipeline compilation by the driver).
+//!
+//! Then data-parallel rows (`--replicas 1,2,4`): N replicas on the CPU and N devices opened on
+//! each adapter, each with the per-replica batch `--batch-size / N` so every row trains the
+//! same global batch, with the step split into compute (forward + backward, waiting for the
+//! gradients), all-reduce (the ring, on the host) and update. The 1-replica row runs the
+//! separated step (gradient buffer, identity all-reduce, sgd_update), so set beside the fused
+//! row above it, it shows what separating gradient and update costs.
 
 use crate::cli::DataArgs;
-use crate::cpu::engine::CpuEngine;
 use crate::data::DataSplit;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuEngine, GpuOptions};
 use crate::model::Model;
-use crate::train::{self, Engine, TrainConfig};
+use crate::run::{self, Devices, RunConfig};
+use crate::train::{self, EpochReport, TrainConfig};
 use clap::Args;
+use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -32,9 +40,13 @@ pub struct BenchArgs {
     /// Untimed epochs before the timed ones.
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
-    /// Images per mini-batch.
+    /// Images per mini-batch (the global batch of the replica rows).
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+    /// Data-parallel rows: this many replicas (comma-separated; each must divide
+    /// --batch-size), on the CPU and on each adapter. 0 alone: no replica rows.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    pub replicas: Vec<usize>,
     /// Learning rate.
     #[arg(long, default_value_t = 0.1)]
     pub lr: f32,
@@ -58,17 +70,25 @@ pub struct BenchArgs {
 }
 
 /// One row of the table.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Row {
     pub path: String,
     pub adapter: String,
+    pub replicas: usize,
     pub epoch_s: f64,
     pub images_per_s: f64,
     pub speedup: Option<f64>,
     pub test_accuracy: f64,
     pub peak_host_mb: f64,
     pub vram_mb: Option<f64>,
+    /// Per replica.
     pub staged_mb_per_epoch: Option<f64>,
+    /// Data-parallel rows: bytes each replica sent in the all-reduce per epoch.
+    pub allreduce_mb_per_epoch: Option<f64>,
+    /// Data-parallel rows: a step's time split, µs (host clocks).
+    pub compute_us: Option<f64>,
+    pub allreduce_us: Option<f64>,
+    pub update_us: Option<f64>,
 }
 
 /// The peak resident memory (VmHWM) since the last [`reset_peak_host`], in MB, where /proc has it.
@@ -91,95 +111,130 @@ pub fn reset_peak_host() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+/// Trains `run`'s engines for warmup + epochs epochs and makes its row (the timed epochs'
+/// median; the split and traffic of the median epoch).
+fn time_run(run: &RunConfig, data: &DataSplit, args: &BenchArgs, path: &str) -> Result<Row> {
+    reset_peak_host();
+    let mut engines = run.engines(&Model::init(args.seed), data)?;
+    let adapter = engines[0].describe();
+    let reports = {
+        let mut replicas = run.replicas_of(&mut engines)?;
+        train::train_from(
+            &mut replicas,
+            data,
+            &run.train,
+            train::Start::FRESH,
+            None,
+            &mut train::Quiet,
+        )?
+    };
+    let mut timed: Vec<&EpochReport> = reports[args.warmup..].iter().collect();
+    timed.sort_by_key(|r| r.train_time);
+    let median = timed[timed.len() / 2];
+    let epoch_s = median_of(timed.iter().map(|r| r.train_time.as_secs_f64()).collect());
+    let last = reports.last().expect("at least one epoch");
+    let steps = data.train.len().div_ceil(last.global_batch) as f64;
+    let per_step = |d: std::time::Duration| d.as_secs_f64() * 1e6 / steps;
+    Ok(Row {
+        path: path.into(),
+        adapter,
+        replicas: run.replicas(),
+        epoch_s,
+        images_per_s: data.train.len() as f64 / epoch_s,
+        speedup: None,
+        test_accuracy: last.test.accuracy(),
+        peak_host_mb: peak_host_mb(),
+        vram_mb: None,
+        staged_mb_per_epoch: last.staged_bytes.map(|b| b as f64 / 1e6),
+        allreduce_mb_per_epoch: last.split.map(|_| last.traffic.sent as f64 / 1e6),
+        compute_us: median.split.map(|s| per_step(s.compute)),
+        allreduce_us: median.split.map(|s| per_step(s.all_reduce)),
+        update_us: median.split.map(|s| per_step(s.update)),
+    })
 }
 
-/// Trains `engine` for warmup + epochs epochs; returns (median epoch seconds, final test
-/// accuracy, bytes staged in the last epoch).
-fn time_engine(
-    engine: &mut dyn Engine,
-    data: &DataSplit,
-    args: &BenchArgs,
-) -> Result<(f64, f64, Option<u64>)> {
-    let cfg = TrainConfig {
+/// Runs every row the flags ask for.
+pub fn rows(args: &BenchArgs, data: &DataSplit) -> Result<Vec<Row>> {
+    args.validate()?;
+    let train = TrainConfig {
         epochs: args.warmup + args.epochs,
         batch_size: args.batch_size,
         lr: args.lr,
         seed: args.seed,
     };
-    let reports = train::train(engine, data, &cfg, &mut train::Quiet)?;
-    let times: Vec<f64> = reports[args.warmup..]
-        .iter()
-        .map(|r| r.train_time.as_secs_f64())
-        .collect();
-    let last = reports.last().expect("at least one epoch");
-    Ok((median(times), last.test.accuracy(), last.staged_bytes))
-}
-
-/// Runs every row the flags ask for.
-pub fn rows(args: &BenchArgs, data: &DataSplit) -> Result<Vec<Row>> {
-    if args.epochs == 0 {
-        return Err(Error::Config("--epochs must be at least 1".into()));
-    }
-    let model = Model::init(args.seed);
-    let n = data.train.len() as f64;
+    let one = |devices| RunConfig {
+        train: train.clone(),
+        devices,
+        data_parallel: false,
+        overlap: false,
+    };
+    let parallel = |devices, n: usize| RunConfig {
+        train: TrainConfig {
+            batch_size: args.batch_size / n,
+            ..train.clone()
+        },
+        devices,
+        data_parallel: true,
+        overlap: false,
+    };
+    let replicas: Vec<usize> = args.replicas.iter().copied().filter(|&n| n > 0).collect();
     let mut rows = Vec::new();
     if !args.gpu_only {
-        reset_peak_host();
-        let mut cpu = CpuEngine::new(model.clone(), crate::cpu::cores());
-        let (t, acc, _) = time_engine(&mut cpu, data, args)?;
-        rows.push(Row {
-            path: "cpu".into(),
-            adapter: cpu.describe(),
-            epoch_s: t,
-            images_per_s: n / t,
-            speedup: None,
-            test_accuracy: acc,
-            peak_host_mb: peak_host_mb(),
-            vram_mb: None,
-            staged_mb_per_epoch: None,
-        });
+        let cpu = Devices::Cpu {
+            replicas: 1,
+            threads: crate::cpu::cores(),
+        };
+        rows.push(time_run(&one(cpu), data, args, "cpu")?);
+        for &n in &replicas {
+            let devices = Devices::Cpu {
+                replicas: n,
+                threads: run::default_threads(n),
+            };
+            rows.push(time_run(
+                &parallel(devices, n),
+                data,
+                args,
+                &format!("cpu ×{n}"),
+            )?);
+        }
     }
     if !args.cpu_only {
-        let devices = if args.devices.is_empty() {
-            vec![0]
-        } else {
-            args.devices.clone()
-        };
-        for &device in &devices {
+        for &device in &args.devices() {
             for resident in [false, true] {
-                reset_peak_host();
-                let gpu = Gpu::open(device)?;
-                let name = gpu.info.name.clone();
+                let devices = Devices::Gpu {
+                    adapters: vec![device],
+                    resident,
+                };
+                let path = if resident {
+                    "gpu resident"
+                } else {
+                    "gpu staged"
+                };
+                let mut row = time_run(&one(devices), data, args, path)?;
+                row.adapter = format!("{device}: {}", Gpu::open(device)?.info.name);
+                // VRAM of this configuration, from a fresh engine's allocations.
                 let opts = GpuOptions {
                     batch: args.batch_size,
                     resident,
                     ..GpuOptions::default()
                 };
-                let mut engine = GpuEngine::new(gpu, &model, opts, &data.train)?;
-                let (t, acc, staged) = time_engine(&mut engine, data, args)?;
-                rows.push(Row {
-                    path: if resident {
-                        "gpu resident".into()
-                    } else {
-                        "gpu staged".into()
-                    },
-                    adapter: format!("{device}: {name}"),
-                    epoch_s: t,
-                    images_per_s: n / t,
-                    speedup: None,
-                    test_accuracy: acc,
-                    peak_host_mb: peak_host_mb(),
-                    vram_mb: Some(engine.vram_bytes() as f64 / 1e6),
-                    staged_mb_per_epoch: staged.map(|b| b as f64 / 1e6),
-                });
+                let engine = GpuEngine::new(
+                    Gpu::open(device)?,
+                    &Model::init(args.seed),
+                    opts,
+                    &data.train,
+                )?;
+                row.vram_mb = Some(engine.vram_bytes() as f64 / 1e6);
+                rows.push(row);
+            }
+            for &n in &replicas {
+                let devices = Devices::Gpu {
+                    adapters: vec![device; n],
+                    resident: false,
+                };
+                let mut row = time_run(&parallel(devices, n), data, args, &format!("gpu ×{n}"))?;
+                row.adapter = format!("{device}: {} (×{n} devices)", Gpu::open(device)?.info.name);
+                rows.push(row);
             }
         }
     }
@@ -190,6 +245,77 @@ pub fn rows(args: &BenchArgs, data: &DataSplit) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
+impl BenchArgs {
+    /// The adapters to run: the listed ones, or adapter 0.
+    fn devices(&self) -> Vec<usize> {
+        if self.devices.is_empty() {
+            vec![0]
+        } else {
+            self.devices.clone()
+        }
+    }
+
+    /// Checks the flags before anything runs (a bad --json folder must not waste a whole bench).
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 {
+            return Err(Error::Config("--epochs must be at least 1".into()));
+        }
+        if self.cpu_only && self.gpu_only {
+            return Err(Error::Config(
+                "--cpu-only and --gpu-only leave nothing to run: pass one of them".into(),
+            ));
+        }
+        if self
+            .warmup
+            .checked_add(self.epochs)
+            .is_none_or(|t| t > 1_000_000)
+        {
+            return Err(Error::Config(format!(
+                "--warmup {} + --epochs {} is more epochs than a benchmark needs (at most 1,000,000)",
+                self.warmup, self.epochs
+            )));
+        }
+        TrainConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            seed: self.seed,
+        }
+        .validate()?;
+        for &n in &self.replicas {
+            if n > 0 && !self.batch_size.is_multiple_of(n) {
+                return Err(Error::Config(format!(
+                    "--replicas {n} does not divide --batch-size {}: every replica row trains the same global batch",
+                    self.batch_size
+                )));
+            }
+            if n > 64 {
+                return Err(Error::Config(format!("--replicas {n}: at most 64")));
+            }
+        }
+        if let Some(path) = &self.json {
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+            if dir.is_some_and(|d| !d.is_dir()) {
+                return Err(Error::Config(format!(
+                    "--json {}: the folder does not exist",
+                    path.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn median_of(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map(|x| format!("{x:.digits$}"))
         .unwrap_or_else(|| "-".into())
@@ -198,7 +324,7 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 /// The table as printed.
 pub fn table(rows: &[Row]) -> String {
     let mut s = format!(
-        "{:<13} {:<44} {:>9} {:>10} {:>8} {:>8} {:>9} {:>8} {:>10}\n",
+        "{:<13} {:<44} {:>9} {:>10} {:>8} {:>8} {:>9} {:>8} {:>10} {:>10} {:>17}\n",
         "path",
         "adapter",
         "epoch s",
@@ -207,12 +333,18 @@ pub fn table(rows: &[Row]) -> String {
         "test %",
         "host MB",
         "VRAM MB",
-        "staged MB"
+        "staged MB",
+        "reduce MB",
+        "step µs: c/ar/up"
     );
     for r in rows {
+        let split = match (r.compute_us, r.allreduce_us, r.update_us) {
+            (Some(c), Some(a), Some(u)) => format!("{c:.0}/{a:.0}/{u:.0}"),
+            _ => "-".into(),
+        };
         let _ = writeln!(
             s,
-            "{:<13} {:<44} {:>9.4} {:>10.0} {:>8} {:>8.2} {:>9.1} {:>8} {:>10}",
+            "{:<13} {:<44} {:>9.4} {:>10.0} {:>8} {:>8.2} {:>9.1} {:>8} {:>10} {:>10} {:>17}",
             r.path,
             r.adapter.chars().take(44).collect::<String>(),
             r.epoch_s,
@@ -221,53 +353,18 @@ pub fn table(rows: &[Row]) -> String {
             r.test_accuracy,
             r.peak_host_mb,
             opt(r.vram_mb, 1),
-            opt(r.staged_mb_per_epoch, 1)
+            opt(r.staged_mb_per_epoch, 1),
+            opt(r.allreduce_mb_per_epoch, 1),
+            split
         );
     }
+    s += "staged and reduce MB are per replica and epoch; step µs: compute (forward + backward, waiting for the gradients) / all-reduce / update, per step\n";
     s
-}
-
-fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out += "\\\"",
-            '\\' => out += "\\\\",
-            c if (c as u32) < 0x20 => out += &format!("\\u{:04x}", c as u32),
-            c => out.push(c),
-        }
-    }
-    out + "\""
-}
-
-fn json_num(v: Option<f64>) -> String {
-    match v {
-        Some(x) if x.is_finite() => format!("{x}"),
-        _ => "null".into(),
-    }
 }
 
 /// The rows as a JSON array.
 pub fn to_json(rows: &[Row]) -> String {
-    let items: Vec<String> = rows
-        .iter()
-        .map(|r| {
-            format!(
-                "  {{\"path\": {}, \"adapter\": {}, \"epoch_s\": {}, \"images_per_s\": {}, \"speedup\": {}, \
-                 \"test_accuracy\": {}, \"peak_host_mb\": {}, \"vram_mb\": {}, \"staged_mb_per_epoch\": {}}}",
-                json_str(&r.path),
-                json_str(&r.adapter),
-                json_num(Some(r.epoch_s)),
-                json_num(Some(r.images_per_s)),
-                json_num(r.speedup),
-                json_num(Some(r.test_accuracy)),
-                json_num(Some(r.peak_host_mb)),
-                json_num(r.vram_mb),
-                json_num(r.staged_mb_per_epoch)
-            )
-        })
-        .collect();
-    format!("[\n{}\n]\n", items.join(",\n"))
+    serde_json::to_string_pretty(rows).expect("rows serialise") + "\n"
 }
 
 /// The per-kernel profile of one adapter as printed: each kernel's GPU time (timestamps at the
@@ -350,6 +447,7 @@ pub fn profile_text(
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
+    args.validate()?;
     let data = args.data.load()?;
     println!(
         "bench: {} training images from {}, batch {}, {} warm-up + {} timed epochs (median)",
@@ -362,11 +460,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let rows = rows(args, &data)?;
     print!("{}", table(&rows));
     if !args.cpu_only && !args.no_profile {
-        let devices = if args.devices.is_empty() {
-            vec![0]
-        } else {
-            args.devices.clone()
-        };
+        let devices = args.devices();
         let steps = data.train.len().div_ceil(args.batch_size) as f64;
         for (i, &device) in devices.iter().enumerate() {
             let staged = rows

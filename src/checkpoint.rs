@@ -49,7 +49,11 @@ pub struct TrainState {
     pub global_step: u64,
     pub seed: u64,
     pub lr: f32,
+    /// Each replica's batch.
     pub batch_size: usize,
+    /// Data-parallel replicas in the run (1 for one device); the global batch is
+    /// `replicas × batch_size`.
+    pub replicas: usize,
     pub train_len: usize,
     pub train_fingerprint: u64,
 }
@@ -69,6 +73,11 @@ impl TrainState {
         put("lr_bits", format!("{:08x}", self.lr.to_bits()));
         put("lr", self.lr.to_string());
         put("batch_size", self.batch_size.to_string());
+        put("replicas", self.replicas.to_string());
+        put(
+            "global_batch",
+            (self.batch_size.saturating_mul(self.replicas)).to_string(),
+        );
         put("shape", shape_string());
         put("train_len", self.train_len.to_string());
         put(
@@ -123,6 +132,11 @@ impl TrainState {
             seed: num(path, "seed", get("seed")?, false)?,
             lr: f32::from_bits(lr_bits),
             batch_size: num(path, "batch_size", get("batch_size")?, false)?,
+            // Snapshots from before data parallelism have no count: they were one replica.
+            replicas: match m.get("replicas") {
+                Some(v) => num(path, "replicas", v, false)?,
+                None => 1,
+            },
             train_len: num(path, "train_len", get("train_len")?, false)?,
             train_fingerprint: num(path, "train_fingerprint", get("train_fingerprint")?, true)?,
         })

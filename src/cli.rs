@@ -1,13 +1,13 @@
 //! The command line: clap definitions (their doc comments are the `--help` text) and the
 //! code that turns flags into a validated configuration and runs it.
 
-use crate::checkpoint::{self, Position, SnapshotDir};
+use crate::checkpoint::{self, SnapshotDir};
 use crate::cpu::engine::CpuEngine;
 use crate::data::{self, DataSplit};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, GpuEngine, GpuOptions};
 use crate::model::Model;
-use crate::train::{self, Engine, EpochReport, Observer, TrainConfig};
+use crate::run::{self, Devices, RunConfig};
+use crate::train::{self, Engine, EpochReport, Observer, Start, TrainConfig};
 use clap::{Args, Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -79,10 +79,24 @@ pub struct TrainArgs {
     /// GPU adapter to train on, by its index in `gpu-train devices`.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub device: usize,
+    /// Data-parallel training, one replica per listed adapter (e.g. 0,1; an adapter may repeat:
+    /// 0,0,0,0 opens four devices on adapter 0). Each replica trains on its own shard of every
+    /// global batch; gradients are summed by a ring all-reduce.
+    #[arg(long, value_name = "N,N,...", value_delimiter = ',', num_args = 1.., conflicts_with_all = ["device", "cpu", "replicas"])]
+    pub devices: Vec<usize>,
+    /// Data-parallel training with N replicas: CPU replicas with --cpu, else N devices on
+    /// --device's adapter.
+    #[arg(long, value_name = "N")]
+    pub replicas: Option<usize>,
+    /// With --devices or --replicas: start the output layer's all-reduce while the hidden
+    /// layer's backward pass still runs (as PyTorch DDP's gradient buckets do).
+    #[arg(long)]
+    pub overlap: bool,
     /// Train on the CPU (the SIMD GEMM baseline) instead of a GPU.
     #[arg(long, conflicts_with_all = ["device", "resident"])]
     pub cpu: bool,
-    /// CPU threads for --cpu (default: every core, up to 8).
+    /// CPU threads for --cpu, per replica (default: every core up to 8, shared out among the
+    /// replicas).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Upload the whole training set to VRAM once instead of staging each mini-batch from RAM.
@@ -91,9 +105,10 @@ pub struct TrainArgs {
     /// Passes over the training set.
     #[arg(long, default_value_t = 10)]
     pub epochs: usize,
-    /// Images per mini-batch.
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
+    /// Images per mini-batch (per replica: the global batch is this times the replicas)
+    /// [default: 64, or the snapshot's with --resume].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
     /// Learning rate of plain SGD [default: 0.1, or the snapshot's with --resume].
     #[arg(long)]
     pub lr: Option<f32>,
@@ -120,13 +135,40 @@ pub struct TrainArgs {
 /// Default learning rate.
 pub const DEFAULT_LR: f32 = 0.1;
 
+/// Default batch size.
+pub const DEFAULT_BATCH: usize = 64;
+
 impl TrainArgs {
-    pub fn config(&self) -> TrainConfig {
-        TrainConfig {
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            lr: self.lr.unwrap_or(DEFAULT_LR),
-            seed: self.seed,
+    /// The run these flags ask for, before a snapshot's settings replace the defaults.
+    pub fn config(&self) -> RunConfig {
+        let data_parallel = !self.devices.is_empty() || self.replicas.is_some();
+        let n = self.replicas.unwrap_or(1);
+        let devices = if self.cpu {
+            Devices::Cpu {
+                replicas: n,
+                threads: self.threads.unwrap_or_else(|| run::default_threads(n)),
+            }
+        } else if !self.devices.is_empty() {
+            Devices::Gpu {
+                adapters: self.devices.clone(),
+                resident: self.resident,
+            }
+        } else {
+            Devices::Gpu {
+                adapters: vec![self.device; n],
+                resident: self.resident,
+            }
+        };
+        RunConfig {
+            train: TrainConfig {
+                epochs: self.epochs,
+                batch_size: self.batch_size.unwrap_or(DEFAULT_BATCH),
+                lr: self.lr.unwrap_or(DEFAULT_LR),
+                seed: self.seed,
+            },
+            devices,
+            data_parallel,
+            overlap: self.overlap,
         }
     }
 }
@@ -185,28 +227,13 @@ impl Observer for Console {
     }
 }
 
-/// The engine a set of train flags asks for.
-pub fn make_engine(args: &TrainArgs, model: &Model, data: &DataSplit) -> Result<Box<dyn Engine>> {
-    if args.cpu {
-        let threads = args.threads.unwrap_or_else(crate::cpu::cores);
-        return Ok(Box::new(CpuEngine::new(model.clone(), threads)));
-    }
-    let gpu = Gpu::open(args.device)?;
-    let opts = GpuOptions {
-        batch: args.batch_size,
-        resident: args.resident,
-        ..GpuOptions::default()
-    };
-    Ok(Box::new(GpuEngine::new(gpu, model, opts, &data.train)?))
-}
-
 /// Where a run starts: fresh, or from a snapshot (whose settings then win).
 fn starting_point(
     args: &TrainArgs,
     data: &DataSplit,
     snapshots: Option<&SnapshotDir>,
-) -> Result<(Model, Position, TrainConfig)> {
-    let mut cfg = args.config();
+) -> Result<(Model, Start, RunConfig)> {
+    let mut run = args.config();
     let Some(resume) = &args.resume else {
         if let Some(dir) = snapshots {
             if dir.latest()?.is_some() {
@@ -216,7 +243,7 @@ fn starting_point(
                 )));
             }
         }
-        return Ok((Model::init(cfg.seed), Position::START, cfg));
+        return Ok((Model::init(run.train.seed), Start::FRESH, run));
     };
     let path = match (resume, snapshots) {
         (Some(file), _) => file.clone(),
@@ -234,9 +261,36 @@ fn starting_point(
     };
     let (model, state) = checkpoint::load(&path)?;
     checkpoint::check_data(&state, &data.train, &path)?;
+    let world = if run.data_parallel { run.replicas() } else { 1 };
+    let cfg = &mut run.train;
     cfg.seed = state.seed;
+    if let Some(b) = args.batch_size.filter(|&b| b != state.batch_size) {
+        return Err(Error::Config(format!(
+            "--batch-size {b}: the snapshot was trained with batch size {}, and a resumed run keeps it (drop --batch-size)",
+            state.batch_size
+        )));
+    }
     cfg.batch_size = state.batch_size;
     cfg.lr = args.lr.unwrap_or(state.lr);
+    // The replica count sets the global batch, so it may change only where an epoch begins:
+    // mid-epoch, the remaining steps were dealt for the old count.
+    if state.replicas != world {
+        if state.next.step != 0 {
+            return Err(Error::Config(format!(
+                "{}: this snapshot was taken mid-epoch (epoch {}, step {}) by {} replica(s); resume it with {} replica(s),                  or resume from a snapshot taken at an epoch's end to change the count",
+                path.display(),
+                state.next.epoch,
+                state.next.step,
+                state.replicas,
+                state.replicas
+            )));
+        }
+        println!(
+            "note: the snapshot was trained by {} replica(s), this run has {world}: the global batch becomes {}",
+            state.replicas,
+            cfg.batch_size * world
+        );
+    }
     println!(
         "resuming from {}: epoch {}, step {} (seed {}, batch size {}, lr {})",
         path.display(),
@@ -246,7 +300,14 @@ fn starting_point(
         cfg.batch_size,
         cfg.lr
     );
-    Ok((model, state.next, cfg))
+    Ok((
+        model,
+        Start {
+            at: state.next,
+            global_step: state.global_step,
+        },
+        run,
+    ))
 }
 
 fn run_train(args: &TrainArgs) -> Result<()> {
@@ -256,10 +317,12 @@ fn run_train(args: &TrainArgs) -> Result<()> {
         Some(dir) => Some(SnapshotDir::open(dir, args.keep)?),
         None => None,
     };
-    let (model, start, cfg) = starting_point(args, &data, snapshots.as_ref())?;
-    cfg.validate()?;
+    let (model, start, run) = starting_point(args, &data, snapshots.as_ref())?;
+    run.validate()?;
+    let cfg = &run.train;
     print!("{}", crate::explain::summary());
-    let mut engine = make_engine(args, &model, &data)?;
+    let mut engines = run.engines(&model, &data)?;
+    let mut replicas = run.replicas_of(&mut engines)?;
     println!(
         "data: {} ({} training images, {} test images, {:.1} MB of u8 pixels in RAM)",
         data.dir.display(),
@@ -267,14 +330,11 @@ fn run_train(args: &TrainArgs) -> Result<()> {
         data.test.len(),
         data.train.images.len() as f64 / 1e6
     );
-    println!("engine: {}", engine.describe());
+    println!("engine: {}", replicas.describe());
     println!(
-        "config: epochs {}, batch size {}, lr {}, seed {}, {} steps per epoch{}",
-        cfg.epochs,
-        cfg.batch_size,
-        cfg.lr,
-        cfg.seed,
-        cfg.steps_per_epoch(data.train.len()),
+        "config: {}, {} steps per epoch{}",
+        run.describe(),
+        cfg.steps_per_epoch(data.train.len(), replicas.world()),
         match &snapshots {
             Some(d) => format!(
                 ", snapshots in {} ({}keep {})",
@@ -294,7 +354,7 @@ fn run_train(args: &TrainArgs) -> Result<()> {
         dir,
         every: args.snapshot_every,
     });
-    let reports = train::train_from(engine.as_mut(), &data, &cfg, start, snap, &mut console)?;
+    let reports = train::train_from(&mut replicas, &data, cfg, start, snap, &mut console)?;
     console.bar.finish_and_clear();
     match reports.last() {
         Some(last) => println!(
@@ -344,6 +404,8 @@ fn run_explain(args: &ExplainArgs) -> Result<()> {
         "{}",
         crate::explain::chapter3(&model, &data.test, args.image, 0.1, &what)
     );
+    println!();
+    print!("{}", crate::explain::data_parallel(&model, &data.test));
     println!();
     print!("{}", crate::explain::summary());
     Ok(())

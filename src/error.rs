@@ -38,6 +38,10 @@ pub enum Error {
         what: String,
     },
 
+    /// Data-parallel replicas that no longer agree (a bug, or a fault on the way).
+    #[error("{0}")]
+    Replicas(String),
+
     /// A snapshot folder that cannot be used, or a snapshot that is damaged or does not fit.
     #[error("{path}: {fault}")]
     Snapshot { path: PathBuf, fault: String },

@@ -30,7 +30,9 @@ pub mod error;
 pub mod explain;
 pub mod gpu;
 pub mod model;
+pub mod parallel;
 pub mod predict;
+pub mod run;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -123,6 +123,40 @@ pub struct Model {
 }
 
 impl Model {
+    /// The parameters as one flat array in [`ParamLayout`] `layout` (padding zeroed).
+    pub fn to_flat(&self, layout: &ParamLayout) -> Vec<f32> {
+        let mut flat = vec![0.0; layout.total];
+        for (i, (_, _, data)) in self.tensors().iter().enumerate() {
+            flat[layout.range(i)].copy_from_slice(data);
+        }
+        flat
+    }
+
+    /// The inverse of [`Model::to_flat`].
+    pub fn from_flat(flat: &[f32], layout: &ParamLayout) -> Model {
+        let part = |i: usize| flat[layout.range(i)].to_vec();
+        Model {
+            w1: part(0),
+            b1: part(1),
+            w2: part(2),
+            b2: part(3),
+        }
+    }
+
+    /// An FNV-1a hash of every parameter's bits: replicas that hold the same weights, bit for
+    /// bit, have the same hash.
+    pub fn bit_hash(&self) -> u64 {
+        let mut h: u64 = 0xcbf29ce484222325;
+        for (_, _, data) in self.tensors() {
+            for v in data {
+                for b in v.to_bits().to_le_bytes() {
+                    h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+                }
+            }
+        }
+        h
+    }
+
     /// PyTorch's `nn.Linear` default initialisation: every weight and bias of a layer drawn
     /// uniformly from ±1/√fan_in (fan_in = the layer's inputs), from a ChaCha8 RNG seeded by `seed`.
     pub fn init(seed: u64) -> Self {
@@ -162,6 +196,60 @@ impl Model {
     }
 }
 
+/// Where each parameter tensor sits in one flat buffer, in the snapshot's order
+/// (hidden.weight, hidden.bias, output.weight, output.bias). The gradient uses the same layout,
+/// so "parameter i" and "gradient i" are the same index: that is what lets one kernel apply
+/// `w −= lr·g` to every parameter, and an all-reduce sum the gradients as one flat array.
+///
+/// On a GPU each tensor is bound as a sub-range of the flat buffer, and a sub-range must start
+/// at a multiple of the adapter's `min_storage_buffer_offset_alignment` (up to 256 bytes):
+/// [`ParamLayout::aligned`] pads each tensor's start up to it. For this model the packed
+/// offsets (0, 401,408, 401,920 and 407,040 bytes) are already multiples of 256, so the padding
+/// is zero; the test below says so, and the code still pads for a shape where it would not be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParamLayout {
+    /// Offset of each tensor, in f32 elements.
+    pub offsets: [usize; 4],
+    /// Length of each tensor, in f32 elements.
+    pub lens: [usize; 4],
+    /// Elements of the whole buffer, padding included.
+    pub total: usize,
+}
+
+/// The parameter tensors' lengths, in the snapshot's order.
+pub const TENSOR_LENS: [usize; 4] = [HIDDEN * PIXELS, HIDDEN, CLASSES * HIDDEN, CLASSES];
+/// Every parameter of the model: 101,632 weights + 138 biases.
+pub const PARAMS: usize = TENSOR_LENS[0] + TENSOR_LENS[1] + TENSOR_LENS[2] + TENSOR_LENS[3];
+
+impl ParamLayout {
+    /// No padding: the layout of a host gradient and of the all-reduce's messages.
+    pub fn packed() -> Self {
+        Self::aligned(4)
+    }
+
+    /// Each tensor starts at a multiple of `align_bytes` (a multiple of 4).
+    pub fn aligned(align_bytes: usize) -> Self {
+        let align = (align_bytes / 4).max(1);
+        let mut offsets = [0; 4];
+        let mut at = 0usize;
+        for (i, len) in TENSOR_LENS.iter().enumerate() {
+            at = at.div_ceil(align) * align;
+            offsets[i] = at;
+            at += len;
+        }
+        ParamLayout {
+            offsets,
+            lens: TENSOR_LENS,
+            total: at,
+        }
+    }
+
+    /// The elements of tensor `i`.
+    pub fn range(&self, i: usize) -> std::ops::Range<usize> {
+        self.offsets[i]..self.offsets[i] + self.lens[i]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +268,28 @@ mod tests {
         for (_, shape, data) in m.tensors() {
             assert_eq!(shape.iter().product::<usize>(), data.len());
         }
+    }
+
+    #[test]
+    fn flat_layout_follows_the_snapshot_order() {
+        let packed = ParamLayout::packed();
+        assert_eq!(packed.total, PARAMS);
+        assert_eq!(
+            PARAMS,
+            Summary::of(&LAYERS).weights + Summary::of(&LAYERS).biases
+        );
+        // At WebGPU's largest offset alignment, 256 bytes, this model needs no padding.
+        assert_eq!(ParamLayout::aligned(256), packed);
+        // A coarser alignment pads every tensor's start and keeps the order.
+        let wide = ParamLayout::aligned(4096);
+        for i in 0..4 {
+            assert_eq!(wide.offsets[i] % 1024, 0);
+            assert!(i == 0 || wide.offsets[i] >= wide.offsets[i - 1] + wide.lens[i - 1]);
+        }
+        let m = Model::init(3);
+        assert_eq!(Model::from_flat(&m.to_flat(&wide), &wide), m);
+        assert_eq!(m.bit_hash(), Model::init(3).bit_hash());
+        assert_ne!(m.bit_hash(), Model::init(4).bit_hash());
     }
 
     #[test]

@@ -1,19 +1,28 @@
-//! The training loop: the same for the CPU and the GPU, which differ only in the [`Engine`]
-//! that performs each step.
+//! The training loop: the same for the CPU and the GPU, and for one device or many, which
+//! differ only in the [`Engine`]s that compute and the [`AllReduce`] that joins them.
 //!
 //! ```text
 //! for each epoch:
 //!     order = a seeded shuffle of the training examples
-//!     for each mini-batch of `batch_size` indices in that order:
-//!         engine.train_step(batch)      forward, loss, backward, SGD update
+//!     deal: each replica's part of every global batch (N replicas × batch_size examples)
+//!           is copied into that replica's own shard in RAM
+//!     for each global batch:
+//!         every replica:  forward_backward(its part)   gradient of the mean loss, into a flat buffer
+//!         all_reduce:     sum the replicas' gradients   (layer by layer: output first)
+//!         every replica:  apply_update(lr)              w −= lr·g, the same on every replica
 //!     train totals  (loss and accuracy accumulated during the epoch, read once)
-//!     test totals   (forward pass over the test set)
+//!     test totals   (forward pass over the test set, on replica 0)
+//!     check that every replica holds the same weights, bit for bit
 //! ```
+//! One replica on its own (`--device`, `--cpu`) takes the fused path: `train_step` runs
+//! forward, backward and the update in one go, with no gradient buffer (faster, same math).
 
 use crate::checkpoint::{Position, SnapshotDir, TrainState};
-use crate::data::{epoch_order, DataSplit, Dataset};
+use crate::data::{epoch_order, DataSplit, Dataset, PIXELS};
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::model::{Model, ParamLayout};
+use crate::parallel::{self, AllReduce, Identity, Traffic};
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 /// Loss and accuracy counts accumulated over some examples.
@@ -61,6 +70,26 @@ pub trait Engine {
     fn take_staged_bytes(&mut self) -> Option<u64> {
         None
     }
+
+    // The data-parallel step, in three verbs (forward_backward → all-reduce → apply_update).
+
+    /// Forward and backward on the examples of `data` at `batch` (possibly none), writing the
+    /// gradient of the mean loss over a global batch of `global_rows` examples into the
+    /// engine's flat gradient ([`ParamLayout`] order). The weights do not change.
+    fn forward_backward(&mut self, data: &Dataset, batch: &[u32], global_rows: usize)
+        -> Result<()>;
+    /// Copies gradient elements `range` ([`ParamLayout::packed`] indices) into `out`, waiting
+    /// only for the work that produces them.
+    fn read_gradient(&mut self, range: Range<usize>, out: &mut [f32]) -> Result<()>;
+    /// Replaces the whole gradient (packed layout) with `grad`: the all-reduced sum.
+    fn write_gradient(&mut self, grad: &[f32]) -> Result<()>;
+    /// `w −= lr·g` for every parameter.
+    fn apply_update(&mut self, lr: f32) -> Result<()>;
+    /// This epoch's shard of the training set, before its first step (a resident GPU replica
+    /// uploads it to VRAM; others stage from it batch by batch).
+    fn load_shard(&mut self, _shard: &Dataset) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The validated settings of one training run.
@@ -89,10 +118,32 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// Steps in one epoch over `n` examples (the last batch may be smaller).
-    pub fn steps_per_epoch(&self, n: usize) -> usize {
-        n.div_ceil(self.batch_size)
+    /// The global batch of `replicas` replicas: each trains on `batch_size` examples a step.
+    pub fn global_batch(&self, replicas: usize) -> Result<usize> {
+        self.batch_size.checked_mul(replicas.max(1)).ok_or_else(|| {
+            Error::Config(format!(
+                "--batch-size {} × {replicas} replicas is too large",
+                self.batch_size
+            ))
+        })
     }
+
+    /// Steps in one epoch over `n` examples with `replicas` replicas (the last batch may be
+    /// smaller).
+    pub fn steps_per_epoch(&self, n: usize, replicas: usize) -> usize {
+        n.div_ceil(self.batch_size.saturating_mul(replicas.max(1)))
+    }
+}
+
+/// Where the time of a data-parallel epoch went, by the host's clock.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepSplit {
+    /// Forward and backward: recording the work and waiting for the gradients.
+    pub compute: Duration,
+    /// The all-reduce itself (gradients already on the host), and writing the sum back.
+    pub all_reduce: Duration,
+    /// Recording the update.
+    pub update: Duration,
 }
 
 /// One epoch's results.
@@ -104,8 +155,16 @@ pub struct EpochReport {
     pub test: Totals,
     /// Time of the training steps (including the one read-back of the totals), not the test.
     pub train_time: Duration,
-    /// Bytes of training batches sent from RAM to device memory this epoch (GPU only).
+    /// Bytes of training batches sent from RAM to device memory this epoch, per replica (GPU only).
     pub staged_bytes: Option<u64>,
+    /// Replicas in the job and the global batch (replicas × batch size).
+    pub replicas: usize,
+    pub global_batch: usize,
+    /// What the all-reduce moved this epoch, per replica (replica 0's count; the ring loads
+    /// every replica alike). Zero for one replica.
+    pub traffic: Traffic,
+    /// The data-parallel step's time split; `None` on the fused one-replica path.
+    pub split: Option<StepSplit>,
 }
 
 impl EpochReport {
@@ -114,12 +173,29 @@ impl EpochReport {
     }
 
     pub fn line(&self, epochs: usize) -> String {
+        let parallel = self.split.is_some();
         let staged = match self.staged_bytes {
-            Some(b) => format!("  staged {:.1} MB", b as f64 / 1e6),
+            Some(b) => format!(
+                "  staged {:.1} MB{}",
+                b as f64 / 1e6,
+                if parallel { "/replica" } else { "" }
+            ),
             None => String::new(),
         };
+        let replicas = if parallel {
+            format!(
+                "  all-reduced {:.1} MB/replica  |  {} replica{} × {} = global batch {}",
+                self.traffic.sent as f64 / 1e6,
+                self.replicas,
+                if self.replicas == 1 { "" } else { "s" },
+                self.global_batch / self.replicas.max(1),
+                self.global_batch,
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "epoch {:>2}/{epochs}  train loss {:.4}  acc {:5.2}%  |  test loss {:.4}  acc {:5.2}%  |  {:.3} s  {:>9.0} images/s{staged}",
+            "epoch {:>2}/{epochs}  train loss {:.4}  acc {:5.2}%  |  test loss {:.4}  acc {:5.2}%  |  {:.3} s  {:>9.0} images/s{staged}{replicas}",
             self.epoch,
             self.train.mean_loss(),
             self.train.accuracy(),
@@ -143,14 +219,225 @@ pub trait Observer {
 pub struct Quiet;
 impl Observer for Quiet {}
 
-/// Trains `engine` on `data.train` and scores it on `data.test` after every epoch.
+/// The gradient's buckets, in the order the all-reduce takes them: the output layer's first,
+/// because backpropagation finishes it first (the chapter synchronises layer by layer).
+pub fn buckets() -> [Range<usize>; 2] {
+    let l = ParamLayout::packed();
+    [l.offsets[2]..l.total, 0..l.offsets[2]]
+}
+
+/// The workers of a run: one engine, or N replicas with the all-reduce that joins them.
+pub struct Replicas<'a> {
+    engines: Vec<&'a mut dyn Engine>,
+    all_reduce: Box<dyn AllReduce + 'a>,
+    /// One replica alone takes the fused step.
+    fused: bool,
+    /// Start the output layer's all-reduce before the hidden layer's gradient is read, so it
+    /// runs while the GPU still computes (PyTorch DDP's gradient buckets).
+    overlap: bool,
+    /// Each local replica's gradient on the host, packed layout (allocated once).
+    grads: Vec<Vec<f32>>,
+}
+
+impl<'a> Replicas<'a> {
+    /// One engine on its own, fused step.
+    pub fn one(engine: &'a mut dyn Engine) -> Self {
+        Replicas {
+            engines: vec![engine],
+            all_reduce: Box::new(Identity),
+            fused: true,
+            overlap: false,
+            grads: Vec::new(),
+        }
+    }
+
+    /// Data-parallel replicas (one or more) joined by `all_reduce`, which must know as many
+    /// local replicas as `engines` holds. Every engine must start from the same weights.
+    pub fn data_parallel(
+        engines: Vec<&'a mut dyn Engine>,
+        all_reduce: Box<dyn AllReduce + 'a>,
+        overlap: bool,
+    ) -> Result<Self> {
+        if engines.is_empty() {
+            return Err(Error::Config("at least one replica is needed".into()));
+        }
+        let grads = vec![vec![0.0; ParamLayout::packed().total]; engines.len()];
+        Ok(Replicas {
+            engines,
+            all_reduce,
+            fused: false,
+            overlap,
+            grads,
+        })
+    }
+
+    /// Replicas in the whole job.
+    pub fn world(&self) -> usize {
+        if self.fused {
+            1
+        } else {
+            self.all_reduce.world()
+        }
+    }
+
+    /// The engine of local replica 0 (it evaluates, and its weights go into snapshots).
+    pub fn first(&mut self) -> &mut dyn Engine {
+        &mut *self.engines[0]
+    }
+
+    pub fn describe(&self) -> String {
+        let mut s = self.engines[0].describe();
+        if self.engines.len() > 1 {
+            s += &format!(" (replica 0 of {})", self.engines.len());
+            for (i, e) in self.engines.iter().enumerate().skip(1) {
+                s += &format!("\n        replica {i}: {}", e.describe());
+            }
+        }
+        if !self.fused {
+            s += &format!(
+                "\n  all-reduce: {}{}",
+                self.all_reduce.describe(),
+                if self.overlap {
+                    ", output layer's sync overlapped with the hidden layer's backward"
+                } else {
+                    ""
+                }
+            );
+        }
+        s
+    }
+
+    /// Reads every replica's weights and checks they are the same, bit for bit.
+    pub fn check_in_step(&mut self, epoch: usize, step: usize) -> Result<Model> {
+        let first = self.engines[0].model()?;
+        let hash = first.bit_hash();
+        for (i, e) in self.engines.iter_mut().enumerate().skip(1) {
+            let h = e.model()?.bit_hash();
+            if h != hash {
+                return Err(Error::Replicas(format!(
+                    "replica {i} holds different weights from replica 0 after epoch {epoch}, step {step} \
+                     (weight hashes {h:016x} and {hash:016x}): the replicas have drifted apart"
+                )));
+            }
+        }
+        Ok(first)
+    }
+
+    /// One data-parallel step: every local replica's part of `global` (shard-local indices in
+    /// `local[i]`), the all-reduce, the update. Returns what replica 0 sent and received.
+    fn step(
+        &mut self,
+        shards: &[Shard],
+        step: usize,
+        global_rows: usize,
+        global_step: u64,
+        lr: f32,
+        split: &mut StepSplit,
+    ) -> Result<Traffic> {
+        let t0 = Instant::now();
+        // 1. forward + backward on every replica: each writes its gradient.
+        for (engine, shard) in self.engines.iter_mut().zip(shards) {
+            engine.forward_backward(&shard.data, shard.batch(step), global_rows)?;
+        }
+        let mut traffic = Traffic::default();
+        if self.all_reduce.world() > 1 {
+            // 2. all-reduce, bucket by bucket: the output layer's gradient first. Without
+            // --overlap every bucket is read before any is summed (the host waits for the
+            // whole backward pass); with it, the output layer's sum runs while the GPUs are
+            // still computing the hidden layer's gradient.
+            let mut t_reduce = Duration::ZERO;
+            let buckets = buckets();
+            if !self.overlap {
+                for b in &buckets {
+                    for (e, g) in self.engines.iter_mut().zip(self.grads.iter_mut()) {
+                        e.read_gradient(b.clone(), &mut g[b.clone()])?;
+                    }
+                }
+            }
+            for b in &buckets {
+                if self.overlap {
+                    for (e, g) in self.engines.iter_mut().zip(self.grads.iter_mut()) {
+                        e.read_gradient(b.clone(), &mut g[b.clone()])?;
+                    }
+                }
+                let t = Instant::now();
+                let mut views: Vec<&mut [f32]> =
+                    self.grads.iter_mut().map(|g| &mut g[b.clone()]).collect();
+                let moved = self.all_reduce.all_reduce(global_step, &mut views)?;
+                traffic += moved[0];
+                t_reduce += t.elapsed();
+            }
+            let t = Instant::now();
+            for (e, g) in self.engines.iter_mut().zip(&self.grads) {
+                e.write_gradient(g)?;
+            }
+            t_reduce += t.elapsed();
+            split.compute += t0.elapsed() - t_reduce;
+            split.all_reduce += t_reduce;
+        } else {
+            split.compute += t0.elapsed();
+        }
+        // 3. the same update on every replica.
+        let t = Instant::now();
+        for e in self.engines.iter_mut() {
+            e.apply_update(lr)?;
+        }
+        split.update += t.elapsed();
+        Ok(traffic)
+    }
+}
+
+/// One replica's part of an epoch: its examples, copied into its own buffer in the order it
+/// will train on them, and where each step's batch starts.
+struct Shard {
+    data: Dataset,
+    /// Shard-local indices 0, 1, 2, ... (a batch is a slice of them).
+    indices: Vec<u32>,
+    /// Step s trains on indices[starts[s]..starts[s + 1]].
+    starts: Vec<usize>,
+}
+
+impl Shard {
+    /// Deals replica `r`'s part of every global batch of `order` into its own shard.
+    fn deal(train: &Dataset, order: &[u32], global: usize, world: usize, r: usize) -> Shard {
+        let mut picked: Vec<u32> = Vec::with_capacity(order.len() / world + global);
+        let mut starts = vec![0];
+        for batch in order.chunks(global) {
+            picked.extend_from_slice(&batch[parallel::part(batch.len(), world, r)]);
+            starts.push(picked.len());
+        }
+        let mut images = Vec::with_capacity(picked.len() * PIXELS);
+        for &i in &picked {
+            images.extend_from_slice(train.image(i as usize));
+        }
+        let labels = picked.iter().map(|&i| train.labels[i as usize]).collect();
+        Shard {
+            data: Dataset { images, labels },
+            indices: (0..picked.len() as u32).collect(),
+            starts,
+        }
+    }
+
+    fn batch(&self, step: usize) -> &[u32] {
+        &self.indices[self.starts[step]..self.starts[step + 1]]
+    }
+}
+
+/// Trains `engine` alone (fused step) on `data.train`, scoring it on `data.test` every epoch.
 pub fn train(
     engine: &mut dyn Engine,
     data: &DataSplit,
     cfg: &TrainConfig,
     observer: &mut dyn Observer,
 ) -> Result<Vec<EpochReport>> {
-    train_from(engine, data, cfg, Position::START, None, observer)
+    train_from(
+        &mut Replicas::one(engine),
+        data,
+        cfg,
+        Start::FRESH,
+        None,
+        observer,
+    )
 }
 
 /// Snapshots during a run: where, and every how many steps (plus one at every epoch's end).
@@ -160,45 +447,110 @@ pub struct Snapshots<'a> {
     pub every: usize,
 }
 
-/// [`train`], starting at `start` (a resumed run) and writing snapshots if asked.
+/// Where a run starts: the position, and the steps already done before it (which name the
+/// snapshot files, and keep counting across a resume with another replica count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    pub at: Position,
+    pub global_step: u64,
+}
+
+impl Start {
+    pub const FRESH: Start = Start {
+        at: Position::START,
+        global_step: 0,
+    };
+}
+
+/// Trains `replicas` from `start` for `cfg.epochs` epochs, writing snapshots if asked.
+/// `cfg.batch_size` is each replica's batch; the global batch is that times the replicas.
 pub fn train_from(
-    engine: &mut dyn Engine,
+    replicas: &mut Replicas,
     data: &DataSplit,
     cfg: &TrainConfig,
-    start: Position,
+    start: Start,
     snapshots: Option<Snapshots>,
     observer: &mut dyn Observer,
 ) -> Result<Vec<EpochReport>> {
     cfg.validate()?;
     let n = data.train.len();
-    let steps = cfg.steps_per_epoch(n);
-    let mut reports = Vec::with_capacity(cfg.epochs);
+    let world = replicas.world();
+    let global = cfg.global_batch(world)?;
+    let steps = n.div_ceil(global);
+    let mut reports = Vec::new();
     // The data set's identity for snapshots: hashed once (47 MB for 60k images), not per snapshot.
     let fingerprint = snapshots
         .as_ref()
         .map(|_| data.train.fingerprint())
         .unwrap_or(0);
-    for epoch in start.epoch..=cfg.epochs {
+    let mut global_step = start.global_step;
+    let snapshot = |replicas: &mut Replicas, next: Position, global_step: u64| -> Result<()> {
+        let Some(s) = &snapshots else { return Ok(()) };
+        let state = TrainState {
+            next,
+            global_step,
+            seed: cfg.seed,
+            lr: cfg.lr,
+            batch_size: cfg.batch_size,
+            replicas: world,
+            train_len: n,
+            train_fingerprint: fingerprint,
+        };
+        save_snapshot(replicas.first(), s.dir, &state)
+    };
+    for epoch in start.at.epoch..=cfg.epochs {
         let start_time = Instant::now();
         let order = epoch_order(n, cfg.seed, epoch);
-        let first = if epoch == start.epoch { start.step } else { 0 };
-        for (step, batch) in order.chunks(cfg.batch_size).enumerate().skip(first) {
-            engine.train_step(&data.train, batch, cfg.lr)?;
+        let first = if epoch == start.at.epoch {
+            start.at.step
+        } else {
+            0
+        };
+        let mut traffic = Traffic::default();
+        let mut split = StepSplit::default();
+        // Deal this epoch's shards: local replica i is replica first_replica() + i of the job.
+        let shards: Vec<Shard> = if replicas.fused {
+            Vec::new()
+        } else {
+            let base = replicas.all_reduce.first_replica();
+            let shards: Vec<Shard> = (0..replicas.engines.len())
+                .map(|i| Shard::deal(&data.train, &order, global, world, base + i))
+                .collect();
+            for (e, s) in replicas.engines.iter_mut().zip(&shards) {
+                e.load_shard(&s.data)?;
+            }
+            shards
+        };
+        for (step, batch) in order.chunks(global).enumerate().skip(first) {
+            if replicas.fused {
+                replicas.engines[0].train_step(&data.train, batch, cfg.lr)?;
+            } else {
+                traffic +=
+                    replicas.step(&shards, step, batch.len(), global_step, cfg.lr, &mut split)?;
+            }
+            global_step += 1;
             observer.step(epoch, step + 1, steps);
             if let Some(s) = &snapshots {
-                let done = (epoch - 1) * steps + step + 1;
-                if s.every > 0 && done.is_multiple_of(s.every) && step + 1 < steps {
+                if s.every > 0 && global_step.is_multiple_of(s.every as u64) && step + 1 < steps {
                     let next = Position {
                         epoch,
                         step: step + 1,
                     };
-                    save_snapshot(engine, data, cfg, s.dir, next, steps, fingerprint)?;
+                    snapshot(replicas, next, global_step)?;
                 }
             }
         }
-        let train = engine.take_train_totals()?;
+        let mut train = Totals::default();
+        let mut staged: Option<u64> = None;
+        for e in replicas.engines.iter_mut() {
+            let t = e.take_train_totals()?;
+            train.add(t.loss_sum, t.correct, t.seen);
+            if let Some(b) = e.take_staged_bytes() {
+                *staged.get_or_insert(0) += b;
+            }
+        }
+        let staged_bytes = staged.map(|b| b / replicas.engines.len() as u64);
         let train_time = start_time.elapsed();
-        let staged_bytes = engine.take_staged_bytes();
         if !train.loss_sum.is_finite() {
             return Err(Error::Diverged {
                 epoch,
@@ -206,20 +558,28 @@ pub fn train_from(
                 what: format!("the epoch's mean loss is {}", train.mean_loss()),
             });
         }
-        let test = engine.evaluate(&data.test, cfg.batch_size)?;
-        if let Some(s) = &snapshots {
-            let next = Position {
+        if !replicas.fused && replicas.engines.len() > 1 {
+            replicas.check_in_step(epoch, steps)?;
+        }
+        let test = replicas.first().evaluate(&data.test, cfg.batch_size)?;
+        snapshot(
+            replicas,
+            Position {
                 epoch: epoch + 1,
                 step: 0,
-            };
-            save_snapshot(engine, data, cfg, s.dir, next, steps, fingerprint)?;
-        }
+            },
+            global_step,
+        )?;
         let report = EpochReport {
             epoch,
             train,
             test,
             train_time,
             staged_bytes,
+            replicas: world,
+            global_batch: global,
+            traffic,
+            split: (!replicas.fused).then_some(split),
         };
         observer.epoch(&report);
         reports.push(report);
@@ -229,15 +589,7 @@ pub fn train_from(
 
 /// Reads the weights back and writes a snapshot, unless they are no longer finite: then the
 /// run has diverged and the snapshots already on disk are left as they are.
-fn save_snapshot(
-    engine: &mut dyn Engine,
-    data: &DataSplit,
-    cfg: &TrainConfig,
-    dir: &SnapshotDir,
-    next: Position,
-    steps_per_epoch: usize,
-    train_fingerprint: u64,
-) -> Result<()> {
+fn save_snapshot(engine: &mut dyn Engine, dir: &SnapshotDir, state: &TrainState) -> Result<()> {
     let model = engine.model()?;
     if let Some((name, _, _)) = model
         .tensors()
@@ -245,26 +597,17 @@ fn save_snapshot(
         .find(|t| t.2.iter().any(|v| !v.is_finite()))
     {
         return Err(Error::Diverged {
-            epoch: next.epoch,
-            step: next.step,
+            epoch: state.next.epoch,
+            step: state.next.step,
             what: format!("{name} holds non-finite values"),
         });
     }
-    let state = TrainState {
-        next,
-        global_step: ((next.epoch - 1) * steps_per_epoch + next.step) as u64,
-        seed: cfg.seed,
-        lr: cfg.lr,
-        batch_size: cfg.batch_size,
-        train_len: data.train.len(),
-        train_fingerprint,
-    };
-    let path = dir.save(&model, &state)?;
+    let path = dir.save(&model, state)?;
     log::info!(
         "snapshot {} (next: epoch {}, step {})",
         path.display(),
-        next.epoch,
-        next.step
+        state.next.epoch,
+        state.next.step
     );
     Ok(())
 }

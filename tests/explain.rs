@@ -71,3 +71,32 @@ fn summary_reports_the_chapters_counts() {
     assert_eq!(s.weight_bytes(2) * 2, s.weight_bytes(4));
     assert_eq!(s.weight_bytes(8), 2 * s.weight_bytes(4));
 }
+
+#[test]
+fn data_parallel_example_is_computed_from_the_shapes_and_a_real_step() {
+    let data = gpu_train::data::load_dir(&gpu_train::data::bundled_dir()).unwrap();
+    let model = gpu_train::model::Model::init(42);
+    let e = explain::data_parallel_example(&model, &data.test, 2);
+    let s = gpu_train::model::Summary::of(&gpu_train::model::LAYERS);
+    // What one replica sends is the gradient of every weight and bias, not of the batch.
+    assert_eq!(e.gradient_values, s.weights + s.biases);
+    assert_eq!(e.gradient_bytes, 4 * e.gradient_values);
+    // A ring sends 2(N−1)/N of it per replica (replica 0's chunks may be one float off the
+    // exact share when N does not divide the gradient's length).
+    for &(n, bytes) in &e.ring_bytes {
+        let exact = 2.0 * (n as f64 - 1.0) / n as f64 * e.gradient_bytes as f64;
+        assert!(
+            (bytes as f64 - exact).abs() <= 8.0 * n as f64,
+            "N={n}: {bytes} vs {exact}"
+        );
+    }
+    // The all-reduced gradient of 2 × 32 images is the one device's gradient of 64, up to
+    // the order of float additions.
+    assert!(e.max_gradient > 1e-3);
+    assert!(e.max_difference <= 1e-6 * e.max_gradient.max(1.0), "{e:?}");
+    let text = explain::data_parallel(&model, &data.test);
+    assert!(
+        text.contains("101,770 values") && text.contains("6,504,448"),
+        "{text}"
+    );
+}

@@ -207,14 +207,21 @@ fn softmax_xent_matches_twin() {
     let mut worst = 0.0f32;
     // 70 rows: more than the 64 threads, so some threads take two rows. Large logits test the
     // max-subtraction (exp(80) alone would overflow f32 without it... almost: exp(89) does).
-    for (rows, scale, grad) in [(70u32, 5.0f32, 1u32), (3, 100.0, 1), (45, 2.0, 0)] {
+    // divisor: the rows themselves (one device), a global batch larger than the rows (a
+    // replica's share of it), and 0 (evaluation: no gradient).
+    for (rows, scale, divisor) in [
+        (70u32, 5.0f32, 70u32),
+        (3, 100.0, 3),
+        (33, 1.0, 130),
+        (45, 2.0, 0),
+    ] {
         let logits = random_f32(&mut r, rows as usize * 10, scale);
         let labels: Vec<u32> = (0..rows).map(|_| r.random_range(0..10)).collect();
         let accum0 = vec![1.5f32, 2.0, 3.0, 4.0];
         let p = kernels::SoftmaxParams {
             rows,
             classes: 10,
-            grad,
+            divisor,
             at: 2,
         };
         let d = &g.device;
@@ -255,15 +262,20 @@ fn bias_update_matches_twin() {
     let k = Kernels::new(&g.device);
     let mut r = rng(11);
     let mut worst = 0.0f32;
-    // Fewer rows than threads, and more (so threads take several rows each).
-    for (rows, cols) in [(33u32, 77u32), (150, 10)] {
+    // Fewer rows than threads, and more (so threads take several rows each); the fused update
+    // (α = −lr, β = 1) and the gradient alone (α = 1, β = 0).
+    for (rows, cols, alpha, beta) in [
+        (33u32, 77u32, -0.3f32, 1.0f32),
+        (150, 10, -0.3, 1.0),
+        (65, 128, 1.0, 0.0),
+    ] {
         let delta = random_f32(&mut r, (rows * cols) as usize, 1.0);
         let bias = random_f32(&mut r, cols as usize, 1.0);
         let p = kernels::BiasParams {
             rows,
             cols,
-            lr: 0.3,
-            _pad: 0,
+            alpha,
+            beta,
         };
         let (bd, bb) = (
             storage(&g.device, "d", &delta),
@@ -289,4 +301,133 @@ fn bias_update_matches_twin() {
         ));
     }
     eprintln!("bias_update worst relative error {worst:e}");
+}
+
+#[test]
+fn sgd_update_matches_twin() {
+    let Some(g) = gpu("sgd_update_matches_twin") else {
+        return;
+    };
+    let k = Kernels::new(&g.device);
+    let mut r = rng(13);
+    // Not a multiple of the 64-thread workgroup; the model's 101,770 parameters.
+    for len in [1000u32 + 37, gpu_train::model::PARAMS as u32] {
+        let grad = random_f32(&mut r, len as usize, 1.0);
+        let param = random_f32(&mut r, len as usize, 1.0);
+        let p = kernels::SgdParams {
+            len,
+            lr: 0.07,
+            _pad: [0; 2],
+        };
+        let (bg, bp) = (
+            storage(&g.device, "g", &grad),
+            storage(&g.device, "p", &param),
+        );
+        let disp = Dispatch::new(
+            &g.device,
+            "sgd",
+            &k.sgd_update,
+            &[whole(&bg), whole(&bp)],
+            &p,
+            kernels::groups_1d(len),
+        );
+        run_now(&g, &[&disp]).unwrap();
+        let mut want = param.clone();
+        twins::sgd_update(&grad, &mut want, &p);
+        // One multiply and one subtraction: exact unless the compiler fuses them (an FMA
+        // differs in the last bit), hence a tolerance of a few ulps.
+        let worst = assert_close("sgd_update", &g.read_f32(&bp).unwrap(), &want, 1e-7, 1e-6);
+        eprintln!("sgd_update ({len}) worst relative error {worst:e}");
+    }
+}
+
+/// The WGSL files and the Rust side share constants and `Params` layouts with nothing but
+/// this test to keep them in step (WGSL has no includes, and the kernels use no templating).
+#[test]
+fn wgsl_constants_and_params_match_the_rust_side() {
+    use std::mem::size_of;
+    let source = |name: &str| {
+        kernels::SOURCES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("no shader {name}"))
+            .1
+    };
+    // `const NAME: u32 = 16u;` -> 16
+    let constant = |name: &str, file: &str| -> u32 {
+        let src = source(file);
+        let line = src
+            .lines()
+            .find(|l| l.starts_with(&format!("const {name}: u32 = ")))
+            .unwrap_or_else(|| panic!("{file}.wgsl has no const {name}"));
+        line.split('=')
+            .nth(1)
+            .unwrap()
+            .trim()
+            .trim_end_matches(';')
+            .trim_end_matches('u')
+            .parse()
+            .unwrap()
+    };
+    // The fields of `struct Params { ... }`, as "name: type" strings.
+    let params = |file: &str| -> Vec<String> {
+        let src = source(file);
+        let start = src
+            .find("struct Params {")
+            .unwrap_or_else(|| panic!("{file}: no Params"));
+        let body = &src[start + "struct Params {".len()..];
+        body[..body.find('}').unwrap()]
+            .lines()
+            .map(|l| l.trim().trim_end_matches(',').to_string())
+            .filter(|l| !l.is_empty() && !l.starts_with("//"))
+            .collect()
+    };
+    assert_eq!(constant("TILE", "matmul"), kernels::MATMUL_TILE);
+    for file in [
+        "unpack_batch",
+        "splitk_reduce",
+        "softmax_xent",
+        "bias_update",
+        "sgd_update",
+    ] {
+        assert_eq!(
+            constant("WORKGROUP", file),
+            kernels::WORKGROUP,
+            "{file}.wgsl"
+        );
+    }
+    for (file, flag, value) in [
+        ("matmul", "HAS_BIAS", kernels::HAS_BIAS),
+        ("matmul", "RELU", kernels::RELU),
+        ("matmul", "MASK", kernels::MASK),
+        ("splitk_reduce", "HAS_BIAS", kernels::HAS_BIAS),
+        ("splitk_reduce", "RELU", kernels::RELU),
+        ("splitk_reduce", "MASK", kernels::MASK),
+    ] {
+        assert_eq!(constant(flag, file), value, "{file}.wgsl {flag}");
+    }
+    // matmul and splitk_reduce read the same uniform (one MatmulParams): same struct, field
+    // for field.
+    assert_eq!(params("matmul"), params("splitk_reduce"));
+    // Every field is 4 bytes, so the Rust struct's size gives its field count.
+    for (file, rust_size) in [
+        ("unpack_batch", size_of::<kernels::UnpackParams>()),
+        ("matmul", size_of::<MatmulParams>()),
+        ("softmax_xent", size_of::<kernels::SoftmaxParams>()),
+        ("bias_update", size_of::<kernels::BiasParams>()),
+        ("sgd_update", size_of::<kernels::SgdParams>()),
+    ] {
+        let fields = params(file);
+        assert!(
+            fields
+                .iter()
+                .all(|f| f.ends_with(": u32") || f.ends_with(": f32")),
+            "{file}: {fields:?}"
+        );
+        assert_eq!(
+            4 * fields.len(),
+            rust_size,
+            "{file}.wgsl Params: {fields:?}"
+        );
+    }
 }

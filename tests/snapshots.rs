@@ -8,7 +8,8 @@ use gpu_train::cpu::engine::CpuEngine;
 use gpu_train::data::{self, DataSplit};
 use gpu_train::gpu::{GpuEngine, GpuOptions};
 use gpu_train::model::Model;
-use gpu_train::train::{self, Engine, Quiet, Snapshots, TrainConfig};
+use gpu_train::parallel::ring::Ring;
+use gpu_train::train::{self, Engine, Quiet, Snapshots, Start, TrainConfig};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -29,57 +30,79 @@ fn cfg(epochs: usize) -> TrainConfig {
     }
 }
 
+/// Makes the engines of a run (one, or several data-parallel replicas) from given weights.
+type Make<'a> = &'a dyn Fn(&Model) -> Vec<Box<dyn Engine>>;
+
+/// Joins `engines`: one fused engine, or data-parallel replicas with the in-process ring.
+fn join(engines: &mut [Box<dyn Engine>]) -> train::Replicas<'_> {
+    let n = engines.len();
+    let list: Vec<&mut dyn Engine> = engines
+        .iter_mut()
+        .map(|e| -> &mut dyn Engine { e.as_mut() })
+        .collect();
+    if n == 1 {
+        train::Replicas::one(list.into_iter().next().unwrap())
+    } else {
+        train::Replicas::data_parallel(list, Box::new(Ring::new(n)), false).unwrap()
+    }
+}
+
 /// Trains from scratch with snapshots every `every` steps; returns the final model.
 fn run_with_snapshots(
-    engine: &mut dyn Engine,
+    make: Make,
     data: &DataSplit,
     dir: &SnapshotDir,
     every: usize,
     epochs: usize,
 ) -> Model {
+    let mut engines = make(&Model::init(5));
     let snaps = Snapshots { dir, every };
     train::train_from(
-        engine,
+        &mut join(&mut engines),
         data,
         &cfg(epochs),
-        Position::START,
+        Start::FRESH,
         Some(snaps),
         &mut Quiet,
     )
     .unwrap();
-    engine.model().unwrap()
+    engines[0].model().unwrap()
 }
 
-/// Resumes from `path` in a fresh engine made by `make`, to the end; returns the final model.
-fn resume(
-    make: &dyn Fn(&Model) -> Box<dyn Engine>,
-    data: &DataSplit,
-    path: &Path,
-    epochs: usize,
-) -> Model {
+/// Resumes from `path` in fresh engines made by `make`, to the end; returns the final model.
+fn resume(make: Make, data: &DataSplit, path: &Path, epochs: usize) -> Model {
     let (model, state) = checkpoint::load(path).unwrap();
     checkpoint::check_data(&state, &data.train, path).unwrap();
-    let mut engine = make(&model);
+    let mut engines = make(&model);
+    assert_eq!(
+        state.replicas,
+        engines.len(),
+        "the snapshot records the replicas"
+    );
+    let start = Start {
+        at: state.next,
+        global_step: state.global_step,
+    };
     train::train_from(
-        engine.as_mut(),
+        &mut join(&mut engines),
         data,
         &cfg(epochs),
-        state.next,
+        start,
         None,
         &mut Quiet,
     )
     .unwrap();
-    engine.model().unwrap()
+    engines[0].model().unwrap()
 }
 
-fn check_resume_is_exact(make: &dyn Fn(&Model) -> Box<dyn Engine>, data: &DataSplit) {
+fn check_resume_is_exact(make: Make, data: &DataSplit) {
     let dir = tempfile::tempdir().unwrap();
     let snaps = SnapshotDir::open(dir.path(), 100).unwrap();
-    // 700 images: 11 steps an epoch (the last short); snapshots every 4 steps fall mid-epoch.
-    let mut engine = make(&Model::init(5));
-    let uninterrupted = run_with_snapshots(engine.as_mut(), data, &snaps, 4, 3);
+    // 700 images: 11 steps of 64 an epoch (the last short); snapshots every 4 steps fall
+    // mid-epoch. With 2 replicas of 64: 6 global steps an epoch, every 4 steps too.
+    let uninterrupted = run_with_snapshots(make, data, &snaps, 4, 3);
     let all = snaps.list().unwrap();
-    assert!(all.len() >= 8, "{all:?}");
+    assert!(all.len() >= 5, "{all:?}");
     let mut mid_epoch = 0;
     for (_, path) in &all {
         let (_, state) = checkpoint::load(path).unwrap();
@@ -96,7 +119,7 @@ fn check_resume_is_exact(make: &dyn Fn(&Model) -> Box<dyn Engine>, data: &DataSp
         );
     }
     assert!(
-        mid_epoch >= 4,
+        mid_epoch >= 2,
         "snapshots in the middle of an epoch were exercised"
     );
 }
@@ -104,7 +127,33 @@ fn check_resume_is_exact(make: &dyn Fn(&Model) -> Box<dyn Engine>, data: &DataSp
 #[test]
 fn cpu_resume_ends_with_bit_identical_weights() {
     let data = small(700);
-    check_resume_is_exact(&|m: &Model| Box::new(CpuEngine::new(m.clone(), 1)), &data);
+    check_resume_is_exact(
+        &|m: &Model| vec![Box::new(CpuEngine::new(m.clone(), 1)) as Box<dyn Engine>],
+        &data,
+    );
+}
+
+#[test]
+fn cpu_replicas_resume_ends_with_bit_identical_weights() {
+    let data = small(700);
+    check_resume_is_exact(
+        &|m: &Model| {
+            (0..2)
+                .map(|_| Box::new(CpuEngine::new(m.clone(), 1)) as Box<dyn Engine>)
+                .collect()
+        },
+        &data,
+    );
+}
+
+fn gpu_engines(m: &Model, data: &DataSplit, n: usize) -> Vec<Box<dyn Engine>> {
+    (0..n)
+        .map(|_| {
+            let g = common::gpu("gpu").unwrap();
+            Box::new(GpuEngine::new(g, m, GpuOptions::default(), &data.train).unwrap())
+                as Box<dyn Engine>
+        })
+        .collect()
 }
 
 #[test]
@@ -113,13 +162,18 @@ fn gpu_resume_ends_with_bit_identical_weights() {
         return;
     }
     let data = small(700);
-    let make = |m: &Model| -> Box<dyn Engine> {
-        let g = common::gpu("gpu").unwrap();
-        Box::new(GpuEngine::new(g, m, GpuOptions::default(), &data.train).unwrap())
-    };
     // The GPU kernels sum in a fixed order and use no atomics, so on one adapter a resumed run
     // repeats the uninterrupted one exactly.
-    check_resume_is_exact(&make, &data);
+    check_resume_is_exact(&|m: &Model| gpu_engines(m, &data, 1), &data);
+}
+
+#[test]
+fn gpu_replicas_resume_ends_with_bit_identical_weights() {
+    if common::gpu("gpu_replicas_resume_ends_with_bit_identical_weights").is_none() {
+        return;
+    }
+    let data = small(700);
+    check_resume_is_exact(&|m: &Model| gpu_engines(m, &data, 2), &data);
 }
 
 fn some_snapshot() -> (Model, TrainState) {
@@ -129,6 +183,7 @@ fn some_snapshot() -> (Model, TrainState) {
         seed: 9,
         lr: 0.1,
         batch_size: 64,
+        replicas: 2,
         train_len: 700,
         train_fingerprint: small(700).train.fingerprint(),
     };
@@ -516,4 +571,49 @@ fn predict_prints_the_softmax_table_for_test_images_and_pngs() {
     ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("32x32") && err.contains("28x28"), "{err}");
+}
+
+/// A run trained with a non-default batch size resumes without repeating the flag: the
+/// engines are built from the snapshot's settings, not from the raw flags (CPU and GPU).
+#[test]
+fn resume_keeps_a_non_default_batch_size_on_cpu_and_gpu() {
+    let mut paths = vec![vec!["--cpu"]];
+    if common::gpu("resume_keeps_a_non_default_batch_size").is_some() {
+        paths.push(vec![]);
+    }
+    for path in paths {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let mut first = path.clone();
+        first.extend([
+            "--limit",
+            "300",
+            "--batch-size",
+            "128",
+            "--epochs",
+            "1",
+            "--snapshot-dir",
+            d,
+        ]);
+        let (code, _, err) = gpu_train(&first);
+        assert_eq!(code, 0, "{path:?}: {err}");
+        let mut again = path.clone();
+        again.extend([
+            "--limit",
+            "300",
+            "--epochs",
+            "2",
+            "--snapshot-dir",
+            d,
+            "--resume",
+        ]);
+        let (code, out, err) = gpu_train(&again);
+        assert_eq!(code, 0, "{path:?}: {err}");
+        assert!(out.contains("batch size 128"), "{path:?}: {out}");
+        // Asking for another batch size on resume is refused, not silently ignored.
+        again.extend(["--batch-size", "64"]);
+        let (code, _, err) = gpu_train(&again);
+        assert_eq!(code, 2, "{path:?}: {err}");
+        assert!(err.contains("trained with batch size 128"), "{err}");
+    }
 }

@@ -17,13 +17,27 @@
 //! in that core's cache from the forward pass to the update. The gradient is never stored:
 //! GEMM's `C = αAB + βC` with α = −lr and β = 1 adds the adjustment straight into the weights.
 //! The cores are driven by [`Workers`], which busy-wait between the two regions of a step.
+//!
+//! As a data-parallel replica the same products write the gradient instead (α = 1, β = 0 into
+//! a flat gradient in [`ParamLayout::packed`] order), δ2 is divided by the global batch, and
+//! `apply_update` applies `w −= lr·g` afterwards, loop for loop like `sgd_update.wgsl`.
 
 use super::workers::Workers;
 use crate::data::{scale_pixel, Dataset, CLASSES, PIXELS};
 use crate::error::Result;
-use crate::model::{Model, HIDDEN};
+use crate::model::{Model, ParamLayout, HIDDEN};
 use crate::train::{Engine, Totals};
+use std::ops::Range;
 use std::sync::Mutex;
+
+/// Where a step's weight products go.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Target {
+    /// Into the weights: W += −lr·∂W (the fused one-replica step).
+    Update(f32),
+    /// Into the flat gradient: g = ∂W (a data-parallel replica).
+    Gradient,
+}
 
 /// Scratch buffers sized for the largest batch, allocated once.
 pub struct CpuEngine {
@@ -40,6 +54,8 @@ pub struct CpuEngine {
     d2: Vec<f32>,
     /// Hidden error terms, transposed: (128, B).
     d1: Vec<f32>,
+    /// The gradient of every parameter, packed layout (the data-parallel step).
+    grad: Vec<f32>,
     totals: Totals,
 }
 
@@ -112,6 +128,7 @@ impl CpuEngine {
             z: Vec::new(),
             d2: Vec::new(),
             d1: Vec::new(),
+            grad: vec![0.0; ParamLayout::packed().total],
             totals: Totals::default(),
         }
     }
@@ -167,8 +184,9 @@ impl CpuEngine {
     }
 
     /// SoftMax + cross-entropy on the logits in `self.z` against `self.labels`; writes
-    /// δ2 = (p − onehot)/rows into `self.d2` (if `grad`) and returns (summed loss, correct).
-    fn softmax_xent(&mut self, grad: bool) -> (f64, u64) {
+    /// δ2 = (p − onehot)/divisor into `self.d2` (if divisor > 0: the global batch) and returns
+    /// (summed loss, correct).
+    fn softmax_xent(&mut self, divisor: usize) -> (f64, u64) {
         let rows = self.labels.len();
         self.d2.resize(rows * CLASSES, 0.0);
         let (mut loss, mut correct) = (0.0f64, 0u64);
@@ -184,12 +202,12 @@ impl CpuEngine {
             // −ln p[label] = ln Σ exp(z − max) − (z[label] − max), without forming p.
             loss += (sum.ln() - (z[label as usize] - max)) as f64;
             correct += (best == label as usize) as u64;
-            if grad {
+            if divisor > 0 {
                 let d = &mut self.d2[r * CLASSES..(r + 1) * CLASSES];
                 for c in 0..CLASSES {
                     let p = (z[c] - max).exp() / sum;
                     let onehot = if c == label as usize { 1.0 } else { 0.0 };
-                    d[c] = (p - onehot) / rows as f32;
+                    d[c] = (p - onehot) / divisor as f32;
                 }
             }
         }
@@ -232,22 +250,35 @@ impl CpuEngine {
             .extend(batch.iter().map(|&i| data.labels[i as usize]));
     }
 
-    /// One SGD step (the products are listed in the module doc).
-    fn step(&mut self, data: &Dataset, batch: &[u32], lr: f32) -> Result<()> {
+    /// One step (the products are listed in the module doc): forward, backward, and the
+    /// weight products into the weights (`Target::Update`) or into the gradient.
+    fn step(&mut self, data: &Dataset, batch: &[u32], divisor: usize, target: Target) {
         let rows = batch.len();
         self.gather(data, batch);
         self.forward(rows);
-        let (loss, correct) = self.softmax_xent(true);
+        let (loss, correct) = self.softmax_xent(divisor);
         self.totals.add(loss, correct, rows as u64);
+        let (alpha, beta) = match target {
+            Target::Update(lr) => (-lr, 1.0),
+            Target::Gradient => (1.0, 0.0),
+        };
+        let layout = ParamLayout::packed();
+        let (g_hidden, g_output) = self.grad.split_at_mut(layout.offsets[2]);
+        let (gw1, gb1) = g_hidden.split_at_mut(layout.offsets[1]);
+        let (gw2, gb2) = g_output.split_at_mut(layout.lens[2]);
 
-        // Per block of neurons: δ1ᵀ, then b1 and W1 updated in place. W2 is only read here.
+        // Per block of neurons: δ1ᵀ, then the hidden layer's products. W2 is only read here.
         let parts = self.workers.parts();
         self.d1.resize(HIDDEN * rows, 0.0);
-        let Model { w1, b1, w2, .. } = &mut self.model;
-        let (w2, d2, h, x) = (&*w2, &self.d2, &self.h, &self.x);
+        let Model { w1, b1, w2, b2 } = &mut self.model;
+        let (dw1, db1): (&mut [f32], &mut [f32]) = match target {
+            Target::Update(_) => (w1, b1),
+            Target::Gradient => (gw1, gb1),
+        };
+        let (w2_read, d2, h, x) = (&*w2, &self.d2, &self.h, &self.x);
         let d1_blocks = blocks(&mut self.d1, rows, parts);
-        let w1_blocks = blocks(w1, PIXELS, parts);
-        let b1_blocks = blocks(b1, 1, parts);
+        let w1_blocks = blocks(dw1, PIXELS, parts);
+        let b1_blocks = blocks(db1, 1, parts);
         self.workers.run(&|p| {
             let (Some(d1), Some(w1), Some(b1)) =
                 (d1_blocks.get(p), w1_blocks.get(p), b1_blocks.get(p))
@@ -264,7 +295,7 @@ impl CpuEngine {
             gemm(
                 (j, CLASSES, rows),
                 1.0,
-                &w2[j0..],
+                &w2_read[j0..],
                 (1, HIDDEN),
                 d2,
                 (1, CLASSES),
@@ -277,43 +308,64 @@ impl CpuEngine {
                     *d = 0.0;
                 }
             }
+            // b1[J] = α·Σ δ1 + β·b1[J]: the bias gradient, or the fused update b1 −= lr·Σ δ1.
             for (b, drow) in b1.iter_mut().zip(d1.chunks(rows)) {
-                *b -= lr * drow.iter().sum::<f32>();
+                let sum = drow.iter().sum::<f32>();
+                *b = if beta != 0.0 {
+                    alpha * sum + *b
+                } else {
+                    alpha * sum
+                };
             }
-            // W1[J] += −lr · δ1ᵀ[J] · x   (|J|,B)·(B,784)
+            // W1[J] = α · δ1ᵀ[J] · x + β · W1[J]   (|J|,B)·(B,784)
             gemm(
                 (j, rows, PIXELS),
-                -lr,
+                alpha,
                 &d1,
                 (rows, 1),
                 x,
                 (PIXELS, 1),
-                1.0,
+                beta,
                 &mut w1,
                 PIXELS,
             );
         });
         drop((d1_blocks, w1_blocks, b1_blocks));
 
-        // W2 += −lr · δ2ᵀ · h   (10,B)·(B,128), after every block has read the old W2.
-        let m = &mut self.model;
+        // W2 = α · δ2ᵀ · h + β · W2   (10,B)·(B,128), after every block has read the old W2.
+        let (dw2, db2): (&mut [f32], &mut [f32]) = match target {
+            Target::Update(_) => (w2, b2),
+            Target::Gradient => (gw2, gb2),
+        };
         gemm(
             (CLASSES, rows, HIDDEN),
-            -lr,
+            alpha,
             &self.d2,
             (1, CLASSES),
             &self.h,
             (1, rows),
-            1.0,
-            &mut m.w2,
+            beta,
+            dw2,
             HIDDEN,
         );
-        for r in 0..rows {
-            for c in 0..CLASSES {
-                m.b2[c] -= lr * self.d2[r * CLASSES + c];
+        match target {
+            // The fused step subtracts row by row (the order the CPU baseline has always used).
+            Target::Update(lr) => {
+                for d2_row in self.d2.chunks(CLASSES).take(rows) {
+                    for (b, d) in db2.iter_mut().zip(d2_row) {
+                        *b -= lr * d;
+                    }
+                }
+            }
+            Target::Gradient => {
+                db2.fill(0.0);
+                for d2_row in self.d2.chunks(CLASSES).take(rows) {
+                    for (b, d) in db2.iter_mut().zip(d2_row) {
+                        *b += d;
+                    }
+                }
             }
         }
-        Ok(())
     }
 }
 
@@ -327,7 +379,47 @@ impl Engine for CpuEngine {
     }
 
     fn train_step(&mut self, data: &Dataset, batch: &[u32], lr: f32) -> Result<()> {
-        self.step(data, batch, lr)
+        self.step(data, batch, batch.len(), Target::Update(lr));
+        Ok(())
+    }
+
+    fn forward_backward(
+        &mut self,
+        data: &Dataset,
+        batch: &[u32],
+        global_rows: usize,
+    ) -> Result<()> {
+        if batch.is_empty() {
+            self.grad.fill(0.0);
+        } else {
+            self.step(data, batch, global_rows, Target::Gradient);
+        }
+        Ok(())
+    }
+
+    fn read_gradient(&mut self, range: Range<usize>, out: &mut [f32]) -> Result<()> {
+        out.copy_from_slice(&self.grad[range]);
+        Ok(())
+    }
+
+    fn write_gradient(&mut self, grad: &[f32]) -> Result<()> {
+        self.grad.copy_from_slice(grad);
+        Ok(())
+    }
+
+    /// `w −= lr·g`, tensor by tensor: `sgd_update.wgsl`'s loop.
+    fn apply_update(&mut self, lr: f32) -> Result<()> {
+        let layout = ParamLayout::packed();
+        let m = &mut self.model;
+        for (i, w) in [&mut m.w1, &mut m.b1, &mut m.w2, &mut m.b2]
+            .into_iter()
+            .enumerate()
+        {
+            for (w, g) in w.iter_mut().zip(&self.grad[layout.range(i)]) {
+                *w -= lr * g;
+            }
+        }
+        Ok(())
     }
 
     fn take_train_totals(&mut self) -> Result<Totals> {
@@ -340,7 +432,7 @@ impl Engine for CpuEngine {
         for batch in all.chunks(batch_size) {
             self.gather(data, batch);
             self.forward(batch.len());
-            let (loss, correct) = self.softmax_xent(false);
+            let (loss, correct) = self.softmax_xent(0);
             t.add(loss, correct, batch.len() as u64);
         }
         Ok(t)

@@ -5,7 +5,8 @@
 //! The `Params` structs are shared with the GPU side: they are the uniform buffers' layouts.
 
 use crate::gpu::kernels::{
-    BiasParams, MatmulParams, SoftmaxParams, UnpackParams, HAS_BIAS, MASK, RELU, WORKGROUP,
+    BiasParams, MatmulParams, SgdParams, SoftmaxParams, UnpackParams, HAS_BIAS, MASK, RELU,
+    WORKGROUP,
 };
 
 /// Twin of `shaders/unpack_batch.wgsl`. `pixels` is the u8 view of the packed words.
@@ -114,11 +115,11 @@ pub fn softmax_xent(
         if best == y {
             correct += 1.0;
         }
-        if p.grad != 0 {
+        if p.divisor != 0 {
             for c in 0..k {
                 let onehot = if c == y { 1.0 } else { 0.0 };
                 let prob = (row[c] - max_z).exp() / sum;
-                dlogits[r * k + c] = (prob - onehot) / p.rows as f32;
+                dlogits[r * k + c] = (prob - onehot) / p.divisor as f32;
             }
         }
     }
@@ -128,7 +129,7 @@ pub fn softmax_xent(
 
 /// Twin of `shaders/bias_update.wgsl`: per bias, WORKGROUP partial sums over strided rows,
 /// then the same tree.
-pub fn bias_update(delta: &[f32], bias: &mut [f32], p: &BiasParams) {
+pub fn bias_update(delta: &[f32], out: &mut [f32], p: &BiasParams) {
     let wg = WORKGROUP as usize;
     for n in 0..p.cols as usize {
         let mut part = vec![0.0f32; wg];
@@ -144,6 +145,17 @@ pub fn bias_update(delta: &[f32], bias: &mut [f32], p: &BiasParams) {
             }
             s /= 2;
         }
-        bias[n] -= p.lr * part[0];
+        let mut v = p.alpha * part[0];
+        if p.beta != 0.0 {
+            v += p.beta * out[n];
+        }
+        out[n] = v;
+    }
+}
+
+/// Twin of `shaders/sgd_update.wgsl`.
+pub fn sgd_update(grad: &[f32], param: &mut [f32], p: &SgdParams) {
+    for i in 0..p.len as usize {
+        param[i] -= p.lr * grad[i];
     }
 }

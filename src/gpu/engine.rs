@@ -18,18 +18,29 @@
 //! goes on gathering the next batches while the GPU computes, and waits only when two
 //! submissions are already in flight. Loss and accuracy stay on the GPU until the epoch ends.
 //!
+//! A data-parallel replica runs the same kernels as a step in three parts (train.rs):
+//! [`Engine::forward_backward`] writes the gradient of every parameter into one flat buffer
+//! (`grad`, in [`ParamLayout`] order, each tensor a sub-range) instead of updating in place,
+//! and copies it into a mappable read-back buffer in two submissions, the output layer's first
+//! (so its all-reduce can start while the hidden layer's gradient is still being computed);
+//! [`Engine::write_gradient`] puts the all-reduced sum back; [`Engine::apply_update`] runs
+//! `sgd_update.wgsl` once over all 101,770 parameters, its learning rate in a uniform written
+//! every step. With one replica the fused path above stays the default: the separation costs a
+//! gradient buffer round trip and one more dispatch a step (BENCHMARKS.md measures it).
+//!
 //! With `resident`, the whole training set is uploaded once (still as u8) and a step sends only
 //! the batch's indices; `unpack_batch` gathers the images inside VRAM. Same kernels, same
 //! arithmetic: both paths give bit-identical weights.
 
-use super::kernels::{self, Kernels};
-use super::plan::{forward_splits, Pass, Plan, Source};
+use super::kernels::{self, Dispatch, Kernels};
+use super::plan::{forward_splits, Pass, Plan, PlanKey, Source};
 use super::Gpu;
 use crate::data::{Dataset, CLASSES, PIXELS};
 use crate::error::{Error, Result};
-use crate::model::{Model, HIDDEN};
+use crate::model::{Model, ParamLayout, HIDDEN};
 use crate::train::{Engine, Totals};
 use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
 
 /// Words (u32) an image takes when its 784 u8 pixels are packed four to a word.
 pub(super) const WORDS_PER_IMAGE: u32 = (PIXELS / 4) as u32;
@@ -72,11 +83,21 @@ pub struct GpuEngine {
     pub(super) kernels: Kernels,
     pub(super) opts: GpuOptions,
     pub(super) lr: f32,
-    // The parameters, (out, in) row-major like the CPU's Model.
-    pub(super) w1: wgpu::Buffer,
-    pub(super) b1: wgpu::Buffer,
-    pub(super) w2: wgpu::Buffer,
-    pub(super) b2: wgpu::Buffer,
+    /// Where each tensor sits in `params` and `grad` (offsets aligned for sub-range binding).
+    pub(super) layout: ParamLayout,
+    /// Every parameter in one flat buffer: hidden.weight (128, 784), hidden.bias, output.weight
+    /// (10, 128), output.bias, each (out, in) row-major like the CPU's Model.
+    pub(super) params: wgpu::Buffer,
+    /// The gradient of every parameter, same layout (the data-parallel step writes it).
+    pub(super) grad: wgpu::Buffer,
+    /// The gradient copied for the host, packed ([`ParamLayout::packed`]), mappable.
+    pub(super) grad_readback: wgpu::Buffer,
+    /// The submissions that produce the output layer's and the hidden layer's gradients in
+    /// `grad_readback`, in that order (empty when none is pending).
+    pub(super) grad_pending: Vec<(Range<usize>, wgpu::SubmissionIndex)>,
+    /// sgd_update's uniform (its `lr` is written before every update) and its dispatch.
+    pub(super) sgd_params: wgpu::Buffer,
+    pub(super) sgd: Dispatch,
     // Activations and error terms, sized for opts.batch rows.
     pub(super) x: wgpu::Buffer,
     pub(super) h: wgpu::Buffer,
@@ -95,9 +116,9 @@ pub struct GpuEngine {
     pub(super) pixel_stride: u64,
     pub(super) small_stride: u64,
     pub(super) resident: Option<Resident>,
-    pub(super) plans: HashMap<(usize, Pass, Source), Plan>,
+    pub(super) plans: HashMap<PlanKey, Plan>,
     /// Steps written into slots but not yet submitted: (plan key, slot).
-    pub(super) queued: Vec<((usize, Pass, Source), usize)>,
+    pub(super) queued: Vec<(PlanKey, usize)>,
     pub(super) in_flight: VecDeque<wgpu::SubmissionIndex>,
     pub(super) host_pixels: Vec<u8>,
     pub(super) host_small: Vec<u32>,
@@ -124,9 +145,21 @@ impl GpuEngine {
         let d = &gpu.device;
         let rows = opts.batch;
         let align_to = gpu.limits.min_storage_buffer_offset_alignment.max(4) as u64;
+        let layout = ParamLayout::aligned(align_to as usize);
+        let max_binding = gpu.limits.max_storage_buffer_binding_size;
+        // The batch's input rows are checked first, with checked arithmetic, so that every size
+        // computed below is known to be small: a batch size near 2^62 must be refused, not
+        // wrap around to a 0-byte buffer.
+        let input_bytes = rows.checked_mul(PIXELS * 4).map(|b| b as u64);
+        if input_bytes.is_none_or(|b| b > max_binding) {
+            return Err(Error::Config(format!(
+                "--batch-size {rows} is too large: the batch's input rows need {} bytes in one buffer but {} allows {max_binding}",
+                input_bytes.map_or("more than 2^64".into(), |b| b.to_string()),
+                gpu.info.name
+            )));
+        }
         let pixel_stride = align((rows * PIXELS) as u64, align_to);
         let small_stride = align((rows * 4) as u64, align_to);
-        let max_binding = gpu.limits.max_storage_buffer_binding_size;
         let need = |what: &str, bytes: u64| -> Result<()> {
             if bytes > max_binding {
                 return Err(Error::Config(format!(
@@ -144,7 +177,6 @@ impl GpuEngine {
             "the hidden layer's split-K partial sums",
             (partial_len * 4) as u64,
         )?;
-        need("the batch's input rows", (rows * PIXELS * 4) as u64)?;
 
         let resident = if opts.resident {
             need("the resident training set", train.images.len() as u64)?;
@@ -166,13 +198,44 @@ impl GpuEngine {
             })
         };
         let identity: Vec<u32> = (0..rows as u32).collect();
+        let kernels = Kernels::new(d);
+        let params = kernels::storage(d, "parameters", &model.to_flat(&layout));
+        let grad = kernels::storage_zeroed(d, "gradient", layout.total);
+        let sgd_params = d.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("sgd_update params"),
+            size: std::mem::size_of::<kernels::SgdParams>() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let sgd = Dispatch::with_uniform(
+            d,
+            "w −= lr·g",
+            &kernels.sgd_update,
+            &[grad.as_entire_binding(), params.as_entire_binding()],
+            &sgd_params,
+            kernels::groups_1d(layout.total as u32),
+        )
+        .work(
+            "update",
+            2.0 * layout.total as f64,
+            12.0 * layout.total as f64,
+        );
+        let grad_readback = d.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("gradient read-back"),
+            size: (ParamLayout::packed().total * 4) as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
         let engine = GpuEngine {
-            kernels: Kernels::new(d),
+            kernels,
             lr: 0.0,
-            w1: kernels::storage(d, "hidden.weight", &model.w1),
-            b1: kernels::storage(d, "hidden.bias", &model.b1),
-            w2: kernels::storage(d, "output.weight", &model.w2),
-            b2: kernels::storage(d, "output.bias", &model.b2),
+            layout,
+            params,
+            grad,
+            grad_readback,
+            grad_pending: Vec::new(),
+            sgd_params,
+            sgd,
             x: kernels::storage_zeroed(d, "x", rows * PIXELS),
             h: kernels::storage_zeroed(d, "h", rows * HIDDEN),
             z: kernels::storage_zeroed(d, "z", rows * CLASSES),
@@ -209,10 +272,10 @@ impl GpuEngine {
     /// Bytes of VRAM this engine allocated (parameters, activations, ring, resident set).
     pub fn vram_bytes(&self) -> u64 {
         let mut total: u64 = [
-            &self.w1,
-            &self.b1,
-            &self.w2,
-            &self.b2,
+            &self.params,
+            &self.grad,
+            &self.grad_readback,
+            &self.sgd_params,
             &self.x,
             &self.h,
             &self.z,
@@ -236,12 +299,14 @@ impl GpuEngine {
     }
 
     /// Writes one batch into the next ring slot and queues its step; submits when the ring is full.
+    /// `divisor`: the global batch δ2 is divided by (training passes), 0 for evaluation.
     pub(super) fn queue_step(
         &mut self,
         data: &Dataset,
         batch: &[u32],
         pass: Pass,
         source: Source,
+        divisor: usize,
     ) -> Result<()> {
         let rows = batch.len();
         if rows == 0 || rows > self.opts.batch {
@@ -267,7 +332,7 @@ impl GpuEngine {
                     slot as u64 * self.small_stride,
                     bytemuck::cast_slice(&self.host_small[..rows]),
                 );
-                if pass == Pass::Train {
+                if pass != Pass::Eval {
                     self.staged_bytes += (rows * (PIXELS + 4)) as u64;
                 }
             }
@@ -277,18 +342,24 @@ impl GpuEngine {
                     slot as u64 * self.small_stride,
                     bytemuck::cast_slice(batch),
                 );
-                if pass == Pass::Train {
+                if pass != Pass::Eval {
                     self.staged_bytes += (rows * 4) as u64;
                 }
             }
         }
-        let key = (rows, pass, source);
+        let key = PlanKey {
+            rows,
+            pass,
+            source,
+            divisor: u32::try_from(divisor)
+                .map_err(|_| Error::Config(format!("a global batch of {divisor} is too large")))?,
+        };
         if !self.plans.contains_key(&key) {
-            let plan = self.plan(rows, pass, source);
+            let plan = self.plan(key);
             self.plans.insert(key, plan);
         }
         self.queued.push((key, slot));
-        if self.queued.len() == self.opts.ring {
+        if self.queued.len() == self.opts.ring && pass != Pass::Gradient {
             self.submit()?;
         }
         Ok(())
@@ -355,9 +426,58 @@ impl GpuEngine {
         if lr != self.lr {
             self.submit()?;
             self.lr = lr;
-            self.plans.retain(|k, _| k.1 != Pass::Train);
+            self.plans.retain(|k, _| k.pass != Pass::Train);
         }
         Ok(())
+    }
+}
+
+impl GpuEngine {
+    /// Where a step's images come from, checking that a resident set is the data passed in.
+    fn source(&self, data: &Dataset) -> Result<Source> {
+        match &self.resident {
+            Some(r) if r.len == data.len() => Ok(Source::Resident),
+            Some(_) => Err(Error::Config(
+                "the resident training set differs from the data passed to the engine".into(),
+            )),
+            None => Ok(Source::Staged),
+        }
+    }
+
+    /// Submits `encoder`'s work and returns its index.
+    fn submit_one(&self, encoder: wgpu::CommandEncoder) -> wgpu::SubmissionIndex {
+        self.gpu.queue.submit([encoder.finish()])
+    }
+
+    /// Copies tensors `tensors` of the gradient into the packed read-back buffer.
+    fn copy_gradient(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        tensors: Range<usize>,
+    ) -> Range<usize> {
+        let packed = ParamLayout::packed();
+        for t in tensors.clone() {
+            encoder.copy_buffer_to_buffer(
+                &self.grad,
+                (self.layout.offsets[t] * 4) as u64,
+                &self.grad_readback,
+                (packed.offsets[t] * 4) as u64,
+                (packed.lens[t] * 4) as u64,
+            );
+        }
+        packed.offsets[tensors.start]..packed.range(tensors.end - 1).end
+    }
+
+    /// Waits until `submission` has finished.
+    fn wait_for(&self, submission: wgpu::SubmissionIndex) -> Result<()> {
+        self.gpu
+            .device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(submission),
+                timeout: None,
+            })
+            .map_err(|e| Error::Gpu(format!("waiting for the device: {e}")))?;
+        self.gpu.check()
     }
 }
 
@@ -381,17 +501,160 @@ impl Engine for GpuEngine {
 
     fn train_step(&mut self, data: &Dataset, batch: &[u32], lr: f32) -> Result<()> {
         self.set_lr(lr)?;
-        let source = match &self.resident {
-            Some(r) if r.len == data.len() => Source::Resident,
-            Some(_) => {
-                return Err(Error::Config(
-                    "the resident training set differs from the data passed to train_step".into(),
-                ))
-            }
-            None => Source::Staged,
-        };
+        let source = self.source(data)?;
         self.train_seen += batch.len() as u64;
-        self.queue_step(data, batch, Pass::Train, source)
+        self.queue_step(data, batch, Pass::Train, source, batch.len())
+    }
+
+    fn forward_backward(
+        &mut self,
+        data: &Dataset,
+        batch: &[u32],
+        global_rows: usize,
+    ) -> Result<()> {
+        // Whatever the fused path queued goes first, then this step in two submissions. With
+        // one replica nothing reads the gradient back, so the host would run ahead: it waits
+        // here while more than MAX_IN_FLIGHT steps are queued (time a profile counts as compute).
+        self.submit()?;
+        self.grad_pending.clear();
+        while self.in_flight.len() > MAX_IN_FLIGHT {
+            let oldest = self.in_flight.pop_front().expect("not empty");
+            self.wait_for(oldest)?;
+        }
+        let hidden = 0..2; // hidden.weight, hidden.bias
+        let output = 2..4; // output.weight, output.bias
+        if batch.is_empty() {
+            // A replica left without examples (a global batch smaller than the replicas)
+            // contributes a zero gradient.
+            let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
+            encoder.clear_buffer(&self.grad, 0, None);
+            let range = self.copy_gradient(&mut encoder, 0..4);
+            let done = self.submit_one(encoder);
+            self.grad_pending.push((range, done));
+            return Ok(());
+        }
+        let source = self.source(data)?;
+        self.train_seen += batch.len() as u64;
+        self.queue_step(data, batch, Pass::Gradient, source, global_rows)?;
+        let (key, slot) = self.queued.pop().expect("just queued");
+        let plan = &self.plans[&key];
+        // Submission 1: forward, loss, δ1, and the output layer's gradient, copied for the host.
+        let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            plan.unpack[slot].record(&mut pass);
+            for dispatch in &plan.rest[..plan.hidden_grad_at] {
+                dispatch.record(&mut pass);
+            }
+        }
+        let range = self.copy_gradient(&mut encoder, output);
+        let first = self.submit_one(encoder);
+        // Submission 2: the hidden layer's gradient (99 % of the bytes), copied for the host.
+        let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for dispatch in &plan.rest[plan.hidden_grad_at..] {
+                dispatch.record(&mut pass);
+            }
+        }
+        let range2 = self.copy_gradient(&mut encoder, hidden);
+        let second = self.submit_one(encoder);
+        self.grad_pending = vec![(range, first), (range2, second)];
+        self.gpu.check()
+    }
+
+    fn read_gradient(&mut self, range: Range<usize>, out: &mut [f32]) -> Result<()> {
+        // Wait only for the submissions that wrote this range: with the output layer's range,
+        // the hidden layer's gradient is still being computed while the host goes on.
+        let needed: Vec<wgpu::SubmissionIndex> = self
+            .grad_pending
+            .iter()
+            .filter(|(r, _)| r.start < range.end && range.start < r.end)
+            .map(|(_, s)| s.clone())
+            .collect();
+        if needed.is_empty() {
+            return Err(Error::Gpu(
+                "read_gradient without a forward_backward before it".into(),
+            ));
+        }
+        for s in needed {
+            self.wait_for(s)?;
+        }
+        let bytes = (range.start * 4) as u64..(range.end * 4) as u64;
+        let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
+        self.grad_readback
+            .map_async(wgpu::MapMode::Read, bytes.clone(), move |r| {
+                let _ = tx.send(r);
+            });
+        self.gpu.wait()?;
+        pollster::block_on(rx.receive())
+            .ok_or_else(|| Error::Gpu("read-back was cancelled".into()))?
+            .map_err(|e| Error::Gpu(format!("read-back failed: {e}")))?;
+        {
+            let view = self
+                .grad_readback
+                .get_mapped_range(bytes)
+                .map_err(|e| Error::Gpu(format!("read-back failed: {e}")))?;
+            out.copy_from_slice(bytemuck::cast_slice(&view));
+        }
+        self.grad_readback.unmap();
+        Ok(())
+    }
+
+    fn write_gradient(&mut self, grad: &[f32]) -> Result<()> {
+        let packed = ParamLayout::packed();
+        for t in 0..4 {
+            self.gpu.queue.write_buffer(
+                &self.grad,
+                (self.layout.offsets[t] * 4) as u64,
+                bytemuck::cast_slice(&grad[packed.range(t)]),
+            );
+        }
+        Ok(())
+    }
+
+    fn apply_update(&mut self, lr: f32) -> Result<()> {
+        // The learning rate is written every step: a schedule needs nothing rebuilt.
+        let p = kernels::SgdParams {
+            len: self.layout.total as u32,
+            lr,
+            _pad: [0; 2],
+        };
+        self.gpu
+            .queue
+            .write_buffer(&self.sgd_params, 0, bytemuck::bytes_of(&p));
+        let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            self.sgd.record(&mut pass);
+        }
+        // Not waited for here: the next forward_backward waits if too much is queued.
+        self.in_flight.push_back(self.submit_one(encoder));
+        self.grad_pending.clear();
+        self.gpu.check()
+    }
+
+    fn load_shard(&mut self, shard: &Dataset) -> Result<()> {
+        let Some(res) = &mut self.resident else {
+            return Ok(());
+        };
+        // This epoch's shard replaces the resident set: one upload of the replica's part of
+        // the training set, instead of one copy per batch.
+        if (shard.images.len() as u64) > res.pixels.size() {
+            return Err(Error::Config(format!(
+                "a shard of {} images does not fit the resident buffer of {} images",
+                shard.len(),
+                res.pixels.size() as usize / PIXELS
+            )));
+        }
+        let labels: Vec<u32> = shard.labels.iter().map(|&l| l as u32).collect();
+        let q = &self.gpu.queue;
+        // write_buffer needs a multiple of 4 bytes: 784 bytes an image always is.
+        q.write_buffer(&res.pixels, 0, &shard.images);
+        q.write_buffer(&res.labels, 0, bytemuck::cast_slice(&labels));
+        res.len = shard.len();
+        self.staged_bytes += (shard.images.len() + 4 * labels.len()) as u64;
+        self.gpu.check()
     }
 
     fn take_train_totals(&mut self) -> Result<Totals> {
@@ -404,19 +667,17 @@ impl Engine for GpuEngine {
         let all: Vec<u32> = (0..data.len() as u32).collect();
         self.submit()?;
         for batch in all.chunks(batch_size) {
-            self.queue_step(data, batch, Pass::Eval, Source::Staged)?;
+            self.queue_step(data, batch, Pass::Eval, Source::Staged, 0)?;
         }
         self.take_totals(EVAL_AT, data.len() as u64)
     }
 
     fn model(&mut self) -> Result<Model> {
         self.submit()?;
-        Ok(Model {
-            w1: self.gpu.read_f32(&self.w1)?,
-            b1: self.gpu.read_f32(&self.b1)?,
-            w2: self.gpu.read_f32(&self.w2)?,
-            b2: self.gpu.read_f32(&self.b2)?,
-        })
+        Ok(Model::from_flat(
+            &self.gpu.read_f32(&self.params)?,
+            &self.layout,
+        ))
     }
 
     fn take_staged_bytes(&mut self) -> Option<u64> {
@@ -425,11 +686,11 @@ impl Engine for GpuEngine {
 
     fn set_model(&mut self, model: &Model) -> Result<()> {
         self.submit()?;
-        let q = &self.gpu.queue;
-        q.write_buffer(&self.w1, 0, bytemuck::cast_slice(&model.w1));
-        q.write_buffer(&self.b1, 0, bytemuck::cast_slice(&model.b1));
-        q.write_buffer(&self.w2, 0, bytemuck::cast_slice(&model.w2));
-        q.write_buffer(&self.b2, 0, bytemuck::cast_slice(&model.b2));
+        self.gpu.queue.write_buffer(
+            &self.params,
+            0,
+            bytemuck::cast_slice(&model.to_flat(&self.layout)),
+        );
         self.gpu.check()
     }
 }

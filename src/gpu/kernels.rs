@@ -107,8 +107,9 @@ impl MatmulParams {
 pub struct SoftmaxParams {
     pub rows: u32,
     pub classes: u32,
-    /// 1: write the gradient (training); 0: loss and accuracy only (evaluation).
-    pub grad: u32,
+    /// Training: the global batch's rows, which δ2 = (p − onehot) is divided by;
+    /// 0: loss and accuracy only (evaluation).
+    pub divisor: u32,
     /// Index in the totals buffer where this batch's loss sum goes (correct count at +1).
     pub at: u32,
 }
@@ -118,18 +119,51 @@ pub struct SoftmaxParams {
 pub struct BiasParams {
     pub rows: u32,
     pub cols: u32,
-    pub lr: f32,
-    pub _pad: u32,
+    /// out = alpha · Σ δ + beta · out: (1, 0) for the gradient, (−lr, 1) for the fused update.
+    pub alpha: f32,
+    pub beta: f32,
 }
 
-/// The five pipelines.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct SgdParams {
+    pub len: u32,
+    pub lr: f32,
+    pub _pad: [u32; 2],
+}
+
+/// The six pipelines.
 pub struct Kernels {
     pub unpack: wgpu::ComputePipeline,
     pub matmul: wgpu::ComputePipeline,
     pub splitk_reduce: wgpu::ComputePipeline,
     pub softmax_xent: wgpu::ComputePipeline,
     pub bias_update: wgpu::ComputePipeline,
+    pub sgd_update: wgpu::ComputePipeline,
 }
+
+/// Each kernel's WGSL source, by file name (the tests check the constants and `Params`
+/// structs in them against the Rust side).
+pub const SOURCES: [(&str, &str); 6] = [
+    (
+        "unpack_batch",
+        include_str!("../../shaders/unpack_batch.wgsl"),
+    ),
+    ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    (
+        "splitk_reduce",
+        include_str!("../../shaders/splitk_reduce.wgsl"),
+    ),
+    (
+        "softmax_xent",
+        include_str!("../../shaders/softmax_xent.wgsl"),
+    ),
+    (
+        "bias_update",
+        include_str!("../../shaders/bias_update.wgsl"),
+    ),
+    ("sgd_update", include_str!("../../shaders/sgd_update.wgsl")),
+];
 
 fn pipeline(device: &wgpu::Device, name: &str, source: &str) -> wgpu::ComputePipeline {
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -149,28 +183,15 @@ fn pipeline(device: &wgpu::Device, name: &str, source: &str) -> wgpu::ComputePip
 
 impl Kernels {
     pub fn new(device: &wgpu::Device) -> Self {
+        let [unpack, matmul, splitk_reduce, softmax_xent, bias_update, sgd_update] =
+            SOURCES.map(|(name, source)| pipeline(device, name, source));
         Kernels {
-            unpack: pipeline(
-                device,
-                "unpack_batch",
-                include_str!("../../shaders/unpack_batch.wgsl"),
-            ),
-            matmul: pipeline(device, "matmul", include_str!("../../shaders/matmul.wgsl")),
-            splitk_reduce: pipeline(
-                device,
-                "splitk_reduce",
-                include_str!("../../shaders/splitk_reduce.wgsl"),
-            ),
-            softmax_xent: pipeline(
-                device,
-                "softmax_xent",
-                include_str!("../../shaders/softmax_xent.wgsl"),
-            ),
-            bias_update: pipeline(
-                device,
-                "bias_update",
-                include_str!("../../shaders/bias_update.wgsl"),
-            ),
+            unpack,
+            matmul,
+            splitk_reduce,
+            softmax_xent,
+            bias_update,
+            sgd_update,
         }
     }
 }
@@ -205,6 +226,19 @@ impl Dispatch {
             contents: bytemuck::bytes_of(params),
             usage: wgpu::BufferUsages::UNIFORM,
         });
+        Self::with_uniform(device, name, pipeline, resources, &params, workgroups)
+    }
+
+    /// [`Dispatch::new`] with a uniform buffer the caller owns and may rewrite between steps
+    /// (the learning rate of `sgd_update`).
+    pub fn with_uniform(
+        device: &wgpu::Device,
+        name: &'static str,
+        pipeline: &wgpu::ComputePipeline,
+        resources: &[wgpu::BindingResource],
+        params: &wgpu::Buffer,
+        workgroups: (u32, u32, u32),
+    ) -> Self {
         let mut entries: Vec<wgpu::BindGroupEntry> = resources
             .iter()
             .enumerate()
@@ -247,6 +281,17 @@ impl Dispatch {
         let (x, y, z) = self.workgroups;
         pass.dispatch_workgroups(x, y, z);
     }
+}
+
+/// Elements `range` of a buffer of f32, bound as its own array (a parameter tensor inside the
+/// flat parameter or gradient buffer; its start must respect the adapter's offset alignment,
+/// which [`crate::model::ParamLayout::aligned`] guarantees).
+pub fn sub(buffer: &wgpu::Buffer, range: std::ops::Range<usize>) -> wgpu::BindingResource<'_> {
+    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+        buffer,
+        offset: (range.start * 4) as u64,
+        size: std::num::NonZeroU64::new((range.len().max(1) * 4) as u64),
+    })
 }
 
 /// Workgroups for a 1-D kernel over `threads` threads.

@@ -2,7 +2,7 @@
 //! replayed every step: the kernels of `shaders/` bound to the engine's buffers, in order.
 
 use super::engine::{GpuEngine, EVAL_AT, TRAIN_AT, WORDS_PER_IMAGE};
-use super::kernels::{self, groups_1d, row_major, transposed, Dispatch, MatmulParams};
+use super::kernels::{self, groups_1d, row_major, sub, transposed, Dispatch, MatmulParams};
 use crate::data::{CLASSES, PIXELS};
 use crate::model::HIDDEN;
 
@@ -16,8 +16,23 @@ pub(super) enum Source {
 /// Which pass a plan records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Pass {
+    /// Forward, backward and the SGD update fused: the one-replica fast path.
     Train,
+    /// Forward and backward, the gradient written into the flat gradient buffer: a
+    /// data-parallel replica's first verb (the all-reduce and `sgd_update` follow).
+    Gradient,
+    /// Forward, loss and accuracy only.
     Eval,
+}
+
+/// What a plan is built for: the batch's rows, the pass, where the images come from, and the
+/// global batch δ2 is divided by (0 for evaluation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct PlanKey {
+    pub(super) rows: usize,
+    pub(super) pass: Pass,
+    pub(super) source: Source,
+    pub(super) divisor: u32,
 }
 
 /// The dispatches of one step for one batch size: created once, replayed every step.
@@ -26,6 +41,10 @@ pub(super) struct Plan {
     pub(super) unpack: Vec<Dispatch>,
     /// Everything after the unpack, in order.
     pub(super) rest: Vec<Dispatch>,
+    /// Index in `rest` where the hidden layer's gradient starts: everything before it has
+    /// produced the output layer's gradient (δ2ᵀ·h, Σδ2), which can then be all-reduced while
+    /// the rest runs.
+    pub(super) hidden_grad_at: usize,
 }
 
 /// K-slices for a forward product with an (m, n) output and inner size k: enough that the
@@ -50,8 +69,24 @@ impl GpuEngine {
         })
     }
 
-    /// Builds the dispatches of one step for `rows` examples.
-    pub(super) fn plan(&self, rows: usize, pass: Pass, source: Source) -> Plan {
+    /// Parameter tensor `i` (0 hidden.weight, 1 hidden.bias, 2 output.weight, 3 output.bias).
+    fn param(&self, i: usize) -> wgpu::BindingResource<'_> {
+        sub(&self.params, self.layout.range(i))
+    }
+
+    /// The gradient of parameter tensor `i`.
+    fn grad_of(&self, i: usize) -> wgpu::BindingResource<'_> {
+        sub(&self.grad, self.layout.range(i))
+    }
+
+    /// Builds the dispatches of one step for `key.rows` examples.
+    pub(super) fn plan(&self, key: PlanKey) -> Plan {
+        let PlanKey {
+            rows,
+            pass,
+            source,
+            divisor,
+        } = key;
         let d = &self.gpu.device;
         let k = &self.kernels;
         fn whole(b: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
@@ -95,19 +130,16 @@ impl GpuEngine {
             })
             .collect();
 
-        let mm = |phase,
-                  name,
-                  a: &wgpu::Buffer,
-                  b: &wgpu::Buffer,
-                  bias: &wgpu::Buffer,
-                  mask: &wgpu::Buffer,
-                  c: &wgpu::Buffer,
-                  p: MatmulParams| {
+        // Bindings that a dispatch does not read (a bias with no HAS_BIAS flag, a mask with no
+        // MASK flag) still need a buffer: never the one the dispatch writes, since wgpu refuses
+        // a buffer bound both read-only and read-write in one dispatch.
+        type Res<'a> = wgpu::BindingResource<'a>;
+        let mm = |phase, name, a: Res, b: Res, bias: Res, mask: Res, c: Res, p: MatmulParams| {
             Dispatch::new(
                 d,
                 name,
                 &k.matmul,
-                &[whole(a), whole(b), whole(bias), whole(mask), whole(c)],
+                &[a, b, bias, mask, c],
                 &p,
                 p.workgroups(),
             )
@@ -118,20 +150,34 @@ impl GpuEngine {
         // `unused` fills the mask binding, which forward products do not read.
         let forward = |names: [&'static str; 3],
                        a: &wgpu::Buffer,
-                       b: &wgpu::Buffer,
-                       bias: &wgpu::Buffer,
+                       b: Res,
+                       bias: Res,
                        unused: &wgpu::Buffer,
                        out: &wgpu::Buffer,
                        p: MatmulParams| {
             if p.splits == 1 {
-                return vec![mm("forward", names[0], a, b, bias, unused, out, p)];
+                return vec![mm(
+                    "forward",
+                    names[0],
+                    whole(a),
+                    b,
+                    bias,
+                    whole(unused),
+                    whole(out),
+                    p,
+                )];
             }
             let size = p.m * p.n;
             let reduce = Dispatch::new(
                 d,
                 names[2],
                 &k.splitk_reduce,
-                &[whole(&self.partial), whole(bias), whole(unused), whole(out)],
+                &[
+                    whole(&self.partial),
+                    bias.clone(),
+                    whole(unused),
+                    whole(out),
+                ],
                 &p,
                 groups_1d(size),
             )
@@ -141,7 +187,16 @@ impl GpuEngine {
                 4.0 * ((p.splits + 1) * size + p.n) as f64,
             );
             vec![
-                mm("forward", names[1], a, b, bias, unused, &self.partial, p),
+                mm(
+                    "forward",
+                    names[1],
+                    whole(a),
+                    b,
+                    bias,
+                    whole(unused),
+                    whole(&self.partial),
+                    p,
+                ),
                 reduce,
             ]
         };
@@ -163,8 +218,8 @@ impl GpuEngine {
                 "hidden: Σ splits + b1, ReLU",
             ],
             &self.x,
-            &self.w1,
-            &self.b1,
+            self.param(0),
+            self.param(1),
             &self.z,
             &self.h,
             hidden,
@@ -186,8 +241,8 @@ impl GpuEngine {
                 "output: Σ splits + b2",
             ],
             &self.h,
-            &self.w2,
-            &self.b2,
+            self.param(2),
+            self.param(3),
             &self.x,
             &self.z,
             output,
@@ -196,11 +251,11 @@ impl GpuEngine {
         let softmax = kernels::SoftmaxParams {
             rows: r,
             classes: cls,
-            grad: (pass == Pass::Train) as u32,
-            at: if pass == Pass::Train {
-                TRAIN_AT
-            } else {
+            divisor,
+            at: if pass == Pass::Eval {
                 EVAL_AT
+            } else {
+                TRAIN_AT
             },
         };
         rest.push(
@@ -219,92 +274,130 @@ impl GpuEngine {
             )
             .work("loss", 0.0, 4.0 * (2 * r * cls + r) as f64),
         );
-        if pass == Pass::Train {
-            let lr = self.lr;
-            // Backward: δ1 = (δ2 · W2) ⊙ [h > 0], before W2 changes.
-            let back = MatmulParams::new(
-                (r, hid, cls),
-                row_major(cls),
-                row_major(hid),
+        if pass == Pass::Eval {
+            let hidden_grad_at = rest.len();
+            return Plan {
+                unpack,
+                rest,
+                hidden_grad_at,
+            };
+        }
+        // Backward: δ1 = (δ2 · W2) ⊙ [h > 0], before W2 changes.
+        let back = MatmulParams::new(
+            (r, hid, cls),
+            row_major(cls),
+            row_major(hid),
+            1.0,
+            0.0,
+            kernels::MASK,
+            1,
+        );
+        rest.push(mm(
+            "backward",
+            "δ1 = (δ2·W2) ⊙ ReLU′",
+            whole(&self.dz),
+            self.param(2),
+            self.param(3),
+            whole(&self.h),
+            whole(&self.dh),
+            back,
+        ));
+        // The weight gradients, written where the pass wants them: Gradient writes ∂loss/∂W
+        // into the gradient buffer (alpha 1, beta 0); Train adds −lr·∂loss/∂W straight into
+        // the weights (alpha −lr, beta 1), so there the gradient never exists as a buffer.
+        let (alpha, beta, names) = match pass {
+            Pass::Gradient => (
                 1.0,
                 0.0,
-                kernels::MASK,
-                1,
-            );
-            rest.push(mm(
-                "backward",
-                "δ1 = (δ2·W2) ⊙ ReLU′",
-                &self.dz,
-                &self.w2,
-                &self.b2,
-                &self.h,
-                &self.dh,
-                back,
-            ));
-            // Update: W2 −= lr · δ2ᵀ · h, b2 −= lr · Σ δ2.
-            let w2 = MatmulParams::new(
-                (cls, hid, r),
-                transposed(cls),
-                row_major(hid),
-                -lr,
+                ["∂W2 = δ2ᵀ·h", "∂b2 = Σδ2", "∂W1 = δ1ᵀ·x", "∂b1 = Σδ1"],
+            ),
+            _ => (
+                -self.lr,
                 1.0,
-                0,
-                1,
-            );
-            rest.push(mm(
-                "update",
-                "W2 −= lr·δ2ᵀ·h",
-                &self.dz,
-                &self.h,
-                &self.b2,
-                &self.x,
-                &self.w2,
-                w2,
-            ));
-            let bias = |name, delta: &wgpu::Buffer, b: &wgpu::Buffer, cols: u32| {
-                let p = kernels::BiasParams {
-                    rows: r,
-                    cols,
-                    lr,
-                    _pad: 0,
-                };
-                Dispatch::new(
-                    d,
-                    name,
-                    &k.bias_update,
-                    &[whole(delta), whole(b)],
-                    &p,
-                    (cols, 1, 1),
-                )
-                .work(
-                    "update",
-                    (r * cols) as f64,
-                    4.0 * (r * cols + 2 * cols) as f64,
-                )
+                [
+                    "W2 −= lr·δ2ᵀ·h",
+                    "b2 −= lr·Σδ2",
+                    "W1 −= lr·δ1ᵀ·x",
+                    "b1 −= lr·Σδ1",
+                ],
+            ),
+        };
+        let target = |i: usize| {
+            if pass == Pass::Gradient {
+                self.grad_of(i)
+            } else {
+                self.param(i)
+            }
+        };
+        let phase = if pass == Pass::Gradient {
+            "backward"
+        } else {
+            "update"
+        };
+        let bias = |name, delta: &wgpu::Buffer, out: Res, cols: u32| {
+            let p = kernels::BiasParams {
+                rows: r,
+                cols,
+                alpha,
+                beta,
             };
-            rest.push(bias("b2 −= lr·Σδ2", &self.dz, &self.b2, cls));
-            // Update: W1 −= lr · δ1ᵀ · x, b1 −= lr · Σ δ1.
-            let w1 = MatmulParams::new(
-                (hid, pix, r),
-                transposed(hid),
-                row_major(pix),
-                -lr,
-                1.0,
-                0,
-                1,
-            );
-            rest.push(mm(
-                "update",
-                "W1 −= lr·δ1ᵀ·x",
-                &self.dh,
-                &self.x,
-                &self.b1,
-                &self.h,
-                &self.w1,
-                w1,
-            ));
-            rest.push(bias("b1 −= lr·Σδ1", &self.dh, &self.b1, hid));
+            Dispatch::new(
+                d,
+                name,
+                &k.bias_update,
+                &[whole(delta), out],
+                &p,
+                (cols, 1, 1),
+            )
+            .work(phase, (r * cols) as f64, 4.0 * (r * cols + 2 * cols) as f64)
+        };
+        // Output layer: ∂W2 = δ2ᵀ · h, ∂b2 = Σ δ2.
+        let w2 = MatmulParams::new(
+            (cls, hid, r),
+            transposed(cls),
+            row_major(hid),
+            alpha,
+            beta,
+            0,
+            1,
+        );
+        rest.push(mm(
+            phase,
+            names[0],
+            whole(&self.dz),
+            whole(&self.h),
+            whole(&self.x),
+            whole(&self.x),
+            target(2),
+            w2,
+        ));
+        rest.push(bias(names[1], &self.dz, target(3), cls));
+        let hidden_grad_at = rest.len();
+        // Hidden layer: ∂W1 = δ1ᵀ · x, ∂b1 = Σ δ1.
+        let w1 = MatmulParams::new(
+            (hid, pix, r),
+            transposed(hid),
+            row_major(pix),
+            alpha,
+            beta,
+            0,
+            1,
+        );
+        rest.push(mm(
+            phase,
+            names[2],
+            whole(&self.dh),
+            whole(&self.x),
+            whole(&self.h),
+            whole(&self.h),
+            target(0),
+            w1,
+        ));
+        rest.push(bias(names[3], &self.dh, target(1), hid));
+        Plan {
+            unpack,
+            rest,
+            hidden_grad_at,
         }
-        Plan { unpack, rest }
     }
 }

@@ -54,7 +54,7 @@ impl GpuEngine {
         for batch in batches {
             // Stage the batch into slot 0 as a normal step would, then take it off the queue
             // to record it kernel by kernel.
-            self.queue_step(data, batch, Pass::Train, source)?;
+            self.queue_step(data, batch, Pass::Train, source, batch.len())?;
             let (key, slot) = self.queued.pop().expect("just queued");
             let plan = &self.plans[&key];
             let dispatches: Vec<_> = std::iter::once(&plan.unpack[slot])

@@ -1,0 +1,140 @@
+//! What a run uses: the validated configuration the command line (and `bench`) builds, and the
+//! engines it makes. No raw flag goes past this point: a resumed run's batch size, for
+//! example, comes from its snapshot and is what the engines are built with.
+
+use crate::cpu::engine::CpuEngine;
+use crate::data::DataSplit;
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, GpuEngine, GpuOptions};
+use crate::model::Model;
+use crate::parallel::{ring::Ring, AllReduce};
+use crate::train::{Engine, Replicas, TrainConfig};
+
+/// Where the replicas run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Devices {
+    /// `replicas` CPU replicas, each splitting its step over `threads` cores.
+    Cpu { replicas: usize, threads: usize },
+    /// One replica per listed adapter index (an index may repeat: several devices opened on
+    /// one adapter); `resident` keeps each replica's training data in its VRAM.
+    Gpu {
+        adapters: Vec<usize>,
+        resident: bool,
+    },
+}
+
+/// The validated settings of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunConfig {
+    pub train: TrainConfig,
+    pub devices: Devices,
+    /// Train with the three-verb data-parallel step (forward+backward → all-reduce →
+    /// update), even for one replica; false: one device with the fused step.
+    pub data_parallel: bool,
+    /// Overlap the output layer's all-reduce with the hidden layer's backward pass.
+    pub overlap: bool,
+}
+
+impl RunConfig {
+    /// Replicas in this process.
+    pub fn replicas(&self) -> usize {
+        match &self.devices {
+            Devices::Cpu { replicas, .. } => *replicas,
+            Devices::Gpu { adapters, .. } => adapters.len(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.train.validate()?;
+        let n = self.replicas();
+        if n == 0 {
+            return Err(Error::Config("--replicas must be at least 1".into()));
+        }
+        if n > 64 {
+            return Err(Error::Config(format!(
+                "{n} replicas in one process is more than this trainer supports (64)"
+            )));
+        }
+        if n > 1 && !self.data_parallel {
+            return Err(Error::Config(
+                "several replicas need the data-parallel step".into(),
+            ));
+        }
+        if self.overlap && !self.data_parallel {
+            return Err(Error::Config(
+                "--overlap overlaps the all-reduce of data-parallel replicas: pass --devices or --replicas too".into(),
+            ));
+        }
+        self.train.global_batch(n)?;
+        Ok(())
+    }
+
+    /// One line for the start-up log.
+    pub fn describe(&self) -> String {
+        let n = self.replicas();
+        format!(
+            "epochs {}, batch size {}{}, lr {}, seed {}",
+            self.train.epochs,
+            self.train.batch_size,
+            if self.data_parallel {
+                format!(
+                    " per replica × {n} replica{} = global batch {}",
+                    if n == 1 { "" } else { "s" },
+                    self.train.batch_size * n
+                )
+            } else {
+                String::new()
+            },
+            self.train.lr,
+            self.train.seed
+        )
+    }
+
+    /// The engines, every one starting from `model`.
+    pub fn engines(&self, model: &Model, data: &DataSplit) -> Result<Vec<Box<dyn Engine>>> {
+        match &self.devices {
+            Devices::Cpu { replicas, threads } => Ok((0..*replicas)
+                .map(|_| Box::new(CpuEngine::new(model.clone(), *threads)) as Box<dyn Engine>)
+                .collect()),
+            Devices::Gpu { adapters, resident } => adapters
+                .iter()
+                .map(|&a| {
+                    let opts = GpuOptions {
+                        batch: self.train.batch_size,
+                        resident: *resident,
+                        ..GpuOptions::default()
+                    };
+                    Ok(
+                        Box::new(GpuEngine::new(Gpu::open(a)?, model, opts, &data.train)?)
+                            as Box<dyn Engine>,
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// The in-process all-reduce for these replicas.
+    pub fn all_reduce(&self) -> Box<dyn AllReduce> {
+        Box::new(Ring::new(self.replicas()))
+    }
+
+    /// Joins `engines` (made by [`RunConfig::engines`]) as this configuration says.
+    pub fn replicas_of<'a>(&self, engines: &'a mut [Box<dyn Engine>]) -> Result<Replicas<'a>> {
+        let list: Vec<&'a mut dyn Engine> = engines
+            .iter_mut()
+            .map(|e| -> &'a mut dyn Engine { e.as_mut() })
+            .collect();
+        if self.data_parallel {
+            Replicas::data_parallel(list, self.all_reduce(), self.overlap)
+        } else {
+            let mut list = list;
+            Ok(Replicas::one(list.remove(0)))
+        }
+    }
+}
+
+/// Default CPU threads per replica: the cores shared out among the replicas (they take turns
+/// within a step, but each replica's workers spin for a while after its turn).
+pub fn default_threads(replicas: usize) -> usize {
+    (crate::cpu::cores() / replicas.max(1)).max(1)
+}
