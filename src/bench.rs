@@ -11,12 +11,11 @@
 //! separated step (gradient buffer, identity all-reduce, sgd_update), so set beside the fused
 //! row above it, it shows what separating gradient and update costs.
 
-use crate::cli::DataArgs;
 use crate::data::DataSplit;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuEngine, GpuOptions};
 use crate::model::Model;
-use crate::run::{self, Devices, RunConfig};
+use crate::run::{self, DataArgs, Devices, RunConfig};
 use crate::train::{self, EpochReport, TrainConfig};
 use clap::Args;
 use serde::Serialize;

@@ -3,10 +3,10 @@
 
 use crate::checkpoint::{self, SnapshotDir};
 use crate::cpu::engine::CpuEngine;
-use crate::data::{self, DataSplit};
+use crate::data::DataSplit;
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::run::{self, Devices, RunConfig};
+use crate::run::{self, DataArgs, Devices, RunConfig};
 use crate::train::{self, Engine, EpochReport, Observer, Start, TrainConfig};
 use clap::{Args, Parser, Subcommand};
 use std::io::IsTerminal;
@@ -49,29 +49,6 @@ pub struct PredictArgs {
     pub png: Vec<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
-}
-
-/// Where the data comes from.
-#[derive(Debug, Clone, Args)]
-pub struct DataArgs {
-    /// Folder with the four MNIST-format files (train-images-idx3-ubyte[.gz], ...), e.g. the full
-    /// MNIST or /usr/share/datasets/fashion-mnist. Default: the MNIST sample in data/mnist.
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Use only the first N training images (0 = all).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub limit: usize,
-}
-
-impl DataArgs {
-    pub fn load(&self) -> Result<DataSplit> {
-        let dir = self.data_dir.clone().unwrap_or_else(data::bundled_dir);
-        let mut split = data::load_dir(&dir)?;
-        if self.limit > 0 {
-            split.train = split.train.take(self.limit);
-        }
-        Ok(split)
-    }
 }
 
 #[derive(Debug, Clone, Args)]

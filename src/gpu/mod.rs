@@ -1,11 +1,13 @@
 //! The GPU side: finding an adapter ([`context`]), the WGSL kernels as pipelines
 //! ([`kernels`]), and the trainer that runs a whole step on the device ([`engine`]).
 
+mod buffers;
 pub mod context;
 pub mod engine;
 pub mod kernels;
 mod plan;
 pub mod profile;
 
+pub use buffers::GpuOptions;
 pub use context::Gpu;
-pub use engine::{GpuEngine, GpuOptions};
+pub use engine::GpuEngine;

@@ -1,8 +1,10 @@
 //! The dispatches of one training (or evaluation) step, built once per batch size and
 //! replayed every step: the kernels of `shaders/` bound to the engine's buffers, in order.
 
-use super::engine::{GpuEngine, EVAL_AT, TRAIN_AT, WORDS_PER_IMAGE};
-use super::kernels::{self, groups_1d, row_major, sub, transposed, Dispatch, MatmulParams};
+use super::buffers::{Buffers, EVAL_AT, TRAIN_AT, WORDS_PER_IMAGE};
+use super::kernels::{
+    self, forward_splits, groups_1d, row_major, transposed, Dispatch, Kernels, MatmulParams,
+};
 use crate::data::{CLASSES, PIXELS};
 use crate::model::HIDDEN;
 
@@ -47,48 +49,24 @@ pub(super) struct Plan {
     pub(super) hidden_grad_at: usize,
 }
 
-/// K-slices for a forward product with an (m, n) output and inner size k: enough that the
-/// product has about 256 workgroups (a big GPU has over a hundred multiprocessors to fill), at
-/// most 16, and never more than K has tiles. The hidden layer at batch 64 gets 7 (16 µs
-/// against 49 µs unsplit on an H200), the output layer 8 (8.5 against 10.6 µs).
-pub(super) fn forward_splits(m: usize, n: usize, k: usize) -> u32 {
-    let tile = kernels::MATMUL_TILE;
-    let tiles = (m as u32).div_ceil(tile) * (n as u32).div_ceil(tile);
-    (256 / tiles.max(1))
-        .clamp(1, 16)
-        .min((k as u32).div_ceil(tile))
-}
-
-impl GpuEngine {
-    /// Slot `s` of a ring buffer whose slots are `stride` bytes apart.
-    fn slot(buffer: &wgpu::Buffer, stride: u64, s: usize) -> wgpu::BindingResource<'_> {
-        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-            buffer,
-            offset: stride * s as u64,
-            size: std::num::NonZeroU64::new(stride),
-        })
-    }
-
-    /// Parameter tensor `i` (0 hidden.weight, 1 hidden.bias, 2 output.weight, 3 output.bias).
-    fn param(&self, i: usize) -> wgpu::BindingResource<'_> {
-        sub(&self.params, self.layout.range(i))
-    }
-
-    /// The gradient of parameter tensor `i`.
-    fn grad_of(&self, i: usize) -> wgpu::BindingResource<'_> {
-        sub(&self.grad, self.layout.range(i))
-    }
-
-    /// Builds the dispatches of one step for `key.rows` examples.
-    pub(super) fn plan(&self, key: PlanKey) -> Plan {
+impl Plan {
+    /// Builds the dispatches of one step for `key.rows` examples: the kernels `k` bound to
+    /// the buffers `b`, one unpack per slot of a `ring`-slot staging ring, the fused update
+    /// (if any) at learning rate `lr`.
+    pub(super) fn new(
+        d: &wgpu::Device,
+        k: &Kernels,
+        b: &Buffers,
+        ring: usize,
+        lr: f32,
+        key: PlanKey,
+    ) -> Plan {
         let PlanKey {
             rows,
             pass,
             source,
             divisor,
         } = key;
-        let d = &self.gpu.device;
-        let k = &self.kernels;
         fn whole(b: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
             b.as_entire_binding()
         }
@@ -97,31 +75,25 @@ impl GpuEngine {
             rows: r,
             words_per_image: WORDS_PER_IMAGE,
         };
-        let unpack = (0..self.opts.ring)
+        let unpack = (0..ring)
             .map(|s| {
-                let (pixels, labels, indices) = match (source, &self.resident) {
+                let (pixels, labels, indices) = match (source, &b.resident) {
                     (Source::Resident, Some(res)) => (
                         whole(&res.pixels),
                         whole(&res.labels),
-                        Self::slot(&self.index_slots, self.small_stride, s),
+                        Buffers::slot(&b.index_slots, b.small_stride, s),
                     ),
                     _ => (
-                        Self::slot(&self.pixel_slots, self.pixel_stride, s),
-                        Self::slot(&self.label_slots, self.small_stride, s),
-                        whole(&self.identity),
+                        Buffers::slot(&b.pixel_slots, b.pixel_stride, s),
+                        Buffers::slot(&b.label_slots, b.small_stride, s),
+                        whole(&b.identity),
                     ),
                 };
                 Dispatch::new(
                     d,
                     "unpack_batch",
                     &k.unpack,
-                    &[
-                        pixels,
-                        labels,
-                        indices,
-                        whole(&self.x),
-                        whole(&self.batch_labels),
-                    ],
+                    &[pixels, labels, indices, whole(&b.x), whole(&b.batch_labels)],
                     &unpack_params,
                     groups_1d(r * WORDS_PER_IMAGE),
                 )
@@ -134,12 +106,12 @@ impl GpuEngine {
         // MASK flag) still need a buffer: never the one the dispatch writes, since wgpu refuses
         // a buffer bound both read-only and read-write in one dispatch.
         type Res<'a> = wgpu::BindingResource<'a>;
-        let mm = |phase, name, a: Res, b: Res, bias: Res, mask: Res, c: Res, p: MatmulParams| {
+        let mm = |phase, name, a: Res, bm: Res, bias: Res, mask: Res, c: Res, p: MatmulParams| {
             Dispatch::new(
                 d,
                 name,
                 &k.matmul,
-                &[a, b, bias, mask, c],
+                &[a, bm, bias, mask, c],
                 &p,
                 p.workgroups(),
             )
@@ -150,7 +122,7 @@ impl GpuEngine {
         // `unused` fills the mask binding, which forward products do not read.
         let forward = |names: [&'static str; 3],
                        a: &wgpu::Buffer,
-                       b: Res,
+                       bm: Res,
                        bias: Res,
                        unused: &wgpu::Buffer,
                        out: &wgpu::Buffer,
@@ -160,7 +132,7 @@ impl GpuEngine {
                     "forward",
                     names[0],
                     whole(a),
-                    b,
+                    bm,
                     bias,
                     whole(unused),
                     whole(out),
@@ -172,12 +144,7 @@ impl GpuEngine {
                 d,
                 names[2],
                 &k.splitk_reduce,
-                &[
-                    whole(&self.partial),
-                    bias.clone(),
-                    whole(unused),
-                    whole(out),
-                ],
+                &[whole(&b.partial), bias.clone(), whole(unused), whole(out)],
                 &p,
                 groups_1d(size),
             )
@@ -191,10 +158,10 @@ impl GpuEngine {
                     "forward",
                     names[1],
                     whole(a),
-                    b,
+                    bm,
                     bias,
                     whole(unused),
-                    whole(&self.partial),
+                    whole(&b.partial),
                     p,
                 ),
                 reduce,
@@ -217,11 +184,11 @@ impl GpuEngine {
                 "hidden: x·W1ᵀ (split K)",
                 "hidden: Σ splits + b1, ReLU",
             ],
-            &self.x,
-            self.param(0),
-            self.param(1),
-            &self.z,
-            &self.h,
+            &b.x,
+            b.param(0),
+            b.param(1),
+            &b.z,
+            &b.h,
             hidden,
         ));
         // Forward, output layer: z = h · W2ᵀ + b2, K = 128 split into slices too.
@@ -240,11 +207,11 @@ impl GpuEngine {
                 "output: h·W2ᵀ (split K)",
                 "output: Σ splits + b2",
             ],
-            &self.h,
-            self.param(2),
-            self.param(3),
-            &self.x,
-            &self.z,
+            &b.h,
+            b.param(2),
+            b.param(3),
+            &b.x,
+            &b.z,
             output,
         ));
         // SoftMax, loss, accuracy, and (training) δ2 = (p − onehot) / rows.
@@ -264,10 +231,10 @@ impl GpuEngine {
                 "softmax_xent",
                 &k.softmax_xent,
                 &[
-                    whole(&self.z),
-                    whole(&self.batch_labels),
-                    whole(&self.dz),
-                    whole(&self.totals),
+                    whole(&b.z),
+                    whole(&b.batch_labels),
+                    whole(&b.dz),
+                    whole(&b.totals),
                 ],
                 &softmax,
                 (1, 1, 1),
@@ -295,11 +262,11 @@ impl GpuEngine {
         rest.push(mm(
             "backward",
             "δ1 = (δ2·W2) ⊙ ReLU′",
-            whole(&self.dz),
-            self.param(2),
-            self.param(3),
-            whole(&self.h),
-            whole(&self.dh),
+            whole(&b.dz),
+            b.param(2),
+            b.param(3),
+            whole(&b.h),
+            whole(&b.dh),
             back,
         ));
         // The weight gradients, written where the pass wants them: Gradient writes ∂loss/∂W
@@ -312,7 +279,7 @@ impl GpuEngine {
                 ["∂W2 = δ2ᵀ·h", "∂b2 = Σδ2", "∂W1 = δ1ᵀ·x", "∂b1 = Σδ1"],
             ),
             _ => (
-                -self.lr,
+                -lr,
                 1.0,
                 [
                     "W2 −= lr·δ2ᵀ·h",
@@ -324,9 +291,9 @@ impl GpuEngine {
         };
         let target = |i: usize| {
             if pass == Pass::Gradient {
-                self.grad_of(i)
+                b.grad_of(i)
             } else {
-                self.param(i)
+                b.param(i)
             }
         };
         let phase = if pass == Pass::Gradient {
@@ -364,14 +331,14 @@ impl GpuEngine {
         rest.push(mm(
             phase,
             names[0],
-            whole(&self.dz),
-            whole(&self.h),
-            whole(&self.x),
-            whole(&self.x),
+            whole(&b.dz),
+            whole(&b.h),
+            whole(&b.x),
+            whole(&b.x),
             target(2),
             w2,
         ));
-        rest.push(bias(names[1], &self.dz, target(3), cls));
+        rest.push(bias(names[1], &b.dz, target(3), cls));
         let hidden_grad_at = rest.len();
         // Hidden layer: ∂W1 = δ1ᵀ · x, ∂b1 = Σ δ1.
         let w1 = MatmulParams::new(
@@ -386,14 +353,14 @@ impl GpuEngine {
         rest.push(mm(
             phase,
             names[2],
-            whole(&self.dh),
-            whole(&self.x),
-            whole(&self.h),
-            whole(&self.h),
+            whole(&b.dh),
+            whole(&b.x),
+            whole(&b.h),
+            whole(&b.h),
             target(0),
             w1,
         ));
-        rest.push(bias(names[3], &self.dh, target(1), hid));
+        rest.push(bias(names[3], &b.dh, target(1), hid));
         Plan {
             unpack,
             rest,

@@ -46,7 +46,7 @@ impl GpuEngine {
         self.set_lr(lr)?;
         self.submit()?;
         let mut sums: Vec<KernelTime> = Vec::new();
-        let source = if self.resident.is_some() {
+        let source = if self.bufs.resident.is_some() {
             Source::Resident
         } else {
             Source::Staged
@@ -111,7 +111,7 @@ impl GpuEngine {
             }
         }
         // The profiled steps' loss totals are not part of any epoch.
-        self.take_totals(super::engine::TRAIN_AT, 0)?;
+        self.take_totals(super::buffers::TRAIN_AT, 0)?;
         self.gpu.check()?;
         Ok(sums)
     }

@@ -1,0 +1,233 @@
+//! Every buffer the GPU trainer allocates, once, at start-up: the parameters and their
+//! gradient (flat, [`ParamLayout`]), the activations and error terms of the largest batch, the
+//! split-K partial sums, the epoch's loss totals, the staging ring, and (with `--resident`)
+//! the training set. Sizes are checked against the adapter's limits before anything is made.
+
+use super::kernels;
+use super::kernels::forward_splits;
+use super::Gpu;
+use crate::data::{Dataset, CLASSES, PIXELS};
+use crate::error::{Error, Result};
+use crate::model::{Model, ParamLayout, HIDDEN};
+
+/// Words (u32) an image takes when its 784 u8 pixels are packed four to a word.
+pub(super) const WORDS_PER_IMAGE: u32 = (PIXELS / 4) as u32;
+/// Where the totals buffer keeps (loss sum, correct count) for training and for evaluation.
+pub(super) const TRAIN_AT: u32 = 0;
+pub(super) const EVAL_AT: u32 = 2;
+
+/// The whole training set (or this epoch's shard of it) in VRAM (`--resident`).
+pub(super) struct Resident {
+    pub(super) pixels: wgpu::Buffer,
+    pub(super) labels: wgpu::Buffer,
+    pub(super) len: usize,
+}
+
+/// How the GPU trainer gets its data and batches its work.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GpuOptions {
+    /// Largest batch (the training batch size).
+    pub batch: usize,
+    /// Upload the whole training set once instead of staging every batch.
+    pub resident: bool,
+    /// Batch slots in the staging ring = steps recorded per submission.
+    pub ring: usize,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        GpuOptions {
+            batch: 64,
+            resident: false,
+            ring: 32,
+        }
+    }
+}
+
+pub(super) struct Buffers {
+    /// Where each tensor sits in `params` and `grad` (offsets aligned for sub-range binding).
+    pub(super) layout: ParamLayout,
+    /// Every parameter in one flat buffer: hidden.weight (128, 784), hidden.bias, output.weight
+    /// (10, 128), output.bias, each (out, in) row-major like the CPU's Model.
+    pub(super) params: wgpu::Buffer,
+    /// The gradient of every parameter, same layout (the data-parallel step writes it).
+    pub(super) grad: wgpu::Buffer,
+    /// The gradient copied for the host, packed ([`ParamLayout::packed`]), mappable.
+    pub(super) grad_readback: wgpu::Buffer,
+    /// sgd_update's uniform: its `lr` is written before every update.
+    pub(super) sgd_params: wgpu::Buffer,
+    // Activations and error terms, sized for opts.batch rows.
+    pub(super) x: wgpu::Buffer,
+    pub(super) h: wgpu::Buffer,
+    pub(super) z: wgpu::Buffer,
+    pub(super) dz: wgpu::Buffer,
+    pub(super) dh: wgpu::Buffer,
+    pub(super) partial: wgpu::Buffer,
+    pub(super) batch_labels: wgpu::Buffer,
+    /// [train loss sum, train correct, eval loss sum, eval correct], f32.
+    pub(super) totals: wgpu::Buffer,
+    // The staging ring: `ring` slots of pixels, labels and indices.
+    pub(super) pixel_slots: wgpu::Buffer,
+    pub(super) label_slots: wgpu::Buffer,
+    pub(super) index_slots: wgpu::Buffer,
+    pub(super) identity: wgpu::Buffer,
+    pub(super) pixel_stride: u64,
+    pub(super) small_stride: u64,
+    pub(super) resident: Option<Resident>,
+}
+
+fn align(n: u64, to: u64) -> u64 {
+    n.div_ceil(to) * to
+}
+
+impl Buffers {
+    /// Allocates everything for batches of up to `opts.batch` rows on `gpu`, with `model`'s
+    /// weights; `train` is uploaded whole when `opts.resident`.
+    pub(super) fn new(
+        gpu: &Gpu,
+        model: &Model,
+        opts: &GpuOptions,
+        train: &Dataset,
+    ) -> Result<Self> {
+        let d = &gpu.device;
+        let rows = opts.batch;
+        let align_to = gpu.limits.min_storage_buffer_offset_alignment.max(4) as u64;
+        let layout = ParamLayout::aligned(align_to as usize);
+        let max_binding = gpu.limits.max_storage_buffer_binding_size;
+        // The batch's input rows are checked first, with checked arithmetic, so that every size
+        // computed below is known to be small: a batch size near 2^62 must be refused, not
+        // wrap around to a 0-byte buffer.
+        let input_bytes = rows.checked_mul(PIXELS * 4).map(|b| b as u64);
+        if input_bytes.is_none_or(|b| b > max_binding) {
+            return Err(Error::Config(format!(
+                "--batch-size {rows} is too large: the batch's input rows need {} bytes in one buffer but {} allows {max_binding}",
+                input_bytes.map_or("more than 2^64".into(), |b| b.to_string()),
+                gpu.info.name
+            )));
+        }
+        let pixel_stride = align((rows * PIXELS) as u64, align_to);
+        let small_stride = align((rows * 4) as u64, align_to);
+        let need = |what: &str, bytes: u64| -> Result<()> {
+            if bytes > max_binding {
+                return Err(Error::Config(format!(
+                    "{what} needs {bytes} bytes in one buffer but {} allows {max_binding}; use a smaller --batch-size{}",
+                    gpu.info.name,
+                    if opts.resident { " or drop --resident" } else { "" }
+                )));
+            }
+            Ok(())
+        };
+        // The split-K partial sums of both forward products share one buffer.
+        let partial_len = (forward_splits(rows, HIDDEN, PIXELS) as usize * rows * HIDDEN)
+            .max(forward_splits(rows, CLASSES, HIDDEN) as usize * rows * CLASSES);
+        need(
+            "the hidden layer's split-K partial sums",
+            (partial_len * 4) as u64,
+        )?;
+
+        let resident = if opts.resident {
+            need("the resident training set", train.images.len() as u64)?;
+            let labels: Vec<u32> = train.labels.iter().map(|&l| l as u32).collect();
+            Some(Resident {
+                pixels: kernels::storage::<u8>(d, "resident pixels", &train.images),
+                labels: kernels::storage(d, "resident labels", &labels),
+                len: train.len(),
+            })
+        } else {
+            None
+        };
+        let slots = |label: &str, stride: u64| {
+            d.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: stride * opts.ring as u64,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        let identity: Vec<u32> = (0..rows as u32).collect();
+        let params = kernels::storage(d, "parameters", &model.to_flat(&layout));
+        let grad = kernels::storage_zeroed(d, "gradient", layout.total);
+        let sgd_params = d.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("sgd_update params"),
+            size: std::mem::size_of::<kernels::SgdParams>() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let grad_readback = d.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("gradient read-back"),
+            size: (ParamLayout::packed().total * 4) as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ok(Buffers {
+            layout,
+            params,
+            grad,
+            grad_readback,
+            sgd_params,
+            x: kernels::storage_zeroed(d, "x", rows * PIXELS),
+            h: kernels::storage_zeroed(d, "h", rows * HIDDEN),
+            z: kernels::storage_zeroed(d, "z", rows * CLASSES),
+            dz: kernels::storage_zeroed(d, "dz", rows * CLASSES),
+            dh: kernels::storage_zeroed(d, "dh", rows * HIDDEN),
+            partial: kernels::storage_zeroed(d, "split-K partial sums", partial_len),
+            batch_labels: kernels::storage_zeroed(d, "batch labels", rows),
+            totals: kernels::storage_zeroed(d, "totals", 4),
+            pixel_slots: slots("pixel slots", pixel_stride),
+            label_slots: slots("label slots", small_stride),
+            index_slots: slots("index slots", small_stride),
+            identity: kernels::storage(d, "identity", &identity),
+            pixel_stride,
+            small_stride,
+            resident,
+        })
+    }
+
+    /// Bytes of VRAM allocated (parameters, gradient, activations, ring, resident set).
+    pub(super) fn vram_bytes(&self) -> u64 {
+        let mut total: u64 = [
+            &self.params,
+            &self.grad,
+            &self.grad_readback,
+            &self.sgd_params,
+            &self.x,
+            &self.h,
+            &self.z,
+            &self.dz,
+            &self.dh,
+            &self.partial,
+            &self.batch_labels,
+            &self.totals,
+            &self.pixel_slots,
+            &self.label_slots,
+            &self.index_slots,
+            &self.identity,
+        ]
+        .iter()
+        .map(|b| b.size())
+        .sum();
+        if let Some(r) = &self.resident {
+            total += r.pixels.size() + r.labels.size();
+        }
+        total
+    }
+
+    /// Parameter tensor `i` (0 hidden.weight, 1 hidden.bias, 2 output.weight, 3 output.bias).
+    pub(super) fn param(&self, i: usize) -> wgpu::BindingResource<'_> {
+        kernels::sub(&self.params, self.layout.range(i))
+    }
+
+    /// The gradient of parameter tensor `i`.
+    pub(super) fn grad_of(&self, i: usize) -> wgpu::BindingResource<'_> {
+        kernels::sub(&self.grad, self.layout.range(i))
+    }
+
+    /// Slot `s` of a ring buffer whose slots are `stride` bytes apart.
+    pub(super) fn slot(buffer: &wgpu::Buffer, stride: u64, s: usize) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer,
+            offset: stride * s as u64,
+            size: std::num::NonZeroU64::new(stride),
+        })
+    }
+}
