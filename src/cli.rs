@@ -39,7 +39,9 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct PredictArgs {
-    /// A snapshot file written by --snapshot-dir.
+    /// A snapshot written by --snapshot-dir, or any safetensors file with the tensors
+    /// hidden.weight (128x784), hidden.bias, output.weight (10x128), output.bias (F32, F16,
+    /// BF16 or F64), e.g. written by PyTorch's safetensors.torch.save_file.
     pub snapshot: PathBuf,
     /// Index of a test image to classify (repeatable).
     #[arg(long, value_name = "N")]
@@ -107,6 +109,10 @@ pub struct TrainArgs {
     /// size and learning rate come from the snapshot (an explicit --lr overrides it).
     #[arg(long, value_name = "FILE", num_args = 0..=1)]
     pub resume: Option<Option<PathBuf>>,
+    /// Start a fresh run (epoch 1, step 0) from the weights in FILE instead of a random
+    /// initialisation: a snapshot, or a safetensors file from PyTorch (see `predict --help`).
+    #[arg(long, value_name = "FILE", conflicts_with = "resume")]
+    pub init: Option<PathBuf>,
 }
 
 /// Default learning rate.
@@ -158,6 +164,10 @@ pub struct ExplainArgs {
     /// Train this many epochs on the CPU before the chapter-3 example (0 = freshly initialised).
     #[arg(long, default_value_t = 0)]
     pub epochs: usize,
+    /// Run the chapter-3 example with the weights in FILE (a snapshot, or a safetensors file
+    /// from PyTorch) instead of freshly initialised ones.
+    #[arg(long, value_name = "FILE", conflicts_with = "epochs")]
+    pub weights: Option<PathBuf>,
     /// Seed of the initialisation.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -220,7 +230,18 @@ fn starting_point(
                 )));
             }
         }
-        return Ok((Model::init(run.train.seed), Start::FRESH, run));
+        let model = match &args.init {
+            Some(path) => {
+                let loaded = crate::weights::load(path)?;
+                println!(
+                    "starting from the weights of {} (a fresh run: epoch 1, step 0)",
+                    loaded.describe(path)
+                );
+                loaded.model
+            }
+            None => Model::init(run.train.seed),
+        };
+        return Ok((model, Start::FRESH, run));
     };
     let path = match (resume, snapshots) {
         (Some(file), _) => file.clone(),
@@ -361,7 +382,11 @@ fn run_explain(args: &ExplainArgs) -> Result<()> {
         )));
     }
     let mut engine = CpuEngine::new(Model::init(args.seed), crate::cpu::cores());
-    let what = if args.epochs == 0 {
+    let what = if let Some(path) = &args.weights {
+        let loaded = crate::weights::load(path)?;
+        engine.set_model(&loaded.model)?;
+        format!("the weights of {}", loaded.describe(path))
+    } else if args.epochs == 0 {
         format!("freshly initialised weights (seed {})", args.seed)
     } else {
         let cfg = TrainConfig {

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! IDX files ──► data (parse, check) ──► batches in RAM ──► staging ──► VRAM
-//!    ──► kernels: matmul ► ReLU ► SoftMax/cross-entropy ► gradients ► SGD update
+//!    ──► kernels: matmul ► ReLU ► SoftMax/cross-entropy ► gradients (a flat buffer)
+//!    ──► all-reduce across replicas (parallel; one replica = identity) ──► SGD update
 //!    ──► metrics (train::Totals) ──► snapshot (checkpoint) ──► report / bench
 //! ```
 //!
@@ -14,10 +15,15 @@
 //! * [`cpu`]: the f64 reference, the fast CPU trainer (the benchmark baseline), and a CPU twin
 //!   of every WGSL kernel.
 //! * [`gpu`]: adapters, the kernels in `shaders/` as pipelines, and the GPU trainer.
-//! * [`train`]: the training loop, shared by CPU and GPU through the small [`train::Engine`] trait.
+//! * [`train`]: the training loop, shared by CPU and GPU through the small [`train::Engine`] trait,
+//!   for one device (the fused step) or data-parallel replicas (forward_backward → all-reduce →
+//!   apply_update).
+//! * [`parallel`]: the all-reduce that joins replicas: the trait and the in-process ring.
+//! * [`run`]: the validated run configuration the CLI and `bench` build engines from.
 //! * [`explain`]: the chapters' worked examples, computed.
 //! * [`checkpoint`]: snapshots (safetensors), written atomically, resumed exactly.
-//! * [`predict`]: classify images with a snapshot.
+//! * [`weights`]: weights in from any safetensors file (a snapshot, or PyTorch's).
+//! * [`predict`]: classify images with a snapshot or such weights.
 //! * [`mod@bench`]: CPU-vs-GPU timing table.
 //! * [`cli`]: the command line.
 
@@ -34,5 +40,6 @@ pub mod parallel;
 pub mod predict;
 pub mod run;
 pub mod train;
+pub mod weights;
 
 pub use error::{Error, Result};

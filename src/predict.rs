@@ -4,7 +4,6 @@
 //! Images come from the test set (by index) or from PNG files of 28×28 grey digits, drawn as
 //! MNIST draws them: a light digit on a black background.
 
-use crate::checkpoint;
 use crate::cpu::reference::{self, Params};
 use crate::data::{scale_pixel, Dataset, CLASSES, PIXELS};
 use crate::error::{Error, Result};
@@ -68,26 +67,22 @@ pub fn describe(model: &Model, name: &str, pixels: &[u8], label: Option<usize>) 
     s
 }
 
-/// Classifies test images `indices` and PNG files `pngs` with the snapshot at `snapshot`.
+/// Classifies test images `indices` and PNG files `pngs` with the weights in `snapshot` (a
+/// gpu-train snapshot or any safetensors file with the four tensors, see [`crate::weights`]).
 pub fn run(
     snapshot: &Path,
     test: &Dataset,
     indices: &[usize],
     pngs: &[std::path::PathBuf],
 ) -> Result<String> {
-    let (model, state) = checkpoint::load(snapshot)?;
-    let mut out = format!(
-        "snapshot {} (after {} steps; next epoch {}, step {})\n",
-        snapshot.display(),
-        state.global_step,
-        state.next.epoch,
-        state.next.step
-    );
     if indices.is_empty() && pngs.is_empty() {
         return Err(Error::Config(
             "predict: give --index N (test images) or --png FILE".into(),
         ));
     }
+    let loaded = crate::weights::load(snapshot)?;
+    let model = loaded.model.clone();
+    let mut out = loaded.describe(snapshot) + "\n";
     for &i in indices {
         if i >= test.len() {
             return Err(Error::Config(format!(
