@@ -255,17 +255,46 @@ pub fn check_data(state: &TrainState, train: &Dataset, path: &Path) -> Result<()
     Ok(())
 }
 
-/// A folder of snapshots: where they go, how many to keep.
+/// A folder of snapshots: where they go, how many to keep. While one is open, its run holds
+/// an exclusive lock on `DIR/.lock` (released by the OS when the process ends, however it
+/// ends), so a second run on the same folder is refused before it touches anything.
 #[derive(Debug, Clone)]
 pub struct SnapshotDir {
     pub dir: PathBuf,
     /// Keep this many of the most recent snapshots (at least 1).
     pub keep: usize,
+    _lock: std::sync::Arc<File>,
+}
+
+/// The lock file's name in a snapshot folder.
+pub const LOCK_FILE: &str = ".lock";
+
+/// The step of a snapshot file name, `snapshot-<digits>.safetensors`, and nothing else (no
+/// sign, no spaces: `snapshot-+99.safetensors` is not a snapshot).
+fn snapshot_step(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Whether `name` is a temporary file a gpu-train run writes: `.tmp-snapshot-<pid>-<snapshot
+/// name>`. Anything else starting with `.tmp-snapshot-` is a user's file and stays.
+fn is_our_temp(name: &str) -> bool {
+    name.strip_prefix(TEMP_PREFIX)
+        .and_then(|rest| rest.split_once('-'))
+        .is_some_and(|(pid, snap)| {
+            !pid.is_empty()
+                && pid.bytes().all(|b| b.is_ascii_digit())
+                && snapshot_step(snap).is_some()
+        })
 }
 
 impl SnapshotDir {
-    /// Opens (creating it if needed) a snapshot folder, checks it is writable, and removes
-    /// temporary files a crash may have left.
+    /// Opens (creating it if needed) a snapshot folder and locks it for this run (which also
+    /// checks it is writable); then removes temporary files a crashed run left. Refused, with
+    /// nothing touched, while another run holds the folder.
     pub fn open(dir: &Path, keep: usize) -> Result<Self> {
         let fail = |what: &str, e: std::io::Error| {
             Error::snapshot(
@@ -273,24 +302,80 @@ impl SnapshotDir {
                 format!("cannot {what}: {e}; choose another --snapshot-dir"),
             )
         };
+        if keep == 0 {
+            return Err(Error::Config(
+                "--keep must be at least 1: a run always keeps its newest snapshot".into(),
+            ));
+        }
         fs::create_dir_all(dir).map_err(|e| fail("create the snapshot folder", e))?;
-        let probe = dir.join(format!("{TEMP_PREFIX}probe"));
-        File::create(&probe)
-            .and_then(|mut f| f.write_all(b"probe"))
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
             .map_err(|e| fail("write in the snapshot folder", e))?;
-        let _ = fs::remove_file(&probe);
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(Error::Config(format!(
+                    "{}: another gpu-train run is using this snapshot folder (it holds {}); wait for it to end, or choose another --snapshot-dir",
+                    dir.display(),
+                    lock_path.display()
+                )))
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(fail("lock the snapshot folder", e)),
+        }
+        // Ours now: say who holds it, for a user who looks.
+        let _ = lock
+            .set_len(0)
+            .and_then(|_| (&lock).write_all(format!("{}\n", std::process::id()).as_bytes()));
         for entry in fs::read_dir(dir)
             .map_err(|e| fail("list the snapshot folder", e))?
             .flatten()
         {
-            if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            // With the lock held, no other run is writing here: these are a dead run's.
+            if is_our_temp(&entry.file_name().to_string_lossy()) {
                 let _ = fs::remove_file(entry.path());
             }
         }
         Ok(SnapshotDir {
             dir: dir.to_path_buf(),
-            keep: keep.max(1),
+            keep,
+            _lock: std::sync::Arc::new(lock),
         })
+    }
+
+    /// Moves the snapshots taken after global step `step` into a subfolder, so that a run
+    /// resumed from an older snapshot (after a divergence, say) neither mixes its files with
+    /// the abandoned run's nor has `--keep` delete its own new ones. Returns the subfolder and
+    /// the steps moved, if any.
+    pub fn set_aside_after(&self, step: u64) -> Result<Option<(PathBuf, Vec<u64>)>> {
+        let newer: Vec<(u64, PathBuf)> = self
+            .list()?
+            .into_iter()
+            .filter(|(s, _)| *s > step)
+            .collect();
+        if newer.is_empty() {
+            return Ok(None);
+        }
+        let mut aside = self.dir.join(format!("superseded-after-step-{step}"));
+        let mut n = 1;
+        while aside.exists() {
+            n += 1;
+            aside = self.dir.join(format!("superseded-after-step-{step}-{n}"));
+        }
+        let fail = |e: std::io::Error| {
+            Error::snapshot(&aside, format!("cannot move newer snapshots aside: {e}"))
+        };
+        fs::create_dir(&aside).map_err(fail)?;
+        for (_, p) in &newer {
+            fs::rename(p, aside.join(p.file_name().expect("a file"))).map_err(fail)?;
+        }
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(fail)?;
+        Ok(Some((aside, newer.into_iter().map(|(s, _)| s).collect())))
     }
 
     /// The snapshots in the folder, oldest first, by global step.
@@ -300,12 +385,10 @@ impl SnapshotDir {
             .map_err(|e| Error::snapshot(&self.dir, format!("cannot list: {e}")))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(step) = name
-                .strip_prefix(PREFIX)
-                .and_then(|s| s.strip_suffix(SUFFIX))
-                .and_then(|s| s.parse::<u64>().ok())
-            {
-                found.push((step, entry.path()));
+            if let Some(step) = snapshot_step(&name) {
+                if entry.path().is_file() {
+                    found.push((step, entry.path()));
+                }
             }
         }
         found.sort();

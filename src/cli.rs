@@ -17,7 +17,12 @@ use std::path::PathBuf;
 /// With no subcommand, trains: on GPU adapter 0 by default, on the MNIST sample bundled
 /// with the repository unless --data-dir is given.
 #[derive(Debug, Parser)]
-#[command(name = "gpu-train", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "gpu-train",
+    version,
+    args_conflicts_with_subcommands = true,
+    allow_negative_numbers = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -30,10 +35,13 @@ pub enum Command {
     /// List the GPU adapters wgpu finds, best first (index 0 is the default --device).
     Devices,
     /// Print the chapters' worked examples, computed by the engine.
+    #[command(allow_negative_numbers = true)]
     Explain(ExplainArgs),
     /// Train on the CPU and on GPU adapters from the same seed and print one comparison table.
+    #[command(allow_negative_numbers = true)]
     Bench(crate::bench::BenchArgs),
     /// Classify test images or 28x28 PNG digits with a snapshot, printing the SoftMax table.
+    #[command(allow_negative_numbers = true)]
     Predict(PredictArgs),
 }
 
@@ -259,6 +267,19 @@ fn starting_point(
     };
     let (model, state) = checkpoint::load(&path)?;
     checkpoint::check_data(&state, &data.train, &path)?;
+    // A run resumed from an older snapshot (after a divergence, say) must not mix its files
+    // with the newer ones of the run it abandons, nor have --keep delete its own.
+    if let Some(dir) = snapshots {
+        if let Some((aside, steps)) = dir.set_aside_after(state.global_step)? {
+            println!(
+                "note: {} holds {} snapshot(s) newer than the one resumed (steps {}); moved them to {} so this run's own are kept",
+                dir.dir.display(),
+                steps.len(),
+                steps.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", "),
+                aside.display()
+            );
+        }
+    }
     let world = if run.data_parallel { run.replicas() } else { 1 };
     let cfg = &mut run.train;
     cfg.seed = state.seed;
@@ -270,6 +291,19 @@ fn starting_point(
     }
     cfg.batch_size = state.batch_size;
     cfg.lr = args.lr.unwrap_or(state.lr);
+    // The state must be one this data and batch could have produced (a forged or damaged
+    // file with a valid checksum must not name step 2^64 − 1 or skip an epoch).
+    let steps = cfg.steps_per_epoch(data.train.len(), state.replicas.max(1));
+    if state.next.epoch == 0 || state.next.step >= steps || state.global_step > u64::MAX / 2 {
+        return Err(Error::snapshot(
+            &path,
+            format!(
+                "its training state is impossible (next epoch {}, step {}, global step {}; an epoch here has {steps} steps): \
+                 the file is damaged: delete it to resume from the one before",
+                state.next.epoch, state.next.step, state.global_step
+            ),
+        ));
+    }
     // The replica count sets the global batch, so it may change only where an epoch begins:
     // mid-epoch, the remaining steps were dealt for the old count.
     if state.replicas != world {
@@ -352,7 +386,30 @@ fn run_train(args: &TrainArgs) -> Result<()> {
         dir,
         every: args.snapshot_every,
     });
-    let reports = train::train_from(&mut replicas, &data, cfg, start, snap, &mut console)?;
+    // Ctrl-C stops the run between two steps (a snapshot being written is finished first);
+    // a second Ctrl-C stops at once.
+    let _ = ctrlc::set_handler(|| {
+        if train::STOP.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    });
+    let reports = match train::train_from(&mut replicas, &data, cfg, start, snap, &mut console) {
+        Err(Error::Interrupted(what)) => {
+            console.bar.finish_and_clear();
+            let last = match &snapshots {
+                Some(d) => match d.latest()? {
+                    Some(p) => format!(
+                        "the latest snapshot is {}: continue with --resume",
+                        p.display()
+                    ),
+                    None => "no snapshot was written yet".into(),
+                },
+                None => "no --snapshot-dir was given, so the run cannot be resumed".into(),
+            };
+            return Err(Error::Interrupted(format!("{what}; {last}")));
+        }
+        other => other?,
+    };
     console.bar.finish_and_clear();
     match reports.last() {
         Some(last) => println!(
@@ -363,14 +420,23 @@ fn run_train(args: &TrainArgs) -> Result<()> {
             last.test.mean_loss()
         ),
         None => println!(
-            "nothing to do: the run already completed {} epochs",
-            cfg.epochs
+            "nothing to do: the snapshot already completed {} epoch(s) and --epochs is {}; pass --epochs {} or more to train further",
+            start.at.epoch - 1,
+            cfg.epochs,
+            start.at.epoch
         ),
     }
     Ok(())
 }
 
 fn run_explain(args: &ExplainArgs) -> Result<()> {
+    if args.epochs > train::MAX_EPOCHS {
+        return Err(Error::Config(format!(
+            "--epochs {} is more than gpu-train runs ({})",
+            args.epochs,
+            train::MAX_EPOCHS
+        )));
+    }
     print!("{}", crate::explain::chapter2());
     println!();
     let data = args.data.load()?;

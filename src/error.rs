@@ -38,6 +38,10 @@ pub enum Error {
         what: String,
     },
 
+    /// Stopped by the user (Ctrl-C) between two steps.
+    #[error("{0}")]
+    Interrupted(String),
+
     /// Data-parallel replicas that no longer agree (a bug, or a fault on the way).
     #[error("{0}")]
     Replicas(String),

@@ -1,15 +1,41 @@
 //! The `gpu-train` binary: parse the command line, run it, map errors to an exit code.
 
-use clap::Parser;
+use clap::Parser as _;
 use gpu_train::{cli, Error};
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let args = cli::Cli::parse();
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            // One line, like every other refusal: clap's first line, without its "error: ".
+            let text = e.render().to_string();
+            let line = text.lines().next().unwrap_or("invalid arguments");
+            let line = line.strip_prefix("error: ").unwrap_or(line);
+            let hint = if line.contains("invalid digit") && line.contains("'-") {
+                " (a count: a whole number, 0 or more)"
+            } else {
+                ""
+            };
+            eprintln!("gpu-train: {line}{hint}; see gpu-train --help");
+            std::process::exit(2);
+        }
+    };
     if let Err(e) = cli::run(&args) {
         eprintln!("gpu-train: {e}");
         // 2: the input was wrong (flags, data, adapter choice); 1: something failed while running.
         let code = match e {
+            // 130: the shell's code for a process stopped by Ctrl-C (128 + SIGINT).
+            Error::Interrupted(_) => 130,
             Error::Config(_)
             | Error::BadData { .. }
             | Error::Io { .. }

@@ -28,9 +28,21 @@ pub fn read_png(path: &Path) -> Result<Vec<u8>> {
     let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
     // Expand palettes and bit depths below 8, strip 16-bit to 8: every pixel becomes u8 channels.
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-    let mut reader = decoder
-        .read_info()
-        .map_err(|e| bad(format!("not a readable PNG: {e}")))?;
+    // The header's size is checked before a pixel is decoded: a 129-byte file can claim
+    // 100000×100000 pixels, and decoding it would allocate 40 GB.
+    decoder.set_limits(png::Limits { bytes: 1 << 20 });
+    let mut reader = decoder.read_info().map_err(|e| match e {
+        png::DecodingError::LimitsExceeded => {
+            bad("image is far larger than 28x28 (the model takes 28x28 grey digits)".into())
+        }
+        e => bad(format!("not a readable PNG: {e}")),
+    })?;
+    let (w, h) = (reader.info().width, reader.info().height);
+    if (w, h) != (28, 28) {
+        return Err(bad(format!(
+            "image is {w}x{h}, the model takes 28x28 grey digits"
+        )));
+    }
     let mut buf = vec![0; reader.output_buffer_size()];
     let info = reader
         .next_frame(&mut buf)

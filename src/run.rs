@@ -62,6 +62,14 @@ impl RunConfig {
                 "several replicas need the data-parallel step".into(),
             ));
         }
+        if let Devices::Cpu { threads, .. } = &self.devices {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if *threads == 0 || *threads > cores {
+                return Err(Error::Config(format!(
+                    "--threads {threads}: this machine has {cores} core(s); the CPU workers busy-wait, so more threads than cores only slow a step down"
+                )));
+            }
+        }
         if self.overlap && !self.data_parallel {
             return Err(Error::Config(
                 "--overlap overlaps the all-reduce of data-parallel replicas: pass --devices or --replicas too".into(),
@@ -156,10 +164,8 @@ pub struct DataArgs {
 impl DataArgs {
     pub fn load(&self) -> Result<DataSplit> {
         let dir = self.data_dir.clone().unwrap_or_else(data::bundled_dir);
-        let mut split = data::load_dir(&dir)?;
-        if self.limit > 0 {
-            split.train = split.train.take(self.limit);
-        }
-        Ok(split)
+        // --limit reads only what it keeps: a file claiming millions of images costs nothing
+        // past the first N.
+        data::load_dir_limited(&dir, (self.limit > 0).then_some(self.limit))
     }
 }

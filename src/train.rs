@@ -92,6 +92,17 @@ pub trait Engine {
     }
 }
 
+/// The most epochs a run may ask for.
+pub const MAX_EPOCHS: usize = 1_000_000;
+/// The largest batch: 2^20 images (3.3 GB of f32 pixels; far more than any data set here).
+pub const MAX_BATCH: usize = 1 << 20;
+/// A run whose mean training loss over a check window exceeds this multiple of ln 10 (the loss
+/// of a uniform guess over 10 classes, 2.303) has diverged, even with finite numbers.
+pub const DIVERGED_LOSS_MULTIPLE: f64 = 2.0;
+
+/// Set by a Ctrl-C handler: the loop stops after the step (or snapshot) in progress.
+pub static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The validated settings of one training run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainConfig {
@@ -106,8 +117,21 @@ impl TrainConfig {
         if self.epochs == 0 {
             return Err(Error::Config("--epochs must be at least 1".into()));
         }
+        if self.epochs > MAX_EPOCHS {
+            return Err(Error::Config(format!(
+                "--epochs {} is more than gpu-train runs ({MAX_EPOCHS}); a run that long is a mistake",
+                self.epochs
+            )));
+        }
         if self.batch_size == 0 {
             return Err(Error::Config("--batch-size must be at least 1".into()));
+        }
+        if self.batch_size > MAX_BATCH {
+            return Err(Error::Config(format!(
+                "--batch-size {} is more than gpu-train takes ({MAX_BATCH} images, {} MB of f32 pixels a batch)",
+                self.batch_size,
+                MAX_BATCH * PIXELS * 4 / 1_000_000
+            )));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(Error::Config(format!(
@@ -484,6 +508,34 @@ pub fn train_from(
         .map(|_| data.train.fingerprint())
         .unwrap_or(0);
     let mut global_step = start.global_step;
+    // The training loss so far this epoch, gathered at every check: a run that stays finite
+    // but far above a uniform guess has diverged, and its weights must not be snapshotted.
+    let limit = DIVERGED_LOSS_MULTIPLE * std::f64::consts::LN_10;
+    let check = |replicas: &mut Replicas,
+                 so_far: &mut Totals,
+                 epoch: usize,
+                 step: usize|
+     -> Result<()> {
+        let mut window = Totals::default();
+        for e in replicas.engines.iter_mut() {
+            let t = e.take_train_totals()?;
+            window.add(t.loss_sum, t.correct, t.seen);
+        }
+        so_far.add(window.loss_sum, window.correct, window.seen);
+        let loss = window.mean_loss();
+        if window.seen > 0 && !(loss <= limit) {
+            return Err(Error::Diverged {
+                epoch,
+                step,
+                what: format!(
+                    "the mean training loss over the last {} examples is {loss:.4e}, above {DIVERGED_LOSS_MULTIPLE}·ln 10 = {limit:.2} \
+                     ({DIVERGED_LOSS_MULTIPLE}× the loss of a uniform guess)",
+                    window.seen
+                ),
+            });
+        }
+        Ok(())
+    };
     let snapshot = |replicas: &mut Replicas, next: Position, global_step: u64| -> Result<()> {
         let Some(s) = &snapshots else { return Ok(()) };
         let state = TrainState {
@@ -508,6 +560,7 @@ pub fn train_from(
         };
         let mut traffic = Traffic::default();
         let mut split = StepSplit::default();
+        let mut train = Totals::default();
         // Deal this epoch's shards: local replica i is replica first_replica() + i of the job.
         let shards: Vec<Shard> = if replicas.fused {
             Vec::new()
@@ -532,6 +585,7 @@ pub fn train_from(
             observer.step(epoch, step + 1, steps);
             if let Some(s) = &snapshots {
                 if s.every > 0 && global_step.is_multiple_of(s.every as u64) && step + 1 < steps {
+                    check(replicas, &mut train, epoch, step + 1)?;
                     let next = Position {
                         epoch,
                         step: step + 1,
@@ -539,25 +593,22 @@ pub fn train_from(
                     snapshot(replicas, next, global_step)?;
                 }
             }
+            if STOP.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(Error::Interrupted(format!(
+                    "interrupted at epoch {epoch}, step {} of {steps} (global step {global_step})",
+                    step + 1
+                )));
+            }
         }
-        let mut train = Totals::default();
+        check(replicas, &mut train, epoch, steps)?;
         let mut staged: Option<u64> = None;
         for e in replicas.engines.iter_mut() {
-            let t = e.take_train_totals()?;
-            train.add(t.loss_sum, t.correct, t.seen);
             if let Some(b) = e.take_staged_bytes() {
                 *staged.get_or_insert(0) += b;
             }
         }
         let staged_bytes = staged.map(|b| b / replicas.engines.len() as u64);
         let train_time = start_time.elapsed();
-        if !train.loss_sum.is_finite() {
-            return Err(Error::Diverged {
-                epoch,
-                step: steps,
-                what: format!("the epoch's mean loss is {}", train.mean_loss()),
-            });
-        }
         if !replicas.fused && replicas.engines.len() > 1 {
             replicas.check_in_step(epoch, steps)?;
         }

@@ -306,11 +306,12 @@ fn unwritable_snapshot_dir_is_a_clear_error() {
     );
 }
 
-/// Every file in `dir` with its bytes.
+/// Every file in `dir` with its bytes, but the lock file (it holds the last run's pid).
 fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(dir)
         .unwrap()
         .flatten()
+        .filter(|e| e.file_name() != checkpoint::LOCK_FILE)
         .map(|e| {
             (
                 e.file_name().to_string_lossy().into_owned(),

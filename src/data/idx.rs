@@ -6,18 +6,20 @@
 //! labels: magic 0x00000801, count, then count labels
 //! ```
 //! The parser trusts nothing: every count comes from the header and is checked against the
-//! bytes actually present, and a fault becomes an [`Error::BadData`] naming the file.
+//! bytes actually present (for a raw file, against its size before anything is allocated; for
+//! gzip, by inflating no more than the header promises), and a fault becomes an
+//! [`Error::BadData`] naming the file.
 
 use crate::error::{Error, Result};
-use flate2::read::GzDecoder;
-use std::io::Read;
+use flate2::read::MultiGzDecoder;
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
 pub const LABELS_MAGIC: u32 = 0x0000_0801;
 /// gzip streams start with these two bytes (RFC 1952), whatever the file is called.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
-/// No real IDX image file is larger than this; refuse to decompress bombs past it.
+/// No real IDX file is larger than this (60,000 MNIST images are 47 MB); gpu-train reads no more.
 const MAX_DECODED_BYTES: u64 = 1 << 31;
 
 /// Images as stored: `count` images of `rows*cols` u8 pixels, row-major, one after another.
@@ -29,13 +31,34 @@ pub struct IdxImages {
     pub pixels: Vec<u8>,
 }
 
-/// Reads a whole file and, if it is gzip'd (detected by content), decompresses it.
-pub fn read_file(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|source| Error::Io {
+/// Opens a file for reading, decompressing it on the fly when it is gzip'd (detected by
+/// content, whatever its name; several concatenated gzip members, as `cat a.gz b.gz` makes,
+/// are one stream). Returns the reader and, for a raw file, its size in bytes.
+pub fn open(path: &Path) -> Result<(Box<dyn Read>, Option<u64>)> {
+    let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    decompress_if_gzip(&raw, &display_name(path))
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    let mut reader = BufReader::new(file);
+    let is_gzip = reader.fill_buf().map_err(io)?.starts_with(&GZIP_MAGIC);
+    Ok(if is_gzip {
+        (Box::new(MultiGzDecoder::new(reader)), None)
+    } else {
+        (Box::new(reader), Some(size))
+    })
+}
+
+/// Reads a whole file, decompressing it if it is gzip'd (at most [`MAX_DECODED_BYTES`]).
+pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+    let (reader, _) = open(path)?;
+    let mut out = Vec::new();
+    reader
+        .take(MAX_DECODED_BYTES)
+        .read_to_end(&mut out)
+        .map_err(|e| Error::bad_data(display_name(path), format!("cannot read: {e}")))?;
+    Ok(out)
 }
 
 /// The file's name as errors show it.
@@ -51,7 +74,7 @@ pub fn decompress_if_gzip(bytes: &[u8], name: &str) -> Result<Vec<u8>> {
         return Ok(bytes.to_vec());
     }
     let mut out = Vec::new();
-    GzDecoder::new(bytes)
+    MultiGzDecoder::new(bytes)
         .take(MAX_DECODED_BYTES)
         .read_to_end(&mut out)
         .map_err(|e| Error::bad_data(name, format!("corrupt or truncated gzip stream: {e}")))?;
@@ -62,76 +85,174 @@ fn be_u32(bytes: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
-fn check_header(bytes: &[u8], name: &str, magic: u32, header_len: usize, what: &str) -> Result<()> {
-    if bytes.len() < header_len {
+/// Reads as many bytes as `r` has, up to `buf.len()`; returns how many.
+fn read_up_to(r: &mut dyn Read, buf: &mut [u8], name: &str) -> Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(gzip_fault(name, e)),
+        }
+    }
+    Ok(n)
+}
+
+fn gzip_fault(name: &str, e: std::io::Error) -> Error {
+    Error::bad_data(name, format!("corrupt or truncated gzip stream: {e}"))
+}
+
+/// Reads and checks an IDX header of `N` bytes (magic first).
+fn header<const N: usize>(r: &mut dyn Read, name: &str, magic: u32, what: &str) -> Result<[u8; N]> {
+    let mut h = [0u8; N];
+    let got = read_up_to(r, &mut h, name)?;
+    if got < N {
         return Err(Error::bad_data(
             name,
-            format!(
-                "file is {} bytes, too short for an IDX {what} header ({header_len} bytes)",
-                bytes.len()
-            ),
+            format!("file is {got} bytes, too short for an IDX {what} header ({N} bytes)"),
         ));
     }
-    let found = be_u32(bytes, 0);
+    let found = be_u32(&h, 0);
     if found != magic {
         return Err(Error::bad_data(
             name,
             format!("magic number is 0x{found:08x}, expected 0x{magic:08x} for IDX {what}"),
         ));
     }
-    Ok(())
+    Ok(h)
 }
 
-/// Parses an IDX image file (already decompressed).
-pub fn parse_images(bytes: &[u8], name: &str) -> Result<IdxImages> {
-    check_header(bytes, name, IMAGES_MAGIC, 16, "images")?;
-    let count = be_u32(bytes, 4) as usize;
-    let rows = be_u32(bytes, 8) as usize;
-    let cols = be_u32(bytes, 12) as usize;
+/// Reads the payload: `count` items of `item` bytes, of which only the first `keep` are
+/// wanted. `size` is the raw file's size (None for gzip): the header's promise is checked
+/// against it before anything is allocated. For gzip, inflating stops at what is wanted (or,
+/// when everything is wanted, one byte past the promise, to notice a longer stream): a header
+/// that lies, or a bomb behind a valid header, costs no more than the bytes it claims.
+fn payload(
+    r: &mut dyn Read,
+    size: Option<u64>,
+    (count, item, keep): (u64, u64, u64),
+    header_len: u64,
+    name: &str,
+    what: &str,
+) -> Result<Vec<u8>> {
+    // u128: three u32 header fields multiplied can overflow u64.
+    let expected = count as u128 * item as u128;
+    // Labels are one byte each: their count is their size.
+    let (promised, unit) = if item == 1 {
+        (String::new(), "")
+    } else {
+        (format!(" ({expected} bytes)"), " bytes")
+    };
+    let promise = |held: String| {
+        Error::bad_data(
+            name,
+            format!("header says {count} {what}{promised} but the file holds {held}"),
+        )
+    };
+    if let Some(size) = size {
+        let held = size.saturating_sub(header_len);
+        if held as u128 != expected {
+            return Err(promise(format!("{held}{unit}")));
+        }
+    }
+    let want = keep.min(count) as u128 * item as u128;
+    if want > MAX_DECODED_BYTES as u128 {
+        return Err(Error::bad_data(
+            name,
+            format!(
+                "header says {count} {what} ({want} bytes to read), more than gpu-train reads ({MAX_DECODED_BYTES} bytes); pass --limit to use fewer"
+            ),
+        ));
+    }
+    let want = want as u64;
+    let mut out = Vec::with_capacity(want.min(64 << 20) as usize);
+    r.take(want)
+        .read_to_end(&mut out)
+        .map_err(|e| gzip_fault(name, e))?;
+    if (out.len() as u64) < want {
+        return Err(promise(format!("{}{unit}", out.len())));
+    }
+    if want as u128 == expected && size.is_none() {
+        let mut extra = [0u8; 1];
+        if read_up_to(r, &mut extra, name)? > 0 {
+            return Err(promise(format!("more than {want}{unit}")));
+        }
+    }
+    Ok(out)
+}
+
+/// Reads an IDX image file, raw or gzip'd, keeping at most `limit` images (all if None).
+pub fn read_images(path: &Path, limit: Option<usize>) -> Result<IdxImages> {
+    let (mut r, size) = open(path)?;
+    images_from(&mut r, size, limit, &display_name(path))
+}
+
+/// Reads an IDX label file, raw or gzip'd, keeping at most `limit` labels.
+pub fn read_labels(path: &Path, limit: Option<usize>) -> Result<Vec<u8>> {
+    let (mut r, size) = open(path)?;
+    labels_from(&mut r, size, limit, &display_name(path))
+}
+
+fn images_from(
+    r: &mut dyn Read,
+    size: Option<u64>,
+    limit: Option<usize>,
+    name: &str,
+) -> Result<IdxImages> {
+    let h: [u8; 16] = header(r, name, IMAGES_MAGIC, "images")?;
+    let (count, rows, cols) = (be_u32(&h, 4), be_u32(&h, 8), be_u32(&h, 12));
     if rows == 0 || cols == 0 {
         return Err(Error::bad_data(
             name,
             format!("image size is {rows}x{cols}"),
         ));
     }
-    // u64 arithmetic: three u32 header fields multiplied can overflow usize on 32-bit hosts.
-    let expected = count as u64 * rows as u64 * cols as u64;
-    let held = (bytes.len() - 16) as u64;
-    if held != expected {
-        return Err(Error::bad_data(
-            name,
-            format!(
-                "header says {count} images of {rows}x{cols} ({expected} bytes) but the file holds {held} bytes of pixels"
-            ),
-        ));
-    }
+    let keep = limit.map_or(count as u64, |l| (l as u64).min(count as u64));
+    let item = rows as u64 * cols as u64;
+    let pixels = payload(
+        r,
+        size,
+        (count as u64, item, keep),
+        16,
+        name,
+        &format!("images of {rows}x{cols}"),
+    )?;
     Ok(IdxImages {
-        count,
-        rows,
-        cols,
-        pixels: bytes[16..].to_vec(),
+        count: keep as usize,
+        rows: rows as usize,
+        cols: cols as usize,
+        pixels,
     })
 }
 
-/// Parses an IDX label file (already decompressed); every label must be 0-9.
-pub fn parse_labels(bytes: &[u8], name: &str) -> Result<Vec<u8>> {
-    check_header(bytes, name, LABELS_MAGIC, 8, "labels")?;
-    let count = be_u32(bytes, 4) as usize;
-    let held = bytes.len() - 8;
-    if held != count {
-        return Err(Error::bad_data(
-            name,
-            format!("header says {count} labels but the file holds {held}"),
-        ));
-    }
-    let labels = &bytes[8..];
+fn labels_from(
+    r: &mut dyn Read,
+    size: Option<u64>,
+    limit: Option<usize>,
+    name: &str,
+) -> Result<Vec<u8>> {
+    let h: [u8; 8] = header(r, name, LABELS_MAGIC, "labels")?;
+    let count = be_u32(&h, 4) as u64;
+    let keep = limit.map_or(count, |l| (l as u64).min(count));
+    let labels = payload(r, size, (count, 1, keep), 8, name, "labels")?;
     if let Some(i) = labels.iter().position(|&l| l > 9) {
         return Err(Error::bad_data(
             name,
             format!("label {i} is {}, but labels must be 0-9", labels[i]),
         ));
     }
-    Ok(labels.to_vec())
+    Ok(labels)
+}
+
+/// Parses an IDX image file already in memory (decompressed).
+pub fn parse_images(bytes: &[u8], name: &str) -> Result<IdxImages> {
+    images_from(&mut &bytes[..], Some(bytes.len() as u64), None, name)
+}
+
+/// Parses an IDX label file already in memory (decompressed); every label must be 0-9.
+pub fn parse_labels(bytes: &[u8], name: &str) -> Result<Vec<u8>> {
+    labels_from(&mut &bytes[..], Some(bytes.len() as u64), None, name)
 }
 
 /// Writes an IDX image file (used by tests and to cut subsets).

@@ -123,9 +123,16 @@ pub fn bundled_dir() -> PathBuf {
         .join("mnist")
 }
 
-/// Finds `name` or `name.gz` in `dir`.
+/// Finds `name` or `name.gz` in `dir` (not both: which one was meant would be a guess).
 fn find(dir: &Path, name: &str) -> Result<PathBuf> {
-    for candidate in [dir.join(name), dir.join(format!("{name}.gz"))] {
+    let (raw, gz) = (dir.join(name), dir.join(format!("{name}.gz")));
+    if raw.is_file() && gz.is_file() {
+        return Err(Error::Config(format!(
+            "{}: both {name} and {name}.gz are here; remove one so it is clear which to read",
+            dir.display()
+        )));
+    }
+    for candidate in [raw, gz] {
         if candidate.is_file() {
             return Ok(candidate);
         }
@@ -137,12 +144,13 @@ fn find(dir: &Path, name: &str) -> Result<PathBuf> {
     )))
 }
 
-/// Loads one images file and one labels file and checks they describe the same examples.
-pub fn load_pair(images_path: &Path, labels_path: &Path) -> Result<Dataset> {
+/// Loads one images file and one labels file (the first `limit` examples of each, or all)
+/// and checks they describe the same examples.
+pub fn load_pair(images_path: &Path, labels_path: &Path, limit: Option<usize>) -> Result<Dataset> {
     let images_name = idx::display_name(images_path);
     let labels_name = idx::display_name(labels_path);
-    let images = idx::parse_images(&idx::read_file(images_path)?, &images_name)?;
-    let labels = idx::parse_labels(&idx::read_file(labels_path)?, &labels_name)?;
+    let images = idx::read_images(images_path, limit)?;
+    let labels = idx::read_labels(labels_path, limit)?;
     if (images.rows, images.cols) != (28, 28) {
         return Err(Error::bad_data(
             images_name,
@@ -170,14 +178,29 @@ pub fn load_pair(images_path: &Path, labels_path: &Path) -> Result<Dataset> {
 
 /// Loads the four files of an MNIST-format data set from `dir`.
 pub fn load_dir(dir: &Path) -> Result<DataSplit> {
-    if !dir.is_dir() {
+    load_dir_limited(dir, None)
+}
+
+/// [`load_dir`], reading only the first `train_limit` training examples (the test set whole).
+pub fn load_dir_limited(dir: &Path, train_limit: Option<usize>) -> Result<DataSplit> {
+    if !dir.exists() {
         return Err(Error::Config(format!(
             "data directory {} does not exist",
             dir.display()
         )));
     }
-    let train = load_pair(&find(dir, TRAIN_IMAGES)?, &find(dir, TRAIN_LABELS)?)?;
-    let test = load_pair(&find(dir, TEST_IMAGES)?, &find(dir, TEST_LABELS)?)?;
+    if !dir.is_dir() {
+        return Err(Error::Config(format!(
+            "--data-dir {} is a file, not a folder: pass the folder holding the four MNIST files",
+            dir.display()
+        )));
+    }
+    let train = load_pair(
+        &find(dir, TRAIN_IMAGES)?,
+        &find(dir, TRAIN_LABELS)?,
+        train_limit,
+    )?;
+    let test = load_pair(&find(dir, TEST_IMAGES)?, &find(dir, TEST_LABELS)?, None)?;
     Ok(DataSplit {
         train,
         test,
