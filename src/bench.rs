@@ -52,6 +52,10 @@ pub struct BenchArgs {
     /// Seed.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// The matmul variant for the GPU rows (default: measured per adapter, see `--help` of
+    /// training).
+    #[arg(long, value_name = "NAME")]
+    pub kernels: Option<String>,
     /// Skip the per-kernel GPU profile (timestamp queries) printed after the table.
     #[arg(long)]
     pub no_profile: bool,
@@ -203,6 +207,7 @@ pub fn rows(args: &BenchArgs, data: &DataSplit) -> Result<Vec<Row>> {
                 let devices = Devices::Gpu {
                     adapters: vec![device],
                     resident,
+                    kernels: args.kernels.clone(),
                 };
                 let path = if resident {
                     "gpu resident"
@@ -230,6 +235,7 @@ pub fn rows(args: &BenchArgs, data: &DataSplit) -> Result<Vec<Row>> {
                 let devices = Devices::Gpu {
                     adapters: vec![device; n],
                     resident: false,
+                    kernels: args.kernels.clone(),
                 };
                 let mut row = time_run(&parallel(devices, n), data, args, &format!("gpu ×{n}"))?;
                 row.adapter = format!("{device}: {} (×{n} devices)", Gpu::open(device)?.info.name);

@@ -89,6 +89,11 @@ pub struct TrainArgs {
     /// Upload the whole training set to VRAM once instead of staging each mini-batch from RAM.
     #[arg(long)]
     pub resident: bool,
+    /// The matmul kernel variant: tiled16 (workgroup-memory tiles, for GPUs) or reg8x4
+    /// (register blocks, for CPU-based adapters such as lavapipe). Default: the faster on this
+    /// adapter, measured once and cached.
+    #[arg(long, value_name = "NAME", conflicts_with = "cpu")]
+    pub kernels: Option<String>,
     /// Passes over the training set.
     #[arg(long, default_value_t = 10)]
     pub epochs: usize,
@@ -143,11 +148,13 @@ impl TrainArgs {
             Devices::Gpu {
                 adapters: self.devices.clone(),
                 resident: self.resident,
+                kernels: self.kernels.clone(),
             }
         } else {
             Devices::Gpu {
                 adapters: vec![self.device; n],
                 resident: self.resident,
+                kernels: self.kernels.clone(),
             }
         };
         RunConfig {
@@ -183,42 +190,64 @@ pub struct ExplainArgs {
     pub data: DataArgs,
 }
 
-/// Draws a progress bar on a terminal and prints one line per epoch.
+/// Draws a progress bar on a terminal while an epoch trains and prints one line per epoch.
+/// The bar exists only while steps run: it is made at an epoch's first step, with its length
+/// known, and cleared before the test pass and the epoch's line.
 struct Console {
-    bar: indicatif::ProgressBar,
+    bar: Option<indicatif::ProgressBar>,
     epochs: usize,
+    terminal: bool,
 }
 
 impl Console {
     fn new(epochs: usize) -> Self {
-        let bar = if std::io::stderr().is_terminal() {
-            indicatif::ProgressBar::new(0)
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "epoch {prefix} [{bar:40}] {pos}/{len} steps {per_sec}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        Console { bar, epochs }
+        Console {
+            bar: None,
+            epochs,
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn clear(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
     }
 }
 
 impl Observer for Console {
     fn step(&mut self, epoch: usize, step: usize, steps: usize) {
-        if step == 1 {
-            self.bar.reset();
-            self.bar.set_length(steps as u64);
-            self.bar.set_prefix(format!("{epoch}/{}", self.epochs));
+        if !self.terminal {
+            return;
         }
-        self.bar.set_position(step as u64);
+        let epochs = self.epochs;
+        let bar = self.bar.get_or_insert_with(|| {
+            let bar = indicatif::ProgressBar::new(steps as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "epoch {prefix} [{bar:40}] {pos}/{len} steps  {rate}",
+                )
+                .expect("valid template")
+                .with_key(
+                    "rate",
+                    |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{:.0} steps/s", s.per_sec());
+                    },
+                )
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(format!("{epoch}/{epochs}"));
+            bar
+        });
+        bar.set_position(step as u64);
+        if step == steps {
+            // The test pass comes next: no bar over it.
+            self.clear();
+        }
     }
     fn epoch(&mut self, report: &EpochReport) {
-        self.bar
-            .suspend(|| println!("{}", report.line(self.epochs)));
+        self.clear();
+        println!("{}", report.line(self.epochs));
     }
 }
 
@@ -395,7 +424,7 @@ fn run_train(args: &TrainArgs) -> Result<()> {
     });
     let reports = match train::train_from(&mut replicas, &data, cfg, start, snap, &mut console) {
         Err(Error::Interrupted(what)) => {
-            console.bar.finish_and_clear();
+            console.clear();
             let last = match &snapshots {
                 Some(d) => match d.latest()? {
                     Some(p) => format!(
@@ -410,7 +439,7 @@ fn run_train(args: &TrainArgs) -> Result<()> {
         }
         other => other?,
     };
-    console.bar.finish_and_clear();
+    console.clear();
     match reports.last() {
         Some(last) => println!(
             "final test accuracy {:.2}% ({} of {}), test loss {:.4}",

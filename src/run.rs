@@ -5,6 +5,7 @@
 use crate::cpu::engine::CpuEngine;
 use crate::data::{self, DataSplit};
 use crate::error::{Error, Result};
+use crate::gpu::kernels::MatmulVariant;
 use crate::gpu::{Gpu, GpuEngine, GpuOptions};
 use crate::model::Model;
 use crate::parallel::{ring::Ring, AllReduce};
@@ -18,10 +19,12 @@ pub enum Devices {
     /// `replicas` CPU replicas, each splitting its step over `threads` cores.
     Cpu { replicas: usize, threads: usize },
     /// One replica per listed adapter index (an index may repeat: several devices opened on
-    /// one adapter); `resident` keeps each replica's training data in its VRAM.
+    /// one adapter); `resident` keeps each replica's training data in its VRAM; `kernels`
+    /// names the matmul variant (None: measured per adapter).
     Gpu {
         adapters: Vec<usize>,
         resident: bool,
+        kernels: Option<String>,
     },
 }
 
@@ -70,6 +73,12 @@ impl RunConfig {
                 )));
             }
         }
+        if let Devices::Gpu {
+            kernels: Some(k), ..
+        } = &self.devices
+        {
+            MatmulVariant::by_name(k)?;
+        }
         if self.overlap && !self.data_parallel {
             return Err(Error::Config(
                 "--overlap overlaps the all-reduce of data-parallel replicas: pass --devices or --replicas too".into(),
@@ -106,12 +115,21 @@ impl RunConfig {
             Devices::Cpu { replicas, threads } => Ok((0..*replicas)
                 .map(|_| Box::new(CpuEngine::new(model.clone(), *threads)) as Box<dyn Engine>)
                 .collect()),
-            Devices::Gpu { adapters, resident } => adapters
+            Devices::Gpu {
+                adapters,
+                resident,
+                kernels,
+            } => adapters
                 .iter()
                 .map(|&a| {
+                    let kernels = match kernels {
+                        Some(k) => Some(MatmulVariant::by_name(k)?.name),
+                        None => None,
+                    };
                     let opts = GpuOptions {
                         batch: self.train.batch_size,
                         resident: *resident,
+                        kernels,
                         ..GpuOptions::default()
                     };
                     Ok(

@@ -320,6 +320,7 @@ fn a_gpu_batch_near_2_to_the_62_is_refused_not_wrapped() {
                 batch,
                 resident,
                 ring: 2,
+                ..gpu_train::gpu::GpuOptions::default()
             };
             let gpu = common::gpu("gpu").unwrap();
             let err = gpu_train::gpu::GpuEngine::new(gpu, &Model::init(1), opts, &data)

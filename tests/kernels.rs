@@ -4,7 +4,10 @@
 mod common;
 use common::{assert_close, gpu, random_f32, rng};
 use gpu_train::cpu::twins;
-use gpu_train::gpu::kernels::{self, groups_1d, run_now, storage, Dispatch, Kernels, MatmulParams};
+use gpu_train::gpu::kernels::{
+    self, groups_1d, run_now, storage, Dispatch, Kernels, MatmulParams, MatmulVariant,
+    MATMUL_VARIANTS,
+};
 use gpu_train::gpu::Gpu;
 use rand::Rng;
 
@@ -17,7 +20,7 @@ fn unpack_batch_matches_twin() {
     let Some(g) = gpu("unpack_batch_matches_twin") else {
         return;
     };
-    let k = Kernels::new(&g.device);
+    let k = Kernels::new(&g.device, &MATMUL_VARIANTS[0]);
     let mut r = rng(1);
     let (images, rows, words) = (9usize, 5u32, 196u32);
     let pixels: Vec<u8> = (0..images * 784).map(|_| r.random()).collect();
@@ -73,11 +76,11 @@ fn check_matmul(g: &Gpu, k: &Kernels, seed: u64, p: MatmulParams) -> f32 {
     let bc = storage(d, "c", &c0);
     let mut want = c0.clone();
     if p.splits == 1 {
-        let disp = Dispatch::new(
+        let disp = Dispatch::matmul(
             d,
             "mm",
-            &k.matmul,
-            &[
+            k,
+            [
                 whole(&ba),
                 whole(&bb),
                 whole(&bbias),
@@ -85,17 +88,16 @@ fn check_matmul(g: &Gpu, k: &Kernels, seed: u64, p: MatmulParams) -> f32 {
                 whole(&bc),
             ],
             &p,
-            p.workgroups(),
         );
         run_now(g, &[&disp]).unwrap();
         twins::matmul(&a, &b, &bias, &mask, &mut want, &p);
     } else {
         let bpart = storage(d, "partial", &vec![0f32; p.splits as usize * m * n]);
-        let mm = Dispatch::new(
+        let mm = Dispatch::matmul(
             d,
             "mm",
-            &k.matmul,
-            &[
+            k,
+            [
                 whole(&ba),
                 whole(&bb),
                 whole(&bbias),
@@ -103,7 +105,6 @@ fn check_matmul(g: &Gpu, k: &Kernels, seed: u64, p: MatmulParams) -> f32 {
                 whole(&bpart),
             ],
             &p,
-            p.workgroups(),
         );
         let red = Dispatch::new(
             d,
@@ -126,7 +127,7 @@ fn check_matmul(g: &Gpu, k: &Kernels, seed: u64, p: MatmulParams) -> f32 {
         twins::splitk_reduce(&partial, &bias, &mask, &mut want, &p);
     }
     assert_close(
-        &format!("matmul {p:?}"),
+        &format!("matmul {} {p:?}", k.matmul_variant.name),
         &g.read_f32(&bc).unwrap(),
         &want,
         1e-5,
@@ -139,35 +140,39 @@ fn matmul_matches_twin_for_every_layout_and_epilogue() {
     let Some(g) = gpu("matmul_matches_twin_for_every_layout_and_epilogue") else {
         return;
     };
-    let k = Kernels::new(&g.device);
-    let (m, n, kk) = (37u32, 23u32, 45u32);
-    let mut worst = 0.0f32;
-    let mut seed = 0;
-    for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
-        // A (m,k) stored row-major as (m,k), or stored as its transpose (k,m).
-        let sa = if ta {
-            kernels::transposed(m)
-        } else {
-            kernels::row_major(kk)
-        };
-        let sb = if tb {
-            kernels::transposed(kk)
-        } else {
-            kernels::row_major(n)
-        };
-        for (alpha, beta, flags) in [
-            (1.0, 0.0, 0),
-            (1.0, 0.0, kernels::HAS_BIAS | kernels::RELU),
-            (1.0, 0.0, kernels::MASK),
-            (-0.1, 1.0, 0),
-            (0.5, -2.0, kernels::HAS_BIAS | kernels::RELU | kernels::MASK),
-        ] {
-            seed += 1;
-            let p = MatmulParams::new((m, n, kk), sa, sb, alpha, beta, flags, 1);
-            worst = worst.max(check_matmul(&g, &k, seed, p));
+    // Every variant, on a shape that is not a multiple of any block (the register variant's
+    // 64×32 included: 70 rows leave a second, nearly empty block of rows).
+    for variant in &MATMUL_VARIANTS {
+        let k = Kernels::new(&g.device, variant);
+        let (m, n, kk) = (70u32, 23u32, 45u32);
+        let mut worst = 0.0f32;
+        let mut seed = 0;
+        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+            // A (m,k) stored row-major as (m,k), or stored as its transpose (k,m).
+            let sa = if ta {
+                kernels::transposed(m)
+            } else {
+                kernels::row_major(kk)
+            };
+            let sb = if tb {
+                kernels::transposed(kk)
+            } else {
+                kernels::row_major(n)
+            };
+            for (alpha, beta, flags) in [
+                (1.0, 0.0, 0),
+                (1.0, 0.0, kernels::HAS_BIAS | kernels::RELU),
+                (1.0, 0.0, kernels::MASK),
+                (-0.1, 1.0, 0),
+                (0.5, -2.0, kernels::HAS_BIAS | kernels::RELU | kernels::MASK),
+            ] {
+                seed += 1;
+                let p = MatmulParams::new((m, n, kk), sa, sb, alpha, beta, flags, 1);
+                worst = worst.max(check_matmul(&g, &k, seed, p));
+            }
         }
+        eprintln!("matmul {} worst relative error {worst:e}", variant.name);
     }
-    eprintln!("matmul worst relative error {worst:e}");
 }
 
 #[test]
@@ -175,26 +180,67 @@ fn split_k_matmul_matches_twin() {
     let Some(g) = gpu("split_k_matmul_matches_twin") else {
         return;
     };
-    let k = Kernels::new(&g.device);
-    let mut worst = 0.0f32;
-    // The hidden layer's shape at a short batch, and an odd one; K is split 3 and 7 ways.
-    for (seed, (m, n, kk, splits)) in [(21u32, 128u32, 784u32, 7u32), (19, 17, 100, 3)]
-        .into_iter()
-        .enumerate()
-    {
-        let p = MatmulParams::new(
-            (m, n, kk),
-            kernels::row_major(kk),
-            kernels::transposed(kk),
-            1.0,
-            0.0,
-            kernels::HAS_BIAS | kernels::RELU,
-            splits,
+    // Split K is a plan's choice, not a variant's: every variant must produce partial sums.
+    for variant in &MATMUL_VARIANTS {
+        let k = Kernels::new(&g.device, variant);
+        let mut worst = 0.0f32;
+        // The hidden layer's shape at a short batch, and an odd one; K is split 3 and 7 ways.
+        for (seed, (m, n, kk, splits)) in [(21u32, 128u32, 784u32, 7u32), (19, 17, 100, 3)]
+            .into_iter()
+            .enumerate()
+        {
+            let p = MatmulParams::new(
+                (m, n, kk),
+                kernels::row_major(kk),
+                kernels::transposed(kk),
+                1.0,
+                0.0,
+                kernels::HAS_BIAS | kernels::RELU,
+                splits,
+            );
+            assert!(p.splits > 1);
+            worst = worst.max(check_matmul(&g, &k, 100 + seed as u64, p));
+        }
+        eprintln!(
+            "split-K matmul {} worst relative error {worst:e}",
+            variant.name
         );
-        assert!(p.splits > 1);
-        worst = worst.max(check_matmul(&g, &k, 100 + seed as u64, p));
     }
-    eprintln!("split-K matmul worst relative error {worst:e}");
+}
+
+#[test]
+fn a_matmul_that_would_read_out_of_bounds_is_refused_on_the_host() {
+    // What makes the unchecked variant safe: the host check, for each operand.
+    let p = MatmulParams::new(
+        (4, 5, 6),
+        kernels::row_major(6),
+        kernels::row_major(5),
+        1.0,
+        0.0,
+        kernels::HAS_BIAS | kernels::MASK,
+        1,
+    );
+    assert!(p.check_fits(24, 30, 5, 20, 20).is_ok());
+    assert!(p
+        .check_fits(23, 30, 5, 20, 20)
+        .unwrap_err()
+        .contains("past A"));
+    assert!(p
+        .check_fits(24, 29, 5, 20, 20)
+        .unwrap_err()
+        .contains("past B"));
+    assert!(p
+        .check_fits(24, 30, 4, 20, 20)
+        .unwrap_err()
+        .contains("past bias"));
+    assert!(p
+        .check_fits(24, 30, 5, 19, 20)
+        .unwrap_err()
+        .contains("past mask"));
+    assert!(p
+        .check_fits(24, 30, 5, 20, 19)
+        .unwrap_err()
+        .contains("past C"));
 }
 
 #[test]
@@ -202,7 +248,7 @@ fn softmax_xent_matches_twin() {
     let Some(g) = gpu("softmax_xent_matches_twin") else {
         return;
     };
-    let k = Kernels::new(&g.device);
+    let k = Kernels::new(&g.device, &MATMUL_VARIANTS[0]);
     let mut r = rng(7);
     let mut worst = 0.0f32;
     // 70 rows: more than the 64 threads, so some threads take two rows. Large logits test the
@@ -259,7 +305,7 @@ fn bias_update_matches_twin() {
     let Some(g) = gpu("bias_update_matches_twin") else {
         return;
     };
-    let k = Kernels::new(&g.device);
+    let k = Kernels::new(&g.device, &MATMUL_VARIANTS[0]);
     let mut r = rng(11);
     let mut worst = 0.0f32;
     // Fewer rows than threads, and more (so threads take several rows each); the fused update
@@ -308,7 +354,7 @@ fn sgd_update_matches_twin() {
     let Some(g) = gpu("sgd_update_matches_twin") else {
         return;
     };
-    let k = Kernels::new(&g.device);
+    let k = Kernels::new(&g.device, &MATMUL_VARIANTS[0]);
     let mut r = rng(13);
     // Not a multiple of the 64-thread workgroup; the model's 101,770 parameters.
     for len in [1000u32 + 37, gpu_train::model::PARAMS as u32] {
@@ -383,6 +429,16 @@ fn wgsl_constants_and_params_match_the_rust_side() {
             .collect()
     };
     assert_eq!(constant("TILE", "matmul"), kernels::MATMUL_TILE);
+    let reg = MatmulVariant::by_name("reg8x4").unwrap();
+    let lanes = constant("LANES", "matmul_reg8x4");
+    assert_eq!(
+        (
+            lanes * constant("R", "matmul_reg8x4"),
+            lanes * constant("CC", "matmul_reg8x4")
+        ),
+        (reg.block_m, reg.block_n),
+        "matmul_reg8x4.wgsl's block against MATMUL_VARIANTS"
+    );
     for file in [
         "unpack_batch",
         "splitk_reduce",
@@ -397,6 +453,9 @@ fn wgsl_constants_and_params_match_the_rust_side() {
         );
     }
     for (file, flag, value) in [
+        ("matmul_reg8x4", "HAS_BIAS", kernels::HAS_BIAS),
+        ("matmul_reg8x4", "RELU", kernels::RELU),
+        ("matmul_reg8x4", "MASK", kernels::MASK),
         ("matmul", "HAS_BIAS", kernels::HAS_BIAS),
         ("matmul", "RELU", kernels::RELU),
         ("matmul", "MASK", kernels::MASK),
@@ -409,6 +468,7 @@ fn wgsl_constants_and_params_match_the_rust_side() {
     // matmul and splitk_reduce read the same uniform (one MatmulParams): same struct, field
     // for field.
     assert_eq!(params("matmul"), params("splitk_reduce"));
+    assert_eq!(params("matmul"), params("matmul_reg8x4"));
     // Every field is 4 bytes, so the Rust struct's size gives its field count.
     for (file, rust_size) in [
         ("unpack_batch", size_of::<kernels::UnpackParams>()),

@@ -276,6 +276,7 @@ fn gpu_engines(n: usize, model: &Model, data: &DataSplit, resident: bool) -> Vec
                 batch: 32,
                 resident,
                 ring: 4,
+                ..GpuOptions::default()
             };
             Box::new(GpuEngine::new(g, model, opts, &data.train).unwrap()) as Box<dyn Engine>
         })

@@ -390,6 +390,22 @@ fn divergence_stops_with_a_message_and_keeps_the_last_good_snapshot() {
     assert_eq!(contents(dir.path()), before);
 }
 
+/// The highest step among the snapshot files in `dir` (0 if none), read without locking it.
+fn latest_step(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("snapshot-")?
+                .strip_suffix(".safetensors")?
+                .parse()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// Starts a run as a child process, kills it with SIGKILL after varying delays (so some kills land
 /// while a snapshot is being written: one is written every 2 steps), resumes until it finishes,
 /// and compares the final weights with an uninterrupted run's. Between kills, every snapshot in
@@ -414,14 +430,10 @@ fn killed_runs_resume_to_the_same_weights() {
         .collect()
     };
     let clean = tempfile::tempdir().unwrap();
-    let started = std::time::Instant::now();
     let st = Command::new(exe)
         .args(args(clean.path().to_str().unwrap()))
         .output()
         .unwrap();
-    // Kill delays are fractions of an uninterrupted run, so the test kills several times on a
-    // fast machine and a slow one alike.
-    let whole_run = started.elapsed();
     assert!(
         st.status.success(),
         "{}",
@@ -456,8 +468,23 @@ fn killed_runs_resume_to_the_same_weights() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(whole_run.mul_f64(0.12 + 0.07 * (attempt % 4) as f64));
-        match child.try_wait().unwrap() {
+        // Kill once the run has gone a fifth of the way further (94 of its 471 steps), plus a
+        // few milliseconds that differ from kill to kill so the kill lands at different points
+        // of a step or a snapshot write: progress-based, so the test kills several times on a
+        // fast machine and a loaded one alike. (The folder is listed directly: opening it as a
+        // SnapshotDir would take the running child's lock.)
+        let before = latest_step(crashy.path());
+        let exited = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if latest_step(crashy.path()) >= before + 94 {
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        std::thread::sleep(std::time::Duration::from_millis(attempt % 4));
+        match exited.or(child.try_wait().unwrap()) {
             Some(status) => {
                 let out = child.wait_with_output().unwrap();
                 assert!(status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -67,6 +67,7 @@ fn gpu_weights_match_the_cpu_after_k_steps_and_staged_equals_resident() {
             batch: 64,
             resident,
             ring: 3,
+            ..GpuOptions::default()
         };
         let mut e = GpuEngine::new(g, &model, opts, &data.train).unwrap();
         for batch in order.chunks(cfg.batch_size) {

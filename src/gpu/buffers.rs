@@ -4,7 +4,7 @@
 //! the training set. Sizes are checked against the adapter's limits before anything is made.
 
 use super::kernels;
-use super::kernels::forward_splits;
+use super::kernels::MatmulVariant;
 use super::Gpu;
 use crate::data::{Dataset, CLASSES, PIXELS};
 use crate::error::{Error, Result};
@@ -32,6 +32,15 @@ pub struct GpuOptions {
     pub resident: bool,
     /// Batch slots in the staging ring = steps recorded per submission.
     pub ring: usize,
+    /// The matmul variant by name (`--kernels`); None: measured per adapter (gpu/autotune.rs).
+    pub kernels: Option<&'static str>,
+}
+
+impl GpuOptions {
+    /// Rows the buffers hold: the training batch, or the test pass's larger batch.
+    pub fn rows(&self) -> usize {
+        self.batch.max(crate::train::EVAL_BATCH)
+    }
 }
 
 impl Default for GpuOptions {
@@ -40,6 +49,7 @@ impl Default for GpuOptions {
             batch: 64,
             resident: false,
             ring: 32,
+            kernels: None,
         }
     }
 }
@@ -88,9 +98,10 @@ impl Buffers {
         model: &Model,
         opts: &GpuOptions,
         train: &Dataset,
+        variant: &MatmulVariant,
     ) -> Result<Self> {
         let d = &gpu.device;
-        let rows = opts.batch;
+        let rows = opts.rows();
         let align_to = gpu.limits.min_storage_buffer_offset_alignment.max(4) as u64;
         let layout = ParamLayout::aligned(align_to as usize);
         let max_binding = gpu.limits.max_storage_buffer_binding_size;
@@ -118,8 +129,8 @@ impl Buffers {
             Ok(())
         };
         // The split-K partial sums of both forward products share one buffer.
-        let partial_len = (forward_splits(rows, HIDDEN, PIXELS) as usize * rows * HIDDEN)
-            .max(forward_splits(rows, CLASSES, HIDDEN) as usize * rows * CLASSES);
+        let partial_len = (variant.forward_splits(rows, HIDDEN, PIXELS) as usize * rows * HIDDEN)
+            .max(variant.forward_splits(rows, CLASSES, HIDDEN) as usize * rows * CLASSES);
         need(
             "the hidden layer's split-K partial sums",
             (partial_len * 4) as u64,

@@ -48,6 +48,8 @@ const MAX_IN_FLIGHT: usize = 2;
 
 pub struct GpuEngine {
     pub(super) gpu: Gpu,
+    /// Which matmul variant runs here, and how it was chosen.
+    pub(super) matmul: super::autotune::Choice,
     pub(super) kernels: Kernels,
     pub(super) opts: GpuOptions,
     pub(super) lr: f32,
@@ -80,8 +82,9 @@ impl GpuEngine {
                 "batch size and ring size must be at least 1".into(),
             ));
         }
-        let bufs = Buffers::new(&gpu, model, &opts, train)?;
-        let kernels = Kernels::new(&gpu.device);
+        let matmul = super::autotune::choose(&gpu, opts.kernels)?;
+        let bufs = Buffers::new(&gpu, model, &opts, train, matmul.variant)?;
+        let kernels = Kernels::new(&gpu.device, matmul.variant);
         let sgd = Dispatch::with_uniform(
             &gpu.device,
             "w −= lr·g",
@@ -98,8 +101,9 @@ impl GpuEngine {
             2.0 * bufs.layout.total as f64,
             12.0 * bufs.layout.total as f64,
         );
-        let rows = opts.batch;
+        let rows = opts.rows();
         let engine = GpuEngine {
+            matmul,
             kernels,
             lr: 0.0,
             bufs,
@@ -123,6 +127,11 @@ impl GpuEngine {
         &self.gpu
     }
 
+    /// The matmul variant this engine runs.
+    pub fn matmul_variant(&self) -> &'static str {
+        self.matmul.variant.name
+    }
+
     /// Bytes of VRAM this engine allocated (parameters, activations, ring, resident set).
     pub fn vram_bytes(&self) -> u64 {
         self.bufs.vram_bytes()
@@ -139,7 +148,7 @@ impl GpuEngine {
         divisor: usize,
     ) -> Result<()> {
         let rows = batch.len();
-        if rows == 0 || rows > self.opts.batch {
+        if rows == 0 || rows > self.opts.rows() {
             return Err(Error::Config(format!(
                 "a batch of {rows} does not fit the GPU trainer's batch of {}",
                 self.opts.batch
@@ -325,7 +334,7 @@ impl GpuEngine {
 impl Engine for GpuEngine {
     fn describe(&self) -> String {
         format!(
-            "GPU {}{}, batches {}",
+            "GPU {}{}, batches {}, matmul {} ({})",
             super::context::describe(&self.gpu.info),
             if self.gpu.is_software() {
                 " (software: expect CPU-like speed)"
@@ -336,7 +345,9 @@ impl Engine for GpuEngine {
                 "resident in VRAM"
             } else {
                 "staged from RAM"
-            }
+            },
+            self.matmul.variant.name,
+            self.matmul.how
         )
     }
 
@@ -506,7 +517,7 @@ impl Engine for GpuEngine {
     }
 
     fn evaluate(&mut self, data: &Dataset, batch_size: usize) -> Result<Totals> {
-        let batch_size = batch_size.min(self.opts.batch);
+        let batch_size = batch_size.min(self.opts.rows());
         let all: Vec<u32> = (0..data.len() as u32).collect();
         self.submit()?;
         for batch in all.chunks(batch_size) {

@@ -7,23 +7,93 @@
 use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
-/// K-slices for a forward product with an (m, n) output and inner size k: enough that the
-/// product has about 256 workgroups (a big GPU has over a hundred multiprocessors to fill), at
-/// most 16, and never more than K has tiles. The hidden layer at batch 64 gets 7 (16 µs
-/// against 49 µs unsplit on an H200), the output layer 8 (8.5 against 10.6 µs).
-pub fn forward_splits(m: usize, n: usize, k: usize) -> u32 {
-    let tile = MATMUL_TILE;
-    let tiles = (m as u32).div_ceil(tile) * (n as u32).div_ceil(tile);
-    (256 / tiles.max(1))
-        .clamp(1, 16)
-        .min((k as u32).div_ceil(tile))
+/// One way of computing matmul.wgsl's product: a WGSL file, the block of C one workgroup
+/// covers, and how far K may be split. Every variant reads the same `Params` and bindings,
+/// applies the same epilogue and adds each sum in the same k order; they differ in how the
+/// work is cut up, which suits one kind of adapter or another. The trainer times them on the
+/// model's own shapes at start-up and keeps the fastest (gpu/autotune.rs).
+#[derive(Debug, PartialEq, Eq)]
+pub struct MatmulVariant {
+    pub name: &'static str,
+    pub source: &'static str,
+    /// Rows and columns of C one workgroup computes.
+    pub block_m: u32,
+    pub block_n: u32,
+    /// At most this many K-slices for a forward product (1: never split).
+    pub max_splits: u32,
+    /// Compile without the runtime bounds checks wgpu adds to every array access. Only for a
+    /// variant whose every index is in bounds by construction (clamped rows and columns,
+    /// guarded writes), and only with [`MatmulParams::check_fits`] run on every dispatch.
+    pub unchecked: bool,
+}
+
+/// The matmul variants, the first being the default where nothing was measured.
+pub const MATMUL_VARIANTS: [MatmulVariant; 2] = [
+    // 16×16 tiles staged in workgroup memory, split K: made for big GPUs (BENCHMARKS.md, H200).
+    MatmulVariant {
+        name: "tiled16",
+        source: include_str!("../../shaders/matmul.wgsl"),
+        block_m: MATMUL_TILE,
+        block_n: MATMUL_TILE,
+        max_splits: 16,
+        unchecked: false,
+    },
+    // 8×4 registers a thread, no workgroup memory, no split: made for CPU-based adapters.
+    MatmulVariant {
+        name: "reg8x4",
+        source: include_str!("../../shaders/matmul_reg8x4.wgsl"),
+        block_m: 64,
+        block_n: 32,
+        max_splits: 1,
+        // The bounds checks cost 1.4-2× on lavapipe (BENCHMARKS.md): every load selects
+        // between the value and zero. Each index here is clamped to the matrix, and the host
+        // checks each product against its buffers before dispatching it.
+        unchecked: true,
+    },
+];
+
+impl MatmulVariant {
+    /// The variant called `name`, or an error listing them.
+    pub fn by_name(name: &str) -> crate::error::Result<&'static MatmulVariant> {
+        MATMUL_VARIANTS
+            .iter()
+            .find(|v| v.name == name)
+            .ok_or_else(|| {
+                crate::error::Error::Config(format!(
+                    "--kernels {name}: no such matmul variant; there are {}",
+                    MATMUL_VARIANTS.map(|v| v.name).join(", ")
+                ))
+            })
+    }
+
+    /// Workgroups for the product `p`: one per block of C and K-slice.
+    pub fn workgroups(&self, p: &MatmulParams) -> (u32, u32, u32) {
+        (
+            p.n.div_ceil(self.block_n),
+            p.m.div_ceil(self.block_m),
+            p.splits,
+        )
+    }
+
+    /// K-slices for a forward product with an (m, n) output and inner size k: enough that the
+    /// product has about 256 workgroups (a big GPU has over a hundred multiprocessors to fill),
+    /// at most `max_splits`, and never more than K has 16-wide tiles. With tiled16 the hidden
+    /// layer at batch 64 gets 7 (16 µs against 49 µs unsplit on an H200), the output layer 8
+    /// (8.5 against 10.6 µs).
+    pub fn forward_splits(&self, m: usize, n: usize, k: usize) -> u32 {
+        let blocks = (m as u32).div_ceil(self.block_m) * (n as u32).div_ceil(self.block_n);
+        (256 / blocks.max(1))
+            .clamp(1, self.max_splits)
+            .min((k as u32).div_ceil(MATMUL_TILE))
+    }
 }
 
 /// `matmul.wgsl` epilogue flags.
 pub const HAS_BIAS: u32 = 1;
 pub const RELU: u32 = 2;
 pub const MASK: u32 = 4;
-/// `matmul.wgsl`'s TILE: its workgroup is TILE×TILE threads over a TILE×TILE block of C.
+/// `matmul.wgsl`'s TILE: its workgroup is TILE×TILE threads over a TILE×TILE block of C. K-slices
+/// are whole multiples of it for every variant.
 pub const MATMUL_TILE: u32 = 16;
 /// The 1-D kernels' workgroup size (`WORKGROUP` in their WGSL).
 pub const WORKGROUP: u32 = 64;
@@ -96,6 +166,37 @@ impl MatmulParams {
         }
     }
 
+    /// Checks that every element the product can touch lies inside its bindings (lengths in
+    /// f32 elements): A up to (m−1, k−1), B up to (k−1, n−1), C's m·n (times the splits for
+    /// partial sums), the bias and mask where the flags read them. Every matmul dispatch passes
+    /// this before it is recorded, which is what makes an unchecked variant safe to run.
+    pub fn check_fits(&self, a: u64, b: u64, bias: u64, mask: u64, c: u64) -> Result<(), String> {
+        let (m, n, k) = (self.m as u64, self.n as u64, self.k as u64);
+        if m == 0 || n == 0 || k == 0 {
+            return Err(format!("empty product {m}x{n}x{k}"));
+        }
+        let last_a = (m - 1) * self.a_rs as u64 + (k - 1) * self.a_cs as u64;
+        let last_b = (k - 1) * self.b_rs as u64 + (n - 1) * self.b_cs as u64;
+        let c_len = if self.splits > 1 {
+            self.splits as u64 * m * n
+        } else {
+            m * n
+        };
+        let checks = [
+            ("A", last_a < a),
+            ("B", last_b < b),
+            ("C", c_len <= c),
+            ("bias", self.flags & HAS_BIAS == 0 || n <= bias),
+            ("mask", self.flags & MASK == 0 || m * n <= mask),
+        ];
+        match checks.iter().find(|(_, ok)| !ok) {
+            Some((what, _)) => Err(format!(
+                "matmul {m}x{n}x{k} would read past {what}: {self:?}"
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// (flops, bytes) of the product: 2mnk operations; A, B and C read once (C only if
     /// beta ≠ 0), C (or the split-K partial sums) written once, 4 bytes each.
     pub fn work(&self) -> (f64, f64) {
@@ -103,14 +204,6 @@ impl MatmulParams {
         let read_c = if self.beta != 0.0 { m * n } else { 0.0 };
         let written = self.splits as f64 * m * n;
         (2.0 * m * n * k, 4.0 * (m * k + k * n + read_c + written))
-    }
-
-    pub fn workgroups(&self) -> (u32, u32, u32) {
-        (
-            self.n.div_ceil(MATMUL_TILE),
-            self.m.div_ceil(MATMUL_TILE),
-            self.splits,
-        )
     }
 }
 
@@ -144,10 +237,11 @@ pub struct SgdParams {
     pub _pad: [u32; 2],
 }
 
-/// The six pipelines.
+/// The six pipelines (matmul in the variant chosen for the adapter).
 pub struct Kernels {
     pub unpack: wgpu::ComputePipeline,
     pub matmul: wgpu::ComputePipeline,
+    pub matmul_variant: &'static MatmulVariant,
     pub splitk_reduce: wgpu::ComputePipeline,
     pub softmax_xent: wgpu::ComputePipeline,
     pub bias_update: wgpu::ComputePipeline,
@@ -156,12 +250,16 @@ pub struct Kernels {
 
 /// Each kernel's WGSL source, by file name (the tests check the constants and `Params`
 /// structs in them against the Rust side).
-pub const SOURCES: [(&str, &str); 6] = [
+pub const SOURCES: [(&str, &str); 7] = [
     (
         "unpack_batch",
         include_str!("../../shaders/unpack_batch.wgsl"),
     ),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    (
+        "matmul_reg8x4",
+        include_str!("../../shaders/matmul_reg8x4.wgsl"),
+    ),
     (
         "splitk_reduce",
         include_str!("../../shaders/splitk_reduce.wgsl"),
@@ -177,11 +275,33 @@ pub const SOURCES: [(&str, &str); 6] = [
     ("sgd_update", include_str!("../../shaders/sgd_update.wgsl")),
 ];
 
-fn pipeline(device: &wgpu::Device, name: &str, source: &str) -> wgpu::ComputePipeline {
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+pub fn pipeline(device: &wgpu::Device, name: &str, source: &str) -> wgpu::ComputePipeline {
+    pipeline_checked(device, name, source, true)
+}
+
+/// The pipeline of one matmul variant (unchecked where the variant says so).
+pub fn matmul_pipeline(device: &wgpu::Device, v: &MatmulVariant) -> wgpu::ComputePipeline {
+    pipeline_checked(device, v.name, v.source, !v.unchecked)
+}
+
+fn pipeline_checked(
+    device: &wgpu::Device,
+    name: &str,
+    source: &str,
+    checked: bool,
+) -> wgpu::ComputePipeline {
+    let desc = wgpu::ShaderModuleDescriptor {
         label: Some(name),
         source: wgpu::ShaderSource::Wgsl(source.into()),
-    });
+    };
+    let module = if checked {
+        device.create_shader_module(desc)
+    } else {
+        // SAFETY: only for a matmul variant marked `unchecked`, whose indices are clamped to
+        // the matrix in the shader, and whose every dispatch passed MatmulParams::check_fits
+        // against the lengths of the buffers bound to it (Dispatch::matmul).
+        unsafe { device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+    };
     device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(name),
         // The layout is deduced from the shader's bindings.
@@ -194,12 +314,24 @@ fn pipeline(device: &wgpu::Device, name: &str, source: &str) -> wgpu::ComputePip
 }
 
 impl Kernels {
-    pub fn new(device: &wgpu::Device) -> Self {
-        let [unpack, matmul, splitk_reduce, softmax_xent, bias_update, sgd_update] =
-            SOURCES.map(|(name, source)| pipeline(device, name, source));
+    /// Builds every pipeline, matmul from `variant`.
+    pub fn new(device: &wgpu::Device, variant: &'static MatmulVariant) -> Self {
+        let get = |name: &str| {
+            let (_, source) = SOURCES.iter().find(|(n, _)| *n == name).expect("a shader");
+            pipeline(device, name, source)
+        };
+        let [unpack, splitk_reduce, softmax_xent, bias_update, sgd_update] = [
+            "unpack_batch",
+            "splitk_reduce",
+            "softmax_xent",
+            "bias_update",
+            "sgd_update",
+        ]
+        .map(get);
         Kernels {
             unpack,
-            matmul,
+            matmul: matmul_pipeline(device, variant),
+            matmul_variant: variant,
             splitk_reduce,
             softmax_xent,
             bias_update,
@@ -277,6 +409,35 @@ impl Dispatch {
             flops: 0.0,
             bytes: 0.0,
         }
+    }
+
+    /// A matmul dispatch of `kernels`' variant: `resources` are A, B, bias, mask, C; the product
+    /// is checked against their lengths first (a failure is a bug in the caller, so it panics).
+    pub fn matmul(
+        device: &wgpu::Device,
+        name: &'static str,
+        kernels: &Kernels,
+        resources: [wgpu::BindingResource; 5],
+        p: &MatmulParams,
+    ) -> Self {
+        let len = |r: &wgpu::BindingResource| match r {
+            wgpu::BindingResource::Buffer(b) => {
+                b.size.map_or(b.buffer.size() - b.offset, |s| s.get()) / 4
+            }
+            _ => 0,
+        };
+        let [a, b, bias, mask, c] = resources.each_ref().map(len);
+        if let Err(e) = p.check_fits(a, b, bias, mask, c) {
+            panic!("{name}: {e}");
+        }
+        Dispatch::new(
+            device,
+            name,
+            &kernels.matmul,
+            &resources,
+            p,
+            kernels.matmul_variant.workgroups(p),
+        )
     }
 
     /// Labels the dispatch with its phase and its minimal work.

@@ -1,6 +1,7 @@
 //! The GPU side: finding an adapter ([`context`]), the WGSL kernels as pipelines
 //! ([`kernels`]), and the trainer that runs a whole step on the device ([`engine`]).
 
+pub mod autotune;
 mod buffers;
 pub mod context;
 pub mod engine;

@@ -2,9 +2,7 @@
 //! replayed every step: the kernels of `shaders/` bound to the engine's buffers, in order.
 
 use super::buffers::{Buffers, EVAL_AT, TRAIN_AT, WORDS_PER_IMAGE};
-use super::kernels::{
-    self, forward_splits, groups_1d, row_major, transposed, Dispatch, Kernels, MatmulParams,
-};
+use super::kernels::{self, groups_1d, row_major, transposed, Dispatch, Kernels, MatmulParams};
 use crate::data::{CLASSES, PIXELS};
 use crate::model::HIDDEN;
 
@@ -107,15 +105,11 @@ impl Plan {
         // a buffer bound both read-only and read-write in one dispatch.
         type Res<'a> = wgpu::BindingResource<'a>;
         let mm = |phase, name, a: Res, bm: Res, bias: Res, mask: Res, c: Res, p: MatmulParams| {
-            Dispatch::new(
-                d,
-                name,
-                &k.matmul,
-                &[a, bm, bias, mask, c],
-                &p,
-                p.workgroups(),
+            Dispatch::matmul(d, name, k, [a, bm, bias, mask, c], &p).work(
+                phase,
+                p.work().0,
+                p.work().1,
             )
-            .work(phase, p.work().0, p.work().1)
         };
         // A forward product out = epilogue(a · bᵀ) with its bias: as one matmul, or, when K is
         // split, a matmul into the partial sums and a splitk_reduce that applies the epilogue.
@@ -176,7 +170,7 @@ impl Plan {
             1.0,
             0.0,
             kernels::HAS_BIAS | kernels::RELU,
-            forward_splits(rows, HIDDEN, PIXELS),
+            k.matmul_variant.forward_splits(rows, HIDDEN, PIXELS),
         );
         rest.extend(forward(
             [
@@ -199,7 +193,7 @@ impl Plan {
             1.0,
             0.0,
             kernels::HAS_BIAS,
-            forward_splits(rows, CLASSES, HIDDEN),
+            k.matmul_variant.forward_splits(rows, CLASSES, HIDDEN),
         );
         rest.extend(forward(
             [

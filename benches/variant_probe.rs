@@ -1,0 +1,113 @@
+//! Scratch: time a matmul WGSL file on the model's two big products.
+use gpu_train::gpu::kernels::{
+    self, row_major, run_now, storage, transposed, Dispatch, MatmulParams,
+};
+use gpu_train::gpu::Gpu;
+use std::time::Instant;
+fn main() {
+    let path = std::env::args().nth(1).unwrap();
+    let bs: Vec<u32> = std::env::args()
+        .nth(2)
+        .unwrap()
+        .split('x')
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let (bm, bn) = (bs[0], bs[bs.len() - 1]);
+    let splits: u32 = std::env::args().nth(3).unwrap().parse().unwrap();
+    let g = Gpu::open(
+        std::env::args()
+            .nth(4)
+            .map(|s| s.parse().unwrap())
+            .unwrap_or(0),
+    )
+    .unwrap();
+    let src = std::fs::read_to_string(&path).unwrap();
+    let d = &g.device;
+    let desc = wgpu::ShaderModuleDescriptor {
+        label: None,
+        source: wgpu::ShaderSource::Wgsl(src.into()),
+    };
+    let module = if std::env::var_os("UNCHECKED").is_some() {
+        unsafe { d.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+    } else {
+        d.create_shader_module(desc)
+    };
+    let pipe = d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: None,
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    let (b, hid, pix) = (64u32, 128u32, 784u32);
+    let buf = |n: u32| storage(d, "buf", &vec![0.5f32; n as usize]);
+    let (x, w1, b1, h, dh, part, mk) = (
+        buf(b * pix),
+        buf(hid * pix),
+        buf(hid),
+        buf(b * hid),
+        buf(b * hid),
+        buf(16 * b * hid),
+        buf(hid * pix),
+    );
+    let wb = |p: &MatmulParams| (p.n.div_ceil(bn), p.m.div_ceil(bm), p.splits);
+    for (name, p, a, bb, c) in [
+        (
+            "hidden x·W1ᵀ",
+            MatmulParams::new(
+                (b, hid, pix),
+                row_major(pix),
+                transposed(pix),
+                1.0,
+                0.0,
+                kernels::HAS_BIAS | kernels::RELU,
+                splits,
+            ),
+            &x,
+            &w1,
+            if splits > 1 { &part } else { &h },
+        ),
+        (
+            "W1 update δ1ᵀ·x",
+            MatmulParams::new(
+                (hid, pix, b),
+                transposed(hid),
+                row_major(pix),
+                -0.1,
+                1.0,
+                0,
+                1,
+            ),
+            &dh,
+            &x,
+            &w1,
+        ),
+    ] {
+        let disp = Dispatch::new(
+            d,
+            "mm",
+            &pipe,
+            &[
+                a.as_entire_binding(),
+                bb.as_entire_binding(),
+                b1.as_entire_binding(),
+                mk.as_entire_binding(),
+                c.as_entire_binding(),
+            ],
+            &p,
+            wb(&p),
+        );
+        run_now(&g, &[&disp]).unwrap();
+        let reps = 20;
+        let list: Vec<&Dispatch> = std::iter::repeat_n(&disp, reps).collect();
+        let t = Instant::now();
+        run_now(&g, &list).unwrap();
+        let s = t.elapsed().as_secs_f64() / reps as f64;
+        println!(
+            "{name}: {:.0} µs, {:.2} GFLOP/s",
+            s * 1e6,
+            p.work().0 / s / 1e9
+        );
+    }
+}
