@@ -220,6 +220,7 @@ pub fn rows(args: &BenchArgs, data: &DataSplit) -> Result<Vec<Row>> {
                 let opts = GpuOptions {
                     batch: args.batch_size,
                     resident,
+                    kernels: args.kernel_variant()?,
                     ..GpuOptions::default()
                 };
                 let engine = GpuEngine::new(
@@ -251,6 +252,14 @@ pub fn rows(args: &BenchArgs, data: &DataSplit) -> Result<Vec<Row>> {
 }
 
 impl BenchArgs {
+    /// The matmul variant `--kernels` names, checked.
+    fn kernel_variant(&self) -> Result<Option<&'static str>> {
+        self.kernels
+            .as_deref()
+            .map(|k| crate::gpu::kernels::MatmulVariant::by_name(k).map(|v| v.name))
+            .transpose()
+    }
+
     /// The adapters to run: the listed ones, or adapter 0.
     fn devices(&self) -> Vec<usize> {
         if self.devices.is_empty() {
@@ -265,6 +274,7 @@ impl BenchArgs {
         if self.epochs == 0 {
             return Err(Error::Config("--epochs must be at least 1".into()));
         }
+        self.kernel_variant()?;
         if self.cpu_only && self.gpu_only {
             return Err(Error::Config(
                 "--cpu-only and --gpu-only leave nothing to run: pass one of them".into(),
@@ -385,6 +395,7 @@ pub fn profile_text(
     let name = gpu.info.name.clone();
     let opts = GpuOptions {
         batch: args.batch_size,
+        kernels: args.kernel_variant()?,
         ..GpuOptions::default()
     };
     let mut engine = GpuEngine::new(gpu, &Model::init(args.seed), opts, &data.train)?;
@@ -398,7 +409,8 @@ pub fn profile_text(
     engine.profile(&data.train, &batches[..batches.len().min(3)], args.lr)?; // warm-up
     let kernels = engine.profile(&data.train, &batches, args.lr)?;
     let mut s = format!(
-        "profile on {name}: GPU time per kernel, mean of {} steps of batch {} (each kernel in its own timed pass)\n",
+        "profile on {name}, matmul {}: GPU time per kernel, mean of {} steps of batch {} (each kernel in its own timed pass)\n",
+        engine.matmul_variant(),
         batches.len(),
         args.batch_size
     );

@@ -1,11 +1,25 @@
-//! Scratch: time a matmul WGSL file on the model's two big products.
+//! Times one matmul WGSL file (any file with matmul.wgsl's bindings and Params) on the model's
+//! two large products at batch 64: the hidden layer's forward product x·W1ᵀ and its weight
+//! product δ1ᵀ·x. How the variants in shaders/ and the experiments in
+//! benches/matmul-experiments/ were compared (BENCHMARKS.md):
+//!
+//! ```text
+//! cargo bench --bench matmul_variants -- FILE.wgsl BLOCK_MxBLOCK_N SPLITS [ADAPTER]
+//! cargo bench --bench matmul_variants -- shaders/matmul_reg8x4.wgsl 64x32 1
+//! UNCHECKED=1 cargo bench ...   # compiled without wgpu's runtime bounds checks
+//! ```
 use gpu_train::gpu::kernels::{
     self, row_major, run_now, storage, transposed, Dispatch, MatmulParams,
 };
 use gpu_train::gpu::Gpu;
 use std::time::Instant;
 fn main() {
-    let path = std::env::args().nth(1).unwrap();
+    // cargo bench passes "--bench" first; the file is the first argument ending in .wgsl.
+    let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
+    let Some(path) = args.get(1).cloned() else {
+        eprintln!("usage: cargo bench --bench matmul_variants -- FILE.wgsl BLOCKMxBLOCKN SPLITS [ADAPTER]");
+        return;
+    };
     let bs: Vec<u32> = std::env::args()
         .nth(2)
         .unwrap()
@@ -13,7 +27,7 @@ fn main() {
         .map(|s| s.parse().unwrap())
         .collect();
     let (bm, bn) = (bs[0], bs[bs.len() - 1]);
-    let splits: u32 = std::env::args().nth(3).unwrap().parse().unwrap();
+    let splits: u32 = args[3].parse().unwrap();
     let g = Gpu::open(
         std::env::args()
             .nth(4)
