@@ -2,7 +2,7 @@
 # A fresh Debian machine already has Mesa's OpenGL llvmpipe (libgl1-mesa-dri), but the Vulkan
 # one, lavapipe, is faster and offers more (timestamps, f16): install it whenever wgpu finds no
 # Vulkan adapter, even if a GL one exists. `gpu-train devices` lists both.
-cargo build --release --quiet
+cargo build --release --quiet ${FEATURES:-}
 if ! ./target/release/gpu-train devices 2>/dev/null | grep -q '\[Vulkan,'; then
     echo "no Vulkan adapter: installing the software Vulkan adapter, lavapipe (mesa-vulkan-drivers)" >&2
     if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then

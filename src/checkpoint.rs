@@ -279,6 +279,24 @@ fn snapshot_step(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// The latest snapshot in `dir`, found by listing it, without taking its lock (an MPI rank that
+/// only reads the snapshot rank 0 will resume from).
+pub fn latest_in(dir: &Path) -> Result<Option<PathBuf>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::snapshot(dir, format!("cannot list: {e}"))),
+    };
+    Ok(entries
+        .flatten()
+        .filter_map(|e| {
+            let step = snapshot_step(&e.file_name().to_string_lossy())?;
+            e.path().is_file().then(|| (step, e.path()))
+        })
+        .max()
+        .map(|(_, p)| p))
+}
+
 /// Whether `name` is a temporary file a gpu-train run writes: `.tmp-snapshot-<pid>-<snapshot
 /// name>`. Anything else starting with `.tmp-snapshot-` is a user's file and stays.
 fn is_our_temp(name: &str) -> bool {

@@ -63,9 +63,16 @@ pub struct PredictArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
-    /// GPU adapter to train on, by its index in `gpu-train devices`.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub device: usize,
+    /// GPU adapter to train on, by its index in `gpu-train devices` [default: 0; under --mpi,
+    /// the rank's index among the ranks on its machine, modulo the adapters].
+    #[arg(long, value_name = "N")]
+    pub device: Option<usize>,
+    /// Join an MPI job started by mpirun: each rank is one replica (or --devices/--replicas
+    /// replicas) and trains on its part of every global batch; gradients are summed with
+    /// MPI_Allreduce; rank 0 prints and writes the snapshots. Needs a build with
+    /// `--features mpi`.
+    #[arg(long)]
+    pub mpi: bool,
     /// Data-parallel training, one replica per listed adapter (e.g. 0,1; an adapter may repeat:
     /// 0,0,0,0 opens four devices on adapter 0). Each replica trains on its own shard of every
     /// global batch; gradients are summed by a ring all-reduce.
@@ -137,7 +144,7 @@ pub const DEFAULT_BATCH: usize = 64;
 impl TrainArgs {
     /// The run these flags ask for, before a snapshot's settings replace the defaults.
     pub fn config(&self) -> RunConfig {
-        let data_parallel = !self.devices.is_empty() || self.replicas.is_some();
+        let data_parallel = !self.devices.is_empty() || self.replicas.is_some() || self.mpi;
         let n = self.replicas.unwrap_or(1);
         let devices = if self.cpu {
             Devices::Cpu {
@@ -152,7 +159,7 @@ impl TrainArgs {
             }
         } else {
             Devices::Gpu {
-                adapters: vec![self.device; n],
+                adapters: vec![self.device.unwrap_or(0); n],
                 resident: self.resident,
                 kernels: self.kernels.clone(),
             }
@@ -252,12 +259,18 @@ impl Observer for Console {
 }
 
 /// Where a run starts: fresh, or from a snapshot (whose settings then win).
+///
+/// `snapshots` is the locked folder of the process that writes snapshots (rank 0 of an MPI
+/// job); every process finds the snapshot to resume in `args.snapshot_dir` by listing it.
+/// `world` is the run's replica count; `speaks` whether this process prints.
 fn starting_point(
     args: &TrainArgs,
+    mut run: RunConfig,
     data: &DataSplit,
     snapshots: Option<&SnapshotDir>,
+    world: usize,
+    speaks: bool,
 ) -> Result<(Model, Start, RunConfig)> {
-    let mut run = args.config();
     let Some(resume) = &args.resume else {
         if let Some(dir) = snapshots {
             if dir.latest()?.is_some() {
@@ -270,22 +283,24 @@ fn starting_point(
         let model = match &args.init {
             Some(path) => {
                 let loaded = crate::weights::load(path)?;
-                println!(
-                    "starting from the weights of {} (a fresh run: epoch 1, step 0)",
-                    loaded.describe(path)
-                );
+                if speaks {
+                    println!(
+                        "starting from the weights of {} (a fresh run: epoch 1, step 0)",
+                        loaded.describe(path)
+                    );
+                }
                 loaded.model
             }
             None => Model::init(run.train.seed),
         };
         return Ok((model, Start::FRESH, run));
     };
-    let path = match (resume, snapshots) {
+    let path = match (resume, &args.snapshot_dir) {
         (Some(file), _) => file.clone(),
-        (None, Some(dir)) => dir.latest()?.ok_or_else(|| {
+        (None, Some(dir)) => checkpoint::latest_in(dir)?.ok_or_else(|| {
             Error::Config(format!(
                 "--resume: no snapshot in {} to resume from",
-                dir.dir.display()
+                dir.display()
             ))
         })?,
         (None, None) => {
@@ -300,16 +315,17 @@ fn starting_point(
     // with the newer ones of the run it abandons, nor have --keep delete its own.
     if let Some(dir) = snapshots {
         if let Some((aside, steps)) = dir.set_aside_after(state.global_step)? {
-            println!(
+            if speaks {
+                println!(
                 "note: {} holds {} snapshot(s) newer than the one resumed (steps {}); moved them to {} so this run's own are kept",
                 dir.dir.display(),
                 steps.len(),
                 steps.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", "),
                 aside.display()
             );
+            }
         }
     }
-    let world = if run.data_parallel { run.replicas() } else { 1 };
     let cfg = &mut run.train;
     cfg.seed = state.seed;
     if let Some(b) = args.batch_size.filter(|&b| b != state.batch_size) {
@@ -346,21 +362,25 @@ fn starting_point(
                 state.replicas
             )));
         }
+        if speaks {
+            println!(
+                "note: the snapshot was trained by {} replica(s), this run has {world}: the global batch becomes {}",
+                state.replicas,
+                cfg.batch_size * world
+            );
+        }
+    }
+    if speaks {
         println!(
-            "note: the snapshot was trained by {} replica(s), this run has {world}: the global batch becomes {}",
-            state.replicas,
-            cfg.batch_size * world
+            "resuming from {}: epoch {}, step {} (seed {}, batch size {}, lr {})",
+            path.display(),
+            state.next.epoch,
+            state.next.step,
+            cfg.seed,
+            cfg.batch_size,
+            cfg.lr
         );
     }
-    println!(
-        "resuming from {}: epoch {}, step {} (seed {}, batch size {}, lr {})",
-        path.display(),
-        state.next.epoch,
-        state.next.step,
-        cfg.seed,
-        cfg.batch_size,
-        cfg.lr
-    );
     Ok((
         model,
         Start {
@@ -371,19 +391,101 @@ fn starting_point(
     ))
 }
 
+/// This process's place in the run: alone, or a rank of an MPI job.
+struct Job {
+    rank: usize,
+    ranks: usize,
+    local_rank: usize,
+    #[cfg(feature = "mpi")]
+    mpi: Option<crate::parallel::mpi::MpiJob>,
+}
+
+impl Job {
+    fn start(mpi: bool) -> Result<Job> {
+        if !mpi {
+            return Ok(Job {
+                rank: 0,
+                ranks: 1,
+                local_rank: 0,
+                #[cfg(feature = "mpi")]
+                mpi: None,
+            });
+        }
+        #[cfg(feature = "mpi")]
+        {
+            let job = crate::parallel::mpi::MpiJob::init()?;
+            Ok(Job {
+                rank: job.rank,
+                ranks: job.ranks,
+                local_rank: job.local_rank,
+                mpi: Some(job),
+            })
+        }
+        #[cfg(not(feature = "mpi"))]
+        Err(Error::Config(
+            "--mpi: this gpu-train was built without MPI; build it with `cargo build --release --features mpi` \
+             (needs libopenmpi-dev, openmpi-bin, libclang-dev and clang)"
+                .into(),
+        ))
+    }
+
+    /// The all-reduce joining `local` replicas here to the rest of the job, if this is one.
+    fn all_reduce(&self, local: usize) -> Result<Option<Box<dyn crate::parallel::AllReduce>>> {
+        #[cfg(feature = "mpi")]
+        if let Some(job) = &self.mpi {
+            return Ok(Some(Box::new(job.all_reduce(local)?)));
+        }
+        let _ = local;
+        Ok(None)
+    }
+
+    fn barrier(&self) {
+        #[cfg(feature = "mpi")]
+        if let Some(job) = &self.mpi {
+            job.barrier();
+        }
+    }
+}
+
 fn run_train(args: &TrainArgs) -> Result<()> {
     args.config().validate()?;
-    let data = args.data.load()?;
-    let snapshots = match &args.snapshot_dir {
-        Some(dir) => Some(SnapshotDir::open(dir, args.keep)?),
-        None => None,
+    let job = Job::start(args.mpi)?;
+    let speaks = job.rank == 0;
+    let mut run = args.config();
+    // Under MPI a rank with no --device/--devices takes the GPU of its local rank.
+    if args.mpi && args.devices.is_empty() && args.device.is_none() {
+        if let Devices::Gpu { adapters, .. } = &mut run.devices {
+            let count = crate::gpu::context::adapters().len().max(1);
+            *adapters = vec![job.local_rank % count; adapters.len()];
+        }
+    }
+    let world = if run.data_parallel {
+        run.replicas() * job.ranks
+    } else {
+        1
     };
-    let (model, start, run) = starting_point(args, &data, snapshots.as_ref())?;
+    let data = args.data.load()?;
+    // Only the process that writes snapshots (rank 0) takes the folder's lock.
+    let snapshots = match &args.snapshot_dir {
+        Some(dir) if speaks => Some(SnapshotDir::open(dir, args.keep)?),
+        _ => None,
+    };
+    // Every rank has chosen its snapshot before rank 0 may move or write any.
+    job.barrier();
+    let (model, start, run) = starting_point(args, run, &data, snapshots.as_ref(), world, speaks)?;
     run.validate()?;
     let cfg = &run.train;
-    print!("{}", crate::explain::summary());
     let mut engines = run.engines(&model, &data)?;
-    let mut replicas = run.replicas_of(&mut engines)?;
+    let mut replicas = match job.all_reduce(engines.len())? {
+        Some(all_reduce) => run.replicas_with(&mut engines, all_reduce)?,
+        None => run.replicas_of(&mut engines)?,
+    };
+    if !speaks {
+        // The other ranks train quietly; rank 0 speaks for the job.
+        return train::train_from(&mut replicas, &data, cfg, start, None, &mut train::Quiet)
+            .map(|_| ());
+    }
+    print!("{}", crate::explain::summary());
     println!(
         "data: {} ({} training images, {} test images, {:.1} MB of u8 pixels in RAM)",
         data.dir.display(),
@@ -394,7 +496,7 @@ fn run_train(args: &TrainArgs) -> Result<()> {
     println!("engine: {}", replicas.describe());
     println!(
         "config: {}, {} steps per epoch{}",
-        run.describe(),
+        run.describe(replicas.world()),
         cfg.steps_per_epoch(data.train.len(), replicas.world()),
         match &snapshots {
             Some(d) => format!(

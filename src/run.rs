@@ -88,9 +88,8 @@ impl RunConfig {
         Ok(())
     }
 
-    /// One line for the start-up log.
-    pub fn describe(&self) -> String {
-        let n = self.replicas();
+    /// One line for the start-up log; `n` replicas in the whole job.
+    pub fn describe(&self, n: usize) -> String {
         format!(
             "epochs {}, batch size {}{}, lr {}, seed {}",
             self.train.epochs,
@@ -144,6 +143,19 @@ impl RunConfig {
     /// The in-process all-reduce for these replicas.
     pub fn all_reduce(&self) -> Box<dyn AllReduce> {
         Box::new(Ring::new(self.replicas()))
+    }
+
+    /// Joins `engines` as data-parallel replicas with the given all-reduce (MPI's, say).
+    pub fn replicas_with<'a>(
+        &self,
+        engines: &'a mut [Box<dyn Engine>],
+        all_reduce: Box<dyn AllReduce>,
+    ) -> Result<Replicas<'a>> {
+        let list: Vec<&'a mut dyn Engine> = engines
+            .iter_mut()
+            .map(|e| -> &'a mut dyn Engine { e.as_mut() })
+            .collect();
+        Replicas::data_parallel(list, all_reduce, self.overlap)
     }
 
     /// Joins `engines` (made by [`RunConfig::engines`]) as this configuration says.

@@ -213,9 +213,19 @@ impl EpochReport {
             None => String::new(),
         };
         let replicas = if parallel {
+            let split = self.split.unwrap_or_default();
+            let steps = self
+                .train
+                .seen
+                .div_ceil(self.global_batch.max(1) as u64)
+                .max(1) as f64;
+            let us = |d: Duration| d.as_secs_f64() * 1e6 / steps;
             format!(
-                "  all-reduced {:.1} MB/replica  |  {} replica{} × {} = global batch {}",
+                "  all-reduced {:.1} MB/replica  |  step µs: compute {:.0}, all-reduce {:.0}, update {:.0}  |  {} replica{} × {} = global batch {}",
                 self.traffic.sent as f64 / 1e6,
+                us(split.compute),
+                us(split.all_reduce),
+                us(split.update),
                 self.replicas,
                 if self.replicas == 1 { "" } else { "s" },
                 self.global_batch / self.replicas.max(1),
@@ -530,7 +540,8 @@ pub fn train_from(
         }
         so_far.add(window.loss_sum, window.correct, window.seen);
         let loss = window.mean_loss();
-        if window.seen > 0 && !(loss <= limit) {
+        // NaN and infinity count as diverged too.
+        if window.seen > 0 && (loss.is_nan() || loss > limit) {
             return Err(Error::Diverged {
                 epoch,
                 step,
@@ -608,6 +619,8 @@ pub fn train_from(
             }
         }
         check(replicas, &mut train, epoch, steps)?;
+        // Under MPI each process saw its own replicas' examples: the epoch line shows the job's.
+        let train = replicas.all_reduce.sum_totals(train)?;
         let mut staged: Option<u64> = None;
         for e in replicas.engines.iter_mut() {
             if let Some(b) = e.take_staged_bytes() {
@@ -616,8 +629,12 @@ pub fn train_from(
         }
         let staged_bytes = staged.map(|b| b / replicas.engines.len() as u64);
         let train_time = start_time.elapsed();
-        if !replicas.fused && replicas.engines.len() > 1 {
-            replicas.check_in_step(epoch, steps)?;
+        if !replicas.fused {
+            // Every replica here, then every process of the job, holds the same weights.
+            let model = replicas.check_in_step(epoch, steps)?;
+            replicas
+                .all_reduce
+                .agree(&format!("after epoch {epoch}"), model.bit_hash())?;
         }
         let test_start = Instant::now();
         let test = replicas

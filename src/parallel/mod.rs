@@ -13,6 +13,8 @@
 //! moves chunks between in-process replicas exactly as NCCL's and MPI's ring algorithm does
 //! between GPUs and machines, counting every byte it sends.
 
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod ring;
 
 use crate::error::Result;
@@ -52,6 +54,16 @@ pub trait AllReduce {
     /// same length) holds the sum over all `world()` replicas, the same bits in each. `step`
     /// numbers the messages. Returns what each local replica sent and received.
     fn all_reduce(&mut self, step: u64, grads: &mut [&mut [f32]]) -> Result<Vec<Traffic>>;
+    /// The training totals of the whole job, from this process's (the epoch line reports all
+    /// replicas' examples). In one process they are already whole.
+    fn sum_totals(&mut self, totals: crate::train::Totals) -> Result<crate::train::Totals> {
+        Ok(totals)
+    }
+    /// Checks that every process holds weights with this hash (`what` says when, for the
+    /// message). In one process there is nothing to compare with.
+    fn agree(&mut self, _what: &str, _hash: u64) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// One replica: the sum of one gradient is itself, and nothing moves.

@@ -1,0 +1,263 @@
+//! Data parallelism over MPI (`--features mpi`): `mpirun -np N gpu-train --mpi ...` gives the
+//! same weights as N in-process replicas (bit for bit with 2, within float rounding with 3 and
+//! 4), resumes exactly, and a rank killed with SIGKILL stops the whole job with its snapshots
+//! intact, from which a resume ends where an uninterrupted run ends.
+//!
+//! mpirun runs as root here (CI), which Open MPI allows only when told to, and with more ranks
+//! than this 2-core machine has cores (--oversubscribe).
+#![cfg(feature = "mpi")]
+
+mod common;
+use common::gpu_train;
+use gpu_train::checkpoint::{self, SnapshotDir};
+use gpu_train::model::Model;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gpu-train");
+
+fn mpirun_cmd(np: usize, args: &[&str]) -> Command {
+    let mut c = Command::new("mpirun");
+    c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .args(["--oversubscribe", "-np", &np.to_string(), BIN, "--mpi"])
+        .args(args);
+    c
+}
+
+/// Waits for `child` at most `limit`, killing it past that (a hung job fails the test).
+fn wait(mut child: Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("mpirun still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn mpirun(np: usize, args: &[&str]) -> Output {
+    let child = mpirun_cmd(np, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mpirun (apt-get install openmpi-bin)");
+    let out = wait(child, Duration::from_secs(300));
+    assert!(
+        out.status.success(),
+        "mpirun -np {np} {args:?}:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn latest(dir: &Path) -> Model {
+    let snaps = SnapshotDir::open(dir, 100).unwrap();
+    checkpoint::load(&snaps.latest().unwrap().unwrap())
+        .unwrap()
+        .0
+}
+
+fn assert_close(what: &str, a: &Model, b: &Model) {
+    for ((name, _, x), (_, _, y)) in a.tensors().iter().zip(b.tensors().iter()) {
+        common::assert_close(&format!("{what}: {name}"), x, y, 2e-6, 1e-4);
+    }
+}
+
+#[test]
+fn ranks_train_like_in_process_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let common = [
+        "--cpu",
+        "--threads",
+        "1",
+        "--limit",
+        "1000",
+        "--epochs",
+        "2",
+    ];
+    for (np, batch) in [(2usize, "32"), (3, "21"), (4, "16")] {
+        let (ranks, local) = (d(&format!("ranks{np}")), d(&format!("local{np}")));
+        let mut a = common.to_vec();
+        a.extend(["--batch-size", batch, "--snapshot-dir", &ranks]);
+        let out = mpirun(np, &a);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("MPI_Allreduce across {np} ranks")),
+            "{text}"
+        );
+        let n = np.to_string();
+        let mut b = common.to_vec();
+        b.extend([
+            "--replicas",
+            &n,
+            "--batch-size",
+            batch,
+            "--snapshot-dir",
+            &local,
+        ]);
+        let (code, _, err) = gpu_train(&b);
+        assert_eq!(code, 0, "{err}");
+        let (m_ranks, m_local) = (latest(Path::new(&ranks)), latest(Path::new(&local)));
+        if np == 2 {
+            // a + b = b + a: with two, MPI's sum and the ring's are the same bits.
+            assert!(
+                m_ranks == m_local,
+                "2 ranks differ from 2 in-process replicas (max {})",
+                m_ranks.max_abs_diff(&m_local)
+            );
+        } else {
+            // With more, MPI adds in its own order: the same tolerance as N replicas against
+            // one device with N× the batch (tests/parallel.rs).
+            assert_close(&format!("{np} ranks vs {np} replicas"), &m_ranks, &m_local);
+        }
+    }
+}
+
+#[test]
+fn gpu_ranks_match_in_process_gpu_replicas_bit_for_bit() {
+    if common::gpu("gpu_ranks_match_in_process_gpu_replicas_bit_for_bit").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ranks, local) = (dir.path().join("r"), dir.path().join("l"));
+    let args = ["--limit", "256", "--epochs", "1", "--batch-size", "32"];
+    let mut a = args.to_vec();
+    // Both ranks on adapter 0 (left to itself, rank 1 would take adapter 1, GL llvmpipe).
+    a.extend(["--device", "0", "--snapshot-dir", ranks.to_str().unwrap()]);
+    mpirun(2, &a);
+    let mut b = args.to_vec();
+    b.extend([
+        "--devices",
+        "0,0",
+        "--snapshot-dir",
+        local.to_str().unwrap(),
+    ]);
+    let (code, _, err) = gpu_train(&b);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        latest(&ranks) == latest(&local),
+        "GPU ranks differ from GPU replicas"
+    );
+}
+
+#[test]
+fn resume_under_mpirun_and_a_killed_rank_end_where_an_uninterrupted_run_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let common = [
+        "--cpu",
+        "--threads",
+        "1",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "32",
+        "--snapshot-every",
+        "4",
+        "--keep",
+        "1000",
+    ];
+    let clean = d("clean");
+    let mut a = common.to_vec();
+    a.extend(["--snapshot-dir", &clean]);
+    mpirun(2, &a);
+    let want = latest(Path::new(&clean));
+
+    // Resume from a mid-epoch snapshot of the clean run, under mpirun, into another folder.
+    let mid = SnapshotDir::open(Path::new(&clean), 1000)
+        .unwrap()
+        .list()
+        .unwrap()[30]
+        .1
+        .clone();
+    let (_, state) = checkpoint::load(&mid).unwrap();
+    assert!(state.next.step != 0 && state.replicas == 2, "{state:?}");
+    let resumed = d("resumed");
+    let mut a = common.to_vec();
+    a.extend([
+        "--snapshot-dir",
+        &resumed,
+        "--resume",
+        mid.to_str().unwrap(),
+    ]);
+    mpirun(2, &a);
+    assert!(
+        latest(Path::new(&resumed)) == want,
+        "resumed under mpirun, the weights differ"
+    );
+
+    // Kill rank 1 with SIGKILL once the job is well under way.
+    let crashy = d("crashy");
+    let mut a = common.to_vec();
+    a.extend(["--snapshot-dir", &crashy]);
+    let job = mpirun_cmd(2, &a)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while checkpoint::latest_in(Path::new(&crashy)).unwrap().is_none()
+        || start.elapsed() < Duration::from_millis(300)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no snapshot appeared"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The ranks: processes whose command line names this test's folder, but mpirun itself.
+    let ranks: Vec<u32> = {
+        let out = Command::new("pgrep")
+            .args(["-f", &crashy])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .filter(|&p| p != job.id())
+            .collect()
+    };
+    assert_eq!(ranks.len(), 2, "ranks: {ranks:?}");
+    let _ = Command::new("kill")
+        .args(["-KILL", &ranks[1].to_string()])
+        .status();
+    let out = wait(job, Duration::from_secs(60));
+    assert!(
+        !out.status.success(),
+        "mpirun went on after a rank was killed"
+    );
+    // Every snapshot on disk is whole, and resuming from the latest ends where the clean run did.
+    let snaps = SnapshotDir::open(Path::new(&crashy), 1000).unwrap();
+    let list = snaps.list().unwrap();
+    assert!(!list.is_empty());
+    for (_, p) in &list {
+        checkpoint::load(p).unwrap_or_else(|e| panic!("a damaged snapshot was left: {e}"));
+    }
+    drop(snaps);
+    let (_, at) = checkpoint::load(&list.last().unwrap().1).unwrap();
+    assert!(
+        at.next.epoch <= 3,
+        "the kill came after the run had finished: {at:?}"
+    );
+    let mut a = common.to_vec();
+    a.extend(["--snapshot-dir", &crashy, "--resume"]);
+    mpirun(2, &a);
+    assert!(
+        latest(Path::new(&crashy)) == want,
+        "after a killed rank and a resume, the weights differ"
+    );
+}
+
+#[test]
+fn mpi_needs_the_same_replica_count_on_every_rank_and_reports_the_job() {
+    // Without mpirun a --mpi process is a job of one rank.
+    let (code, out, err) = gpu_train(&["--mpi", "--cpu", "--epochs", "1", "--limit", "200"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("MPI_Allreduce across 1 ranks"), "{out}");
+}
