@@ -170,6 +170,8 @@ pub fn rows(args: &BenchArgs, data: &DataSplit) -> Result<Vec<Row>> {
         devices,
         data_parallel: false,
         overlap: false,
+        precision: crate::train::Precision::F32,
+        grad_f16: false,
     };
     let parallel = |devices, n: usize| RunConfig {
         train: TrainConfig {
@@ -179,6 +181,8 @@ pub fn rows(args: &BenchArgs, data: &DataSplit) -> Result<Vec<Row>> {
         devices,
         data_parallel: true,
         overlap: false,
+        precision: crate::train::Precision::F32,
+        grad_f16: false,
     };
     let replicas: Vec<usize> = args.replicas.iter().copied().filter(|&n| n > 0).collect();
     let mut rows = Vec::new();

@@ -56,6 +56,9 @@ pub struct TrainState {
     pub replicas: usize,
     pub train_len: usize,
     pub train_fingerprint: u64,
+    /// --precision f16: the loss scale and its count of good steps, so a resume continues
+    /// exactly.
+    pub loss_scale: Option<(f32, u32)>,
 }
 
 impl TrainState {
@@ -74,6 +77,10 @@ impl TrainState {
         put("lr", self.lr.to_string());
         put("batch_size", self.batch_size.to_string());
         put("replicas", self.replicas.to_string());
+        if let Some((scale, good)) = self.loss_scale {
+            put("loss_scale_bits", format!("{:08x}", scale.to_bits()));
+            put("loss_scale_good_steps", good.to_string());
+        }
         put(
             "global_batch",
             (self.batch_size.saturating_mul(self.replicas)).to_string(),
@@ -132,6 +139,13 @@ impl TrainState {
             seed: num(path, "seed", get("seed")?, false)?,
             lr: f32::from_bits(lr_bits),
             batch_size: num(path, "batch_size", get("batch_size")?, false)?,
+            loss_scale: match (m.get("loss_scale_bits"), m.get("loss_scale_good_steps")) {
+                (Some(b), Some(g)) => Some((
+                    f32::from_bits(num(path, "loss_scale_bits", b, true)?),
+                    num(path, "loss_scale_good_steps", g, false)?,
+                )),
+                _ => None,
+            },
             // Snapshots from before data parallelism have no count: they were one replica.
             replicas: match m.get("replicas") {
                 Some(v) => num(path, "replicas", v, false)?,

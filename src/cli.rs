@@ -86,6 +86,15 @@ pub struct TrainArgs {
     /// layer's backward pass still runs (as PyTorch DDP's gradient buckets do).
     #[arg(long)]
     pub overlap: bool,
+    /// The number format: f32, or f16 (mixed precision: f16 inputs, activations, error terms
+    /// and working weights, products summed in f32, f32 master weights, dynamic loss scaling;
+    /// on a GPU it needs f16 in shaders, as lavapipe and NVIDIA's Vulkan driver offer).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: PrecisionArg,
+    /// The gradients' format on the all-reduce's wire: f32, or f16 (half the bytes; in-process
+    /// replicas only: MPI has no f16 sum).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub grad_dtype: PrecisionArg,
     /// Train on the CPU (the SIMD GEMM baseline) instead of a GPU.
     #[arg(long, conflicts_with_all = ["device", "resident"])]
     pub cpu: bool,
@@ -138,13 +147,28 @@ pub struct TrainArgs {
 /// Default learning rate.
 pub const DEFAULT_LR: f32 = 0.1;
 
+/// A number format on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrecisionArg {
+    F32,
+    F16,
+}
+
 /// Default batch size.
 pub const DEFAULT_BATCH: usize = 64;
 
 impl TrainArgs {
     /// The run these flags ask for, before a snapshot's settings replace the defaults.
     pub fn config(&self) -> RunConfig {
-        let data_parallel = !self.devices.is_empty() || self.replicas.is_some() || self.mpi;
+        let precision = match self.precision {
+            PrecisionArg::F32 => train::Precision::F32,
+            PrecisionArg::F16 => train::Precision::F16,
+        };
+        // Mixed precision takes the separated step (its gradient is checked and unscaled).
+        let data_parallel = !self.devices.is_empty()
+            || self.replicas.is_some()
+            || self.mpi
+            || precision == train::Precision::F16;
         let n = self.replicas.unwrap_or(1);
         let devices = if self.cpu {
             Devices::Cpu {
@@ -174,6 +198,8 @@ impl TrainArgs {
             devices,
             data_parallel,
             overlap: self.overlap,
+            precision,
+            grad_f16: self.grad_dtype == PrecisionArg::F16,
         }
     }
 }
@@ -386,6 +412,9 @@ fn starting_point(
         Start {
             at: state.next,
             global_step: state.global_step,
+            scaler: state
+                .loss_scale
+                .map(|(scale, good_steps)| train::LossScaler { scale, good_steps }),
         },
         run,
     ))
@@ -476,6 +505,11 @@ fn run_train(args: &TrainArgs) -> Result<()> {
     run.validate()?;
     let cfg = &run.train;
     let mut engines = run.engines(&model, &data)?;
+    if run.grad_f16 && args.mpi {
+        return Err(Error::Config(
+            "--grad-dtype f16 with --mpi: MPI has no 16-bit float sum; use --grad-dtype f32 (or in-process replicas)".into(),
+        ));
+    }
     let mut replicas = match job.all_reduce(engines.len())? {
         Some(all_reduce) => run.replicas_with(&mut engines, all_reduce)?,
         None => run.replicas_of(&mut engines)?,

@@ -389,7 +389,7 @@ pub fn data_parallel_example(
     let gradient = |engine: &mut CpuEngine, rows: &[u32]| {
         let mut g = vec![0.0f32; packed.total];
         engine
-            .forward_backward(data, rows, global)
+            .forward_backward(data, rows, global, 1.0)
             .and_then(|_| engine.read_gradient(0..packed.total, &mut g))
             .expect("the CPU engine does not fail");
         g

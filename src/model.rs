@@ -227,9 +227,15 @@ impl ParamLayout {
         Self::aligned(4)
     }
 
-    /// Each tensor starts at a multiple of `align_bytes` (a multiple of 4).
+    /// Each tensor starts at a multiple of `align_bytes` (a multiple of 4), f32 elements.
     pub fn aligned(align_bytes: usize) -> Self {
-        let align = (align_bytes / 4).max(1);
+        Self::aligned_for(align_bytes, 4)
+    }
+
+    /// Each tensor starts at a multiple of `align_bytes`, for elements of `elem_bytes` bytes
+    /// (2: the f16 working copy of --precision f16).
+    pub fn aligned_for(align_bytes: usize, elem_bytes: usize) -> Self {
+        let align = (align_bytes / elem_bytes).max(1);
         let mut offsets = [0; 4];
         let mut at = 0usize;
         for (i, len) in TENSOR_LENS.iter().enumerate() {

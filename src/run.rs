@@ -9,7 +9,7 @@ use crate::gpu::kernels::MatmulVariant;
 use crate::gpu::{Gpu, GpuEngine, GpuOptions};
 use crate::model::Model;
 use crate::parallel::{ring::Ring, AllReduce};
-use crate::train::{Engine, Replicas, TrainConfig};
+use crate::train::{Engine, LossScaler, Precision, Replicas, TrainConfig};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -38,6 +38,10 @@ pub struct RunConfig {
     pub data_parallel: bool,
     /// Overlap the output layer's all-reduce with the hidden layer's backward pass.
     pub overlap: bool,
+    /// FP32, or mixed precision (FP16 activations, FP32 masters, dynamic loss scaling).
+    pub precision: Precision,
+    /// Gradients on the all-reduce's wire as f16 (half the bytes).
+    pub grad_f16: bool,
 }
 
 impl RunConfig {
@@ -59,6 +63,16 @@ impl RunConfig {
             return Err(Error::Config(format!(
                 "{n} replicas in one process is more than this trainer supports (64)"
             )));
+        }
+        if self.precision == Precision::F16 && !self.data_parallel {
+            return Err(Error::Config(
+                "--precision f16 trains with the separated step".into(),
+            ));
+        }
+        if self.grad_f16 && !self.data_parallel {
+            return Err(Error::Config(
+                "--grad-dtype f16 compresses the all-reduce of data-parallel replicas: pass --devices or --replicas too".into(),
+            ));
         }
         if n > 1 && !self.data_parallel {
             return Err(Error::Config(
@@ -91,7 +105,7 @@ impl RunConfig {
     /// One line for the start-up log; `n` replicas in the whole job.
     pub fn describe(&self, n: usize) -> String {
         format!(
-            "epochs {}, batch size {}{}, lr {}, seed {}",
+            "epochs {}, batch size {}{}, lr {}, seed {}{}",
             self.train.epochs,
             self.train.batch_size,
             if self.data_parallel {
@@ -104,7 +118,13 @@ impl RunConfig {
                 String::new()
             },
             self.train.lr,
-            self.train.seed
+            self.train.seed,
+            match (self.precision, self.grad_f16) {
+                (Precision::F16, true) => ", precision f16 (gradients f16 on the wire)",
+                (Precision::F16, false) => ", precision f16",
+                (Precision::F32, true) => ", gradients f16 on the wire",
+                (Precision::F32, false) => "",
+            }
         )
     }
 
@@ -112,7 +132,10 @@ impl RunConfig {
     pub fn engines(&self, model: &Model, data: &DataSplit) -> Result<Vec<Box<dyn Engine>>> {
         match &self.devices {
             Devices::Cpu { replicas, threads } => Ok((0..*replicas)
-                .map(|_| Box::new(CpuEngine::new(model.clone(), *threads)) as Box<dyn Engine>)
+                .map(|_| {
+                    Box::new(CpuEngine::new(model.clone(), *threads).with_precision(self.precision))
+                        as Box<dyn Engine>
+                })
                 .collect()),
             Devices::Gpu {
                 adapters,
@@ -129,6 +152,7 @@ impl RunConfig {
                         batch: self.train.batch_size,
                         resident: *resident,
                         kernels,
+                        precision: self.precision,
                         ..GpuOptions::default()
                     };
                     Ok(
@@ -142,7 +166,15 @@ impl RunConfig {
 
     /// The in-process all-reduce for these replicas.
     pub fn all_reduce(&self) -> Box<dyn AllReduce> {
-        Box::new(Ring::new(self.replicas()))
+        Box::new(Ring::new(self.replicas()).with_f16_wire(self.grad_f16))
+    }
+
+    /// Mixed precision's loss scaling, for the replicas.
+    fn scaled<'a>(&self, r: Replicas<'a>) -> Replicas<'a> {
+        match self.precision {
+            Precision::F16 => r.with_loss_scaling(LossScaler::new(LossScaler::INITIAL)),
+            Precision::F32 => r,
+        }
     }
 
     /// Joins `engines` as data-parallel replicas with the given all-reduce (MPI's, say).
@@ -155,7 +187,7 @@ impl RunConfig {
             .iter_mut()
             .map(|e| -> &'a mut dyn Engine { e.as_mut() })
             .collect();
-        Replicas::data_parallel(list, all_reduce, self.overlap)
+        Ok(self.scaled(Replicas::data_parallel(list, all_reduce, self.overlap)?))
     }
 
     /// Joins `engines` (made by [`RunConfig::engines`]) as this configuration says.
@@ -165,7 +197,11 @@ impl RunConfig {
             .map(|e| -> &'a mut dyn Engine { e.as_mut() })
             .collect();
         if self.data_parallel {
-            Replicas::data_parallel(list, self.all_reduce(), self.overlap)
+            Ok(self.scaled(Replicas::data_parallel(
+                list,
+                self.all_reduce(),
+                self.overlap,
+            )?))
         } else {
             let mut list = list;
             Ok(Replicas::one(list.remove(0)))

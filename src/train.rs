@@ -76,8 +76,14 @@ pub trait Engine {
     /// Forward and backward on the examples of `data` at `batch` (possibly none), writing the
     /// gradient of the mean loss over a global batch of `global_rows` examples into the
     /// engine's flat gradient ([`ParamLayout`] order). The weights do not change.
-    fn forward_backward(&mut self, data: &Dataset, batch: &[u32], global_rows: usize)
-        -> Result<()>;
+    /// `loss_scale` multiplies δ2 (and so every gradient) under --precision f16; 1 otherwise.
+    fn forward_backward(
+        &mut self,
+        data: &Dataset,
+        batch: &[u32],
+        global_rows: usize,
+        loss_scale: f32,
+    ) -> Result<()>;
     /// Copies gradient elements `range` ([`ParamLayout::packed`] indices) into `out`, waiting
     /// only for the work that produces them.
     fn read_gradient(&mut self, range: Range<usize>, out: &mut [f32]) -> Result<()>;
@@ -89,6 +95,62 @@ pub trait Engine {
     /// uploads it to VRAM; others stage from it batch by batch).
     fn load_shard(&mut self, _shard: &Dataset) -> Result<()> {
         Ok(())
+    }
+}
+
+/// The number format the network computes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    /// Everything in FP32.
+    #[default]
+    F32,
+    /// Mixed precision: inputs, activations, error terms and a working copy of the weights in
+    /// FP16, products accumulated in FP32, FP32 master weights and gradients, dynamic loss
+    /// scaling (PyTorch AMP's recipe).
+    F16,
+}
+
+/// Dynamic loss scaling, as PyTorch's GradScaler does it: the loss (so every gradient) is
+/// multiplied by `scale` so that small FP16 error terms do not round to zero; a step whose
+/// gradients overflowed (inf or NaN) is skipped and the scale halved; after `GROWTH_INTERVAL`
+/// good steps in a row the scale doubles.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossScaler {
+    pub scale: f32,
+    /// Good steps in a row since the scale last changed.
+    pub good_steps: u32,
+}
+
+impl LossScaler {
+    /// GradScaler's defaults: 2^16, doubled after 2,000 good steps.
+    pub const INITIAL: f32 = 65536.0;
+    pub const GROWTH_INTERVAL: u32 = 2000;
+
+    pub fn new(scale: f32) -> Self {
+        LossScaler {
+            scale,
+            good_steps: 0,
+        }
+    }
+
+    /// Looks at the summed, still scaled gradient: unscales it and returns true if every
+    /// value is finite (apply it), else halves the scale and returns false (skip the step).
+    pub fn unscale(&mut self, grad: &mut [f32]) -> bool {
+        if grad.iter().any(|g| !g.is_finite()) {
+            self.scale = (self.scale / 2.0).max(1.0);
+            self.good_steps = 0;
+            return false;
+        }
+        let inv = 1.0 / self.scale;
+        for g in grad.iter_mut() {
+            *g *= inv;
+        }
+        self.good_steps += 1;
+        if self.good_steps == Self::GROWTH_INTERVAL {
+            self.scale = (self.scale * 2.0).min(f32::MAX / 4.0);
+            self.good_steps = 0;
+        }
+        true
     }
 }
 
@@ -195,6 +257,10 @@ pub struct EpochReport {
     pub traffic: Traffic,
     /// The data-parallel step's time split; `None` on the fused one-replica path.
     pub split: Option<StepSplit>,
+    /// --precision f16: steps skipped because their gradients overflowed, and the loss scale
+    /// at the epoch's end.
+    pub skipped_steps: u64,
+    pub loss_scale: Option<f32>,
 }
 
 impl EpochReport {
@@ -234,8 +300,16 @@ impl EpochReport {
         } else {
             String::new()
         };
+        let scaling = match self.loss_scale {
+            Some(scale) => format!(
+                "  |  f16: loss scale {scale}, {} step{} skipped",
+                self.skipped_steps,
+                if self.skipped_steps == 1 { "" } else { "s" }
+            ),
+            None => String::new(),
+        };
         format!(
-            "epoch {:>2}/{epochs}  train loss {:.4}  acc {:5.2}%  |  test loss {:.4}  acc {:5.2}% ({:.2} s)  |  {:.3} s  {:>9.0} images/s{staged}{replicas}",
+            "epoch {:>2}/{epochs}  train loss {:.4}  acc {:5.2}%  |  test loss {:.4}  acc {:5.2}% ({:.2} s)  |  {:.3} s  {:>9.0} images/s{staged}{replicas}{scaling}",
             self.epoch,
             self.train.mean_loss(),
             self.train.accuracy(),
@@ -278,6 +352,8 @@ pub struct Replicas<'a> {
     overlap: bool,
     /// Each local replica's gradient on the host, packed layout (allocated once).
     grads: Vec<Vec<f32>>,
+    /// --precision f16: dynamic loss scaling (the gradients are then always read back).
+    scaler: Option<LossScaler>,
 }
 
 impl<'a> Replicas<'a> {
@@ -289,7 +365,14 @@ impl<'a> Replicas<'a> {
             fused: true,
             overlap: false,
             grads: Vec::new(),
+            scaler: None,
         }
+    }
+
+    /// Trains in mixed precision with dynamic loss scaling, starting at `scaler`.
+    pub fn with_loss_scaling(mut self, scaler: LossScaler) -> Self {
+        self.scaler = Some(scaler);
+        self
     }
 
     /// Data-parallel replicas (one or more) joined by `all_reduce`, which must know as many
@@ -309,6 +392,7 @@ impl<'a> Replicas<'a> {
             fused: false,
             overlap,
             grads,
+            scaler: None,
         })
     }
 
@@ -374,14 +458,17 @@ impl<'a> Replicas<'a> {
         global_step: u64,
         lr: f32,
         split: &mut StepSplit,
-    ) -> Result<Traffic> {
+    ) -> Result<(Traffic, bool)> {
         let t0 = Instant::now();
+        let scale = self.scaler.map_or(1.0, |s| s.scale);
         // 1. forward + backward on every replica: each writes its gradient.
         for (engine, shard) in self.engines.iter_mut().zip(shards) {
-            engine.forward_backward(&shard.data, shard.batch(step), global_rows)?;
+            engine.forward_backward(&shard.data, shard.batch(step), global_rows, scale)?;
         }
         let mut traffic = Traffic::default();
-        if self.all_reduce.world() > 1 {
+        // Mixed precision reads the gradient back even alone: the host checks it for
+        // overflow and unscales it.
+        if self.all_reduce.world() > 1 || self.scaler.is_some() {
             // 2. all-reduce, bucket by bucket: the output layer's gradient first. Without
             // --overlap every bucket is read before any is summed (the host waits for the
             // whole backward pass); with it, the output layer's sum runs while the GPUs are
@@ -402,11 +489,26 @@ impl<'a> Replicas<'a> {
                     }
                 }
                 let t = Instant::now();
-                let mut views: Vec<&mut [f32]> =
-                    self.grads.iter_mut().map(|g| &mut g[b.clone()]).collect();
-                let moved = self.all_reduce.all_reduce(global_step, &mut views)?;
-                traffic += moved[0];
+                if self.all_reduce.world() > 1 {
+                    let mut views: Vec<&mut [f32]> =
+                        self.grads.iter_mut().map(|g| &mut g[b.clone()]).collect();
+                    let moved = self.all_reduce.all_reduce(global_step, &mut views)?;
+                    traffic += moved[0];
+                }
                 t_reduce += t.elapsed();
+            }
+            if let Some(scaler) = &mut self.scaler {
+                // Every replica holds the same sum, so one look decides for all (and every
+                // MPI rank decides alike).
+                let (first, rest) = self.grads.split_at_mut(1);
+                if !scaler.unscale(&mut first[0]) {
+                    split.compute += t0.elapsed() - t_reduce;
+                    split.all_reduce += t_reduce;
+                    return Ok((traffic, true));
+                }
+                for g in rest {
+                    g.copy_from_slice(&first[0]);
+                }
             }
             let t = Instant::now();
             for (e, g) in self.engines.iter_mut().zip(&self.grads) {
@@ -424,7 +526,7 @@ impl<'a> Replicas<'a> {
             e.apply_update(lr)?;
         }
         split.update += t.elapsed();
-        Ok(traffic)
+        Ok((traffic, false))
     }
 }
 
@@ -490,16 +592,19 @@ pub struct Snapshots<'a> {
 
 /// Where a run starts: the position, and the steps already done before it (which name the
 /// snapshot files, and keep counting across a resume with another replica count).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Start {
     pub at: Position,
     pub global_step: u64,
+    /// --precision f16: the loss scaler's state at that point (None: start it afresh).
+    pub scaler: Option<LossScaler>,
 }
 
 impl Start {
     pub const FRESH: Start = Start {
         at: Position::START,
         global_step: 0,
+        scaler: None,
     };
 }
 
@@ -514,6 +619,9 @@ pub fn train_from(
     observer: &mut dyn Observer,
 ) -> Result<Vec<EpochReport>> {
     cfg.validate()?;
+    if let (Some(resumed), Some(_)) = (start.scaler, replicas.scaler) {
+        replicas.scaler = Some(resumed);
+    }
     let n = data.train.len();
     let world = replicas.world();
     let global = cfg.global_batch(world)?;
@@ -565,6 +673,7 @@ pub fn train_from(
             replicas: world,
             train_len: n,
             train_fingerprint: fingerprint,
+            loss_scale: replicas.scaler.map(|s| (s.scale, s.good_steps)),
         };
         save_snapshot(replicas.first(), s.dir, &state)
     };
@@ -579,6 +688,7 @@ pub fn train_from(
         let mut traffic = Traffic::default();
         let mut split = StepSplit::default();
         let mut train = Totals::default();
+        let mut skipped = 0u64;
         // Deal this epoch's shards: local replica i is replica first_replica() + i of the job.
         let shards: Vec<Shard> = if replicas.fused {
             Vec::new()
@@ -596,8 +706,10 @@ pub fn train_from(
             if replicas.fused {
                 replicas.engines[0].train_step(&data.train, batch, cfg.lr)?;
             } else {
-                traffic +=
+                let (moved, skip) =
                     replicas.step(&shards, step, batch.len(), global_step, cfg.lr, &mut split)?;
+                traffic += moved;
+                skipped += skip as u64;
             }
             global_step += 1;
             observer.step(epoch, step + 1, steps);
@@ -660,6 +772,8 @@ pub fn train_from(
             global_batch: global,
             traffic,
             split: (!replicas.fused).then_some(split),
+            skipped_steps: skipped,
+            loss_scale: replicas.scaler.map(|s| s.scale),
         };
         observer.epoch(&report);
         reports.push(report);

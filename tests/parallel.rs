@@ -186,8 +186,9 @@ impl Engine for Drifting {
         d: &data::Dataset,
         b: &[u32],
         g: usize,
+        scale: f32,
     ) -> gpu_train::Result<()> {
-        self.0.forward_backward(d, b, g)
+        self.0.forward_backward(d, b, g, scale)
     }
     fn read_gradient(
         &mut self,

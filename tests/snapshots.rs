@@ -82,6 +82,7 @@ fn resume(make: Make, data: &DataSplit, path: &Path, epochs: usize) -> Model {
     let start = Start {
         at: state.next,
         global_step: state.global_step,
+        scaler: None,
     };
     train::train_from(
         &mut join(&mut engines),
@@ -186,6 +187,7 @@ fn some_snapshot() -> (Model, TrainState) {
         replicas: 2,
         train_len: 700,
         train_fingerprint: small(700).train.fingerprint(),
+        loss_scale: Some((32768.0, 17)),
     };
     (Model::init(3), state)
 }

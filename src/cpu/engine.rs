@@ -57,6 +57,26 @@ pub struct CpuEngine {
     /// The gradient of every parameter, packed layout (the data-parallel step).
     grad: Vec<f32>,
     totals: Totals,
+    /// --precision f16: the working copy of the weights, every value rounded to f16 (the
+    /// masters stay in `model`). With it, the inputs, hidden outputs and error terms are
+    /// rounded to f16 where the GPU's f16 kernels store them, and the products, summed in f32
+    /// by SGEMM, are the same products of f16 values: this engine is the f16 path's twin.
+    model16: Option<Model>,
+}
+
+/// A value rounded to the nearest f16 (as the GPU's f16 buffers store it), back in f32.
+fn r16(v: f32) -> f32 {
+    half::f16::from_f32(v).to_f32()
+}
+
+fn round_model(m: &Model) -> Model {
+    let r = |v: &[f32]| v.iter().map(|&x| r16(x)).collect();
+    Model {
+        w1: r(&m.w1),
+        b1: r(&m.b1),
+        w2: r(&m.w2),
+        b2: r(&m.b2),
+    }
 }
 
 /// `c (m,n) = alpha · a (m,k) · b (k,n) + beta · c`, every matrix given by its row and column
@@ -130,13 +150,24 @@ impl CpuEngine {
             d1: Vec::new(),
             grad: vec![0.0; ParamLayout::packed().total],
             totals: Totals::default(),
+            model16: None,
         }
+    }
+
+    /// The same engine computing in mixed precision (--precision f16).
+    pub fn with_precision(mut self, precision: crate::train::Precision) -> Self {
+        self.model16 = match precision {
+            crate::train::Precision::F16 => Some(round_model(&self.model)),
+            crate::train::Precision::F32 => None,
+        };
+        self
     }
 
     /// Forward pass of the batch already in `self.x` (rows of 784): fills hT and z (logits).
     fn forward(&mut self, rows: usize) {
         let parts = self.workers.parts();
-        let m = &self.model;
+        let half = self.model16.is_some();
+        let m = self.model16.as_ref().unwrap_or(&self.model);
         self.h.resize(HIDDEN * rows, 0.0);
         self.z.resize(rows * CLASSES, 0.0);
         let xt = &self.xt;
@@ -163,6 +194,9 @@ impl CpuEngine {
             );
             for v in ht.iter_mut() {
                 *v = v.max(0.0);
+                if half {
+                    *v = r16(*v);
+                }
             }
         });
         drop(ht_blocks);
@@ -186,7 +220,8 @@ impl CpuEngine {
     /// SoftMax + cross-entropy on the logits in `self.z` against `self.labels`; writes
     /// δ2 = (p − onehot)/divisor into `self.d2` (if divisor > 0: the global batch) and returns
     /// (summed loss, correct).
-    fn softmax_xent(&mut self, divisor: usize) -> (f64, u64) {
+    fn softmax_xent(&mut self, divisor: usize, scale: f32) -> (f64, u64) {
+        let half = self.model16.is_some();
         let rows = self.labels.len();
         self.d2.resize(rows * CLASSES, 0.0);
         let (mut loss, mut correct) = (0.0f64, 0u64);
@@ -208,6 +243,10 @@ impl CpuEngine {
                     let p = (z[c] - max).exp() / sum;
                     let onehot = if c == label as usize { 1.0 } else { 0.0 };
                     d[c] = (p - onehot) / divisor as f32;
+                    if half {
+                        // softmax_xent_f16.wgsl: scaled by the loss scale, stored in f16.
+                        d[c] = r16(d[c] * scale);
+                    }
                 }
             }
         }
@@ -219,6 +258,7 @@ impl CpuEngine {
     /// x by columns, and GEMM packs a contiguous xᵀ much faster than a strided x.
     fn gather(&mut self, data: &Dataset, batch: &[u32]) {
         let (rows, parts) = (batch.len(), self.workers.parts());
+        let half = self.model16.is_some();
         self.x.resize(rows * PIXELS, 0.0);
         self.xt.resize(PIXELS * rows, 0.0);
         let x_blocks = blocks(&mut self.x, PIXELS, parts);
@@ -229,7 +269,11 @@ impl CpuEngine {
                 let r0 = block_start(p, rows, parts);
                 for (r, xrow) in x.chunks_mut(PIXELS).enumerate() {
                     for (v, &px) in xrow.iter_mut().zip(data.image(batch[r0 + r] as usize)) {
-                        *v = scale_pixel(px);
+                        *v = if half {
+                            r16(scale_pixel(px))
+                        } else {
+                            scale_pixel(px)
+                        };
                     }
                 }
             }
@@ -240,7 +284,8 @@ impl CpuEngine {
                 // 64 images (50 KB) stay in cache while we read across them.
                 for (kk, xt_row) in xt.chunks_mut(rows).enumerate() {
                     for (v, &i) in xt_row.iter_mut().zip(batch) {
-                        *v = scale_pixel(data.images[i as usize * PIXELS + k0 + kk]);
+                        let p = scale_pixel(data.images[i as usize * PIXELS + k0 + kk]);
+                        *v = if half { r16(p) } else { p };
                     }
                 }
             }
@@ -252,11 +297,12 @@ impl CpuEngine {
 
     /// One step (the products are listed in the module doc): forward, backward, and the
     /// weight products into the weights (`Target::Update`) or into the gradient.
-    fn step(&mut self, data: &Dataset, batch: &[u32], divisor: usize, target: Target) {
+    fn step(&mut self, data: &Dataset, batch: &[u32], divisor: usize, scale: f32, target: Target) {
         let rows = batch.len();
         self.gather(data, batch);
         self.forward(rows);
-        let (loss, correct) = self.softmax_xent(divisor);
+        let (loss, correct) = self.softmax_xent(divisor, scale);
+        let half = self.model16.is_some();
         self.totals.add(loss, correct, rows as u64);
         let (alpha, beta) = match target {
             Target::Update(lr) => (-lr, 1.0),
@@ -275,7 +321,12 @@ impl CpuEngine {
             Target::Update(_) => (w1, b1),
             Target::Gradient => (gw1, gb1),
         };
-        let (w2_read, d2, h, x) = (&*w2, &self.d2, &self.h, &self.x);
+        // δ1 reads the working copy of W2 (f16 values under --precision f16).
+        let w2_read: &[f32] = match &self.model16 {
+            Some(m16) => &m16.w2,
+            None => &*w2,
+        };
+        let (d2, h, x) = (&self.d2, &self.h, &self.x);
         let d1_blocks = blocks(&mut self.d1, rows, parts);
         let w1_blocks = blocks(dw1, PIXELS, parts);
         let b1_blocks = blocks(db1, 1, parts);
@@ -306,6 +357,8 @@ impl CpuEngine {
             for (d, &hv) in d1.iter_mut().zip(&h[j0 * rows..(j0 + j) * rows]) {
                 if hv <= 0.0 {
                     *d = 0.0;
+                } else if half {
+                    *d = r16(*d);
                 }
             }
             // b1[J] = α·Σ δ1 + β·b1[J]: the bias gradient, or the fused update b1 −= lr·Σ δ1.
@@ -372,14 +425,25 @@ impl CpuEngine {
 impl Engine for CpuEngine {
     fn describe(&self) -> String {
         format!(
-            "CPU (matrixmultiply SGEMM, {} thread{})",
+            "CPU (matrixmultiply SGEMM, {} thread{}{})",
             self.workers.parts(),
-            if self.workers.parts() == 1 { "" } else { "s" }
+            if self.workers.parts() == 1 { "" } else { "s" },
+            if self.model16.is_some() {
+                ", mixed precision: f16-rounded activations and working weights, f32 masters"
+            } else {
+                ""
+            }
         )
     }
 
     fn train_step(&mut self, data: &Dataset, batch: &[u32], lr: f32) -> Result<()> {
-        self.step(data, batch, batch.len(), Target::Update(lr));
+        if self.model16.is_some() {
+            return Err(crate::error::Error::Config(
+                "--precision f16 trains with the separated step (gradient, loss scaling, update)"
+                    .into(),
+            ));
+        }
+        self.step(data, batch, batch.len(), 1.0, Target::Update(lr));
         Ok(())
     }
 
@@ -388,11 +452,12 @@ impl Engine for CpuEngine {
         data: &Dataset,
         batch: &[u32],
         global_rows: usize,
+        loss_scale: f32,
     ) -> Result<()> {
         if batch.is_empty() {
             self.grad.fill(0.0);
         } else {
-            self.step(data, batch, global_rows, Target::Gradient);
+            self.step(data, batch, global_rows, loss_scale, Target::Gradient);
         }
         Ok(())
     }
@@ -419,6 +484,10 @@ impl Engine for CpuEngine {
                 *w -= lr * g;
             }
         }
+        if self.model16.is_some() {
+            // sgd_update_f16.wgsl: the working copy follows the masters.
+            self.model16 = Some(round_model(&self.model));
+        }
         Ok(())
     }
 
@@ -432,7 +501,7 @@ impl Engine for CpuEngine {
         for batch in all.chunks(batch_size) {
             self.gather(data, batch);
             self.forward(batch.len());
-            let (loss, correct) = self.softmax_xent(0);
+            let (loss, correct) = self.softmax_xent(0, 1.0);
             t.add(loss, correct, batch.len() as u64);
         }
         Ok(t)
@@ -444,6 +513,9 @@ impl Engine for CpuEngine {
 
     fn set_model(&mut self, model: &Model) -> Result<()> {
         self.model = model.clone();
+        if self.model16.is_some() {
+            self.model16 = Some(round_model(model));
+        }
         Ok(())
     }
 }

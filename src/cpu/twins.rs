@@ -159,3 +159,131 @@ pub fn sgd_update(grad: &[f32], param: &mut [f32], p: &SgdParams) {
         param[i] -= p.lr * grad[i];
     }
 }
+
+// Twins of the --precision f16 kernels. f16 buffers are `half::f16` slices; the arithmetic is
+// done in f32 exactly where the shaders do it, and f16 results are rounded by the half crate
+// (round to nearest even; a GPU may round a value halfway between two f16s the other way, so
+// the tests allow one f16 step).
+
+fn r16(v: f32) -> half::f16 {
+    half::f16::from_f32(v)
+}
+
+/// Twin of `shaders/unpack_batch_f16.wgsl`.
+pub fn unpack_batch_f16(
+    pixels: &[u8],
+    labels: &[u32],
+    indices: &[u32],
+    x: &mut [half::f16],
+    batch_labels: &mut [u32],
+    p: &UnpackParams,
+) {
+    let bytes_per_image = 4 * p.words_per_image as usize;
+    for r in 0..p.rows as usize {
+        let src = indices[r] as usize;
+        for i in 0..bytes_per_image {
+            x[r * bytes_per_image + i] = r16(pixels[src * bytes_per_image + i] as f32 / 255.0);
+        }
+        batch_labels[r] = labels[src];
+    }
+}
+
+/// The f16 matmul kernels' product and epilogue in f32 (`splits` must be 1).
+fn matmul_f16_value(
+    a: &[half::f16],
+    b: &[half::f16],
+    bias: &[half::f16],
+    mask: &[half::f16],
+    old: f32,
+    (row, col): (usize, usize),
+    p: &MatmulParams,
+) -> f32 {
+    let mut acc = 0.0f32;
+    for kk in 0..p.k as usize {
+        acc += a[row * p.a_rs as usize + kk * p.a_cs as usize].to_f32()
+            * b[kk * p.b_rs as usize + col * p.b_cs as usize].to_f32();
+    }
+    let i = row * p.n as usize + col;
+    let bv = bias.get(col).map_or(0.0, |v| v.to_f32());
+    let mv = mask.get(i).map_or(0.0, |v| v.to_f32());
+    epilogue(acc, old, bv, mv, p)
+}
+
+/// Twin of `shaders/matmul_f16.wgsl` (f16 result).
+pub fn matmul_f16(
+    a: &[half::f16],
+    b: &[half::f16],
+    bias: &[half::f16],
+    mask: &[half::f16],
+    c: &mut [half::f16],
+    p: &MatmulParams,
+) {
+    for row in 0..p.m as usize {
+        for col in 0..p.n as usize {
+            let i = row * p.n as usize + col;
+            c[i] = r16(matmul_f16_value(
+                a,
+                b,
+                bias,
+                mask,
+                c[i].to_f32(),
+                (row, col),
+                p,
+            ));
+        }
+    }
+}
+
+/// Twin of `shaders/matmul_f16_f32out.wgsl` (f32 result).
+pub fn matmul_f16_f32out(
+    a: &[half::f16],
+    b: &[half::f16],
+    bias: &[half::f16],
+    mask: &[half::f16],
+    c: &mut [f32],
+    p: &MatmulParams,
+) {
+    for row in 0..p.m as usize {
+        for col in 0..p.n as usize {
+            let i = row * p.n as usize + col;
+            c[i] = matmul_f16_value(a, b, bias, mask, c[i], (row, col), p);
+        }
+    }
+}
+
+/// Twin of `shaders/softmax_xent_f16.wgsl`: softmax_xent's sums, δ2 scaled and rounded to f16.
+pub fn softmax_xent_f16(
+    logits: &[f32],
+    labels: &[u32],
+    dlogits: &mut [half::f16],
+    accum: &mut [f32],
+    p: &crate::gpu::kernels::SoftmaxF16Params,
+) {
+    let mut d32 = vec![0.0f32; dlogits.len()];
+    let base = SoftmaxParams {
+        rows: p.rows,
+        classes: p.classes,
+        divisor: p.divisor,
+        at: p.at,
+    };
+    softmax_xent(logits, labels, &mut d32, accum, &base);
+    if p.divisor != 0 {
+        for (d, v) in dlogits.iter_mut().zip(&d32) {
+            *d = r16(v * p.scale);
+        }
+    }
+}
+
+/// Twin of `shaders/bias_grad_f16.wgsl`: bias_update's tree over f16 error terms.
+pub fn bias_grad_f16(delta: &[half::f16], out: &mut [f32], p: &BiasParams) {
+    let d32: Vec<f32> = delta.iter().map(|v| v.to_f32()).collect();
+    bias_update(&d32, out, p);
+}
+
+/// Twin of `shaders/sgd_update_f16.wgsl`.
+pub fn sgd_update_f16(grad: &[f32], param: &mut [f32], param16: &mut [half::f16], p: &SgdParams) {
+    for i in 0..p.len as usize {
+        param[i] -= p.lr * grad[i];
+        param16[i] = r16(param[i]);
+    }
+}

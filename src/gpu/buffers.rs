@@ -34,6 +34,8 @@ pub struct GpuOptions {
     pub ring: usize,
     /// The matmul variant by name (`--kernels`); None: measured per adapter (gpu/autotune.rs).
     pub kernels: Option<&'static str>,
+    /// FP32, or mixed precision with FP16 activations (needs the adapter's SHADER_F16).
+    pub precision: crate::train::Precision,
 }
 
 impl GpuOptions {
@@ -50,6 +52,7 @@ impl Default for GpuOptions {
             resident: false,
             ring: 32,
             kernels: None,
+            precision: crate::train::Precision::F32,
         }
     }
 }
@@ -84,6 +87,36 @@ pub(super) struct Buffers {
     pub(super) pixel_stride: u64,
     pub(super) small_stride: u64,
     pub(super) resident: Option<Resident>,
+    /// The f16 buffers of --precision f16.
+    pub(super) half: Option<HalfBuffers>,
+}
+
+/// What --precision f16 adds: the batch, activations and error terms in f16, and the f16
+/// working copy of the weights (the f32 `params` stay the master copy).
+pub(super) struct HalfBuffers {
+    pub(super) layout: ParamLayout,
+    pub(super) params: wgpu::Buffer,
+    pub(super) x: wgpu::Buffer,
+    pub(super) h: wgpu::Buffer,
+    pub(super) dz: wgpu::Buffer,
+    pub(super) dh: wgpu::Buffer,
+}
+
+impl HalfBuffers {
+    /// Working-copy tensor `i`.
+    pub(super) fn param(&self, i: usize) -> wgpu::BindingResource<'_> {
+        kernels::sub16(&self.params, self.layout.range(i))
+    }
+
+    /// Writes `model` into the working copy, rounded to f16.
+    pub(super) fn upload(&self, queue: &wgpu::Queue, model: &Model) {
+        let flat: Vec<half::f16> = model
+            .to_flat(&self.layout)
+            .iter()
+            .map(|&v| half::f16::from_f32(v))
+            .collect();
+        queue.write_buffer(&self.params, 0, bytemuck::cast_slice(&flat));
+    }
 }
 
 fn align(n: u64, to: u64) -> u64 {
@@ -155,6 +188,33 @@ impl Buffers {
                 mapped_at_creation: false,
             })
         };
+        let half = match opts.precision {
+            crate::train::Precision::F32 => None,
+            crate::train::Precision::F16 => {
+                if !gpu.features.contains(wgpu::Features::SHADER_F16) {
+                    return Err(Error::Config(format!(
+                        "--precision f16: {} does not offer f16 in shaders (SHADER_F16); use --precision f32, \
+                         or another --device (see `gpu-train devices`: lavapipe and NVIDIA's Vulkan driver offer it)",
+                        super::context::describe(&gpu.info)
+                    )));
+                }
+                let layout = ParamLayout::aligned_for(align_to as usize, 2);
+                let hb = HalfBuffers {
+                    layout,
+                    params: kernels::storage_bytes(
+                        d,
+                        "parameters, f16 working copy",
+                        layout.total * 2,
+                    ),
+                    x: kernels::storage_bytes(d, "x f16", rows * PIXELS * 2),
+                    h: kernels::storage_bytes(d, "h f16", rows * HIDDEN * 2),
+                    dz: kernels::storage_bytes(d, "dz f16", rows * CLASSES * 2),
+                    dh: kernels::storage_bytes(d, "dh f16", rows * HIDDEN * 2),
+                };
+                hb.upload(&gpu.queue, model);
+                Some(hb)
+            }
+        };
         let identity: Vec<u32> = (0..rows as u32).collect();
         let params = kernels::storage(d, "parameters", &model.to_flat(&layout));
         let grad = kernels::storage_zeroed(d, "gradient", layout.total);
@@ -191,6 +251,7 @@ impl Buffers {
             pixel_stride,
             small_stride,
             resident,
+            half,
         })
     }
 
@@ -219,6 +280,12 @@ impl Buffers {
         .sum();
         if let Some(r) = &self.resident {
             total += r.pixels.size() + r.labels.size();
+        }
+        if let Some(h) = &self.half {
+            total += [&h.params, &h.x, &h.h, &h.dz, &h.dh]
+                .iter()
+                .map(|b| b.size())
+                .sum::<u64>();
         }
         total
     }

@@ -46,6 +46,12 @@ use std::ops::Range;
 /// How many submissions may be queued on the GPU before the host waits for the oldest.
 const MAX_IN_FLIGHT: usize = 2;
 
+/// The f16 pipelines and the update that also refreshes the f16 working copy.
+pub(super) struct HalfKernels {
+    pub(super) kernels: super::kernels::KernelsF16,
+    pub(super) sgd: Dispatch,
+}
+
 pub struct GpuEngine {
     pub(super) gpu: Gpu,
     /// Which matmul variant runs here, and how it was chosen.
@@ -60,6 +66,10 @@ pub struct GpuEngine {
     pub(super) grad_pending: Vec<(Range<usize>, wgpu::SubmissionIndex)>,
     /// The sgd_update dispatch over every parameter.
     pub(super) sgd: Dispatch,
+    /// --precision f16: its pipelines and its update (masters and working copy).
+    pub(super) half: Option<HalfKernels>,
+    /// The loss scale δ2 is multiplied by (--precision f16; 1 otherwise).
+    pub(super) loss_scale: f32,
     pub(super) plans: HashMap<PlanKey, Plan>,
     /// Steps written into slots but not yet submitted: (plan key, slot).
     pub(super) queued: Vec<(PlanKey, usize)>,
@@ -101,8 +111,33 @@ impl GpuEngine {
             2.0 * bufs.layout.total as f64,
             12.0 * bufs.layout.total as f64,
         );
+        let half = bufs.half.as_ref().map(|h| {
+            let kernels = super::kernels::KernelsF16::new(&gpu.device);
+            let sgd = Dispatch::with_uniform(
+                &gpu.device,
+                "w −= lr·g; w16 = f16(w)",
+                &kernels.sgd_update,
+                &[
+                    bufs.grad.as_entire_binding(),
+                    bufs.params.as_entire_binding(),
+                    h.params.as_entire_binding(),
+                ],
+                &bufs.sgd_params,
+                kernels::groups_1d(bufs.layout.total as u32),
+            );
+            HalfKernels { kernels, sgd }
+        });
+        if half.is_some() && bufs.layout != ParamLayout::packed() {
+            // One update walks both flat buffers with one index: they must line up.
+            return Err(Error::Config(format!(
+                "--precision f16: {} aligns storage offsets to more than 256 bytes, which this trainer's f16 path does not handle; use --precision f32",
+                gpu.info.name
+            )));
+        }
         let rows = opts.rows();
         let engine = GpuEngine {
+            half,
+            loss_scale: 1.0,
             matmul,
             kernels,
             lr: 0.0,
@@ -196,16 +231,31 @@ impl GpuEngine {
             source,
             divisor: u32::try_from(divisor)
                 .map_err(|_| Error::Config(format!("a global batch of {divisor} is too large")))?,
+            scale_bits: if self.half.is_some() {
+                self.loss_scale.to_bits()
+            } else {
+                0
+            },
         };
         if !self.plans.contains_key(&key) {
-            let plan = Plan::new(
-                &self.gpu.device,
-                &self.kernels,
-                &self.bufs,
-                self.opts.ring,
-                self.lr,
-                key,
-            );
+            let plan = match &self.half {
+                Some(half) => Plan::new_f16(
+                    &self.gpu.device,
+                    &self.kernels,
+                    &half.kernels,
+                    &self.bufs,
+                    self.opts.ring,
+                    key,
+                ),
+                None => Plan::new(
+                    &self.gpu.device,
+                    &self.kernels,
+                    &self.bufs,
+                    self.opts.ring,
+                    self.lr,
+                    key,
+                ),
+            };
             self.plans.insert(key, plan);
         }
         self.queued.push((key, slot));
@@ -334,7 +384,7 @@ impl GpuEngine {
 impl Engine for GpuEngine {
     fn describe(&self) -> String {
         format!(
-            "GPU {}{}, batches {}, matmul {} ({})",
+            "GPU {}{}, batches {}, matmul {} ({}){}",
             super::context::describe(&self.gpu.info),
             if self.gpu.is_software() {
                 " (software: expect CPU-like speed)"
@@ -347,11 +397,22 @@ impl Engine for GpuEngine {
                 "staged from RAM"
             },
             self.matmul.variant.name,
-            self.matmul.how
+            self.matmul.how,
+            if self.half.is_some() {
+                ", mixed precision: f16 activations and working weights (matmul_f16), f32 masters"
+            } else {
+                ""
+            }
         )
     }
 
     fn train_step(&mut self, data: &Dataset, batch: &[u32], lr: f32) -> Result<()> {
+        if self.half.is_some() {
+            return Err(Error::Config(
+                "--precision f16 trains with the separated step (gradient, loss scaling, update)"
+                    .into(),
+            ));
+        }
         self.set_lr(lr)?;
         let source = self.source(data)?;
         self.train_seen += batch.len() as u64;
@@ -363,7 +424,9 @@ impl Engine for GpuEngine {
         data: &Dataset,
         batch: &[u32],
         global_rows: usize,
+        loss_scale: f32,
     ) -> Result<()> {
+        self.loss_scale = loss_scale;
         // Whatever the fused path queued goes first, then this step in two submissions. With
         // one replica nothing reads the gradient back, so the host would run ahead: it waits
         // here while more than MAX_IN_FLIGHT steps are queued (time a profile counts as compute).
@@ -480,7 +543,10 @@ impl Engine for GpuEngine {
         let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
-            self.sgd.record(&mut pass);
+            match &self.half {
+                Some(h) => h.sgd.record(&mut pass),
+                None => self.sgd.record(&mut pass),
+            }
         }
         // Not waited for here: the next forward_backward waits if too much is queued.
         self.in_flight.push_back(self.submit_one(encoder));
@@ -545,6 +611,9 @@ impl Engine for GpuEngine {
             0,
             bytemuck::cast_slice(&model.to_flat(&self.bufs.layout)),
         );
+        if let Some(h) = &self.bufs.half {
+            h.upload(&self.gpu.queue, model);
+        }
         self.gpu.check()
     }
 }

@@ -250,7 +250,7 @@ pub struct Kernels {
 
 /// Each kernel's WGSL source, by file name (the tests check the constants and `Params`
 /// structs in them against the Rust side).
-pub const SOURCES: [(&str, &str); 7] = [
+pub const SOURCES: [(&str, &str); 13] = [
     (
         "unpack_batch",
         include_str!("../../shaders/unpack_batch.wgsl"),
@@ -273,7 +273,83 @@ pub const SOURCES: [(&str, &str); 7] = [
         include_str!("../../shaders/bias_update.wgsl"),
     ),
     ("sgd_update", include_str!("../../shaders/sgd_update.wgsl")),
+    // --precision f16 (compiled only on adapters with SHADER_F16).
+    (
+        "unpack_batch_f16",
+        include_str!("../../shaders/unpack_batch_f16.wgsl"),
+    ),
+    ("matmul_f16", include_str!("../../shaders/matmul_f16.wgsl")),
+    (
+        "matmul_f16_f32out",
+        include_str!("../../shaders/matmul_f16_f32out.wgsl"),
+    ),
+    (
+        "softmax_xent_f16",
+        include_str!("../../shaders/softmax_xent_f16.wgsl"),
+    ),
+    (
+        "bias_grad_f16",
+        include_str!("../../shaders/bias_grad_f16.wgsl"),
+    ),
+    (
+        "sgd_update_f16",
+        include_str!("../../shaders/sgd_update_f16.wgsl"),
+    ),
 ];
+
+/// `softmax_xent_f16.wgsl`'s uniform: softmax_xent's, plus the loss scale.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct SoftmaxF16Params {
+    pub rows: u32,
+    pub classes: u32,
+    pub divisor: u32,
+    pub at: u32,
+    pub scale: f32,
+    pub _pad: [u32; 3],
+}
+
+/// The f16 matmul kernels' blocking (as matmul_reg8x4: 8×4 a thread, 8×8 threads).
+pub const MATMUL_F16_BLOCK: (u32, u32) = (64, 32);
+
+/// The pipelines of `--precision f16`.
+pub struct KernelsF16 {
+    pub unpack: wgpu::ComputePipeline,
+    /// f16 result (activations, δ1).
+    pub matmul: wgpu::ComputePipeline,
+    /// f32 result (logits, weight gradients).
+    pub matmul_f32out: wgpu::ComputePipeline,
+    pub softmax_xent: wgpu::ComputePipeline,
+    pub bias_grad: wgpu::ComputePipeline,
+    pub sgd_update: wgpu::ComputePipeline,
+}
+
+impl KernelsF16 {
+    pub fn new(device: &wgpu::Device) -> Self {
+        let get = |name: &str| {
+            let (_, source) = SOURCES.iter().find(|(n, _)| *n == name).expect("a shader");
+            pipeline(device, name, source)
+        };
+        KernelsF16 {
+            unpack: get("unpack_batch_f16"),
+            matmul: get("matmul_f16"),
+            matmul_f32out: get("matmul_f16_f32out"),
+            softmax_xent: get("softmax_xent_f16"),
+            bias_grad: get("bias_grad_f16"),
+            sgd_update: get("sgd_update_f16"),
+        }
+    }
+
+    /// Workgroups of an f16 product (K is never split: `p.splits` must be 1).
+    pub fn workgroups(p: &MatmulParams) -> (u32, u32, u32) {
+        assert_eq!(p.splits, 1, "the f16 matmul kernels do not split K");
+        (
+            p.n.div_ceil(MATMUL_F16_BLOCK.1),
+            p.m.div_ceil(MATMUL_F16_BLOCK.0),
+            1,
+        )
+    }
+}
 
 pub fn pipeline(device: &wgpu::Device, name: &str, source: &str) -> wgpu::ComputePipeline {
     pipeline_checked(device, name, source, true)
@@ -440,6 +516,34 @@ impl Dispatch {
         )
     }
 
+    /// A matmul dispatch of any pipeline with matmul.wgsl's bindings, whose five bindings hold
+    /// elements of `elem_bytes` bytes each (2 for f16): checked as [`Dispatch::matmul`] is.
+    pub fn matmul_sized(
+        device: &wgpu::Device,
+        name: &'static str,
+        pipeline: &wgpu::ComputePipeline,
+        elem_bytes: [u64; 5],
+        resources: [wgpu::BindingResource; 5],
+        p: &MatmulParams,
+        workgroups: (u32, u32, u32),
+    ) -> Self {
+        let bytes = |r: &wgpu::BindingResource| match r {
+            wgpu::BindingResource::Buffer(b) => {
+                b.size.map_or(b.buffer.size() - b.offset, |s| s.get())
+            }
+            _ => 0,
+        };
+        let lens: Vec<u64> = resources
+            .iter()
+            .zip(elem_bytes)
+            .map(|(r, e)| bytes(r) / e)
+            .collect();
+        if let Err(e) = p.check_fits(lens[0], lens[1], lens[2], lens[3], lens[4]) {
+            panic!("{name}: {e}");
+        }
+        Dispatch::new(device, name, pipeline, &resources, p, workgroups)
+    }
+
     /// Labels the dispatch with its phase and its minimal work.
     pub fn work(mut self, phase: &'static str, flops: f64, bytes: f64) -> Self {
         self.phase = phase;
@@ -464,6 +568,27 @@ pub fn sub(buffer: &wgpu::Buffer, range: std::ops::Range<usize>) -> wgpu::Bindin
         buffer,
         offset: (range.start * 4) as u64,
         size: std::num::NonZeroU64::new((range.len().max(1) * 4) as u64),
+    })
+}
+
+/// Elements `range` of a buffer of f16 (2 bytes each), bound as its own array.
+pub fn sub16(buffer: &wgpu::Buffer, range: std::ops::Range<usize>) -> wgpu::BindingResource<'_> {
+    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+        buffer,
+        offset: (range.start * 2) as u64,
+        size: std::num::NonZeroU64::new((range.len().max(2) * 2) as u64),
+    })
+}
+
+/// A zeroed storage buffer of `bytes` bytes (rounded up to 4), for f16 arrays.
+pub fn storage_bytes(device: &wgpu::Device, label: &str, bytes: usize) -> wgpu::Buffer {
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: (bytes.max(4).div_ceil(4) * 4) as u64,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
     })
 }
 

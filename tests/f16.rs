@@ -1,0 +1,478 @@
+//! --precision f16 (mixed precision) and --grad-dtype f16: every f16 kernel against its twin
+//! within f16's precision, the GPU's f16 training against the CPU's f16 twin, dynamic loss
+//! scaling skipping overflowed steps, accuracy within 0.3 points of FP32, exact resume, a clear
+//! error on an adapter without f16, and f16 gradients on the wire halving the bytes.
+
+mod common;
+use common::{gpu_train, random_f32, rng};
+use gpu_train::cpu::engine::CpuEngine;
+use gpu_train::cpu::twins;
+use gpu_train::data::{self, DataSplit};
+use gpu_train::gpu::kernels::{
+    self, row_major, run_now, storage, transposed, Dispatch, KernelsF16, MatmulParams,
+};
+use gpu_train::gpu::{Gpu, GpuEngine, GpuOptions};
+use gpu_train::model::Model;
+use gpu_train::parallel::Identity;
+use gpu_train::train::{self, Engine, LossScaler, Precision, Quiet, Replicas, Start, TrainConfig};
+use half::f16;
+use rand::Rng;
+
+/// Adapter 0 if it offers f16 in shaders. CI's lavapipe does, so there a missing one fails.
+fn gpu_f16(test: &str) -> Option<Gpu> {
+    let g = common::gpu(test)?;
+    if g.features.contains(wgpu::Features::SHADER_F16) {
+        return Some(g);
+    }
+    if std::env::var_os("GPU_TRAIN_REQUIRE_GPU").is_some() {
+        panic!("{test}: adapter 0 ({}) offers no SHADER_F16", g.info.name);
+    }
+    eprintln!("SKIPPED {test}: {} offers no f16 in shaders", g.info.name);
+    None
+}
+
+fn to16(v: &[f32]) -> Vec<f16> {
+    v.iter().map(|&x| f16::from_f32(x)).collect()
+}
+
+fn from16(v: &[f16]) -> Vec<f32> {
+    v.iter().map(|x| x.to_f32()).collect()
+}
+
+fn read16(g: &Gpu, b: &wgpu::Buffer) -> Vec<f16> {
+    bytemuck::pod_collect_to_vec(&g.read_bytes(b, 0, b.size()).unwrap())
+}
+
+/// f16 has 11 significant bits: one step is 2^-10 relative (≈ 1e-3); results rounded to f16 may
+/// differ by one step where the GPU rounds a halfway value the other way, and f32 sums in
+/// another order by a few f32 steps.
+const F16_REL: f32 = 2e-3;
+
+fn whole(b: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
+    b.as_entire_binding()
+}
+
+#[test]
+fn f16_kernels_match_their_twins() {
+    let Some(g) = gpu_f16("f16_kernels_match_their_twins") else {
+        return;
+    };
+    let d = &g.device;
+    let k = KernelsF16::new(d);
+    let mut r = rng(21);
+    let buf16 = |v: &[f16]| storage::<f16>(d, "f16", v);
+    // matmul_f16 and matmul_f16_f32out: odd sizes, every layout, the epilogues they serve.
+    for (m, n, kk, sa, sb, flags) in [
+        (
+            70u32,
+            23u32,
+            45u32,
+            row_major(45),
+            transposed(45),
+            kernels::HAS_BIAS | kernels::RELU,
+        ),
+        (33, 128, 10, row_major(10), row_major(128), kernels::MASK),
+        (10, 77, 65, transposed(10), row_major(77), 0),
+    ] {
+        let p = MatmulParams::new((m, n, kk), sa, sb, 1.0, 0.0, flags, 1);
+        let (a, b) = (
+            to16(&random_f32(&mut r, (m * kk) as usize, 1.0)),
+            to16(&random_f32(&mut r, (kk * n) as usize, 1.0)),
+        );
+        let (bias, mask) = (
+            to16(&random_f32(&mut r, n as usize, 1.0)),
+            to16(&random_f32(&mut r, (m * n) as usize, 1.0)),
+        );
+        let (ba, bb, bbias, bmask) = (buf16(&a), buf16(&b), buf16(&bias), buf16(&mask));
+        let mut want16 = vec![f16::ZERO; (m * n) as usize];
+        twins::matmul_f16(&a, &b, &bias, &mask, &mut want16, &p);
+        let c16 = buf16(&want16.iter().map(|_| f16::ZERO).collect::<Vec<_>>());
+        let res = || [whole(&ba), whole(&bb), whole(&bbias), whole(&bmask)];
+        let [ra, rb, rbias, rmask] = res();
+        let disp = Dispatch::matmul_sized(
+            d,
+            "mm16",
+            &k.matmul,
+            [2; 5],
+            [ra, rb, rbias, rmask, whole(&c16)],
+            &p,
+            KernelsF16::workgroups(&p),
+        );
+        run_now(&g, &[&disp]).unwrap();
+        common::assert_close(
+            "matmul_f16",
+            &from16(&read16(&g, &c16)),
+            &from16(&want16),
+            1e-3,
+            F16_REL,
+        );
+        let mut want32 = vec![0.0f32; (m * n) as usize];
+        twins::matmul_f16_f32out(&a, &b, &bias, &mask, &mut want32, &p);
+        let c32 = storage(d, "c", &vec![0.0f32; (m * n) as usize]);
+        let [ra, rb, rbias, rmask] = res();
+        let disp = Dispatch::matmul_sized(
+            d,
+            "mm16f32",
+            &k.matmul_f32out,
+            [2, 2, 2, 2, 4],
+            [ra, rb, rbias, rmask, whole(&c32)],
+            &p,
+            KernelsF16::workgroups(&p),
+        );
+        run_now(&g, &[&disp]).unwrap();
+        // An f32 result: only the order of f32 additions may differ.
+        common::assert_close(
+            "matmul_f16_f32out",
+            &g.read_f32(&c32).unwrap(),
+            &want32,
+            1e-5,
+            1e-4,
+        );
+    }
+    // unpack_batch_f16: 5 of 9 images, the words of each.
+    let pixels: Vec<u8> = (0..9 * 784).map(|_| r.random()).collect();
+    let labels: Vec<u32> = (0..9).map(|_| r.random_range(0..10)).collect();
+    let indices = vec![8u32, 0, 3, 3, 5];
+    let p = kernels::UnpackParams {
+        rows: 5,
+        words_per_image: 196,
+    };
+    let (bp, bl, bi) = (
+        storage::<u8>(d, "p", &pixels),
+        storage(d, "l", &labels),
+        storage(d, "i", &indices),
+    );
+    let (bx, bbl) = (
+        buf16(&vec![f16::ZERO; 5 * 784]),
+        storage(d, "bl", &[0u32; 5]),
+    );
+    let disp = Dispatch::new(
+        d,
+        "unpack16",
+        &k.unpack,
+        &[whole(&bp), whole(&bl), whole(&bi), whole(&bx), whole(&bbl)],
+        &p,
+        kernels::groups_1d(5 * 196),
+    );
+    run_now(&g, &[&disp]).unwrap();
+    let (mut x, mut yl) = (vec![f16::ZERO; 5 * 784], vec![0u32; 5]);
+    twins::unpack_batch_f16(&pixels, &labels, &indices, &mut x, &mut yl, &p);
+    common::assert_close(
+        "unpack_batch_f16",
+        &from16(&read16(&g, &bx)),
+        &from16(&x),
+        0.0,
+        1e-3,
+    );
+    assert_eq!(
+        g.read_bytes(&bbl, 0, 20).unwrap(),
+        bytemuck::cast_slice::<u32, u8>(&yl).to_vec()
+    );
+    // softmax_xent_f16 with a loss scale, 70 rows.
+    let logits = random_f32(&mut r, 700, 5.0);
+    let lab: Vec<u32> = (0..70).map(|_| r.random_range(0..10)).collect();
+    let sp = kernels::SoftmaxF16Params {
+        rows: 70,
+        classes: 10,
+        divisor: 130,
+        at: 0,
+        scale: 1024.0,
+        _pad: [0; 3],
+    };
+    let (bz, blab, bd, bacc) = (
+        storage(d, "z", &logits),
+        storage(d, "l", &lab),
+        buf16(&vec![f16::ZERO; 700]),
+        storage(d, "a", &[0.0f32; 4]),
+    );
+    let disp = Dispatch::new(
+        d,
+        "soft16",
+        &k.softmax_xent,
+        &[whole(&bz), whole(&blab), whole(&bd), whole(&bacc)],
+        &sp,
+        (1, 1, 1),
+    );
+    run_now(&g, &[&disp]).unwrap();
+    let (mut dz, mut acc) = (vec![f16::ZERO; 700], vec![0.0f32; 4]);
+    twins::softmax_xent_f16(&logits, &lab, &mut dz, &mut acc, &sp);
+    common::assert_close(
+        "softmax_xent_f16 δ2",
+        &from16(&read16(&g, &bd)),
+        &from16(&dz),
+        1e-3,
+        F16_REL,
+    );
+    common::assert_close(
+        "softmax_xent_f16 totals",
+        &g.read_f32(&bacc).unwrap(),
+        &acc,
+        1e-3,
+        1e-4,
+    );
+    // bias_grad_f16: 150 rows of 77 columns.
+    let delta = to16(&random_f32(&mut r, 150 * 77, 1.0));
+    let bp16 = kernels::BiasParams {
+        rows: 150,
+        cols: 77,
+        alpha: 1.0,
+        beta: 0.0,
+    };
+    let (bdel, bout) = (buf16(&delta), storage(d, "o", &vec![0.0f32; 77]));
+    let disp = Dispatch::new(
+        d,
+        "bias16",
+        &k.bias_grad,
+        &[whole(&bdel), whole(&bout)],
+        &bp16,
+        (77, 1, 1),
+    );
+    run_now(&g, &[&disp]).unwrap();
+    let mut out = vec![0.0f32; 77];
+    twins::bias_grad_f16(&delta, &mut out, &bp16);
+    common::assert_close(
+        "bias_grad_f16",
+        &g.read_f32(&bout).unwrap(),
+        &out,
+        1e-5,
+        1e-5,
+    );
+    // sgd_update_f16 over 1,037 parameters.
+    let (grad, param) = (random_f32(&mut r, 1037, 1.0), random_f32(&mut r, 1037, 1.0));
+    let up = kernels::SgdParams {
+        len: 1037,
+        lr: 0.07,
+        _pad: [0; 2],
+    };
+    let (bg, bpar, bp16b) = (
+        storage(d, "g", &grad),
+        storage(d, "p", &param),
+        buf16(&vec![f16::ZERO; 1038]),
+    );
+    let disp = Dispatch::new(
+        d,
+        "sgd16",
+        &k.sgd_update,
+        &[whole(&bg), whole(&bpar), whole(&bp16b)],
+        &up,
+        kernels::groups_1d(1037),
+    );
+    run_now(&g, &[&disp]).unwrap();
+    let (mut want, mut want16) = (param.clone(), vec![f16::ZERO; 1037]);
+    twins::sgd_update_f16(&grad, &mut want, &mut want16, &up);
+    common::assert_close(
+        "sgd_update_f16 masters",
+        &g.read_f32(&bpar).unwrap(),
+        &want,
+        1e-7,
+        1e-6,
+    );
+    common::assert_close(
+        "sgd_update_f16 working copy",
+        &from16(&read16(&g, &bp16b)[..1037]),
+        &from16(&want16),
+        0.0,
+        1e-3,
+    );
+}
+
+fn sample(n: usize) -> DataSplit {
+    let mut d = data::load_dir(&data::bundled_dir()).unwrap();
+    d.train = d.train.take(n);
+    d
+}
+
+/// Trains `engine` alone through the separated step with loss scaling from `scale`.
+fn run_f16(
+    engine: &mut dyn Engine,
+    data: &DataSplit,
+    cfg: &TrainConfig,
+    scale: f32,
+) -> Vec<train::EpochReport> {
+    let mut r = Replicas::data_parallel(vec![engine], Box::new(Identity), false)
+        .unwrap()
+        .with_loss_scaling(LossScaler::new(scale));
+    train::train_from(&mut r, data, cfg, Start::FRESH, None, &mut Quiet).unwrap()
+}
+
+fn cfg(epochs: usize) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        batch_size: 64,
+        lr: 0.1,
+        seed: 42,
+    }
+}
+
+#[test]
+fn gpu_f16_training_matches_the_cpu_f16_twin() {
+    let Some(g) = gpu_f16("gpu_f16_training_matches_the_cpu_f16_twin") else {
+        return;
+    };
+    let data = sample(320);
+    let model = Model::init(5);
+    let opts = GpuOptions {
+        precision: Precision::F16,
+        ..GpuOptions::default()
+    };
+    let mut gpu = GpuEngine::new(g, &model, opts, &data.train).unwrap();
+    let gr = run_f16(&mut gpu, &data, &cfg(1), LossScaler::INITIAL);
+    let mut cpu = CpuEngine::new(model, 1).with_precision(Precision::F16);
+    let cr = run_f16(&mut cpu, &data, &cfg(1), LossScaler::INITIAL);
+    let (gm, cm) = (gpu.model().unwrap(), cpu.model().unwrap());
+    // Five steps from the same weights: activations rounded to f16 at the same points, sums in
+    // a different order; where an f16 rounding falls differently the difference is one f16
+    // step of an activation, carried into the update.
+    for ((name, _, a), (_, _, b)) in gm.tensors().iter().zip(cm.tensors().iter()) {
+        common::assert_close(&format!("GPU vs CPU f16: {name}"), a, b, 2e-4, 2e-2);
+    }
+    assert!((gr[0].test.accuracy() - cr[0].test.accuracy()).abs() <= 0.5);
+}
+
+#[test]
+fn f16_reaches_fp32_accuracy_and_loss_scaling_skips_overflowed_steps() {
+    let data = data::load_dir(&data::bundled_dir()).unwrap();
+    let mut f32e = CpuEngine::new(Model::init(42), 2);
+    let want = train::train(&mut f32e, &data, &cfg(10), &mut Quiet)
+        .unwrap()
+        .last()
+        .unwrap()
+        .test
+        .accuracy();
+    let mut f16e = CpuEngine::new(Model::init(42), 2).with_precision(Precision::F16);
+    let reports = run_f16(&mut f16e, &data, &cfg(10), LossScaler::INITIAL);
+    let got = reports.last().unwrap().test.accuracy();
+    eprintln!("10 epochs: f16 {got:.2} %, f32 {want:.2} %");
+    assert!(
+        (got - want).abs() <= 0.3,
+        "f16 {got:.2} % against f32 {want:.2} %"
+    );
+    // A scale of 2^40 makes δ2 overflow f16 (65,504 at most): those steps are skipped and the
+    // scale halved until it fits; then training goes on as usual.
+    let mut e = CpuEngine::new(Model::init(42), 2).with_precision(Precision::F16);
+    let reports = run_f16(&mut e, &sample(2000), &cfg(2), 2f32.powi(40));
+    let first = &reports[0];
+    // 2^40 halved until δ2 · scale fits: about 19 skipped steps here.
+    assert!(first.skipped_steps >= 10, "{first:?}");
+    assert!(first.loss_scale.unwrap() <= 2f32.powi(30), "{first:?}");
+    // Near the edge a step may still overflow now and then: that is the scaler doing its job.
+    assert!(
+        reports[1].skipped_steps <= 3 && reports[1].test.accuracy() > 70.0,
+        "{:?}",
+        reports[1]
+    );
+}
+
+#[test]
+fn cli_f16_runs_resumes_exactly_and_names_adapters_without_f16() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let base = [
+        "--cpu",
+        "--precision",
+        "f16",
+        "--limit",
+        "640",
+        "--epochs",
+        "2",
+        "--keep",
+        "100",
+    ];
+    let (clean, resumed) = (d("clean"), d("resumed"));
+    let mut a = base.to_vec();
+    a.extend(["--snapshot-dir", &clean, "--snapshot-every", "3"]);
+    let (code, out, err) = gpu_train(&a);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("f16: loss scale 65536"), "{out}");
+    let snaps =
+        gpu_train::checkpoint::SnapshotDir::open(std::path::Path::new(&clean), 100).unwrap();
+    let list = snaps.list().unwrap();
+    let (want, _) = gpu_train::checkpoint::load(&list.last().unwrap().1).unwrap();
+    let (_, mid) = gpu_train::checkpoint::load(&list[1].1).unwrap();
+    assert!(mid.loss_scale.is_some() && mid.next.step != 0, "{mid:?}");
+    drop(snaps);
+    let mut a = base.to_vec();
+    a.extend([
+        "--snapshot-dir",
+        &resumed,
+        "--resume",
+        list[1].1.to_str().unwrap(),
+    ]);
+    let (code, _, err) = gpu_train(&a);
+    assert_eq!(code, 0, "{err}");
+    let snaps =
+        gpu_train::checkpoint::SnapshotDir::open(std::path::Path::new(&resumed), 100).unwrap();
+    let (got, _) = gpu_train::checkpoint::load(&snaps.latest().unwrap().unwrap()).unwrap();
+    assert!(got == want, "an f16 run resumed mid-epoch ended elsewhere");
+    // An adapter without f16 in shaders (GL llvmpipe, where present) is named, with the ways out.
+    if let Some(gl) = gpu_train::gpu::context::adapters()
+        .iter()
+        .position(|a| !a.features().contains(wgpu::Features::SHADER_F16))
+    {
+        let (code, _, err) = gpu_train(&[
+            "--device",
+            &gl.to_string(),
+            "--precision",
+            "f16",
+            "--epochs",
+            "1",
+            "--limit",
+            "64",
+        ]);
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains("does not offer f16") && err.contains("--precision f32"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn f16_gradients_on_the_wire_halve_the_bytes() {
+    let run = |dtype: &str| {
+        let (code, out, err) = gpu_train(&[
+            "--cpu",
+            "--replicas",
+            "2",
+            "--limit",
+            "1280",
+            "--epochs",
+            "2",
+            "--grad-dtype",
+            dtype,
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let line = out
+            .lines()
+            .filter(|l| l.starts_with("epoch"))
+            .last()
+            .unwrap()
+            .to_string();
+        let mb: f64 = line
+            .split("all-reduced ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let acc: f64 = line
+            .split("acc ")
+            .nth(2)
+            .unwrap()
+            .trim_start()
+            .split('%')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        (mb, acc)
+    };
+    let ((mb32, acc32), (mb16, acc16)) = (run("f32"), run("f16"));
+    assert!(
+        (mb16 * 2.0 - mb32).abs() <= 0.1,
+        "{mb16} MB against {mb32} MB"
+    );
+    assert!((acc16 - acc32).abs() <= 1.0, "{acc16} % against {acc32} %");
+}
