@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuEngine, GpuOptions};
 use crate::model::Model;
 use crate::run::{self, DataArgs, Devices, RunConfig};
-use crate::train::{self, EpochReport, TrainConfig};
+use crate::train::{self, EpochReport, Precision, TrainConfig};
 use clap::Args;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -52,6 +52,9 @@ pub struct BenchArgs {
     /// Seed.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Leave out the --precision f16 rows (CPU, and each adapter that has f16 in shaders).
+    #[arg(long)]
+    pub no_f16: bool,
     /// The matmul variant for the GPU rows (default: measured per adapter, see `--help` of
     /// training).
     #[arg(long, value_name = "NAME")]
@@ -191,7 +194,14 @@ pub fn rows(args: &BenchArgs, data: &DataSplit) -> Result<Vec<Row>> {
             replicas: 1,
             threads: crate::cpu::cores(),
         };
-        rows.push(time_run(&one(cpu), data, args, "cpu")?);
+        rows.push(time_run(&one(cpu.clone()), data, args, "cpu")?);
+        if !args.no_f16 {
+            let f16 = RunConfig {
+                precision: Precision::F16,
+                ..parallel(cpu, 1)
+            };
+            rows.push(time_run(&f16, data, args, "cpu f16")?);
+        }
         for &n in &replicas {
             let devices = Devices::Cpu {
                 replicas: n,
@@ -235,6 +245,42 @@ pub fn rows(args: &BenchArgs, data: &DataSplit) -> Result<Vec<Row>> {
                 )?;
                 row.vram_mb = Some(engine.vram_bytes() as f64 / 1e6);
                 rows.push(row);
+                // The same, in mixed precision, where the adapter has f16 in shaders.
+                let has_f16 = Gpu::open(device)?
+                    .features
+                    .contains(wgpu::Features::SHADER_F16);
+                if !args.no_f16 && has_f16 {
+                    let devices = Devices::Gpu {
+                        adapters: vec![device],
+                        resident,
+                        kernels: args.kernels.clone(),
+                    };
+                    let f16 = RunConfig {
+                        precision: Precision::F16,
+                        ..parallel(devices, 1)
+                    };
+                    let path = if resident {
+                        "gpu f16 res."
+                    } else {
+                        "gpu f16 staged"
+                    };
+                    let mut row = time_run(&f16, data, args, path)?;
+                    row.adapter = format!("{device}: {}", Gpu::open(device)?.info.name);
+                    let opts = GpuOptions {
+                        batch: args.batch_size,
+                        resident,
+                        precision: Precision::F16,
+                        ..GpuOptions::default()
+                    };
+                    let engine = GpuEngine::new(
+                        Gpu::open(device)?,
+                        &Model::init(args.seed),
+                        opts,
+                        &data.train,
+                    )?;
+                    row.vram_mb = Some(engine.vram_bytes() as f64 / 1e6);
+                    rows.push(row);
+                }
             }
             for &n in &replicas {
                 let devices = Devices::Gpu {

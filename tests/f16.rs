@@ -476,3 +476,16 @@ fn f16_gradients_on_the_wire_halve_the_bytes() {
     );
     assert!((acc16 - acc32).abs() <= 1.0, "{acc16} % against {acc32} %");
 }
+
+#[test]
+fn cli_trains_in_f16_on_the_gpu() {
+    if gpu_f16("cli_trains_in_f16_on_the_gpu").is_none() {
+        return;
+    }
+    let (code, out, err) = gpu_train(&["--precision", "f16", "--limit", "256", "--epochs", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("mixed precision") && out.contains("f16: loss scale"),
+        "{out}"
+    );
+}

@@ -215,6 +215,7 @@ impl Buffers {
                 Some(hb)
             }
         };
+        let f32_rows = if half.is_some() { 0 } else { rows };
         let identity: Vec<u32> = (0..rows as u32).collect();
         let params = kernels::storage(d, "parameters", &model.to_flat(&layout));
         let grad = kernels::storage_zeroed(d, "gradient", layout.total);
@@ -236,12 +237,18 @@ impl Buffers {
             grad,
             grad_readback,
             sgd_params,
-            x: kernels::storage_zeroed(d, "x", rows * PIXELS),
-            h: kernels::storage_zeroed(d, "h", rows * HIDDEN),
+            // Under --precision f16 the activations live in the f16 buffers: the f32 ones the
+            // f16 kernels never touch shrink to one element (they only fill unused bindings).
+            x: kernels::storage_zeroed(d, "x", f32_rows * PIXELS),
+            h: kernels::storage_zeroed(d, "h", f32_rows * HIDDEN),
             z: kernels::storage_zeroed(d, "z", rows * CLASSES),
             dz: kernels::storage_zeroed(d, "dz", rows * CLASSES),
-            dh: kernels::storage_zeroed(d, "dh", rows * HIDDEN),
-            partial: kernels::storage_zeroed(d, "split-K partial sums", partial_len),
+            dh: kernels::storage_zeroed(d, "dh", f32_rows * HIDDEN),
+            partial: kernels::storage_zeroed(
+                d,
+                "split-K partial sums",
+                if half.is_some() { 1 } else { partial_len },
+            ),
             batch_labels: kernels::storage_zeroed(d, "batch labels", rows),
             totals: kernels::storage_zeroed(d, "totals", 4),
             pixel_slots: slots("pixel slots", pixel_stride),
