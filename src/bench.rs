@@ -175,6 +175,7 @@ pub fn rows(args: &BenchArgs, data: &DataSplit) -> Result<Vec<Row>> {
         overlap: false,
         precision: crate::train::Precision::F32,
         grad_f16: false,
+        faults: Default::default(),
     };
     let parallel = |devices, n: usize| RunConfig {
         train: TrainConfig {
@@ -186,6 +187,7 @@ pub fn rows(args: &BenchArgs, data: &DataSplit) -> Result<Vec<Row>> {
         overlap: false,
         precision: crate::train::Precision::F32,
         grad_f16: false,
+        faults: Default::default(),
     };
     let replicas: Vec<usize> = args.replicas.iter().copied().filter(|&n| n > 0).collect();
     let mut rows = Vec::new();

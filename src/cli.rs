@@ -82,6 +82,25 @@ pub struct TrainArgs {
     /// --device's adapter.
     #[arg(long, value_name = "N")]
     pub replicas: Option<usize>,
+    /// Write a timeline of the steps --trace-steps names (Chrome trace-event JSON, one track
+    /// per replica; open it in ui.perfetto.dev or chrome://tracing), for `gpu-train network`.
+    #[arg(long, value_name = "FILE.json")]
+    pub trace: Option<PathBuf>,
+    /// Global steps to trace, A..B (counted from 0, B excluded).
+    #[arg(long, value_name = "A..B", default_value = "0..50", requires = "trace")]
+    pub trace_steps: String,
+    /// Write metrics as JSON lines: one per epoch and one every --metrics-every steps (loss,
+    /// accuracy, time, bytes staged, all-reduced and read back), for `gpu-train plot`.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub metrics: Option<PathBuf>,
+    /// Steps between two metrics lines (each reads the training totals back).
+    #[arg(long, value_name = "K", default_value_t = 50, requires = "metrics")]
+    pub metrics_every: u64,
+    /// Inject a fault into the all-reduce between in-process replicas (repeatable):
+    /// lose-message@STEP[:REPLICA], corrupt-message@STEP[:REPLICA], slow-link=DURATION (5ms).
+    /// A lost or damaged message stops the run (exit code 3) naming what must be redone.
+    #[arg(long, value_name = "FAULT")]
+    pub fault: Vec<String>,
     /// With --devices or --replicas: start the output layer's all-reduce while the hidden
     /// layer's backward pass still runs (as PyTorch DDP's gradient buckets do).
     #[arg(long)]
@@ -200,6 +219,17 @@ impl TrainArgs {
             overlap: self.overlap,
             precision,
             grad_f16: self.grad_dtype == PrecisionArg::F16,
+            faults: {
+                let mut f = crate::parallel::ring::Faults {
+                    timeout: std::time::Duration::from_secs(2),
+                    ..Default::default()
+                };
+                // Parsed again, with errors, in run_train; here a bad one is left out.
+                for spec in &self.fault {
+                    let _ = run::parse_fault(spec, &mut f);
+                }
+                f
+            },
         }
     }
 }
@@ -230,6 +260,10 @@ struct Console {
     bar: Option<indicatif::ProgressBar>,
     epochs: usize,
     terminal: bool,
+    /// --metrics: the file and every how many steps.
+    metrics: Option<(crate::network::metrics::Metrics, u64)>,
+    /// A metrics write that failed (reported when training returns).
+    failed: Option<Error>,
 }
 
 impl Console {
@@ -238,6 +272,8 @@ impl Console {
             bar: None,
             epochs,
             terminal: std::io::stderr().is_terminal(),
+            metrics: None,
+            failed: None,
         }
     }
 
@@ -281,6 +317,19 @@ impl Observer for Console {
     fn epoch(&mut self, report: &EpochReport) {
         self.clear();
         println!("{}", report.line(self.epochs));
+        self.record(&report.record());
+    }
+
+    fn metrics_every(&self) -> u64 {
+        self.metrics.as_ref().map_or(0, |m| m.1)
+    }
+
+    fn record(&mut self, record: &crate::network::metrics::Record) {
+        if let Some((m, _)) = &mut self.metrics {
+            if let Err(e) = m.write(record) {
+                self.failed.get_or_insert(e);
+            }
+        }
     }
 }
 
@@ -420,6 +469,13 @@ fn starting_point(
     ))
 }
 
+/// Where rank `rank` leaves its trace events for rank 0.
+fn rank_part(path: &std::path::Path, rank: usize) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".rank{rank}"));
+    PathBuf::from(name)
+}
+
 /// This process's place in the run: alone, or a rank of an MPI job.
 struct Job {
     rank: usize,
@@ -477,6 +533,15 @@ impl Job {
 }
 
 fn run_train(args: &TrainArgs) -> Result<()> {
+    for spec in &args.fault {
+        run::parse_fault(spec, &mut Default::default())?;
+    }
+    if !args.fault.is_empty() && args.mpi {
+        return Err(Error::Config(
+            "--fault injects into the in-process ring; under MPI the network is MPI's".into(),
+        ));
+    }
+    let trace_steps = crate::network::trace::parse_steps(&args.trace_steps)?;
     args.config().validate()?;
     let job = Job::start(args.mpi)?;
     let speaks = job.rank == 0;
@@ -514,10 +579,24 @@ fn run_train(args: &TrainArgs) -> Result<()> {
         Some(all_reduce) => run.replicas_with(&mut engines, all_reduce)?,
         None => run.replicas_of(&mut engines)?,
     };
+    if let Some(path) = &args.trace {
+        replicas = replicas.with_trace(crate::network::trace::Trace::new(
+            path,
+            trace_steps,
+            job.rank,
+        ));
+    }
     if !speaks {
-        // The other ranks train quietly; rank 0 speaks for the job.
-        return train::train_from(&mut replicas, &data, cfg, start, None, &mut train::Quiet)
-            .map(|_| ());
+        // The other ranks train quietly; rank 0 speaks for the job (and writes the trace: these
+        // ranks leave their events beside it for rank 0 to gather).
+        train::train_from(&mut replicas, &data, cfg, start, None, &mut train::Quiet)?;
+        if let Some(t) = replicas.take_trace() {
+            let part = rank_part(&t.path, job.rank);
+            std::fs::write(&part, t.events_json())
+                .map_err(|source| Error::Io { path: part, source })?;
+        }
+        job.barrier();
+        return Ok(());
     }
     print!("{}", crate::explain::summary());
     println!(
@@ -547,6 +626,12 @@ fn run_train(args: &TrainArgs) -> Result<()> {
         }
     );
     let mut console = Console::new(cfg.epochs);
+    if let Some(path) = &args.metrics {
+        console.metrics = Some((
+            crate::network::metrics::Metrics::create(path)?,
+            args.metrics_every,
+        ));
+    }
     let snap = snapshots.as_ref().map(|dir| train::Snapshots {
         dir,
         every: args.snapshot_every,
@@ -576,6 +661,33 @@ fn run_train(args: &TrainArgs) -> Result<()> {
         other => other?,
     };
     console.clear();
+    if let Some(m) = console.failed.take() {
+        return Err(m);
+    }
+    if let Some(t) = replicas.take_trace() {
+        // The other ranks' events, gathered once every rank has written them.
+        job.barrier();
+        let mut others = Vec::new();
+        for r in 1..job.ranks {
+            let part = rank_part(&t.path, r);
+            let text = std::fs::read_to_string(&part).map_err(|source| Error::Io {
+                path: part.clone(),
+                source,
+            })?;
+            if let Ok(serde_json::Value::Array(v)) = serde_json::from_str(&text) {
+                others.extend(v);
+            }
+            let _ = std::fs::remove_file(&part);
+        }
+        t.write(&others, replicas.local(), job.ranks)?;
+        println!(
+            "trace: {} (steps {}..{}; open it in ui.perfetto.dev, or `gpu-train network {}`)",
+            t.path.display(),
+            t.steps.start,
+            t.steps.end,
+            t.path.display()
+        );
+    }
     match reports.last() {
         Some(last) => println!(
             "final test accuracy {:.2}% ({} of {}), test loss {:.4}",

@@ -38,6 +38,10 @@ pub enum Error {
         what: String,
     },
 
+    /// A message of the all-reduce was lost or damaged: the step cannot be completed.
+    #[error("{0}")]
+    LinkFault(String),
+
     /// Stopped by the user (Ctrl-C) between two steps.
     #[error("{0}")]
     Interrupted(String),

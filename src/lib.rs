@@ -36,6 +36,7 @@ pub mod error;
 pub mod explain;
 pub mod gpu;
 pub mod model;
+pub mod network;
 pub mod parallel;
 pub mod predict;
 pub mod run;

@@ -36,6 +36,8 @@ fn main() {
         let code = match e {
             // 130: the shell's code for a process stopped by Ctrl-C (128 + SIGINT).
             Error::Interrupted(_) => 130,
+            // 3: the network failed the run (a lost or damaged message): resume from a snapshot.
+            Error::LinkFault(_) => 3,
             Error::Config(_)
             | Error::BadData { .. }
             | Error::Io { .. }

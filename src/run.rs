@@ -8,7 +8,8 @@ use crate::error::{Error, Result};
 use crate::gpu::kernels::MatmulVariant;
 use crate::gpu::{Gpu, GpuEngine, GpuOptions};
 use crate::model::Model;
-use crate::parallel::{ring::Ring, AllReduce};
+use crate::parallel::ring::{Faults, Ring};
+use crate::parallel::AllReduce;
 use crate::train::{Engine, LossScaler, Precision, Replicas, TrainConfig};
 use clap::Args;
 use std::path::PathBuf;
@@ -42,6 +43,8 @@ pub struct RunConfig {
     pub precision: Precision,
     /// Gradients on the all-reduce's wire as f16 (half the bytes).
     pub grad_f16: bool,
+    /// Faults to inject into the in-process all-reduce (`--fault`).
+    pub faults: Faults,
 }
 
 impl RunConfig {
@@ -67,6 +70,12 @@ impl RunConfig {
         if self.precision == Precision::F16 && !self.data_parallel {
             return Err(Error::Config(
                 "--precision f16 trains with the separated step".into(),
+            ));
+        }
+        let f = &self.faults;
+        if (f.lose.is_some() || f.corrupt.is_some() || f.slow.is_some()) && self.replicas() < 2 {
+            return Err(Error::Config(
+                "--fault acts on the messages between in-process replicas: pass --devices or --replicas with 2 or more".into(),
             ));
         }
         if self.grad_f16 && !self.data_parallel {
@@ -166,7 +175,11 @@ impl RunConfig {
 
     /// The in-process all-reduce for these replicas.
     pub fn all_reduce(&self) -> Box<dyn AllReduce> {
-        Box::new(Ring::new(self.replicas()).with_f16_wire(self.grad_f16))
+        Box::new(
+            Ring::new(self.replicas())
+                .with_f16_wire(self.grad_f16)
+                .with_faults(self.faults),
+        )
     }
 
     /// Mixed precision's loss scaling, for the replicas.
@@ -234,4 +247,48 @@ impl DataArgs {
         // past the first N.
         data::load_dir_limited(&dir, (self.limit > 0).then_some(self.limit))
     }
+}
+
+/// Parses one `--fault`: `lose-message@STEP[:REPLICA]`, `corrupt-message@STEP[:REPLICA]` (global
+/// step from 0, replica 0 if not given) or `slow-link=DURATION` (`5ms`, `0.2s`).
+pub fn parse_fault(spec: &str, faults: &mut Faults) -> Result<()> {
+    let bad = |why: &str| {
+        Error::Config(format!(
+            "--fault {spec}: {why}; expected lose-message@STEP[:REPLICA], corrupt-message@STEP[:REPLICA] or slow-link=DURATION (e.g. 5ms)"
+        ))
+    };
+    if let Some(d) = spec.strip_prefix("slow-link=") {
+        let (num, unit) = d
+            .find(|c: char| c.is_ascii_alphabetic())
+            .map(|i| d.split_at(i))
+            .ok_or_else(|| bad("the duration needs a unit"))?;
+        let v: f64 = num.parse().map_err(|_| bad("not a duration"))?;
+        let secs = match unit {
+            "us" | "µs" => v * 1e-6,
+            "ms" => v * 1e-3,
+            "s" => v,
+            _ => return Err(bad("units are us, ms or s")),
+        };
+        if !(secs.is_finite() && secs > 0.0 && secs <= 10.0) {
+            return Err(bad("the delay must be above 0 and at most 10 s"));
+        }
+        faults.slow = Some(std::time::Duration::from_secs_f64(secs));
+        return Ok(());
+    }
+    let (kind, at) = spec.split_once('@').ok_or_else(|| bad("no @STEP"))?;
+    let (step, replica) = match at.split_once(':') {
+        Some((s, r)) => (
+            s,
+            r.parse::<usize>()
+                .map_err(|_| bad("not a replica number"))?,
+        ),
+        None => (at, 0),
+    };
+    let step: u64 = step.parse().map_err(|_| bad("not a step number"))?;
+    match kind {
+        "lose-message" => faults.lose = Some((step, replica)),
+        "corrupt-message" => faults.corrupt = Some((step, replica)),
+        _ => return Err(bad("unknown fault")),
+    }
+    Ok(())
 }

@@ -70,6 +70,10 @@ pub trait Engine {
     fn take_staged_bytes(&mut self) -> Option<u64> {
         None
     }
+    /// Bytes read back from device memory to RAM since the last call; `None` for the CPU.
+    fn take_readback_bytes(&mut self) -> Option<u64> {
+        None
+    }
 
     // The data-parallel step, in three verbs (forward_backward → all-reduce → apply_update).
 
@@ -261,6 +265,51 @@ pub struct EpochReport {
     /// at the epoch's end.
     pub skipped_steps: u64,
     pub loss_scale: Option<f32>,
+    /// Bytes read back from device memory this epoch, per replica (totals, gradients, weights).
+    pub readback_bytes: u64,
+    /// Seconds since the run started, at the epoch's end.
+    pub time_s: f64,
+    /// Steps done in the whole run at the epoch's end.
+    pub global_step: u64,
+}
+
+impl EpochReport {
+    /// The epoch as a line of the metrics file.
+    pub fn record(&self) -> crate::network::metrics::Record {
+        crate::network::metrics::Record {
+            kind: "epoch",
+            epoch: self.epoch,
+            global_step: self.global_step,
+            replicas: self.replicas,
+            global_batch: self.global_batch,
+            train_loss: self.train.mean_loss(),
+            train_accuracy: self.train.accuracy(),
+            time_s: self.time_s,
+            staged_bytes: self.staged_bytes.unwrap_or(0),
+            allreduce_sent_bytes: self.traffic.sent,
+            allreduce_received_bytes: self.traffic.received,
+            readback_bytes: self.readback_bytes,
+            test_loss: Some(self.test.mean_loss()),
+            test_accuracy: Some(self.test.accuracy()),
+            epoch_time_s: Some(self.train_time.as_secs_f64()),
+        }
+    }
+}
+
+/// A link fault's message, with what it costs: the last snapshot and the steps since.
+/// `last`: the snapshot's step count and the training time from it to the failed step's start
+/// (not through the receiver's timeout).
+fn lost_work(what: String, step: u64, last: Option<(u64, Duration)>) -> String {
+    match last {
+        Some((s, t)) => format!(
+            "{what}; the step's gradients were not applied. The last snapshot was taken after {s} steps: global steps {s}-{step} \
+             ({:.1} s of training) must be redone: resume with --resume",
+            t.as_secs_f64()
+        ),
+        None => format!(
+            "{what}; the step's gradients were not applied. No snapshot was written yet: the run must start over (--snapshot-dir makes a run resumable)"
+        ),
+    }
 }
 
 impl EpochReport {
@@ -272,9 +321,10 @@ impl EpochReport {
         let parallel = self.split.is_some();
         let staged = match self.staged_bytes {
             Some(b) => format!(
-                "  staged {:.1} MB{}",
+                "  staged {:.1} MB{}, read back {:.2} MB",
                 b as f64 / 1e6,
-                if parallel { "/replica" } else { "" }
+                if parallel { "/replica" } else { "" },
+                self.readback_bytes as f64 / 1e6
             ),
             None => String::new(),
         };
@@ -322,8 +372,15 @@ impl EpochReport {
     }
 }
 
-/// Things the loop tells whoever runs it (progress bars, logs, snapshots).
+/// Things the loop tells whoever runs it (progress bars, logs, metrics).
 pub trait Observer {
+    /// Every how many steps to hand [`Observer::record`] a metrics record (0: never; each
+    /// record reads the training totals back, a wait for the GPU).
+    fn metrics_every(&self) -> u64 {
+        0
+    }
+    /// A metrics record of the steps since the previous one.
+    fn record(&mut self, _record: &crate::network::metrics::Record) {}
     /// Called after every step with the step number within the epoch (from 1).
     fn step(&mut self, _epoch: usize, _step: usize, _steps: usize) {}
     /// Called after every epoch.
@@ -354,6 +411,8 @@ pub struct Replicas<'a> {
     grads: Vec<Vec<f32>>,
     /// --precision f16: dynamic loss scaling (the gradients are then always read back).
     scaler: Option<LossScaler>,
+    /// --trace: the timeline being recorded.
+    trace: Option<crate::network::trace::Trace>,
 }
 
 impl<'a> Replicas<'a> {
@@ -366,7 +425,29 @@ impl<'a> Replicas<'a> {
             overlap: false,
             grads: Vec::new(),
             scaler: None,
+            trace: None,
         }
+    }
+
+    /// Records a timeline of the steps `trace` asks for.
+    pub fn with_trace(mut self, trace: crate::network::trace::Trace) -> Self {
+        self.trace = Some(trace);
+        self
+    }
+
+    /// The recorded timeline, once training is over.
+    pub fn take_trace(&mut self) -> Option<crate::network::trace::Trace> {
+        self.trace.take()
+    }
+
+    /// The all-reduce, for what it knows of the job (its size, MPI's gathers).
+    pub fn all_reduce(&mut self) -> &mut dyn AllReduce {
+        &mut *self.all_reduce
+    }
+
+    /// Local replicas in this process.
+    pub fn local(&self) -> usize {
+        self.engines.len()
     }
 
     /// Trains in mixed precision with dynamic loss scaling, starting at `scaler`.
@@ -393,6 +474,7 @@ impl<'a> Replicas<'a> {
             overlap,
             grads,
             scaler: None,
+            trace: None,
         })
     }
 
@@ -461,11 +543,29 @@ impl<'a> Replicas<'a> {
     ) -> Result<(Traffic, bool)> {
         let t0 = Instant::now();
         let scale = self.scaler.map_or(1.0, |s| s.scale);
+        // The timeline, if this step is traced: one track per replica.
+        let mut trace = self.trace.take();
+        let traced = trace.as_ref().is_some_and(|t| t.wants(global_step));
+        let mut span = |name: &str, replica: usize, start: Instant, args: serde_json::Value| {
+            if let Some(t) = trace.as_mut().filter(|_| traced) {
+                t.span(name, replica, start, Instant::now(), args);
+            }
+        };
+        let base = self.all_reduce.first_replica();
         // 1. forward + backward on every replica: each writes its gradient.
-        for (engine, shard) in self.engines.iter_mut().zip(shards) {
-            engine.forward_backward(&shard.data, shard.batch(step), global_rows, scale)?;
+        for (i, (engine, shard)) in self.engines.iter_mut().zip(shards).enumerate() {
+            let t = Instant::now();
+            let batch = shard.batch(step);
+            engine.forward_backward(&shard.data, batch, global_rows, scale)?;
+            span(
+                "stage + record forward/backward",
+                base + i,
+                t,
+                serde_json::json!({"step": global_step, "rows": batch.len()}),
+            );
         }
         let mut traffic = Traffic::default();
+        let mut result = Ok((Traffic::default(), false));
         // Mixed precision reads the gradient back even alone: the host checks it for
         // overflow and unscales it.
         if self.all_reduce.world() > 1 || self.scaler.is_some() {
@@ -475,57 +575,105 @@ impl<'a> Replicas<'a> {
             // still computing the hidden layer's gradient.
             let mut t_reduce = Duration::ZERO;
             let buckets = buckets();
+            let names = ["output layer", "hidden layer"];
+            let mut read = |engines: &mut Vec<&'a mut dyn Engine>,
+                            grads: &mut Vec<Vec<f32>>,
+                            b: &Range<usize>,
+                            name: &str,
+                            span: &mut dyn FnMut(&str, usize, Instant, serde_json::Value)|
+             -> Result<()> {
+                for (i, (e, g)) in engines.iter_mut().zip(grads.iter_mut()).enumerate() {
+                    let t = Instant::now();
+                    e.read_gradient(b.clone(), &mut g[b.clone()])?;
+                    span(
+                        &format!("wait for gradient: {name}"),
+                        base + i,
+                        t,
+                        serde_json::json!({"bytes": 4 * b.len()}),
+                    );
+                }
+                Ok(())
+            };
             if !self.overlap {
-                for b in &buckets {
-                    for (e, g) in self.engines.iter_mut().zip(self.grads.iter_mut()) {
-                        e.read_gradient(b.clone(), &mut g[b.clone()])?;
-                    }
+                for (b, name) in buckets.iter().zip(names) {
+                    read(&mut self.engines, &mut self.grads, b, name, &mut span)?;
                 }
             }
-            for b in &buckets {
+            for (b, name) in buckets.iter().zip(names) {
                 if self.overlap {
-                    for (e, g) in self.engines.iter_mut().zip(self.grads.iter_mut()) {
-                        e.read_gradient(b.clone(), &mut g[b.clone()])?;
-                    }
+                    read(&mut self.engines, &mut self.grads, b, name, &mut span)?;
                 }
                 let t = Instant::now();
                 if self.all_reduce.world() > 1 {
                     let mut views: Vec<&mut [f32]> =
                         self.grads.iter_mut().map(|g| &mut g[b.clone()]).collect();
-                    let moved = self.all_reduce.all_reduce(global_step, &mut views)?;
+                    let moved = self.all_reduce.all_reduce(global_step, &mut views);
+                    let moved = match moved {
+                        Ok(m) => m,
+                        Err(e) => {
+                            self.trace = trace;
+                            return Err(e);
+                        }
+                    };
                     traffic += moved[0];
+                    let peers = self.all_reduce.world();
+                    for (i, m) in moved.iter().enumerate() {
+                        span(
+                            &format!("all-reduce: {name}"),
+                            base + i,
+                            t,
+                            serde_json::json!({
+                                "bytes_sent": m.sent, "bytes_received": m.received, "messages": m.messages, "peers": peers,
+                            }),
+                        );
+                    }
                 }
                 t_reduce += t.elapsed();
             }
+            let mut skip = false;
             if let Some(scaler) = &mut self.scaler {
                 // Every replica holds the same sum, so one look decides for all (and every
                 // MPI rank decides alike).
                 let (first, rest) = self.grads.split_at_mut(1);
                 if !scaler.unscale(&mut first[0]) {
-                    split.compute += t0.elapsed() - t_reduce;
-                    split.all_reduce += t_reduce;
-                    return Ok((traffic, true));
-                }
-                for g in rest {
-                    g.copy_from_slice(&first[0]);
+                    skip = true;
+                } else {
+                    for g in rest {
+                        g.copy_from_slice(&first[0]);
+                    }
                 }
             }
-            let t = Instant::now();
-            for (e, g) in self.engines.iter_mut().zip(&self.grads) {
-                e.write_gradient(g)?;
+            if skip {
+                split.compute += t0.elapsed() - t_reduce;
+                split.all_reduce += t_reduce;
+                result = Ok((traffic, true));
+            } else {
+                let t = Instant::now();
+                for (i, (e, g)) in self.engines.iter_mut().zip(&self.grads).enumerate() {
+                    let tw = Instant::now();
+                    e.write_gradient(g)?;
+                    span("write gradient", base + i, tw, serde_json::json!({}));
+                }
+                t_reduce += t.elapsed();
+                split.compute += t0.elapsed() - t_reduce;
+                split.all_reduce += t_reduce;
             }
-            t_reduce += t.elapsed();
-            split.compute += t0.elapsed() - t_reduce;
-            split.all_reduce += t_reduce;
         } else {
             split.compute += t0.elapsed();
         }
+        if let Ok((_, true)) = result {
+            self.trace = trace.or(self.trace.take());
+            return result;
+        }
         // 3. the same update on every replica.
         let t = Instant::now();
-        for e in self.engines.iter_mut() {
+        for (i, e) in self.engines.iter_mut().enumerate() {
+            let tu = Instant::now();
             e.apply_update(lr)?;
+            span("update", base + i, tu, serde_json::json!({"lr": lr}));
         }
         split.update += t.elapsed();
+        self.trace = trace.or(self.trace.take());
         Ok((traffic, false))
     }
 }
@@ -640,7 +788,7 @@ pub fn train_from(
                  so_far: &mut Totals,
                  epoch: usize,
                  step: usize|
-     -> Result<()> {
+     -> Result<Totals> {
         let mut window = Totals::default();
         for e in replicas.engines.iter_mut() {
             let t = e.take_train_totals()?;
@@ -660,8 +808,24 @@ pub fn train_from(
                 ),
             });
         }
-        Ok(())
+        Ok(window)
     };
+    // Bytes moved since the last call, per replica (staged RAM → VRAM, read back VRAM → RAM).
+    // (None for an engine that stages nothing: the CPU.)
+    let take_moved = |replicas: &mut Replicas| -> (Option<u64>, u64) {
+        let n = replicas.engines.len().max(1) as u64;
+        let (mut staged, mut read) = (None, 0);
+        for e in replicas.engines.iter_mut() {
+            if let Some(b) = e.take_staged_bytes() {
+                *staged.get_or_insert(0) += b;
+            }
+            read += e.take_readback_bytes().unwrap_or(0);
+        }
+        (staged.map(|b| b / n), read / n)
+    };
+    let started = Instant::now();
+    let every = observer.metrics_every();
+    let mut last_snapshot: Option<(u64, Instant)> = None;
     let snapshot = |replicas: &mut Replicas, next: Position, global_step: u64| -> Result<()> {
         let Some(s) = &snapshots else { return Ok(()) };
         let state = TrainState {
@@ -702,17 +866,68 @@ pub fn train_from(
             }
             shards
         };
+        let (mut window_traffic, mut window_moved) = (Traffic::default(), (0u64, 0u64));
+        let mut epoch_moved = (0u64, 0u64);
         for (step, batch) in order.chunks(global).enumerate().skip(first) {
             if replicas.fused {
+                let t = Instant::now();
                 replicas.engines[0].train_step(&data.train, batch, cfg.lr)?;
+                if let Some(tr) = replicas.trace.as_mut().filter(|tr| tr.wants(global_step)) {
+                    tr.span(
+                        "stage + record the fused step",
+                        0,
+                        t,
+                        Instant::now(),
+                        serde_json::json!({"step": global_step}),
+                    );
+                }
             } else {
-                let (moved, skip) =
-                    replicas.step(&shards, step, batch.len(), global_step, cfg.lr, &mut split)?;
+                let step_start = Instant::now();
+                let (moved, skip) = match replicas.step(
+                    &shards,
+                    step,
+                    batch.len(),
+                    global_step,
+                    cfg.lr,
+                    &mut split,
+                ) {
+                    Err(Error::LinkFault(what)) => {
+                        let last = last_snapshot.map(|(s, t)| (s, step_start.duration_since(t)));
+                        return Err(Error::LinkFault(lost_work(what, global_step, last)));
+                    }
+                    other => other?,
+                };
                 traffic += moved;
+                window_traffic += moved;
                 skipped += skip as u64;
             }
             global_step += 1;
             observer.step(epoch, step + 1, steps);
+            if every > 0 && global_step.is_multiple_of(every) && step + 1 < steps {
+                let window = check(replicas, &mut train, epoch, step + 1)?;
+                let (staged, read) = take_moved(replicas);
+                let moved = (staged.unwrap_or(0), read);
+                epoch_moved = (epoch_moved.0 + moved.0, epoch_moved.1 + moved.1);
+                window_moved = (window_moved.0 + moved.0, window_moved.1 + moved.1);
+                observer.record(&crate::network::metrics::Record {
+                    kind: "step",
+                    epoch,
+                    global_step,
+                    replicas: world,
+                    global_batch: global,
+                    train_loss: window.mean_loss(),
+                    train_accuracy: window.accuracy(),
+                    time_s: started.elapsed().as_secs_f64(),
+                    staged_bytes: window_moved.0,
+                    allreduce_sent_bytes: window_traffic.sent,
+                    allreduce_received_bytes: window_traffic.received,
+                    readback_bytes: window_moved.1,
+                    test_loss: None,
+                    test_accuracy: None,
+                    epoch_time_s: None,
+                });
+                (window_traffic, window_moved) = (Traffic::default(), (0, 0));
+            }
             if let Some(s) = &snapshots {
                 if s.every > 0 && global_step.is_multiple_of(s.every as u64) && step + 1 < steps {
                     check(replicas, &mut train, epoch, step + 1)?;
@@ -720,7 +935,22 @@ pub fn train_from(
                         epoch,
                         step: step + 1,
                     };
+                    let t = Instant::now();
                     snapshot(replicas, next, global_step)?;
+                    last_snapshot = Some((global_step, Instant::now()));
+                    if let Some(tr) = replicas
+                        .trace
+                        .as_mut()
+                        .filter(|tr| tr.wants(global_step - 1))
+                    {
+                        tr.span(
+                            "snapshot write",
+                            0,
+                            t,
+                            Instant::now(),
+                            serde_json::json!({"step": global_step}),
+                        );
+                    }
                 }
             }
             if STOP.load(std::sync::atomic::Ordering::Relaxed) {
@@ -733,13 +963,9 @@ pub fn train_from(
         check(replicas, &mut train, epoch, steps)?;
         // Under MPI each process saw its own replicas' examples: the epoch line shows the job's.
         let train = replicas.all_reduce.sum_totals(train)?;
-        let mut staged: Option<u64> = None;
-        for e in replicas.engines.iter_mut() {
-            if let Some(b) = e.take_staged_bytes() {
-                *staged.get_or_insert(0) += b;
-            }
-        }
-        let staged_bytes = staged.map(|b| b / replicas.engines.len() as u64);
+        let (rest_staged, rest_read) = take_moved(replicas);
+        let staged_bytes = rest_staged.map(|b| b + epoch_moved.0);
+        let readback_bytes = epoch_moved.1 + rest_read;
         let train_time = start_time.elapsed();
         if !replicas.fused {
             // Every replica here, then every process of the job, holds the same weights.
@@ -761,6 +987,9 @@ pub fn train_from(
             },
             global_step,
         )?;
+        if snapshots.is_some() {
+            last_snapshot = Some((global_step, Instant::now()));
+        }
         let report = EpochReport {
             epoch,
             train,
@@ -774,6 +1003,9 @@ pub fn train_from(
             split: (!replicas.fused).then_some(split),
             skipped_steps: skipped,
             loss_scale: replicas.scaler.map(|s| s.scale),
+            readback_bytes,
+            time_s: started.elapsed().as_secs_f64(),
+            global_step,
         };
         observer.epoch(&report);
         reports.push(report);

@@ -81,6 +81,8 @@ pub struct GpuEngine {
     pub(super) staged_bytes: u64,
     /// Training examples stepped since the last `take_train_totals`.
     pub(super) train_seen: u64,
+    /// Bytes read back from VRAM since the last `take_readback_bytes`.
+    pub(super) readback_bytes: u64,
 }
 
 impl GpuEngine {
@@ -151,6 +153,7 @@ impl GpuEngine {
             host_small: vec![0; rows],
             staged_bytes: 0,
             train_seen: 0,
+            readback_bytes: 0,
             opts,
             gpu,
         };
@@ -306,6 +309,7 @@ impl GpuEngine {
     pub(super) fn take_totals(&mut self, at: u32, seen: u64) -> Result<Totals> {
         self.submit()?;
         let bytes = self.gpu.read_bytes(&self.bufs.totals, at as u64 * 4, 8)?;
+        self.readback_bytes += 8;
         self.in_flight.clear();
         let v: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
         self.gpu.queue.write_buffer(
@@ -515,6 +519,7 @@ impl Engine for GpuEngine {
             out.copy_from_slice(bytemuck::cast_slice(&view));
         }
         self.bufs.grad_readback.unmap();
+        self.readback_bytes += 4 * out.len() as u64;
         Ok(())
     }
 
@@ -594,10 +599,15 @@ impl Engine for GpuEngine {
 
     fn model(&mut self) -> Result<Model> {
         self.submit()?;
+        self.readback_bytes += self.bufs.params.size();
         Ok(Model::from_flat(
             &self.gpu.read_f32(&self.bufs.params)?,
             &self.bufs.layout,
         ))
+    }
+
+    fn take_readback_bytes(&mut self) -> Option<u64> {
+        Some(std::mem::take(&mut self.readback_bytes))
     }
 
     fn take_staged_bytes(&mut self) -> Option<u64> {

@@ -32,6 +32,35 @@ pub struct Message {
     /// Which chunk of the gradient the payload is.
     pub chunk: usize,
     pub payload: Vec<f32>,
+    /// CRC-32 over the header fields and the payload's bytes, set by the sender and checked
+    /// by the receiver: a message damaged on the way is caught, not summed.
+    pub checksum: u32,
+}
+
+impl Message {
+    fn crc(&self) -> u32 {
+        let mut h = crc32fast::Hasher::new();
+        h.update(&self.step.to_le_bytes());
+        h.update(&self.seq.to_le_bytes());
+        h.update(&(self.from as u64).to_le_bytes());
+        h.update(&(self.chunk as u64).to_le_bytes());
+        h.update(bytemuck::cast_slice(&self.payload));
+        h.finalize()
+    }
+}
+
+/// Faults to inject into the ring's messages (`--fault`), to see what one lost or damaged
+/// message does to a step, and what a slow link does to its time.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Faults {
+    /// Drop the first message replica `.1` sends at global step `.0`.
+    pub lose: Option<(u64, usize)>,
+    /// Flip one bit of the first message replica `.1` sends at global step `.0`.
+    pub corrupt: Option<(u64, usize)>,
+    /// Delay every message by this long.
+    pub slow: Option<std::time::Duration>,
+    /// How long a receiver waits for a message before declaring it lost.
+    pub timeout: std::time::Duration,
 }
 
 /// The in-process ring over `replicas` replicas.
@@ -41,6 +70,7 @@ pub struct Ring {
     outbox: Vec<Message>,
     /// Send each value as f16 (`--grad-dtype f16`): half the bytes on the link.
     f16_wire: bool,
+    faults: Faults,
 }
 
 impl Ring {
@@ -49,7 +79,17 @@ impl Ring {
             replicas,
             outbox: Vec::new(),
             f16_wire: false,
+            faults: Faults {
+                timeout: std::time::Duration::from_secs(2),
+                ..Faults::default()
+            },
         }
+    }
+
+    /// Injects `faults` into the messages.
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
     }
 
     /// Gradients travel as f16, as PyTorch DDP's fp16 compression hook sends them: every
@@ -108,7 +148,10 @@ impl AllReduce for Ring {
             to: 0,
             chunk: 0,
             payload: Vec::new(),
+            checksum: 0,
         });
+        let f = self.faults;
+        let (mut lost, mut damaged) = (None, None);
         let mut seq = 0u32;
         // Phase 0: reduce-scatter (receivers add); phase 1: all-gather (receivers overwrite).
         for phase in 0..2 {
@@ -148,9 +191,42 @@ impl AllReduce for Ring {
                     traffic[r].sent += value_bytes * msg.payload.len() as u64;
                     traffic[r].messages += 1;
                     seq += 1;
+                    msg.checksum = msg.crc();
+                    if let Some(d) = f.slow {
+                        std::thread::sleep(d);
+                    }
+                    if f.lose == Some((step, r)) && lost.is_none() {
+                        lost = Some(msg.seq);
+                    }
+                    if f.corrupt == Some((step, r)) && damaged.is_none() {
+                        damaged = Some(msg.seq);
+                        msg.payload[0] = f32::from_bits(msg.payload[0].to_bits() ^ (1 << 22));
+                    }
                 }
                 // ...then everyone receives.
                 for msg in &self.outbox {
+                    let what = |fault: String| {
+                        Error::LinkFault(format!(
+                            "global step {step}: the all-reduce message {} from replica {} to replica {} {fault}",
+                            msg.seq, msg.from, msg.to
+                        ))
+                    };
+                    if lost == Some(msg.seq) {
+                        // The receiver waits for it as long as it would on a real link, then
+                        // gives up: a lost message is only ever noticed by its absence.
+                        std::thread::sleep(f.timeout);
+                        return Err(what(format!(
+                            "never arrived (lost: nothing within the {:.1} s timeout)",
+                            f.timeout.as_secs_f64()
+                        )));
+                    }
+                    if msg.crc() != msg.checksum {
+                        return Err(what(format!(
+                            "arrived damaged (its checksum {:08x} does not match its contents, {:08x})",
+                            msg.checksum,
+                            msg.crc()
+                        )));
+                    }
                     let range = Ring::chunk(len, n, msg.chunk);
                     let mine = &mut grads[msg.to][range];
                     if phase == 0 {

@@ -1,0 +1,88 @@
+//! `--metrics FILE.jsonl`: one JSON object a line, for plotting or any other tool.
+//!
+//! Every record has `kind` ("step" or "epoch"), `epoch`, `global_step`, `replicas`,
+//! `global_batch`, `train_loss` and `train_accuracy` (over the steps since the previous record),
+//! `time_s` (since the run started), `staged_bytes` (RAM → VRAM, per replica),
+//! `allreduce_sent_bytes` and `allreduce_received_bytes` (per replica), `readback_bytes`
+//! (VRAM → RAM, per replica); an epoch record adds `test_loss`, `test_accuracy` and
+//! `epoch_time_s`, and the counts are the epoch's. Bytes are what the code moved, counted where
+//! it moves them.
+
+use crate::error::{Error, Result};
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// One line of the metrics file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Record {
+    pub kind: &'static str,
+    pub epoch: usize,
+    pub global_step: u64,
+    pub replicas: usize,
+    pub global_batch: usize,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub time_s: f64,
+    pub staged_bytes: u64,
+    pub allreduce_sent_bytes: u64,
+    pub allreduce_received_bytes: u64,
+    pub readback_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_accuracy: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch_time_s: Option<f64>,
+}
+
+/// The open metrics file.
+pub struct Metrics {
+    path: PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
+}
+
+impl Metrics {
+    pub fn create(path: &Path) -> Result<Metrics> {
+        let file = std::fs::File::create(path).map_err(|e| {
+            Error::Config(format!(
+                "--metrics {}: cannot create it: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(Metrics {
+            path: path.to_path_buf(),
+            file: std::io::BufWriter::new(file),
+        })
+    }
+
+    pub fn write(&mut self, r: &Record) -> Result<()> {
+        let line = serde_json::to_string(r).expect("a record serialises");
+        writeln!(self.file, "{line}")
+            .and_then(|_| self.file.flush())
+            .map_err(|e| Error::Write {
+                path: self.path.clone(),
+                fault: format!("cannot write the metrics: {e}"),
+            })
+    }
+}
+
+/// Reads a metrics file back (for `gpu-train plot`).
+pub fn read(path: &Path) -> Result<Vec<serde_json::Value>> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| {
+                Error::bad_data(
+                    path.display().to_string(),
+                    format!("line {}: not JSON: {e}", i + 1),
+                )
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,104 @@
+//! The timeline: every phase of every replica's step as a span in the Chrome trace-event format
+//! (https://docs.google.com/document/d/1CvAClvFfyA5R-PhYUmn5OOQtYMH4h6I0nSsKchNAySU), which
+//! Perfetto (ui.perfetto.dev) and chrome://tracing open, as Horovod's timeline and the PyTorch
+//! profiler write it: one process per MPI rank, one thread (track) per replica.
+//!
+//! Spans are timed by the host's clock: "stage + record" is the host staging the batch and
+//! recording the GPU work (asynchronous on a GPU), "wait for gradients" the host waiting for the
+//! GPU to finish the backward pass, then "all-reduce" (with its bytes and peers), "write
+//! gradient" and "update". The trace's metadata says so (`clock: host`).
+
+use crate::error::{Error, Result};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Collects spans for the steps in `steps` (global step numbers, from 0) and writes them.
+pub struct Trace {
+    pub path: PathBuf,
+    pub steps: std::ops::Range<u64>,
+    origin: Instant,
+    rank: usize,
+    events: Vec<Value>,
+}
+
+impl Trace {
+    pub fn new(path: &Path, steps: std::ops::Range<u64>, rank: usize) -> Trace {
+        Trace {
+            path: path.to_path_buf(),
+            steps,
+            origin: Instant::now(),
+            rank,
+            events: Vec::new(),
+        }
+    }
+
+    /// Whether global step `step` is traced.
+    pub fn wants(&self, step: u64) -> bool {
+        self.steps.contains(&step)
+    }
+
+    /// Microseconds since the trace began.
+    pub fn now_us(&self, t: Instant) -> f64 {
+        t.duration_since(self.origin).as_secs_f64() * 1e6
+    }
+
+    /// A span on `replica`'s track from `start` to `end`, with `args`.
+    pub fn span(&mut self, name: &str, replica: usize, start: Instant, end: Instant, args: Value) {
+        let ts = self.now_us(start);
+        self.events.push(json!({
+            "name": name, "ph": "X", "cat": "step",
+            "ts": ts, "dur": (self.now_us(end) - ts).max(0.0),
+            "pid": self.rank, "tid": replica, "args": args,
+        }));
+    }
+
+    /// The events as a JSON array (for rank 0 to gather).
+    pub fn events_json(&self) -> String {
+        Value::Array(self.events.clone()).to_string()
+    }
+
+    /// Writes the trace file with `others` (the other ranks' events) and track names for
+    /// `replicas` replicas of `ranks` ranks.
+    pub fn write(&self, others: &[Value], replicas: usize, ranks: usize) -> Result<()> {
+        let mut events = self.events.clone();
+        events.extend(others.iter().cloned());
+        for rank in 0..ranks {
+            events.push(json!({"name": "process_name", "ph": "M", "pid": rank, "args": {"name": format!("rank {rank}")}}));
+            for r in 0..replicas {
+                let global = rank * replicas + r;
+                events.push(
+                    json!({"name": "thread_name", "ph": "M", "pid": rank, "tid": r,
+                    "args": {"name": format!("replica {global}")}}),
+                );
+            }
+        }
+        let doc = json!({
+            "traceEvents": events,
+            "displayTimeUnit": "ms",
+            "otherData": {"clock": "host", "producer": "gpu-train", "steps": format!("{}..{}", self.steps.start, self.steps.end)},
+        });
+        crate::checkpoint::write_atomic(&self.path, doc.to_string().as_bytes()).map_err(|e| match e
+        {
+            Error::Write { fault, .. } => Error::Write {
+                path: self.path.clone(),
+                fault: fault.replace("snapshot", "trace"),
+            },
+            e => e,
+        })
+    }
+}
+
+/// Parses `A..B` (global steps, from 0, B excluded).
+pub fn parse_steps(s: &str) -> Result<std::ops::Range<u64>> {
+    let bad = || Error::Config(format!("--trace-steps {s}: expected A..B, e.g. 0..50"));
+    let (a, b) = s.split_once("..").ok_or_else(bad)?;
+    let (a, b): (u64, u64) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if b <= a {
+        return Err(bad());
+    }
+    Ok(a..b)
+}
