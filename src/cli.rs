@@ -43,6 +43,15 @@ pub enum Command {
     /// Classify test images or 28x28 PNG digits with a snapshot, printing the SoftMax table.
     #[command(allow_negative_numbers = true)]
     Predict(PredictArgs),
+    /// One replica's link over a traced run (compute, then the all-reduce at line rate) for a
+    /// link you name, as Figure 3-7 draws it; or, with --project, a model and cluster projected
+    /// from the latency-bandwidth model. Writes PNG and SVG pictures.
+    Network(crate::network::commands::NetworkArgs),
+    /// Time the ring all-reduce over message sizes from 8 B up, in nccl-tests' terms (algbw,
+    /// busbw).
+    AllreduceBench(crate::network::commands::AllreduceBenchArgs),
+    /// Draw a --metrics file: loss and accuracy by epoch and by step (PNG and SVG).
+    Plot(crate::network::commands::PlotArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -765,6 +774,9 @@ pub fn run(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Some(Command::Explain(args)) => run_explain(args),
+        Some(Command::Network(args)) => crate::network::commands::run_network(args),
+        Some(Command::AllreduceBench(args)) => crate::network::commands::run_allreduce_bench(args),
+        Some(Command::Plot(args)) => crate::network::commands::run_plot(args),
         Some(Command::Bench(args)) => crate::bench::run(args),
         Some(Command::Predict(args)) => {
             let test = if args.index.is_empty() {

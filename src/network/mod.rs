@@ -3,6 +3,11 @@
 //!
 //! * [`trace`]: a timeline of every replica's step (Chrome trace-event JSON, for Perfetto).
 //! * [`metrics`]: loss, accuracy and bytes moved, one JSON line per epoch and every K steps.
+//! * [`link`]: a link's rate, a traced step replayed on it, the α-β model and its projection.
+//! * [`plot`]: the pictures (PNG and SVG, through plotters).
 
+pub mod commands;
+pub mod link;
 pub mod metrics;
+pub mod plot;
 pub mod trace;

@@ -1,0 +1,416 @@
+//! The network view's subcommands: `gpu-train network` (a traced run on a link you name, or a
+//! cluster projected from the α-β model), `gpu-train allreduce-bench` (nccl-tests' numbers for
+//! the ring), `gpu-train plot` (a metrics file as pictures).
+
+use super::link::{self, AlphaBeta};
+use super::{metrics, plot};
+use crate::error::{Error, Result};
+use crate::parallel::{ring::Ring, AllReduce};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// A duration such as 350ms, 5us, 0.2s.
+pub fn parse_duration(s: &str) -> Result<f64> {
+    let bad = || {
+        Error::Config(format!(
+            "{s}: expected a duration such as 350ms, 5us or 0.2s"
+        ))
+    };
+    let i = s
+        .find(|c: char| c.is_ascii_alphabetic() || c == 'µ')
+        .ok_or_else(bad)?;
+    let (num, unit) = s.split_at(i);
+    let v: f64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "ns" => v * 1e-9,
+        "us" | "µs" => v * 1e-6,
+        "ms" => v * 1e-3,
+        "s" => v,
+        _ => return Err(bad()),
+    };
+    if !(secs.is_finite() && secs >= 0.0) {
+        return Err(bad());
+    }
+    Ok(secs)
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NetworkArgs {
+    /// A trace written by --trace from data-parallel replicas.
+    pub trace: Option<PathBuf>,
+    /// The link: 1gbit, 10gbit, 100gbit, 400gbit, nvlink4, pcie4x16, pcie5x16, or a rate (25gbit, 2.5e9).
+    #[arg(long, default_value = "100gbit")]
+    pub link: String,
+    /// Latency per message on the link (α), e.g. 5us.
+    #[arg(long, default_value = "0us")]
+    pub latency: String,
+    /// Traced steps to draw.
+    #[arg(long, default_value_t = 6)]
+    pub steps: usize,
+    /// Folder for the pictures (PNG and SVG).
+    #[arg(short, long, default_value = "network")]
+    pub out: PathBuf,
+    /// Project a model and cluster instead: the sync of --params FP32 gradients over --gpus,
+    /// ring and tree, beside --step-compute, with α fitted to --from.
+    #[arg(long)]
+    pub project: bool,
+    /// `gpu-train allreduce-bench --json` output to fit α and β to.
+    #[arg(long, value_name = "FILE.json")]
+    pub from: Option<PathBuf>,
+    /// Parameters of the projected model (e.g. 7e9).
+    #[arg(long, default_value_t = 7e9)]
+    pub params: f64,
+    /// GPUs of the projected cluster.
+    #[arg(long, default_value_t = 1024.0)]
+    pub gpus: f64,
+    /// Computation of one projected step (forward and backward), e.g. 350ms.
+    #[arg(long, default_value = "350ms")]
+    pub step_compute: String,
+}
+
+pub fn run_network(a: &NetworkArgs) -> Result<()> {
+    let (rate, link_name) = link::parse_rate(&a.link)?;
+    let latency = parse_duration(&a.latency)?;
+    if a.project {
+        return project(a, rate, &link_name, latency);
+    }
+    let path = a.trace.as_ref().ok_or_else(|| {
+        Error::Config("gpu-train network: give a trace (from --trace), or --project".into())
+    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let trace: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::bad_data(path.display().to_string(), format!("not a trace: {e}")))?;
+    let steps = link::steps_from_trace(&trace)?;
+    let on = link::on_link(&steps, rate, latency);
+    println!(
+        "{} traced steps of replica 0 on a {link_name} link (latency {:.1} µs a message); compute as measured, sync at line rate:",
+        on.len(),
+        latency * 1e6
+    );
+    println!(
+        "{:>6} {:>12} {:>10} {:>14} {:>16} {:>10} {:>14}",
+        "step",
+        "compute ms",
+        "bytes",
+        "sync ms @link",
+        "sync ms measured",
+        "link busy",
+        "GPU waits ms"
+    );
+    for s in &on {
+        println!(
+            "{:>6} {:>12.3} {:>10} {:>14.3} {:>16.3} {:>9.1}% {:>14.3}",
+            s.step,
+            s.compute_s * 1e3,
+            s.bytes,
+            s.sync_s * 1e3,
+            s.measured_sync_s * 1e3,
+            100.0 * s.busy(),
+            s.sync_s * 1e3
+        );
+    }
+    let (c, y): (f64, f64) = on
+        .iter()
+        .fold((0.0, 0.0), |(c, y), s| (c + s.compute_s, y + s.sync_s));
+    println!(
+        "over these steps: the link is busy {:.1} % of the time, at line rate while it is; the GPU waits {:.1} % of each step for the sync (no overlap)",
+        100.0 * y / (c + y),
+        100.0 * y / (c + y)
+    );
+    let shown: Vec<_> = on.iter().take(a.steps.max(1)).cloned().collect();
+    let title = format!("one replica's link, {link_name}: compute, then the gradient all-reduce");
+    for p in plot::link_utilisation(&a.out, "link-utilisation", &title, &shown)? {
+        println!("picture: {}", p.display());
+    }
+    Ok(())
+}
+
+fn project(a: &NetworkArgs, rate: f64, link_name: &str, latency: f64) -> Result<()> {
+    let compute = parse_duration(&a.step_compute)?;
+    if !(a.params >= 1.0 && a.gpus >= 2.0 && a.params.is_finite() && a.gpus.is_finite()) {
+        return Err(Error::Config(
+            "--params must be at least 1 and --gpus at least 2".into(),
+        ));
+    }
+    let mut alpha = latency;
+    println!("assumptions:");
+    if let Some(from) = &a.from {
+        let rows: Vec<BenchRow> =
+            serde_json::from_str(&std::fs::read_to_string(from).map_err(|source| Error::Io {
+                path: from.clone(),
+                source,
+            })?)
+            .map_err(|e| {
+                Error::bad_data(
+                    from.display().to_string(),
+                    format!("not allreduce-bench JSON: {e}"),
+                )
+            })?;
+        // The in-process ring runs every replica's sends on one thread, one after another: its
+        // time grows with all replicas' messages and bytes, N × the ring's per-replica counts.
+        let load = |r: &BenchRow| {
+            let n = r.replicas as f64;
+            (n * 2.0 * (n - 1.0), n * r.bytes_on_wire as f64)
+        };
+        let pts: Vec<(f64, f64, f64)> = rows
+            .iter()
+            .map(|r| {
+                let (m, b) = load(r);
+                (m, b, r.seconds)
+            })
+            .collect();
+        let f: AlphaBeta = link::fit(&pts)?;
+        println!(
+            "  α = {:.2} µs a message and β = {:.3} ns a byte ({:.2} GB/s) of this host's in-process ring, fitted to {} all-reduce measurements in {}",
+            f.alpha * 1e6,
+            f.beta * 1e9,
+            1e-9 / f.beta.max(1e-30),
+            rows.len(),
+            from.display()
+        );
+        // How well the model fits what was measured.
+        let errs: Vec<f64> = rows
+            .iter()
+            .map(|r| {
+                let (m, b) = load(r);
+                let t = m * f.alpha + b * f.beta;
+                (t - r.seconds) / r.seconds
+            })
+            .collect();
+        let worst = errs.iter().fold(0.0f64, |w, e| w.max(e.abs()));
+        let big: Vec<f64> = rows
+            .iter()
+            .zip(&errs)
+            .filter(|(r, _)| r.bytes >= 1 << 20)
+            .map(|(_, e)| e.abs())
+            .collect();
+        println!(
+            "  the model against those measurements: worst error {:.0} % (small messages, where this host's timing noise dominates), {:.0} % at 1 MB and above",
+            100.0 * worst,
+            100.0 * big.iter().fold(0.0f64, |w, e| w.max(*e))
+        );
+        alpha = latency.max(f.alpha);
+        println!(
+            "  α for the projection: {:.2} µs (the larger of the fit and --latency)",
+            alpha * 1e6
+        );
+    } else {
+        println!(
+            "  α = {:.2} µs a message (--latency; give --from allreduce-bench.json to fit it)",
+            alpha * 1e6
+        );
+    }
+    println!("  β: the link's line rate, {link_name}, one link per GPU, no congestion, no overlap of compute and sync");
+    println!(
+        "  gradients in FP32 (4 bytes a parameter), one all-reduce of the whole gradient a step"
+    );
+    println!(
+        "projection: {:.3e} parameters ({:.1} GB of gradient) on {} GPUs, {:.0} ms of compute a step",
+        a.params,
+        4.0 * a.params / 1e9,
+        a.gpus,
+        compute * 1e3
+    );
+    let proj = link::project(a.params, a.gpus, rate, alpha, compute);
+    for p in &proj {
+        println!(
+            "  {:<5} sync {:>10.1} ms, {:>8.2} GB on each GPU's link, link busy {:>5.1} %, GPU waiting {:>5.1} % of the step",
+            p.algorithm,
+            p.sync_s * 1e3,
+            p.bytes_per_gpu / 1e9,
+            100.0 * p.busy,
+            100.0 * p.busy
+        );
+    }
+    let steps: Vec<link::LinkStep> = (0..3)
+        .map(|i| link::LinkStep {
+            step: i,
+            compute_s: compute,
+            sync_s: proj[0].sync_s,
+            measured_sync_s: 0.0,
+            bytes: proj[0].bytes_per_gpu as u64,
+        })
+        .collect();
+    let title = format!(
+        "projected: {:.0e} parameters, {} GPUs, {link_name}, ring",
+        a.params, a.gpus
+    );
+    for p in plot::link_utilisation(&a.out, "link-utilisation-projected", &title, &steps)? {
+        println!("picture: {}", p.display());
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AllreduceBenchArgs {
+    /// Replica counts to run (in-process ring).
+    #[arg(long, value_delimiter = ',', default_value = "2,4")]
+    pub replicas: Vec<usize>,
+    /// Largest message in bytes (from 8 B, doubling).
+    #[arg(long, default_value_t = 64 << 20)]
+    pub max_bytes: usize,
+    /// Write the rows as JSON (for `gpu-train network --project --from`).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+/// One measurement, in nccl-tests' terms.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchRow {
+    pub replicas: usize,
+    pub bytes: usize,
+    /// What each replica sent: the ring's 2(N−1)/N × bytes, counted message by message.
+    pub bytes_on_wire: u64,
+    pub seconds: f64,
+    /// bytes / time.
+    pub algbw_gbs: f64,
+    /// algbw × 2(N−1)/N: the rate each link had to carry, comparable across N.
+    pub busbw_gbs: f64,
+}
+
+/// Times the all-reduce of `bytes` of f32 across `grads` (one buffer per replica).
+fn time_one(ar: &mut dyn AllReduce, grads: &mut [Vec<f32>]) -> Result<(f64, u64)> {
+    let mut run = |ar: &mut dyn AllReduce| -> Result<u64> {
+        let mut views: Vec<&mut [f32]> = grads.iter_mut().map(|g| g.as_mut_slice()).collect();
+        Ok(ar.all_reduce(0, &mut views)?[0].sent)
+    };
+    run(ar)?; // warm-up
+    let mut times = Vec::new();
+    let start = Instant::now();
+    let mut sent = 0;
+    while times.len() < 5 || (start.elapsed() < Duration::from_millis(200) && times.len() < 1000) {
+        let t = Instant::now();
+        sent = run(ar)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times[times.len() / 2], sent))
+}
+
+pub fn run_allreduce_bench(a: &AllreduceBenchArgs) -> Result<()> {
+    if a.replicas.iter().any(|&n| !(2..=64).contains(&n)) {
+        return Err(Error::Config("--replicas: each from 2 to 64".into()));
+    }
+    if !(8..=(1usize << 30)).contains(&a.max_bytes) {
+        return Err(Error::Config("--max-bytes: from 8 to 1 GiB".into()));
+    }
+    println!("# in-process ring all-reduce, f32 sum; time = median; algbw = size/time; busbw = algbw × 2(N−1)/N (nccl-tests' PERFORMANCE.md)");
+    println!(
+        "{:>4} {:>12} {:>12} {:>12} {:>12} {:>12}",
+        "N", "size (B)", "count", "time (µs)", "algbw GB/s", "busbw GB/s"
+    );
+    let mut rows = Vec::new();
+    for &n in &a.replicas {
+        let mut bytes = 8usize;
+        while bytes <= a.max_bytes {
+            let count = bytes / 4;
+            let mut grads: Vec<Vec<f32>> =
+                (0..n).map(|r| vec![r as f32 * 0.5 + 1.0; count]).collect();
+            let mut ring = Ring::new(n);
+            let (t, sent) = time_one(&mut ring, &mut grads)?;
+            let algbw = bytes as f64 / t / 1e9;
+            let busbw = algbw * 2.0 * (n as f64 - 1.0) / n as f64;
+            println!(
+                "{n:>4} {bytes:>12} {count:>12} {:>12.2} {algbw:>12.3} {busbw:>12.3}",
+                t * 1e6
+            );
+            rows.push(BenchRow {
+                replicas: n,
+                bytes,
+                bytes_on_wire: sent,
+                seconds: t,
+                algbw_gbs: algbw,
+                busbw_gbs: busbw,
+            });
+            bytes *= 2;
+        }
+    }
+    if let Some(path) = &a.json {
+        crate::checkpoint::write_atomic(
+            path,
+            serde_json::to_string_pretty(&rows)
+                .expect("rows")
+                .as_bytes(),
+        )?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PlotArgs {
+    /// A metrics file written by --metrics.
+    pub metrics: PathBuf,
+    /// Folder for the pictures.
+    #[arg(short, long, default_value = "plots")]
+    pub out: PathBuf,
+}
+
+pub fn run_plot(a: &PlotArgs) -> Result<()> {
+    let records = metrics::read(&a.metrics)?;
+    let get = |r: &serde_json::Value, k: &str| r[k].as_f64();
+    let mut series = |kind: &str, key: &str, x: &str| -> Vec<(f64, f64)> {
+        records
+            .iter()
+            .filter(|r| r["kind"] == kind)
+            .filter_map(|r| Some((get(r, x)?, get(r, key)?)))
+            .collect()
+    };
+    let (step_loss, epoch_train_loss, epoch_test_loss) = (
+        series("step", "train_loss", "global_step"),
+        series("epoch", "train_loss", "epoch"),
+        series("epoch", "test_loss", "epoch"),
+    );
+    let (step_acc, epoch_test_acc) = (
+        series("step", "train_accuracy", "global_step"),
+        series("epoch", "test_accuracy", "epoch"),
+    );
+    if epoch_test_loss.is_empty() && step_loss.is_empty() {
+        return Err(Error::bad_data(
+            a.metrics.display().to_string(),
+            "holds no step or epoch records",
+        ));
+    }
+    let mut made = Vec::new();
+    made.extend(plot::line_chart(
+        &a.out,
+        "loss-by-epoch",
+        "loss by epoch",
+        ("epoch", "cross-entropy loss"),
+        &[
+            ("train".into(), epoch_train_loss),
+            ("test".into(), epoch_test_loss),
+        ],
+    )?);
+    made.extend(plot::line_chart(
+        &a.out,
+        "accuracy-by-epoch",
+        "test accuracy by epoch",
+        ("epoch", "accuracy (%)"),
+        &[("test".into(), epoch_test_acc)],
+    )?);
+    if !step_loss.is_empty() {
+        made.extend(plot::line_chart(
+            &a.out,
+            "loss-by-step",
+            "training loss by step",
+            ("global step", "loss (since the previous point)"),
+            &[("train loss".into(), step_loss)],
+        )?);
+        made.extend(plot::line_chart(
+            &a.out,
+            "accuracy-by-step",
+            "training accuracy by step",
+            ("global step", "accuracy (%)"),
+            &[("train accuracy".into(), step_acc)],
+        )?);
+    }
+    for p in made {
+        println!("picture: {}", p.display());
+    }
+    Ok(())
+}

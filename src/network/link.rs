@@ -1,0 +1,240 @@
+//! Links and the time a gradient sync takes on them: the utilisation of Figure 3-7, computed
+//! from a run's own timeline, and the latency-bandwidth (α-β) model that projects it to a
+//! cluster.
+//!
+//! A data-parallel step, per replica, as the chapter draws it:
+//! ```text
+//! compute (forward, backward: the link idles) ──► sync (all-reduce: the link runs at line rate)
+//! ```
+//! With the replica's bytes on the wire B (the ring's 2(N−1)/N × the gradient), a link of rate R
+//! bit/s and a per-message latency α, a ring sync takes 2(N−1)·α + 8B/R; the link is busy for
+//! 8B/R of each step, and with no overlap the GPU waits the whole sync.
+
+use crate::error::{Error, Result};
+use serde_json::Value;
+
+/// A link rate in bit/s from a name or a number: 1gbit, 10gbit, 100gbit, 400gbit, nvlink4,
+/// pcie4x16, pcie5x16, or e.g. 25gbit, 2.5e9.
+pub fn parse_rate(s: &str) -> Result<(f64, String)> {
+    let named = [
+        ("nvlink4", 3.6e12, "NVLink 4 (450 GB/s each way)"),
+        ("pcie4x16", 252e9, "PCIe 4.0 x16 (31.5 GB/s each way)"),
+        ("pcie5x16", 504e9, "PCIe 5.0 x16 (63 GB/s each way)"),
+    ];
+    if let Some((_, r, d)) = named.iter().find(|(n, _, _)| *n == s) {
+        return Ok((*r, d.to_string()));
+    }
+    let bad = || {
+        Error::Config(format!(
+            "--link {s}: expected 1gbit, 10gbit, 100gbit, 400gbit, nvlink4, pcie4x16, pcie5x16, or a rate such as 25gbit or 2.5e9 (bit/s)"
+        ))
+    };
+    let lower = s.to_ascii_lowercase();
+    let (num, mult) = if let Some(n) = lower.strip_suffix("tbit") {
+        (n, 1e12)
+    } else if let Some(n) = lower.strip_suffix("gbit") {
+        (n, 1e9)
+    } else if let Some(n) = lower.strip_suffix("mbit") {
+        (n, 1e6)
+    } else if let Some(n) = lower.strip_suffix("kbit") {
+        (n, 1e3)
+    } else {
+        (lower.as_str(), 1.0)
+    };
+    let v: f64 = num.parse().map_err(|_| bad())?;
+    let rate = v * mult;
+    if !(rate.is_finite() && rate > 0.0) {
+        return Err(bad());
+    }
+    Ok((rate, format!("{} Gbit/s", rate / 1e9)))
+}
+
+/// One traced step of one replica: when it started, its compute (everything but the
+/// all-reduce), the all-reduce as measured, and the bytes this replica sent in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracedStep {
+    pub step: u64,
+    pub start_us: f64,
+    pub compute_us: f64,
+    pub allreduce_us: f64,
+    pub bytes_sent: u64,
+    pub peers: u64,
+}
+
+/// The steps of replica 0 of rank 0 in a trace written by `--trace`.
+pub fn steps_from_trace(trace: &Value) -> Result<Vec<TracedStep>> {
+    let events = trace["traceEvents"]
+        .as_array()
+        .ok_or_else(|| Error::Config("not a trace: no traceEvents array".into()))?;
+    let mut spans: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["pid"] == 0 && e["tid"] == 0)
+        .collect();
+    spans.sort_by(|a, b| {
+        a["ts"]
+            .as_f64()
+            .unwrap_or(0.0)
+            .total_cmp(&b["ts"].as_f64().unwrap_or(0.0))
+    });
+    let mut steps: Vec<TracedStep> = Vec::new();
+    for e in spans {
+        let name = e["name"].as_str().unwrap_or("");
+        let (ts, dur) = (
+            e["ts"].as_f64().unwrap_or(0.0),
+            e["dur"].as_f64().unwrap_or(0.0),
+        );
+        if name.starts_with("stage + record") {
+            steps.push(TracedStep {
+                step: e["args"]["step"].as_u64().unwrap_or(steps.len() as u64),
+                start_us: ts,
+                compute_us: 0.0,
+                allreduce_us: 0.0,
+                bytes_sent: 0,
+                peers: 1,
+            });
+        }
+        let Some(s) = steps.last_mut() else { continue };
+        if name.starts_with("all-reduce") {
+            s.allreduce_us += dur;
+            s.bytes_sent += e["args"]["bytes_sent"].as_u64().unwrap_or(0);
+            s.peers = e["args"]["peers"].as_u64().unwrap_or(1);
+        } else if name != "snapshot write" {
+            s.compute_us += dur;
+        }
+    }
+    if !steps.iter().any(|s| s.bytes_sent > 0) {
+        return Err(Error::Config(
+            "the trace holds no all-reduce: record it from data-parallel replicas (--devices 0,0 or --cpu --replicas 2, with --trace)".into(),
+        ));
+    }
+    Ok(steps)
+}
+
+/// One step on a given link: compute as measured, the sync at the link's rate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkStep {
+    pub step: u64,
+    pub compute_s: f64,
+    pub sync_s: f64,
+    /// The sync as measured in the run the trace came from.
+    pub measured_sync_s: f64,
+    pub bytes: u64,
+}
+
+impl LinkStep {
+    /// Fraction of the step the link is busy.
+    pub fn busy(&self) -> f64 {
+        self.sync_s / (self.compute_s + self.sync_s).max(1e-12)
+    }
+}
+
+/// The traced steps replayed on a link of `rate` bit/s with per-message latency `alpha` s.
+pub fn on_link(steps: &[TracedStep], rate: f64, alpha: f64) -> Vec<LinkStep> {
+    steps
+        .iter()
+        .map(|s| {
+            let messages = 2 * s.peers.saturating_sub(1);
+            LinkStep {
+                step: s.step,
+                compute_s: s.compute_us * 1e-6,
+                sync_s: messages as f64 * alpha + 8.0 * s.bytes_sent as f64 / rate,
+                measured_sync_s: s.allreduce_us * 1e-6,
+                bytes: s.bytes_sent,
+            }
+        })
+        .collect()
+}
+
+/// The α-β model of an all-reduce: t = messages·α + bytes_on_the_wire·β.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AlphaBeta {
+    /// Seconds per message (latency).
+    pub alpha: f64,
+    /// Seconds per byte (1 / bandwidth).
+    pub beta: f64,
+}
+
+/// Least-squares fit of t = m·α + b·β over `(messages, bytes, seconds)` points.
+pub fn fit(points: &[(f64, f64, f64)]) -> Result<AlphaBeta> {
+    // Normal equations of a two-parameter linear model with no intercept.
+    let (mut smm, mut smb, mut sbb, mut smt, mut sbt) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for &(m, b, t) in points {
+        smm += m * m;
+        smb += m * b;
+        sbb += b * b;
+        smt += m * t;
+        sbt += b * t;
+    }
+    let det = smm * sbb - smb * smb;
+    if points.len() < 2 || det.abs() < 1e-30 {
+        return Err(Error::Config(
+            "too few all-reduce measurements to fit α and β".into(),
+        ));
+    }
+    Ok(AlphaBeta {
+        alpha: ((smt * sbb - sbt * smb) / det).max(0.0),
+        beta: ((sbt * smm - smt * smb) / det).max(0.0),
+    })
+}
+
+/// A projected step for a model of `params` FP32 parameters on `gpus` GPUs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Projection {
+    pub algorithm: &'static str,
+    pub sync_s: f64,
+    pub busy: f64,
+    pub bytes_per_gpu: f64,
+}
+
+/// Ring and tree all-reduce of `params` FP32 gradients over `gpus` GPUs on links of `rate`
+/// bit/s with latency `alpha`, beside `compute` seconds of computation.
+pub fn project(params: f64, gpus: f64, rate: f64, alpha: f64, compute: f64) -> [Projection; 2] {
+    let s = 4.0 * params;
+    let ring_bytes = 2.0 * (gpus - 1.0) / gpus * s;
+    let ring = 2.0 * (gpus - 1.0) * alpha + 8.0 * ring_bytes / rate;
+    // A tree reduces then broadcasts: log2(G) latencies each way, and each link carries the
+    // whole gradient once each way (pipelined in chunks: NCCL's double binary tree).
+    let tree_bytes = 2.0 * s;
+    let tree = 2.0 * gpus.log2().ceil() * alpha + 8.0 * tree_bytes / rate;
+    [
+        Projection {
+            algorithm: "ring",
+            sync_s: ring,
+            busy: ring / (compute + ring),
+            bytes_per_gpu: ring_bytes,
+        },
+        Projection {
+            algorithm: "tree",
+            sync_s: tree,
+            busy: tree / (compute + tree),
+            bytes_per_gpu: tree_bytes,
+        },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_and_the_fit() {
+        assert_eq!(parse_rate("1gbit").unwrap().0, 1e9);
+        assert_eq!(parse_rate("25gbit").unwrap().0, 25e9);
+        assert_eq!(parse_rate("2.5e9").unwrap().0, 2.5e9);
+        assert!(parse_rate("fast").is_err() && parse_rate("-1gbit").is_err());
+        // Points made from α = 3 µs, β = 1 ns/byte are fitted back.
+        let pts: Vec<(f64, f64, f64)> = [(2.0, 8.0), (2.0, 1e6), (6.0, 4e6), (6.0, 64.0)]
+            .iter()
+            .map(|&(m, b)| (m, b, m * 3e-6 + b * 1e-9))
+            .collect();
+        let f = fit(&pts).unwrap();
+        assert!(
+            (f.alpha - 3e-6).abs() < 1e-12 && (f.beta - 1e-9).abs() < 1e-15,
+            "{f:?}"
+        );
+        // The ring's bytes per GPU tend to twice the gradient.
+        let [ring, tree] = project(7e9, 1024.0, 400e9, 0.0, 0.35);
+        assert!((ring.bytes_per_gpu / (2.0 * 28e9) - 1.0).abs() < 1e-3);
+        assert!(tree.sync_s > 0.0 && ring.busy > 0.0 && ring.busy < 1.0);
+    }
+}

@@ -1,0 +1,244 @@
+//! The pictures, as PNG and SVG through plotters: the link utilisation over time (the
+//! chapter's Figure 3-7, from a run's own steps) and loss and accuracy over training.
+//!
+//! Text needs a font: DejaVu Sans, read at run time from Debian's fonts-dejavu-core (or any
+//! path in GPU_TRAIN_FONT), so the pictures look the same on every machine.
+
+use super::link::LinkStep;
+use crate::error::{Error, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// Registers the font once; an error says what to install.
+fn font() -> Result<()> {
+    static DONE: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let candidates: Vec<PathBuf> = std::env::var_os("GPU_TRAIN_FONT")
+            .map(PathBuf::from)
+            .into_iter()
+            .chain([
+                PathBuf::from("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
+                PathBuf::from("/usr/share/fonts/dejavu/DejaVuSans.ttf"),
+                PathBuf::from("/usr/share/fonts/TTF/DejaVuSans.ttf"),
+            ])
+            .collect();
+        let bytes = candidates
+            .iter()
+            .find_map(|p| std::fs::read(p).ok())
+            .ok_or_else(|| {
+                "no font for the pictures' text: install DejaVu Sans (Debian: apt-get install fonts-dejavu-core) or set GPU_TRAIN_FONT to a .ttf".to_string()
+            })?;
+        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+        plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+            .map_err(|_| "the font file is not a usable TrueType font".to_string())
+    })
+    .clone()
+    .map_err(Error::Config)
+}
+
+fn draw_err<E: std::fmt::Debug>(path: &Path) -> impl Fn(E) -> Error + '_ {
+    move |e| Error::Write {
+        path: path.to_path_buf(),
+        fault: format!("cannot draw the picture: {e:?}"),
+    }
+}
+
+/// Draws with `draw` into `DIR/NAME.png` and `DIR/NAME.svg`; returns both paths.
+fn both(
+    dir: &Path,
+    name: &str,
+    size: (u32, u32),
+    draw: &dyn Fn(&DrawingArea<BitMapBackend, Shift>) -> Result<()>,
+    draw_svg: &dyn Fn(&DrawingArea<SVGBackend, Shift>) -> Result<()>,
+) -> Result<Vec<PathBuf>> {
+    font()?;
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let (png, svg) = (
+        dir.join(format!("{name}.png")),
+        dir.join(format!("{name}.svg")),
+    );
+    {
+        let area = BitMapBackend::new(&png, size).into_drawing_area();
+        area.fill(&WHITE).map_err(draw_err(&png))?;
+        draw(&area)?;
+        area.present().map_err(draw_err(&png))?;
+    }
+    {
+        let area = SVGBackend::new(&svg, size).into_drawing_area();
+        area.fill(&WHITE).map_err(draw_err(&svg))?;
+        draw_svg(&area)?;
+        area.present().map_err(draw_err(&svg))?;
+    }
+    Ok(vec![png, svg])
+}
+
+/// The utilisation of one replica's link over `steps` (compute: 0 %, sync: 100 %), the
+/// phases shaded, as Figure 3-7 draws it.
+fn utilisation<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    steps: &[LinkStep],
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let e = |x: DrawingAreaErrorKind<DB::ErrorType>| Error::Config(format!("drawing: {x:?}"));
+    let total: f64 = steps.iter().map(|s| s.compute_s + s.sync_s).sum::<f64>() * 1e3;
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0f64..total.max(1e-6), 0f64..110f64)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc("time (ms)")
+        .y_desc("link utilisation (%)")
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(e)?;
+    let mut t = 0.0;
+    let mut line = vec![(0.0, 0.0)];
+    for (i, s) in steps.iter().enumerate() {
+        let (c, y) = (s.compute_s * 1e3, s.sync_s * 1e3);
+        let compute = Rectangle::new([(t, 0.0), (t + c, 100.0)], RGBColor(220, 230, 245).filled());
+        let sync = Rectangle::new(
+            [(t + c, 0.0), (t + c + y, 100.0)],
+            RGBColor(250, 215, 200).filled(),
+        );
+        let mut series = chart.draw_series([compute, sync]).map_err(e)?;
+        if i == 0 {
+            series = series.label("compute (link idle)").legend(|(x, y)| {
+                Rectangle::new(
+                    [(x, y - 5), (x + 14, y + 5)],
+                    RGBColor(220, 230, 245).filled(),
+                )
+            });
+        }
+        let _ = series;
+        line.extend([
+            (t + c, 0.0),
+            (t + c, 100.0),
+            (t + c + y, 100.0),
+            (t + c + y, 0.0),
+        ]);
+        t += c + y;
+    }
+    chart
+        .draw_series(LineSeries::new(line, RGBColor(200, 60, 30).stroke_width(2)))
+        .map_err(e)?
+        .label("utilisation: line rate during the sync")
+        .legend(|(x, y)| {
+            PathElement::new([(x, y), (x + 14, y)], RGBColor(200, 60, 30).stroke_width(2))
+        });
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(e)?;
+    Ok(())
+}
+
+/// `DIR/link-utilisation.{png,svg}` for `steps` on the named link.
+pub fn link_utilisation(
+    dir: &Path,
+    name: &str,
+    title: &str,
+    steps: &[LinkStep],
+) -> Result<Vec<PathBuf>> {
+    both(
+        dir,
+        name,
+        (1000, 420),
+        &|a| utilisation(a, title, steps),
+        &|a| utilisation(a, title, steps),
+    )
+}
+
+/// One series of (x, y) points with a label.
+pub type Series = (String, Vec<(f64, f64)>);
+
+fn lines<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    (xlabel, ylabel): (&str, &str),
+    series: &[Series],
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let e = |x: DrawingAreaErrorKind<DB::ErrorType>| Error::Config(format!("drawing: {x:?}"));
+    let pts = series.iter().flat_map(|s| s.1.iter());
+    let (mut x1, mut y0, mut y1) = (1e-9f64, f64::INFINITY, f64::NEG_INFINITY);
+    for &(x, y) in pts {
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if !y0.is_finite() {
+        (y0, y1) = (0.0, 1.0);
+    }
+    let pad = ((y1 - y0) * 0.08).max(1e-6);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0f64..x1, (y0 - pad)..(y1 + pad))
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc(xlabel)
+        .y_desc(ylabel)
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(e)?;
+    let colours = [
+        RGBColor(30, 90, 180),
+        RGBColor(200, 60, 30),
+        RGBColor(40, 140, 60),
+        RGBColor(120, 60, 160),
+    ];
+    for (i, (label, pts)) in series.iter().enumerate() {
+        let c = colours[i % colours.len()];
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
+            .map_err(e)?
+            .label(label.clone())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 14, y)], c.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(e)?;
+    Ok(())
+}
+
+/// `DIR/NAME.{png,svg}`: line series against x.
+pub fn line_chart(
+    dir: &Path,
+    name: &str,
+    title: &str,
+    axes: (&str, &str),
+    series: &[Series],
+) -> Result<Vec<PathBuf>> {
+    both(
+        dir,
+        name,
+        (900, 420),
+        &|a| lines(a, title, axes, series),
+        &|a| lines(a, title, axes, series),
+    )
+}
