@@ -110,13 +110,20 @@ impl Ring {
 impl AllReduce for Ring {
     fn describe(&self) -> String {
         format!(
-            "ring all-reduce between {} in-process replicas (2×{} steps per sync, host buffers{})",
+            "ring all-reduce between {} in-process replicas (2×{} steps per sync, host buffers{}{})",
             self.replicas,
             self.replicas.saturating_sub(1),
             if self.f16_wire {
                 ", f16 on the wire"
             } else {
                 ""
+            },
+            match self.faults.slow {
+                Some(d) => format!(
+                    ", every message delayed {:.1} ms (--fault slow-link)",
+                    d.as_secs_f64() * 1e3
+                ),
+                None => String::new(),
             }
         )
     }
