@@ -266,8 +266,24 @@ fn mpi_needs_the_same_replica_count_on_every_rank_and_reports_the_job() {
 fn a_trace_under_mpirun_gathers_every_rank_on_rank_0() {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("t.json");
-    mpirun(2, &["--cpu", "--threads", "1", "--limit", "512", "--epochs", "1", "--trace", trace.to_str().unwrap(), "--trace-steps", "0..3"]);
-    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    mpirun(
+        2,
+        &[
+            "--cpu",
+            "--threads",
+            "1",
+            "--limit",
+            "512",
+            "--epochs",
+            "1",
+            "--trace",
+            trace.to_str().unwrap(),
+            "--trace-steps",
+            "0..3",
+        ],
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
     let pids: std::collections::BTreeSet<u64> = doc["traceEvents"]
         .as_array()
         .unwrap()
@@ -276,5 +292,8 @@ fn a_trace_under_mpirun_gathers_every_rank_on_rank_0() {
         .map(|e| e["pid"].as_u64().unwrap())
         .collect();
     assert_eq!(pids, [0, 1].into(), "one process per rank in the trace");
-    assert!(!dir.path().join("t.json.rank1").exists(), "rank 1's part was gathered and removed");
+    assert!(
+        !dir.path().join("t.json.rank1").exists(),
+        "rank 1's part was gathered and removed"
+    );
 }

@@ -16,7 +16,18 @@ fn json(path: &Path) -> serde_json::Value {
 fn a_trace_of_two_gpu_replicas_opens_as_trace_events_with_one_track_each() {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("t.json");
-    let mut args = vec!["--limit", "320", "--epochs", "1", "--batch-size", "32", "--trace", trace.to_str().unwrap(), "--trace-steps", "1..4"];
+    let mut args = vec![
+        "--limit",
+        "320",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--trace",
+        trace.to_str().unwrap(),
+        "--trace-steps",
+        "1..4",
+    ];
     if common::gpu("a_trace_of_two_gpu_replicas").is_some() {
         args.extend(["--devices", "0,0"]);
     } else {
@@ -30,37 +41,79 @@ fn a_trace_of_two_gpu_replicas_opens_as_trace_events_with_one_track_each() {
     let events = doc["traceEvents"].as_array().unwrap();
     let spans: Vec<&serde_json::Value> = events.iter().filter(|e| e["ph"] == "X").collect();
     // One track per replica, named.
-    let tracks: std::collections::BTreeSet<u64> = spans.iter().map(|e| e["tid"].as_u64().unwrap()).collect();
+    let tracks: std::collections::BTreeSet<u64> =
+        spans.iter().map(|e| e["tid"].as_u64().unwrap()).collect();
     assert_eq!(tracks, [0, 1].into());
-    assert!(events.iter().any(|e| e["ph"] == "M" && e["args"]["name"] == "replica 1"));
-    for name in ["stage + record forward/backward", "wait for gradient: hidden layer", "all-reduce: hidden layer", "all-reduce: output layer", "write gradient", "update"] {
+    assert!(events
+        .iter()
+        .any(|e| e["ph"] == "M" && e["args"]["name"] == "replica 1"));
+    for name in [
+        "stage + record forward/backward",
+        "wait for gradient: hidden layer",
+        "all-reduce: hidden layer",
+        "all-reduce: output layer",
+        "write gradient",
+        "update",
+    ] {
         assert!(spans.iter().any(|e| e["name"] == name), "no {name:?} span");
     }
     // Only steps 1, 2, 3 are traced; every span has a start and a duration; the all-reduce
     // spans carry their bytes and peers.
-    let steps: std::collections::BTreeSet<u64> = spans.iter().filter_map(|e| e["args"]["step"].as_u64()).collect();
+    let steps: std::collections::BTreeSet<u64> = spans
+        .iter()
+        .filter_map(|e| e["args"]["step"].as_u64())
+        .collect();
     assert_eq!(steps, [1, 2, 3].into());
-    assert!(spans.iter().all(|e| e["ts"].as_f64().is_some() && e["dur"].as_f64().unwrap() >= 0.0));
-    let ar = spans.iter().find(|e| e["name"] == "all-reduce: hidden layer").unwrap();
+    assert!(spans
+        .iter()
+        .all(|e| e["ts"].as_f64().is_some() && e["dur"].as_f64().unwrap() >= 0.0));
+    let ar = spans
+        .iter()
+        .find(|e| e["name"] == "all-reduce: hidden layer")
+        .unwrap();
     assert_eq!(ar["args"]["peers"], 2);
     assert!(ar["args"]["bytes_sent"].as_u64().unwrap() > 0);
 
     // The link view of that trace: a table per step and the two pictures.
     let pics = dir.path().join("net");
-    let (code, out, err) = gpu_train(&["network", trace.to_str().unwrap(), "--link", "100gbit", "-o", pics.to_str().unwrap()]);
+    let (code, out, err) = gpu_train(&[
+        "network",
+        trace.to_str().unwrap(),
+        "--link",
+        "100gbit",
+        "-o",
+        pics.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("link busy") && out.contains("GPU waits"), "{out}");
+    assert!(
+        out.contains("link busy") && out.contains("GPU waits"),
+        "{out}"
+    );
     for f in ["link-utilisation.png", "link-utilisation.svg"] {
         assert!(std::fs::metadata(pics.join(f)).unwrap().len() > 1000, "{f}");
     }
-    assert!(std::fs::read(pics.join("link-utilisation.png")).unwrap().starts_with(b"\x89PNG"));
+    assert!(std::fs::read(pics.join("link-utilisation.png"))
+        .unwrap()
+        .starts_with(b"\x89PNG"));
 }
 
 #[test]
 fn metrics_count_the_bytes_moved_and_plot_draws_them() {
     let dir = tempfile::tempdir().unwrap();
     let m = dir.path().join("m.jsonl");
-    let (code, out, err) = gpu_train(&["--cpu", "--replicas", "2", "--limit", "1280", "--epochs", "2", "--metrics", m.to_str().unwrap(), "--metrics-every", "4"]);
+    let (code, out, err) = gpu_train(&[
+        "--cpu",
+        "--replicas",
+        "2",
+        "--limit",
+        "1280",
+        "--epochs",
+        "2",
+        "--metrics",
+        m.to_str().unwrap(),
+        "--metrics-every",
+        "4",
+    ]);
     assert_eq!(code, 0, "{err}");
     let records = gpu_train::network::metrics::read(&m).unwrap();
     let epochs: Vec<_> = records.iter().filter(|r| r["kind"] == "epoch").collect();
@@ -69,14 +122,25 @@ fn metrics_count_the_bytes_moved_and_plot_draws_them() {
     assert_eq!(steps.len(), 4, "steps 4, 8 of each 10-step epoch");
     // 10 steps an epoch × 2 buckets × a ring of 2: each replica sends 1 × the gradient a step.
     let per_step = (gpu_train::model::PARAMS * 4) as u64;
-    assert_eq!(epochs[0]["allreduce_sent_bytes"].as_u64().unwrap(), 10 * per_step);
-    assert_eq!(steps[0]["allreduce_sent_bytes"].as_u64().unwrap(), 4 * per_step);
+    assert_eq!(
+        epochs[0]["allreduce_sent_bytes"].as_u64().unwrap(),
+        10 * per_step
+    );
+    assert_eq!(
+        steps[0]["allreduce_sent_bytes"].as_u64().unwrap(),
+        4 * per_step
+    );
     assert!(epochs[1]["test_accuracy"].as_f64().unwrap() > 50.0);
     assert!(out.contains("all-reduced 4.1 MB/replica"), "{out}");
     let pics = dir.path().join("plots");
     let (code, _, err) = gpu_train(&["plot", m.to_str().unwrap(), "-o", pics.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    for f in ["loss-by-epoch", "accuracy-by-epoch", "loss-by-step", "accuracy-by-step"] {
+    for f in [
+        "loss-by-epoch",
+        "accuracy-by-epoch",
+        "loss-by-step",
+        "accuracy-by-step",
+    ] {
         for ext in ["png", "svg"] {
             assert!(pics.join(format!("{f}.{ext}")).is_file(), "{f}.{ext}");
         }
@@ -92,27 +156,73 @@ fn metrics_count_the_bytes_moved_and_plot_draws_them() {
 fn allreduce_bench_reports_nccl_tests_numbers_and_feeds_the_projection() {
     let dir = tempfile::tempdir().unwrap();
     let j = dir.path().join("ar.json");
-    let (code, out, err) = gpu_train(&["allreduce-bench", "--max-bytes", "65536", "--json", j.to_str().unwrap()]);
+    let (code, out, err) = gpu_train(&[
+        "allreduce-bench",
+        "--max-bytes",
+        "65536",
+        "--json",
+        j.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("busbw"), "{out}");
     let rows = json(&j);
     let rows = rows.as_array().unwrap();
-    assert_eq!(rows.len(), 2 * 14, "8 B to 64 KiB doubling, for 2 and 4 replicas");
+    assert_eq!(
+        rows.len(),
+        2 * 14,
+        "8 B to 64 KiB doubling, for 2 and 4 replicas"
+    );
     for r in rows {
         let n = r["replicas"].as_f64().unwrap();
-        let (alg, bus) = (r["algbw_gbs"].as_f64().unwrap(), r["busbw_gbs"].as_f64().unwrap());
+        let (alg, bus) = (
+            r["algbw_gbs"].as_f64().unwrap(),
+            r["busbw_gbs"].as_f64().unwrap(),
+        );
         assert!((bus - alg * 2.0 * (n - 1.0) / n).abs() <= 1e-9 * bus.max(1.0));
         // What the ring really sent: 2(N−1)/N of the message, within a float per chunk.
-        let (bytes, sent) = (r["bytes"].as_f64().unwrap(), r["bytes_on_wire"].as_f64().unwrap());
+        let (bytes, sent) = (
+            r["bytes"].as_f64().unwrap(),
+            r["bytes_on_wire"].as_f64().unwrap(),
+        );
         assert!((sent - 2.0 * (n - 1.0) / n * bytes).abs() <= 8.0 * n, "{r}");
     }
     let pics = dir.path().join("net");
-    let (code, out, err) = gpu_train(&["network", "--project", "--from", j.to_str().unwrap(), "--params", "7e9", "--gpus", "1024", "--link", "400gbit", "--step-compute", "350ms", "-o", pics.to_str().unwrap()]);
+    let (code, out, err) = gpu_train(&[
+        "network",
+        "--project",
+        "--from",
+        j.to_str().unwrap(),
+        "--params",
+        "7e9",
+        "--gpus",
+        "1024",
+        "--link",
+        "400gbit",
+        "--step-compute",
+        "350ms",
+        "-o",
+        pics.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("assumptions:") && out.contains("ring") && out.contains("tree"), "{out}");
+    assert!(
+        out.contains("assumptions:") && out.contains("ring") && out.contains("tree"),
+        "{out}"
+    );
     // 7e9 FP32 parameters over a 400 Gbit/s ring: each GPU sends about 2 × 28 GB: ≥ 1.1 s.
-    let line = out.lines().find(|l| l.trim_start().starts_with("ring")).unwrap();
-    let ms: f64 = line.split("sync").nth(1).unwrap().trim().split(' ').next().unwrap().parse().unwrap();
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("ring"))
+        .unwrap();
+    let ms: f64 = line
+        .split("sync")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1100.0..1300.0).contains(&ms), "{line}");
     assert!(pics.join("link-utilisation-projected.png").is_file());
 }
@@ -124,34 +234,87 @@ fn clean_run(dir: &Path, common: &[&str]) -> gpu_train::model::Model {
     a.extend(["--snapshot-dir", d.to_str().unwrap()]);
     let (code, _, err) = gpu_train(&a);
     assert_eq!(code, 0, "{err}");
-    checkpoint::load(&SnapshotDir::open(&d, 100).unwrap().latest().unwrap().unwrap()).unwrap().0
+    checkpoint::load(
+        &SnapshotDir::open(&d, 100)
+            .unwrap()
+            .latest()
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap()
+    .0
 }
 
 #[test]
 fn a_lost_or_damaged_message_stops_the_step_and_a_resume_ends_where_a_clean_run_ends() {
     let dir = tempfile::tempdir().unwrap();
     // 2 replicas × 32 over 640 images: 10 steps an epoch, 2 epochs; snapshots every 4 steps.
-    let common = ["--cpu", "--replicas", "2", "--batch-size", "32", "--limit", "640", "--epochs", "2", "--snapshot-every", "4", "--keep", "100"];
+    let common = [
+        "--cpu",
+        "--replicas",
+        "2",
+        "--batch-size",
+        "32",
+        "--limit",
+        "640",
+        "--epochs",
+        "2",
+        "--snapshot-every",
+        "4",
+        "--keep",
+        "100",
+    ];
     let want = clean_run(dir.path(), &common);
-    for (fault, says) in [("lose-message@13:1", "never arrived"), ("corrupt-message@13:0", "arrived damaged")] {
+    for (fault, says) in [
+        ("lose-message@13:1", "never arrived"),
+        ("corrupt-message@13:0", "arrived damaged"),
+    ] {
         let d = dir.path().join(fault.replace([':', '@'], "-"));
         let mut a = common.to_vec();
         a.extend(["--snapshot-dir", d.to_str().unwrap(), "--fault", fault]);
         let (code, _, err) = gpu_train(&a);
         assert_eq!(code, 3, "{fault}: {err}");
         let line = err.lines().find(|l| l.starts_with("gpu-train:")).unwrap();
-        assert!(line.contains("global step 13") && line.contains(says), "{line}");
-        assert!(line.contains("not applied") && line.contains("taken after 12 steps") && line.contains("global steps 12-13"), "{line}");
+        assert!(
+            line.contains("global step 13") && line.contains(says),
+            "{line}"
+        );
+        assert!(
+            line.contains("not applied")
+                && line.contains("taken after 12 steps")
+                && line.contains("global steps 12-13"),
+            "{line}"
+        );
         assert!(line.contains("--resume"), "{line}");
         // The snapshot before the fault is whole; the faulty step wrote nothing after it.
-        let latest = SnapshotDir::open(&d, 100).unwrap().latest().unwrap().unwrap();
-        assert!(latest.ends_with("snapshot-000000012.safetensors"), "{}", latest.display());
+        let latest = SnapshotDir::open(&d, 100)
+            .unwrap()
+            .latest()
+            .unwrap()
+            .unwrap();
+        assert!(
+            latest.ends_with("snapshot-000000012.safetensors"),
+            "{}",
+            latest.display()
+        );
         let mut a = common.to_vec();
         a.extend(["--snapshot-dir", d.to_str().unwrap(), "--resume"]);
         let (code, _, err) = gpu_train(&a);
         assert_eq!(code, 0, "{err}");
-        let got = checkpoint::load(&SnapshotDir::open(&d, 100).unwrap().latest().unwrap().unwrap()).unwrap().0;
-        assert!(got == want, "{fault}: the resumed run ended elsewhere (max {})", got.max_abs_diff(&want));
+        let got = checkpoint::load(
+            &SnapshotDir::open(&d, 100)
+                .unwrap()
+                .latest()
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap()
+        .0;
+        assert!(
+            got == want,
+            "{fault}: the resumed run ended elsewhere (max {})",
+            got.max_abs_diff(&want)
+        );
     }
 }
 
@@ -159,7 +322,19 @@ fn a_lost_or_damaged_message_stops_the_step_and_a_resume_ends_where_a_clean_run_
 fn a_slow_link_shows_as_waiting_in_the_trace() {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("t.json");
-    let (code, out, err) = gpu_train(&["--cpu", "--replicas", "2", "--limit", "256", "--epochs", "1", "--fault", "slow-link=5ms", "--trace", trace.to_str().unwrap()]);
+    let (code, out, err) = gpu_train(&[
+        "--cpu",
+        "--replicas",
+        "2",
+        "--limit",
+        "256",
+        "--epochs",
+        "1",
+        "--fault",
+        "slow-link=5ms",
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("delayed 5.0 ms"), "{out}");
     let steps = gpu_train::network::link::steps_from_trace(&json(&trace)).unwrap();
@@ -168,14 +343,39 @@ fn a_slow_link_shows_as_waiting_in_the_trace() {
     for s in &steps {
         assert!(s.allreduce_us >= 4.0 * 5_000.0, "{s:?}");
     }
-    let (code, out, err) = gpu_train(&["network", trace.to_str().unwrap(), "--link", "1gbit", "-o", dir.path().join("n").to_str().unwrap()]);
+    let (code, out, err) = gpu_train(&[
+        "network",
+        trace.to_str().unwrap(),
+        "--link",
+        "1gbit",
+        "-o",
+        dir.path().join("n").to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("sync ms measured"), "{out}");
     // Bad fault specs are one line, exit 2.
     for bad in ["slow-link=5", "lose-message@x", "melt@3", "slow-link=20s"] {
-        let (code, _, err) = gpu_train(&["--cpu", "--replicas", "2", "--epochs", "1", "--limit", "64", "--fault", bad]);
+        let (code, _, err) = gpu_train(&[
+            "--cpu",
+            "--replicas",
+            "2",
+            "--epochs",
+            "1",
+            "--limit",
+            "64",
+            "--fault",
+            bad,
+        ]);
         assert_eq!(code, 2, "{bad}: {err}");
     }
-    let (code, _, err) = gpu_train(&["--cpu", "--epochs", "1", "--limit", "64", "--fault", "lose-message@3"]);
+    let (code, _, err) = gpu_train(&[
+        "--cpu",
+        "--epochs",
+        "1",
+        "--limit",
+        "64",
+        "--fault",
+        "lose-message@3",
+    ]);
     assert_eq!(code, 2, "one replica has no messages to lose: {err}");
 }

@@ -257,6 +257,10 @@ pub struct AllreduceBenchArgs {
     /// Write the rows as JSON (for `gpu-train network --project --from`).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Under mpirun: MPI_Allreduce across the ranks instead (one buffer a rank; needs a build
+    /// with --features mpi); rank 0 prints.
+    #[arg(long)]
+    pub mpi: bool,
 }
 
 /// One measurement, in nccl-tests' terms.
@@ -273,8 +277,14 @@ pub struct BenchRow {
     pub busbw_gbs: f64,
 }
 
-/// Times the all-reduce of `bytes` of f32 across `grads` (one buffer per replica).
-fn time_one(ar: &mut dyn AllReduce, grads: &mut [Vec<f32>]) -> Result<(f64, u64)> {
+/// Times the all-reduce of `bytes` of f32 across `grads` (one buffer per replica). `fixed`:
+/// exactly that many runs (every MPI rank must make the same calls), else at least 5 and
+/// about 0.2 s.
+fn time_one(
+    ar: &mut dyn AllReduce,
+    grads: &mut [Vec<f32>],
+    fixed: Option<usize>,
+) -> Result<(f64, u64)> {
     let mut run = |ar: &mut dyn AllReduce| -> Result<u64> {
         let mut views: Vec<&mut [f32]> = grads.iter_mut().map(|g| g.as_mut_slice()).collect();
         Ok(ar.all_reduce(0, &mut views)?[0].sent)
@@ -283,7 +293,11 @@ fn time_one(ar: &mut dyn AllReduce, grads: &mut [Vec<f32>]) -> Result<(f64, u64)
     let mut times = Vec::new();
     let start = Instant::now();
     let mut sent = 0;
-    while times.len() < 5 || (start.elapsed() < Duration::from_millis(200) && times.len() < 1000) {
+    let more = |n: usize| match fixed {
+        Some(f) => n < f,
+        None => n < 5 || (start.elapsed() < Duration::from_millis(200) && n < 1000),
+    };
+    while more(times.len()) {
         let t = Instant::now();
         sent = run(ar)?;
         times.push(t.elapsed().as_secs_f64());
@@ -293,6 +307,9 @@ fn time_one(ar: &mut dyn AllReduce, grads: &mut [Vec<f32>]) -> Result<(f64, u64)
 }
 
 pub fn run_allreduce_bench(a: &AllreduceBenchArgs) -> Result<()> {
+    if a.mpi {
+        return mpi_bench(a);
+    }
     if a.replicas.iter().any(|&n| !(2..=64).contains(&n)) {
         return Err(Error::Config("--replicas: each from 2 to 64".into()));
     }
@@ -312,7 +329,7 @@ pub fn run_allreduce_bench(a: &AllreduceBenchArgs) -> Result<()> {
             let mut grads: Vec<Vec<f32>> =
                 (0..n).map(|r| vec![r as f32 * 0.5 + 1.0; count]).collect();
             let mut ring = Ring::new(n);
-            let (t, sent) = time_one(&mut ring, &mut grads)?;
+            let (t, sent) = time_one(&mut ring, &mut grads, None)?;
             let algbw = bytes as f64 / t / 1e9;
             let busbw = algbw * 2.0 * (n as f64 - 1.0) / n as f64;
             println!(
@@ -413,4 +430,61 @@ pub fn run_plot(a: &PlotArgs) -> Result<()> {
         println!("picture: {}", p.display());
     }
     Ok(())
+}
+
+/// `allreduce-bench --mpi`: the same sweep with MPI_Allreduce across the ranks of the job.
+fn mpi_bench(a: &AllreduceBenchArgs) -> Result<()> {
+    #[cfg(feature = "mpi")]
+    {
+        let job = crate::parallel::mpi::MpiJob::init()?;
+        let mut ar = job.all_reduce(1)?;
+        let n = job.ranks;
+        if job.rank == 0 {
+            println!("# MPI_Allreduce across {n} ranks, f32 sum; time = median of 10; algbw = size/time; busbw = algbw × 2(N−1)/N");
+            println!(
+                "{:>4} {:>12} {:>12} {:>12} {:>12} {:>12}",
+                "N", "size (B)", "count", "time (µs)", "algbw GB/s", "busbw GB/s"
+            );
+        }
+        let mut rows = Vec::new();
+        let mut bytes = 8usize;
+        while bytes <= a.max_bytes {
+            let mut grads = vec![vec![1.0f32; bytes / 4]];
+            let (t, sent) = time_one(&mut ar, &mut grads, Some(10))?;
+            let algbw = bytes as f64 / t / 1e9;
+            let busbw = algbw * 2.0 * (n as f64 - 1.0) / n as f64;
+            if job.rank == 0 {
+                println!(
+                    "{n:>4} {bytes:>12} {:>12} {:>12.2} {algbw:>12.3} {busbw:>12.3}",
+                    bytes / 4,
+                    t * 1e6
+                );
+            }
+            rows.push(BenchRow {
+                replicas: n,
+                bytes,
+                bytes_on_wire: sent,
+                seconds: t,
+                algbw_gbs: algbw,
+                busbw_gbs: busbw,
+            });
+            bytes *= 2;
+        }
+        if let (Some(path), 0) = (&a.json, job.rank) {
+            crate::checkpoint::write_atomic(
+                path,
+                serde_json::to_string_pretty(&rows)
+                    .expect("rows")
+                    .as_bytes(),
+            )?;
+        }
+        Ok(())
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        let _ = a;
+        Err(Error::Config(
+            "allreduce-bench --mpi: this gpu-train was built without MPI (cargo build --release --features mpi)".into(),
+        ))
+    }
 }
