@@ -18,7 +18,7 @@
 
 use crate::data::{Dataset, CLASSES, PIXELS};
 use crate::error::{Error, Result};
-use crate::model::{Model, HIDDEN};
+use crate::model::Model;
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Write;
@@ -62,7 +62,7 @@ pub struct TrainState {
 }
 
 impl TrainState {
-    fn to_metadata(&self) -> HashMap<String, String> {
+    fn to_metadata(&self, hidden: usize) -> HashMap<String, String> {
         let mut m = HashMap::new();
         let mut put = |k: &str, v: String| {
             m.insert(k.to_string(), v);
@@ -85,7 +85,7 @@ impl TrainState {
             "global_batch",
             (self.batch_size.saturating_mul(self.replicas)).to_string(),
         );
-        put("shape", shape_string());
+        put("shape", shape_string(hidden));
         put("train_len", self.train_len.to_string());
         put(
             "train_fingerprint",
@@ -119,14 +119,18 @@ impl TrainState {
                 )
             })
         }
-        if get("shape")? != &shape_string() {
+        // The width comes from the file ("784-H-10"); whether it fits the run is the caller's
+        // question (a resume refuses another width, predict takes any).
+        let shape = get("shape")?;
+        let ok = shape
+            .strip_prefix(&format!("{PIXELS}-"))
+            .and_then(|r| r.strip_suffix(&format!("-{CLASSES}")))
+            .and_then(|h| h.parse::<usize>().ok())
+            .is_some_and(|h| h > 0);
+        if !ok {
             return Err(Error::snapshot(
                 path,
-                format!(
-                    "the snapshot is of a {} network, this program trains {}",
-                    get("shape")?,
-                    shape_string()
-                ),
+                format!("the snapshot is of a {shape} network, this program trains {PIXELS}-H-{CLASSES}"),
             ));
         }
         let lr_bits: u32 = num(path, "lr_bits", get("lr_bits")?, true)?;
@@ -157,8 +161,9 @@ impl TrainState {
     }
 }
 
-fn shape_string() -> String {
-    format!("{PIXELS}-{HIDDEN}-{CLASSES}")
+/// "784-H-10".
+pub fn shape_string(hidden: usize) -> String {
+    format!("{PIXELS}-{hidden}-{CLASSES}")
 }
 
 /// CRC-32 over the metadata (sorted, without the checksum itself) and the tensor bytes.
@@ -180,7 +185,7 @@ fn checksum(meta: &HashMap<String, String>, model: &Model) -> u32 {
 
 /// The bytes of a snapshot file.
 pub fn encode(model: &Model, state: &TrainState) -> Result<Vec<u8>> {
-    let mut meta = state.to_metadata();
+    let mut meta = state.to_metadata(model.hidden());
     meta.insert("crc32".into(), format!("{:08x}", checksum(&meta, model)));
     let tensors = model.tensors();
     let views: Vec<(&str, safetensors::tensor::TensorView)> = tensors
@@ -229,10 +234,15 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<(Model, TrainState)> {
         }
         Ok(bytemuck::pod_collect_to_vec(t.data()))
     };
+    let hidden: usize = meta["shape"]
+        .split('-')
+        .nth(1)
+        .and_then(|h| h.parse().ok())
+        .expect("checked by from_metadata");
     let model = Model {
-        w1: tensor("hidden.weight", &[HIDDEN, PIXELS])?,
-        b1: tensor("hidden.bias", &[HIDDEN])?,
-        w2: tensor("output.weight", &[CLASSES, HIDDEN])?,
+        w1: tensor("hidden.weight", &[hidden, PIXELS])?,
+        b1: tensor("hidden.bias", &[hidden])?,
+        w2: tensor("output.weight", &[CLASSES, hidden])?,
         b2: tensor("output.bias", &[CLASSES])?,
     };
     let stored = meta.get("crc32").cloned().unwrap_or_default();

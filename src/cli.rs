@@ -138,6 +138,11 @@ pub struct TrainArgs {
     /// adapter, measured once and cached.
     #[arg(long, value_name = "NAME", conflicts_with = "cpu")]
     pub kernels: Option<String>,
+    /// Neurons in the hidden layer (the chapter's network has 128): a wider layer means more
+    /// gradient bytes to synchronise per step, a narrower one fewer, against the same pixels of
+    /// compute per neuron [default: 128, or the snapshot's with --resume].
+    #[arg(long, value_name = "N")]
+    pub hidden: Option<usize>,
     /// Passes over the training set.
     #[arg(long, default_value_t = 10)]
     pub epochs: usize,
@@ -375,8 +380,15 @@ fn starting_point(
                 }
                 loaded.model
             }
-            None => Model::init(run.train.seed),
+            None => Model::init_with(run.train.seed, args.hidden.unwrap_or(crate::model::HIDDEN)),
         };
+        if let Some(h) = args.hidden.filter(|&h| h != model.hidden()) {
+            return Err(Error::Config(format!(
+                "--hidden {h}: the --init weights have {} hidden neurons; drop --hidden or pass --hidden {}",
+                model.hidden(),
+                model.hidden()
+            )));
+        }
         return Ok((model, Start::FRESH, run));
     };
     let path = match (resume, &args.snapshot_dir) {
@@ -395,6 +407,16 @@ fn starting_point(
     };
     let (model, state) = checkpoint::load(&path)?;
     checkpoint::check_data(&state, &data.train, &path)?;
+    if let Some(h) = args.hidden.filter(|&h| h != model.hidden()) {
+        return Err(Error::snapshot(
+            &path,
+            format!(
+                "the snapshot is of a {} network, this run asks for {} (--hidden {h}): resume without --hidden, or start a new run",
+                checkpoint::shape_string(model.hidden()),
+                checkpoint::shape_string(h)
+            ),
+        ));
+    }
     // A run resumed from an older snapshot (after a divergence, say) must not mix its files
     // with the newer ones of the run it abandons, nor have --keep delete its own.
     if let Some(dir) = snapshots {
@@ -551,6 +573,11 @@ fn run_train(args: &TrainArgs) -> Result<()> {
         ));
     }
     let trace_steps = crate::network::trace::parse_steps(&args.trace_steps)?;
+    if let Some(h) = args.hidden.filter(|h| !(1..=4096).contains(h)) {
+        return Err(Error::Config(format!(
+            "--hidden {h}: from 1 to 4,096 neurons"
+        )));
+    }
     args.config().validate()?;
     let job = Job::start(args.mpi)?;
     let speaks = job.rank == 0;
@@ -607,7 +634,7 @@ fn run_train(args: &TrainArgs) -> Result<()> {
         job.barrier();
         return Ok(());
     }
-    print!("{}", crate::explain::summary());
+    print!("{}", crate::explain::summary_for(model.hidden()));
     println!(
         "data: {} ({} training images, {} test images, {:.1} MB of u8 pixels in RAM)",
         data.dir.display(),

@@ -352,6 +352,11 @@ pub fn summary() -> String {
     Summary::of(&LAYERS).render()
 }
 
+/// The model summary of a network with `hidden` hidden neurons (`--hidden`).
+pub fn summary_for(hidden: usize) -> String {
+    Summary::of(&crate::model::layers(hidden)).render()
+}
+
 /// The numbers of the data-parallel example, computed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DataParallelExample {
@@ -380,12 +385,13 @@ pub fn data_parallel_example(
     replicas: usize,
 ) -> DataParallelExample {
     use crate::cpu::engine::CpuEngine;
-    use crate::model::{ParamLayout, PARAMS};
+    use crate::model::ParamLayout;
     use crate::parallel::{part, ring::Ring, AllReduce};
     use crate::train::Engine;
     let global = 64.min(data.len());
     let batch: Vec<u32> = (0..global as u32).collect();
-    let packed = ParamLayout::packed();
+    let packed = ParamLayout::packed_for(model.hidden());
+    let params = packed.total;
     let gradient = |engine: &mut CpuEngine, rows: &[u32]| {
         let mut g = vec![0.0f32; packed.total];
         engine
@@ -416,7 +422,7 @@ pub fn data_parallel_example(
     let ring_bytes = [2usize, 4, 8]
         .iter()
         .map(|&n| {
-            let mut g: Vec<Vec<f32>> = vec![vec![0.0; PARAMS]; n];
+            let mut g: Vec<Vec<f32>> = vec![vec![0.0; params]; n];
             let mut v: Vec<&mut [f32]> = g.iter_mut().map(|g| g.as_mut_slice()).collect();
             let t = Ring::new(n).all_reduce(0, &mut v).expect("in-process ring");
             (n, t[0].sent)
@@ -426,10 +432,10 @@ pub fn data_parallel_example(
     DataParallelExample {
         replicas,
         global_batch: global,
-        gradient_values: PARAMS,
-        gradient_bytes: PARAMS * 4,
+        gradient_values: params,
+        gradient_bytes: params * 4,
         ring_bytes,
-        local_deltas: (global / replicas) * (crate::model::HIDDEN + CLASSES),
+        local_deltas: (global / replicas) * (model.hidden() + CLASSES),
         max_difference,
         max_gradient: want.iter().fold(0.0, |m, v| m.max(v.abs())),
     }
@@ -493,7 +499,7 @@ pub fn data_parallel(model: &Model, data: &Dataset) -> String {
         let _ = write!(s, "  N={n}: {}", thousands(*b as usize));
     }
     s += "\n";
-    let neurons = crate::model::HIDDEN + CLASSES;
+    let neurons = model.hidden() + CLASSES;
     let macs = LAYERS.iter().map(|l| l.weights()).sum::<usize>() * 64;
     let _ = writeln!(s, "Where the chapter's text differs:");
     let _ = writeln!(

@@ -24,8 +24,24 @@ impl LayerShape {
     }
 }
 
-/// Neurons in the hidden layer.
+/// Neurons in the hidden layer: the chapter's 128, the default of `--hidden`.
 pub const HIDDEN: usize = 128;
+
+/// The two layers of a network with `hidden` hidden neurons (`--hidden`).
+pub fn layers(hidden: usize) -> [LayerShape; 2] {
+    [
+        LayerShape {
+            name: "hidden",
+            inputs: PIXELS,
+            outputs: hidden,
+        },
+        LayerShape {
+            name: "output",
+            inputs: hidden,
+            outputs: CLASSES,
+        },
+    ]
+}
 
 /// The two layers of the chapter's network, in order.
 pub const LAYERS: [LayerShape; 2] = [
@@ -73,7 +89,8 @@ impl Summary {
 
     /// The summary as the program prints it.
     pub fn render(&self) -> String {
-        let mut s = String::from("model: 784 -> 128 ReLU -> 10 -> SoftMax, cross-entropy loss\n");
+        let hidden = self.biases - CLASSES;
+        let mut s = format!("model: 784 -> {hidden} ReLU -> 10 -> SoftMax, cross-entropy loss\n");
         let parts: Vec<String> = self
             .layer_weights
             .iter()
@@ -160,6 +177,12 @@ impl Model {
     /// PyTorch's `nn.Linear` default initialisation: every weight and bias of a layer drawn
     /// uniformly from ±1/√fan_in (fan_in = the layer's inputs), from a ChaCha8 RNG seeded by `seed`.
     pub fn init(seed: u64) -> Self {
+        Self::init_with(seed, HIDDEN)
+    }
+
+    /// [`Model::init`] for a hidden layer of `hidden` neurons.
+    pub fn init_with(seed: u64, hidden: usize) -> Self {
+        let [l1, l2] = layers(hidden);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut layer = |l: LayerShape| {
             let bound = 1.0 / (l.inputs as f32).sqrt();
@@ -171,17 +194,22 @@ impl Model {
                 .collect();
             (w, b)
         };
-        let (w1, b1) = layer(LAYERS[0]);
-        let (w2, b2) = layer(LAYERS[1]);
+        let (w1, b1) = layer(l1);
+        let (w2, b2) = layer(l2);
         Model { w1, b1, w2, b2 }
+    }
+
+    /// Neurons in the hidden layer.
+    pub fn hidden(&self) -> usize {
+        self.b1.len()
     }
 
     /// The tensors with their conventional (PyTorch) names and shapes.
     pub fn tensors(&self) -> [(&'static str, Vec<usize>, &[f32]); 4] {
         [
-            ("hidden.weight", vec![HIDDEN, PIXELS], &self.w1),
-            ("hidden.bias", vec![HIDDEN], &self.b1),
-            ("output.weight", vec![CLASSES, HIDDEN], &self.w2),
+            ("hidden.weight", vec![self.hidden(), PIXELS], &self.w1),
+            ("hidden.bias", vec![self.hidden()], &self.b1),
+            ("output.weight", vec![CLASSES, self.hidden()], &self.w2),
             ("output.bias", vec![CLASSES], &self.b2),
         ]
     }
@@ -216,36 +244,49 @@ pub struct ParamLayout {
     pub total: usize,
 }
 
-/// The parameter tensors' lengths, in the snapshot's order.
-pub const TENSOR_LENS: [usize; 4] = [HIDDEN * PIXELS, HIDDEN, CLASSES * HIDDEN, CLASSES];
+/// The parameter tensors' lengths, in the snapshot's order, for the default width.
+pub const TENSOR_LENS: [usize; 4] = tensor_lens(HIDDEN);
+
+/// The parameter tensors' lengths for a hidden layer of `hidden` neurons.
+pub const fn tensor_lens(hidden: usize) -> [usize; 4] {
+    [hidden * PIXELS, hidden, CLASSES * hidden, CLASSES]
+}
 /// Every parameter of the model: 101,632 weights + 138 biases.
 pub const PARAMS: usize = TENSOR_LENS[0] + TENSOR_LENS[1] + TENSOR_LENS[2] + TENSOR_LENS[3];
 
 impl ParamLayout {
-    /// No padding: the layout of a host gradient and of the all-reduce's messages.
+    /// No padding, the default width: the layout of a host gradient and of the all-reduce's
+    /// messages.
     pub fn packed() -> Self {
-        Self::aligned(4)
+        Self::packed_for(HIDDEN)
     }
 
-    /// Each tensor starts at a multiple of `align_bytes` (a multiple of 4), f32 elements.
+    /// No padding, `hidden` hidden neurons.
+    pub fn packed_for(hidden: usize) -> Self {
+        Self::aligned_for(4, 4, hidden)
+    }
+
+    /// Each tensor starts at a multiple of `align_bytes` (a multiple of 4), f32 elements, the
+    /// default width.
     pub fn aligned(align_bytes: usize) -> Self {
-        Self::aligned_for(align_bytes, 4)
+        Self::aligned_for(align_bytes, 4, HIDDEN)
     }
 
     /// Each tensor starts at a multiple of `align_bytes`, for elements of `elem_bytes` bytes
-    /// (2: the f16 working copy of --precision f16).
-    pub fn aligned_for(align_bytes: usize, elem_bytes: usize) -> Self {
+    /// (2: the f16 working copy of --precision f16) and `hidden` hidden neurons.
+    pub fn aligned_for(align_bytes: usize, elem_bytes: usize, hidden: usize) -> Self {
         let align = (align_bytes / elem_bytes).max(1);
+        let lens = tensor_lens(hidden);
         let mut offsets = [0; 4];
         let mut at = 0usize;
-        for (i, len) in TENSOR_LENS.iter().enumerate() {
+        for (i, len) in lens.iter().enumerate() {
             at = at.div_ceil(align) * align;
             offsets[i] = at;
             at += len;
         }
         ParamLayout {
             offsets,
-            lens: TENSOR_LENS,
+            lens,
             total: at,
         }
     }

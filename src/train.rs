@@ -53,6 +53,8 @@ impl Totals {
 pub trait Engine {
     /// One line naming the engine (and the adapter, for a GPU).
     fn describe(&self) -> String;
+    /// Neurons in the hidden layer of the network it trains.
+    fn hidden(&self) -> usize;
     /// One SGD step on the examples of `data` at the indices `batch`.
     /// A GPU engine only records the work here; nothing waits for the device.
     fn train_step(&mut self, data: &Dataset, batch: &[u32], lr: f32) -> Result<()>;
@@ -393,9 +395,13 @@ impl Observer for Quiet {}
 
 /// The gradient's buckets, in the order the all-reduce takes them: the output layer's first,
 /// because backpropagation finishes it first (the chapter synchronises layer by layer).
-pub fn buckets() -> [Range<usize>; 2] {
-    let l = ParamLayout::packed();
+pub fn buckets_of(l: &ParamLayout) -> [Range<usize>; 2] {
     [l.offsets[2]..l.total, 0..l.offsets[2]]
+}
+
+/// [`buckets_of`] the default network.
+pub fn buckets() -> [Range<usize>; 2] {
+    buckets_of(&ParamLayout::packed())
 }
 
 /// The workers of a run: one engine, or N replicas with the all-reduce that joins them.
@@ -466,7 +472,15 @@ impl<'a> Replicas<'a> {
         if engines.is_empty() {
             return Err(Error::Config("at least one replica is needed".into()));
         }
-        let grads = vec![vec![0.0; ParamLayout::packed().total]; engines.len()];
+        let hidden = engines[0].hidden();
+        if let Some(e) = engines.iter().find(|e| e.hidden() != hidden) {
+            return Err(Error::Config(format!(
+                "replicas of different widths ({} and {} hidden neurons)",
+                hidden,
+                e.hidden()
+            )));
+        }
+        let grads = vec![vec![0.0; ParamLayout::packed_for(hidden).total]; engines.len()];
         Ok(Replicas {
             engines,
             all_reduce,
@@ -574,7 +588,7 @@ impl<'a> Replicas<'a> {
             // whole backward pass); with it, the output layer's sum runs while the GPUs are
             // still computing the hidden layer's gradient.
             let mut t_reduce = Duration::ZERO;
-            let buckets = buckets();
+            let buckets = buckets_of(&ParamLayout::packed_for(self.engines[0].hidden()));
             let names = ["output layer", "hidden layer"];
             let mut read = |engines: &mut Vec<&'a mut dyn Engine>,
                             grads: &mut Vec<Vec<f32>>,

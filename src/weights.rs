@@ -16,12 +16,22 @@ use crate::model::{Model, HIDDEN};
 use safetensors::Dtype;
 use std::path::Path;
 
-/// The four tensors this network needs, with their shapes.
-pub const TENSORS: [(&str, &[usize]); 4] = [
-    ("hidden.weight", &[HIDDEN, PIXELS]),
-    ("hidden.bias", &[HIDDEN]),
-    ("output.weight", &[CLASSES, HIDDEN]),
-    ("output.bias", &[CLASSES]),
+/// The four tensors this network needs, with their shapes for `hidden` hidden neurons.
+pub fn tensors(hidden: usize) -> [(&'static str, Vec<usize>); 4] {
+    [
+        ("hidden.weight", vec![hidden, PIXELS]),
+        ("hidden.bias", vec![hidden]),
+        ("output.weight", vec![CLASSES, hidden]),
+        ("output.bias", vec![CLASSES]),
+    ]
+}
+
+/// The four tensors' names.
+pub const NAMES: [&str; 4] = [
+    "hidden.weight",
+    "hidden.bias",
+    "output.weight",
+    "output.bias",
 ];
 
 /// Weights read from a file.
@@ -103,7 +113,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
         let mut names: Vec<String> = st
             .names()
             .into_iter()
-            .filter(|n| !TENSORS.iter().any(|(t, _)| t == n))
+            .filter(|n| !NAMES.contains(n))
             .map(|n| n.to_string())
             .collect();
         names.sort();
@@ -120,12 +130,20 @@ pub fn load(path: &Path) -> Result<Loaded> {
     } else {
         let mut parts: Vec<Vec<f32>> = Vec::new();
         let mut dtypes: Vec<String> = Vec::new();
-        for (name, shape) in TENSORS {
+        // The width is the file's: the length of hidden.bias (any width loads; a run that
+        // starts from it checks it against --hidden).
+        let hidden = st
+            .tensor("hidden.bias")
+            .ok()
+            .and_then(|t| (t.shape().len() == 1).then(|| t.shape()[0]))
+            .filter(|&h| h > 0)
+            .unwrap_or(HIDDEN);
+        for (name, shape) in tensors(hidden) {
             let t = st.tensor(name).map_err(|_| {
                 let found: Vec<String> = st.names().into_iter().map(|n| n.to_string()).collect();
                 fail(format!(
                     "no tensor '{name}': this network needs {} (the file holds: {})",
-                    TENSORS.map(|t| t.0).join(", "),
+                    NAMES.join(", "),
                     if found.is_empty() {
                         "nothing".into()
                     } else {
@@ -133,9 +151,9 @@ pub fn load(path: &Path) -> Result<Loaded> {
                     }
                 ))
             })?;
-            if t.shape() != shape {
+            if t.shape() != shape.as_slice() {
                 return Err(fail(format!(
-                    "tensor '{name}' has shape {:?}, this network needs {shape:?} (784 inputs, {HIDDEN} hidden neurons, {CLASSES} classes)",
+                    "tensor '{name}' has shape {:?}, this network needs {shape:?} (784 inputs, {hidden} hidden neurons as hidden.bias says, {CLASSES} classes)",
                     t.shape()
                 )));
             }

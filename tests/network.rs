@@ -379,3 +379,100 @@ fn a_slow_link_shows_as_waiting_in_the_trace() {
     ]);
     assert_eq!(code, 2, "one replica has no messages to lose: {err}");
 }
+
+#[test]
+fn hidden_width_moves_the_gradient_bytes_and_other_widths_are_refused_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = |h: usize| ((h * 784 + h + 10 * h + 10) * 4) as u64;
+    let mut lines = Vec::new();
+    for (h, extra) in [
+        (64usize, vec!["--cpu", "--replicas", "2"]),
+        (200, vec!["--cpu", "--replicas", "2"]),
+        (37, vec!["--devices", "0,0"]),
+    ] {
+        if extra[0] == "--devices" && common::gpu("hidden_width_gpu").is_none() {
+            continue;
+        }
+        let m = dir.path().join(format!("m{h}.jsonl"));
+        let hs = h.to_string();
+        let mut a = vec![
+            "--hidden",
+            &hs,
+            "--limit",
+            "640",
+            "--epochs",
+            "1",
+            "--metrics",
+            m.to_str().unwrap(),
+        ];
+        a.extend(extra.iter().copied());
+        let (code, out, err) = gpu_train(&a);
+        assert_eq!(code, 0, "--hidden {h}: {err}");
+        assert!(out.contains(&format!("784 -> {h} ReLU")), "{out}");
+        let rec = gpu_train::network::metrics::read(&m)
+            .unwrap()
+            .pop()
+            .unwrap();
+        // 5 steps of a 2-replica ring: each replica sends the whole gradient once a step.
+        assert_eq!(
+            rec["allreduce_sent_bytes"].as_u64().unwrap(),
+            5 * bytes(h),
+            "--hidden {h}"
+        );
+        lines.push(out);
+    }
+    // A snapshot of one width: predicted with, resumed only at that width.
+    let s = dir.path().join("s");
+    let (code, _, err) = gpu_train(&[
+        "--cpu",
+        "--hidden",
+        "64",
+        "--limit",
+        "640",
+        "--epochs",
+        "1",
+        "--snapshot-dir",
+        s.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = {
+        let (c, _, e) = gpu_train(&[
+            "--cpu",
+            "--hidden",
+            "128",
+            "--limit",
+            "640",
+            "--epochs",
+            "2",
+            "--snapshot-dir",
+            s.to_str().unwrap(),
+            "--resume",
+        ]);
+        (c, e)
+    };
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("784-64-10") && err.contains("784-128-10"),
+        "{err}"
+    );
+    let (code, out, err) = gpu_train(&[
+        "--cpu",
+        "--limit",
+        "640",
+        "--epochs",
+        "2",
+        "--snapshot-dir",
+        s.to_str().unwrap(),
+        "--resume",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("784 -> 64 ReLU"), "{out}");
+    let snap = SnapshotDir::open(&s, 3).unwrap().latest().unwrap().unwrap();
+    let (code, out, err) = gpu_train(&["predict", snap.to_str().unwrap(), "--index", "0"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("predicted"), "{out}");
+    for bad in ["0", "5000"] {
+        let (code, _, _) = gpu_train(&["--cpu", "--hidden", bad, "--epochs", "1"]);
+        assert_eq!(code, 2);
+    }
+}

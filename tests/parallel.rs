@@ -166,6 +166,9 @@ impl Engine for Drifting {
     fn describe(&self) -> String {
         "drifting CPU engine".into()
     }
+    fn hidden(&self) -> usize {
+        self.0.hidden()
+    }
     fn train_step(&mut self, d: &data::Dataset, b: &[u32], lr: f32) -> gpu_train::Result<()> {
         self.0.train_step(d, b, lr)
     }

@@ -25,7 +25,7 @@
 use super::workers::Workers;
 use crate::data::{scale_pixel, Dataset, CLASSES, PIXELS};
 use crate::error::Result;
-use crate::model::{Model, ParamLayout, HIDDEN};
+use crate::model::{Model, ParamLayout};
 use crate::train::{Engine, Totals};
 use std::ops::Range;
 use std::sync::Mutex;
@@ -138,9 +138,10 @@ fn block_start(p: usize, rows: usize, parts: usize) -> usize {
 impl CpuEngine {
     /// `threads`: how many cores to split the step over (1 = single-threaded).
     pub fn new(model: Model, threads: usize) -> Self {
+        let hidden = model.hidden();
         CpuEngine {
             model,
-            workers: Workers::new(threads.clamp(1, HIDDEN)),
+            workers: Workers::new(threads.clamp(1, hidden.max(1))),
             x: Vec::new(),
             xt: Vec::new(),
             labels: Vec::new(),
@@ -148,7 +149,7 @@ impl CpuEngine {
             z: Vec::new(),
             d2: Vec::new(),
             d1: Vec::new(),
-            grad: vec![0.0; ParamLayout::packed().total],
+            grad: vec![0.0; ParamLayout::packed_for(hidden).total],
             totals: Totals::default(),
             model16: None,
         }
@@ -166,9 +167,10 @@ impl CpuEngine {
     /// Forward pass of the batch already in `self.x` (rows of 784): fills hT and z (logits).
     fn forward(&mut self, rows: usize) {
         let parts = self.workers.parts();
+        let hidden = self.model.hidden();
         let half = self.model16.is_some();
         let m = self.model16.as_ref().unwrap_or(&self.model);
-        self.h.resize(HIDDEN * rows, 0.0);
+        self.h.resize(hidden * rows, 0.0);
         self.z.resize(rows * CLASSES, 0.0);
         let xt = &self.xt;
         let ht_blocks = blocks(&mut self.h, rows, parts);
@@ -177,7 +179,7 @@ impl CpuEngine {
                 return;
             };
             let mut ht = block.lock().unwrap_or_else(|e| e.into_inner());
-            let (j0, j) = (block_start(p, HIDDEN, parts), ht.len() / rows);
+            let (j0, j) = (block_start(p, hidden, parts), ht.len() / rows);
             for (row, &b) in ht.chunks_mut(rows).zip(&m.b1[j0..j0 + j]) {
                 row.fill(b);
             }
@@ -205,12 +207,12 @@ impl CpuEngine {
             row.copy_from_slice(&m.b2);
         }
         gemm(
-            (rows, HIDDEN, CLASSES),
+            (rows, hidden, CLASSES),
             1.0,
             &self.h,
             (1, rows),
             &m.w2,
-            (1, HIDDEN),
+            (1, hidden),
             1.0,
             &mut self.z,
             CLASSES,
@@ -308,14 +310,15 @@ impl CpuEngine {
             Target::Update(lr) => (-lr, 1.0),
             Target::Gradient => (1.0, 0.0),
         };
-        let layout = ParamLayout::packed();
+        let hidden = self.model.hidden();
+        let layout = ParamLayout::packed_for(hidden);
         let (g_hidden, g_output) = self.grad.split_at_mut(layout.offsets[2]);
         let (gw1, gb1) = g_hidden.split_at_mut(layout.offsets[1]);
         let (gw2, gb2) = g_output.split_at_mut(layout.lens[2]);
 
         // Per block of neurons: δ1ᵀ, then the hidden layer's products. W2 is only read here.
         let parts = self.workers.parts();
-        self.d1.resize(HIDDEN * rows, 0.0);
+        self.d1.resize(hidden * rows, 0.0);
         let Model { w1, b1, w2, b2 } = &mut self.model;
         let (dw1, db1): (&mut [f32], &mut [f32]) = match target {
             Target::Update(_) => (w1, b1),
@@ -341,13 +344,13 @@ impl CpuEngine {
                 w1.lock().unwrap_or_else(|e| e.into_inner()),
                 b1.lock().unwrap_or_else(|e| e.into_inner()),
             );
-            let (j0, j) = (block_start(p, HIDDEN, parts), b1.len());
+            let (j0, j) = (block_start(p, hidden, parts), b1.len());
             // δ1ᵀ[J] = W2[:,J]ᵀ · δ2ᵀ, (|J|, B), then ⊙ ReLU′: zero where the neuron was off.
             gemm(
                 (j, CLASSES, rows),
                 1.0,
                 &w2_read[j0..],
-                (1, HIDDEN),
+                (1, hidden),
                 d2,
                 (1, CLASSES),
                 0.0,
@@ -391,7 +394,7 @@ impl CpuEngine {
             Target::Gradient => (gw2, gb2),
         };
         gemm(
-            (CLASSES, rows, HIDDEN),
+            (CLASSES, rows, hidden),
             alpha,
             &self.d2,
             (1, CLASSES),
@@ -399,7 +402,7 @@ impl CpuEngine {
             (1, rows),
             beta,
             dw2,
-            HIDDEN,
+            hidden,
         );
         match target {
             // The fused step subtracts row by row (the order the CPU baseline has always used).
@@ -423,6 +426,10 @@ impl CpuEngine {
 }
 
 impl Engine for CpuEngine {
+    fn hidden(&self) -> usize {
+        self.model.hidden()
+    }
+
     fn describe(&self) -> String {
         format!(
             "CPU (matrixmultiply SGEMM, {} thread{}{})",
@@ -474,7 +481,7 @@ impl Engine for CpuEngine {
 
     /// `w −= lr·g`, tensor by tensor: `sgd_update.wgsl`'s loop.
     fn apply_update(&mut self, lr: f32) -> Result<()> {
-        let layout = ParamLayout::packed();
+        let layout = ParamLayout::packed_for(self.model.hidden());
         let m = &mut self.model;
         for (i, w) in [&mut m.w1, &mut m.b1, &mut m.w2, &mut m.b2]
             .into_iter()

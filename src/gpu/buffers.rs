@@ -8,7 +8,7 @@ use super::kernels::MatmulVariant;
 use super::Gpu;
 use crate::data::{Dataset, CLASSES, PIXELS};
 use crate::error::{Error, Result};
-use crate::model::{Model, ParamLayout, HIDDEN};
+use crate::model::{Model, ParamLayout};
 
 /// Words (u32) an image takes when its 784 u8 pixels are packed four to a word.
 pub(super) const WORDS_PER_IMAGE: u32 = (PIXELS / 4) as u32;
@@ -58,6 +58,8 @@ impl Default for GpuOptions {
 }
 
 pub(super) struct Buffers {
+    /// Neurons in the hidden layer (`--hidden`).
+    pub(super) hidden: usize,
     /// Where each tensor sits in `params` and `grad` (offsets aligned for sub-range binding).
     pub(super) layout: ParamLayout,
     /// Every parameter in one flat buffer: hidden.weight (128, 784), hidden.bias, output.weight
@@ -136,7 +138,15 @@ impl Buffers {
         let d = &gpu.device;
         let rows = opts.rows();
         let align_to = gpu.limits.min_storage_buffer_offset_alignment.max(4) as u64;
-        let layout = ParamLayout::aligned(align_to as usize);
+        let hidden = model.hidden();
+        // Under --precision f16 the f32 masters and the f16 working copy share element offsets
+        // (one index walks both in sgd_update_f16), aligned for the 2-byte copy's sub-ranges.
+        let layout = match opts.precision {
+            crate::train::Precision::F32 => ParamLayout::aligned_for(align_to as usize, 4, hidden),
+            crate::train::Precision::F16 => {
+                ParamLayout::aligned_for(2 * align_to as usize, 4, hidden)
+            }
+        };
         let max_binding = gpu.limits.max_storage_buffer_binding_size;
         // The batch's input rows are checked first, with checked arithmetic, so that every size
         // computed below is known to be small: a batch size near 2^62 must be refused, not
@@ -162,8 +172,8 @@ impl Buffers {
             Ok(())
         };
         // The split-K partial sums of both forward products share one buffer.
-        let partial_len = (variant.forward_splits(rows, HIDDEN, PIXELS) as usize * rows * HIDDEN)
-            .max(variant.forward_splits(rows, CLASSES, HIDDEN) as usize * rows * CLASSES);
+        let partial_len = (variant.forward_splits(rows, hidden, PIXELS) as usize * rows * hidden)
+            .max(variant.forward_splits(rows, CLASSES, hidden) as usize * rows * CLASSES);
         need(
             "the hidden layer's split-K partial sums",
             (partial_len * 4) as u64,
@@ -191,6 +201,11 @@ impl Buffers {
         let half = match opts.precision {
             crate::train::Precision::F32 => None,
             crate::train::Precision::F16 => {
+                if hidden % 2 == 1 {
+                    return Err(Error::Config(format!(
+                        "--precision f16 with --hidden {hidden}: the f16 path needs an even width (its f16 tensors are bound in 4-byte units)"
+                    )));
+                }
                 if !gpu.features.contains(wgpu::Features::SHADER_F16) {
                     return Err(Error::Config(format!(
                         "--precision f16: {} does not offer f16 in shaders (SHADER_F16); use --precision f32, \
@@ -198,7 +213,7 @@ impl Buffers {
                         super::context::describe(&gpu.info)
                     )));
                 }
-                let layout = ParamLayout::aligned_for(align_to as usize, 2);
+                let layout = layout;
                 let hb = HalfBuffers {
                     layout,
                     params: kernels::storage_bytes(
@@ -207,9 +222,9 @@ impl Buffers {
                         layout.total * 2,
                     ),
                     x: kernels::storage_bytes(d, "x f16", rows * PIXELS * 2),
-                    h: kernels::storage_bytes(d, "h f16", rows * HIDDEN * 2),
+                    h: kernels::storage_bytes(d, "h f16", rows * hidden * 2),
                     dz: kernels::storage_bytes(d, "dz f16", rows * CLASSES * 2),
-                    dh: kernels::storage_bytes(d, "dh f16", rows * HIDDEN * 2),
+                    dh: kernels::storage_bytes(d, "dh f16", rows * hidden * 2),
                 };
                 hb.upload(&gpu.queue, model);
                 Some(hb)
@@ -227,11 +242,12 @@ impl Buffers {
         });
         let grad_readback = d.create_buffer(&wgpu::BufferDescriptor {
             label: Some("gradient read-back"),
-            size: (ParamLayout::packed().total * 4) as u64,
+            size: (ParamLayout::packed_for(hidden).total * 4) as u64,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         Ok(Buffers {
+            hidden,
             layout,
             params,
             grad,
@@ -240,10 +256,10 @@ impl Buffers {
             // Under --precision f16 the activations live in the f16 buffers: the f32 ones the
             // f16 kernels never touch shrink to one element (they only fill unused bindings).
             x: kernels::storage_zeroed(d, "x", f32_rows * PIXELS),
-            h: kernels::storage_zeroed(d, "h", f32_rows * HIDDEN),
+            h: kernels::storage_zeroed(d, "h", f32_rows * hidden),
             z: kernels::storage_zeroed(d, "z", rows * CLASSES),
             dz: kernels::storage_zeroed(d, "dz", rows * CLASSES),
-            dh: kernels::storage_zeroed(d, "dh", f32_rows * HIDDEN),
+            dh: kernels::storage_zeroed(d, "dh", f32_rows * hidden),
             partial: kernels::storage_zeroed(
                 d,
                 "split-K partial sums",

@@ -129,13 +129,7 @@ impl GpuEngine {
             );
             HalfKernels { kernels, sgd }
         });
-        if half.is_some() && bufs.layout != ParamLayout::packed() {
-            // One update walks both flat buffers with one index: they must line up.
-            return Err(Error::Config(format!(
-                "--precision f16: {} aligns storage offsets to more than 256 bytes, which this trainer's f16 path does not handle; use --precision f32",
-                gpu.info.name
-            )));
-        }
+
         let rows = opts.rows();
         let engine = GpuEngine {
             half,
@@ -359,7 +353,7 @@ impl GpuEngine {
         encoder: &mut wgpu::CommandEncoder,
         tensors: Range<usize>,
     ) -> Range<usize> {
-        let packed = ParamLayout::packed();
+        let packed = ParamLayout::packed_for(self.bufs.hidden);
         for t in tensors.clone() {
             encoder.copy_buffer_to_buffer(
                 &self.bufs.grad,
@@ -386,6 +380,10 @@ impl GpuEngine {
 }
 
 impl Engine for GpuEngine {
+    fn hidden(&self) -> usize {
+        self.bufs.hidden
+    }
+
     fn describe(&self) -> String {
         format!(
             "GPU {}{}, batches {}, matmul {} ({}){}",
@@ -499,7 +497,11 @@ impl Engine for GpuEngine {
         for s in needed {
             self.wait_for(s)?;
         }
-        let bytes = (range.start * 4) as u64..(range.end * 4) as u64;
+        // A mapped range must start at a multiple of 8 bytes (wgpu's MAP_ALIGNMENT): with an odd
+        // hidden width the output layer's bucket does not, so map from the float before it.
+        let start = (range.start * 4) as u64;
+        let bytes = (start & !7)..(range.end * 4) as u64;
+        let skip = (start - bytes.start) as usize;
         let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
         self.bufs
             .grad_readback
@@ -516,7 +518,7 @@ impl Engine for GpuEngine {
                 .grad_readback
                 .get_mapped_range(bytes)
                 .map_err(|e| Error::Gpu(format!("read-back failed: {e}")))?;
-            out.copy_from_slice(bytemuck::cast_slice(&view));
+            out.copy_from_slice(bytemuck::cast_slice(&view[skip..]));
         }
         self.bufs.grad_readback.unmap();
         self.readback_bytes += 4 * out.len() as u64;
@@ -524,7 +526,7 @@ impl Engine for GpuEngine {
     }
 
     fn write_gradient(&mut self, grad: &[f32]) -> Result<()> {
-        let packed = ParamLayout::packed();
+        let packed = ParamLayout::packed_for(self.bufs.hidden);
         for t in 0..4 {
             self.gpu.queue.write_buffer(
                 &self.bufs.grad,

@@ -6,7 +6,6 @@ use super::kernels::{
     self, groups_1d, row_major, transposed, Dispatch, Kernels, KernelsF16, MatmulParams,
 };
 use crate::data::{CLASSES, PIXELS};
-use crate::model::HIDDEN;
 
 /// Where a step's images come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -73,7 +72,7 @@ impl Plan {
         fn whole(b: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
             b.as_entire_binding()
         }
-        let (r, hid, cls, pix) = (rows as u32, HIDDEN as u32, CLASSES as u32, PIXELS as u32);
+        let (r, hid, cls, pix) = (rows as u32, b.hidden as u32, CLASSES as u32, PIXELS as u32);
         let unpack_params = kernels::UnpackParams {
             rows: r,
             words_per_image: WORDS_PER_IMAGE,
@@ -175,7 +174,7 @@ impl Plan {
             1.0,
             0.0,
             kernels::HAS_BIAS | kernels::RELU,
-            k.matmul_variant.forward_splits(rows, HIDDEN, PIXELS),
+            k.matmul_variant.forward_splits(rows, b.hidden, PIXELS),
         );
         rest.extend(forward(
             [
@@ -198,7 +197,7 @@ impl Plan {
             1.0,
             0.0,
             kernels::HAS_BIAS,
-            k.matmul_variant.forward_splits(rows, CLASSES, HIDDEN),
+            k.matmul_variant.forward_splits(rows, CLASSES, b.hidden),
         );
         rest.extend(forward(
             [
@@ -394,7 +393,7 @@ impl Plan {
         }
         let (r, hid, cls, pix) = (
             key.rows as u32,
-            HIDDEN as u32,
+            b.hidden as u32,
             CLASSES as u32,
             PIXELS as u32,
         );
