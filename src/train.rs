@@ -72,6 +72,11 @@ pub trait Engine {
     fn take_staged_bytes(&mut self) -> Option<u64> {
         None
     }
+    /// The GPU's own timing of the last `forward_backward`, where the adapter has timestamp
+    /// queries: (what, start in seconds from its first timestamp, duration). Waits for it.
+    fn gpu_times(&mut self) -> Result<Option<Vec<(&'static str, f64, f64)>>> {
+        Ok(None)
+    }
     /// Bytes read back from device memory to RAM since the last call; `None` for the CPU.
     fn take_readback_bytes(&mut self) -> Option<u64> {
         None
@@ -393,6 +398,9 @@ pub trait Observer {
 pub struct Quiet;
 impl Observer for Quiet {}
 
+/// Trace tracks of the GPUs' own timestamps: replica r's is GPU_TRACK + r.
+pub const GPU_TRACK: usize = 1000;
+
 /// The gradient's buckets, in the order the all-reduce takes them: the output layer's first,
 /// because backpropagation finishes it first (the chapter synchronises layer by layer).
 pub fn buckets_of(l: &ParamLayout) -> [Range<usize>; 2] {
@@ -566,11 +574,13 @@ impl<'a> Replicas<'a> {
             }
         };
         let base = self.all_reduce.first_replica();
+        let mut submitted = Vec::with_capacity(self.engines.len());
         // 1. forward + backward on every replica: each writes its gradient.
         for (i, (engine, shard)) in self.engines.iter_mut().zip(shards).enumerate() {
             let t = Instant::now();
             let batch = shard.batch(step);
             engine.forward_backward(&shard.data, batch, global_rows, scale)?;
+            submitted.push(Instant::now());
             span(
                 "stage + record forward/backward",
                 base + i,
@@ -590,11 +600,11 @@ impl<'a> Replicas<'a> {
             let mut t_reduce = Duration::ZERO;
             let buckets = buckets_of(&ParamLayout::packed_for(self.engines[0].hidden()));
             let names = ["output layer", "hidden layer"];
-            let mut read = |engines: &mut Vec<&'a mut dyn Engine>,
-                            grads: &mut Vec<Vec<f32>>,
-                            b: &Range<usize>,
-                            name: &str,
-                            span: &mut dyn FnMut(&str, usize, Instant, serde_json::Value)|
+            let read = |engines: &mut Vec<&'a mut dyn Engine>,
+                        grads: &mut Vec<Vec<f32>>,
+                        b: &Range<usize>,
+                        name: &str,
+                        span: &mut dyn FnMut(&str, usize, Instant, serde_json::Value)|
              -> Result<()> {
                 for (i, (e, g)) in engines.iter_mut().zip(grads.iter_mut()).enumerate() {
                     let t = Instant::now();
@@ -687,6 +697,24 @@ impl<'a> Replicas<'a> {
             span("update", base + i, tu, serde_json::json!({"lr": lr}));
         }
         split.update += t.elapsed();
+        if traced {
+            // The GPU's own clock, where it has one: its passes on a track of their own,
+            // anchored at the host's submission (the GPU cannot start before it).
+            for (i, (e, &at)) in self.engines.iter_mut().zip(&submitted).enumerate() {
+                if let (Some(times), Some(t)) = (e.gpu_times()?, trace.as_mut()) {
+                    let t0 = t.now_us(at);
+                    for (name, start, dur) in times {
+                        t.span_at(
+                            name,
+                            GPU_TRACK + base + i,
+                            t0 + start * 1e6,
+                            dur * 1e6,
+                            serde_json::json!({"step": global_step, "clock": "GPU timestamps"}),
+                        );
+                    }
+                }
+            }
+        }
         self.trace = trace.or(self.trace.take());
         Ok((traffic, false))
     }

@@ -46,6 +46,13 @@ use std::ops::Range;
 /// How many submissions may be queued on the GPU before the host waits for the oldest.
 const MAX_IN_FLIGHT: usize = 2;
 
+/// Timestamps of a data-parallel step's two passes: query set, resolve and read-back buffers.
+pub(super) struct StepTimer {
+    pub(super) queries: wgpu::QuerySet,
+    pub(super) resolve: wgpu::Buffer,
+    pub(super) read: wgpu::Buffer,
+}
+
 /// The f16 pipelines and the update that also refreshes the f16 working copy.
 pub(super) struct HalfKernels {
     pub(super) kernels: super::kernels::KernelsF16,
@@ -70,6 +77,8 @@ pub struct GpuEngine {
     pub(super) half: Option<HalfKernels>,
     /// The loss scale δ2 is multiplied by (--precision f16; 1 otherwise).
     pub(super) loss_scale: f32,
+    /// Where the adapter has timestamp queries: the passes of a data-parallel step, timed.
+    pub(super) timer: Option<StepTimer>,
     pub(super) plans: HashMap<PlanKey, Plan>,
     /// Steps written into slots but not yet submitted: (plan key, slot).
     pub(super) queued: Vec<(PlanKey, usize)>,
@@ -130,8 +139,34 @@ impl GpuEngine {
             HalfKernels { kernels, sgd }
         });
 
+        let timer = gpu
+            .features
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+            .then(|| {
+                let d = &gpu.device;
+                StepTimer {
+                    queries: d.create_query_set(&wgpu::QuerySetDescriptor {
+                        label: Some("step timestamps"),
+                        ty: wgpu::QueryType::Timestamp,
+                        count: 4,
+                    }),
+                    resolve: d.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("step timestamps, resolved"),
+                        size: 32,
+                        usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                        mapped_at_creation: false,
+                    }),
+                    read: d.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("step timestamps, read back"),
+                        size: 32,
+                        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    }),
+                }
+            });
         let rows = opts.rows();
         let engine = GpuEngine {
+            timer,
             half,
             loss_scale: 1.0,
             matmul,
@@ -455,10 +490,24 @@ impl Engine for GpuEngine {
         self.queue_step(data, batch, Pass::Gradient, source, global_rows)?;
         let (key, slot) = self.queued.pop().expect("just queued");
         let plan = &self.plans[&key];
+        // Timestamps at the start and end of both passes, where the adapter has them (the
+        // trace's GPU spans).
+        let stamps = |i: u32| {
+            self.timer
+                .as_ref()
+                .map(|t| wgpu::ComputePassTimestampWrites {
+                    query_set: &t.queries,
+                    beginning_of_pass_write_index: Some(2 * i),
+                    end_of_pass_write_index: Some(2 * i + 1),
+                })
+        };
         // Submission 1: forward, loss, δ1, and the output layer's gradient, copied for the host.
         let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
         {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("forward, loss, output layer's gradient"),
+                timestamp_writes: stamps(0),
+            });
             plan.unpack[slot].record(&mut pass);
             for dispatch in &plan.rest[..plan.hidden_grad_at] {
                 dispatch.record(&mut pass);
@@ -469,10 +518,17 @@ impl Engine for GpuEngine {
         // Submission 2: the hidden layer's gradient (99 % of the bytes), copied for the host.
         let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
         {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("hidden layer's gradient"),
+                timestamp_writes: stamps(1),
+            });
             for dispatch in &plan.rest[plan.hidden_grad_at..] {
                 dispatch.record(&mut pass);
             }
+        }
+        if let Some(t) = &self.timer {
+            encoder.resolve_query_set(&t.queries, 0..4, &t.resolve, 0);
+            encoder.copy_buffer_to_buffer(&t.resolve, 0, &t.read, 0, 32);
         }
         let range2 = self.copy_gradient(&mut encoder, hidden);
         let second = self.submit_one(encoder);
@@ -606,6 +662,40 @@ impl Engine for GpuEngine {
             &self.gpu.read_f32(&self.bufs.params)?,
             &self.bufs.layout,
         ))
+    }
+
+    fn gpu_times(&mut self) -> Result<Option<Vec<(&'static str, f64, f64)>>> {
+        let Some(t) = &self.timer else {
+            return Ok(None);
+        };
+        // Waits for the step's second submission (done already when its gradient was read).
+        let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
+        t.read.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.gpu.wait()?;
+        pollster::block_on(rx.receive())
+            .ok_or_else(|| Error::Gpu("read-back was cancelled".into()))?
+            .map_err(|e| Error::Gpu(format!("read-back failed: {e}")))?;
+        let ticks: Vec<u64> = {
+            let view = t
+                .read
+                .get_mapped_range(..)
+                .map_err(|e| Error::Gpu(format!("read-back failed: {e}")))?;
+            bytemuck::pod_collect_to_vec(&view)
+        };
+        t.read.unmap();
+        self.readback_bytes += 32;
+        let period = self.gpu.queue.get_timestamp_period() as f64 * 1e-9;
+        let at = |i: usize| ticks[i].saturating_sub(ticks[0]) as f64 * period;
+        Ok(Some(vec![
+            (
+                "GPU: forward, loss, output layer's gradient",
+                at(0),
+                at(1) - at(0),
+            ),
+            ("GPU: hidden layer's gradient", at(2), at(3) - at(2)),
+        ]))
     }
 
     fn take_readback_bytes(&mut self) -> Option<u64> {

@@ -370,7 +370,7 @@ pub struct PlotArgs {
 pub fn run_plot(a: &PlotArgs) -> Result<()> {
     let records = metrics::read(&a.metrics)?;
     let get = |r: &serde_json::Value, k: &str| r[k].as_f64();
-    let mut series = |kind: &str, key: &str, x: &str| -> Vec<(f64, f64)> {
+    let series = |kind: &str, key: &str, x: &str| -> Vec<(f64, f64)> {
         records
             .iter()
             .filter(|r| r["kind"] == kind)

@@ -3,10 +3,13 @@
 //! Perfetto (ui.perfetto.dev) and chrome://tracing open, as Horovod's timeline and the PyTorch
 //! profiler write it: one process per MPI rank, one thread (track) per replica.
 //!
-//! Spans are timed by the host's clock: "stage + record" is the host staging the batch and
-//! recording the GPU work (asynchronous on a GPU), "wait for gradients" the host waiting for the
-//! GPU to finish the backward pass, then "all-reduce" (with its bytes and peers), "write
-//! gradient" and "update". The trace's metadata says so (`clock: host`).
+//! Spans on a replica's track are timed by the host's clock: "stage + record" is the host
+//! staging the batch and recording the GPU work (asynchronous on a GPU), "wait for gradient"
+//! the host waiting for the GPU to finish the backward pass, then "all-reduce" (with its bytes
+//! and peers), "write gradient" and "update". Where the adapter has timestamp queries, each
+//! replica also has a "GPU" track with its two passes as the GPU itself timed them, anchored at
+//! the host's submission (the two clocks have no common origin). The metadata says which is
+//! which.
 
 use crate::error::{Error, Result};
 use serde_json::{json, Value};
@@ -53,6 +56,15 @@ impl Trace {
         }));
     }
 
+    /// A span at `ts_us` for `dur_us` microseconds of the trace's clock.
+    pub fn span_at(&mut self, name: &str, track: usize, ts_us: f64, dur_us: f64, args: Value) {
+        self.events.push(json!({
+            "name": name, "ph": "X", "cat": "gpu",
+            "ts": ts_us, "dur": dur_us.max(0.0),
+            "pid": self.rank, "tid": track, "args": args,
+        }));
+    }
+
     /// The events as a JSON array (for rank 0 to gather).
     pub fn events_json(&self) -> String {
         Value::Array(self.events.clone()).to_string()
@@ -76,7 +88,12 @@ impl Trace {
         let doc = json!({
             "traceEvents": events,
             "displayTimeUnit": "ms",
-            "otherData": {"clock": "host", "producer": "gpu-train", "steps": format!("{}..{}", self.steps.start, self.steps.end)},
+            "otherData": {
+                "clock": "host",
+                "gpu_clock": "spans on the 'GPU' tracks come from the adapter's timestamp queries (where it has them), anchored at the host's submission",
+                "producer": "gpu-train",
+                "steps": format!("{}..{}", self.steps.start, self.steps.end),
+            },
         });
         crate::checkpoint::write_atomic(&self.path, doc.to_string().as_bytes()).map_err(|e| match e
         {
