@@ -28,7 +28,12 @@ fn a_trace_of_two_gpu_replicas_opens_as_trace_events_with_one_track_each() {
         "--trace-steps",
         "1..4",
     ];
-    if common::gpu("a_trace_of_two_gpu_replicas").is_some() {
+    let gpu = common::gpu("a_trace_of_two_gpu_replicas");
+    let timestamps = gpu
+        .as_ref()
+        .is_some_and(|g| g.features.contains(wgpu::Features::TIMESTAMP_QUERY));
+    drop(gpu.as_ref());
+    if gpu.is_some() {
         args.extend(["--devices", "0,0"]);
     } else {
         args.extend(["--cpu", "--replicas", "2"]);
@@ -40,10 +45,19 @@ fn a_trace_of_two_gpu_replicas_opens_as_trace_events_with_one_track_each() {
     assert_eq!(doc["otherData"]["clock"], "host");
     let events = doc["traceEvents"].as_array().unwrap();
     let spans: Vec<&serde_json::Value> = events.iter().filter(|e| e["ph"] == "X").collect();
-    // One track per replica, named.
+    // One track per replica, named, and where the adapter times itself one per replica's GPU,
+    // with its two passes as the GPU timed them.
     let tracks: std::collections::BTreeSet<u64> =
         spans.iter().map(|e| e["tid"].as_u64().unwrap()).collect();
-    assert_eq!(tracks, [0, 1].into());
+    if timestamps {
+        assert_eq!(tracks, [0, 1, 1000, 1001].into());
+        assert!(spans
+            .iter()
+            .any(|e| e["name"] == "GPU: hidden layer's gradient"
+                && e["args"]["clock"] == "GPU timestamps"));
+    } else {
+        assert_eq!(tracks, [0, 1].into());
+    }
     assert!(events
         .iter()
         .any(|e| e["ph"] == "M" && e["args"]["name"] == "replica 1"));
