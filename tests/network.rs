@@ -32,7 +32,6 @@ fn a_trace_of_two_gpu_replicas_opens_as_trace_events_with_one_track_each() {
     let timestamps = gpu
         .as_ref()
         .is_some_and(|g| g.features.contains(wgpu::Features::TIMESTAMP_QUERY));
-    drop(gpu.as_ref());
     if gpu.is_some() {
         args.extend(["--devices", "0,0"]);
     } else {
