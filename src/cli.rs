@@ -630,8 +630,9 @@ fn run_train(args: &TrainArgs) -> Result<()> {
             let part = rank_part(&t.path, job.rank);
             std::fs::write(&part, t.events_json())
                 .map_err(|source| Error::Io { path: part, source })?;
+            // Rank 0 waits here too (only when tracing) before it gathers the parts.
+            job.barrier();
         }
-        job.barrier();
         return Ok(());
     }
     print!("{}", crate::explain::summary_for(model.hidden()));
