@@ -630,9 +630,10 @@ fn run_train(args: &TrainArgs) -> Result<()> {
             let part = rank_part(&t.path, job.rank);
             std::fs::write(&part, t.events_json())
                 .map_err(|source| Error::Io { path: part, source })?;
-            // Rank 0 waits here too (only when tracing) before it gathers the parts.
-            job.barrier();
         }
+        // Every rank meets rank 0 here before it gathers the trace and before MPI is
+        // finalised, so no rank leaves while another still talks.
+        job.barrier();
         return Ok(());
     }
     print!("{}", crate::explain::summary_for(model.hidden()));
@@ -701,9 +702,10 @@ fn run_train(args: &TrainArgs) -> Result<()> {
     if let Some(m) = console.failed.take() {
         return Err(m);
     }
+    // Every rank meets here (the others after writing their trace parts).
+    job.barrier();
     if let Some(t) = replicas.take_trace() {
         // The other ranks' events, gathered once every rank has written them.
-        job.barrier();
         let mut others = Vec::new();
         for r in 1..job.ranks {
             let part = rank_part(&t.path, r);
