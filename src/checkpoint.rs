@@ -78,6 +78,8 @@ impl TrainState {
         put("batch_size", self.batch_size.to_string());
         put("replicas", self.replicas.to_string());
         if let Some((scale, good)) = self.loss_scale {
+            // A loss scale means the run trains in mixed precision.
+            put("precision", "f16".into());
             put("loss_scale_bits", format!("{:08x}", scale.to_bits()));
             put("loss_scale_good_steps", good.to_string());
         }
@@ -463,7 +465,21 @@ impl SnapshotDir {
 /// temporary file, write, fsync, rename, fsync of the folder. On any error the temporary file
 /// is removed and `path` is untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    write_file(
+        path,
+        bytes,
+        "the snapshot",
+        "the previous snapshots are untouched",
+    )
+}
+
+/// [`write_atomic`] for any file (`what` names it in errors; `kept` says what is unharmed).
+pub fn write_file(path: &Path, bytes: &[u8], what: &str, kept: &str) -> Result<()> {
+    // A bare file name's parent is "": the current folder.
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -482,7 +498,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = fs::remove_file(&temp);
         Error::Write {
             path: path.to_path_buf(),
-            fault: format!("cannot write the snapshot: {e}; the previous snapshots are untouched"),
+            fault: format!("cannot write {what}: {e}; {kept}"),
         }
     })
 }

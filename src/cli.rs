@@ -374,7 +374,7 @@ fn starting_point(
                 let loaded = crate::weights::load(path)?;
                 if speaks {
                     println!(
-                        "starting from the weights of {} (a fresh run: epoch 1, step 0)",
+                        "starting from {} (a fresh run: epoch 1, step 0)",
                         loaded.describe(path)
                     );
                 }
@@ -382,6 +382,12 @@ fn starting_point(
             }
             None => Model::init_with(run.train.seed, args.hidden.unwrap_or(crate::model::HIDDEN)),
         };
+        if !(1..=4096).contains(&model.hidden()) {
+            return Err(Error::Config(format!(
+                "--init: the weights have {} hidden neurons; this trainer takes 1 to 4,096",
+                model.hidden()
+            )));
+        }
         if let Some(h) = args.hidden.filter(|&h| h != model.hidden()) {
             return Err(Error::Config(format!(
                 "--hidden {h}: the --init weights have {} hidden neurons; drop --hidden or pass --hidden {}",
@@ -407,6 +413,18 @@ fn starting_point(
     };
     let (model, state) = checkpoint::load(&path)?;
     checkpoint::check_data(&state, &data.train, &path)?;
+    // The number format belongs to the run: a resume in another one would not be exact.
+    let snapshot_f16 = state.loss_scale.is_some();
+    if snapshot_f16 != (run.precision == train::Precision::F16) {
+        return Err(Error::snapshot(
+            &path,
+            format!(
+                "the snapshot was trained with --precision {}, and a resumed run keeps it: pass --precision {}",
+                if snapshot_f16 { "f16" } else { "f32" },
+                if snapshot_f16 { "f16" } else { "f32" }
+            ),
+        ));
+    }
     if let Some(h) = args.hidden.filter(|&h| h != model.hidden()) {
         return Err(Error::snapshot(
             &path,
@@ -460,7 +478,7 @@ fn starting_point(
     if state.replicas != world {
         if state.next.step != 0 {
             return Err(Error::Config(format!(
-                "{}: this snapshot was taken mid-epoch (epoch {}, step {}) by {} replica(s); resume it with {} replica(s),                  or resume from a snapshot taken at an epoch's end to change the count",
+                "{}: this snapshot was taken mid-epoch (epoch {}, step {}) by {} replica(s); resume it with {} replica(s), or resume from a snapshot taken at an epoch's end to change the count",
                 path.display(),
                 state.next.epoch,
                 state.next.step,
@@ -573,6 +591,19 @@ fn run_train(args: &TrainArgs) -> Result<()> {
         ));
     }
     let trace_steps = crate::network::trace::parse_steps(&args.trace_steps)?;
+    for (flag, path) in [("--trace", &args.trace), ("--metrics", &args.metrics)] {
+        if let Some(dir) = path
+            .as_ref()
+            .and_then(|p| p.parent())
+            .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
+        {
+            return Err(Error::Config(format!(
+                "{flag} {}: the folder {} does not exist",
+                path.as_ref().expect("given").display(),
+                dir.display()
+            )));
+        }
+    }
     if let Some(h) = args.hidden.filter(|h| !(1..=4096).contains(h)) {
         return Err(Error::Config(format!(
             "--hidden {h}: from 1 to 4,096 neurons"
@@ -666,7 +697,7 @@ fn run_train(args: &TrainArgs) -> Result<()> {
     let mut console = Console::new(cfg.epochs);
     if let Some(path) = &args.metrics {
         console.metrics = Some((
-            crate::network::metrics::Metrics::create(path)?,
+            crate::network::metrics::Metrics::create(path, args.resume.is_some())?,
             args.metrics_every,
         ));
     }
@@ -681,7 +712,16 @@ fn run_train(args: &TrainArgs) -> Result<()> {
             std::process::exit(130);
         }
     });
-    let reports = match train::train_from(&mut replicas, &data, cfg, start, snap, &mut console) {
+    let trained = train::train_from(&mut replicas, &data, cfg, start, snap, &mut console);
+    if matches!(trained, Err(Error::LinkFault(_))) {
+        if let Some(t) = replicas.take_trace() {
+            // The timeline up to the fault is what a user wants to look at.
+            console.clear();
+            t.write(&[], replicas.local(), job.ranks)?;
+            println!("trace: {} (up to the fault)", t.path.display());
+        }
+    }
+    let reports = match trained {
         Err(Error::Interrupted(what)) => {
             console.clear();
             let last = match &snapshots {
@@ -791,7 +831,7 @@ fn run_explain(args: &ExplainArgs) -> Result<()> {
     println!();
     print!("{}", crate::explain::data_parallel(&model, &data.test));
     println!();
-    print!("{}", crate::explain::summary());
+    print!("{}", crate::explain::summary_for(model.hidden()));
     Ok(())
 }
 

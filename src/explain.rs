@@ -310,7 +310,8 @@ pub fn chapter3(model: &Model, data: &Dataset, image: usize, lr: f64, what: &str
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "== Chapter 3: one MNIST image through 784 → 128 ReLU → 10 → SoftMax =="
+        "== Chapter 3: one MNIST image through 784 → {} ReLU → 10 → SoftMax ==",
+        model.hidden()
     );
     let _ = writeln!(s, "test image {image} (true class {}), {what}", e.label);
     s += &softmax_table(&e.logits, Some(e.label));
@@ -499,7 +500,8 @@ pub fn data_parallel(model: &Model, data: &Dataset) -> String {
         let _ = write!(s, "  N={n}: {}", thousands(*b as usize));
     }
     s += "\n";
-    let neurons = model.hidden() + CLASSES;
+    // The chapter's claims are about its own network, 784-128-10, whatever weights are loaded.
+    let neurons = crate::model::HIDDEN + CLASSES;
     let macs = LAYERS.iter().map(|l| l.weights()).sum::<usize>() * 64;
     let _ = writeln!(s, "Where the chapter's text differs:");
     let _ = writeln!(

@@ -18,11 +18,17 @@ fn main() {
                 e.exit();
             }
             // One line, like every other refusal: clap's first line, without its "error: ".
+            // clap's message up to its blank line, joined into one line, without "error: ".
             let text = e.render().to_string();
-            let line = text.lines().next().unwrap_or("invalid arguments");
-            let line = line.strip_prefix("error: ").unwrap_or(line);
+            let joined = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ");
+            let line = joined.strip_prefix("error: ").unwrap_or(&joined);
             let hint = if line.contains("invalid digit") && line.contains("'-") {
-                " (a count: a whole number, 0 or more)"
+                " (a count: a whole number, not negative)"
             } else {
                 ""
             };

@@ -73,6 +73,14 @@ impl RunConfig {
             ));
         }
         let f = &self.faults;
+        for (what, at) in [("lose-message", f.lose), ("corrupt-message", f.corrupt)] {
+            if let Some((_, r)) = at.filter(|&(_, r)| r >= n) {
+                return Err(Error::Config(format!(
+                    "--fault {what}@…:{r}: there are replicas 0 to {} only",
+                    n - 1
+                )));
+            }
+        }
         if (f.lose.is_some() || f.corrupt.is_some() || f.slow.is_some()) && self.replicas() < 2 {
             return Err(Error::Config(
                 "--fault acts on the messages between in-process replicas: pass --devices or --replicas with 2 or more".into(),
@@ -88,11 +96,17 @@ impl RunConfig {
                 "several replicas need the data-parallel step".into(),
             ));
         }
-        if let Devices::Cpu { threads, .. } = &self.devices {
+        if let Devices::Cpu { threads, replicas } = &self.devices {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            if *threads == 0 || *threads > cores {
+            if *threads == 0 {
+                return Err(Error::Config("--threads must be at least 1".into()));
+            }
+            // Each replica runs part 0 of its step on the calling thread and keeps threads − 1
+            // helpers that busy-wait between steps: all of them together must fit the cores.
+            if (threads - 1) * replicas + 1 > cores {
                 return Err(Error::Config(format!(
-                    "--threads {threads}: this machine has {cores} core(s); the CPU workers busy-wait, so more threads than cores only slow a step down"
+                    "--threads {threads} with {replicas} replica(s) needs {} threads (the helpers busy-wait) but this machine has {cores} core(s): more threads than cores only slow a step down",
+                    (threads - 1) * replicas + 1
                 )));
             }
         }

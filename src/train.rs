@@ -74,7 +74,7 @@ pub trait Engine {
     }
     /// The GPU's own timing of the last `forward_backward`, where the adapter has timestamp
     /// queries: (what, start in seconds from its first timestamp, duration). Waits for it.
-    fn gpu_times(&mut self) -> Result<Option<Vec<(&'static str, f64, f64)>>> {
+    fn gpu_times(&mut self) -> Result<Option<Vec<GpuSpan>>> {
         Ok(None)
     }
     /// Bytes read back from device memory to RAM since the last call; `None` for the CPU.
@@ -306,15 +306,18 @@ impl EpochReport {
 /// A link fault's message, with what it costs: the last snapshot and the steps since.
 /// `last`: the snapshot's step count and the training time from it to the failed step's start
 /// (not through the receiver's timeout).
-fn lost_work(what: String, step: u64, last: Option<(u64, Duration)>) -> String {
+fn lost_work(what: String, step: u64, last: Option<(u64, Duration)>, snapshots: bool) -> String {
     match last {
         Some((s, t)) => format!(
             "{what}; the step's gradients were not applied. The last snapshot was taken after {s} steps: global steps {s}-{step} \
              ({:.1} s of training) must be redone: resume with --resume",
             t.as_secs_f64()
         ),
+        None if snapshots => format!(
+            "{what}; the step's gradients were not applied. No snapshot had been written yet: the run must start over"
+        ),
         None => format!(
-            "{what}; the step's gradients were not applied. No snapshot was written yet: the run must start over (--snapshot-dir makes a run resumable)"
+            "{what}; the step's gradients were not applied. No snapshot was written: the run must start over (--snapshot-dir makes a run resumable)"
         ),
     }
 }
@@ -397,6 +400,9 @@ pub trait Observer {
 /// An observer that does nothing (tests, benchmarks).
 pub struct Quiet;
 impl Observer for Quiet {}
+
+/// A pass as the GPU timed it: (what, start in seconds from its first timestamp, duration).
+pub type GpuSpan = (&'static str, f64, f64);
 
 /// Trace tracks of the GPUs' own timestamps: replica r's is GPU_TRACK + r.
 pub const GPU_TRACK: usize = 1000;
@@ -935,7 +941,12 @@ pub fn train_from(
                 ) {
                     Err(Error::LinkFault(what)) => {
                         let last = last_snapshot.map(|(s, t)| (s, step_start.duration_since(t)));
-                        return Err(Error::LinkFault(lost_work(what, global_step, last)));
+                        return Err(Error::LinkFault(lost_work(
+                            what,
+                            global_step,
+                            last,
+                            snapshots.is_some(),
+                        )));
                     }
                     other => other?,
                 };

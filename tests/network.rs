@@ -489,3 +489,123 @@ fn hidden_width_moves_the_gradient_bytes_and_other_widths_are_refused_on_resume(
         assert_eq!(code, 2);
     }
 }
+
+/// Found by trying the new flags as a hostile user would (each failed before its fix).
+#[test]
+fn review_findings_stay_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpu-train"))
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // A bare file name (the README's own commands) is written in the current folder.
+    let (code, _, err) = run(&[
+        "--cpu",
+        "--replicas",
+        "2",
+        "--limit",
+        "128",
+        "--epochs",
+        "1",
+        "--trace",
+        "run.json",
+        "--metrics",
+        "run.jsonl",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&["allreduce-bench", "--max-bytes", "64", "--json", "ar.json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(dir.path().join("run.json").is_file() && dir.path().join("ar.json").is_file());
+    // Rates no link has, and values no axis can hold, are refused instead of hanging.
+    for rate in ["1e-300", "0", "1e30"] {
+        let (code, _, _) = run(&["network", "run.json", "--link", rate]);
+        assert_eq!(code, 2, "--link {rate}");
+    }
+    // A resumed run appends to its metrics instead of wiping the lines written before.
+    let base = [
+        "--cpu",
+        "--replicas",
+        "2",
+        "--batch-size",
+        "32",
+        "--limit",
+        "640",
+        "--epochs",
+        "2",
+        "--snapshot-dir",
+        "s",
+        "--snapshot-every",
+        "4",
+        "--metrics",
+        "m.jsonl",
+        "--metrics-every",
+        "2",
+    ];
+    let mut a = base.to_vec();
+    a.extend(["--fault", "lose-message@13:1"]);
+    assert_eq!(run(&a).0, 3);
+    let before = std::fs::read_to_string(dir.path().join("m.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    let mut a = base.to_vec();
+    a.push("--resume");
+    assert_eq!(run(&a).0, 0);
+    let after = std::fs::read_to_string(dir.path().join("m.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(before > 0 && after > before, "{before} lines, then {after}");
+    // An f16 run resumes only in f16; a fault on a replica that does not exist is refused.
+    assert_eq!(
+        run(&[
+            "--cpu",
+            "--precision",
+            "f16",
+            "--limit",
+            "128",
+            "--epochs",
+            "1",
+            "--snapshot-dir",
+            "h"
+        ])
+        .0,
+        0
+    );
+    let (code, _, err) = run(&[
+        "--cpu",
+        "--limit",
+        "128",
+        "--epochs",
+        "2",
+        "--snapshot-dir",
+        "h",
+        "--resume",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--precision f16"), "{err}");
+    let (code, _, err) = run(&[
+        "--cpu",
+        "--replicas",
+        "2",
+        "--epochs",
+        "1",
+        "--limit",
+        "64",
+        "--fault",
+        "lose-message@0:7",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    // clap's errors keep their detail on the one line.
+    let (code, _, err) = run(&["predict"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("<SNAPSHOT>"), "{err}");
+}

@@ -86,8 +86,13 @@ fn write_cache(key: &str, variant: &str, details: &str) {
         .unwrap_or(Ok(()))
         .map_err(|e| e.to_string())
         .and_then(|_| {
-            crate::checkpoint::write_atomic(&path, (lines.join("\n") + "\n").as_bytes())
-                .map_err(|e| e.to_string())
+            crate::checkpoint::write_file(
+                &path,
+                (lines.join("\n") + "\n").as_bytes(),
+                "the kernel cache",
+                "the earlier cache is untouched",
+            )
+            .map_err(|e| e.to_string())
         });
     if let Err(e) = written {
         log::info!(

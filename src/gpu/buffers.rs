@@ -213,7 +213,6 @@ impl Buffers {
                         super::context::describe(&gpu.info)
                     )));
                 }
-                let layout = layout;
                 let hb = HalfBuffers {
                     layout,
                     params: kernels::storage_bytes(

@@ -664,7 +664,7 @@ impl Engine for GpuEngine {
         ))
     }
 
-    fn gpu_times(&mut self) -> Result<Option<Vec<(&'static str, f64, f64)>>> {
+    fn gpu_times(&mut self) -> Result<Option<Vec<crate::train::GpuSpan>>> {
         let Some(t) = &self.timer else {
             return Ok(None);
         };

@@ -71,6 +71,17 @@ pub struct NetworkArgs {
 }
 
 pub fn run_network(a: &NetworkArgs) -> Result<()> {
+    if a.steps == 0 {
+        return Err(Error::Config("--steps: at least 1 step to draw".into()));
+    }
+    if !a.project && a.from.is_some() {
+        return Err(Error::Config("--from is for --project".into()));
+    }
+    if a.project && a.trace.is_some() {
+        return Err(Error::Config(
+            "--project draws a projected cluster, not a trace: give one or the other".into(),
+        ));
+    }
     let (rate, link_name) = link::parse_rate(&a.link)?;
     let latency = parse_duration(&a.latency)?;
     if a.project {
@@ -189,11 +200,17 @@ fn project(a: &NetworkArgs, rate: f64, link_name: &str, latency: f64) -> Result<
             .filter(|(r, _)| r.bytes >= 1 << 20)
             .map(|(_, e)| e.abs())
             .collect();
-        println!(
-            "  the model against those measurements: worst error {:.0} % (small messages, where this host's timing noise dominates), {:.0} % at 1 MB and above",
-            100.0 * worst,
-            100.0 * big.iter().fold(0.0f64, |w, e| w.max(*e))
-        );
+        match big.iter().copied().reduce(f64::max) {
+            Some(b) => println!(
+                "  the model against those measurements: worst error {:.0} % (small messages, where this host's timing noise dominates), {:.0} % at 1 MB and above",
+                100.0 * worst,
+                100.0 * b
+            ),
+            None => println!(
+                "  the model against those measurements: worst error {:.0} % (none was 1 MB or larger)",
+                100.0 * worst
+            ),
+        }
         alpha = latency.max(f.alpha);
         println!(
             "  α for the projection: {:.2} µs (the larger of the fit and --latency)",
@@ -316,6 +333,16 @@ pub fn run_allreduce_bench(a: &AllreduceBenchArgs) -> Result<()> {
     if !(8..=(1usize << 30)).contains(&a.max_bytes) {
         return Err(Error::Config("--max-bytes: from 8 to 1 GiB".into()));
     }
+    // Every replica holds the largest message: keep that well inside this machine's memory.
+    let need = a.replicas.iter().max().copied().unwrap_or(2) as u64 * a.max_bytes as u64;
+    if need > 4 << 30 {
+        return Err(Error::Config(format!(
+            "--max-bytes {} × --replicas {}: {:.1} GB of buffers; at most 4 GB",
+            a.max_bytes,
+            a.replicas.iter().max().copied().unwrap_or(2),
+            need as f64 / 1e9
+        )));
+    }
     println!("# in-process ring all-reduce, f32 sum; time = median; algbw = size/time; busbw = algbw × 2(N−1)/N (nccl-tests' PERFORMANCE.md)");
     println!(
         "{:>4} {:>12} {:>12} {:>12} {:>12} {:>12}",
@@ -348,11 +375,13 @@ pub fn run_allreduce_bench(a: &AllreduceBenchArgs) -> Result<()> {
         }
     }
     if let Some(path) = &a.json {
-        crate::checkpoint::write_atomic(
+        crate::checkpoint::write_file(
             path,
             serde_json::to_string_pretty(&rows)
                 .expect("rows")
                 .as_bytes(),
+            "the benchmark's JSON",
+            "an earlier file of that name is untouched",
         )?;
     }
     Ok(())
@@ -471,11 +500,13 @@ fn mpi_bench(a: &AllreduceBenchArgs) -> Result<()> {
             bytes *= 2;
         }
         if let (Some(path), 0) = (&a.json, job.rank) {
-            crate::checkpoint::write_atomic(
+            crate::checkpoint::write_file(
                 path,
                 serde_json::to_string_pretty(&rows)
                     .expect("rows")
                     .as_bytes(),
+                "the benchmark's JSON",
+                "an earlier file of that name is untouched",
             )?;
         }
         Ok(())

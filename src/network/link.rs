@@ -43,8 +43,11 @@ pub fn parse_rate(s: &str) -> Result<(f64, String)> {
     };
     let v: f64 = num.parse().map_err(|_| bad())?;
     let rate = v * mult;
-    if !(rate.is_finite() && rate > 0.0) {
-        return Err(bad());
+    // From a modem's 1 kbit/s to 1 Pbit/s: outside that the pictures' time axis means nothing.
+    if !(rate.is_finite() && (1e3..=1e15).contains(&rate)) {
+        return Err(Error::Config(format!(
+            "--link {s}: a rate from 1kbit to 1000tbit (1e3 to 1e15 bit/s)"
+        )));
     }
     Ok((rate, format!("{} Gbit/s", rate / 1e9)))
 }
@@ -59,6 +62,8 @@ pub struct TracedStep {
     pub allreduce_us: f64,
     pub bytes_sent: u64,
     pub peers: u64,
+    /// Messages replica 0 sent in the step's all-reduces (each pays the latency).
+    pub messages: u64,
 }
 
 /// The steps of replica 0 of rank 0 in a trace written by `--trace`.
@@ -91,6 +96,7 @@ pub fn steps_from_trace(trace: &Value) -> Result<Vec<TracedStep>> {
                 allreduce_us: 0.0,
                 bytes_sent: 0,
                 peers: 1,
+                messages: 0,
             });
         }
         let Some(s) = steps.last_mut() else { continue };
@@ -98,6 +104,7 @@ pub fn steps_from_trace(trace: &Value) -> Result<Vec<TracedStep>> {
             s.allreduce_us += dur;
             s.bytes_sent += e["args"]["bytes_sent"].as_u64().unwrap_or(0);
             s.peers = e["args"]["peers"].as_u64().unwrap_or(1);
+            s.messages += e["args"]["messages"].as_u64().unwrap_or(0);
         } else if name != "snapshot write" {
             s.compute_us += dur;
         }
@@ -133,7 +140,8 @@ pub fn on_link(steps: &[TracedStep], rate: f64, alpha: f64) -> Vec<LinkStep> {
     steps
         .iter()
         .map(|s| {
-            let messages = 2 * s.peers.saturating_sub(1);
+            // Every message of every bucket pays the latency once.
+            let messages = s.messages;
             LinkStep {
                 step: s.step,
                 compute_s: s.compute_us * 1e-6,

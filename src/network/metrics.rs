@@ -43,13 +43,21 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn create(path: &Path) -> Result<Metrics> {
-        let file = std::fs::File::create(path).map_err(|e| {
-            Error::Config(format!(
-                "--metrics {}: cannot create it: {e}",
-                path.display()
-            ))
-        })?;
+    /// Opens the file: a new run starts it afresh, a resumed one (`append`) adds to it, so the
+    /// lines written before a crash are kept.
+    pub fn create(path: &Path, append: bool) -> Result<Metrics> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(path)
+            .map_err(|e| {
+                Error::Config(format!(
+                    "--metrics {}: cannot create it: {e}",
+                    path.display()
+                ))
+            })?;
         Ok(Metrics {
             path: path.to_path_buf(),
             file: std::io::BufWriter::new(file),

@@ -89,6 +89,11 @@ where
 {
     let e = |x: DrawingAreaErrorKind<DB::ErrorType>| Error::Config(format!("drawing: {x:?}"));
     let total: f64 = steps.iter().map(|s| s.compute_s + s.sync_s).sum::<f64>() * 1e3;
+    if !(total.is_finite() && total > 0.0 && total < 1e12) {
+        return Err(Error::Config(format!(
+            "nothing to draw: the steps last {total} ms in all"
+        )));
+    }
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 22))
         .margin(12)
@@ -186,6 +191,13 @@ where
     }
     if !y0.is_finite() {
         (y0, y1) = (0.0, 1.0);
+    }
+    // Values plotters cannot lay an axis over (a diverged loss of 1e308, say).
+    if !((y1 - y0).is_finite() && y1.abs() < 1e30 && y0.abs() < 1e30 && x1.is_finite() && x1 < 1e15)
+    {
+        return Err(Error::Config(format!(
+            "{title}: values from {y0:e} to {y1:e} are too large to draw"
+        )));
     }
     let pad = ((y1 - y0) * 0.08).max(1e-6);
     let mut chart = ChartBuilder::on(area)

@@ -80,9 +80,13 @@ impl Trace {
             for r in 0..replicas {
                 let global = rank * replicas + r;
                 events.push(
-                    json!({"name": "thread_name", "ph": "M", "pid": rank, "tid": r,
+                    json!({"name": "thread_name", "ph": "M", "pid": rank, "tid": global,
                     "args": {"name": format!("replica {global}")}}),
                 );
+                // The GPU's own track, where the adapter has timestamps (named even if empty).
+                events.push(json!({"name": "thread_name", "ph": "M", "pid": rank,
+                    "tid": crate::train::GPU_TRACK + global,
+                    "args": {"name": format!("replica {global}: GPU (its own timestamps)")}}));
             }
         }
         let doc = json!({
@@ -95,14 +99,12 @@ impl Trace {
                 "steps": format!("{}..{}", self.steps.start, self.steps.end),
             },
         });
-        crate::checkpoint::write_atomic(&self.path, doc.to_string().as_bytes()).map_err(|e| match e
-        {
-            Error::Write { fault, .. } => Error::Write {
-                path: self.path.clone(),
-                fault: fault.replace("snapshot", "trace"),
-            },
-            e => e,
-        })
+        crate::checkpoint::write_file(
+            &self.path,
+            doc.to_string().as_bytes(),
+            "the trace",
+            "an earlier file of that name is untouched",
+        )
     }
 }
 
