@@ -444,8 +444,7 @@ fn f16_gradients_on_the_wire_halve_the_bytes() {
         assert_eq!(code, 0, "{err}");
         let line = out
             .lines()
-            .filter(|l| l.starts_with("epoch"))
-            .last()
+            .rfind(|l| l.starts_with("epoch"))
             .unwrap()
             .to_string();
         let mb: f64 = line
