@@ -20,6 +20,8 @@
 //!   apply_update).
 //! * [`parallel`]: the all-reduce that joins replicas: the trait and the in-process ring.
 //! * [`run`]: the validated run configuration the CLI and `bench` build engines from.
+//! * [`network`]: what training does to the link: traffic in metrics, the timeline, the link
+//!   utilisation of Figure 3-7, the all-reduce benchmark and the α-β projection.
 //! * [`explain`]: the chapters' worked examples, computed.
 //! * [`checkpoint`]: snapshots (safetensors), written atomically, resumed exactly.
 //! * [`weights`]: weights in from any safetensors file (a snapshot, or PyTorch's).

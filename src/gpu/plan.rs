@@ -50,6 +50,53 @@ pub(super) struct Plan {
     pub(super) hidden_grad_at: usize,
 }
 
+/// One unpack dispatch per ring slot (each bound to its slot's region of the staging ring, or
+/// to the resident set and the slot's indices), writing the batch into `x` (`x.1` bytes a value).
+fn unpack_dispatches(
+    d: &wgpu::Device,
+    (name, pipeline): (&'static str, &wgpu::ComputePipeline),
+    b: &Buffers,
+    ring: usize,
+    source: Source,
+    rows: usize,
+    x: (&wgpu::Buffer, u32),
+) -> Vec<Dispatch> {
+    fn whole(b: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
+        b.as_entire_binding()
+    }
+    let (r, pix) = (rows as u32, PIXELS as u32);
+    let params = kernels::UnpackParams {
+        rows: r,
+        words_per_image: WORDS_PER_IMAGE,
+    };
+    (0..ring)
+        .map(|s| {
+            let (pixels, labels, indices) = match (source, &b.resident) {
+                (Source::Resident, Some(res)) => (
+                    whole(&res.pixels),
+                    whole(&res.labels),
+                    Buffers::slot(&b.index_slots, b.small_stride, s),
+                ),
+                _ => (
+                    Buffers::slot(&b.pixel_slots, b.pixel_stride, s),
+                    Buffers::slot(&b.label_slots, b.small_stride, s),
+                    whole(&b.identity),
+                ),
+            };
+            Dispatch::new(
+                d,
+                name,
+                pipeline,
+                &[pixels, labels, indices, whole(x.0), whole(&b.batch_labels)],
+                &params,
+                groups_1d(r * WORDS_PER_IMAGE),
+            )
+            // Reads the u8 pixels and labels, writes the pixels as floats and u32 labels.
+            .work("unpack", 0.0, (r * pix + x.1 * r * pix + 8 * r) as f64)
+        })
+        .collect()
+}
+
 impl Plan {
     /// Builds the dispatches of one step for `key.rows` examples: the kernels `k` bound to
     /// the buffers `b`, one unpack per slot of a `ring`-slot staging ring, the fused update
@@ -73,36 +120,15 @@ impl Plan {
             b.as_entire_binding()
         }
         let (r, hid, cls, pix) = (rows as u32, b.hidden as u32, CLASSES as u32, PIXELS as u32);
-        let unpack_params = kernels::UnpackParams {
-            rows: r,
-            words_per_image: WORDS_PER_IMAGE,
-        };
-        let unpack = (0..ring)
-            .map(|s| {
-                let (pixels, labels, indices) = match (source, &b.resident) {
-                    (Source::Resident, Some(res)) => (
-                        whole(&res.pixels),
-                        whole(&res.labels),
-                        Buffers::slot(&b.index_slots, b.small_stride, s),
-                    ),
-                    _ => (
-                        Buffers::slot(&b.pixel_slots, b.pixel_stride, s),
-                        Buffers::slot(&b.label_slots, b.small_stride, s),
-                        whole(&b.identity),
-                    ),
-                };
-                Dispatch::new(
-                    d,
-                    "unpack_batch",
-                    &k.unpack,
-                    &[pixels, labels, indices, whole(&b.x), whole(&b.batch_labels)],
-                    &unpack_params,
-                    groups_1d(r * WORDS_PER_IMAGE),
-                )
-                // Reads the u8 pixels and labels, writes f32 pixels and u32 labels.
-                .work("unpack", 0.0, (r * pix + 4 * r * pix + 8 * r) as f64)
-            })
-            .collect();
+        let unpack = unpack_dispatches(
+            d,
+            ("unpack_batch", &k.unpack),
+            b,
+            ring,
+            source,
+            rows,
+            (&b.x, 4),
+        );
 
         // Bindings that a dispatch does not read (a bias with no HAS_BIAS flag, a mask with no
         // MASK flag) still need a buffer: never the one the dispatch writes, since wgpu refuses
@@ -397,41 +423,15 @@ impl Plan {
             CLASSES as u32,
             PIXELS as u32,
         );
-        let unpack_params = kernels::UnpackParams {
-            rows: r,
-            words_per_image: WORDS_PER_IMAGE,
-        };
-        let unpack = (0..ring)
-            .map(|s| {
-                let (pixels, labels, indices) = match (key.source, &b.resident) {
-                    (Source::Resident, Some(res)) => (
-                        whole(&res.pixels),
-                        whole(&res.labels),
-                        Buffers::slot(&b.index_slots, b.small_stride, s),
-                    ),
-                    _ => (
-                        Buffers::slot(&b.pixel_slots, b.pixel_stride, s),
-                        Buffers::slot(&b.label_slots, b.small_stride, s),
-                        whole(&b.identity),
-                    ),
-                };
-                Dispatch::new(
-                    d,
-                    "unpack_batch_f16",
-                    &k16.unpack,
-                    &[
-                        pixels,
-                        labels,
-                        indices,
-                        whole(&h16.x),
-                        whole(&b.batch_labels),
-                    ],
-                    &unpack_params,
-                    groups_1d(r * WORDS_PER_IMAGE),
-                )
-                .work("unpack", 0.0, (r * pix + 2 * r * pix + 8 * r) as f64)
-            })
-            .collect();
+        let unpack = unpack_dispatches(
+            d,
+            ("unpack_batch_f16", &k16.unpack),
+            b,
+            ring,
+            key.source,
+            key.rows,
+            (&h16.x, 2),
+        );
         type Res<'a> = wgpu::BindingResource<'a>;
         // An f16 product: its five bindings' element sizes (2 bytes for f16, 4 for f32) say
         // how the host check counts them.
