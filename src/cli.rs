@@ -106,7 +106,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "K", default_value_t = 50, requires = "metrics")]
     pub metrics_every: u64,
     /// Inject a fault into the all-reduce between in-process replicas (repeatable):
-    /// lose-message@STEP[:REPLICA], corrupt-message@STEP[:REPLICA], slow-link=DURATION (5ms).
+    /// `lose-message@STEP[:REPLICA]`, `corrupt-message@STEP[:REPLICA]`, `slow-link=DURATION` (5ms).
     /// A lost or damaged message stops the run (exit code 3) naming what must be redone.
     #[arg(long, value_name = "FAULT")]
     pub fault: Vec<String>,

@@ -50,7 +50,7 @@ pub fn open(path: &Path) -> Result<(Box<dyn Read>, Option<u64>)> {
     })
 }
 
-/// Reads a whole file, decompressing it if it is gzip'd (at most [`MAX_DECODED_BYTES`]).
+/// Reads a whole file, decompressing it if it is gzip'd (at most 2 GiB).
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
     let (reader, _) = open(path)?;
     let mut out = Vec::new();

@@ -1,5 +1,5 @@
 //! The timeline: every phase of every replica's step as a span in the Chrome trace-event format
-//! (https://docs.google.com/document/d/1CvAClvFfyA5R-PhYUmn5OOQtYMH4h6I0nSsKchNAySU), which
+//! (<https://docs.google.com/document/d/1CvAClvFfyA5R-PhYUmn5OOQtYMH4h6I0nSsKchNAySU>), which
 //! Perfetto (ui.perfetto.dev) and chrome://tracing open, as Horovod's timeline and the PyTorch
 //! profiler write it: one process per MPI rank, one thread (track) per replica.
 //!
