@@ -429,6 +429,8 @@ pub struct Replicas<'a> {
     overlap: bool,
     /// Each local replica's gradient on the host, packed layout (allocated once).
     grads: Vec<Vec<f32>>,
+    /// The gradient's buckets in that layout, output layer first.
+    buckets: [Range<usize>; 2],
     /// --precision f16: dynamic loss scaling (the gradients are then always read back).
     scaler: Option<LossScaler>,
     /// --trace: the timeline being recorded.
@@ -444,6 +446,7 @@ impl<'a> Replicas<'a> {
             fused: true,
             overlap: false,
             grads: Vec::new(),
+            buckets: buckets(),
             scaler: None,
             trace: None,
         }
@@ -494,13 +497,15 @@ impl<'a> Replicas<'a> {
                 e.hidden()
             )));
         }
-        let grads = vec![vec![0.0; ParamLayout::packed_for(hidden).total]; engines.len()];
+        let layout = ParamLayout::packed_for(hidden);
+        let grads = vec![vec![0.0; layout.total]; engines.len()];
         Ok(Replicas {
             engines,
             all_reduce,
             fused: false,
             overlap,
             grads,
+            buckets: buckets_of(&layout),
             scaler: None,
             trace: None,
         })
@@ -604,7 +609,7 @@ impl<'a> Replicas<'a> {
             // whole backward pass); with it, the output layer's sum runs while the GPUs are
             // still computing the hidden layer's gradient.
             let mut t_reduce = Duration::ZERO;
-            let buckets = buckets_of(&ParamLayout::packed_for(self.engines[0].hidden()));
+            let buckets = self.buckets.clone();
             let names = ["output layer", "hidden layer"];
             let read = |engines: &mut Vec<&'a mut dyn Engine>,
                         grads: &mut Vec<Vec<f32>>,
@@ -1016,17 +1021,18 @@ pub fn train_from(
         check(replicas, &mut train, epoch, steps)?;
         // Under MPI each process saw its own replicas' examples: the epoch line shows the job's.
         let train = replicas.all_reduce.sum_totals(train)?;
-        let (rest_staged, rest_read) = take_moved(replicas);
-        let staged_bytes = rest_staged.map(|b| b + epoch_moved.0);
-        let readback_bytes = epoch_moved.1 + rest_read;
-        let train_time = start_time.elapsed();
         if !replicas.fused {
-            // Every replica here, then every process of the job, holds the same weights.
+            // Every replica here, then every process of the job, holds the same weights (the
+            // read-back this takes is counted in this epoch's bytes, just below).
             let model = replicas.check_in_step(epoch, steps)?;
             replicas
                 .all_reduce
                 .agree(&format!("after epoch {epoch}"), model.bit_hash())?;
         }
+        let (rest_staged, rest_read) = take_moved(replicas);
+        let staged_bytes = rest_staged.map(|b| b + epoch_moved.0);
+        let readback_bytes = epoch_moved.1 + rest_read;
+        let train_time = start_time.elapsed();
         let test_start = Instant::now();
         let test = replicas
             .first()

@@ -69,6 +69,20 @@ fn r16(v: f32) -> f32 {
     half::f16::from_f32(v).to_f32()
 }
 
+/// Rounds `from` into `to`, buffer for buffer, without allocating (once a step under f16).
+fn round_into(from: &Model, to: &mut Model) {
+    for (dst, src) in [
+        (&mut to.w1, &from.w1),
+        (&mut to.b1, &from.b1),
+        (&mut to.w2, &from.w2),
+        (&mut to.b2, &from.b2),
+    ] {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = r16(s);
+        }
+    }
+}
+
 fn round_model(m: &Model) -> Model {
     let r = |v: &[f32]| v.iter().map(|&x| r16(x)).collect();
     Model {
@@ -493,7 +507,7 @@ impl Engine for CpuEngine {
         }
         if self.model16.is_some() {
             // sgd_update_f16.wgsl: the working copy follows the masters.
-            self.model16 = Some(round_model(&self.model));
+            round_into(&self.model, self.model16.as_mut().expect("f16"));
         }
         Ok(())
     }
