@@ -505,9 +505,9 @@ impl Engine for CpuEngine {
                 *w -= lr * g;
             }
         }
-        if self.model16.is_some() {
+        if let Some(model16) = &mut self.model16 {
             // sgd_update_f16.wgsl: the working copy follows the masters.
-            round_into(&self.model, self.model16.as_mut().expect("f16"));
+            round_into(&self.model, model16);
         }
         Ok(())
     }

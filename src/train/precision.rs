@@ -1,0 +1,57 @@
+//! The number format the network computes in, and the loss scaling FP16 needs.
+
+/// The number format the network computes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    /// Everything in FP32.
+    #[default]
+    F32,
+    /// Mixed precision: inputs, activations, error terms and a working copy of the weights in
+    /// FP16, products accumulated in FP32, FP32 master weights and gradients, dynamic loss
+    /// scaling (PyTorch AMP's recipe).
+    F16,
+}
+
+/// Dynamic loss scaling, as PyTorch's GradScaler does it: the loss (so every gradient) is
+/// multiplied by `scale` so that small FP16 error terms do not round to zero; a step whose
+/// gradients overflowed (inf or NaN) is skipped and the scale halved; after `GROWTH_INTERVAL`
+/// good steps in a row the scale doubles.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossScaler {
+    pub scale: f32,
+    /// Good steps in a row since the scale last changed.
+    pub good_steps: u32,
+}
+
+impl LossScaler {
+    /// GradScaler's defaults: 2^16, doubled after 2,000 good steps.
+    pub const INITIAL: f32 = 65536.0;
+    pub const GROWTH_INTERVAL: u32 = 2000;
+
+    pub fn new(scale: f32) -> Self {
+        LossScaler {
+            scale,
+            good_steps: 0,
+        }
+    }
+
+    /// Looks at the summed, still scaled gradient: unscales it and returns true if every
+    /// value is finite (apply it), else halves the scale and returns false (skip the step).
+    pub fn unscale(&mut self, grad: &mut [f32]) -> bool {
+        if grad.iter().any(|g| !g.is_finite()) {
+            self.scale = (self.scale / 2.0).max(1.0);
+            self.good_steps = 0;
+            return false;
+        }
+        let inv = 1.0 / self.scale;
+        for g in grad.iter_mut() {
+            *g *= inv;
+        }
+        self.good_steps += 1;
+        if self.good_steps == Self::GROWTH_INTERVAL {
+            self.scale = (self.scale * 2.0).min(f32::MAX / 4.0);
+            self.good_steps = 0;
+        }
+        true
+    }
+}

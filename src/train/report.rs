@@ -1,0 +1,151 @@
+//! What an epoch reports, and the observer the loop reports it to.
+
+use super::Totals;
+use crate::parallel::Traffic;
+use std::time::Duration;
+
+/// Where the time of a data-parallel epoch went, by the host's clock.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepSplit {
+    /// Forward and backward: recording the work and waiting for the gradients.
+    pub compute: Duration,
+    /// The all-reduce itself (gradients already on the host), and writing the sum back.
+    pub all_reduce: Duration,
+    /// Recording the update.
+    pub update: Duration,
+}
+
+/// One epoch's results.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochReport {
+    /// Counted from 1.
+    pub epoch: usize,
+    pub train: Totals,
+    pub test: Totals,
+    /// Time of the training steps (including the one read-back of the totals), not the test.
+    pub train_time: Duration,
+    /// Time of the test pass (forward only, the whole test set).
+    pub test_time: Duration,
+    /// Bytes of training batches sent from RAM to device memory this epoch, per replica (GPU only).
+    pub staged_bytes: Option<u64>,
+    /// Replicas in the job and the global batch (replicas × batch size).
+    pub replicas: usize,
+    pub global_batch: usize,
+    /// What the all-reduce moved this epoch, per replica (replica 0's count; the ring loads
+    /// every replica alike). Zero for one replica.
+    pub traffic: Traffic,
+    /// The data-parallel step's time split; `None` on the fused one-replica path.
+    pub split: Option<StepSplit>,
+    /// --precision f16: steps skipped because their gradients overflowed, and the loss scale
+    /// at the epoch's end.
+    pub skipped_steps: u64,
+    pub loss_scale: Option<f32>,
+    /// Bytes read back from device memory this epoch, per replica (totals, gradients, weights).
+    pub readback_bytes: u64,
+    /// Seconds since the run started, at the epoch's end.
+    pub time_s: f64,
+    /// Steps done in the whole run at the epoch's end.
+    pub global_step: u64,
+}
+
+impl EpochReport {
+    /// The epoch as a line of the metrics file.
+    pub fn record(&self) -> crate::network::metrics::Record {
+        crate::network::metrics::Record {
+            kind: "epoch",
+            epoch: self.epoch,
+            global_step: self.global_step,
+            replicas: self.replicas,
+            global_batch: self.global_batch,
+            train_loss: self.train.mean_loss(),
+            train_accuracy: self.train.accuracy(),
+            time_s: self.time_s,
+            staged_bytes: self.staged_bytes.unwrap_or(0),
+            allreduce_sent_bytes: self.traffic.sent,
+            allreduce_received_bytes: self.traffic.received,
+            readback_bytes: self.readback_bytes,
+            test_loss: Some(self.test.mean_loss()),
+            test_accuracy: Some(self.test.accuracy()),
+            epoch_time_s: Some(self.train_time.as_secs_f64()),
+        }
+    }
+}
+
+impl EpochReport {
+    pub fn images_per_sec(&self) -> f64 {
+        self.train.seen as f64 / self.train_time.as_secs_f64().max(1e-9)
+    }
+
+    pub fn line(&self, epochs: usize) -> String {
+        let parallel = self.split.is_some();
+        let staged = match self.staged_bytes {
+            Some(b) => format!(
+                "  staged {:.1} MB{}, read back {:.2} MB",
+                b as f64 / 1e6,
+                if parallel { "/replica" } else { "" },
+                self.readback_bytes as f64 / 1e6
+            ),
+            None => String::new(),
+        };
+        let replicas = if parallel {
+            let split = self.split.unwrap_or_default();
+            let steps = self
+                .train
+                .seen
+                .div_ceil(self.global_batch.max(1) as u64)
+                .max(1) as f64;
+            let us = |d: Duration| d.as_secs_f64() * 1e6 / steps;
+            format!(
+                "  all-reduced {:.1} MB/replica  |  step µs: compute {:.0}, all-reduce {:.0}, update {:.0}  |  {} replica{} × {} = global batch {}",
+                self.traffic.sent as f64 / 1e6,
+                us(split.compute),
+                us(split.all_reduce),
+                us(split.update),
+                self.replicas,
+                if self.replicas == 1 { "" } else { "s" },
+                self.global_batch / self.replicas.max(1),
+                self.global_batch,
+            )
+        } else {
+            String::new()
+        };
+        let scaling = match self.loss_scale {
+            Some(scale) => format!(
+                "  |  f16: loss scale {scale}, {} step{} skipped",
+                self.skipped_steps,
+                if self.skipped_steps == 1 { "" } else { "s" }
+            ),
+            None => String::new(),
+        };
+        format!(
+            "epoch {:>2}/{epochs}  train loss {:.4}  acc {:5.2}%  |  test loss {:.4}  acc {:5.2}% ({:.2} s)  |  {:.3} s  {:>9.0} images/s{staged}{replicas}{scaling}",
+            self.epoch,
+            self.train.mean_loss(),
+            self.train.accuracy(),
+            self.test.mean_loss(),
+            self.test.accuracy(),
+            self.test_time.as_secs_f64(),
+            self.train_time.as_secs_f64(),
+            self.images_per_sec()
+        )
+    }
+}
+
+/// Things the loop tells whoever runs it (progress bars, logs, metrics).
+pub trait Observer {
+    /// Every how many steps to hand [`Observer::record`] a metrics record (0: never; each
+    /// record reads the training totals back, a wait for the GPU).
+    fn metrics_every(&self) -> u64 {
+        0
+    }
+    /// A metrics record of the steps since the previous one.
+    fn record(&mut self, _record: &crate::network::metrics::Record) {}
+    /// Called after every step with the step number within the epoch (from 1).
+    fn step(&mut self, _epoch: usize, _step: usize, _steps: usize) {}
+    /// Called after every epoch.
+    fn epoch(&mut self, _report: &EpochReport) {}
+}
+
+/// An observer that does nothing (tests, benchmarks).
+pub struct Quiet;
+impl Observer for Quiet {}
