@@ -1,0 +1,349 @@
+//! The command line: clap definitions (their doc comments are the `--help` text) and the
+//! code that turns flags into a validated configuration and runs it.
+
+use crate::cpu::engine::CpuEngine;
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::run::{self, DataArgs, Devices, RunConfig};
+use crate::train::{self, Engine, TrainConfig};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+mod console;
+mod job;
+mod train_cmd;
+
+use train_cmd::run_train;
+
+/// Train a 784-128-10 MNIST classifier on a GPU through wgpu compute shaders, or on the CPU.
+///
+/// With no subcommand, trains: on GPU adapter 0 by default, on the MNIST sample bundled
+/// with the repository unless --data-dir is given.
+#[derive(Debug, Parser)]
+#[command(
+    name = "gpu-train",
+    version,
+    args_conflicts_with_subcommands = true,
+    allow_negative_numbers = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the GPU adapters wgpu finds, best first (index 0 is the default --device).
+    Devices,
+    /// Print the chapters' worked examples, computed by the engine.
+    #[command(allow_negative_numbers = true)]
+    Explain(ExplainArgs),
+    /// Train on the CPU and on GPU adapters from the same seed and print one comparison table.
+    #[command(allow_negative_numbers = true)]
+    Bench(crate::bench::BenchArgs),
+    /// Classify test images or 28x28 PNG digits with a snapshot, printing the SoftMax table.
+    #[command(allow_negative_numbers = true)]
+    Predict(PredictArgs),
+    /// One replica's link over a traced run (compute, then the all-reduce at line rate) for a
+    /// link you name, as Figure 3-7 draws it; or, with --project, a model and cluster projected
+    /// from the latency-bandwidth model. Writes PNG and SVG pictures.
+    Network(crate::network::commands::NetworkArgs),
+    /// Time the ring all-reduce over message sizes from 8 B up, in nccl-tests' terms (algbw,
+    /// busbw).
+    AllreduceBench(crate::network::commands::AllreduceBenchArgs),
+    /// Draw a --metrics file: loss and accuracy by epoch and by step (PNG and SVG).
+    Plot(crate::network::commands::PlotArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PredictArgs {
+    /// A snapshot written by --snapshot-dir, or any safetensors file with the tensors
+    /// hidden.weight (128x784), hidden.bias, output.weight (10x128), output.bias (F32, F16,
+    /// BF16 or F64), e.g. written by PyTorch's safetensors.torch.save_file.
+    pub snapshot: PathBuf,
+    /// Index of a test image to classify (repeatable).
+    #[arg(long, value_name = "N")]
+    pub index: Vec<usize>,
+    /// A 28x28 PNG of a light digit on a black background, as MNIST draws them (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub png: Vec<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    /// GPU adapter to train on, by its index in `gpu-train devices` [default: 0; under --mpi,
+    /// the rank's index among the ranks on its machine, modulo the adapters].
+    #[arg(long, value_name = "N")]
+    pub device: Option<usize>,
+    /// Join an MPI job started by mpirun: each rank is one replica (or --devices/--replicas
+    /// replicas) and trains on its part of every global batch; gradients are summed with
+    /// MPI_Allreduce; rank 0 prints and writes the snapshots. Needs a build with
+    /// `--features mpi`.
+    #[arg(long)]
+    pub mpi: bool,
+    /// Data-parallel training, one replica per listed adapter (e.g. 0,1; an adapter may repeat:
+    /// 0,0,0,0 opens four devices on adapter 0). Each replica trains on its own shard of every
+    /// global batch; gradients are summed by a ring all-reduce.
+    #[arg(long, value_name = "N,N,...", value_delimiter = ',', num_args = 1.., conflicts_with_all = ["device", "cpu", "replicas"])]
+    pub devices: Vec<usize>,
+    /// Data-parallel training with N replicas: CPU replicas with --cpu, else N devices on
+    /// --device's adapter.
+    #[arg(long, value_name = "N")]
+    pub replicas: Option<usize>,
+    /// Write a timeline of the steps --trace-steps names (Chrome trace-event JSON, one track
+    /// per replica; open it in ui.perfetto.dev or chrome://tracing), for `gpu-train network`.
+    #[arg(long, value_name = "FILE.json")]
+    pub trace: Option<PathBuf>,
+    /// Global steps to trace, A..B (counted from 0, B excluded).
+    #[arg(long, value_name = "A..B", default_value = "0..50", requires = "trace")]
+    pub trace_steps: String,
+    /// Write metrics as JSON lines: one per epoch and one every --metrics-every steps (loss,
+    /// accuracy, time, bytes staged, all-reduced and read back), for `gpu-train plot`.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub metrics: Option<PathBuf>,
+    /// Steps between two metrics lines (each reads the training totals back).
+    #[arg(long, value_name = "K", default_value_t = 50, requires = "metrics")]
+    pub metrics_every: u64,
+    /// Inject a fault into the all-reduce between in-process replicas (repeatable):
+    /// `lose-message@STEP[:REPLICA]`, `corrupt-message@STEP[:REPLICA]`, `slow-link=DURATION` (5ms).
+    /// A lost or damaged message stops the run (exit code 3) naming what must be redone.
+    #[arg(long, value_name = "FAULT")]
+    pub fault: Vec<String>,
+    /// With --devices or --replicas: start the output layer's all-reduce while the hidden
+    /// layer's backward pass still runs (as PyTorch DDP's gradient buckets do).
+    #[arg(long)]
+    pub overlap: bool,
+    /// The number format: f32, or f16 (mixed precision: f16 inputs, activations, error terms
+    /// and working weights, products summed in f32, f32 master weights, dynamic loss scaling;
+    /// on a GPU it needs f16 in shaders, as lavapipe and NVIDIA's Vulkan driver offer).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: PrecisionArg,
+    /// The gradients' format on the all-reduce's wire: f32, or f16 (half the bytes; in-process
+    /// replicas only: MPI has no f16 sum).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub grad_dtype: PrecisionArg,
+    /// Train on the CPU (the SIMD GEMM baseline) instead of a GPU.
+    #[arg(long, conflicts_with_all = ["device", "resident"])]
+    pub cpu: bool,
+    /// CPU threads for --cpu, per replica (default: every core up to 8, shared out among the
+    /// replicas).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Upload the whole training set to VRAM once instead of staging each mini-batch from RAM.
+    #[arg(long)]
+    pub resident: bool,
+    /// The matmul kernel variant: tiled16 (workgroup-memory tiles, for GPUs) or reg8x4
+    /// (register blocks, for CPU-based adapters such as lavapipe). Default: the faster on this
+    /// adapter, measured once and cached.
+    #[arg(long, value_name = "NAME", conflicts_with = "cpu")]
+    pub kernels: Option<String>,
+    /// Neurons in the hidden layer (the chapter's network has 128): a wider layer means more
+    /// gradient bytes to synchronise per step, a narrower one fewer, against the same pixels of
+    /// compute per neuron [default: 128, or the snapshot's with --resume].
+    #[arg(long, value_name = "N")]
+    pub hidden: Option<usize>,
+    /// Passes over the training set.
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    /// Images per mini-batch (per replica: the global batch is this times the replicas)
+    /// [default: 64, or the snapshot's with --resume].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Learning rate of plain SGD [default: 0.1, or the snapshot's with --resume].
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// Seed of the weight initialisation and of each epoch's shuffle.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Write snapshots (weights + training state, safetensors) into DIR at every epoch's end.
+    #[arg(long, value_name = "DIR")]
+    pub snapshot_dir: Option<PathBuf>,
+    /// Also write a snapshot every N steps (needs --snapshot-dir; 0 = only at epoch ends).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "snapshot_dir")]
+    pub snapshot_every: usize,
+    /// Keep the K most recent snapshots, deleting older ones.
+    #[arg(long, value_name = "K", default_value_t = 3)]
+    pub keep: usize,
+    /// Continue a run: from FILE, or from the latest snapshot in --snapshot-dir. Seed, batch
+    /// size and learning rate come from the snapshot (an explicit --lr overrides it).
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    pub resume: Option<Option<PathBuf>>,
+    /// Start a fresh run (epoch 1, step 0) from the weights in FILE instead of a random
+    /// initialisation: a snapshot, or a safetensors file from PyTorch (see `predict --help`).
+    #[arg(long, value_name = "FILE", conflicts_with = "resume")]
+    pub init: Option<PathBuf>,
+}
+
+/// Default learning rate.
+pub const DEFAULT_LR: f32 = 0.1;
+
+/// A number format on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrecisionArg {
+    F32,
+    F16,
+}
+
+/// Default batch size.
+pub const DEFAULT_BATCH: usize = 64;
+
+impl TrainArgs {
+    /// The run these flags ask for, before a snapshot's settings replace the defaults.
+    pub fn config(&self) -> RunConfig {
+        let precision = match self.precision {
+            PrecisionArg::F32 => train::Precision::F32,
+            PrecisionArg::F16 => train::Precision::F16,
+        };
+        // Mixed precision takes the separated step (its gradient is checked and unscaled).
+        let data_parallel = !self.devices.is_empty()
+            || self.replicas.is_some()
+            || self.mpi
+            || precision == train::Precision::F16;
+        let n = self.replicas.unwrap_or(1);
+        let devices = if self.cpu {
+            Devices::Cpu {
+                replicas: n,
+                threads: self.threads.unwrap_or_else(|| run::default_threads(n)),
+            }
+        } else if !self.devices.is_empty() {
+            Devices::Gpu {
+                adapters: self.devices.clone(),
+                resident: self.resident,
+                kernels: self.kernels.clone(),
+            }
+        } else {
+            Devices::Gpu {
+                adapters: vec![self.device.unwrap_or(0); n],
+                resident: self.resident,
+                kernels: self.kernels.clone(),
+            }
+        };
+        RunConfig {
+            train: TrainConfig {
+                epochs: self.epochs,
+                batch_size: self.batch_size.unwrap_or(DEFAULT_BATCH),
+                lr: self.lr.unwrap_or(DEFAULT_LR),
+                seed: self.seed,
+            },
+            devices,
+            data_parallel,
+            overlap: self.overlap,
+            precision,
+            grad_f16: self.grad_dtype == PrecisionArg::F16,
+            faults: {
+                let mut f = crate::parallel::ring::Faults {
+                    timeout: std::time::Duration::from_secs(2),
+                    ..Default::default()
+                };
+                // Parsed again, with errors, in run_train; here a bad one is left out.
+                for spec in &self.fault {
+                    let _ = run::parse_fault(spec, &mut f);
+                }
+                f
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExplainArgs {
+    /// Test image shown in the chapter-3 example.
+    #[arg(long, default_value_t = 0)]
+    pub image: usize,
+    /// Train this many epochs on the CPU before the chapter-3 example (0 = freshly initialised).
+    #[arg(long, default_value_t = 0)]
+    pub epochs: usize,
+    /// Run the chapter-3 example with the weights in FILE (a snapshot, or a safetensors file
+    /// from PyTorch) instead of freshly initialised ones.
+    #[arg(long, value_name = "FILE", conflicts_with = "epochs")]
+    pub weights: Option<PathBuf>,
+    /// Seed of the initialisation.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+fn run_explain(args: &ExplainArgs) -> Result<()> {
+    if args.epochs > train::MAX_EPOCHS {
+        return Err(Error::Config(format!(
+            "--epochs {} is more than gpu-train runs ({})",
+            args.epochs,
+            train::MAX_EPOCHS
+        )));
+    }
+    print!("{}", crate::explain::chapter2());
+    println!();
+    let data = args.data.load()?;
+    if args.image >= data.test.len() {
+        return Err(Error::Config(format!(
+            "--image {} is out of range: the test set has {} images",
+            args.image,
+            data.test.len()
+        )));
+    }
+    let mut engine = CpuEngine::new(Model::init(args.seed), crate::cpu::cores());
+    let what = if let Some(path) = &args.weights {
+        let loaded = crate::weights::load(path)?;
+        engine.set_model(&loaded.model)?;
+        format!("the weights of {}", loaded.describe(path))
+    } else if args.epochs == 0 {
+        format!("freshly initialised weights (seed {})", args.seed)
+    } else {
+        let cfg = TrainConfig {
+            epochs: args.epochs,
+            batch_size: 64,
+            lr: 0.1,
+            seed: args.seed,
+        };
+        train::train(&mut engine, &data, &cfg, &mut train::Quiet)?;
+        format!(
+            "weights after {} epoch(s) of CPU training (seed {})",
+            args.epochs, args.seed
+        )
+    };
+    let model = engine.model()?;
+    print!(
+        "{}",
+        crate::explain::chapter3(&model, &data.test, args.image, 0.1, &what)
+    );
+    println!();
+    print!("{}", crate::explain::data_parallel(&model, &data.test));
+    println!();
+    print!("{}", crate::explain::summary_for(model.hidden()));
+    Ok(())
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: &Cli) -> Result<()> {
+    match &cli.command {
+        None => run_train(&cli.train),
+        Some(Command::Devices) => {
+            print!("{}", crate::gpu::context::list_text());
+            Ok(())
+        }
+        Some(Command::Explain(args)) => run_explain(args),
+        Some(Command::Network(args)) => crate::network::commands::run_network(args),
+        Some(Command::AllreduceBench(args)) => crate::network::commands::run_allreduce_bench(args),
+        Some(Command::Plot(args)) => crate::network::commands::run_plot(args),
+        Some(Command::Bench(args)) => crate::bench::run(args),
+        Some(Command::Predict(args)) => {
+            let test = if args.index.is_empty() {
+                crate::data::Dataset::new(Vec::new(), Vec::new())?
+            } else {
+                args.data.load()?.test
+            };
+            print!(
+                "{}",
+                crate::predict::run(&args.snapshot, &test, &args.index, &args.png)?
+            );
+            Ok(())
+        }
+    }
+}

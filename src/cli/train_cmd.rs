@@ -1,0 +1,386 @@
+//! `gpu-train` (the train command): where a run starts, and the run itself.
+
+use super::console::Console;
+use super::job::{rank_part, Job};
+use super::TrainArgs;
+use crate::checkpoint::{self, SnapshotDir};
+use crate::data::DataSplit;
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::run::{self, Devices, RunConfig};
+use crate::train::{self, Start};
+
+/// Where a run starts: fresh, or from a snapshot (whose settings then win).
+///
+/// `snapshots` is the locked folder of the process that writes snapshots (rank 0 of an MPI
+/// job); every process finds the snapshot to resume in `args.snapshot_dir` by listing it.
+/// `world` is the run's replica count; `speaks` whether this process prints.
+fn starting_point(
+    args: &TrainArgs,
+    mut run: RunConfig,
+    data: &DataSplit,
+    snapshots: Option<&SnapshotDir>,
+    world: usize,
+    speaks: bool,
+) -> Result<(Model, Start, RunConfig)> {
+    let Some(resume) = &args.resume else {
+        if let Some(dir) = snapshots {
+            if dir.latest()?.is_some() {
+                return Err(Error::Config(format!(
+                    "{} already holds snapshots of a run: pass --resume to continue it, or choose an empty --snapshot-dir",
+                    dir.dir.display()
+                )));
+            }
+        }
+        let model = match &args.init {
+            Some(path) => {
+                let loaded = crate::weights::load(path)?;
+                if speaks {
+                    println!(
+                        "starting from {} (a fresh run: epoch 1, step 0)",
+                        loaded.describe(path)
+                    );
+                }
+                loaded.model
+            }
+            None => Model::init_with(run.train.seed, args.hidden.unwrap_or(crate::model::HIDDEN)),
+        };
+        if !(1..=4096).contains(&model.hidden()) {
+            return Err(Error::Config(format!(
+                "--init: the weights have {} hidden neurons; this trainer takes 1 to 4,096",
+                model.hidden()
+            )));
+        }
+        if let Some(h) = args.hidden.filter(|&h| h != model.hidden()) {
+            return Err(Error::Config(format!(
+                "--hidden {h}: the --init weights have {} hidden neurons; drop --hidden or pass --hidden {}",
+                model.hidden(),
+                model.hidden()
+            )));
+        }
+        return Ok((model, Start::FRESH, run));
+    };
+    let path = match (resume, &args.snapshot_dir) {
+        (Some(file), _) => file.clone(),
+        (None, Some(dir)) => checkpoint::latest_in(dir)?.ok_or_else(|| {
+            Error::Config(format!(
+                "--resume: no snapshot in {} to resume from",
+                dir.display()
+            ))
+        })?,
+        (None, None) => {
+            return Err(Error::Config(
+                "--resume needs a snapshot file or a --snapshot-dir to take the latest from".into(),
+            ))
+        }
+    };
+    let (model, state) = checkpoint::load(&path)?;
+    checkpoint::check_data(&state, &data.train, &path)?;
+    // The number format belongs to the run: a resume in another one would not be exact.
+    let snapshot_f16 = state.loss_scale.is_some();
+    if snapshot_f16 != (run.precision == train::Precision::F16) {
+        return Err(Error::snapshot(
+            &path,
+            format!(
+                "the snapshot was trained with --precision {}, and a resumed run keeps it: pass --precision {}",
+                if snapshot_f16 { "f16" } else { "f32" },
+                if snapshot_f16 { "f16" } else { "f32" }
+            ),
+        ));
+    }
+    if let Some(h) = args.hidden.filter(|&h| h != model.hidden()) {
+        return Err(Error::snapshot(
+            &path,
+            format!(
+                "the snapshot is of a {} network, this run asks for {} (--hidden {h}): resume without --hidden, or start a new run",
+                checkpoint::shape_string(model.hidden()),
+                checkpoint::shape_string(h)
+            ),
+        ));
+    }
+    // A run resumed from an older snapshot (after a divergence, say) must not mix its files
+    // with the newer ones of the run it abandons, nor have --keep delete its own.
+    if let Some(dir) = snapshots {
+        if let Some((aside, steps)) = dir.set_aside_after(state.global_step)? {
+            if speaks {
+                println!(
+                "note: {} holds {} snapshot(s) newer than the one resumed (steps {}); moved them to {} so this run's own are kept",
+                dir.dir.display(),
+                steps.len(),
+                steps.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", "),
+                aside.display()
+            );
+            }
+        }
+    }
+    let cfg = &mut run.train;
+    cfg.seed = state.seed;
+    if let Some(b) = args.batch_size.filter(|&b| b != state.batch_size) {
+        return Err(Error::Config(format!(
+            "--batch-size {b}: the snapshot was trained with batch size {}, and a resumed run keeps it (drop --batch-size)",
+            state.batch_size
+        )));
+    }
+    cfg.batch_size = state.batch_size;
+    cfg.lr = args.lr.unwrap_or(state.lr);
+    // The state must be one this data and batch could have produced (a forged or damaged
+    // file with a valid checksum must not name step 2^64 − 1 or skip an epoch).
+    let steps = cfg.steps_per_epoch(data.train.len(), state.replicas.max(1));
+    if state.next.epoch == 0 || state.next.step >= steps || state.global_step > u64::MAX / 2 {
+        return Err(Error::snapshot(
+            &path,
+            format!(
+                "its training state is impossible (next epoch {}, step {}, global step {}; an epoch here has {steps} steps): \
+                 the file is damaged: delete it to resume from the one before",
+                state.next.epoch, state.next.step, state.global_step
+            ),
+        ));
+    }
+    // The replica count sets the global batch, so it may change only where an epoch begins:
+    // mid-epoch, the remaining steps were dealt for the old count.
+    if state.replicas != world {
+        if state.next.step != 0 {
+            return Err(Error::Config(format!(
+                "{}: this snapshot was taken mid-epoch (epoch {}, step {}) by {} replica(s); resume it with {} replica(s), or resume from a snapshot taken at an epoch's end to change the count",
+                path.display(),
+                state.next.epoch,
+                state.next.step,
+                state.replicas,
+                state.replicas
+            )));
+        }
+        if speaks {
+            println!(
+                "note: the snapshot was trained by {} replica(s), this run has {world}: the global batch becomes {}",
+                state.replicas,
+                cfg.batch_size * world
+            );
+        }
+    }
+    if speaks {
+        println!(
+            "resuming from {}: epoch {}, step {} (seed {}, batch size {}, lr {})",
+            path.display(),
+            state.next.epoch,
+            state.next.step,
+            cfg.seed,
+            cfg.batch_size,
+            cfg.lr
+        );
+    }
+    Ok((
+        model,
+        Start {
+            at: state.next,
+            global_step: state.global_step,
+            scaler: state
+                .loss_scale
+                .map(|(scale, good_steps)| train::LossScaler { scale, good_steps }),
+        },
+        run,
+    ))
+}
+
+pub(super) fn run_train(args: &TrainArgs) -> Result<()> {
+    for spec in &args.fault {
+        run::parse_fault(spec, &mut Default::default())?;
+    }
+    if !args.fault.is_empty() && args.mpi {
+        return Err(Error::Config(
+            "--fault injects into the in-process ring; under MPI the network is MPI's".into(),
+        ));
+    }
+    let trace_steps = crate::network::trace::parse_steps(&args.trace_steps)?;
+    for (flag, path) in [("--trace", &args.trace), ("--metrics", &args.metrics)] {
+        if let Some(dir) = path
+            .as_ref()
+            .and_then(|p| p.parent())
+            .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
+        {
+            return Err(Error::Config(format!(
+                "{flag} {}: the folder {} does not exist",
+                path.as_ref().expect("given").display(),
+                dir.display()
+            )));
+        }
+    }
+    if let Some(h) = args.hidden.filter(|h| !(1..=4096).contains(h)) {
+        return Err(Error::Config(format!(
+            "--hidden {h}: from 1 to 4,096 neurons"
+        )));
+    }
+    args.config().validate()?;
+    let job = Job::start(args.mpi)?;
+    let speaks = job.rank == 0;
+    let mut run = args.config();
+    // Under MPI a rank with no --device/--devices takes the GPU of its local rank.
+    if args.mpi && args.devices.is_empty() && args.device.is_none() {
+        if let Devices::Gpu { adapters, .. } = &mut run.devices {
+            let count = crate::gpu::context::adapters().len().max(1);
+            *adapters = vec![job.local_rank % count; adapters.len()];
+        }
+    }
+    let world = if run.data_parallel {
+        run.replicas() * job.ranks
+    } else {
+        1
+    };
+    let data = args.data.load()?;
+    // Only the process that writes snapshots (rank 0) takes the folder's lock.
+    let snapshots = match &args.snapshot_dir {
+        Some(dir) if speaks => Some(SnapshotDir::open(dir, args.keep)?),
+        _ => None,
+    };
+    // Every rank has chosen its snapshot before rank 0 may move or write any.
+    job.barrier();
+    let (model, start, run) = starting_point(args, run, &data, snapshots.as_ref(), world, speaks)?;
+    run.validate()?;
+    let cfg = &run.train;
+    let mut engines = run.engines(&model, &data)?;
+    if run.grad_f16 && args.mpi {
+        return Err(Error::Config(
+            "--grad-dtype f16 with --mpi: MPI has no 16-bit float sum; use --grad-dtype f32 (or in-process replicas)".into(),
+        ));
+    }
+    let mut replicas = match job.all_reduce(engines.len())? {
+        Some(all_reduce) => run.replicas_with(&mut engines, all_reduce)?,
+        None => run.replicas_of(&mut engines)?,
+    };
+    if let Some(path) = &args.trace {
+        replicas = replicas.with_trace(crate::network::trace::Trace::new(
+            path,
+            trace_steps,
+            job.rank,
+        ));
+    }
+    if !speaks {
+        // The other ranks train quietly; rank 0 speaks for the job (and writes the trace: these
+        // ranks leave their events beside it for rank 0 to gather).
+        train::train_from(&mut replicas, &data, cfg, start, None, &mut train::Quiet)?;
+        if let Some(t) = replicas.take_trace() {
+            let part = rank_part(&t.path, job.rank);
+            std::fs::write(&part, t.events_json())
+                .map_err(|source| Error::Io { path: part, source })?;
+        }
+        // Every rank meets rank 0 here before it gathers the trace and before MPI is
+        // finalised, so no rank leaves while another still talks.
+        job.barrier();
+        return Ok(());
+    }
+    print!("{}", crate::explain::summary_for(model.hidden()));
+    println!(
+        "data: {} ({} training images, {} test images, {:.1} MB of u8 pixels in RAM)",
+        data.dir.display(),
+        data.train.len(),
+        data.test.len(),
+        data.train.images.len() as f64 / 1e6
+    );
+    println!("engine: {}", replicas.describe());
+    println!(
+        "config: {}, {} steps per epoch{}",
+        run.describe(replicas.world()),
+        cfg.steps_per_epoch(data.train.len(), replicas.world()),
+        match &snapshots {
+            Some(d) => format!(
+                ", snapshots in {} ({}keep {})",
+                d.dir.display(),
+                if args.snapshot_every > 0 {
+                    format!("every {} steps and each epoch, ", args.snapshot_every)
+                } else {
+                    "each epoch, ".into()
+                },
+                d.keep
+            ),
+            None => String::new(),
+        }
+    );
+    let mut console = Console::new(cfg.epochs);
+    if let Some(path) = &args.metrics {
+        console.metrics = Some((
+            crate::network::metrics::Metrics::create(path, args.resume.is_some())?,
+            args.metrics_every,
+        ));
+    }
+    let snap = snapshots.as_ref().map(|dir| train::Snapshots {
+        dir,
+        every: args.snapshot_every,
+    });
+    // Ctrl-C stops the run between two steps (a snapshot being written is finished first);
+    // a second Ctrl-C stops at once.
+    let _ = ctrlc::set_handler(|| {
+        if train::STOP.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    });
+    let trained = train::train_from(&mut replicas, &data, cfg, start, snap, &mut console);
+    if matches!(trained, Err(Error::LinkFault(_))) {
+        if let Some(t) = replicas.take_trace() {
+            // The timeline up to the fault is what a user wants to look at.
+            console.clear();
+            t.write(&[], replicas.local(), job.ranks)?;
+            println!("trace: {} (up to the fault)", t.path.display());
+        }
+    }
+    let reports = match trained {
+        Err(Error::Interrupted(what)) => {
+            console.clear();
+            let last = match &snapshots {
+                Some(d) => match d.latest()? {
+                    Some(p) => format!(
+                        "the latest snapshot is {}: continue with --resume",
+                        p.display()
+                    ),
+                    None => "no snapshot was written yet".into(),
+                },
+                None => "no --snapshot-dir was given, so the run cannot be resumed".into(),
+            };
+            return Err(Error::Interrupted(format!("{what}; {last}")));
+        }
+        other => other?,
+    };
+    console.clear();
+    if let Some(m) = console.failed.take() {
+        return Err(m);
+    }
+    // Every rank meets here (the others after writing their trace parts).
+    job.barrier();
+    if let Some(t) = replicas.take_trace() {
+        // The other ranks' events, gathered once every rank has written them.
+        let mut others = Vec::new();
+        for r in 1..job.ranks {
+            let part = rank_part(&t.path, r);
+            let text = std::fs::read_to_string(&part).map_err(|source| Error::Io {
+                path: part.clone(),
+                source,
+            })?;
+            if let Ok(serde_json::Value::Array(v)) = serde_json::from_str(&text) {
+                others.extend(v);
+            }
+            let _ = std::fs::remove_file(&part);
+        }
+        t.write(&others, replicas.local(), job.ranks)?;
+        println!(
+            "trace: {} (steps {}..{}; open it in ui.perfetto.dev, or `gpu-train network {}`)",
+            t.path.display(),
+            t.steps.start,
+            t.steps.end,
+            t.path.display()
+        );
+    }
+    match reports.last() {
+        Some(last) => println!(
+            "final test accuracy {:.2}% ({} of {}), test loss {:.4}",
+            last.test.accuracy(),
+            last.test.correct,
+            last.test.seen,
+            last.test.mean_loss()
+        ),
+        None => println!(
+            "nothing to do: the snapshot already completed {} epoch(s) and --epochs is {}; pass --epochs {} or more to train further",
+            start.at.epoch - 1,
+            cfg.epochs,
+            start.at.epoch
+        ),
+    }
+    Ok(())
+}
