@@ -44,7 +44,7 @@ pub struct BenchArgs {
     pub batch_size: usize,
     /// Data-parallel rows: this many replicas (comma-separated; each must divide
     /// --batch-size), on the CPU and on each adapter. 0 alone: no replica rows.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4", value_parser = run::replica_count)]
     pub replicas: Vec<usize>,
     /// Learning rate.
     #[arg(long, default_value_t = 0.1)]

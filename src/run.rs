@@ -14,6 +14,22 @@ use crate::train::{Engine, LossScaler, Precision, Replicas, TrainConfig};
 use clap::Args;
 use std::path::PathBuf;
 
+/// The most replicas one process runs: each opens its own device (or CPU engine) and holds a
+/// copy of the model; past this, spread them over processes with --mpi.
+pub const MAX_REPLICAS: usize = 64;
+
+/// clap's parser for a replica count: a whole number up to [`MAX_REPLICAS`] (refused here, before
+/// anything is sized by it; 0 is left to the caller to refuse or to read as "none").
+pub fn replica_count(s: &str) -> std::result::Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if n > MAX_REPLICAS {
+        return Err(format!(
+            "at most {MAX_REPLICAS} replicas in one process (more: several processes with --mpi)"
+        ));
+    }
+    Ok(n)
+}
+
 /// Where the replicas run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Devices {
@@ -62,9 +78,9 @@ impl RunConfig {
         if n == 0 {
             return Err(Error::Config("--replicas must be at least 1".into()));
         }
-        if n > 64 {
+        if n > MAX_REPLICAS {
             return Err(Error::Config(format!(
-                "{n} replicas in one process is more than this trainer supports (64)"
+                "{n} replicas in one process is more than this trainer supports ({MAX_REPLICAS})"
             )));
         }
         if self.precision == Precision::F16 && !self.data_parallel {

@@ -244,7 +244,7 @@ fn extreme_values_in_every_numeric_flag_never_panic() {
         ),
         (
             vec!["--limit", "200", "--epochs", "1"],
-            vec!["--device", "--batch-size", "--devices"],
+            vec!["--device", "--batch-size", "--devices", "--replicas"],
         ),
         (vec!["explain"], vec!["--image", "--epochs", "--seed"]),
         (

@@ -92,7 +92,7 @@ pub struct TrainArgs {
     pub devices: Vec<usize>,
     /// Data-parallel training with N replicas: CPU replicas with --cpu, else N devices on
     /// --device's adapter.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = run::replica_count)]
     pub replicas: Option<usize>,
     /// Write a timeline of the steps --trace-steps names (Chrome trace-event JSON, one track
     /// per replica; open it in ui.perfetto.dev or chrome://tracing), for `gpu-train network`.
