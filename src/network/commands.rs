@@ -143,10 +143,13 @@ pub fn run_network(a: &NetworkArgs) -> Result<()> {
 
 fn project(a: &NetworkArgs, rate: f64, link_name: &str, latency: f64) -> Result<()> {
     let compute = parse_duration(&a.step_compute)?;
-    if !(a.params >= 1.0 && a.gpus >= 2.0 && a.params.is_finite() && a.gpus.is_finite()) {
-        return Err(Error::Config(
-            "--params must be at least 1 and --gpus at least 2".into(),
-        ));
+    // Bounds a thousand times past today's largest models and clusters: past them the
+    // projection's numbers (and its picture's axis) stop meaning anything.
+    if !(1.0..=1e15).contains(&a.params) || !(2.0..=1e7).contains(&a.gpus) {
+        return Err(Error::Config(format!(
+            "--params {} and --gpus {}: --params from 1 to 1e15, --gpus from 2 to 1e7",
+            a.params, a.gpus
+        )));
     }
     let mut alpha = latency;
     println!("assumptions:");

@@ -91,7 +91,7 @@ where
     let total: f64 = steps.iter().map(|s| s.compute_s + s.sync_s).sum::<f64>() * 1e3;
     if !(total.is_finite() && total > 0.0 && total < 1e12) {
         return Err(Error::Config(format!(
-            "nothing to draw: the steps last {total} ms in all"
+            "cannot draw steps that last {total:.3e} ms in all (a picture takes more than 0 and less than 1e12 ms)"
         )));
     }
     let mut chart = ChartBuilder::on(area)
