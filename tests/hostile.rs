@@ -34,6 +34,34 @@ fn ours(err: &str) -> Vec<&str> {
 }
 
 #[test]
+fn a_second_run_on_a_metrics_file_being_written_is_refused_and_empties_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.jsonl");
+    // A running job's metrics file, one line written so far, held open as a run holds it.
+    let running = gpu_train::network::metrics::Metrics::create(&path, false).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b"{\"kind\":\"step\"}\n")
+        .unwrap();
+    let args = ["--cpu", "--epochs", "1", "--limit", "200", "--metrics"];
+    let (code, _, err) = gpu_train(&[&args[..], &[path.to_str().unwrap()]].concat());
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        ours(&err)[0].contains("another gpu-train run is writing this file"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), b"{\"kind\":\"step\"}\n");
+    drop(running);
+    let (code, _, err) = gpu_train(&[&args[..], &[path.to_str().unwrap()]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(std::fs::read_to_string(&path)
+        .unwrap()
+        .contains("\"epoch\""));
+}
+
+#[test]
 fn a_second_run_on_a_locked_folder_is_refused_before_it_touches_anything() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();

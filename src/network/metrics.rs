@@ -44,20 +44,32 @@ pub struct Metrics {
 
 impl Metrics {
     /// Opens the file: a new run starts it afresh, a resumed one (`append`) adds to it, so the
-    /// lines written before a crash are kept.
+    /// lines written before a crash are kept. The file stays locked while the run writes it: a
+    /// second run given the same file is refused, rather than emptying the first one's.
     pub fn create(path: &Path, append: bool) -> Result<Metrics> {
+        let refuse = |e: String| Error::Config(format!("--metrics {}: {e}", path.display()));
         let file = std::fs::OpenOptions::new()
             .create(true)
             .write(true)
             .append(append)
-            .truncate(!append)
+            .truncate(false)
             .open(path)
-            .map_err(|e| {
-                Error::Config(format!(
-                    "--metrics {}: cannot create it: {e}",
-                    path.display()
+            .map_err(|e| refuse(format!("cannot create it: {e}")))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(refuse(
+                    "another gpu-train run is writing this file; choose another".into(),
                 ))
-            })?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(refuse(format!("cannot lock it: {e}")))
+            }
+        }
+        if !append {
+            file.set_len(0)
+                .map_err(|e| refuse(format!("cannot empty it: {e}")))?;
+        }
         Ok(Metrics {
             path: path.to_path_buf(),
             file: std::io::BufWriter::new(file),
