@@ -342,49 +342,40 @@ impl Plan {
             )
             .work(phase, (r * cols) as f64, 4.0 * (r * cols + 2 * cols) as f64)
         };
-        // Output layer: ∂W2 = δ2ᵀ · h, ∂b2 = Σ δ2.
-        let w2 = MatmulParams::new(
-            (cls, hid, r),
-            transposed(cls),
-            row_major(hid),
-            alpha,
-            beta,
-            0,
-            1,
-        );
-        rest.push(mm(
-            phase,
-            names[0],
-            whole(&b.dz),
-            whole(&b.h),
-            whole(&b.x),
-            whole(&b.x),
-            target(2),
-            w2,
-        ));
-        rest.push(bias(names[1], &b.dz, target(3), cls));
+        // One layer's pair: ∂W = δᵀ · input (outputs × inputs, summed over the batch's rows)
+        // and ∂b = Σ δ, into parameter tensors `w` and `w + 1`. `spare` fills the product's
+        // unused bias and mask bindings.
+        let layer = |names: &[&'static str],
+                     delta: &wgpu::Buffer,
+                     input: &wgpu::Buffer,
+                     spare: &wgpu::Buffer,
+                     (outs, ins): (u32, u32),
+                     w: usize| {
+            let p = MatmulParams::new(
+                (outs, ins, r),
+                transposed(outs),
+                row_major(ins),
+                alpha,
+                beta,
+                0,
+                1,
+            );
+            let product = mm(
+                phase,
+                names[0],
+                whole(delta),
+                whole(input),
+                whole(spare),
+                whole(spare),
+                target(w),
+                p,
+            );
+            [product, bias(names[1], delta, target(w + 1), outs)]
+        };
+        // Output layer first (∂W2 = δ2ᵀ · h, ∂b2 = Σ δ2), then the hidden layer (∂W1 = δ1ᵀ · x).
+        rest.extend(layer(&names[..2], &b.dz, &b.h, &b.x, (cls, hid), 2));
         let hidden_grad_at = rest.len();
-        // Hidden layer: ∂W1 = δ1ᵀ · x, ∂b1 = Σ δ1.
-        let w1 = MatmulParams::new(
-            (hid, pix, r),
-            transposed(hid),
-            row_major(pix),
-            alpha,
-            beta,
-            0,
-            1,
-        );
-        rest.push(mm(
-            phase,
-            names[2],
-            whole(&b.dh),
-            whole(&b.x),
-            whole(&b.h),
-            whole(&b.h),
-            target(0),
-            w1,
-        ));
-        rest.push(bias(names[3], &b.dh, target(1), hid));
+        rest.extend(layer(&names[2..], &b.dh, &b.x, &b.h, (hid, pix), 0));
         Plan {
             unpack,
             rest,
