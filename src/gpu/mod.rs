@@ -4,6 +4,7 @@
 pub mod autotune;
 mod buffers;
 pub mod context;
+mod dispatch;
 pub mod engine;
 pub mod kernels;
 mod plan;

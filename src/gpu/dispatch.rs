@@ -1,0 +1,224 @@
+//! A [`Dispatch`]: one kernel launch ready to record (pipeline, bind group, workgroup
+//! counts, and the work it does for profiles), and the small helpers that make its buffers
+//! and bindings.
+
+use super::kernels::{Kernels, MatmulParams, WORKGROUP};
+use bytemuck::Pod;
+use wgpu::util::DeviceExt;
+
+/// One kernel launch, ready to record.
+pub struct Dispatch {
+    pub name: &'static str,
+    pub pipeline: wgpu::ComputePipeline,
+    pub bind_group: wgpu::BindGroup,
+    pub workgroups: (u32, u32, u32),
+    /// The step's phase this belongs to (forward, loss, backward, update), for profiles.
+    pub phase: &'static str,
+    /// Floating-point operations and bytes of VRAM traffic one call needs at least: with a
+    /// card's peak rates these give the kernel's floor.
+    pub flops: f64,
+    pub bytes: f64,
+}
+
+impl Dispatch {
+    /// Binds `resources` to bindings 0, 1, 2, ... of `pipeline` (the shader's binding order:
+    /// inputs, outputs, then the params, which this makes into a uniform buffer).
+    pub fn new<P: Pod>(
+        device: &wgpu::Device,
+        name: &'static str,
+        pipeline: &wgpu::ComputePipeline,
+        resources: &[wgpu::BindingResource],
+        params: &P,
+        workgroups: (u32, u32, u32),
+    ) -> Self {
+        let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(name),
+            contents: bytemuck::bytes_of(params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        Self::with_uniform(device, name, pipeline, resources, &params, workgroups)
+    }
+
+    /// [`Dispatch::new`] with a uniform buffer the caller owns and may rewrite between steps
+    /// (the learning rate of `sgd_update`).
+    pub fn with_uniform(
+        device: &wgpu::Device,
+        name: &'static str,
+        pipeline: &wgpu::ComputePipeline,
+        resources: &[wgpu::BindingResource],
+        params: &wgpu::Buffer,
+        workgroups: (u32, u32, u32),
+    ) -> Self {
+        let mut entries: Vec<wgpu::BindGroupEntry> = resources
+            .iter()
+            .enumerate()
+            .map(|(i, r)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: r.clone(),
+            })
+            .collect();
+        entries.push(wgpu::BindGroupEntry {
+            binding: resources.len() as u32,
+            resource: params.as_entire_binding(),
+        });
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(name),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        Dispatch {
+            name,
+            pipeline: pipeline.clone(),
+            bind_group,
+            workgroups,
+            phase: "",
+            flops: 0.0,
+            bytes: 0.0,
+        }
+    }
+
+    /// A matmul dispatch of `kernels`' variant: `resources` are A, B, bias, mask, C; the product
+    /// is checked against their lengths first (a failure is a bug in the caller, so it panics).
+    pub fn matmul(
+        device: &wgpu::Device,
+        name: &'static str,
+        kernels: &Kernels,
+        resources: [wgpu::BindingResource; 5],
+        p: &MatmulParams,
+    ) -> Self {
+        let len = |r: &wgpu::BindingResource| match r {
+            wgpu::BindingResource::Buffer(b) => {
+                b.size.map_or(b.buffer.size() - b.offset, |s| s.get()) / 4
+            }
+            _ => 0,
+        };
+        let [a, b, bias, mask, c] = resources.each_ref().map(len);
+        if let Err(e) = p.check_fits(a, b, bias, mask, c) {
+            panic!("{name}: {e}");
+        }
+        Dispatch::new(
+            device,
+            name,
+            &kernels.matmul,
+            &resources,
+            p,
+            kernels.matmul_variant.workgroups(p),
+        )
+    }
+
+    /// A matmul dispatch of any pipeline with matmul.wgsl's bindings, whose five bindings hold
+    /// elements of `elem_bytes` bytes each (2 for f16): checked as [`Dispatch::matmul`] is.
+    pub fn matmul_sized(
+        device: &wgpu::Device,
+        name: &'static str,
+        pipeline: &wgpu::ComputePipeline,
+        elem_bytes: [u64; 5],
+        resources: [wgpu::BindingResource; 5],
+        p: &MatmulParams,
+        workgroups: (u32, u32, u32),
+    ) -> Self {
+        let bytes = |r: &wgpu::BindingResource| match r {
+            wgpu::BindingResource::Buffer(b) => {
+                b.size.map_or(b.buffer.size() - b.offset, |s| s.get())
+            }
+            _ => 0,
+        };
+        let lens: Vec<u64> = resources
+            .iter()
+            .zip(elem_bytes)
+            .map(|(r, e)| bytes(r) / e)
+            .collect();
+        if let Err(e) = p.check_fits(lens[0], lens[1], lens[2], lens[3], lens[4]) {
+            panic!("{name}: {e}");
+        }
+        Dispatch::new(device, name, pipeline, &resources, p, workgroups)
+    }
+
+    /// Labels the dispatch with its phase and its minimal work.
+    pub fn work(mut self, phase: &'static str, flops: f64, bytes: f64) -> Self {
+        self.phase = phase;
+        self.flops = flops;
+        self.bytes = bytes;
+        self
+    }
+
+    pub fn record(&self, pass: &mut wgpu::ComputePass) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        let (x, y, z) = self.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+}
+
+/// Elements `range` of a buffer of f32, bound as its own array (a parameter tensor inside the
+/// flat parameter or gradient buffer; its start must respect the adapter's offset alignment,
+/// which [`crate::model::ParamLayout::aligned`] guarantees).
+pub fn sub(buffer: &wgpu::Buffer, range: std::ops::Range<usize>) -> wgpu::BindingResource<'_> {
+    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+        buffer,
+        offset: (range.start * 4) as u64,
+        size: std::num::NonZeroU64::new((range.len().max(1) * 4) as u64),
+    })
+}
+
+/// Elements `range` of a buffer of f16 (2 bytes each), bound as its own array.
+pub fn sub16(buffer: &wgpu::Buffer, range: std::ops::Range<usize>) -> wgpu::BindingResource<'_> {
+    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+        buffer,
+        offset: (range.start * 2) as u64,
+        size: std::num::NonZeroU64::new((range.len().max(2) * 2) as u64),
+    })
+}
+
+/// A zeroed storage buffer of `bytes` bytes (rounded up to 4), for f16 arrays.
+pub fn storage_bytes(device: &wgpu::Device, label: &str, bytes: usize) -> wgpu::Buffer {
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: (bytes.max(4).div_ceil(4) * 4) as u64,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
+/// Workgroups for a 1-D kernel over `threads` threads.
+pub fn groups_1d(threads: u32) -> (u32, u32, u32) {
+    (threads.div_ceil(WORKGROUP).max(1), 1, 1)
+}
+
+/// Records `dispatches` into one compute pass, submits and waits (tests and one-off work).
+pub fn run_now(gpu: &super::Gpu, dispatches: &[&Dispatch]) -> crate::error::Result<()> {
+    let mut encoder = gpu.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        for d in dispatches {
+            d.record(&mut pass);
+        }
+    }
+    gpu.queue.submit([encoder.finish()]);
+    gpu.wait()
+}
+
+/// A storage buffer holding `data`, readable back and writable from the host.
+pub fn storage<T: Pod>(device: &wgpu::Device, label: &str, data: &[T]) -> wgpu::Buffer {
+    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some(label),
+        contents: bytemuck::cast_slice(data),
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST,
+    })
+}
+
+/// A zeroed storage buffer of `len` 4-byte elements.
+pub fn storage_zeroed(device: &wgpu::Device, label: &str, len: usize) -> wgpu::Buffer {
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: (len.max(1) * 4) as u64,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
