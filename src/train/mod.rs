@@ -1,5 +1,6 @@
 //! The training loop: the same for the CPU and the GPU, and for one device or many, which
-//! differ only in the [`Engine`]s that compute and the [`AllReduce`] that joins them.
+//! differ only in the [`Engine`]s that compute and the
+//! [`AllReduce`](crate::parallel::AllReduce) that joins them.
 //!
 //! ```text
 //! for each epoch:
