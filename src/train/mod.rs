@@ -98,6 +98,8 @@ pub trait Engine {
     /// gradient of the mean loss over a global batch of `global_rows` examples into the
     /// engine's flat gradient ([`ParamLayout`] order). The weights do not change.
     /// `loss_scale` multiplies δ2 (and so every gradient) under --precision f16; 1 otherwise.
+    ///
+    /// [`ParamLayout`]: crate::model::ParamLayout
     fn forward_backward(
         &mut self,
         data: &Dataset,
@@ -107,6 +109,8 @@ pub trait Engine {
     ) -> Result<()>;
     /// Copies gradient elements `range` ([`ParamLayout::packed`] indices) into `out`, waiting
     /// only for the work that produces them.
+    ///
+    /// [`ParamLayout::packed`]: crate::model::ParamLayout::packed
     fn read_gradient(&mut self, range: Range<usize>, out: &mut [f32]) -> Result<()>;
     /// Replaces the whole gradient (packed layout) with `grad`: the all-reduced sum.
     fn write_gradient(&mut self, grad: &[f32]) -> Result<()>;
