@@ -174,6 +174,8 @@ fn main() {
         classes: cls,
         divisor: b,
         at: 0,
+        scale: 1.0,
+        _pad: [0; 3],
     };
     let labels = storage(d, "labels", &vec![3u32; b as usize]);
     let (dz, acc) = (buf(b * cls), buf(4));

@@ -4,7 +4,9 @@
 //     p[c]          = exp(z[c] − max z) / Σ_j exp(z[j] − max z)     (stable: no overflow)
 //     loss[r]       = −ln p[y] = ln Σ_j exp(z[j] − max z) − (z[y] − max z)
 //     correct[r]    = 1 if argmax z = y (first maximum wins) else 0
-//     divisor > 0:  dlogits[r, c] = (p[c] − onehot(y)[c]) / divisor   (gradient of the mean loss)
+//     divisor > 0:  dlogits[r, c] = (p[c] − onehot(y)[c]) / divisor · scale
+//                   (the gradient of the mean loss; scale is mixed precision's loss scale, 1 here
+//                   unless a caller asks otherwise)
 //   divisor is the GLOBAL batch: this batch's rows on one device, or the rows of every replica
 //   together in a data-parallel step, so that summing the replicas' gradients gives the mean
 //   over the whole global batch even when the last batch is split unevenly. 0: evaluation.
@@ -24,6 +26,11 @@ struct Params {
     classes: u32,
     divisor: u32,
     at: u32,
+    // dlogits are multiplied by it (1: the plain gradient).
+    scale: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 // 64 threads: one row each for the default batch of 64; a power of two for the tree sum below.
@@ -70,7 +77,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>) {
                     onehot = 1.0;
                 }
                 let p = exp(logits[row + c] - max_z) / sum;
-                dlogits[row + c] = (p - onehot) / f32(params.divisor);
+                dlogits[row + c] = (p - onehot) / f32(params.divisor) * params.scale;
             }
         }
     }

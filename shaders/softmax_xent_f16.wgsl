@@ -17,7 +17,7 @@ struct Params {
     classes: u32,
     divisor: u32,
     at: u32,
-    // The loss scale: dlogits are multiplied by it before rounding to f16.
+    // dlogits are multiplied by it (1: the plain gradient).
     scale: f32,
     _pad0: u32,
     _pad1: u32,

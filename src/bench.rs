@@ -12,11 +12,12 @@
 //! row above it, it shows what separating gradient and update costs.
 
 use crate::data::DataSplit;
+use crate::engine::Precision;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuEngine, GpuOptions};
 use crate::model::Model;
 use crate::run::{self, DataArgs, Devices, RunConfig};
-use crate::train::{self, EpochReport, Precision, TrainConfig};
+use crate::train::{self, EpochReport, TrainConfig};
 use clap::Args;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -122,7 +123,7 @@ pub fn reset_peak_host() {
 fn time_run(run: &RunConfig, data: &DataSplit, args: &BenchArgs, path: &str) -> Result<Row> {
     reset_peak_host();
     let mut engines = run.engines(&Model::init(args.seed), data)?;
-    let adapter = engines[0].describe();
+    let adapter = engines[0].to_string();
     let reports = {
         let mut replicas = run.replicas_of(&mut engines)?;
         train::train_from(
@@ -173,7 +174,7 @@ pub fn rows(args: &BenchArgs, data: &DataSplit) -> Result<Vec<Row>> {
         devices,
         data_parallel: false,
         overlap: false,
-        precision: crate::train::Precision::F32,
+        precision: Precision::F32,
         grad_f16: false,
         faults: Default::default(),
     };
@@ -185,7 +186,7 @@ pub fn rows(args: &BenchArgs, data: &DataSplit) -> Result<Vec<Row>> {
         devices,
         data_parallel: true,
         overlap: false,
-        precision: crate::train::Precision::F32,
+        precision: Precision::F32,
         grad_f16: false,
         faults: Default::default(),
     };

@@ -461,6 +461,42 @@ impl SnapshotDir {
     }
 }
 
+/// Refuses an output path where something other than a regular file stands: the atomic
+/// rename would replace it (as root, `--trace /dev/null` would replace the machine's
+/// /dev/null with a regular file), and a symlink would be replaced rather than followed.
+pub fn check_writable(path: &Path, what: &str) -> Result<()> {
+    let kind = match fs::symlink_metadata(path) {
+        Err(_) => return Ok(()),
+        Ok(m) if m.file_type().is_file() => return Ok(()),
+        Ok(m) => file_kind(&m),
+    };
+    Err(Error::Config(format!(
+        "{}: {kind}, not a regular file: gpu-train writes {what} only to a new or regular file",
+        path.display()
+    )))
+}
+
+/// What a non-regular file is, in words.
+pub fn file_kind(m: &fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_dir() {
+        "a folder"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
 /// Writes `bytes` to `path` so that `path` either keeps its old content or has all of the new:
 /// temporary file, write, fsync, rename, fsync of the folder. On any error the temporary file
 /// is removed and `path` is untouched.
@@ -475,6 +511,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// [`write_atomic`] for any file (`what` names it in errors; `kept` says what is unharmed).
 pub fn write_file(path: &Path, bytes: &[u8], what: &str, kept: &str) -> Result<()> {
+    check_writable(path, what)?;
     // A bare file name's parent is "": the current folder.
     let dir = path
         .parent()

@@ -60,6 +60,23 @@ pub enum Error {
 }
 
 impl Error {
+    /// The process's exit code for this error. 2: the input was wrong (flags, data, adapter
+    /// choice); 1: something failed while running; 3: the network failed the run (a lost or
+    /// damaged message: resume from a snapshot); 130: stopped by Ctrl-C (128 + SIGINT, the
+    /// shell's code).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Interrupted(_) => 130,
+            Error::LinkFault(_) => 3,
+            Error::Config(_)
+            | Error::BadData { .. }
+            | Error::Io { .. }
+            | Error::Adapter(_)
+            | Error::Snapshot { .. } => 2,
+            _ => 1,
+        }
+    }
+
     /// A snapshot fault at `path`.
     pub fn snapshot(path: impl Into<PathBuf>, fault: impl Into<String>) -> Self {
         Error::Snapshot {

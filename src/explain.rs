@@ -386,9 +386,9 @@ pub fn data_parallel_example(
     replicas: usize,
 ) -> DataParallelExample {
     use crate::cpu::engine::CpuEngine;
+    use crate::engine::Engine;
     use crate::model::ParamLayout;
     use crate::parallel::{part, ring::Ring, AllReduce};
-    use crate::train::Engine;
     let global = 64.min(data.len());
     let batch: Vec<u32> = (0..global as u32).collect();
     let packed = ParamLayout::packed_for(model.hidden());
@@ -396,7 +396,14 @@ pub fn data_parallel_example(
     let gradient = |engine: &mut CpuEngine, rows: &[u32]| {
         let mut g = vec![0.0f32; packed.total];
         engine
-            .forward_backward(data, rows, global, 1.0)
+            .step(
+                data,
+                rows,
+                crate::engine::Target::Gradient {
+                    global_rows: global,
+                    loss_scale: 1.0,
+                },
+            )
             .and_then(|_| engine.read_gradient(0..packed.total, &mut g))
             .expect("the CPU engine does not fail");
         g

@@ -34,6 +34,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod cpu;
 pub mod data;
+pub mod engine;
 pub mod error;
 pub mod explain;
 pub mod gpu;

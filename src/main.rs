@@ -1,7 +1,7 @@
 //! The `gpu-train` binary: parse the command line, run it, map errors to an exit code.
 
 use clap::Parser as _;
-use gpu_train::{cli, Error};
+use gpu_train::cli;
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
@@ -38,19 +38,6 @@ fn main() {
     };
     if let Err(e) = cli::run(&args) {
         eprintln!("gpu-train: {e}");
-        // 2: the input was wrong (flags, data, adapter choice); 1: something failed while running.
-        let code = match e {
-            // 130: the shell's code for a process stopped by Ctrl-C (128 + SIGINT).
-            Error::Interrupted(_) => 130,
-            // 3: the network failed the run (a lost or damaged message): resume from a snapshot.
-            Error::LinkFault(_) => 3,
-            Error::Config(_)
-            | Error::BadData { .. }
-            | Error::Io { .. }
-            | Error::Adapter(_)
-            | Error::Snapshot { .. } => 2,
-            _ => 1,
-        };
-        std::process::exit(code);
+        std::process::exit(e.exit_code());
     }
 }

@@ -26,6 +26,8 @@ impl LayerShape {
 
 /// Neurons in the hidden layer: the chapter's 128, the default of `--hidden`.
 pub const HIDDEN: usize = 128;
+/// The widest hidden layer this trainer takes (--hidden, --init and snapshots alike).
+pub const MAX_HIDDEN: usize = 4096;
 
 /// The two layers of a network with `hidden` hidden neurons (`--hidden`).
 pub fn layers(hidden: usize) -> [LayerShape; 2] {

@@ -4,13 +4,14 @@
 
 use crate::cpu::engine::CpuEngine;
 use crate::data::{self, DataSplit};
+use crate::engine::{Engine, Precision};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::MatmulVariant;
 use crate::gpu::{Gpu, GpuEngine, GpuOptions};
 use crate::model::Model;
 use crate::parallel::ring::{Faults, Ring};
 use crate::parallel::AllReduce;
-use crate::train::{Engine, LossScaler, Precision, Replicas, TrainConfig};
+use crate::train::{LossScaler, Replicas, TrainConfig};
 use clap::Args;
 use std::path::PathBuf;
 

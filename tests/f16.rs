@@ -8,13 +8,14 @@ use common::{gpu_train, random_f32, rng};
 use gpu_train::cpu::engine::CpuEngine;
 use gpu_train::cpu::twins;
 use gpu_train::data::{self, DataSplit};
+use gpu_train::engine::{Engine, Precision};
 use gpu_train::gpu::kernels::{
     self, row_major, run_now, storage, transposed, Dispatch, KernelsF16, MatmulParams,
 };
 use gpu_train::gpu::{Gpu, GpuEngine, GpuOptions};
 use gpu_train::model::Model;
 use gpu_train::parallel::Identity;
-use gpu_train::train::{self, Engine, LossScaler, Precision, Quiet, Replicas, Start, TrainConfig};
+use gpu_train::train::{self, LossScaler, Quiet, Replicas, Start, TrainConfig};
 use half::f16;
 use rand::Rng;
 
@@ -171,7 +172,7 @@ fn f16_kernels_match_their_twins() {
     // softmax_xent_f16 with a loss scale, 70 rows.
     let logits = random_f32(&mut r, 700, 5.0);
     let lab: Vec<u32> = (0..70).map(|_| r.random_range(0..10)).collect();
-    let sp = kernels::SoftmaxF16Params {
+    let sp = kernels::SoftmaxParams {
         rows: 70,
         classes: 10,
         divisor: 130,

@@ -4,8 +4,8 @@
 use gpu_train::cpu::engine::CpuEngine;
 use gpu_train::cpu::reference::{self, Params};
 use gpu_train::data::{self, Dataset};
+use gpu_train::engine::{Engine, Target};
 use gpu_train::model::Model;
-use gpu_train::train::Engine;
 use rand::{Rng, SeedableRng};
 
 /// A small random network (inputs 6, hidden 5, classes 4) and a batch of 3.
@@ -99,7 +99,8 @@ fn fast_cpu_trainer_matches_the_f64_reference() {
         let x: Vec<f64> = x.iter().map(|&v| v as f64).collect();
         let y: Vec<f64> = y.iter().map(|&v| v as f64).collect();
         reference::sgd_step(&mut reference, &x, &y, batch.len(), lr);
-        fast.train_step(&train, batch, lr as f32).unwrap();
+        fast.step(&train, batch, Target::Update { lr: lr as f32 })
+            .unwrap();
         steps += 1;
     }
     assert_eq!(steps, 5);

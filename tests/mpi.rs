@@ -297,3 +297,68 @@ fn a_trace_under_mpirun_gathers_every_rank_on_rank_0() {
         "rank 1's part was gathered and removed"
     );
 }
+
+/// A job whose ranks cannot all go on, started as `mpirun` starts it (one command line, or one
+/// per rank with `:`), must end within seconds, non-zero, with the failing rank's reason.
+fn mpirun_fails(ranks: &[&[&str]], want: &str) {
+    let mut c = Command::new("mpirun");
+    c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .arg("--oversubscribe");
+    for (i, args) in ranks.iter().enumerate() {
+        if i > 0 {
+            c.arg(":");
+        }
+        c.args(["-np", "1", BIN, "--mpi"]).args(*args);
+    }
+    let child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mpirun");
+    let started = Instant::now();
+    let out = wait(child, Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{ranks:?} succeeded:\n{err}");
+    assert!(err.contains(want), "{ranks:?}: wanted {want:?} in:\n{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{ranks:?} took {:?} to fail",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_rank_that_refuses_its_input_ends_the_job_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let snaps = dir.path().join("snaps");
+    let s = snaps.to_str().unwrap();
+    let quick = ["--cpu", "--threads", "1", "--limit", "256", "--epochs", "1"];
+    // A snapshot folder that already holds a run: rank 0 refuses it (the other rank waits).
+    let first: Vec<&str> = quick.iter().copied().chain(["--snapshot-dir", s]).collect();
+    mpirun(2, &first);
+    mpirun_fails(&[&first, &first], "pass --resume to continue it");
+    // Metrics onto a folder.
+    let folder = dir.path().to_str().unwrap();
+    let metrics: Vec<&str> = quick.iter().copied().chain(["--metrics", folder]).collect();
+    mpirun_fails(&[&metrics, &metrics], "--metrics");
+}
+
+#[test]
+fn ranks_started_with_different_settings_are_named_before_training() {
+    let base = ["--cpu", "--threads", "1", "--limit", "256", "--epochs", "1"];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> {
+        base.iter().copied().chain(extra.iter().copied()).collect()
+    };
+    for (extra, flag) in [
+        (&["--hidden", "64"][..], "--hidden"),
+        (&["--batch-size", "32"][..], "--batch-size"),
+        (&["--epochs", "2"][..], "--epochs"),
+        (&["--lr", "0.05"][..], "--lr"),
+    ] {
+        mpirun_fails(&[&base, &with(extra)], flag);
+    }
+    let other_limit: Vec<&str> =
+        ["--cpu", "--threads", "1", "--limit", "300", "--epochs", "1"].to_vec();
+    mpirun_fails(&[&base, &other_limit], "--limit");
+}

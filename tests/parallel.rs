@@ -11,11 +11,12 @@ mod common;
 use common::gpu_train;
 use gpu_train::cpu::engine::CpuEngine;
 use gpu_train::data::{self, DataSplit};
+use gpu_train::engine::{Counters, Engine, Target, Totals};
 use gpu_train::error::Error;
 use gpu_train::gpu::{GpuEngine, GpuOptions};
 use gpu_train::model::{Model, PARAMS};
 use gpu_train::parallel::ring::Ring;
-use gpu_train::train::{self, Engine, EpochReport, Quiet, Replicas, Start, TrainConfig};
+use gpu_train::train::{self, EpochReport, Quiet, Replicas, Start, TrainConfig};
 
 fn sample(n: usize) -> DataSplit {
     let mut d = data::load_dir(&data::bundled_dir()).unwrap();
@@ -162,20 +163,20 @@ fn the_traffic_counted_is_what_the_ring_sent() {
 /// epoch's check names the replica.
 struct Drifting(CpuEngine);
 
+impl std::fmt::Display for Drifting {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "drifting CPU engine")
+    }
+}
+
 impl Engine for Drifting {
-    fn describe(&self) -> String {
-        "drifting CPU engine".into()
+    fn step(&mut self, d: &data::Dataset, b: &[u32], t: Target) -> gpu_train::Result<()> {
+        self.0.step(d, b, t)
     }
-    fn hidden(&self) -> usize {
-        self.0.hidden()
+    fn take_counters(&mut self) -> gpu_train::Result<Counters> {
+        self.0.take_counters()
     }
-    fn train_step(&mut self, d: &data::Dataset, b: &[u32], lr: f32) -> gpu_train::Result<()> {
-        self.0.train_step(d, b, lr)
-    }
-    fn take_train_totals(&mut self) -> gpu_train::Result<train::Totals> {
-        self.0.take_train_totals()
-    }
-    fn evaluate(&mut self, d: &data::Dataset, b: usize) -> gpu_train::Result<train::Totals> {
+    fn evaluate(&mut self, d: &data::Dataset, b: usize) -> gpu_train::Result<Totals> {
         self.0.evaluate(d, b)
     }
     fn model(&mut self) -> gpu_train::Result<Model> {
@@ -183,15 +184,6 @@ impl Engine for Drifting {
     }
     fn set_model(&mut self, m: &Model) -> gpu_train::Result<()> {
         self.0.set_model(m)
-    }
-    fn forward_backward(
-        &mut self,
-        d: &data::Dataset,
-        b: &[u32],
-        g: usize,
-        scale: f32,
-    ) -> gpu_train::Result<()> {
-        self.0.forward_backward(d, b, g, scale)
     }
     fn read_gradient(
         &mut self,
@@ -230,7 +222,7 @@ fn replicas_that_drift_apart_stop_the_run_naming_the_replica() {
 
 #[test]
 fn the_separated_step_agrees_with_the_fused_step_on_the_cpu() {
-    // One replica through forward_backward → (identity) → apply_update against train_step:
+    // One replica through step(Gradient) → (identity) → apply_update against step(Update):
     // W += −lr·(δᵀx) in one GEMM against g = δᵀx, then W −= lr·g.
     let data = sample(500);
     let model = Model::init(6);

@@ -5,9 +5,10 @@ mod common;
 use common::{assert_close, gpu};
 use gpu_train::cpu::engine::CpuEngine;
 use gpu_train::data::{self, DataSplit};
+use gpu_train::engine::{Engine, Target};
 use gpu_train::gpu::{GpuEngine, GpuOptions};
 use gpu_train::model::Model;
-use gpu_train::train::{self, Engine, Quiet, TrainConfig};
+use gpu_train::train::{self, Quiet, TrainConfig};
 
 fn sample() -> DataSplit {
     data::load_dir(&data::bundled_dir()).unwrap()
@@ -71,17 +72,23 @@ fn gpu_weights_match_the_cpu_after_k_steps_and_staged_equals_resident() {
         };
         let mut e = GpuEngine::new(g, &model, opts, &data.train).unwrap();
         for batch in order.chunks(cfg.batch_size) {
-            e.train_step(&data.train, batch, cfg.lr).unwrap();
+            e.step(&data.train, batch, Target::Update { lr: cfg.lr })
+                .unwrap();
         }
-        let totals = e.take_train_totals().unwrap();
-        (e.model().unwrap(), totals, e.take_staged_bytes().unwrap())
+        let counters = e.take_counters().unwrap();
+        (
+            e.model().unwrap(),
+            counters.totals,
+            counters.staged_bytes.unwrap(),
+        )
     };
     let (staged, staged_totals, staged_bytes) = run_gpu(false);
     let (resident, resident_totals, resident_bytes) = run_gpu(true);
     for batch in order.chunks(cfg.batch_size) {
-        cpu.train_step(&data.train, batch, cfg.lr).unwrap();
+        cpu.step(&data.train, batch, Target::Update { lr: cfg.lr })
+            .unwrap();
     }
-    let cpu_totals = cpu.take_train_totals().unwrap();
+    let cpu_totals = cpu.take_counters().unwrap().totals;
     let want = cpu.model().unwrap();
     // Same kernels on the same bytes: the two data paths are bit-identical.
     assert_eq!(staged, resident, "staged and resident runs differ");
@@ -129,4 +136,67 @@ fn gpu_epoch_accuracy_matches_the_cpu_within_half_a_point() {
     // batches are not counted as training traffic. The CPU stages nothing.
     assert_eq!(gpu_report.staged_bytes, Some(2000 * (784 + 4)));
     assert_eq!(cpu_report.staged_bytes, None);
+}
+
+/// The values that change between steps (the learning rate, the global batch δ2 is divided
+/// by, the loss scale) are rewritten inside the plans, never baked into a new one: the plans
+/// built stay at one per (rows, pass), and every new value takes effect exactly.
+#[test]
+fn changing_the_learning_rate_loss_scale_or_global_batch_rebuilds_no_plan() {
+    let Some(g) = gpu("changing_the_learning_rate_loss_scale_or_global_batch_rebuilds_no_plan")
+    else {
+        return;
+    };
+    let data = sample().train.take(64);
+    let batch: Vec<u32> = (0..64).collect();
+    let opts = GpuOptions {
+        batch: 64,
+        ring: 2,
+        ..GpuOptions::default()
+    };
+    let mut e = GpuEngine::new(g, &Model::init(3), opts, &data).unwrap();
+    let update = |e: &mut GpuEngine, lr| {
+        e.step(&data, &batch, Target::Update { lr }).unwrap();
+        e.model().unwrap()
+    };
+    let m1 = update(&mut e, 0.1);
+    // lr 0: w −= 0·g leaves every weight as it was, bit for bit.
+    assert_eq!(
+        update(&mut e, 0.0),
+        m1,
+        "a learning rate of 0 changed the weights"
+    );
+    assert_ne!(
+        update(&mut e, 0.05),
+        m1,
+        "a learning rate of 0.05 changed nothing"
+    );
+    let gradient = |e: &mut GpuEngine, global_rows, loss_scale| {
+        let target = Target::Gradient {
+            global_rows,
+            loss_scale,
+        };
+        e.step(&data, &batch, target).unwrap();
+        let mut g = vec![0.0; gpu_train::model::ParamLayout::packed().total];
+        e.read_gradient(0..g.len(), &mut g).unwrap();
+        g
+    };
+    let g64 = gradient(&mut e, 64, 1.0);
+    // Scaling by a power of two is exact in f32: twice the loss scale, twice every value;
+    // twice the global batch, half of every value.
+    let twice: Vec<f32> = g64.iter().map(|v| 2.0 * v).collect();
+    let half: Vec<f32> = g64.iter().map(|v| 0.5 * v).collect();
+    assert_eq!(
+        gradient(&mut e, 64, 2.0),
+        twice,
+        "the loss scale was not applied"
+    );
+    assert_eq!(
+        gradient(&mut e, 128, 1.0),
+        half,
+        "the global batch was not applied"
+    );
+    assert_eq!(gradient(&mut e, 64, 1.0), g64);
+    // One plan for the fused step, one for the gradient step.
+    assert_eq!(e.plans_built(), 2);
 }

@@ -61,6 +61,32 @@ impl Job {
         Ok(None)
     }
 
+    /// Checks that every rank of an MPI job agrees on `fields` (nothing to check alone).
+    pub(super) fn agree(&self, fields: &[(&'static str, String)]) -> Result<()> {
+        #[cfg(feature = "mpi")]
+        if let Some(job) = &self.mpi {
+            return job.agree(fields);
+        }
+        let _ = fields;
+        Ok(())
+    }
+
+    /// The end of this process's run. Alone, the result goes back to `main`. In an MPI job a
+    /// rank that failed prints its reason, naming itself, and ends the whole job at once
+    /// (MPI_Abort with the error's exit code): returning would leave the other ranks waiting
+    /// in a collective, and this one in MPI_Finalize, forever.
+    pub(super) fn finish(self, result: Result<()>) -> Result<()> {
+        #[cfg(feature = "mpi")]
+        if let (Some(job), Err(e)) = (&self.mpi, &result) {
+            eprintln!("gpu-train: rank {} of {}: {e}", self.rank, self.ranks);
+            use std::io::Write;
+            let _ = std::io::stderr().flush();
+            let _ = std::io::stdout().flush();
+            job.abort(e.exit_code());
+        }
+        result
+    }
+
     pub(super) fn barrier(&self) {
         #[cfg(feature = "mpi")]
         if let Some(job) = &self.mpi {

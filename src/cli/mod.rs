@@ -2,10 +2,11 @@
 //! code that turns flags into a validated configuration and runs it.
 
 use crate::cpu::engine::CpuEngine;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::run::{self, DataArgs, Devices, RunConfig};
-use crate::train::{self, Engine, TrainConfig};
+use crate::train::{self, TrainConfig};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -194,17 +195,32 @@ pub enum PrecisionArg {
 pub const DEFAULT_BATCH: usize = 64;
 
 impl TrainArgs {
-    /// The run these flags ask for, before a snapshot's settings replace the defaults.
-    pub fn config(&self) -> RunConfig {
+    /// The run these flags ask for, before a snapshot's settings replace the defaults:
+    /// parsed and checked here, once (ripgrep's low-args → high-args).
+    pub fn config(&self) -> crate::Result<RunConfig> {
+        if let Some(h) = self
+            .hidden
+            .filter(|h| !(1..=crate::model::MAX_HIDDEN).contains(h))
+        {
+            return Err(crate::Error::Config(format!(
+                "--hidden {h}: from 1 to {} neurons",
+                crate::model::MAX_HIDDEN
+            )));
+        }
+        if !self.fault.is_empty() && self.mpi {
+            return Err(crate::Error::Config(
+                "--fault injects into the in-process ring; under MPI the network is MPI's".into(),
+            ));
+        }
         let precision = match self.precision {
-            PrecisionArg::F32 => train::Precision::F32,
-            PrecisionArg::F16 => train::Precision::F16,
+            PrecisionArg::F32 => crate::engine::Precision::F32,
+            PrecisionArg::F16 => crate::engine::Precision::F16,
         };
         // Mixed precision takes the separated step (its gradient is checked and unscaled).
         let data_parallel = !self.devices.is_empty()
             || self.replicas.is_some()
             || self.mpi
-            || precision == train::Precision::F16;
+            || precision == crate::engine::Precision::F16;
         let n = self.replicas.unwrap_or(1);
         let devices = if self.cpu {
             Devices::Cpu {
@@ -224,7 +240,14 @@ impl TrainArgs {
                 kernels: self.kernels.clone(),
             }
         };
-        RunConfig {
+        let mut faults = crate::parallel::ring::Faults {
+            timeout: std::time::Duration::from_secs(2),
+            ..Default::default()
+        };
+        for spec in &self.fault {
+            run::parse_fault(spec, &mut faults)?;
+        }
+        let config = RunConfig {
             train: TrainConfig {
                 epochs: self.epochs,
                 batch_size: self.batch_size.unwrap_or(DEFAULT_BATCH),
@@ -236,18 +259,10 @@ impl TrainArgs {
             overlap: self.overlap,
             precision,
             grad_f16: self.grad_dtype == PrecisionArg::F16,
-            faults: {
-                let mut f = crate::parallel::ring::Faults {
-                    timeout: std::time::Duration::from_secs(2),
-                    ..Default::default()
-                };
-                // Parsed again, with errors, in run_train; here a bad one is left out.
-                for spec in &self.fault {
-                    let _ = run::parse_fault(spec, &mut f);
-                }
-                f
-            },
-        }
+            faults,
+        };
+        config.validate()?;
+        Ok(config)
     }
 }
 

@@ -7,7 +7,7 @@ use crate::checkpoint::{self, SnapshotDir};
 use crate::data::DataSplit;
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::run::{self, Devices, RunConfig};
+use crate::run::{Devices, RunConfig};
 use crate::train::{self, Start};
 
 /// Where a run starts: fresh, or from a snapshot (whose settings then win).
@@ -45,10 +45,11 @@ fn starting_point(
             }
             None => Model::init_with(run.train.seed, args.hidden.unwrap_or(crate::model::HIDDEN)),
         };
-        if !(1..=4096).contains(&model.hidden()) {
+        if !(1..=crate::model::MAX_HIDDEN).contains(&model.hidden()) {
             return Err(Error::Config(format!(
-                "--init: the weights have {} hidden neurons; this trainer takes 1 to 4,096",
-                model.hidden()
+                "--init: the weights have {} hidden neurons; this trainer takes 1 to {}",
+                model.hidden(),
+                crate::model::MAX_HIDDEN
             )));
         }
         if let Some(h) = args.hidden.filter(|&h| h != model.hidden()) {
@@ -78,7 +79,7 @@ fn starting_point(
     checkpoint::check_data(&state, &data.train, &path)?;
     // The number format belongs to the run: a resume in another one would not be exact.
     let snapshot_f16 = state.loss_scale.is_some();
-    if snapshot_f16 != (run.precision == train::Precision::F16) {
+    if snapshot_f16 != (run.precision == crate::engine::Precision::F16) {
         return Err(Error::snapshot(
             &path,
             format!(
@@ -181,15 +182,11 @@ fn starting_point(
     ))
 }
 
+/// The train command: flags checked, then the run, alone or as one rank of an MPI job. Under
+/// MPI a rank that fails prints its reason and ends the whole job (MPI_Abort): the other
+/// ranks would otherwise wait for it in a collective forever.
 pub(super) fn run_train(args: &TrainArgs) -> Result<()> {
-    for spec in &args.fault {
-        run::parse_fault(spec, &mut Default::default())?;
-    }
-    if !args.fault.is_empty() && args.mpi {
-        return Err(Error::Config(
-            "--fault injects into the in-process ring; under MPI the network is MPI's".into(),
-        ));
-    }
+    let run = args.config()?;
     let trace_steps = crate::network::trace::parse_steps(&args.trace_steps)?;
     for (flag, path) in [("--trace", &args.trace), ("--metrics", &args.metrics)] {
         if let Some(dir) = path
@@ -204,21 +201,39 @@ pub(super) fn run_train(args: &TrainArgs) -> Result<()> {
             )));
         }
     }
-    if let Some(h) = args.hidden.filter(|h| !(1..=4096).contains(h)) {
-        return Err(Error::Config(format!(
-            "--hidden {h}: from 1 to 4,096 neurons"
-        )));
+    if let (Some(t), Some(m)) = (&args.trace, &args.metrics) {
+        if t == m {
+            return Err(Error::Config(format!(
+                "--trace and --metrics name the same file ({}): give each its own",
+                t.display()
+            )));
+        }
     }
-    args.config().validate()?;
     let job = Job::start(args.mpi)?;
+    let result = train_in_job(args, run, trace_steps, &job);
+    job.finish(result)
+}
+
+/// The run on this process: its data, its starting point, its replicas, the training, and
+/// what rank 0 prints and writes.
+fn train_in_job(
+    args: &TrainArgs,
+    mut run: RunConfig,
+    trace_steps: std::ops::Range<u64>,
+    job: &Job,
+) -> Result<()> {
     let speaks = job.rank == 0;
-    let mut run = args.config();
     // Under MPI a rank with no --device/--devices takes the GPU of its local rank.
     if args.mpi && args.devices.is_empty() && args.device.is_none() {
         if let Devices::Gpu { adapters, .. } = &mut run.devices {
             let count = crate::gpu::context::adapters().len().max(1);
             *adapters = vec![job.local_rank % count; adapters.len()];
         }
+    }
+    if run.grad_f16 && args.mpi {
+        return Err(Error::Config(
+            "--grad-dtype f16 with --mpi: MPI has no 16-bit float sum; use --grad-dtype f32 (or in-process replicas)".into(),
+        ));
     }
     let world = if run.data_parallel {
         run.replicas() * job.ranks
@@ -231,70 +246,47 @@ pub(super) fn run_train(args: &TrainArgs) -> Result<()> {
         Some(dir) if speaks => Some(SnapshotDir::open(dir, args.keep)?),
         _ => None,
     };
-    // Every rank has chosen its snapshot before rank 0 may move or write any.
-    job.barrier();
     let (model, start, run) = starting_point(args, run, &data, snapshots.as_ref(), world, speaks)?;
     run.validate()?;
-    let cfg = &run.train;
+    // Every rank has checked its own input; now the ranks check they agree, before any
+    // gradient is exchanged. Every rank has chosen its snapshot before rank 0 moves or writes any.
+    job.agree(&job_fields(args, &run, &model, &data, start))?;
+    let mut trace = args
+        .trace
+        .as_ref()
+        .map(|path| crate::network::trace::Trace::new(path, trace_steps, job.rank));
     let mut engines = run.engines(&model, &data)?;
-    if run.grad_f16 && args.mpi {
-        return Err(Error::Config(
-            "--grad-dtype f16 with --mpi: MPI has no 16-bit float sum; use --grad-dtype f32 (or in-process replicas)".into(),
-        ));
-    }
     let mut replicas = match job.all_reduce(engines.len())? {
         Some(all_reduce) => run.replicas_with(&mut engines, all_reduce)?,
         None => run.replicas_of(&mut engines)?,
     };
-    if let Some(path) = &args.trace {
-        replicas = replicas.with_trace(crate::network::trace::Trace::new(
-            path,
-            trace_steps,
-            job.rank,
-        ));
+    let local = replicas.local();
+    if let Some(t) = trace.as_mut() {
+        replicas = replicas.with_timeline(t);
     }
     if !speaks {
         // The other ranks train quietly; rank 0 speaks for the job (and writes the trace: these
         // ranks leave their events beside it for rank 0 to gather).
-        train::train_from(&mut replicas, &data, cfg, start, None, &mut train::Quiet)?;
-        if let Some(t) = replicas.take_trace() {
+        train::train_from(
+            &mut replicas,
+            &data,
+            &run.train,
+            start,
+            None,
+            &mut train::Quiet,
+        )?;
+        drop(replicas);
+        if let Some(t) = trace {
             let part = rank_part(&t.path, job.rank);
-            std::fs::write(&part, t.events_json())
-                .map_err(|source| Error::Io { path: part, source })?;
+            crate::checkpoint::write_file(&part, t.events_json().as_bytes(), "the trace part", "")?;
         }
         // Every rank meets rank 0 here before it gathers the trace and before MPI is
         // finalised, so no rank leaves while another still talks.
         job.barrier();
         return Ok(());
     }
-    print!("{}", crate::explain::summary_for(model.hidden()));
-    println!(
-        "data: {} ({} training images, {} test images, {:.1} MB of u8 pixels in RAM)",
-        data.dir.display(),
-        data.train.len(),
-        data.test.len(),
-        data.train.images.len() as f64 / 1e6
-    );
-    println!("engine: {}", replicas.describe());
-    println!(
-        "config: {}, {} steps per epoch{}",
-        run.describe(replicas.world()),
-        cfg.steps_per_epoch(data.train.len(), replicas.world()),
-        match &snapshots {
-            Some(d) => format!(
-                ", snapshots in {} ({}keep {})",
-                d.dir.display(),
-                if args.snapshot_every > 0 {
-                    format!("every {} steps and each epoch, ", args.snapshot_every)
-                } else {
-                    "each epoch, ".into()
-                },
-                d.keep
-            ),
-            None => String::new(),
-        }
-    );
-    let mut console = Console::new(cfg.epochs);
+    print_start(args, &run, &model, &data, &replicas, snapshots.as_ref());
+    let mut console = Console::new(run.train.epochs);
     if let Some(path) = &args.metrics {
         console.metrics = Some((
             crate::network::metrics::Metrics::create(path, args.resume.is_some())?,
@@ -312,61 +304,149 @@ pub(super) fn run_train(args: &TrainArgs) -> Result<()> {
             std::process::exit(130);
         }
     });
-    let trained = train::train_from(&mut replicas, &data, cfg, start, snap, &mut console);
-    if matches!(trained, Err(Error::LinkFault(_))) {
-        if let Some(t) = replicas.take_trace() {
-            // The timeline up to the fault is what a user wants to look at.
-            console.clear();
-            t.write(&[], replicas.local(), job.ranks)?;
-            println!("trace: {} (up to the fault)", t.path.display());
-        }
-    }
+    let trained = train::train_from(&mut replicas, &data, &run.train, start, snap, &mut console);
+    drop(replicas);
+    console.clear();
     let reports = match trained {
+        Err(Error::LinkFault(what)) => {
+            if let Some(t) = &trace {
+                // The timeline up to the fault is what a user wants to look at.
+                t.write(&[], local, job.ranks)?;
+                println!("trace: {} (up to the fault)", t.path.display());
+            }
+            return Err(Error::LinkFault(what));
+        }
         Err(Error::Interrupted(what)) => {
-            console.clear();
-            let last = match &snapshots {
-                Some(d) => match d.latest()? {
-                    Some(p) => format!(
-                        "the latest snapshot is {}: continue with --resume",
-                        p.display()
-                    ),
-                    None => "no snapshot was written yet".into(),
-                },
-                None => "no --snapshot-dir was given, so the run cannot be resumed".into(),
-            };
-            return Err(Error::Interrupted(format!("{what}; {last}")));
+            return Err(Error::Interrupted(format!(
+                "{what}; {}",
+                resume_hint(snapshots.as_ref())?
+            )))
         }
         other => other?,
     };
-    console.clear();
     if let Some(m) = console.failed.take() {
         return Err(m);
     }
     // Every rank meets here (the others after writing their trace parts).
     job.barrier();
-    if let Some(t) = replicas.take_trace() {
-        // The other ranks' events, gathered once every rank has written them.
-        let mut others = Vec::new();
-        for r in 1..job.ranks {
-            let part = rank_part(&t.path, r);
-            let text = std::fs::read_to_string(&part).map_err(|source| Error::Io {
-                path: part.clone(),
-                source,
-            })?;
-            if let Ok(serde_json::Value::Array(v)) = serde_json::from_str(&text) {
-                others.extend(v);
-            }
-            let _ = std::fs::remove_file(&part);
-        }
-        t.write(&others, replicas.local(), job.ranks)?;
-        println!(
-            "trace: {} (steps {}..{}; open it in ui.perfetto.dev, or `gpu-train network {}`)",
-            t.path.display(),
-            t.steps.start,
-            t.steps.end,
-            t.path.display()
-        );
+    if let Some(t) = &trace {
+        write_trace(t, local, job.ranks)?;
     }
+    print_end(&reports, &run, start);
+    Ok(())
+}
+
+/// What every rank of a job must agree on, as (flag, value) pairs.
+fn job_fields(
+    args: &TrainArgs,
+    run: &RunConfig,
+    model: &Model,
+    data: &DataSplit,
+    start: Start,
+) -> Vec<(&'static str, String)> {
+    let c = &run.train;
+    vec![
+        ("--hidden", model.hidden().to_string()),
+        ("--batch-size", c.batch_size.to_string()),
+        ("--lr", c.lr.to_string()),
+        ("--seed", c.seed.to_string()),
+        ("--epochs", c.epochs.to_string()),
+        ("--precision", format!("{:?}", run.precision)),
+        ("--grad-dtype", run.grad_f16.to_string()),
+        ("--replicas/--devices", run.replicas().to_string()),
+        ("--limit (training examples)", data.train.len().to_string()),
+        (
+            "--data-dir (training data fingerprint)",
+            format!("{:016x}", data.train.fingerprint()),
+        ),
+        ("--data-dir (test examples)", data.test.len().to_string()),
+        ("--resume (starting step)", start.global_step.to_string()),
+        ("--trace", args.trace.is_some().to_string()),
+        ("--trace-steps", args.trace_steps.clone()),
+        ("--overlap", run.overlap.to_string()),
+    ]
+}
+
+/// Where an interrupted run can be resumed from.
+fn resume_hint(snapshots: Option<&SnapshotDir>) -> Result<String> {
+    Ok(match snapshots {
+        Some(d) => match d.latest()? {
+            Some(p) => format!(
+                "the latest snapshot is {}: continue with --resume",
+                p.display()
+            ),
+            None => "no snapshot was written yet".into(),
+        },
+        None => "no --snapshot-dir was given, so the run cannot be resumed".into(),
+    })
+}
+
+/// Rank 0's start-up lines: the model, the data, the engines and the validated configuration.
+fn print_start(
+    args: &TrainArgs,
+    run: &RunConfig,
+    model: &Model,
+    data: &DataSplit,
+    replicas: &train::Replicas,
+    snapshots: Option<&SnapshotDir>,
+) {
+    print!("{}", crate::explain::summary_for(model.hidden()));
+    println!(
+        "data: {} ({} training images, {} test images, {:.1} MB of u8 pixels in RAM)",
+        data.dir.display(),
+        data.train.len(),
+        data.test.len(),
+        data.train.images.len() as f64 / 1e6
+    );
+    println!("engine: {}", replicas.describe());
+    println!(
+        "config: {}, {} steps per epoch{}",
+        run.describe(replicas.world()),
+        run.train
+            .steps_per_epoch(data.train.len(), replicas.world()),
+        match snapshots {
+            Some(d) => format!(
+                ", snapshots in {} ({}keep {})",
+                d.dir.display(),
+                if args.snapshot_every > 0 {
+                    format!("every {} steps and each epoch, ", args.snapshot_every)
+                } else {
+                    "each epoch, ".into()
+                },
+                d.keep
+            ),
+            None => String::new(),
+        }
+    );
+}
+
+/// Writes rank 0's trace with the other ranks' events, gathered once every rank wrote them.
+fn write_trace(t: &crate::network::trace::Trace, local: usize, ranks: usize) -> Result<()> {
+    let mut others = Vec::new();
+    for r in 1..ranks {
+        let part = rank_part(&t.path, r);
+        let text = std::fs::read_to_string(&part).map_err(|source| Error::Io {
+            path: part.clone(),
+            source,
+        })?;
+        if let Ok(serde_json::Value::Array(v)) = serde_json::from_str(&text) {
+            others.extend(v);
+        }
+        let _ = std::fs::remove_file(&part);
+    }
+    t.write(&others, local, ranks)?;
+    println!(
+        "trace: {} (steps {}..{}; open it in ui.perfetto.dev, or `gpu-train network {}`)",
+        t.path.display(),
+        t.steps.start,
+        t.steps.end,
+        t.path.display()
+    );
+    Ok(())
+}
+
+/// The run's last line.
+fn print_end(reports: &[train::EpochReport], run: &RunConfig, start: Start) {
     match reports.last() {
         Some(last) => println!(
             "final test accuracy {:.2}% ({} of {}), test loss {:.4}",
@@ -378,9 +458,8 @@ pub(super) fn run_train(args: &TrainArgs) -> Result<()> {
         None => println!(
             "nothing to do: the snapshot already completed {} epoch(s) and --epochs is {}; pass --epochs {} or more to train further",
             start.at.epoch - 1,
-            cfg.epochs,
+            run.train.epochs,
             start.at.epoch
         ),
     }
-    Ok(())
 }

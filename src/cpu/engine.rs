@@ -24,20 +24,11 @@
 
 use super::workers::Workers;
 use crate::data::{scale_pixel, Dataset, CLASSES, PIXELS};
+use crate::engine::{Counters, Engine, Precision, Target, Totals};
 use crate::error::Result;
 use crate::model::{Model, ParamLayout};
-use crate::train::{Engine, Totals};
 use std::ops::Range;
 use std::sync::Mutex;
-
-/// Where a step's weight products go.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Target {
-    /// Into the weights: W += −lr·∂W (the fused one-replica step).
-    Update(f32),
-    /// Into the flat gradient: g = ∂W (a data-parallel replica).
-    Gradient,
-}
 
 /// Scratch buffers sized for the largest batch, allocated once.
 pub struct CpuEngine {
@@ -170,10 +161,10 @@ impl CpuEngine {
     }
 
     /// The same engine computing in mixed precision (--precision f16).
-    pub fn with_precision(mut self, precision: crate::train::Precision) -> Self {
+    pub fn with_precision(mut self, precision: Precision) -> Self {
         self.model16 = match precision {
-            crate::train::Precision::F16 => Some(round_model(&self.model)),
-            crate::train::Precision::F32 => None,
+            Precision::F16 => Some(round_model(&self.model)),
+            Precision::F32 => None,
         };
         self
     }
@@ -262,6 +253,8 @@ impl CpuEngine {
                     if half {
                         // softmax_xent_f16.wgsl: scaled by the loss scale, stored in f16.
                         d[c] = r16(d[c] * scale);
+                    } else if scale != 1.0 {
+                        d[c] *= scale;
                     }
                 }
             }
@@ -313,16 +306,23 @@ impl CpuEngine {
 
     /// One step (the products are listed in the module doc): forward, backward, and the
     /// weight products into the weights (`Target::Update`) or into the gradient.
-    fn step(&mut self, data: &Dataset, batch: &[u32], divisor: usize, scale: f32, target: Target) {
+    fn products(&mut self, data: &Dataset, batch: &[u32], target: Target) {
         let rows = batch.len();
+        let (divisor, scale) = match target {
+            Target::Update { .. } => (rows, 1.0),
+            Target::Gradient {
+                global_rows,
+                loss_scale,
+            } => (global_rows, loss_scale),
+        };
         self.gather(data, batch);
         self.forward(rows);
         let (loss, correct) = self.softmax_xent(divisor, scale);
         let half = self.model16.is_some();
         self.totals.add(loss, correct, rows as u64);
         let (alpha, beta) = match target {
-            Target::Update(lr) => (-lr, 1.0),
-            Target::Gradient => (1.0, 0.0),
+            Target::Update { lr } => (-lr, 1.0),
+            Target::Gradient { .. } => (1.0, 0.0),
         };
         let hidden = self.model.hidden();
         let layout = ParamLayout::packed_for(hidden);
@@ -335,8 +335,8 @@ impl CpuEngine {
         self.d1.resize(hidden * rows, 0.0);
         let Model { w1, b1, w2, b2 } = &mut self.model;
         let (dw1, db1): (&mut [f32], &mut [f32]) = match target {
-            Target::Update(_) => (w1, b1),
-            Target::Gradient => (gw1, gb1),
+            Target::Update { .. } => (w1, b1),
+            Target::Gradient { .. } => (gw1, gb1),
         };
         // δ1 reads the working copy of W2 (f16 values under --precision f16).
         let w2_read: &[f32] = match &self.model16 {
@@ -404,8 +404,8 @@ impl CpuEngine {
 
         // W2 = α · δ2ᵀ · h + β · W2   (10,B)·(B,128), after every block has read the old W2.
         let (dw2, db2): (&mut [f32], &mut [f32]) = match target {
-            Target::Update(_) => (w2, b2),
-            Target::Gradient => (gw2, gb2),
+            Target::Update { .. } => (w2, b2),
+            Target::Gradient { .. } => (gw2, gb2),
         };
         gemm(
             (CLASSES, rows, hidden),
@@ -420,14 +420,14 @@ impl CpuEngine {
         );
         match target {
             // The fused step subtracts row by row (the order the CPU baseline has always used).
-            Target::Update(lr) => {
+            Target::Update { lr } => {
                 for d2_row in self.d2.chunks(CLASSES).take(rows) {
                     for (b, d) in db2.iter_mut().zip(d2_row) {
                         *b -= lr * d;
                     }
                 }
             }
-            Target::Gradient => {
+            Target::Gradient { .. } => {
                 db2.fill(0.0);
                 for d2_row in self.d2.chunks(CLASSES).take(rows) {
                     for (b, d) in db2.iter_mut().zip(d2_row) {
@@ -439,13 +439,10 @@ impl CpuEngine {
     }
 }
 
-impl Engine for CpuEngine {
-    fn hidden(&self) -> usize {
-        self.model.hidden()
-    }
-
-    fn describe(&self) -> String {
-        format!(
+impl std::fmt::Display for CpuEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
             "CPU (matrixmultiply SGEMM, {} thread{}{})",
             self.workers.parts(),
             if self.workers.parts() == 1 { "" } else { "s" },
@@ -456,29 +453,21 @@ impl Engine for CpuEngine {
             }
         )
     }
+}
 
-    fn train_step(&mut self, data: &Dataset, batch: &[u32], lr: f32) -> Result<()> {
-        if self.model16.is_some() {
+impl Engine for CpuEngine {
+    fn step(&mut self, data: &Dataset, batch: &[u32], target: Target) -> Result<()> {
+        if let (Target::Update { .. }, Some(_)) = (target, &self.model16) {
             return Err(crate::error::Error::Config(
                 "--precision f16 trains with the separated step (gradient, loss scaling, update)"
                     .into(),
             ));
         }
-        self.step(data, batch, batch.len(), 1.0, Target::Update(lr));
-        Ok(())
-    }
-
-    fn forward_backward(
-        &mut self,
-        data: &Dataset,
-        batch: &[u32],
-        global_rows: usize,
-        loss_scale: f32,
-    ) -> Result<()> {
         if batch.is_empty() {
+            // A replica left without examples contributes a zero gradient.
             self.grad.fill(0.0);
         } else {
-            self.step(data, batch, global_rows, loss_scale, Target::Gradient);
+            self.products(data, batch, target);
         }
         Ok(())
     }
@@ -512,8 +501,11 @@ impl Engine for CpuEngine {
         Ok(())
     }
 
-    fn take_train_totals(&mut self) -> Result<Totals> {
-        Ok(std::mem::take(&mut self.totals))
+    fn take_counters(&mut self) -> Result<Counters> {
+        Ok(Counters {
+            totals: std::mem::take(&mut self.totals),
+            ..Counters::default()
+        })
     }
 
     fn evaluate(&mut self, data: &Dataset, batch_size: usize) -> Result<Totals> {

@@ -119,7 +119,7 @@ pub fn softmax_xent(
             for c in 0..k {
                 let onehot = if c == y { 1.0 } else { 0.0 };
                 let prob = (row[c] - max_z).exp() / sum;
-                dlogits[r * k + c] = (prob - onehot) / p.divisor as f32;
+                dlogits[r * k + c] = (prob - onehot) / p.divisor as f32 * p.scale;
             }
         }
     }
@@ -257,19 +257,13 @@ pub fn softmax_xent_f16(
     labels: &[u32],
     dlogits: &mut [half::f16],
     accum: &mut [f32],
-    p: &crate::gpu::kernels::SoftmaxF16Params,
+    p: &SoftmaxParams,
 ) {
     let mut d32 = vec![0.0f32; dlogits.len()];
-    let base = SoftmaxParams {
-        rows: p.rows,
-        classes: p.classes,
-        divisor: p.divisor,
-        at: p.at,
-    };
-    softmax_xent(logits, labels, &mut d32, accum, &base);
+    softmax_xent(logits, labels, &mut d32, accum, p);
     if p.divisor != 0 {
         for (d, v) in dlogits.iter_mut().zip(&d32) {
-            *d = r16(v * p.scale);
+            *d = r16(*v);
         }
     }
 }

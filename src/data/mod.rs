@@ -24,13 +24,26 @@ pub const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
 pub const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
 
 /// Images and their labels, in RAM, as u8.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Dataset {
     /// `len` images of [`PIXELS`] bytes each, row-major.
     pub images: Vec<u8>,
     /// `len` labels, each 0-9.
     pub labels: Vec<u8>,
+    /// Which set this is, for an engine that keeps a copy (a resident GPU replica uploads a
+    /// set the first time it meets it): every constructor gives a new one, a clone keeps it.
+    id: u64,
 }
+
+impl PartialEq for Dataset {
+    /// Equal contents (whatever their ids).
+    fn eq(&self, o: &Dataset) -> bool {
+        self.images == o.images && self.labels == o.labels
+    }
+}
+
+/// The next [`Dataset::id`].
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The training and test halves of a data set, plus where they came from.
 #[derive(Debug, Clone)]
@@ -50,7 +63,18 @@ impl Dataset {
                 labels.len()
             )));
         }
-        Ok(Dataset { images, labels })
+        Ok(Dataset::of(images, labels))
+    }
+
+    /// A data set of shapes the caller has checked.
+    pub(crate) fn of(images: Vec<u8>, labels: Vec<u8>) -> Self {
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Dataset { images, labels, id }
+    }
+
+    /// This set's identity (see the field).
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     pub fn len(&self) -> usize {
@@ -69,10 +93,10 @@ impl Dataset {
     /// The first `n` examples (or all, if there are fewer).
     pub fn take(&self, n: usize) -> Dataset {
         let n = n.min(self.len());
-        Dataset {
-            images: self.images[..n * PIXELS].to_vec(),
-            labels: self.labels[..n].to_vec(),
-        }
+        Dataset::of(
+            self.images[..n * PIXELS].to_vec(),
+            self.labels[..n].to_vec(),
+        )
     }
 
     /// Gathers the examples at `indices` into `x` as floats in \[0,1\], (batch, 784) row-major,

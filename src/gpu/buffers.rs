@@ -21,6 +21,8 @@ pub(super) struct Resident {
     pub(super) pixels: wgpu::Buffer,
     pub(super) labels: wgpu::Buffer,
     pub(super) len: usize,
+    /// [`Dataset::id`](crate::data::Dataset::id) of the set uploaded.
+    pub(super) id: u64,
 }
 
 /// How the GPU trainer gets its data and batches its work.
@@ -35,13 +37,13 @@ pub struct GpuOptions {
     /// The matmul variant by name (`--kernels`); None: measured per adapter (gpu/autotune.rs).
     pub kernels: Option<&'static str>,
     /// FP32, or mixed precision with FP16 activations (needs the adapter's SHADER_F16).
-    pub precision: crate::train::Precision,
+    pub precision: crate::engine::Precision,
 }
 
 impl GpuOptions {
     /// Rows the buffers hold: the training batch, or the test pass's larger batch.
     pub fn rows(&self) -> usize {
-        self.batch.max(crate::train::EVAL_BATCH)
+        self.batch.max(crate::engine::EVAL_BATCH)
     }
 }
 
@@ -52,7 +54,7 @@ impl Default for GpuOptions {
             resident: false,
             ring: 32,
             kernels: None,
-            precision: crate::train::Precision::F32,
+            precision: crate::engine::Precision::F32,
         }
     }
 }
@@ -142,8 +144,8 @@ impl Buffers {
         // Under --precision f16 the f32 masters and the f16 working copy share element offsets
         // (one index walks both in sgd_update_f16), aligned for the 2-byte copy's sub-ranges.
         let layout = match opts.precision {
-            crate::train::Precision::F32 => ParamLayout::aligned_for(align_to as usize, 4, hidden),
-            crate::train::Precision::F16 => {
+            crate::engine::Precision::F32 => ParamLayout::aligned_for(align_to as usize, 4, hidden),
+            crate::engine::Precision::F16 => {
                 ParamLayout::aligned_for(2 * align_to as usize, 4, hidden)
             }
         };
@@ -186,6 +188,7 @@ impl Buffers {
                 pixels: kernels::storage::<u8>(d, "resident pixels", &train.images),
                 labels: kernels::storage(d, "resident labels", &labels),
                 len: train.len(),
+                id: train.id(),
             })
         } else {
             None
@@ -199,8 +202,8 @@ impl Buffers {
             })
         };
         let half = match opts.precision {
-            crate::train::Precision::F32 => None,
-            crate::train::Precision::F16 => {
+            crate::engine::Precision::F32 => None,
+            crate::engine::Precision::F16 => {
                 if hidden % 2 == 1 {
                     return Err(Error::Config(format!(
                         "--precision f16 with --hidden {hidden}: the f16 path needs an even width (its f16 tensors are bound in 4-byte units)"

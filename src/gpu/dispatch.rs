@@ -18,6 +18,10 @@ pub struct Dispatch {
     /// card's peak rates these give the kernel's floor.
     pub flops: f64,
     pub bytes: f64,
+    /// The uniform buffer of its params, when the dispatch made it ([`Dispatch::new`]): a plan
+    /// rewrites the values in it that change between steps (the learning rate of a fused
+    /// update, the divisor and loss scale of δ2) instead of building the dispatch again.
+    pub params: Option<wgpu::Buffer>,
 }
 
 impl Dispatch {
@@ -34,9 +38,12 @@ impl Dispatch {
         let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(name),
             contents: bytemuck::bytes_of(params),
-            usage: wgpu::BufferUsages::UNIFORM,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
         });
-        Self::with_uniform(device, name, pipeline, resources, &params, workgroups)
+        let mut dispatch =
+            Self::with_uniform(device, name, pipeline, resources, &params, workgroups);
+        dispatch.params = Some(params);
+        dispatch
     }
 
     /// [`Dispatch::new`] with a uniform buffer the caller owns and may rewrite between steps
@@ -74,6 +81,7 @@ impl Dispatch {
             phase: "",
             flops: 0.0,
             bytes: 0.0,
+            params: None,
         }
     }
 

@@ -34,12 +34,12 @@
 
 use super::buffers::{Buffers, GpuOptions, EVAL_AT, TRAIN_AT};
 use super::kernels::{self, Dispatch, Kernels};
-use super::plan::{Pass, Plan, PlanKey, Source};
+use super::plan::{Pass, Plan, PlanKey, Source, StepValues};
 use super::Gpu;
 use crate::data::{Dataset, PIXELS};
+use crate::engine::{Counters, Engine, GpuSpan, Target, Totals};
 use crate::error::{Error, Result};
 use crate::model::{Model, ParamLayout};
-use crate::train::{Engine, Totals};
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 
@@ -65,7 +65,6 @@ pub struct GpuEngine {
     pub(super) matmul: super::autotune::Choice,
     pub(super) kernels: Kernels,
     pub(super) opts: GpuOptions,
-    pub(super) lr: f32,
     /// Every buffer, allocated once.
     pub(super) bufs: Buffers,
     /// The submissions that produce the output layer's and the hidden layer's gradients in
@@ -75,22 +74,25 @@ pub struct GpuEngine {
     pub(super) sgd: Dispatch,
     /// --precision f16: its pipelines and its update (masters and working copy).
     pub(super) half: Option<HalfKernels>,
-    /// The loss scale δ2 is multiplied by (--precision f16; 1 otherwise).
-    pub(super) loss_scale: f32,
     /// Where the adapter has timestamp queries: the passes of a data-parallel step, timed.
     pub(super) timer: Option<StepTimer>,
+    /// A gradient step was timed since the last `take_counters`: the host's instant just
+    /// before it was submitted (where its timestamps are anchored).
+    pub(super) timed: Option<std::time::Instant>,
     pub(super) plans: HashMap<PlanKey, Plan>,
+    /// Plans built so far (each is built once; the step values change inside them).
+    pub(super) plans_built: usize,
     /// Steps written into slots but not yet submitted: (plan key, slot).
     pub(super) queued: Vec<(PlanKey, usize)>,
     pub(super) in_flight: VecDeque<wgpu::SubmissionIndex>,
     pub(super) host_pixels: Vec<u8>,
     pub(super) host_small: Vec<u32>,
-    /// Bytes of training batches sent from RAM to VRAM since the last `take_staged_bytes`
+    /// Bytes of training batches sent from RAM to VRAM since the last `take_counters`
     /// (the test set's batches are staged too, but not counted here).
     pub(super) staged_bytes: u64,
-    /// Training examples stepped since the last `take_train_totals`.
+    /// Training examples stepped since the last `take_counters`.
     pub(super) train_seen: u64,
-    /// Bytes read back from VRAM since the last `take_readback_bytes`.
+    /// Bytes read back from VRAM since the last `take_counters`.
     pub(super) readback_bytes: u64,
 }
 
@@ -167,15 +169,15 @@ impl GpuEngine {
         let rows = opts.rows();
         let engine = GpuEngine {
             timer,
+            timed: None,
             half,
-            loss_scale: 1.0,
             matmul,
             kernels,
-            lr: 0.0,
             bufs,
             grad_pending: Vec::new(),
             sgd,
             plans: HashMap::new(),
+            plans_built: 0,
             queued: Vec::new(),
             in_flight: VecDeque::new(),
             host_pixels: vec![0; rows * PIXELS],
@@ -204,15 +206,51 @@ impl GpuEngine {
         self.bufs.vram_bytes()
     }
 
-    /// Writes one batch into the next ring slot and queues its step; submits when the ring is full.
-    /// `divisor`: the global batch δ2 is divided by (training passes), 0 for evaluation.
+    /// Hidden neurons of the network it trains.
+    pub fn hidden(&self) -> usize {
+        self.bufs.hidden
+    }
+
+    /// Plans built so far: one per (batch rows, pass, source) met, however the learning rate,
+    /// the loss scale or the global batch change between steps.
+    pub fn plans_built(&self) -> usize {
+        self.plans_built
+    }
+
+    /// The plan for `key`, built the first time it is needed, holding the step values `v`
+    /// (steps recorded with other values are submitted before they are rewritten).
+    fn plan_for(&mut self, key: PlanKey, v: StepValues) -> Result<()> {
+        if !self.plans.contains_key(&key) {
+            let (d, k, b, ring) = (&self.gpu.device, &self.kernels, &self.bufs, self.opts.ring);
+            let plan = match &self.half {
+                Some(half) => Plan::new_f16(d, k, &half.kernels, b, ring, key, v),
+                None => Plan::new(d, k, b, ring, key, v),
+            };
+            self.plans.insert(key, plan);
+            self.plans_built += 1;
+        }
+        if !self.plans[&key].holds(v) {
+            if self.queued.iter().any(|(k, _)| *k == key) {
+                self.submit()?;
+            }
+            let queue = &self.gpu.queue;
+            self.plans
+                .get_mut(&key)
+                .expect("built above")
+                .write_values(queue, v);
+        }
+        Ok(())
+    }
+
+    /// Writes one batch into the next ring slot and queues its step; submits when the ring is
+    /// full. `v`: the step's values (the global batch δ2 is divided by, 0 for evaluation).
     pub(super) fn queue_step(
         &mut self,
         data: &Dataset,
         batch: &[u32],
         pass: Pass,
         source: Source,
-        divisor: usize,
+        v: StepValues,
     ) -> Result<()> {
         let rows = batch.len();
         if rows == 0 || rows > self.opts.rows() {
@@ -221,7 +259,10 @@ impl GpuEngine {
                 self.opts.batch
             )));
         }
+        let key = PlanKey { rows, pass, source };
+        self.plan_for(key, v)?;
         let slot = self.queued.len();
+
         let q = &self.gpu.queue;
         match source {
             Source::Staged => {
@@ -256,39 +297,6 @@ impl GpuEngine {
                     self.staged_bytes += (rows * 4) as u64;
                 }
             }
-        }
-        let key = PlanKey {
-            rows,
-            pass,
-            source,
-            divisor: u32::try_from(divisor)
-                .map_err(|_| Error::Config(format!("a global batch of {divisor} is too large")))?,
-            scale_bits: if self.half.is_some() {
-                self.loss_scale.to_bits()
-            } else {
-                0
-            },
-        };
-        if !self.plans.contains_key(&key) {
-            let plan = match &self.half {
-                Some(half) => Plan::new_f16(
-                    &self.gpu.device,
-                    &self.kernels,
-                    &half.kernels,
-                    &self.bufs,
-                    self.opts.ring,
-                    key,
-                ),
-                None => Plan::new(
-                    &self.gpu.device,
-                    &self.kernels,
-                    &self.bufs,
-                    self.opts.ring,
-                    self.lr,
-                    key,
-                ),
-            };
-            self.plans.insert(key, plan);
         }
         self.queued.push((key, slot));
         if self.queued.len() == self.opts.ring && pass != Pass::Gradient {
@@ -352,29 +360,38 @@ impl GpuEngine {
             seen,
         })
     }
-
-    /// The learning rate is baked into the update dispatches' params: rebuild the training
-    /// plans if it changes (it does not within a run).
-    pub(super) fn set_lr(&mut self, lr: f32) -> Result<()> {
-        if lr != self.lr {
-            self.submit()?;
-            self.lr = lr;
-            self.plans.retain(|k, _| k.pass != Pass::Train);
-        }
-        Ok(())
-    }
 }
 
 impl GpuEngine {
-    /// Where a step's images come from, checking that a resident set is the data passed in.
-    fn source(&self, data: &Dataset) -> Result<Source> {
-        match &self.bufs.resident {
-            Some(r) if r.len == data.len() => Ok(Source::Resident),
-            Some(_) => Err(Error::Config(
-                "the resident training set differs from the data passed to the engine".into(),
-            )),
-            None => Ok(Source::Staged),
+    /// Where a step's images come from. A resident engine uploads a training set it has not
+    /// met before (a data-parallel replica's shard, new every epoch): one upload of the set
+    /// instead of one copy per batch.
+    fn source(&mut self, data: &Dataset) -> Result<Source> {
+        let Some(res) = &self.bufs.resident else {
+            return Ok(Source::Staged);
+        };
+        if res.id == data.id() {
+            return Ok(Source::Resident);
         }
+        if (data.images.len() as u64) > res.pixels.size() {
+            return Err(Error::Config(format!(
+                "a training set of {} images does not fit the resident buffer of {} images",
+                data.len(),
+                res.pixels.size() as usize / PIXELS
+            )));
+        }
+        // Steps recorded but not submitted read the old set: they go first.
+        self.submit()?;
+        let res = self.bufs.resident.as_mut().expect("checked above");
+        let labels: Vec<u32> = data.labels.iter().map(|&l| l as u32).collect();
+        let q = &self.gpu.queue;
+        // write_buffer needs a multiple of 4 bytes: 784 bytes an image always is.
+        q.write_buffer(&res.pixels, 0, &data.images);
+        q.write_buffer(&res.labels, 0, bytemuck::cast_slice(&labels));
+        (res.len, res.id) = (data.len(), data.id());
+        self.staged_bytes += (data.images.len() + 4 * labels.len()) as u64;
+        self.gpu.check()?;
+        Ok(Source::Resident)
     }
 
     /// Submits `encoder`'s work and returns its index.
@@ -414,13 +431,10 @@ impl GpuEngine {
     }
 }
 
-impl Engine for GpuEngine {
-    fn hidden(&self) -> usize {
-        self.bufs.hidden
-    }
-
-    fn describe(&self) -> String {
-        format!(
+impl std::fmt::Display for GpuEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
             "GPU {}{}, batches {}, matmul {} ({}){}",
             super::context::describe(&self.gpu.info),
             if self.gpu.is_software() {
@@ -442,28 +456,18 @@ impl Engine for GpuEngine {
             }
         )
     }
+}
 
-    fn train_step(&mut self, data: &Dataset, batch: &[u32], lr: f32) -> Result<()> {
-        if self.half.is_some() {
-            return Err(Error::Config(
-                "--precision f16 trains with the separated step (gradient, loss scaling, update)"
-                    .into(),
-            ));
-        }
-        self.set_lr(lr)?;
-        let source = self.source(data)?;
-        self.train_seen += batch.len() as u64;
-        self.queue_step(data, batch, Pass::Train, source, batch.len())
-    }
-
-    fn forward_backward(
+impl GpuEngine {
+    /// The data-parallel first verb: forward and backward, the gradient into `bufs.grad`,
+    /// copied for the host in two submissions, the output layer's first.
+    fn gradient_step(
         &mut self,
         data: &Dataset,
         batch: &[u32],
         global_rows: usize,
         loss_scale: f32,
     ) -> Result<()> {
-        self.loss_scale = loss_scale;
         // Whatever the fused path queued goes first, then this step in two submissions. With
         // one replica nothing reads the gradient back, so the host would run ahead: it waits
         // here while more than MAX_IN_FLIGHT steps are queued (time a profile counts as compute).
@@ -485,9 +489,16 @@ impl Engine for GpuEngine {
             self.grad_pending.push((range, done));
             return Ok(());
         }
+        let divisor = u32::try_from(global_rows)
+            .map_err(|_| Error::Config(format!("a global batch of {global_rows} is too large")))?;
         let source = self.source(data)?;
         self.train_seen += batch.len() as u64;
-        self.queue_step(data, batch, Pass::Gradient, source, global_rows)?;
+        let v = StepValues {
+            lr: 0.0,
+            divisor,
+            loss_scale,
+        };
+        self.queue_step(data, batch, Pass::Gradient, source, v)?;
         let (key, slot) = self.queued.pop().expect("just queued");
         let plan = &self.plans[&key];
         // Timestamps at the start and end of both passes, where the adapter has them (the
@@ -501,6 +512,7 @@ impl Engine for GpuEngine {
                     end_of_pass_write_index: Some(2 * i + 1),
                 })
         };
+        let submitted = std::time::Instant::now();
         // Submission 1: forward, loss, δ1, and the output layer's gradient, copied for the host.
         let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
         {
@@ -533,7 +545,75 @@ impl Engine for GpuEngine {
         let range2 = self.copy_gradient(&mut encoder, hidden);
         let second = self.submit_one(encoder);
         self.grad_pending = vec![(range, first), (range2, second)];
+        self.timed = self.timer.as_ref().map(|_| submitted);
         self.gpu.check()
+    }
+
+    /// The GPU's own timing of the last gradient step, its first timestamp anchored at
+    /// `submitted` (waits for it).
+    fn gpu_spans(&mut self, submitted: std::time::Instant) -> Result<Vec<GpuSpan>> {
+        let Some(t) = &self.timer else {
+            return Ok(Vec::new());
+        };
+        // Waits for the step's second submission (done already when its gradient was read).
+        let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
+        t.read.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.gpu.wait()?;
+        pollster::block_on(rx.receive())
+            .ok_or_else(|| Error::Gpu("read-back was cancelled".into()))?
+            .map_err(|e| Error::Gpu(format!("read-back failed: {e}")))?;
+        let ticks: Vec<u64> = {
+            let view = t
+                .read
+                .get_mapped_range(..)
+                .map_err(|e| Error::Gpu(format!("read-back failed: {e}")))?;
+            bytemuck::pod_collect_to_vec(&view)
+        };
+        t.read.unmap();
+        self.readback_bytes += 32;
+        let period = self.gpu.queue.get_timestamp_period() as f64 * 1e-9;
+        let at = |i: usize| ticks[i].saturating_sub(ticks[0]) as f64 * period;
+        let span = |what, i: usize| GpuSpan {
+            what,
+            start: submitted + std::time::Duration::from_secs_f64(at(i)),
+            dur: std::time::Duration::from_secs_f64((at(i + 1) - at(i)).max(0.0)),
+        };
+        Ok(vec![
+            span("GPU: forward, loss, output layer's gradient", 0),
+            span("GPU: hidden layer's gradient", 2),
+        ])
+    }
+}
+
+impl Engine for GpuEngine {
+    fn step(&mut self, data: &Dataset, batch: &[u32], target: Target) -> Result<()> {
+        match target {
+            Target::Update { lr } => {
+                if self.half.is_some() {
+                    return Err(Error::Config(
+                        "--precision f16 trains with the separated step (gradient, loss scaling, update)"
+                            .into(),
+                    ));
+                }
+                if batch.is_empty() {
+                    return Ok(());
+                }
+                let source = self.source(data)?;
+                self.train_seen += batch.len() as u64;
+                let v = StepValues {
+                    lr,
+                    divisor: batch.len() as u32,
+                    loss_scale: 1.0,
+                };
+                self.queue_step(data, batch, Pass::Train, source, v)
+            }
+            Target::Gradient {
+                global_rows,
+                loss_scale,
+            } => self.gradient_step(data, batch, global_rows, loss_scale),
+        }
     }
 
     fn read_gradient(&mut self, range: Range<usize>, out: &mut [f32]) -> Result<()> {
@@ -617,32 +697,19 @@ impl Engine for GpuEngine {
         self.gpu.check()
     }
 
-    fn load_shard(&mut self, shard: &Dataset) -> Result<()> {
-        let Some(res) = &mut self.bufs.resident else {
-            return Ok(());
-        };
-        // This epoch's shard replaces the resident set: one upload of the replica's part of
-        // the training set, instead of one copy per batch.
-        if (shard.images.len() as u64) > res.pixels.size() {
-            return Err(Error::Config(format!(
-                "a shard of {} images does not fit the resident buffer of {} images",
-                shard.len(),
-                res.pixels.size() as usize / PIXELS
-            )));
-        }
-        let labels: Vec<u32> = shard.labels.iter().map(|&l| l as u32).collect();
-        let q = &self.gpu.queue;
-        // write_buffer needs a multiple of 4 bytes: 784 bytes an image always is.
-        q.write_buffer(&res.pixels, 0, &shard.images);
-        q.write_buffer(&res.labels, 0, bytemuck::cast_slice(&labels));
-        res.len = shard.len();
-        self.staged_bytes += (shard.images.len() + 4 * labels.len()) as u64;
-        self.gpu.check()
-    }
-
-    fn take_train_totals(&mut self) -> Result<Totals> {
+    fn take_counters(&mut self) -> Result<Counters> {
         let seen = std::mem::take(&mut self.train_seen);
-        self.take_totals(TRAIN_AT, seen)
+        let totals = self.take_totals(TRAIN_AT, seen)?;
+        let gpu_spans = match self.timed.take() {
+            Some(submitted) => self.gpu_spans(submitted)?,
+            None => Vec::new(),
+        };
+        Ok(Counters {
+            totals,
+            staged_bytes: Some(std::mem::take(&mut self.staged_bytes)),
+            readback_bytes: Some(std::mem::take(&mut self.readback_bytes)),
+            gpu_spans,
+        })
     }
 
     fn evaluate(&mut self, data: &Dataset, batch_size: usize) -> Result<Totals> {
@@ -650,7 +717,12 @@ impl Engine for GpuEngine {
         let all: Vec<u32> = (0..data.len() as u32).collect();
         self.submit()?;
         for batch in all.chunks(batch_size) {
-            self.queue_step(data, batch, Pass::Eval, Source::Staged, 0)?;
+            let v = StepValues {
+                lr: 0.0,
+                divisor: 0,
+                loss_scale: 1.0,
+            };
+            self.queue_step(data, batch, Pass::Eval, Source::Staged, v)?;
         }
         self.take_totals(EVAL_AT, data.len() as u64)
     }
@@ -662,48 +734,6 @@ impl Engine for GpuEngine {
             &self.gpu.read_f32(&self.bufs.params)?,
             &self.bufs.layout,
         ))
-    }
-
-    fn gpu_times(&mut self) -> Result<Option<Vec<crate::train::GpuSpan>>> {
-        let Some(t) = &self.timer else {
-            return Ok(None);
-        };
-        // Waits for the step's second submission (done already when its gradient was read).
-        let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
-        t.read.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        self.gpu.wait()?;
-        pollster::block_on(rx.receive())
-            .ok_or_else(|| Error::Gpu("read-back was cancelled".into()))?
-            .map_err(|e| Error::Gpu(format!("read-back failed: {e}")))?;
-        let ticks: Vec<u64> = {
-            let view = t
-                .read
-                .get_mapped_range(..)
-                .map_err(|e| Error::Gpu(format!("read-back failed: {e}")))?;
-            bytemuck::pod_collect_to_vec(&view)
-        };
-        t.read.unmap();
-        self.readback_bytes += 32;
-        let period = self.gpu.queue.get_timestamp_period() as f64 * 1e-9;
-        let at = |i: usize| ticks[i].saturating_sub(ticks[0]) as f64 * period;
-        Ok(Some(vec![
-            (
-                "GPU: forward, loss, output layer's gradient",
-                at(0),
-                at(1) - at(0),
-            ),
-            ("GPU: hidden layer's gradient", at(2), at(3) - at(2)),
-        ]))
-    }
-
-    fn take_readback_bytes(&mut self) -> Option<u64> {
-        Some(std::mem::take(&mut self.readback_bytes))
-    }
-
-    fn take_staged_bytes(&mut self) -> Option<u64> {
-        Some(std::mem::take(&mut self.staged_bytes))
     }
 
     fn set_model(&mut self, model: &Model) -> Result<()> {

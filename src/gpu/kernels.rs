@@ -220,6 +220,9 @@ pub struct SoftmaxParams {
     pub divisor: u32,
     /// Index in the totals buffer where this batch's loss sum goes (correct count at +1).
     pub at: u32,
+    /// δ2 is multiplied by it: --precision f16's loss scale, 1 otherwise.
+    pub scale: f32,
+    pub _pad: [u32; 3],
 }
 
 #[repr(C)]
@@ -299,18 +302,6 @@ pub const SOURCES: [(&str, &str); 13] = [
         include_str!("../../shaders/sgd_update_f16.wgsl"),
     ),
 ];
-
-/// `softmax_xent_f16.wgsl`'s uniform: softmax_xent's, plus the loss scale.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
-pub struct SoftmaxF16Params {
-    pub rows: u32,
-    pub classes: u32,
-    pub divisor: u32,
-    pub at: u32,
-    pub scale: f32,
-    pub _pad: [u32; 3],
-}
 
 /// The f16 matmul kernels' blocking (as matmul_reg8x4: 8×4 a thread, 8×8 threads).
 pub const MATMUL_F16_BLOCK: (u32, u32) = (64, 32);

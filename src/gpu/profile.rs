@@ -43,7 +43,6 @@ impl GpuEngine {
                 self.gpu.info.name
             )));
         }
-        self.set_lr(lr)?;
         self.submit()?;
         let mut sums: Vec<KernelTime> = Vec::new();
         let source = if self.bufs.resident.is_some() {
@@ -54,7 +53,12 @@ impl GpuEngine {
         for batch in batches {
             // Stage the batch into slot 0 as a normal step would, then take it off the queue
             // to record it kernel by kernel.
-            self.queue_step(data, batch, Pass::Train, source, batch.len())?;
+            let v = super::plan::StepValues {
+                lr,
+                divisor: batch.len() as u32,
+                loss_scale: 1.0,
+            };
+            self.queue_step(data, batch, Pass::Train, source, v)?;
             let (key, slot) = self.queued.pop().expect("just queued");
             let plan = &self.plans[&key];
             let dispatches: Vec<_> = std::iter::once(&plan.unpack[slot])

@@ -9,32 +9,10 @@
 //! it moves them.
 
 use crate::error::{Error, Result};
-use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// One line of the metrics file.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Record {
-    pub kind: &'static str,
-    pub epoch: usize,
-    pub global_step: u64,
-    pub replicas: usize,
-    pub global_batch: usize,
-    pub train_loss: f64,
-    pub train_accuracy: f64,
-    pub time_s: f64,
-    pub staged_bytes: u64,
-    pub allreduce_sent_bytes: u64,
-    pub allreduce_received_bytes: u64,
-    pub readback_bytes: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub test_loss: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub test_accuracy: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub epoch_time_s: Option<f64>,
-}
+pub use crate::train::Record;
 
 /// The open metrics file.
 pub struct Metrics {

@@ -12,6 +12,7 @@
 //! which.
 
 use crate::error::{Error, Result};
+use crate::train::{Timeline, GPU_TRACK};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -46,21 +47,13 @@ impl Trace {
         t.duration_since(self.origin).as_secs_f64() * 1e6
     }
 
-    /// A span on `replica`'s track from `start` to `end`, with `args`.
-    pub fn span(&mut self, name: &str, replica: usize, start: Instant, end: Instant, args: Value) {
+    /// A span on `track`'s track from `start` to `end`, with `args`.
+    pub fn span(&mut self, name: &str, track: usize, start: Instant, end: Instant, args: Value) {
         let ts = self.now_us(start);
+        let cat = if track >= GPU_TRACK { "gpu" } else { "step" };
         self.events.push(json!({
-            "name": name, "ph": "X", "cat": "step",
+            "name": name, "ph": "X", "cat": cat,
             "ts": ts, "dur": (self.now_us(end) - ts).max(0.0),
-            "pid": self.rank, "tid": replica, "args": args,
-        }));
-    }
-
-    /// A span at `ts_us` for `dur_us` microseconds of the trace's clock.
-    pub fn span_at(&mut self, name: &str, track: usize, ts_us: f64, dur_us: f64, args: Value) {
-        self.events.push(json!({
-            "name": name, "ph": "X", "cat": "gpu",
-            "ts": ts_us, "dur": dur_us.max(0.0),
             "pid": self.rank, "tid": track, "args": args,
         }));
     }
@@ -85,7 +78,7 @@ impl Trace {
                 );
                 // The GPU's own track, where the adapter has timestamps (named even if empty).
                 events.push(json!({"name": "thread_name", "ph": "M", "pid": rank,
-                    "tid": crate::train::GPU_TRACK + global,
+                    "tid": GPU_TRACK + global,
                     "args": {"name": format!("replica {global}: GPU (its own timestamps)")}}));
             }
         }
@@ -94,7 +87,7 @@ impl Trace {
             "displayTimeUnit": "ms",
             "otherData": {
                 "clock": "host",
-                "gpu_clock": "spans on the 'GPU' tracks come from the adapter's timestamp queries (where it has them), anchored at the host's submission",
+                "gpu_clock": "spans on the 'GPU' tracks come from the adapter's timestamp queries (where it has them); the step's first timestamp is placed at the host's instant just before it submitted the step, so each GPU span is drawn at the earliest it can have run",
                 "producer": "gpu-train",
                 "steps": format!("{}..{}", self.steps.start, self.steps.end),
             },
@@ -105,6 +98,15 @@ impl Trace {
             "the trace",
             "an earlier file of that name is untouched",
         )
+    }
+}
+
+impl Timeline for Trace {
+    fn wants(&self, step: u64) -> bool {
+        Trace::wants(self, step)
+    }
+    fn span(&mut self, name: &str, track: usize, start: Instant, end: Instant, args: Value) {
+        Trace::span(self, name, track, start, end, args)
     }
 }
 

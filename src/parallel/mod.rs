@@ -56,7 +56,7 @@ pub trait AllReduce {
     fn all_reduce(&mut self, step: u64, grads: &mut [&mut [f32]]) -> Result<Vec<Traffic>>;
     /// The training totals of the whole job, from this process's (the epoch line reports all
     /// replicas' examples). In one process they are already whole.
-    fn sum_totals(&mut self, totals: crate::train::Totals) -> Result<crate::train::Totals> {
+    fn sum_totals(&mut self, totals: crate::engine::Totals) -> Result<crate::engine::Totals> {
         Ok(totals)
     }
     /// Checks that every process holds weights with this hash (`what` says when, for the

@@ -16,8 +16,8 @@
 
 use super::ring::Ring;
 use super::{AllReduce, Traffic};
+use crate::engine::Totals;
 use crate::error::{Error, Result};
-use crate::train::Totals;
 use mpi::collective::SystemOperation;
 use mpi::environment::Universe;
 use mpi::topology::SimpleCommunicator;
@@ -77,6 +77,47 @@ impl MpiJob {
     /// Waits for every rank.
     pub fn barrier(&self) {
         self.world.barrier();
+    }
+
+    /// Ends the whole job with exit code `code` (MPI_Abort): what a rank that cannot go on
+    /// does, because the other ranks would wait for it in their next collective forever
+    /// (and MPI_Finalize, run when this process's MPI handle is dropped, would wait for them).
+    pub fn abort(&self, code: i32) -> ! {
+        self.world.abort(code)
+    }
+
+    /// Checks that every rank has the same value for each field (flag, value): the values
+    /// are hashed and gathered; a difference names the flag and the ranks.
+    pub fn agree(&self, fields: &[(&str, String)]) -> Result<()> {
+        let hash = |v: &str| {
+            v.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+            })
+        };
+        let mine: Vec<u64> = fields.iter().map(|(_, v)| hash(v)).collect();
+        let mut all = vec![0u64; mine.len() * self.ranks];
+        self.world.all_gather_into(&mine[..], &mut all[..]);
+        let mut differ = Vec::new();
+        for (f, (flag, value)) in fields.iter().enumerate() {
+            let ranks: Vec<String> = (0..self.ranks)
+                .filter(|&r| all[r * mine.len() + f] != all[f])
+                .map(|r| r.to_string())
+                .collect();
+            if !ranks.is_empty() {
+                differ.push(format!(
+                    "{flag} (rank {} has {value}; rank(s) {} differ from rank 0)",
+                    self.rank,
+                    ranks.join(", ")
+                ));
+            }
+        }
+        if differ.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Config(format!(
+            "the ranks of this MPI job were started with different settings: {}; every rank must train the same run",
+            differ.join("; ")
+        )))
     }
 }
 

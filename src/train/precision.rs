@@ -1,16 +1,4 @@
-//! The number format the network computes in, and the loss scaling FP16 needs.
-
-/// The number format the network computes in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Precision {
-    /// Everything in FP32.
-    #[default]
-    F32,
-    /// Mixed precision: inputs, activations, error terms and a working copy of the weights in
-    /// FP16, products accumulated in FP32, FP32 master weights and gradients, dynamic loss
-    /// scaling (PyTorch AMP's recipe).
-    F16,
-}
+//! The loss scaling FP16 needs (the number format itself is [`crate::engine::Precision`]).
 
 /// Dynamic loss scaling, as PyTorch's GradScaler does it: the loss (so every gradient) is
 /// multiplied by `scale` so that small FP16 error terms do not round to zero; a step whose

@@ -1,16 +1,19 @@
-//! The workers of a run: one engine, or N replicas and the all-reduce that joins them; and
-//! the shard each replica trains on.
+//! The workers of a run: one engine, or N replicas and the all-reduce that joins them; the
+//! shard each replica trains on; and the data-parallel step in its three verbs.
+//!
+//! The choice between the fused step (one replica alone: forward, backward and update in one
+//! go, no gradient buffer) and the three verbs is made here, once, when the replicas are
+//! built; the training loop only calls [`Replicas::step`].
 
-use super::{Engine, LossScaler, StepSplit};
+use super::{LossScaler, StepSplit, Timeline};
 use crate::data::{Dataset, PIXELS};
+use crate::engine::{Counters, Engine, Target};
 use crate::error::{Error, Result};
 use crate::model::{Model, ParamLayout};
 use crate::parallel::{self, AllReduce, Identity, Traffic};
+use serde_json::json;
 use std::ops::Range;
 use std::time::{Duration, Instant};
-
-/// A pass as the GPU timed it: (what, start in seconds from its first timestamp, duration).
-pub type GpuSpan = (&'static str, f64, f64);
 
 /// Trace tracks of the GPUs' own timestamps: replica r's is GPU_TRACK + r.
 pub const GPU_TRACK: usize = 1000;
@@ -26,23 +29,40 @@ pub fn buckets() -> [Range<usize>; 2] {
     buckets_of(&ParamLayout::packed())
 }
 
+/// What one step did besides computing.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Stepped {
+    /// What local replica 0 sent and received in the all-reduce.
+    pub traffic: Traffic,
+    /// --precision f16: the gradients overflowed, the update was skipped.
+    pub skipped: bool,
+}
+
 /// The workers of a run: one engine, or N replicas with the all-reduce that joins them.
 pub struct Replicas<'a> {
-    pub(super) engines: Vec<&'a mut dyn Engine>,
-    pub(super) all_reduce: Box<dyn AllReduce + 'a>,
+    engines: Vec<&'a mut dyn Engine>,
+    all_reduce: Box<dyn AllReduce + 'a>,
     /// One replica alone takes the fused step.
-    pub(super) fused: bool,
+    fused: bool,
     /// Start the output layer's all-reduce before the hidden layer's gradient is read, so it
     /// runs while the GPU still computes (PyTorch DDP's gradient buckets).
-    pub(super) overlap: bool,
+    overlap: bool,
     /// Each local replica's gradient on the host, packed layout (allocated once).
-    pub(super) grads: Vec<Vec<f32>>,
+    grads: Vec<Vec<f32>>,
     /// The gradient's buckets in that layout, output layer first.
-    pub(super) buckets: [Range<usize>; 2],
+    buckets: [Range<usize>; 2],
     /// --precision f16: dynamic loss scaling (the gradients are then always read back).
-    pub(super) scaler: Option<LossScaler>,
-    /// --trace: the timeline being recorded.
-    pub(super) trace: Option<crate::network::trace::Trace>,
+    scaler: Option<LossScaler>,
+    /// --trace: where the phases of traced steps go.
+    timeline: Option<&'a mut dyn Timeline>,
+    /// The global step being traced, if the current one is.
+    traced: Option<u64>,
+    /// Each replica's counters taken early (to trace a step's GPU timing), not yet reported.
+    pending: Vec<Counters>,
+    /// This epoch's shard of each local replica (empty on the fused path).
+    shards: Vec<Shard>,
+    /// Where this epoch's time went so far.
+    split: StepSplit,
 }
 
 impl<'a> Replicas<'a> {
@@ -56,19 +76,73 @@ impl<'a> Replicas<'a> {
             grads: Vec::new(),
             buckets: buckets(),
             scaler: None,
-            trace: None,
+            timeline: None,
+            traced: None,
+            pending: vec![Counters::default()],
+            shards: Vec::new(),
+            split: StepSplit::default(),
         }
     }
 
-    /// Records a timeline of the steps `trace` asks for.
-    pub fn with_trace(mut self, trace: crate::network::trace::Trace) -> Self {
-        self.trace = Some(trace);
+    /// Data-parallel replicas (one or more) joined by `all_reduce`, which must know as many
+    /// local replicas as `engines` holds. Every engine must start from the same weights.
+    pub fn data_parallel(
+        mut engines: Vec<&'a mut dyn Engine>,
+        all_reduce: Box<dyn AllReduce + 'a>,
+        overlap: bool,
+    ) -> Result<Self> {
+        if engines.is_empty() {
+            return Err(Error::Config("at least one replica is needed".into()));
+        }
+        let hidden = engines[0].model()?.hidden();
+        for e in engines.iter_mut().skip(1) {
+            let h = e.model()?.hidden();
+            if h != hidden {
+                return Err(Error::Config(format!(
+                    "replicas of different widths ({hidden} and {h} hidden neurons)"
+                )));
+            }
+        }
+        let layout = ParamLayout::packed_for(hidden);
+        let n = engines.len();
+        Ok(Replicas {
+            engines,
+            all_reduce,
+            fused: false,
+            overlap,
+            grads: vec![vec![0.0; layout.total]; n],
+            buckets: buckets_of(&layout),
+            scaler: None,
+            timeline: None,
+            traced: None,
+            pending: vec![Counters::default(); n],
+            shards: Vec::new(),
+            split: StepSplit::default(),
+        })
+    }
+
+    /// Records the phases of the steps `timeline` wants.
+    pub fn with_timeline(mut self, timeline: &'a mut dyn Timeline) -> Self {
+        self.timeline = Some(timeline);
         self
     }
 
-    /// The recorded timeline, once training is over.
-    pub fn take_trace(&mut self) -> Option<crate::network::trace::Trace> {
-        self.trace.take()
+    /// Trains in mixed precision with dynamic loss scaling, starting at `scaler`.
+    pub fn with_loss_scaling(mut self, scaler: LossScaler) -> Self {
+        self.scaler = Some(scaler);
+        self
+    }
+
+    /// The loss scaler's state (--precision f16).
+    pub fn scaler(&self) -> Option<LossScaler> {
+        self.scaler
+    }
+
+    /// Continues loss scaling from a resumed snapshot's state (if this run scales at all).
+    pub(super) fn resume_scaler(&mut self, resumed: Option<LossScaler>) {
+        if let (Some(r), Some(s)) = (resumed, self.scaler.as_mut()) {
+            *s = r;
+        }
     }
 
     /// The all-reduce, for what it knows of the job (its size, MPI's gathers).
@@ -81,44 +155,6 @@ impl<'a> Replicas<'a> {
         self.engines.len()
     }
 
-    /// Trains in mixed precision with dynamic loss scaling, starting at `scaler`.
-    pub fn with_loss_scaling(mut self, scaler: LossScaler) -> Self {
-        self.scaler = Some(scaler);
-        self
-    }
-
-    /// Data-parallel replicas (one or more) joined by `all_reduce`, which must know as many
-    /// local replicas as `engines` holds. Every engine must start from the same weights.
-    pub fn data_parallel(
-        engines: Vec<&'a mut dyn Engine>,
-        all_reduce: Box<dyn AllReduce + 'a>,
-        overlap: bool,
-    ) -> Result<Self> {
-        if engines.is_empty() {
-            return Err(Error::Config("at least one replica is needed".into()));
-        }
-        let hidden = engines[0].hidden();
-        if let Some(e) = engines.iter().find(|e| e.hidden() != hidden) {
-            return Err(Error::Config(format!(
-                "replicas of different widths ({} and {} hidden neurons)",
-                hidden,
-                e.hidden()
-            )));
-        }
-        let layout = ParamLayout::packed_for(hidden);
-        let grads = vec![vec![0.0; layout.total]; engines.len()];
-        Ok(Replicas {
-            engines,
-            all_reduce,
-            fused: false,
-            overlap,
-            grads,
-            buckets: buckets_of(&layout),
-            scaler: None,
-            trace: None,
-        })
-    }
-
     /// Replicas in the whole job.
     pub fn world(&self) -> usize {
         if self.fused {
@@ -128,17 +164,22 @@ impl<'a> Replicas<'a> {
         }
     }
 
+    /// Whether this is one replica alone on the fused step.
+    pub fn fused(&self) -> bool {
+        self.fused
+    }
+
     /// The engine of local replica 0 (it evaluates, and its weights go into snapshots).
     pub fn first(&mut self) -> &mut dyn Engine {
         &mut *self.engines[0]
     }
 
     pub fn describe(&self) -> String {
-        let mut s = self.engines[0].describe();
+        let mut s = self.engines[0].to_string();
         if self.engines.len() > 1 {
             s += &format!(" (replica 0 of {})", self.engines.len());
             for (i, e) in self.engines.iter().enumerate().skip(1) {
-                s += &format!("\n        replica {i}: {}", e.describe());
+                s += &format!("\n        replica {i}: {e}");
             }
         }
         if !self.fused {
@@ -155,187 +196,235 @@ impl<'a> Replicas<'a> {
         s
     }
 
-    /// Reads every replica's weights and checks they are the same, bit for bit.
-    pub fn check_in_step(&mut self, epoch: usize, step: usize) -> Result<Model> {
-        let first = self.engines[0].model()?;
+    /// Deals this epoch's shards: local replica i is replica first_replica() + i of the job,
+    /// and trains on its part of every global batch of `order`.
+    pub(super) fn deal(&mut self, train: &Dataset, order: &[u32], global: usize) {
+        if self.fused {
+            return;
+        }
+        let (base, world) = (self.all_reduce.first_replica(), self.all_reduce.world());
+        self.shards = (0..self.engines.len())
+            .map(|i| Shard::deal(train, order, global, world, base + i))
+            .collect();
+    }
+
+    /// What the engines counted since the last call, summed over the local replicas (bytes
+    /// per replica: the mean of theirs).
+    pub fn take_counters(&mut self) -> Result<Counters> {
+        let n = self.engines.len() as u64;
+        let mut sum = Counters::default();
+        for (e, pending) in self.engines.iter_mut().zip(&mut self.pending) {
+            let mut c = std::mem::take(pending);
+            c.merge(e.take_counters()?);
+            sum.merge(c);
+        }
+        sum.staged_bytes = sum.staged_bytes.map(|b| b / n);
+        sum.readback_bytes = sum.readback_bytes.map(|b| b / n);
+        Ok(sum)
+    }
+
+    /// This epoch's time split so far (reset).
+    pub(super) fn take_split(&mut self) -> Option<StepSplit> {
+        let split = std::mem::take(&mut self.split);
+        (!self.fused).then_some(split)
+    }
+
+    /// Reads every local replica's weights, checks they are the same, bit for bit, and that
+    /// every process of the job holds the same (`when` names the moment for the message).
+    pub(super) fn check_same_weights(&mut self, when: &str) -> Result<()> {
+        if self.fused {
+            return Ok(());
+        }
+        let first: Model = self.engines[0].model()?;
         let hash = first.bit_hash();
         for (i, e) in self.engines.iter_mut().enumerate().skip(1) {
             let h = e.model()?.bit_hash();
             if h != hash {
                 return Err(Error::Replicas(format!(
-                    "replica {i} holds different weights from replica 0 after epoch {epoch}, step {step} \
+                    "replica {i} holds different weights from replica 0 {when} \
                      (weight hashes {h:016x} and {hash:016x}): the replicas have drifted apart"
                 )));
             }
         }
-        Ok(first)
+        self.all_reduce.agree(when, hash)
     }
 
-    /// One data-parallel step: every local replica's part of `global` (shard-local indices in
-    /// `local[i]`), the all-reduce, the update. Returns what replica 0 sent and received.
+    /// One training step on global batch `batch` (step `step` of the epoch, `global_step` of
+    /// the run), at learning rate `lr`.
     pub(super) fn step(
         &mut self,
-        shards: &[Shard],
+        data: &Dataset,
         step: usize,
-        global_rows: usize,
+        batch: &[u32],
         global_step: u64,
         lr: f32,
-        split: &mut StepSplit,
-    ) -> Result<(Traffic, bool)> {
-        let t0 = Instant::now();
-        let scale = self.scaler.map_or(1.0, |s| s.scale);
-        // The timeline, if this step is traced: one track per replica.
-        let mut trace = self.trace.take();
-        let traced = trace.as_ref().is_some_and(|t| t.wants(global_step));
-        let mut span = |name: &str, replica: usize, start: Instant, args: serde_json::Value| {
-            if let Some(t) = trace.as_mut().filter(|_| traced) {
-                t.span(name, replica, start, Instant::now(), args);
-            }
-        };
-        let base = self.all_reduce.first_replica();
-        let mut submitted = Vec::with_capacity(self.engines.len());
-        // 1. forward + backward on every replica: each writes its gradient.
-        for (i, (engine, shard)) in self.engines.iter_mut().zip(shards).enumerate() {
+    ) -> Result<Stepped> {
+        self.traced = self
+            .timeline
+            .as_ref()
+            .filter(|t| t.wants(global_step))
+            .map(|_| global_step);
+        if self.fused {
             let t = Instant::now();
+            self.engines[0].step(data, batch, Target::Update { lr })?;
+            self.mark("stage + record the fused step", 0, t, json!({}));
+            return Ok(Stepped::default());
+        }
+        // The chapter's step: forward and backward, the all-reduce, the update.
+        let t0 = Instant::now();
+        self.forward_backward(step, batch.len())?;
+        let (traffic, skipped, syncing) = self.all_reduce_gradients(global_step)?;
+        let t1 = Instant::now();
+        if !skipped {
+            self.update(lr)?;
+        }
+        self.split.compute += (t1 - t0).saturating_sub(syncing);
+        self.split.all_reduce += syncing;
+        self.split.update += t1.elapsed();
+        self.trace_gpu()?;
+        Ok(Stepped { traffic, skipped })
+    }
+
+    /// Verb 1, on every local replica: forward and backward on its part of the global batch
+    /// of `global_rows` examples, its gradient into its own flat buffer.
+    fn forward_backward(&mut self, step: usize, global_rows: usize) -> Result<()> {
+        let loss_scale = self.scaler.map_or(1.0, |s| s.scale);
+        let target = Target::Gradient {
+            global_rows,
+            loss_scale,
+        };
+        for i in 0..self.engines.len() {
+            let t = Instant::now();
+            let shard = &self.shards[i];
             let batch = shard.batch(step);
-            engine.forward_backward(&shard.data, batch, global_rows, scale)?;
-            submitted.push(Instant::now());
-            span(
+            self.engines[i].step(&shard.data, batch, target)?;
+            let rows = batch.len();
+            self.mark(
                 "stage + record forward/backward",
-                base + i,
+                i,
                 t,
-                serde_json::json!({"step": global_step, "rows": batch.len()}),
+                json!({"rows": rows}),
             );
         }
-        let mut traffic = Traffic::default();
-        let mut result = Ok((Traffic::default(), false));
+        Ok(())
+    }
+
+    /// Verb 2: the gradients summed across every replica of the job, bucket by bucket, the
+    /// output layer's first, and the sum written back into every local replica. Returns what
+    /// replica 0 moved, whether the step is to be skipped (mixed precision's overflow), and
+    /// the time spent summing and writing (the rest of the time is waiting for gradients).
+    fn all_reduce_gradients(&mut self, global_step: u64) -> Result<(Traffic, bool, Duration)> {
         // Mixed precision reads the gradient back even alone: the host checks it for
-        // overflow and unscales it.
-        if self.all_reduce.world() > 1 || self.scaler.is_some() {
-            // 2. all-reduce, bucket by bucket: the output layer's gradient first. Without
-            // --overlap every bucket is read before any is summed (the host waits for the
-            // whole backward pass); with it, the output layer's sum runs while the GPUs are
-            // still computing the hidden layer's gradient.
-            let mut t_reduce = Duration::ZERO;
-            let buckets = self.buckets.clone();
-            let names = ["output layer", "hidden layer"];
-            let read = |engines: &mut Vec<&'a mut dyn Engine>,
-                        grads: &mut Vec<Vec<f32>>,
-                        b: &Range<usize>,
-                        name: &str,
-                        span: &mut dyn FnMut(&str, usize, Instant, serde_json::Value)|
-             -> Result<()> {
-                for (i, (e, g)) in engines.iter_mut().zip(grads.iter_mut()).enumerate() {
-                    let t = Instant::now();
-                    e.read_gradient(b.clone(), &mut g[b.clone()])?;
-                    span(
-                        &format!("wait for gradient: {name}"),
-                        base + i,
-                        t,
-                        serde_json::json!({"bytes": 4 * b.len()}),
-                    );
-                }
-                Ok(())
-            };
-            if !self.overlap {
-                for (b, name) in buckets.iter().zip(names) {
-                    read(&mut self.engines, &mut self.grads, b, name, &mut span)?;
-                }
-            }
+        // overflow and unscales it. One FP32 replica alone has nothing to sum.
+        if self.all_reduce.world() == 1 && self.scaler.is_none() {
+            return Ok((Traffic::default(), false, Duration::ZERO));
+        }
+        let buckets = self.buckets.clone();
+        let names = ["output layer", "hidden layer"];
+        // Without --overlap every bucket is read before any is summed (the host waits for the
+        // whole backward pass); with it, the output layer's sum runs while the GPUs are still
+        // computing the hidden layer's gradient.
+        if !self.overlap {
             for (b, name) in buckets.iter().zip(names) {
-                if self.overlap {
-                    read(&mut self.engines, &mut self.grads, b, name, &mut span)?;
-                }
-                let t = Instant::now();
-                if self.all_reduce.world() > 1 {
-                    let mut views: Vec<&mut [f32]> =
-                        self.grads.iter_mut().map(|g| &mut g[b.clone()]).collect();
-                    let moved = self.all_reduce.all_reduce(global_step, &mut views);
-                    let moved = match moved {
-                        Ok(m) => m,
-                        Err(e) => {
-                            self.trace = trace;
-                            return Err(e);
-                        }
-                    };
-                    traffic += moved[0];
-                    let peers = self.all_reduce.world();
-                    for (i, m) in moved.iter().enumerate() {
-                        span(
-                            &format!("all-reduce: {name}"),
-                            base + i,
-                            t,
-                            serde_json::json!({
-                                "bytes_sent": m.sent, "bytes_received": m.received, "messages": m.messages, "peers": peers,
-                            }),
-                        );
-                    }
-                }
-                t_reduce += t.elapsed();
+                self.read_bucket(b, name)?;
             }
-            let mut skip = false;
-            if let Some(scaler) = &mut self.scaler {
-                // Every replica holds the same sum, so one look decides for all (and every
-                // MPI rank decides alike).
-                let (first, rest) = self.grads.split_at_mut(1);
-                if !scaler.unscale(&mut first[0]) {
-                    skip = true;
-                } else {
-                    for g in rest {
-                        g.copy_from_slice(&first[0]);
-                    }
-                }
-            }
-            if skip {
-                split.compute += t0.elapsed() - t_reduce;
-                split.all_reduce += t_reduce;
-                result = Ok((traffic, true));
-            } else {
-                let t = Instant::now();
-                for (i, (e, g)) in self.engines.iter_mut().zip(&self.grads).enumerate() {
-                    let tw = Instant::now();
-                    e.write_gradient(g)?;
-                    span("write gradient", base + i, tw, serde_json::json!({}));
-                }
-                t_reduce += t.elapsed();
-                split.compute += t0.elapsed() - t_reduce;
-                split.all_reduce += t_reduce;
-            }
-        } else {
-            split.compute += t0.elapsed();
         }
-        if let Ok((_, true)) = result {
-            self.trace = trace.or(self.trace.take());
-            return result;
+        let (mut traffic, mut syncing) = (Traffic::default(), Duration::ZERO);
+        for (b, name) in buckets.iter().zip(names) {
+            if self.overlap {
+                self.read_bucket(b, name)?;
+            }
+            if self.all_reduce.world() > 1 {
+                let t = Instant::now();
+                let mut views: Vec<&mut [f32]> =
+                    self.grads.iter_mut().map(|g| &mut g[b.clone()]).collect();
+                let moved = self.all_reduce.all_reduce(global_step, &mut views)?;
+                syncing += t.elapsed();
+                traffic += moved[0];
+                let peers = self.all_reduce.world();
+                for (i, m) in moved.iter().enumerate() {
+                    let args = json!({"bytes_sent": m.sent, "bytes_received": m.received,
+                        "messages": m.messages, "peers": peers});
+                    self.mark(&format!("all-reduce: {name}"), i, t, args);
+                }
+            }
         }
-        // 3. the same update on every replica.
         let t = Instant::now();
-        for (i, e) in self.engines.iter_mut().enumerate() {
-            let tu = Instant::now();
-            e.apply_update(lr)?;
-            span("update", base + i, tu, serde_json::json!({"lr": lr}));
+        if !self.unscale() {
+            return Ok((traffic, true, syncing + t.elapsed()));
         }
-        split.update += t.elapsed();
-        if traced {
-            // The GPU's own clock, where it has one: its passes on a track of their own,
-            // anchored at the host's submission (the GPU cannot start before it).
-            for (i, (e, &at)) in self.engines.iter_mut().zip(&submitted).enumerate() {
-                if let (Some(times), Some(t)) = (e.gpu_times()?, trace.as_mut()) {
-                    let t0 = t.now_us(at);
-                    for (name, start, dur) in times {
-                        t.span_at(
-                            name,
-                            GPU_TRACK + base + i,
-                            t0 + start * 1e6,
-                            dur * 1e6,
-                            serde_json::json!({"step": global_step, "clock": "GPU timestamps"}),
-                        );
-                    }
-                }
+        for i in 0..self.engines.len() {
+            let tw = Instant::now();
+            self.engines[i].write_gradient(&self.grads[i])?;
+            self.mark("write gradient", i, tw, json!({}));
+        }
+        Ok((traffic, false, syncing + t.elapsed()))
+    }
+
+    /// Reads bucket `b` of every local replica's gradient onto the host.
+    fn read_bucket(&mut self, b: &Range<usize>, name: &str) -> Result<()> {
+        for i in 0..self.engines.len() {
+            let t = Instant::now();
+            self.engines[i].read_gradient(b.clone(), &mut self.grads[i][b.clone()])?;
+            let what = format!("wait for gradient: {name}");
+            self.mark(&what, i, t, json!({"bytes": 4 * b.len()}));
+        }
+        Ok(())
+    }
+
+    /// --precision f16: unscales the summed gradient, or says to skip the step (false) when it
+    /// overflowed. Every replica holds the same sum, so one look decides for all (and every MPI
+    /// rank decides alike).
+    fn unscale(&mut self) -> bool {
+        let Some(scaler) = &mut self.scaler else {
+            return true;
+        };
+        let (first, rest) = self.grads.split_at_mut(1);
+        if !scaler.unscale(&mut first[0]) {
+            return false;
+        }
+        for g in rest {
+            g.copy_from_slice(&first[0]);
+        }
+        true
+    }
+
+    /// Verb 3, on every local replica: the same update, so the copies stay identical.
+    fn update(&mut self, lr: f32) -> Result<()> {
+        for i in 0..self.engines.len() {
+            let t = Instant::now();
+            self.engines[i].apply_update(lr)?;
+            self.mark("update", i, t, json!({"lr": lr}));
+        }
+        Ok(())
+    }
+
+    /// A span from `start` to now on local replica `i`'s track, if this step is traced.
+    fn mark(&mut self, name: &str, i: usize, start: Instant, mut args: serde_json::Value) {
+        let (Some(step), Some(t)) = (self.traced, self.timeline.as_mut()) else {
+            return;
+        };
+        args["step"] = json!(step);
+        let track = self.all_reduce.first_replica() + i;
+        t.span(name, track, start, Instant::now(), args);
+    }
+
+    /// A traced step's GPU passes, as each GPU timed them, on its replica's GPU track (the
+    /// rest of the counters wait in `pending` for the next report).
+    fn trace_gpu(&mut self) -> Result<()> {
+        let (Some(step), Some(t)) = (self.traced, self.timeline.as_mut()) else {
+            return Ok(());
+        };
+        let base = self.all_reduce.first_replica();
+        for (i, (e, pending)) in self.engines.iter_mut().zip(&mut self.pending).enumerate() {
+            let mut c = e.take_counters()?;
+            for s in std::mem::take(&mut c.gpu_spans) {
+                let args = json!({"step": step, "clock": "GPU timestamps"});
+                t.span(s.what, GPU_TRACK + base + i, s.start, s.start + s.dur, args);
             }
+            pending.merge(c);
         }
-        self.trace = trace.or(self.trace.take());
-        Ok((traffic, false))
+        Ok(())
     }
 }
 
@@ -370,7 +459,7 @@ impl Shard {
         }
         let labels = picked.iter().map(|&i| train.labels[i as usize]).collect();
         Shard {
-            data: Dataset { images, labels },
+            data: Dataset::of(images, labels),
             indices: (0..picked.len() as u32).collect(),
             starts,
         }

@@ -1,8 +1,33 @@
 //! What an epoch reports, and the observer the loop reports it to.
 
-use super::Totals;
+use crate::engine::Totals;
 use crate::parallel::Traffic;
-use std::time::Duration;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// One line of the metrics file (`--metrics`, written by network/metrics.rs): the training
+/// since the previous line, with the bytes each replica moved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Record {
+    pub kind: &'static str,
+    pub epoch: usize,
+    pub global_step: u64,
+    pub replicas: usize,
+    pub global_batch: usize,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub time_s: f64,
+    pub staged_bytes: u64,
+    pub allreduce_sent_bytes: u64,
+    pub allreduce_received_bytes: u64,
+    pub readback_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_accuracy: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch_time_s: Option<f64>,
+}
 
 /// Where the time of a data-parallel epoch went, by the host's clock.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -50,8 +75,8 @@ pub struct EpochReport {
 
 impl EpochReport {
     /// The epoch as a line of the metrics file.
-    pub fn record(&self) -> crate::network::metrics::Record {
-        crate::network::metrics::Record {
+    pub fn record(&self) -> Record {
+        Record {
             kind: "epoch",
             epoch: self.epoch,
             global_step: self.global_step,
@@ -139,7 +164,7 @@ pub trait Observer {
         0
     }
     /// A metrics record of the steps since the previous one.
-    fn record(&mut self, _record: &crate::network::metrics::Record) {}
+    fn record(&mut self, _record: &Record) {}
     /// Called after every step with the step number within the epoch (from 1).
     fn step(&mut self, _epoch: usize, _step: usize, _steps: usize) {}
     /// Called after every epoch.
@@ -149,3 +174,20 @@ pub trait Observer {
 /// An observer that does nothing (tests, benchmarks).
 pub struct Quiet;
 impl Observer for Quiet {}
+
+/// Where the phases of a traced step go (network/trace.rs's `Trace` writes them as a Chrome
+/// timeline). The replicas call it; they do not know what it writes.
+pub trait Timeline {
+    /// Whether global step `step` is traced.
+    fn wants(&self, step: u64) -> bool;
+    /// A span on `track` (one per replica; GPU tracks from [`super::GPU_TRACK`]) from `start`
+    /// to `end`, with `args`.
+    fn span(
+        &mut self,
+        name: &str,
+        track: usize,
+        start: Instant,
+        end: Instant,
+        args: serde_json::Value,
+    );
+}

@@ -1,6 +1,6 @@
 //! The f16 step's dispatches: the same order as the f32 plan's, on the f16 kernels and buffers.
 
-use super::{unpack_dispatches, Pass, Plan, PlanKey};
+use super::{softmax_slots, unpack_dispatches, Pass, Plan, PlanKey, StepValues};
 use crate::data::{CLASSES, PIXELS};
 use crate::gpu::buffers::{Buffers, HalfBuffers, EVAL_AT, TRAIN_AT};
 use crate::gpu::kernels::{
@@ -26,6 +26,7 @@ impl Plan {
         b: &Buffers,
         ring: usize,
         key: PlanKey,
+        v: StepValues,
     ) -> Plan {
         let h16: &HalfBuffers = b.half.as_ref().expect("f16 buffers");
         fn whole(b: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
@@ -115,6 +116,8 @@ impl Plan {
                 classes: cls,
                 divisor: 0,
                 at: EVAL_AT,
+                scale: 1.0,
+                _pad: [0; 3],
             };
             rest.push(
                 Dispatch::new(
@@ -137,16 +140,19 @@ impl Plan {
                 unpack,
                 rest,
                 hidden_grad_at,
+                slots: Vec::new(),
+                values: v,
             };
         }
-        let sp = kernels::SoftmaxF16Params {
+        let sp = kernels::SoftmaxParams {
             rows: r,
             classes: cls,
-            divisor: key.divisor,
+            divisor: v.divisor,
             at: TRAIN_AT,
-            scale: f32::from_bits(key.scale_bits),
+            scale: v.loss_scale,
             _pad: [0; 3],
         };
+        let slots = softmax_slots(rest.len()).to_vec();
         rest.push(
             Dispatch::new(
                 d,
@@ -257,6 +263,8 @@ impl Plan {
             unpack,
             rest,
             hidden_grad_at,
+            slots,
+            values: v,
         }
     }
 }

@@ -26,16 +26,44 @@ pub(super) enum Pass {
     Eval,
 }
 
-/// What a plan is built for: the batch's rows, the pass, where the images come from, and the
-/// global batch δ2 is divided by (0 for evaluation).
+/// What a plan is built for: the batch's rows, the pass, and where the images come from.
+/// Nothing that changes from step to step is in it (see [`StepValues`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct PlanKey {
     pub(super) rows: usize,
     pub(super) pass: Pass,
     pub(super) source: Source,
+}
+
+/// The values of a step that may change from one step to the next (a learning-rate schedule,
+/// the loss scale, the last global batch of an epoch). They live in the params uniforms of the
+/// plan's dispatches and are rewritten there (`queue.write_buffer`, wgpu's repeated_compute
+/// way) before a step that needs others, so the plan itself is built once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct StepValues {
+    /// The fused update's learning rate (Pass::Train; unused otherwise).
+    pub(super) lr: f32,
+    /// δ2 = (p − onehot)/divisor: the global batch (0 for evaluation).
     pub(super) divisor: u32,
-    /// --precision f16: the loss scale's bits (its δ2 is multiplied by it); 0 in FP32.
-    pub(super) scale_bits: u32,
+    /// δ2 is multiplied by it: --precision f16's loss scale, 1 otherwise.
+    pub(super) loss_scale: f32,
+}
+
+/// Which step value a params field holds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Field {
+    /// alpha = −lr (a fused update's product or bias).
+    MinusLr,
+    Divisor,
+    LossScale,
+}
+
+/// Where a step value goes: `offset` bytes into the params of `rest[dispatch]`.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    dispatch: usize,
+    offset: u64,
+    field: Field,
 }
 
 /// The dispatches of one step for one batch size: created once, replayed every step.
@@ -48,6 +76,56 @@ pub(super) struct Plan {
     /// produced the output layer's gradient (δ2ᵀ·h, Σδ2), which can then be all-reduced while
     /// the rest runs.
     pub(super) hidden_grad_at: usize,
+    /// The params fields that hold step values.
+    slots: Vec<Slot>,
+    /// The step values the params hold now.
+    values: StepValues,
+}
+
+impl Plan {
+    /// Whether the params hold `v` already.
+    pub(super) fn holds(&self, v: StepValues) -> bool {
+        self.values == v || self.slots.is_empty()
+    }
+
+    /// Writes `v` into the params of the dispatches that use it. Steps already submitted keep
+    /// the values they were submitted with (a write lands before the next submission); the
+    /// caller submits steps recorded but not yet submitted first.
+    pub(super) fn write_values(&mut self, queue: &wgpu::Queue, v: StepValues) {
+        if self.holds(v) {
+            return;
+        }
+        for s in &self.slots {
+            let bytes = match s.field {
+                Field::MinusLr => (-v.lr).to_le_bytes(),
+                Field::Divisor => v.divisor.to_le_bytes(),
+                Field::LossScale => v.loss_scale.to_le_bytes(),
+            };
+            let params = self.rest[s.dispatch]
+                .params
+                .as_ref()
+                .expect("a dispatch built with Dispatch::new owns its params");
+            queue.write_buffer(params, s.offset, &bytes);
+        }
+        self.values = v;
+    }
+}
+
+/// The slots of softmax_xent's step values, for the dispatch at `at`.
+fn softmax_slots(at: usize) -> [Slot; 2] {
+    use std::mem::offset_of;
+    [
+        Slot {
+            dispatch: at,
+            offset: offset_of!(kernels::SoftmaxParams, divisor) as u64,
+            field: Field::Divisor,
+        },
+        Slot {
+            dispatch: at,
+            offset: offset_of!(kernels::SoftmaxParams, scale) as u64,
+            field: Field::LossScale,
+        },
+    ]
 }
 
 /// One unpack dispatch per ring slot (each bound to its slot's region of the staging ring, or
@@ -99,23 +177,18 @@ fn unpack_dispatches(
 
 impl Plan {
     /// Builds the dispatches of one step for `key.rows` examples: the kernels `k` bound to
-    /// the buffers `b`, one unpack per slot of a `ring`-slot staging ring, the fused update
-    /// (if any) at learning rate `lr`.
+    /// the buffers `b`, one unpack per slot of a `ring`-slot staging ring, holding the step
+    /// values `v` to start with.
     pub(super) fn new(
         d: &wgpu::Device,
         k: &Kernels,
         b: &Buffers,
         ring: usize,
-        lr: f32,
         key: PlanKey,
+        v: StepValues,
     ) -> Plan {
-        let PlanKey {
-            rows,
-            pass,
-            source,
-            divisor,
-            ..
-        } = key;
+        let PlanKey { rows, pass, source } = key;
+        let (lr, divisor) = (v.lr, v.divisor);
         fn whole(b: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
             b.as_entire_binding()
         }
@@ -248,7 +321,13 @@ impl Plan {
             } else {
                 TRAIN_AT
             },
+            scale: v.loss_scale,
+            _pad: [0; 3],
         };
+        let mut slots = Vec::new();
+        if pass != Pass::Eval {
+            slots.extend(softmax_slots(rest.len()));
+        }
         rest.push(
             Dispatch::new(
                 d,
@@ -271,6 +350,8 @@ impl Plan {
                 unpack,
                 rest,
                 hidden_grad_at,
+                slots,
+                values: v,
             };
         }
         // Backward: δ1 = (δ2 · W2) ⊙ [h > 0], before W2 changes.
@@ -373,13 +454,32 @@ impl Plan {
             [product, bias(names[1], delta, target(w + 1), outs)]
         };
         // Output layer first (∂W2 = δ2ᵀ · h, ∂b2 = Σ δ2), then the hidden layer (∂W1 = δ1ᵀ · x).
+        let first = rest.len();
         rest.extend(layer(&names[..2], &b.dz, &b.h, &b.x, (cls, hid), 2));
         let hidden_grad_at = rest.len();
         rest.extend(layer(&names[2..], &b.dh, &b.x, &b.h, (hid, pix), 0));
+        if pass == Pass::Train {
+            // The fused update's alpha = −lr, in both layers' products and biases.
+            use std::mem::offset_of;
+            for (i, dispatch) in (first..rest.len()).enumerate() {
+                let offset = if i % 2 == 0 {
+                    offset_of!(MatmulParams, alpha)
+                } else {
+                    offset_of!(kernels::BiasParams, alpha)
+                };
+                slots.push(Slot {
+                    dispatch,
+                    offset: offset as u64,
+                    field: Field::MinusLr,
+                });
+            }
+        }
         Plan {
             unpack,
             rest,
             hidden_grad_at,
+            slots,
+            values: v,
         }
     }
 }
