@@ -362,6 +362,7 @@ impl BenchArgs {
             }
         }
         if let Some(path) = &self.json {
+            crate::checkpoint::check_writable(path, "--json")?;
             let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
             if dir.is_some_and(|d| !d.is_dir()) {
                 return Err(Error::Config(format!(

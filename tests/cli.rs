@@ -134,3 +134,60 @@ fn bench_runs_on_cpu_and_writes_json() {
         );
     }
 }
+
+/// An output path where a device node, a FIFO or a symlink stands is refused, never replaced:
+/// as root, `--trace /dev/null` used to rename a regular file over the machine's /dev/null.
+/// The nodes are made in a scratch folder (mknod needs root; elsewhere the test says so).
+#[test]
+fn outputs_are_never_written_through_a_device_node_or_a_symlink() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let null = dir.path().join("null");
+    let made = std::process::Command::new("mknod")
+        .arg(&null)
+        .args(["c", "1", "3"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let fifo = dir.path().join("fifo");
+    std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    let link = dir.path().join("link");
+    let target = dir.path().join("target");
+    std::fs::write(&target, b"keep me").unwrap();
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let mut paths = vec![(fifo.clone(), "a FIFO"), (link.clone(), "a symbolic link")];
+    if made {
+        paths.push((null.clone(), "a character device"));
+    } else {
+        eprintln!("NOTE: mknod is not allowed here (not root): the device-node case is left out");
+    }
+    for (path, kind) in &paths {
+        let p = path.to_str().unwrap();
+        for args in [
+            vec!["--cpu", "--limit", "128", "--epochs", "1", "--trace", p],
+            vec!["bench", "--cpu-only", "--limit", "128", "--json", p],
+        ] {
+            let (code, _, err) = gpu_train(&args);
+            assert_eq!(code, 2, "{args:?}: {err}");
+            assert!(err.contains(kind), "{args:?}: {err}");
+        }
+    }
+    if made {
+        let m = std::fs::symlink_metadata(&null).unwrap();
+        assert!(
+            m.file_type().is_char_device(),
+            "the device node was replaced"
+        );
+    }
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+}

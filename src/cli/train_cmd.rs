@@ -189,6 +189,9 @@ pub(super) fn run_train(args: &TrainArgs) -> Result<()> {
     let run = args.config()?;
     let trace_steps = crate::network::trace::parse_steps(&args.trace_steps)?;
     for (flag, path) in [("--trace", &args.trace), ("--metrics", &args.metrics)] {
+        if let Some(p) = path {
+            crate::checkpoint::check_writable(p, flag)?;
+        }
         if let Some(dir) = path
             .as_ref()
             .and_then(|p| p.parent())
