@@ -99,6 +99,11 @@ pub struct TrainArgs {
     /// per replica; open it in ui.perfetto.dev or chrome://tracing), for `gpu-train network`.
     #[arg(long, value_name = "FILE.json")]
     pub trace: Option<PathBuf>,
+    /// While tracing, sample this network interface's counters (bytes, packets, TCP
+    /// retransmits) every millisecond into the trace: what the wire carried (scripts/lab
+    /// passes its hosts' eth0).
+    #[arg(long, value_name = "IFACE", requires = "trace")]
+    pub nic: Option<String>,
     /// Global steps to trace, A..B (counted from 0, B excluded).
     #[arg(long, value_name = "A..B", default_value = "0..50", requires = "trace")]
     pub trace_steps: String,

@@ -258,6 +258,10 @@ fn train_in_job(
         .trace
         .as_ref()
         .map(|path| crate::network::trace::Trace::new(path, trace_steps, job.rank));
+    let nic = match &args.nic {
+        Some(name) => Some(crate::network::nic::NicSampler::start(name)?),
+        None => None,
+    };
     let mut engines = run.engines(&model, &data)?;
     let mut replicas = match job.all_reduce(engines.len())? {
         Some(all_reduce) => run.replicas_with(&mut engines, all_reduce)?,
@@ -279,6 +283,7 @@ fn train_in_job(
             &mut train::Quiet,
         )?;
         drop(replicas);
+        add_nic(&mut trace, nic, job.rank);
         if let Some(t) = trace {
             let part = rank_part(&t.path, job.rank);
             crate::checkpoint::write_file(&part, t.events_json().as_bytes(), "the trace part", "")?;
@@ -309,6 +314,7 @@ fn train_in_job(
     });
     let trained = train::train_from(&mut replicas, &data, &run.train, start, snap, &mut console);
     drop(replicas);
+    add_nic(&mut trace, nic, job.rank);
     console.clear();
     let reports = match trained {
         Err(Error::LinkFault(what)) => {
@@ -337,6 +343,21 @@ fn train_in_job(
     }
     print_end(&reports, &run, start);
     Ok(())
+}
+
+/// The NIC's samples into the trace, as counter tracks.
+fn add_nic(
+    trace: &mut Option<crate::network::trace::Trace>,
+    nic: Option<crate::network::nic::NicSampler>,
+    rank: usize,
+) {
+    let (Some(t), Some(sampler)) = (trace.as_mut(), nic) else {
+        return;
+    };
+    let name = sampler.nic.clone();
+    let samples = sampler.finish();
+    let events = crate::network::nic::counter_events(&name, &samples, rank, |i| t.now_us(i));
+    t.extend(events);
 }
 
 /// What every rank of a job must agree on, as (flag, value) pairs.

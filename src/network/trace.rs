@@ -58,6 +58,11 @@ impl Trace {
         }));
     }
 
+    /// Adds events made elsewhere (a NIC's counters).
+    pub fn extend(&mut self, events: Vec<Value>) {
+        self.events.extend(events);
+    }
+
     /// The events as a JSON array (for rank 0 to gather).
     pub fn events_json(&self) -> String {
         Value::Array(self.events.clone()).to_string()
