@@ -136,7 +136,7 @@ impl TrainState {
             ));
         }
         let lr_bits: u32 = num(path, "lr_bits", get("lr_bits")?, true)?;
-        Ok(TrainState {
+        let state = TrainState {
             next: Position {
                 epoch: num(path, "next_epoch", get("next_epoch")?, false)?,
                 step: num(path, "next_step", get("next_step")?, false)?,
@@ -159,7 +159,41 @@ impl TrainState {
             },
             train_len: num(path, "train_len", get("train_len")?, false)?,
             train_fingerprint: num(path, "train_fingerprint", get("train_fingerprint")?, true)?,
-        })
+        };
+        state.check(path)?;
+        Ok(state)
+    }
+
+    /// Every value within what a run can have written: a forged or damaged file (a batch
+    /// size of 0 divided a run by zero) is refused on load, naming the value.
+    fn check(&self, path: &Path) -> Result<()> {
+        let bad = |what: String| {
+            Err(Error::snapshot(
+                path,
+                format!("metadata {what}: the file is damaged or was not written by gpu-train"),
+            ))
+        };
+        if self.batch_size == 0 || self.batch_size > crate::engine::MAX_BATCH {
+            return bad(format!("batch_size = {}", self.batch_size));
+        }
+        if self.replicas == 0 || self.replicas > 1 << 16 {
+            return bad(format!("replicas = {}", self.replicas));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("lr = {}", self.lr));
+        }
+        if self.next.epoch == 0 || self.next.epoch > crate::engine::MAX_EPOCHS + 1 {
+            return bad(format!("next_epoch = {}", self.next.epoch));
+        }
+        if self.train_len == 0 {
+            return bad("train_len = 0".into());
+        }
+        if let Some((scale, _)) = self.loss_scale {
+            if !(scale.is_finite() && scale >= 1.0) {
+                return bad(format!("loss scale = {scale}"));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -34,6 +34,10 @@ pub enum Precision {
 /// images took 0.44-0.63 s at batch 64).
 pub const EVAL_BATCH: usize = 256;
 
+/// The most epochs a run may ask for.
+pub const MAX_EPOCHS: usize = 1_000_000;
+/// The largest batch: 2^20 images (3.3 GB of f32 pixels; far more than any data set here).
+pub const MAX_BATCH: usize = 1 << 20;
 /// Where a step's weight products go.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Target {

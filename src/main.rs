@@ -36,6 +36,15 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if args.command.is_some() {
+        // A subcommand only prints: when its reader goes away (`gpu-train devices | head`)
+        // it ends quietly, as Unix tools do, instead of panicking on the broken pipe. (Rust
+        // ignores SIGPIPE; a training run keeps ignoring it, so its snapshots are written.)
+        // SAFETY: setting a signal's disposition to its default, before any thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     if let Err(e) = cli::run(&args) {
         eprintln!("gpu-train: {e}");
         std::process::exit(e.exit_code());

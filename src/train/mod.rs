@@ -30,14 +30,11 @@ pub use report::{EpochReport, Observer, Quiet, Record, StepSplit, Timeline};
 use crate::checkpoint::{Position, SnapshotDir, TrainState};
 use crate::data::{epoch_order, DataSplit, PIXELS};
 use crate::engine::{Engine, Totals, EVAL_BATCH};
+pub use crate::engine::{MAX_BATCH, MAX_EPOCHS};
 use crate::error::{Error, Result};
 use crate::parallel::Traffic;
 use std::time::Instant;
 
-/// The most epochs a run may ask for.
-pub const MAX_EPOCHS: usize = 1_000_000;
-/// The largest batch: 2^20 images (3.3 GB of f32 pixels; far more than any data set here).
-pub const MAX_BATCH: usize = 1 << 20;
 /// A run whose mean training loss over a check window exceeds this multiple of ln 10 (the loss
 /// of a uniform guess over 10 classes, 2.303) has diverged, even with finite numbers.
 pub const DIVERGED_LOSS_MULTIPLE: f64 = 2.0;
