@@ -182,9 +182,6 @@ impl TrainState {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad(format!("lr = {}", self.lr));
         }
-        if self.next.epoch == 0 || self.next.epoch > crate::engine::MAX_EPOCHS + 1 {
-            return bad(format!("next_epoch = {}", self.next.epoch));
-        }
         if self.train_len == 0 {
             return bad("train_len = 0".into());
         }

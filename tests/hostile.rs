@@ -689,3 +689,73 @@ fn ctrl_c_finishes_the_step_and_leaves_no_temporary_file() {
     checkpoint::load(&snaps.latest().unwrap().unwrap()).unwrap();
     let _ = Path::new(d);
 }
+
+/// A forged snapshot whose checksum is right but whose batch size is 0 (it divided a run by
+/// zero, exit 101) or whose loss scale is infinite (every step skipped, exit 0) is refused on
+/// load with the value it holds.
+#[test]
+fn forged_snapshot_values_are_refused_on_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Model::init(1);
+    let good = TrainState {
+        next: Position { epoch: 1, step: 0 },
+        global_step: 0,
+        seed: 42,
+        lr: 0.1,
+        batch_size: 64,
+        replicas: 1,
+        train_len: 200,
+        train_fingerprint: 0,
+        loss_scale: None,
+    };
+    for (state, want) in [
+        (
+            TrainState {
+                batch_size: 0,
+                ..good.clone()
+            },
+            "batch_size = 0",
+        ),
+        (
+            TrainState {
+                loss_scale: Some((f32::INFINITY, 0)),
+                ..good.clone()
+            },
+            "loss scale = inf",
+        ),
+    ] {
+        let forged = dir.path().join("forged.safetensors");
+        std::fs::write(&forged, checkpoint::encode(&model, &state).unwrap()).unwrap();
+        let (code, _, err) = gpu_train(&[
+            "--cpu",
+            "--limit",
+            "200",
+            "--resume",
+            forged.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(want), "{err}");
+    }
+}
+
+/// Divergence is judged on the loss over at least DIVERGENCE_WINDOW examples, however often
+/// the run looks: a healthy run at batch size 1 with a metrics line every step used to be
+/// stopped as "diverged" by the first single example whose loss was above 2·ln 10.
+#[test]
+fn a_healthy_batch_size_1_run_checked_every_step_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = dir.path().join("m.jsonl");
+    let (code, out, err) = gpu_train(&[
+        "--cpu",
+        "--batch-size",
+        "1",
+        "--epochs",
+        "1",
+        "--metrics",
+        metrics.to_str().unwrap(),
+        "--metrics-every",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("final test accuracy"), "{out}");
+}
