@@ -7,7 +7,7 @@
 //! IDX files ──► data (parse, check) ──► batches in RAM ──► staging ──► VRAM
 //!    ──► kernels: matmul ► ReLU ► SoftMax/cross-entropy ► gradients (a flat buffer)
 //!    ──► all-reduce across replicas (parallel; one replica = identity) ──► SGD update
-//!    ──► metrics (train::Totals) ──► snapshot (checkpoint) ──► report / bench
+//!    ──► metrics (engine::Counters) ──► snapshot (checkpoint) ──► report / bench
 //! ```
 //!
 //! * [`data`]: MNIST IDX files (raw or gzip), checked and kept as u8 in RAM; seeded shuffles.
@@ -15,7 +15,9 @@
 //! * [`cpu`]: the f64 reference, the fast CPU trainer (the benchmark baseline), and a CPU twin
 //!   of every WGSL kernel.
 //! * [`gpu`]: adapters, the kernels in `shaders/` as pipelines, and the GPU trainer.
-//! * [`train`]: the training loop, shared by CPU and GPU through the small [`train::Engine`] trait,
+//! * [`engine`]: the contract below the loop: the [`engine::Engine`] trait, its counters, the
+//!   number format.
+//! * [`train`]: the training loop, shared by CPU and GPU through the small [`engine::Engine`] trait,
 //!   for one device (the fused step) or data-parallel replicas (forward_backward → all-reduce →
 //!   apply_update).
 //! * [`parallel`]: the all-reduce that joins replicas: the trait and the in-process ring.

@@ -19,7 +19,7 @@
 //! submissions are already in flight. Loss and accuracy stay on the GPU until the epoch ends.
 //!
 //! A data-parallel replica runs the same kernels as a step in three parts (train.rs):
-//! [`Engine::forward_backward`] writes the gradient of every parameter into one flat buffer
+//! [`Engine::step`] with `Target::Gradient` writes the gradient of every parameter into one flat buffer
 //! (`grad`, in [`ParamLayout`] order, each tensor a sub-range) instead of updating in place,
 //! and copies it into a mappable read-back buffer in two submissions, the output layer's first
 //! (so its all-reduce can start while the hidden layer's gradient is still being computed);
