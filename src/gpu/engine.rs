@@ -34,7 +34,7 @@
 
 use super::buffers::{Buffers, GpuOptions, EVAL_AT, TRAIN_AT};
 use super::kernels::{self, Dispatch, Kernels};
-use super::plan::{Pass, Plan, PlanKey, Source, StepValues};
+use super::plan::{Pass, Plan, PlanKey, Source, StepValues, Table};
 use super::Gpu;
 use crate::data::{Dataset, PIXELS};
 use crate::engine::{Counters, Engine, GpuSpan, Target, Totals};
@@ -222,10 +222,8 @@ impl GpuEngine {
     fn plan_for(&mut self, key: PlanKey, v: StepValues) -> Result<()> {
         if !self.plans.contains_key(&key) {
             let (d, k, b, ring) = (&self.gpu.device, &self.kernels, &self.bufs, self.opts.ring);
-            let plan = match &self.half {
-                Some(half) => Plan::new_f16(d, k, &half.kernels, b, ring, key, v),
-                None => Plan::new(d, k, b, ring, key, v),
-            };
+            let table = Table::new(d, k, self.half.as_ref().map(|h| &h.kernels), b);
+            let plan = Plan::new(&table, ring, key, v);
             self.plans.insert(key, plan);
             self.plans_built += 1;
         }

@@ -1,11 +1,13 @@
 //! The dispatches of one training (or evaluation) step, built once per batch size and
 //! replayed every step: the kernels of `shaders/` bound to the engine's buffers, in order.
 
-use super::buffers::{Buffers, EVAL_AT, TRAIN_AT, WORDS_PER_IMAGE};
-use super::kernels::{self, groups_1d, row_major, transposed, Dispatch, Kernels, MatmulParams};
+use super::buffers::{Buffers, WORDS_PER_IMAGE};
+use super::kernels::{self, groups_1d, row_major, transposed, Dispatch, MatmulParams};
 use crate::data::{CLASSES, PIXELS};
+use table::{whole, FUSED_NAMES};
 
-mod f16;
+mod table;
+pub(super) use table::Table;
 
 /// Where a step's images come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -128,20 +130,29 @@ fn softmax_slots(at: usize) -> [Slot; 2] {
     ]
 }
 
+/// The slots of a fused update's alpha = −lr: the products and bias sums of both layers,
+/// alternating, at `dispatches`.
+fn minus_lr_slots(dispatches: std::ops::Range<usize>) -> Vec<Slot> {
+    use std::mem::offset_of;
+    let offsets = [
+        offset_of!(MatmulParams, alpha),
+        offset_of!(kernels::BiasParams, alpha),
+    ];
+    dispatches
+        .zip(offsets.into_iter().cycle())
+        .map(|(dispatch, offset)| Slot {
+            dispatch,
+            offset: offset as u64,
+            field: Field::MinusLr,
+        })
+        .collect()
+}
+
 /// One unpack dispatch per ring slot (each bound to its slot's region of the staging ring, or
-/// to the resident set and the slot's indices), writing the batch into `x` (`x.1` bytes a value).
-fn unpack_dispatches(
-    d: &wgpu::Device,
-    (name, pipeline): (&'static str, &wgpu::ComputePipeline),
-    b: &Buffers,
-    ring: usize,
-    source: Source,
-    rows: usize,
-    x: (&wgpu::Buffer, u32),
-) -> Vec<Dispatch> {
-    fn whole(b: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
-        b.as_entire_binding()
-    }
+/// to the resident set and the slot's indices), writing the batch into the table's `x`.
+fn unpack_dispatches(t: &Table, ring: usize, source: Source, rows: usize) -> Vec<Dispatch> {
+    let (name, pipeline) = t.unpack();
+    let b: &Buffers = t.b;
     let (r, pix) = (rows as u32, PIXELS as u32);
     let params = kernels::UnpackParams {
         rows: r,
@@ -161,189 +172,85 @@ fn unpack_dispatches(
                     whole(&b.identity),
                 ),
             };
+            let res = [pixels, labels, indices, whole(t.x), whole(&b.batch_labels)];
             Dispatch::new(
-                d,
+                t.d,
                 name,
                 pipeline,
-                &[pixels, labels, indices, whole(x.0), whole(&b.batch_labels)],
+                &res,
                 &params,
                 groups_1d(r * WORDS_PER_IMAGE),
             )
-            // Reads the u8 pixels and labels, writes the pixels as floats and u32 labels.
-            .work("unpack", 0.0, (r * pix + x.1 * r * pix + 8 * r) as f64)
+            // Reads the u8 pixels and labels, writes the pixels as values and u32 labels.
+            .work(
+                "unpack",
+                0.0,
+                (r * pix + t.value_bytes * r * pix + 8 * r) as f64,
+            )
         })
         .collect()
 }
 
 impl Plan {
-    /// Builds the dispatches of one step for `key.rows` examples: the kernels `k` bound to
-    /// the buffers `b`, one unpack per slot of a `ring`-slot staging ring, holding the step
-    /// values `v` to start with.
-    pub(super) fn new(
-        d: &wgpu::Device,
-        k: &Kernels,
-        b: &Buffers,
-        ring: usize,
-        key: PlanKey,
-        v: StepValues,
-    ) -> Plan {
+    /// Builds the dispatches of one step for `key.rows` examples on the kernels and buffers of
+    /// table `t` (f32 or f16), one unpack per slot of a `ring`-slot staging ring, holding the
+    /// step values `v` to start with. The step, in the chapter's order:
+    /// ```text
+    /// unpack       x  = u8 / 255
+    /// forward      h  = ReLU(x·W1ᵀ + b1);  z = h·W2ᵀ + b2
+    /// loss         p  = SoftMax(z), loss, accuracy;  δ2 = (p − onehot) / divisor · scale
+    /// backward     δ1 = (δ2·W2) ⊙ ReLU′
+    /// gradient     ∂W2 = δ2ᵀ·h, ∂b2 = Σδ2, then ∂W1 = δ1ᵀ·x, ∂b1 = Σδ1   (Pass::Gradient)
+    ///   or update  W2 −= lr·δ2ᵀ·h, ...                                   (Pass::Train, f32)
+    /// ```
+    pub(super) fn new(t: &Table, ring: usize, key: PlanKey, v: StepValues) -> Plan {
         let PlanKey { rows, pass, source } = key;
-        let (lr, divisor) = (v.lr, v.divisor);
-        fn whole(b: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
-            b.as_entire_binding()
-        }
-        let (r, hid, cls, pix) = (rows as u32, b.hidden as u32, CLASSES as u32, PIXELS as u32);
-        let unpack = unpack_dispatches(
-            d,
-            ("unpack_batch", &k.unpack),
-            b,
-            ring,
-            source,
-            rows,
-            (&b.x, 4),
+        assert!(
+            !(t.is_half() && pass == Pass::Train),
+            "f16 steps through the gradient; it has no fused update"
         );
-
-        // Bindings that a dispatch does not read (a bias with no HAS_BIAS flag, a mask with no
-        // MASK flag) still need a buffer: never the one the dispatch writes, since wgpu refuses
-        // a buffer bound both read-only and read-write in one dispatch.
-        type Res<'a> = wgpu::BindingResource<'a>;
-        let mm = |phase, name, a: Res, bm: Res, bias: Res, mask: Res, c: Res, p: MatmulParams| {
-            Dispatch::matmul(d, name, k, [a, bm, bias, mask, c], &p).work(
-                phase,
-                p.work().0,
-                p.work().1,
-            )
-        };
-        // A forward product out = epilogue(a · bᵀ) with its bias: as one matmul, or, when K is
-        // split, a matmul into the partial sums and a splitk_reduce that applies the epilogue.
-        // `unused` fills the mask binding, which forward products do not read.
-        let forward = |names: [&'static str; 3],
-                       a: &wgpu::Buffer,
-                       bm: Res,
-                       bias: Res,
-                       unused: &wgpu::Buffer,
-                       out: &wgpu::Buffer,
-                       p: MatmulParams| {
-            if p.splits == 1 {
-                return vec![mm(
-                    "forward",
-                    names[0],
-                    whole(a),
-                    bm,
-                    bias,
-                    whole(unused),
-                    whole(out),
-                    p,
-                )];
-            }
-            let size = p.m * p.n;
-            let reduce = Dispatch::new(
-                d,
-                names[2],
-                &k.splitk_reduce,
-                &[whole(&b.partial), bias.clone(), whole(unused), whole(out)],
-                &p,
-                groups_1d(size),
-            )
-            .work(
-                "forward",
-                (p.splits * size) as f64,
-                4.0 * ((p.splits + 1) * size + p.n) as f64,
-            );
-            vec![
-                mm(
-                    "forward",
-                    names[1],
-                    whole(a),
-                    bm,
-                    bias,
-                    whole(unused),
-                    whole(&b.partial),
-                    p,
-                ),
-                reduce,
-            ]
+        let (r, hid, cls, pix) = (
+            rows as u32,
+            t.b.hidden as u32,
+            CLASSES as u32,
+            PIXELS as u32,
+        );
+        let unpack = unpack_dispatches(t, ring, source, rows);
+        let matmul = |mkn, a, b, (alpha, beta), flags, splits| {
+            MatmulParams::new(mkn, a, b, alpha, beta, flags, splits)
         };
         let mut rest = Vec::new();
-        // Forward, hidden layer: h = ReLU(x · W1ᵀ + b1), K = 784 split into slices.
-        let hidden = MatmulParams::new(
+        // Forward, hidden layer: h = ReLU(x · W1ᵀ + b1), K = 784 (split into slices when faster).
+        let flags = kernels::HAS_BIAS | kernels::RELU;
+        let splits = t.splits(rows, t.b.hidden, PIXELS);
+        let p = matmul(
             (r, hid, pix),
             row_major(pix),
             transposed(pix),
-            1.0,
-            0.0,
-            kernels::HAS_BIAS | kernels::RELU,
-            k.matmul_variant.forward_splits(rows, b.hidden, PIXELS),
+            (1.0, 0.0),
+            flags,
+            splits,
         );
-        rest.extend(forward(
-            [
-                "hidden: ReLU(x·W1ᵀ + b1)",
-                "hidden: x·W1ᵀ (split K)",
-                "hidden: Σ splits + b1, ReLU",
-            ],
-            &b.x,
-            b.param(0),
-            b.param(1),
-            &b.z,
-            &b.h,
-            hidden,
-        ));
-        // Forward, output layer: z = h · W2ᵀ + b2, K = 128 split into slices too.
-        let output = MatmulParams::new(
+        rest.extend(t.forward(&t.names.hidden, (t.x, 0, t.dz, t.h), p, false));
+        // Forward, output layer: z = h · W2ᵀ + b2, f32 logits in both precisions (SoftMax
+        // wants their range).
+        let splits = t.splits(rows, CLASSES, t.b.hidden);
+        let p = matmul(
             (r, cls, hid),
             row_major(hid),
             transposed(hid),
-            1.0,
-            0.0,
+            (1.0, 0.0),
             kernels::HAS_BIAS,
-            k.matmul_variant.forward_splits(rows, CLASSES, b.hidden),
+            splits,
         );
-        rest.extend(forward(
-            [
-                "output: h·W2ᵀ + b2",
-                "output: h·W2ᵀ (split K)",
-                "output: Σ splits + b2",
-            ],
-            &b.h,
-            b.param(2),
-            b.param(3),
-            &b.x,
-            &b.z,
-            output,
-        ));
-        // SoftMax, loss, accuracy, and (training) δ2 = (p − onehot) / rows.
-        let softmax = kernels::SoftmaxParams {
-            rows: r,
-            classes: cls,
-            divisor,
-            at: if pass == Pass::Eval {
-                EVAL_AT
-            } else {
-                TRAIN_AT
-            },
-            scale: v.loss_scale,
-            _pad: [0; 3],
-        };
+        rest.extend(t.forward(&t.names.output, (t.h, 2, t.x, &t.b.z), p, true));
+        // SoftMax, loss, accuracy, and (training) δ2 = (p − onehot) / divisor · loss scale:
+        // the two values a plan rewrites between steps.
         let mut slots = Vec::new();
         if pass != Pass::Eval {
             slots.extend(softmax_slots(rest.len()));
         }
-        rest.push(
-            Dispatch::new(
-                d,
-                "softmax_xent",
-                &k.softmax_xent,
-                &[
-                    whole(&b.z),
-                    whole(&b.batch_labels),
-                    whole(&b.dz),
-                    whole(&b.totals),
-                ],
-                &softmax,
-                (1, 1, 1),
-            )
-            .work("loss", 0.0, 4.0 * (2 * r * cls + r) as f64),
-        );
+        rest.push(t.softmax(pass, r, v.divisor, v.loss_scale));
         if pass == Pass::Eval {
             let hidden_grad_at = rest.len();
             return Plan {
@@ -355,124 +262,52 @@ impl Plan {
             };
         }
         // Backward: δ1 = (δ2 · W2) ⊙ [h > 0], before W2 changes.
-        let back = MatmulParams::new(
+        let p = matmul(
             (r, hid, cls),
             row_major(cls),
             row_major(hid),
-            1.0,
-            0.0,
+            (1.0, 0.0),
             kernels::MASK,
             1,
         );
-        rest.push(mm(
-            "backward",
-            "δ1 = (δ2·W2) ⊙ ReLU′",
-            whole(&b.dz),
-            b.param(2),
-            b.param(3),
-            whole(&b.h),
-            whole(&b.dh),
-            back,
-        ));
+        let res = [whole(t.dz), t.param(2), t.param(3), whole(t.h), whole(t.dh)];
+        rest.push(t.product("backward", t.names.delta1, res, p, false));
         // The weight gradients, written where the pass wants them: Gradient writes ∂loss/∂W
-        // into the gradient buffer (alpha 1, beta 0); Train adds −lr·∂loss/∂W straight into
-        // the weights (alpha −lr, beta 1), so there the gradient never exists as a buffer.
-        let (alpha, beta, names) = match pass {
-            Pass::Gradient => (
-                1.0,
-                0.0,
-                ["∂W2 = δ2ᵀ·h", "∂b2 = Σδ2", "∂W1 = δ1ᵀ·x", "∂b1 = Σδ1"],
-            ),
-            _ => (
-                -lr,
-                1.0,
-                [
-                    "W2 −= lr·δ2ᵀ·h",
-                    "b2 −= lr·Σδ2",
-                    "W1 −= lr·δ1ᵀ·x",
-                    "b1 −= lr·Σδ1",
-                ],
-            ),
+        // into the f32 gradient buffer (alpha 1, beta 0); Train adds −lr·∂loss/∂W straight
+        // into the weights (alpha −lr, beta 1), so there the gradient never exists as a buffer.
+        let (phase, ab, names) = match pass {
+            Pass::Gradient => ("backward", (1.0, 0.0), t.names.gradient),
+            _ => ("update", (-v.lr, 1.0), FUSED_NAMES),
         };
-        let target = |i: usize| {
-            if pass == Pass::Gradient {
-                b.grad_of(i)
-            } else {
-                b.param(i)
-            }
+        let target = |i: usize| match pass {
+            Pass::Gradient => t.b.grad_of(i),
+            _ => t.b.param(i),
         };
-        let phase = if pass == Pass::Gradient {
-            "backward"
-        } else {
-            "update"
-        };
-        let bias = |name, delta: &wgpu::Buffer, out: Res, cols: u32| {
-            let p = kernels::BiasParams {
-                rows: r,
-                cols,
-                alpha,
-                beta,
-            };
-            Dispatch::new(
-                d,
-                name,
-                &k.bias_update,
-                &[whole(delta), out],
-                &p,
-                (cols, 1, 1),
-            )
-            .work(phase, (r * cols) as f64, 4.0 * (r * cols + 2 * cols) as f64)
-        };
-        // One layer's pair: ∂W = δᵀ · input (outputs × inputs, summed over the batch's rows)
-        // and ∂b = Σ δ, into parameter tensors `w` and `w + 1`. `spare` fills the product's
+        // One layer's pair into parameter tensors `w` and `w + 1`: ∂W = δᵀ · input (outputs ×
+        // inputs, summed over the batch's rows) and ∂b = Σ δ. `spare` fills the product's
         // unused bias and mask bindings.
-        let layer = |names: &[&'static str],
-                     delta: &wgpu::Buffer,
-                     input: &wgpu::Buffer,
-                     spare: &wgpu::Buffer,
-                     (outs, ins): (u32, u32),
-                     w: usize| {
-            let p = MatmulParams::new(
-                (outs, ins, r),
-                transposed(outs),
-                row_major(ins),
-                alpha,
-                beta,
-                0,
-                1,
-            );
-            let product = mm(
-                phase,
-                names[0],
+        let layer = |names: &[&'static str], (delta, input, spare), (outs, ins), w: usize| {
+            let p = matmul((outs, ins, r), transposed(outs), row_major(ins), ab, 0, 1);
+            let res = [
                 whole(delta),
                 whole(input),
                 whole(spare),
                 whole(spare),
                 target(w),
-                p,
-            );
-            [product, bias(names[1], delta, target(w + 1), outs)]
+            ];
+            [
+                t.product(phase, names[0], res, p, true),
+                t.bias((phase, names[1]), delta, target(w + 1), (r, outs), ab),
+            ]
         };
-        // Output layer first (∂W2 = δ2ᵀ · h, ∂b2 = Σ δ2), then the hidden layer (∂W1 = δ1ᵀ · x).
+        // Output layer first (∂W2 = δ2ᵀ · h, ∂b2 = Σ δ2), then the hidden layer (∂W1 = δ1ᵀ · x):
+        // the output layer's gradient can be all-reduced while the hidden layer's is computed.
         let first = rest.len();
-        rest.extend(layer(&names[..2], &b.dz, &b.h, &b.x, (cls, hid), 2));
+        rest.extend(layer(&names[..2], (t.dz, t.h, t.x), (cls, hid), 2));
         let hidden_grad_at = rest.len();
-        rest.extend(layer(&names[2..], &b.dh, &b.x, &b.h, (hid, pix), 0));
+        rest.extend(layer(&names[2..], (t.dh, t.x, t.h), (hid, pix), 0));
         if pass == Pass::Train {
-            // The fused update's alpha = −lr, in both layers' products and biases.
-            use std::mem::offset_of;
-            for (i, dispatch) in (first..rest.len()).enumerate() {
-                let offset = if i % 2 == 0 {
-                    offset_of!(MatmulParams, alpha)
-                } else {
-                    offset_of!(kernels::BiasParams, alpha)
-                };
-                slots.push(Slot {
-                    dispatch,
-                    offset: offset as u64,
-                    field: Field::MinusLr,
-                });
-            }
+            slots.extend(minus_lr_slots(first..rest.len()));
         }
         Plan {
             unpack,
