@@ -41,17 +41,17 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
     /// Images per mini-batch (the global batch of the replica rows).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = crate::train::DEFAULT_BATCH)]
     pub batch_size: usize,
     /// Data-parallel rows: this many replicas (comma-separated; each must divide
     /// --batch-size), on the CPU and on each adapter. 0 alone: no replica rows.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4", value_parser = run::replica_count)]
     pub replicas: Vec<usize>,
     /// Learning rate.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = crate::train::DEFAULT_LR)]
     pub lr: f32,
     /// Seed.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = crate::train::DEFAULT_SEED)]
     pub seed: u64,
     /// Leave out the --precision f16 rows (CPU, and each adapter that has f16 in shaders).
     #[arg(long)]
@@ -160,141 +160,35 @@ fn time_run(run: &RunConfig, data: &DataSplit, args: &BenchArgs, path: &str) -> 
     })
 }
 
-/// Runs every row the flags ask for.
-pub fn rows(args: &BenchArgs, data: &DataSplit) -> Result<Vec<Row>> {
-    args.validate()?;
-    let train = TrainConfig {
-        epochs: args.warmup + args.epochs,
-        batch_size: args.batch_size,
-        lr: args.lr,
-        seed: args.seed,
-    };
-    let one = |devices| RunConfig {
-        train: train.clone(),
-        devices,
-        data_parallel: false,
-        overlap: false,
-        precision: Precision::F32,
-        grad_f16: false,
-        faults: Default::default(),
-    };
-    let parallel = |devices, n: usize| RunConfig {
+/// A run on `devices` with `n` replicas (data-parallel, each with batch/n rows: the same
+/// global batch as one replica) or, for `n` = 0, one engine on the fused step.
+fn config(args: &BenchArgs, devices: Devices, n: usize, precision: Precision) -> RunConfig {
+    RunConfig {
         train: TrainConfig {
-            batch_size: args.batch_size / n,
-            ..train.clone()
+            epochs: args.warmup + args.epochs,
+            batch_size: args.batch_size / n.max(1),
+            lr: args.lr,
+            seed: args.seed,
         },
         devices,
-        data_parallel: true,
+        data_parallel: n > 0,
         overlap: false,
-        precision: Precision::F32,
+        precision,
         grad_f16: false,
         faults: Default::default(),
-    };
-    let replicas: Vec<usize> = args.replicas.iter().copied().filter(|&n| n > 0).collect();
+    }
+}
+
+/// Runs every row the flags ask for; each row's speed-up is against the "cpu" row's.
+pub fn rows(args: &BenchArgs, data: &DataSplit) -> Result<Vec<Row>> {
+    args.validate()?;
     let mut rows = Vec::new();
     if !args.gpu_only {
-        let cpu = Devices::Cpu {
-            replicas: 1,
-            threads: crate::cpu::cores(),
-        };
-        rows.push(time_run(&one(cpu.clone()), data, args, "cpu")?);
-        if !args.no_f16 {
-            let f16 = RunConfig {
-                precision: Precision::F16,
-                ..parallel(cpu, 1)
-            };
-            rows.push(time_run(&f16, data, args, "cpu f16")?);
-        }
-        for &n in &replicas {
-            let devices = Devices::Cpu {
-                replicas: n,
-                threads: run::default_threads(n),
-            };
-            rows.push(time_run(
-                &parallel(devices, n),
-                data,
-                args,
-                &format!("cpu ×{n}"),
-            )?);
-        }
+        rows.extend(cpu_rows(args, data)?);
     }
     if !args.cpu_only {
         for &device in &args.devices() {
-            for resident in [false, true] {
-                let devices = Devices::Gpu {
-                    adapters: vec![device],
-                    resident,
-                    kernels: args.kernels.clone(),
-                };
-                let path = if resident {
-                    "gpu resident"
-                } else {
-                    "gpu staged"
-                };
-                let mut row = time_run(&one(devices), data, args, path)?;
-                row.adapter = format!("{device}: {}", Gpu::open(device)?.info.name);
-                // VRAM of this configuration, from a fresh engine's allocations.
-                let opts = GpuOptions {
-                    batch: args.batch_size,
-                    resident,
-                    kernels: args.kernel_variant()?,
-                    ..GpuOptions::default()
-                };
-                let engine = GpuEngine::new(
-                    Gpu::open(device)?,
-                    &Model::init(args.seed),
-                    opts,
-                    &data.train,
-                )?;
-                row.vram_mb = Some(engine.vram_bytes() as f64 / 1e6);
-                rows.push(row);
-                // The same, in mixed precision, where the adapter has f16 in shaders.
-                let has_f16 = Gpu::open(device)?
-                    .features
-                    .contains(wgpu::Features::SHADER_F16);
-                if !args.no_f16 && has_f16 {
-                    let devices = Devices::Gpu {
-                        adapters: vec![device],
-                        resident,
-                        kernels: args.kernels.clone(),
-                    };
-                    let f16 = RunConfig {
-                        precision: Precision::F16,
-                        ..parallel(devices, 1)
-                    };
-                    let path = if resident {
-                        "gpu f16 res."
-                    } else {
-                        "gpu f16 staged"
-                    };
-                    let mut row = time_run(&f16, data, args, path)?;
-                    row.adapter = format!("{device}: {}", Gpu::open(device)?.info.name);
-                    let opts = GpuOptions {
-                        batch: args.batch_size,
-                        resident,
-                        precision: Precision::F16,
-                        ..GpuOptions::default()
-                    };
-                    let engine = GpuEngine::new(
-                        Gpu::open(device)?,
-                        &Model::init(args.seed),
-                        opts,
-                        &data.train,
-                    )?;
-                    row.vram_mb = Some(engine.vram_bytes() as f64 / 1e6);
-                    rows.push(row);
-                }
-            }
-            for &n in &replicas {
-                let devices = Devices::Gpu {
-                    adapters: vec![device; n],
-                    resident: false,
-                    kernels: args.kernels.clone(),
-                };
-                let mut row = time_run(&parallel(devices, n), data, args, &format!("gpu ×{n}"))?;
-                row.adapter = format!("{device}: {} (×{n} devices)", Gpu::open(device)?.info.name);
-                rows.push(row);
-            }
+            rows.extend(gpu_rows(args, data, device)?);
         }
     }
     let cpu_time = rows.iter().find(|r| r.path == "cpu").map(|r| r.epoch_s);
@@ -302,6 +196,100 @@ pub fn rows(args: &BenchArgs, data: &DataSplit) -> Result<Vec<Row>> {
         r.speedup = cpu_time.map(|c| c / r.epoch_s);
     }
     Ok(rows)
+}
+
+/// The replica counts --replicas asks for (0s dropped).
+fn replica_counts(args: &BenchArgs) -> Vec<usize> {
+    args.replicas.iter().copied().filter(|&n| n > 0).collect()
+}
+
+/// The CPU rows: the fused f32 step, the f16 step (unless --no-f16), and each replica count.
+fn cpu_rows(args: &BenchArgs, data: &DataSplit) -> Result<Vec<Row>> {
+    let cpu = Devices::Cpu {
+        replicas: 1,
+        threads: crate::cpu::cores(),
+    };
+    let mut rows = vec![time_run(
+        &config(args, cpu.clone(), 0, Precision::F32),
+        data,
+        args,
+        "cpu",
+    )?];
+    if !args.no_f16 {
+        let f16 = config(args, cpu, 1, Precision::F16);
+        rows.push(time_run(&f16, data, args, "cpu f16")?);
+    }
+    for n in replica_counts(args) {
+        let devices = Devices::Cpu {
+            replicas: n,
+            threads: run::default_threads(n),
+        };
+        let run = config(args, devices, n, Precision::F32);
+        rows.push(time_run(&run, data, args, &format!("cpu ×{n}"))?);
+    }
+    Ok(rows)
+}
+
+/// The rows of adapter `device`: staged and resident, each in f32 and (where the adapter has
+/// f16 in shaders, unless --no-f16) f16, then each replica count (staged, one device each).
+fn gpu_rows(args: &BenchArgs, data: &DataSplit, device: usize) -> Result<Vec<Row>> {
+    let on = |resident, n: usize| Devices::Gpu {
+        adapters: vec![device; n.max(1)],
+        resident,
+        kernels: args.kernels.clone(),
+    };
+    let has_f16 = Gpu::open(device)?
+        .features
+        .contains(wgpu::Features::SHADER_F16);
+    let mut rows = Vec::new();
+    for resident in [false, true] {
+        let (f32_path, f16_path) = match resident {
+            false => ("gpu staged", "gpu f16 staged"),
+            true => ("gpu resident", "gpu f16 res."),
+        };
+        let run = config(args, on(resident, 1), 0, Precision::F32);
+        rows.push(gpu_row(args, data, &run, device, f32_path)?);
+        if !args.no_f16 && has_f16 {
+            let run = config(args, on(resident, 1), 1, Precision::F16);
+            rows.push(gpu_row(args, data, &run, device, f16_path)?);
+        }
+    }
+    for n in replica_counts(args) {
+        let mut row = time_run(
+            &config(args, on(false, n), n, Precision::F32),
+            data,
+            args,
+            &format!("gpu ×{n}"),
+        )?;
+        row.adapter = format!("{device}: {} (×{n} devices)", Gpu::open(device)?.info.name);
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// One row of a single engine on adapter `device`: `run` timed, with the VRAM a fresh engine
+/// of its configuration allocates.
+fn gpu_row(
+    args: &BenchArgs,
+    data: &DataSplit,
+    run: &RunConfig,
+    device: usize,
+    path: &str,
+) -> Result<Row> {
+    let mut row = time_run(run, data, args, path)?;
+    let gpu = Gpu::open(device)?;
+    row.adapter = format!("{device}: {}", gpu.info.name);
+    let resident = matches!(run.devices, Devices::Gpu { resident: true, .. });
+    let opts = GpuOptions {
+        batch: args.batch_size,
+        resident,
+        kernels: args.kernel_variant()?,
+        precision: run.precision,
+        ..GpuOptions::default()
+    };
+    let engine = GpuEngine::new(gpu, &Model::init(args.seed), opts, &data.train)?;
+    row.vram_mb = Some(engine.vram_bytes() as f64 / 1e6);
+    Ok(row)
 }
 
 impl BenchArgs {

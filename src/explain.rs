@@ -219,13 +219,28 @@ pub struct ImageExample {
     pub loss: f64,
     /// p − onehot (for one image, no batch averaging).
     pub output_grad: Vec<f64>,
-    /// The hidden neuron shown, its gradient δ1, and its weight from pixel `pixel`.
+    /// The hidden neuron shown, its gradient δ1, and its weight from pixel `pixel`:
+    /// adjustment = −lr·δ1·x, new weight = weight + adjustment (Figures 3-5 and 3-6).
     pub neuron: usize,
     pub neuron_grad: f64,
     pub pixel: usize,
     pub pixel_value: f64,
+    pub hidden_weight: f64,
     pub adjustment: f64,
+    pub hidden_new_weight: f64,
+    /// The output neuron shown (the chapter's neuron 9), its error term δ2 = p − onehot, and
+    /// its weight from the hidden neuron shown, whose output h is that weight's input:
+    /// adjustment = −lr·δ2·h, new weight = weight + adjustment.
+    pub output_neuron: usize,
+    pub output_delta: f64,
+    pub hidden_value: f64,
+    pub output_weight: f64,
+    pub output_adjustment: f64,
+    pub output_new_weight: f64,
 }
+
+/// The output neuron Figures 3-5 and 3-6 follow.
+pub const CHAPTER_OUTPUT_NEURON: usize = 9;
 
 /// The SoftMax table for `model` on `image` of `data`; `lr` for the adjustment shown.
 pub fn image_example(model: &Model, data: &Dataset, image: usize, lr: f64) -> ImageExample {
@@ -251,6 +266,14 @@ pub fn image_example(model: &Model, data: &Dataset, image: usize, lr: f64) -> Im
     let pixel = (0..PIXELS)
         .max_by(|&a, &b| x[a].total_cmp(&x[b]))
         .unwrap_or(0);
+    let hidden_weight = p.w1[neuron * PIXELS + pixel];
+    let adjustment = -lr * g.b1[neuron] * x[pixel];
+    // The output layer's update, for the chapter's neuron 9 and its weight from that neuron.
+    let out = CHAPTER_OUTPUT_NEURON;
+    let output_delta = f.p[out] - y[out];
+    let hidden_value = f.h[neuron];
+    let output_weight = p.w2[out * p.hidden + neuron];
+    let output_adjustment = -lr * output_delta * hidden_value;
     ImageExample {
         label,
         logits: f.z2.clone(),
@@ -264,7 +287,15 @@ pub fn image_example(model: &Model, data: &Dataset, image: usize, lr: f64) -> Im
         neuron_grad: g.b1[neuron],
         pixel,
         pixel_value: x[pixel],
-        adjustment: -lr * g.b1[neuron] * x[pixel],
+        hidden_weight,
+        adjustment,
+        hidden_new_weight: hidden_weight + adjustment,
+        output_neuron: out,
+        output_delta,
+        hidden_value,
+        output_weight,
+        output_adjustment,
+        output_new_weight: output_weight + output_adjustment,
     }
 }
 
@@ -307,6 +338,8 @@ pub fn softmax_table(logits: &[f64], label: Option<usize>) -> String {
 /// Chapter 3, printed.
 pub fn chapter3(model: &Model, data: &Dataset, image: usize, lr: f64, what: &str) -> String {
     let e = image_example(model, data, image, lr);
+    // The trainer's lr is an f32; shown as one (0.1, not its f64 widening 0.10000000149...).
+    let lr = lr as f32;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -341,9 +374,38 @@ pub fn chapter3(model: &Model, data: &Dataset, image: usize, lr: f64, what: &str
     );
     let _ = writeln!(
         s,
-        "hidden neuron {}: δ1 = (W2ᵀ·δ2)·ReLU′(z) = {:+.6}; its weight from pixel {} (value {:.4}) is adjusted by \
-         −lr·δ1·x = −{lr}·({:+.6})·{:.4} = {:+.6}",
-        e.neuron, e.neuron_grad, e.pixel, e.pixel_value, e.neuron_grad, e.pixel_value, e.adjustment
+        "weight adjustment = −lr × gradient × input, new weight = weight + adjustment (Figures 3-5, 3-6; \
+         lr {lr}, the training default; one image, so δ2 is not divided by a batch):"
+    );
+    let _ = writeln!(
+        s,
+        "  output neuron {}: δ2 = p − onehot = {:+.6}; its weight from hidden neuron {} (output h = {:.4}):\n    \
+         adjustment −lr·δ2·h = −{lr}·({:+.6})·{:.4} = {:+.6};  new weight {:+.6} + ({:+.6}) = {:+.6}",
+        e.output_neuron,
+        e.output_delta,
+        e.neuron,
+        e.hidden_value,
+        e.output_delta,
+        e.hidden_value,
+        e.output_adjustment,
+        e.output_weight,
+        e.output_adjustment,
+        e.output_new_weight
+    );
+    let _ = writeln!(
+        s,
+        "  hidden neuron {}: δ1 = (W2ᵀ·δ2)·ReLU′(z) = {:+.6}; its weight from pixel {} (value {:.4}):\n    \
+         adjustment −lr·δ1·x = −{lr}·({:+.6})·{:.4} = {:+.6};  new weight {:+.6} + ({:+.6}) = {:+.6}",
+        e.neuron,
+        e.neuron_grad,
+        e.pixel,
+        e.pixel_value,
+        e.neuron_grad,
+        e.pixel_value,
+        e.adjustment,
+        e.hidden_weight,
+        e.adjustment,
+        e.hidden_new_weight
     );
     s
 }
@@ -378,8 +440,9 @@ pub struct DataParallelExample {
 }
 
 /// Runs one data-parallel step on real images: `replicas` CPU replicas each compute the
-/// gradient of their share of a global batch of 64, the ring sums them, and the sum is set
-/// beside one device's gradient on all 64 images.
+/// gradient of their share of a global batch of the training default (64 images, the
+/// chapter's mini-batch), the ring sums them, and the sum is set beside one device's gradient
+/// on the whole batch.
 pub fn data_parallel_example(
     model: &Model,
     data: &Dataset,
@@ -389,7 +452,7 @@ pub fn data_parallel_example(
     use crate::engine::Engine;
     use crate::model::ParamLayout;
     use crate::parallel::{part, ring::Ring, AllReduce};
-    let global = 64.min(data.len());
+    let global = crate::train::DEFAULT_BATCH.min(data.len());
     let batch: Vec<u32> = (0..global as u32).collect();
     let packed = ParamLayout::packed_for(model.hidden());
     let params = packed.total;
@@ -508,24 +571,27 @@ pub fn data_parallel(model: &Model, data: &Dataset) -> String {
     }
     s += "\n";
     // The chapter's claims are about its own network, 784-128-10, whatever weights are loaded.
+    // Its mini-batch is 64 images, the trainer's default batch.
     let neurons = crate::model::HIDDEN + CLASSES;
-    let macs = LAYERS.iter().map(|l| l.weights()).sum::<usize>() * 64;
+    let batch = crate::train::DEFAULT_BATCH;
+    let macs = LAYERS.iter().map(|l| l.weights()).sum::<usize>() * batch;
     let _ = writeln!(s, "Where the chapter's text differs:");
     let _ = writeln!(
         s,
-        "  \"768 neurons (64 x 138)\": 64 × {neurons} = {} neuron outputs per mini-batch; the network has {neurons} neurons.",
-        thousands(64 * neurons)
+        "  \"768 neurons (64 x 138)\": {batch} × {neurons} = {} neuron outputs per mini-batch; the network has {neurons} neurons.",
+        thousands(batch * neurons)
     );
     let _ = writeln!(
         s,
         "  \"6,422,528 weight parameters (128x64x784) + (10x64x128)\": the two terms add to {} (6,422,528 is the first \
-         alone), and they count multiply-adds of one forward pass; the weights are shared by all 64 images: {}.",
+         alone), and they count multiply-adds of one forward pass; the weights are shared by all {batch} images: {}.",
         thousands(macs),
         thousands(Summary::of(&LAYERS).weights)
     );
     let _ = writeln!(
         s,
-        "  \"8,832 bias weight parameters\": 64 × {neurons} = 8,832 bias additions; the network has {neurons} biases.",
+        "  \"8,832 bias weight parameters\": {batch} × {neurons} = {} bias additions; the network has {neurons} biases.",
+        thousands(batch * neurons)
     );
     let _ = writeln!(
         s,

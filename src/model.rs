@@ -306,11 +306,15 @@ mod tests {
     #[test]
     fn counts_come_from_the_shapes() {
         let s = Summary::of(&LAYERS);
-        // The chapter's figures: 100,352 + 1,280 = 101,632 weights, 138 biases.
-        assert_eq!(s.layer_weights[0].1, PIXELS * HIDDEN);
-        assert_eq!(s.weights, PIXELS * HIDDEN + HIDDEN * CLASSES);
-        assert_eq!(s.biases, HIDDEN + CLASSES);
-        assert_eq!(s.weight_bytes(4), 4 * s.weights);
+        // The chapter's figures, as it prints them: the shapes must produce these, so a wrong
+        // formula (or a wrong shape) fails here rather than agreeing with itself.
+        assert_eq!(s.layer_weights[0].1, 100_352);
+        assert_eq!(s.layer_weights[1].1, 1_280);
+        assert_eq!(s.weights, 101_632);
+        assert_eq!(s.biases, 138);
+        assert_eq!(s.weight_bytes(4), 406_528);
+        assert_eq!(s.weight_bytes(2), 203_264);
+        assert_eq!(s.weight_bytes(8), 813_056);
         let m = Model::init(1);
         let stored: usize = m.tensors().iter().map(|t| t.2.len()).sum();
         assert_eq!(stored, s.weights + s.biases);

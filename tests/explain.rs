@@ -60,6 +60,40 @@ fn chapter3_softmax_table_is_consistent() {
     assert!(text.contains("1.709") && text.contains("0.742"), "{text}");
 }
 
+/// Figures 3-5 and 3-6: the new weights `explain` prints are the ones a real SGD step on that
+/// image gives, for the output neuron and for the hidden one.
+#[test]
+fn chapter3_weight_updates_are_the_ones_a_training_step_makes() {
+    use gpu_train::cpu::engine::CpuEngine;
+    use gpu_train::engine::{Engine, Target};
+    let split = data::load_dir(&data::bundled_dir()).unwrap();
+    let model = Model::init(gpu_train::train::DEFAULT_SEED);
+    let lr = gpu_train::train::DEFAULT_LR;
+    let image = 3;
+    let e = explain::image_example(&model, &split.test, image, lr.into());
+    assert_eq!(e.output_neuron, 9, "the chapter's Figure 3-5 follows output neuron 9");
+    assert_eq!(e.output_delta, e.output_grad[9]);
+    // One image through the CPU trainer's fused step, at the training default's lr.
+    let mut engine = CpuEngine::new(model.clone(), 1);
+    engine
+        .step(&split.test, &[image as u32], Target::Update { lr })
+        .unwrap();
+    let after = engine.model().unwrap();
+    let hidden = model.hidden();
+    let w2 = after.w2[e.output_neuron * hidden + e.neuron] as f64;
+    let w1 = after.w1[e.neuron * 784 + e.pixel] as f64;
+    assert_eq!(e.output_weight, model.w2[e.output_neuron * hidden + e.neuron] as f64);
+    assert_eq!(e.hidden_weight, model.w1[e.neuron * 784 + e.pixel] as f64);
+    assert!(e.output_adjustment != 0.0 && e.adjustment != 0.0, "{e:?}");
+    // f32 training against the f64 reference: equal to f32 rounding of the weight.
+    assert!((w2 - e.output_new_weight).abs() < 1e-6, "{w2} vs {}", e.output_new_weight);
+    assert!((w1 - e.hidden_new_weight).abs() < 1e-6, "{w1} vs {}", e.hidden_new_weight);
+    let text = explain::chapter3(&model, &split.test, image, lr.into(), "test");
+    for v in [e.output_new_weight, e.hidden_new_weight] {
+        assert!(text.contains(&format!("= {v:+.6}")), "{v} missing from {text}");
+    }
+}
+
 #[test]
 fn summary_reports_the_chapters_counts() {
     let s = Summary::of(&LAYERS);
@@ -79,6 +113,7 @@ fn data_parallel_example_is_computed_from_the_shapes_and_a_real_step() {
     let e = explain::data_parallel_example(&model, &data.test, 2);
     let s = gpu_train::model::Summary::of(&gpu_train::model::LAYERS);
     // What one replica sends is the gradient of every weight and bias, not of the batch.
+    assert_eq!(e.gradient_values, 101_770, "101,632 weights + 138 biases");
     assert_eq!(e.gradient_values, s.weights + s.biases);
     assert_eq!(e.gradient_bytes, 4 * e.gradient_values);
     // A ring sends 2(N−1)/N of it per replica (replica 0's chunks may be one float off the

@@ -163,7 +163,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub lr: Option<f32>,
     /// Seed of the weight initialisation and of each epoch's shuffle.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = train::DEFAULT_SEED)]
     pub seed: u64,
     #[command(flatten)]
     pub data: DataArgs,
@@ -186,18 +186,12 @@ pub struct TrainArgs {
     pub init: Option<PathBuf>,
 }
 
-/// Default learning rate.
-pub const DEFAULT_LR: f32 = 0.1;
-
 /// A number format on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PrecisionArg {
     F32,
     F16,
 }
-
-/// Default batch size.
-pub const DEFAULT_BATCH: usize = 64;
 
 impl TrainArgs {
     /// The run these flags ask for, before a snapshot's settings replace the defaults:
@@ -255,8 +249,8 @@ impl TrainArgs {
         let config = RunConfig {
             train: TrainConfig {
                 epochs: self.epochs,
-                batch_size: self.batch_size.unwrap_or(DEFAULT_BATCH),
-                lr: self.lr.unwrap_or(DEFAULT_LR),
+                batch_size: self.batch_size.unwrap_or(train::DEFAULT_BATCH),
+                lr: self.lr.unwrap_or(train::DEFAULT_LR),
                 seed: self.seed,
             },
             devices,
@@ -284,7 +278,7 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "epochs")]
     pub weights: Option<PathBuf>,
     /// Seed of the initialisation.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = train::DEFAULT_SEED)]
     pub seed: u64,
     #[command(flatten)]
     pub data: DataArgs,
@@ -318,8 +312,8 @@ fn run_explain(args: &ExplainArgs) -> Result<()> {
     } else {
         let cfg = TrainConfig {
             epochs: args.epochs,
-            batch_size: 64,
-            lr: 0.1,
+            batch_size: train::DEFAULT_BATCH,
+            lr: train::DEFAULT_LR,
             seed: args.seed,
         };
         train::train(&mut engine, &data, &cfg, &mut train::Quiet)?;
@@ -331,7 +325,7 @@ fn run_explain(args: &ExplainArgs) -> Result<()> {
     let model = engine.model()?;
     print!(
         "{}",
-        crate::explain::chapter3(&model, &data.test, args.image, 0.1, &what)
+        crate::explain::chapter3(&model, &data.test, args.image, train::DEFAULT_LR.into(), &what)
     );
     println!();
     print!("{}", crate::explain::data_parallel(&model, &data.test));

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::run::{Devices, RunConfig};
 use crate::train::{self, Start};
+use std::path::{Path, PathBuf};
 
 /// Where a run starts: fresh, or from a snapshot (whose settings then win).
 ///
@@ -17,88 +18,101 @@ use crate::train::{self, Start};
 /// `world` is the run's replica count; `speaks` whether this process prints.
 fn starting_point(
     args: &TrainArgs,
+    run: RunConfig,
+    data: &DataSplit,
+    snapshots: Option<&SnapshotDir>,
+    world: usize,
+    speaks: bool,
+) -> Result<(Model, Start, RunConfig)> {
+    match &args.resume {
+        None => Ok((
+            fresh_model(args, &run, snapshots, speaks)?,
+            Start::FRESH,
+            run,
+        )),
+        Some(resume) => {
+            let path = snapshot_to_resume(resume.as_deref(), args.snapshot_dir.as_deref())?;
+            resume_from(&path, args, run, data, snapshots, world, speaks)
+        }
+    }
+}
+
+/// The weights of a fresh run: --init's, or drawn from the seed; refused when the snapshot
+/// folder already holds another run's snapshots.
+fn fresh_model(
+    args: &TrainArgs,
+    run: &RunConfig,
+    snapshots: Option<&SnapshotDir>,
+    speaks: bool,
+) -> Result<Model> {
+    if let Some(dir) = snapshots {
+        if dir.latest()?.is_some() {
+            return Err(Error::Config(format!(
+                "{} already holds snapshots of a run: pass --resume to continue it, or choose an empty --snapshot-dir",
+                dir.dir.display()
+            )));
+        }
+    }
+    let model = match &args.init {
+        Some(path) => {
+            let loaded = crate::weights::load(path)?;
+            if speaks {
+                println!(
+                    "starting from {} (a fresh run: epoch 1, step 0)",
+                    loaded.describe(path)
+                );
+            }
+            loaded.model
+        }
+        None => Model::init_with(run.train.seed, args.hidden.unwrap_or(crate::model::HIDDEN)),
+    };
+    if !(1..=crate::model::MAX_HIDDEN).contains(&model.hidden()) {
+        return Err(Error::Config(format!(
+            "--init: the weights have {} hidden neurons; this trainer takes 1 to {}",
+            model.hidden(),
+            crate::model::MAX_HIDDEN
+        )));
+    }
+    if let Some(h) = args.hidden.filter(|&h| h != model.hidden()) {
+        return Err(Error::Config(format!(
+            "--hidden {h}: the --init weights have {} hidden neurons; drop --hidden or pass --hidden {}",
+            model.hidden(),
+            model.hidden()
+        )));
+    }
+    Ok(model)
+}
+
+/// The snapshot `--resume [FILE]` names: the file, or the latest in the snapshot folder.
+fn snapshot_to_resume(file: Option<&Path>, dir: Option<&Path>) -> Result<PathBuf> {
+    match (file, dir) {
+        (Some(file), _) => Ok(file.to_path_buf()),
+        (None, Some(dir)) => checkpoint::latest_in(dir)?.ok_or_else(|| {
+            Error::Config(format!(
+                "--resume: no snapshot in {} to resume from",
+                dir.display()
+            ))
+        }),
+        (None, None) => Err(Error::Config(
+            "--resume needs a snapshot file or a --snapshot-dir to take the latest from".into(),
+        )),
+    }
+}
+
+/// A run resumed from the snapshot at `path`: its weights, where it stopped, and the run's
+/// settings with the snapshot's seed, batch size and (unless --lr says otherwise) lr.
+fn resume_from(
+    path: &Path,
+    args: &TrainArgs,
     mut run: RunConfig,
     data: &DataSplit,
     snapshots: Option<&SnapshotDir>,
     world: usize,
     speaks: bool,
 ) -> Result<(Model, Start, RunConfig)> {
-    let Some(resume) = &args.resume else {
-        if let Some(dir) = snapshots {
-            if dir.latest()?.is_some() {
-                return Err(Error::Config(format!(
-                    "{} already holds snapshots of a run: pass --resume to continue it, or choose an empty --snapshot-dir",
-                    dir.dir.display()
-                )));
-            }
-        }
-        let model = match &args.init {
-            Some(path) => {
-                let loaded = crate::weights::load(path)?;
-                if speaks {
-                    println!(
-                        "starting from {} (a fresh run: epoch 1, step 0)",
-                        loaded.describe(path)
-                    );
-                }
-                loaded.model
-            }
-            None => Model::init_with(run.train.seed, args.hidden.unwrap_or(crate::model::HIDDEN)),
-        };
-        if !(1..=crate::model::MAX_HIDDEN).contains(&model.hidden()) {
-            return Err(Error::Config(format!(
-                "--init: the weights have {} hidden neurons; this trainer takes 1 to {}",
-                model.hidden(),
-                crate::model::MAX_HIDDEN
-            )));
-        }
-        if let Some(h) = args.hidden.filter(|&h| h != model.hidden()) {
-            return Err(Error::Config(format!(
-                "--hidden {h}: the --init weights have {} hidden neurons; drop --hidden or pass --hidden {}",
-                model.hidden(),
-                model.hidden()
-            )));
-        }
-        return Ok((model, Start::FRESH, run));
-    };
-    let path = match (resume, &args.snapshot_dir) {
-        (Some(file), _) => file.clone(),
-        (None, Some(dir)) => checkpoint::latest_in(dir)?.ok_or_else(|| {
-            Error::Config(format!(
-                "--resume: no snapshot in {} to resume from",
-                dir.display()
-            ))
-        })?,
-        (None, None) => {
-            return Err(Error::Config(
-                "--resume needs a snapshot file or a --snapshot-dir to take the latest from".into(),
-            ))
-        }
-    };
-    let (model, state) = checkpoint::load(&path)?;
-    checkpoint::check_data(&state, &data.train, &path)?;
-    // The number format belongs to the run: a resume in another one would not be exact.
-    let snapshot_f16 = state.loss_scale.is_some();
-    if snapshot_f16 != (run.precision == crate::engine::Precision::F16) {
-        return Err(Error::snapshot(
-            &path,
-            format!(
-                "the snapshot was trained with --precision {}, and a resumed run keeps it: pass --precision {}",
-                if snapshot_f16 { "f16" } else { "f32" },
-                if snapshot_f16 { "f16" } else { "f32" }
-            ),
-        ));
-    }
-    if let Some(h) = args.hidden.filter(|&h| h != model.hidden()) {
-        return Err(Error::snapshot(
-            &path,
-            format!(
-                "the snapshot is of a {} network, this run asks for {} (--hidden {h}): resume without --hidden, or start a new run",
-                checkpoint::shape_string(model.hidden()),
-                checkpoint::shape_string(h)
-            ),
-        ));
-    }
+    let (model, state) = checkpoint::load(path)?;
+    checkpoint::check_data(&state, &data.train, path)?;
+    check_snapshot_matches_flags(path, args, &run, &model, &state)?;
     // A run resumed from an older snapshot (after a divergence, say) must not mix its files
     // with the newer ones of the run it abandons, nor have --keep delete its own.
     if let Some(dir) = snapshots {
@@ -116,20 +130,83 @@ fn starting_point(
     }
     let cfg = &mut run.train;
     cfg.seed = state.seed;
+    cfg.batch_size = state.batch_size;
+    cfg.lr = args.lr.unwrap_or(state.lr);
+    check_snapshot_position(path, cfg, &state, data.train.len(), world, speaks)?;
+    if speaks {
+        println!(
+            "resuming from {}: epoch {}, step {} (seed {}, batch size {}, lr {})",
+            path.display(),
+            state.next.epoch,
+            state.next.step,
+            cfg.seed,
+            cfg.batch_size,
+            cfg.lr
+        );
+    }
+    let start = Start {
+        at: state.next,
+        global_step: state.global_step,
+        scaler: state
+            .loss_scale
+            .map(|(scale, good_steps)| train::LossScaler { scale, good_steps }),
+    };
+    Ok((model, start, run))
+}
+
+/// Refuses flags that contradict the snapshot: its precision, its network's shape and its
+/// batch size belong to the run, and a resumed run keeps them.
+fn check_snapshot_matches_flags(
+    path: &Path,
+    args: &TrainArgs,
+    run: &RunConfig,
+    model: &Model,
+    state: &checkpoint::TrainState,
+) -> Result<()> {
+    // The number format belongs to the run: a resume in another one would not be exact.
+    let snapshot_f16 = state.loss_scale.is_some();
+    if snapshot_f16 != (run.precision == crate::engine::Precision::F16) {
+        let was = if snapshot_f16 { "f16" } else { "f32" };
+        return Err(Error::snapshot(
+            path,
+            format!("the snapshot was trained with --precision {was}, and a resumed run keeps it: pass --precision {was}"),
+        ));
+    }
+    if let Some(h) = args.hidden.filter(|&h| h != model.hidden()) {
+        return Err(Error::snapshot(
+            path,
+            format!(
+                "the snapshot is of a {} network, this run asks for {} (--hidden {h}): resume without --hidden, or start a new run",
+                checkpoint::shape_string(model.hidden()),
+                checkpoint::shape_string(h)
+            ),
+        ));
+    }
     if let Some(b) = args.batch_size.filter(|&b| b != state.batch_size) {
         return Err(Error::Config(format!(
             "--batch-size {b}: the snapshot was trained with batch size {}, and a resumed run keeps it (drop --batch-size)",
             state.batch_size
         )));
     }
-    cfg.batch_size = state.batch_size;
-    cfg.lr = args.lr.unwrap_or(state.lr);
-    // The state must be one this data and batch could have produced (a forged or damaged
-    // file with a valid checksum must not name step 2^64 − 1 or skip an epoch).
-    let steps = cfg.steps_per_epoch(data.train.len(), state.replicas.max(1));
+    Ok(())
+}
+
+/// Refuses a snapshot position this data and batch could not have produced, and a change of
+/// replica count mid-epoch; notes a change at an epoch's start (it changes the global batch).
+fn check_snapshot_position(
+    path: &Path,
+    cfg: &crate::train::TrainConfig,
+    state: &checkpoint::TrainState,
+    train_len: usize,
+    world: usize,
+    speaks: bool,
+) -> Result<()> {
+    // A forged or damaged file with a valid checksum must not name step 2^64 − 1 or skip an
+    // epoch.
+    let steps = cfg.steps_per_epoch(train_len, state.replicas.max(1));
     if state.next.epoch == 0 || state.next.step >= steps || state.global_step > u64::MAX / 2 {
         return Err(Error::snapshot(
-            &path,
+            path,
             format!(
                 "its training state is impossible (next epoch {}, step {}, global step {}; an epoch here has {steps} steps): \
                  the file is damaged: delete it to resume from the one before",
@@ -158,28 +235,7 @@ fn starting_point(
             );
         }
     }
-    if speaks {
-        println!(
-            "resuming from {}: epoch {}, step {} (seed {}, batch size {}, lr {})",
-            path.display(),
-            state.next.epoch,
-            state.next.step,
-            cfg.seed,
-            cfg.batch_size,
-            cfg.lr
-        );
-    }
-    Ok((
-        model,
-        Start {
-            at: state.next,
-            global_step: state.global_step,
-            scaler: state
-                .loss_scale
-                .map(|(scale, good_steps)| train::LossScaler { scale, good_steps }),
-        },
-        run,
-    ))
+    Ok(())
 }
 
 /// The train command: flags checked, then the run, alone or as one rank of an MPI job. Under
@@ -226,23 +282,7 @@ fn train_in_job(
     job: &Job,
 ) -> Result<()> {
     let speaks = job.rank == 0;
-    // Under MPI a rank with no --device/--devices takes the GPU of its local rank.
-    if args.mpi && args.devices.is_empty() && args.device.is_none() {
-        if let Devices::Gpu { adapters, .. } = &mut run.devices {
-            let count = crate::gpu::context::adapters().len().max(1);
-            *adapters = vec![job.local_rank % count; adapters.len()];
-        }
-    }
-    if run.grad_f16 && args.mpi {
-        return Err(Error::Config(
-            "--grad-dtype f16 with --mpi: MPI has no 16-bit float sum; use --grad-dtype f32 (or in-process replicas)".into(),
-        ));
-    }
-    let world = if run.data_parallel {
-        run.replicas() * job.ranks
-    } else {
-        1
-    };
+    let world = place_rank(args, &mut run, job)?;
     let data = args.data.load()?;
     // Only the process that writes snapshots (rank 0) takes the folder's lock.
     let snapshots = match &args.snapshot_dir {
@@ -272,8 +312,6 @@ fn train_in_job(
         replicas = replicas.with_timeline(t);
     }
     if !speaks {
-        // The other ranks train quietly; rank 0 speaks for the job (and writes the trace: these
-        // ranks leave their events beside it for rank 0 to gather).
         train::train_from(
             &mut replicas,
             &data,
@@ -283,15 +321,7 @@ fn train_in_job(
             &mut train::Quiet,
         )?;
         drop(replicas);
-        add_nic(&mut trace, nic, job.rank);
-        if let Some(t) = trace {
-            let part = rank_part(&t.path, job.rank);
-            crate::checkpoint::write_file(&part, t.events_json().as_bytes(), "the trace part", "")?;
-        }
-        // Every rank meets rank 0 here before it gathers the trace and before MPI is
-        // finalised, so no rank leaves while another still talks.
-        job.barrier();
-        return Ok(());
+        return finish_quiet_rank(trace, nic, job);
     }
     print_start(args, &run, &model, &data, &replicas, snapshots.as_ref());
     let mut console = Console::new(run.train.epochs);
@@ -342,6 +372,45 @@ fn train_in_job(
         write_trace(t, local, job.ranks)?;
     }
     print_end(&reports, &run, start);
+    Ok(())
+}
+
+/// Chooses this rank's adapters (under MPI a rank with no --device/--devices takes the GPU of
+/// its local rank) and returns the job's replica count.
+fn place_rank(args: &TrainArgs, run: &mut RunConfig, job: &Job) -> Result<usize> {
+    if args.mpi && args.devices.is_empty() && args.device.is_none() {
+        if let Devices::Gpu { adapters, .. } = &mut run.devices {
+            let count = crate::gpu::context::adapters().len().max(1);
+            *adapters = vec![job.local_rank % count; adapters.len()];
+        }
+    }
+    if run.grad_f16 && args.mpi {
+        return Err(Error::Config(
+            "--grad-dtype f16 with --mpi: MPI has no 16-bit float sum; use --grad-dtype f32 (or in-process replicas)".into(),
+        ));
+    }
+    Ok(if run.data_parallel {
+        run.replicas() * job.ranks
+    } else {
+        1
+    })
+}
+
+/// The end of a rank other than 0, which trains quietly while rank 0 speaks for the job: it
+/// leaves its trace events beside rank 0's trace for rank 0 to gather, then meets rank 0 at
+/// the barrier before rank 0 gathers and before MPI is finalised, so no rank leaves while
+/// another still talks.
+fn finish_quiet_rank(
+    mut trace: Option<crate::network::trace::Trace>,
+    nic: Option<crate::network::nic::NicSampler>,
+    job: &Job,
+) -> Result<()> {
+    add_nic(&mut trace, nic, job.rank);
+    if let Some(t) = trace {
+        let part = rank_part(&t.path, job.rank);
+        crate::checkpoint::write_file(&part, t.events_json().as_bytes(), "the trace part", "")?;
+    }
+    job.barrier();
     Ok(())
 }
 

@@ -318,22 +318,28 @@ impl CpuEngine {
         self.gather(data, batch);
         self.forward(rows);
         let (loss, correct) = self.softmax_xent(divisor, scale);
-        let half = self.model16.is_some();
         self.totals.add(loss, correct, rows as u64);
-        let (alpha, beta) = match target {
+        // α·product + β·old: into the weights (the fused update) or into the gradient.
+        let ab = match target {
             Target::Update { lr } => (-lr, 1.0),
             Target::Gradient { .. } => (1.0, 0.0),
         };
+        // The hidden layer's first: its δ1 reads W2 before the output layer's update changes it.
+        self.hidden_products(rows, target, ab);
+        self.output_products(rows, target, ab);
+    }
+
+    /// Per block of hidden neurons J: δ1ᵀ[J] = (W2[:,J]ᵀ·δ2ᵀ) ⊙ ReLU′, then b1[J] and W1[J]
+    /// (their gradient, or their fused update), on the worker threads. W2 is only read.
+    fn hidden_products(&mut self, rows: usize, target: Target, (alpha, beta): (f32, f32)) {
+        let half = self.model16.is_some();
         let hidden = self.model.hidden();
         let layout = ParamLayout::packed_for(hidden);
-        let (g_hidden, g_output) = self.grad.split_at_mut(layout.offsets[2]);
+        let (g_hidden, _) = self.grad.split_at_mut(layout.offsets[2]);
         let (gw1, gb1) = g_hidden.split_at_mut(layout.offsets[1]);
-        let (gw2, gb2) = g_output.split_at_mut(layout.lens[2]);
-
-        // Per block of neurons: δ1ᵀ, then the hidden layer's products. W2 is only read here.
         let parts = self.workers.parts();
         self.d1.resize(hidden * rows, 0.0);
-        let Model { w1, b1, w2, b2 } = &mut self.model;
+        let Model { w1, b1, w2, .. } = &mut self.model;
         let (dw1, db1): (&mut [f32], &mut [f32]) = match target {
             Target::Update { .. } => (w1, b1),
             Target::Gradient { .. } => (gw1, gb1),
@@ -400,9 +406,17 @@ impl CpuEngine {
                 PIXELS,
             );
         });
-        drop((d1_blocks, w1_blocks, b1_blocks));
+    }
 
-        // W2 = α · δ2ᵀ · h + β · W2   (10,B)·(B,128), after every block has read the old W2.
+    /// The output layer's W2 and b2 (their gradient, or their fused update), after every block
+    /// of the hidden layer has read the old W2.
+    fn output_products(&mut self, rows: usize, target: Target, (alpha, beta): (f32, f32)) {
+        let hidden = self.model.hidden();
+        let layout = ParamLayout::packed_for(hidden);
+        let (_, g_output) = self.grad.split_at_mut(layout.offsets[2]);
+        let (gw2, gb2) = g_output.split_at_mut(layout.lens[2]);
+        let Model { w2, b2, .. } = &mut self.model;
+        // W2 = α · δ2ᵀ · h + β · W2   (10,B)·(B,128).
         let (dw2, db2): (&mut [f32], &mut [f32]) = match target {
             Target::Update { .. } => (w2, b2),
             Target::Gradient { .. } => (gw2, gb2),

@@ -25,6 +25,19 @@ pub(super) struct Resident {
     pub(super) id: u64,
 }
 
+impl Resident {
+    /// Uploads the whole of `train` (u8 pixels and u32 labels) into VRAM.
+    pub(super) fn upload(d: &wgpu::Device, train: &Dataset) -> Self {
+        let labels: Vec<u32> = train.labels.iter().map(|&l| l as u32).collect();
+        Resident {
+            pixels: kernels::storage::<u8>(d, "resident pixels", &train.images),
+            labels: kernels::storage(d, "resident labels", &labels),
+            len: train.len(),
+            id: train.id(),
+        }
+    }
+}
+
 /// How the GPU trainer gets its data and batches its work.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GpuOptions {
@@ -107,6 +120,35 @@ pub(super) struct HalfBuffers {
 }
 
 impl HalfBuffers {
+    /// The f16 working copy of `model`'s weights (sharing `layout`'s offsets with the f32
+    /// masters) and f16 activations for `rows` rows; refused on an adapter without f16 in
+    /// shaders, and for an odd hidden width (f16 tensors are bound in 4-byte units).
+    fn new(gpu: &Gpu, model: &Model, layout: ParamLayout, rows: usize) -> Result<Self> {
+        let (d, hidden) = (&gpu.device, model.hidden());
+        if hidden % 2 == 1 {
+            return Err(Error::Config(format!(
+                "--precision f16 with --hidden {hidden}: the f16 path needs an even width (its f16 tensors are bound in 4-byte units)"
+            )));
+        }
+        if !gpu.features.contains(wgpu::Features::SHADER_F16) {
+            return Err(Error::Config(format!(
+                "--precision f16: {} does not offer f16 in shaders (SHADER_F16); use --precision f32, \
+                 or another --device (see `gpu-train devices`: lavapipe and NVIDIA's Vulkan driver offer it)",
+                super::context::describe(&gpu.info)
+            )));
+        }
+        let hb = HalfBuffers {
+            layout,
+            params: kernels::storage_bytes(d, "parameters, f16 working copy", layout.total * 2),
+            x: kernels::storage_bytes(d, "x f16", rows * PIXELS * 2),
+            h: kernels::storage_bytes(d, "h f16", rows * hidden * 2),
+            dz: kernels::storage_bytes(d, "dz f16", rows * CLASSES * 2),
+            dh: kernels::storage_bytes(d, "dh f16", rows * hidden * 2),
+        };
+        hb.upload(&gpu.queue, model);
+        Ok(hb)
+    }
+
     /// Working-copy tensor `i`.
     pub(super) fn param(&self, i: usize) -> wgpu::BindingResource<'_> {
         kernels::sub16(&self.params, self.layout.range(i))
@@ -183,13 +225,7 @@ impl Buffers {
 
         let resident = if opts.resident {
             need("the resident training set", train.images.len() as u64)?;
-            let labels: Vec<u32> = train.labels.iter().map(|&l| l as u32).collect();
-            Some(Resident {
-                pixels: kernels::storage::<u8>(d, "resident pixels", &train.images),
-                labels: kernels::storage(d, "resident labels", &labels),
-                len: train.len(),
-                id: train.id(),
-            })
+            Some(Resident::upload(d, train))
         } else {
             None
         };
@@ -203,34 +239,7 @@ impl Buffers {
         };
         let half = match opts.precision {
             crate::engine::Precision::F32 => None,
-            crate::engine::Precision::F16 => {
-                if hidden % 2 == 1 {
-                    return Err(Error::Config(format!(
-                        "--precision f16 with --hidden {hidden}: the f16 path needs an even width (its f16 tensors are bound in 4-byte units)"
-                    )));
-                }
-                if !gpu.features.contains(wgpu::Features::SHADER_F16) {
-                    return Err(Error::Config(format!(
-                        "--precision f16: {} does not offer f16 in shaders (SHADER_F16); use --precision f32, \
-                         or another --device (see `gpu-train devices`: lavapipe and NVIDIA's Vulkan driver offer it)",
-                        super::context::describe(&gpu.info)
-                    )));
-                }
-                let hb = HalfBuffers {
-                    layout,
-                    params: kernels::storage_bytes(
-                        d,
-                        "parameters, f16 working copy",
-                        layout.total * 2,
-                    ),
-                    x: kernels::storage_bytes(d, "x f16", rows * PIXELS * 2),
-                    h: kernels::storage_bytes(d, "h f16", rows * hidden * 2),
-                    dz: kernels::storage_bytes(d, "dz f16", rows * CLASSES * 2),
-                    dh: kernels::storage_bytes(d, "dh f16", rows * hidden * 2),
-                };
-                hb.upload(&gpu.queue, model);
-                Some(hb)
-            }
+            crate::engine::Precision::F16 => Some(HalfBuffers::new(gpu, model, layout, rows)?),
         };
         let f32_rows = if half.is_some() { 0 } else { rows };
         let identity: Vec<u32> = (0..rows as u32).collect();

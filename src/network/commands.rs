@@ -141,6 +141,78 @@ pub fn run_network(a: &NetworkArgs) -> Result<()> {
     Ok(())
 }
 
+/// α for the projection: the larger of --latency and the per-message cost fitted (α + β·bytes
+/// a message) to the in-process ring's measurements in `from` (allreduce-bench --json), printed
+/// with how well the fit matches them.
+fn fitted_alpha(from: &std::path::Path, latency: f64) -> Result<f64> {
+    let rows: Vec<BenchRow> =
+        serde_json::from_str(&std::fs::read_to_string(from).map_err(|source| Error::Io {
+            path: from.to_path_buf(),
+            source,
+        })?)
+        .map_err(|e| {
+            Error::bad_data(
+                from.display().to_string(),
+                format!("not allreduce-bench JSON: {e}"),
+            )
+        })?;
+    // The in-process ring runs every replica's sends on one thread, one after another: its
+    // time grows with all replicas' messages and bytes, N × the ring's per-replica counts.
+    let load = |r: &BenchRow| {
+        let n = r.replicas as f64;
+        (n * 2.0 * (n - 1.0), n * r.bytes_on_wire as f64)
+    };
+    let pts: Vec<(f64, f64, f64)> = rows
+        .iter()
+        .map(|r| {
+            let (m, b) = load(r);
+            (m, b, r.seconds)
+        })
+        .collect();
+    let f: AlphaBeta = link::fit(&pts)?;
+    println!(
+        "  α = {:.2} µs a message and β = {:.3} ns a byte ({:.2} GB/s) of this host's in-process ring, fitted to {} all-reduce measurements in {}",
+        f.alpha * 1e6,
+        f.beta * 1e9,
+        1e-9 / f.beta.max(1e-30),
+        rows.len(),
+        from.display()
+    );
+    // How well the model fits what was measured.
+    let errs: Vec<f64> = rows
+        .iter()
+        .map(|r| {
+            let (m, b) = load(r);
+            let t = m * f.alpha + b * f.beta;
+            (t - r.seconds) / r.seconds
+        })
+        .collect();
+    let worst = errs.iter().fold(0.0f64, |w, e| w.max(e.abs()));
+    let big: Vec<f64> = rows
+        .iter()
+        .zip(&errs)
+        .filter(|(r, _)| r.bytes >= 1 << 20)
+        .map(|(_, e)| e.abs())
+        .collect();
+    match big.iter().copied().reduce(f64::max) {
+        Some(b) => println!(
+            "  the model against those measurements: worst error {:.0} % (small messages, where this host's timing noise dominates), {:.0} % at 1 MB and above",
+            100.0 * worst,
+            100.0 * b
+        ),
+        None => println!(
+            "  the model against those measurements: worst error {:.0} % (none was 1 MB or larger)",
+            100.0 * worst
+        ),
+    }
+    let alpha = latency.max(f.alpha);
+    println!(
+        "  α for the projection: {:.2} µs (the larger of the fit and --latency)",
+        alpha * 1e6
+    );
+    Ok(alpha)
+}
+
 fn project(a: &NetworkArgs, rate: f64, link_name: &str, latency: f64) -> Result<()> {
     let compute = parse_duration(&a.step_compute)?;
     // Bounds a thousand times past today's largest models and clusters: past them the
@@ -153,77 +225,12 @@ fn project(a: &NetworkArgs, rate: f64, link_name: &str, latency: f64) -> Result<
     }
     let mut alpha = latency;
     println!("assumptions:");
-    if let Some(from) = &a.from {
-        let rows: Vec<BenchRow> =
-            serde_json::from_str(&std::fs::read_to_string(from).map_err(|source| Error::Io {
-                path: from.clone(),
-                source,
-            })?)
-            .map_err(|e| {
-                Error::bad_data(
-                    from.display().to_string(),
-                    format!("not allreduce-bench JSON: {e}"),
-                )
-            })?;
-        // The in-process ring runs every replica's sends on one thread, one after another: its
-        // time grows with all replicas' messages and bytes, N × the ring's per-replica counts.
-        let load = |r: &BenchRow| {
-            let n = r.replicas as f64;
-            (n * 2.0 * (n - 1.0), n * r.bytes_on_wire as f64)
-        };
-        let pts: Vec<(f64, f64, f64)> = rows
-            .iter()
-            .map(|r| {
-                let (m, b) = load(r);
-                (m, b, r.seconds)
-            })
-            .collect();
-        let f: AlphaBeta = link::fit(&pts)?;
-        println!(
-            "  α = {:.2} µs a message and β = {:.3} ns a byte ({:.2} GB/s) of this host's in-process ring, fitted to {} all-reduce measurements in {}",
-            f.alpha * 1e6,
-            f.beta * 1e9,
-            1e-9 / f.beta.max(1e-30),
-            rows.len(),
-            from.display()
-        );
-        // How well the model fits what was measured.
-        let errs: Vec<f64> = rows
-            .iter()
-            .map(|r| {
-                let (m, b) = load(r);
-                let t = m * f.alpha + b * f.beta;
-                (t - r.seconds) / r.seconds
-            })
-            .collect();
-        let worst = errs.iter().fold(0.0f64, |w, e| w.max(e.abs()));
-        let big: Vec<f64> = rows
-            .iter()
-            .zip(&errs)
-            .filter(|(r, _)| r.bytes >= 1 << 20)
-            .map(|(_, e)| e.abs())
-            .collect();
-        match big.iter().copied().reduce(f64::max) {
-            Some(b) => println!(
-                "  the model against those measurements: worst error {:.0} % (small messages, where this host's timing noise dominates), {:.0} % at 1 MB and above",
-                100.0 * worst,
-                100.0 * b
-            ),
-            None => println!(
-                "  the model against those measurements: worst error {:.0} % (none was 1 MB or larger)",
-                100.0 * worst
-            ),
-        }
-        alpha = latency.max(f.alpha);
-        println!(
-            "  α for the projection: {:.2} µs (the larger of the fit and --latency)",
-            alpha * 1e6
-        );
-    } else {
-        println!(
+    match &a.from {
+        Some(from) => alpha = fitted_alpha(from, latency)?,
+        None => println!(
             "  α = {:.2} µs a message (--latency; give --from allreduce-bench.json to fit it)",
             alpha * 1e6
-        );
+        ),
     }
     println!("  β: the link's line rate, {link_name}, one link per GPU, no congestion, no overlap of compute and sync");
     println!(

@@ -46,6 +46,13 @@ pub const DIVERGENCE_WINDOW: u64 = 1000;
 /// Set by a Ctrl-C handler: the loop stops after the step (or snapshot) in progress.
 pub static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// The training defaults, in one place for every command that trains or shows a step (train,
+/// bench, explain): the chapter's mini-batch of 64 images, plain SGD at learning rate 0.1.
+pub const DEFAULT_BATCH: usize = 64;
+pub const DEFAULT_LR: f32 = 0.1;
+/// The default seed of the weight initialisation and of each epoch's shuffle.
+pub const DEFAULT_SEED: u64 = 42;
+
 /// The validated settings of one training run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainConfig {
