@@ -71,7 +71,10 @@ fn chapter3_weight_updates_are_the_ones_a_training_step_makes() {
     let lr = gpu_train::train::DEFAULT_LR;
     let image = 3;
     let e = explain::image_example(&model, &split.test, image, lr.into());
-    assert_eq!(e.output_neuron, 9, "the chapter's Figure 3-5 follows output neuron 9");
+    assert_eq!(
+        e.output_neuron, 9,
+        "the chapter's Figure 3-5 follows output neuron 9"
+    );
     assert_eq!(e.output_delta, e.output_grad[9]);
     // One image through the CPU trainer's fused step, at the training default's lr.
     let mut engine = CpuEngine::new(model.clone(), 1);
@@ -82,15 +85,29 @@ fn chapter3_weight_updates_are_the_ones_a_training_step_makes() {
     let hidden = model.hidden();
     let w2 = after.w2[e.output_neuron * hidden + e.neuron] as f64;
     let w1 = after.w1[e.neuron * 784 + e.pixel] as f64;
-    assert_eq!(e.output_weight, model.w2[e.output_neuron * hidden + e.neuron] as f64);
+    assert_eq!(
+        e.output_weight,
+        model.w2[e.output_neuron * hidden + e.neuron] as f64
+    );
     assert_eq!(e.hidden_weight, model.w1[e.neuron * 784 + e.pixel] as f64);
     assert!(e.output_adjustment != 0.0 && e.adjustment != 0.0, "{e:?}");
     // f32 training against the f64 reference: equal to f32 rounding of the weight.
-    assert!((w2 - e.output_new_weight).abs() < 1e-6, "{w2} vs {}", e.output_new_weight);
-    assert!((w1 - e.hidden_new_weight).abs() < 1e-6, "{w1} vs {}", e.hidden_new_weight);
+    assert!(
+        (w2 - e.output_new_weight).abs() < 1e-6,
+        "{w2} vs {}",
+        e.output_new_weight
+    );
+    assert!(
+        (w1 - e.hidden_new_weight).abs() < 1e-6,
+        "{w1} vs {}",
+        e.hidden_new_weight
+    );
     let text = explain::chapter3(&model, &split.test, image, lr.into(), "test");
     for v in [e.output_new_weight, e.hidden_new_weight] {
-        assert!(text.contains(&format!("= {v:+.6}")), "{v} missing from {text}");
+        assert!(
+            text.contains(&format!("= {v:+.6}")),
+            "{v} missing from {text}"
+        );
     }
 }
 

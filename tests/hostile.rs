@@ -302,6 +302,7 @@ fn extreme_values_in_every_numeric_flag_never_panic() {
     ];
     let dir = tempfile::tempdir().unwrap();
     let mut tried = 0;
+    let mut slow = Vec::new();
     for (fixed, flags) in &cases {
         for flag in flags {
             for v in values {
@@ -317,8 +318,9 @@ fn extreme_values_in_every_numeric_flag_never_panic() {
                 args.extend([flag.to_string(), v.to_string()]);
                 tried += 1;
                 match run_for(&args, Duration::from_secs(20)) {
-                    // Still training after 20 s: a valid value that asks for a long run.
-                    Err(()) => {}
+                    // Every case is a short run or a refusal: one still running after 20 s
+                    // hangs, or took a value it should have refused as too large.
+                    Err(()) => slow.push(args.join(" ")),
                     Ok((code, err)) => {
                         assert!(
                             code == 0 || code == 1 || code == 2,
@@ -333,6 +335,11 @@ fn extreme_values_in_every_numeric_flag_never_panic() {
         }
     }
     assert!(tried > 150);
+    assert!(
+        slow.is_empty(),
+        "still running after 20 s:\n{}",
+        slow.join("\n")
+    );
 }
 
 #[test]

@@ -77,9 +77,28 @@ fn a_trace_of_two_gpu_replicas_opens_as_trace_events_with_one_track_each() {
         .filter_map(|e| e["args"]["step"].as_u64())
         .collect();
     assert_eq!(steps, [1, 2, 3].into());
-    assert!(spans
-        .iter()
-        .all(|e| e["ts"].as_f64().is_some() && e["dur"].as_f64().unwrap() >= 0.0));
+    // On each replica's host track the phases follow one another: sorted by start, each span
+    // ends before the next begins (one thread does them in turn), and the trace's
+    // microseconds keep nanoseconds, so no rounding hides an overlap.
+    for track in [0u64, 1] {
+        let mut on: Vec<(f64, f64, &str)> = spans
+            .iter()
+            .filter(|e| e["tid"].as_u64() == Some(track))
+            .map(|e| {
+                let (ts, dur) = (e["ts"].as_f64().unwrap(), e["dur"].as_f64().unwrap());
+                (ts, ts + dur, e["name"].as_str().unwrap())
+            })
+            .collect();
+        on.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for w in on.windows(2) {
+            assert!(
+                w[0].0 <= w[0].1 && w[0].1 <= w[1].0 + 1e-3,
+                "track {track}: {:?} overlaps {:?}",
+                w[0],
+                w[1]
+            );
+        }
+    }
     let ar = spans
         .iter()
         .find(|e| e["name"] == "all-reduce: hidden layer")
@@ -497,46 +516,87 @@ fn hidden_width_moves_the_gradient_bytes_and_other_widths_are_refused_on_resume(
     }
 }
 
-/// Found by trying the new flags as a hostile user would (each failed before its fix).
+// Found by trying the new flags as a hostile user would (each failed before its fix), one
+// test a finding.
+
+/// Runs gpu-train in `dir`: (exit code, stdout, stderr).
+fn run_in(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpu-train"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A short 2-replica CPU run that writes `trace` in `dir`.
+fn short_traced_run(dir: &std::path::Path, trace: &str) {
+    let (code, _, err) = run_in(
+        dir,
+        &[
+            "--cpu",
+            "--replicas",
+            "2",
+            "--limit",
+            "128",
+            "--epochs",
+            "1",
+            "--trace",
+            trace,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+}
+
 #[test]
-fn review_findings_stay_fixed() {
+fn bare_output_file_names_are_written_in_the_current_folder() {
+    // The README's own commands name bare files.
     let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpu-train"))
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
-    // A bare file name (the README's own commands) is written in the current folder.
-    let (code, _, err) = run(&[
-        "--cpu",
-        "--replicas",
-        "2",
-        "--limit",
-        "128",
-        "--epochs",
-        "1",
-        "--trace",
-        "run.json",
-        "--metrics",
-        "run.jsonl",
-    ]);
+    let (code, _, err) = run_in(
+        dir.path(),
+        &[
+            "--cpu",
+            "--replicas",
+            "2",
+            "--limit",
+            "128",
+            "--epochs",
+            "1",
+            "--trace",
+            "run.json",
+            "--metrics",
+            "run.jsonl",
+        ],
+    );
     assert_eq!(code, 0, "{err}");
-    let (code, _, err) = run(&["allreduce-bench", "--max-bytes", "64", "--json", "ar.json"]);
+    let (code, _, err) = run_in(
+        dir.path(),
+        &["allreduce-bench", "--max-bytes", "64", "--json", "ar.json"],
+    );
     assert_eq!(code, 0, "{err}");
-    assert!(dir.path().join("run.json").is_file() && dir.path().join("ar.json").is_file());
-    // Rates no link has, and values no axis can hold, are refused instead of hanging.
-    for rate in ["1e-300", "0", "1e30"] {
-        let (code, _, _) = run(&["network", "run.json", "--link", rate]);
-        assert_eq!(code, 2, "--link {rate}");
+    for name in ["run.json", "run.jsonl", "ar.json"] {
+        assert!(dir.path().join(name).is_file(), "{name} not written");
     }
-    // A resumed run appends to its metrics instead of wiping the lines written before.
+}
+
+#[test]
+fn link_rates_no_link_has_are_refused_instead_of_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    short_traced_run(dir.path(), "run.json");
+    for rate in ["1e-300", "0", "1e30"] {
+        let (code, _, err) = run_in(dir.path(), &["network", "run.json", "--link", rate]);
+        assert_eq!(code, 2, "--link {rate}: {err}");
+        assert!(err.contains("--link"), "--link {rate}: {err}");
+    }
+}
+
+#[test]
+fn a_resumed_run_appends_to_its_metrics_instead_of_wiping_them() {
+    let dir = tempfile::tempdir().unwrap();
     let base = [
         "--cpu",
         "--replicas",
@@ -556,63 +616,84 @@ fn review_findings_stay_fixed() {
         "--metrics-every",
         "2",
     ];
+    let lines = || {
+        std::fs::read_to_string(dir.path().join("m.jsonl"))
+            .unwrap()
+            .lines()
+            .count()
+    };
     let mut a = base.to_vec();
     a.extend(["--fault", "lose-message@13:1"]);
-    assert_eq!(run(&a).0, 3);
-    let before = std::fs::read_to_string(dir.path().join("m.jsonl"))
-        .unwrap()
-        .lines()
-        .count();
+    assert_eq!(
+        run_in(dir.path(), &a).0,
+        3,
+        "the fault ends the run with exit code 3"
+    );
+    let before = lines();
     let mut a = base.to_vec();
     a.push("--resume");
-    assert_eq!(run(&a).0, 0);
-    let after = std::fs::read_to_string(dir.path().join("m.jsonl"))
-        .unwrap()
-        .lines()
-        .count();
+    let (code, _, err) = run_in(dir.path(), &a);
+    assert_eq!(code, 0, "{err}");
+    let after = lines();
     assert!(before > 0 && after > before, "{before} lines, then {after}");
-    // An f16 run resumes only in f16; a fault on a replica that does not exist is refused.
-    assert_eq!(
-        run(&[
-            "--cpu",
-            "--precision",
-            "f16",
-            "--limit",
-            "128",
-            "--epochs",
-            "1",
-            "--snapshot-dir",
-            "h"
-        ])
-        .0,
-        0
-    );
-    let (code, _, err) = run(&[
+}
+
+#[test]
+fn an_f16_snapshot_resumes_only_in_f16() {
+    let dir = tempfile::tempdir().unwrap();
+    let f16 = [
         "--cpu",
+        "--precision",
+        "f16",
         "--limit",
         "128",
         "--epochs",
-        "2",
-        "--snapshot-dir",
-        "h",
-        "--resume",
-    ]);
+        "1",
+    ];
+    let (code, _, err) = run_in(dir.path(), &[&f16[..], &["--snapshot-dir", "h"]].concat());
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run_in(
+        dir.path(),
+        &[
+            "--cpu",
+            "--limit",
+            "128",
+            "--epochs",
+            "2",
+            "--snapshot-dir",
+            "h",
+            "--resume",
+        ],
+    );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--precision f16"), "{err}");
-    let (code, _, err) = run(&[
-        "--cpu",
-        "--replicas",
-        "2",
-        "--epochs",
-        "1",
-        "--limit",
-        "64",
-        "--fault",
-        "lose-message@0:7",
-    ]);
+}
+
+#[test]
+fn a_fault_on_a_replica_that_does_not_exist_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run_in(
+        dir.path(),
+        &[
+            "--cpu",
+            "--replicas",
+            "2",
+            "--epochs",
+            "1",
+            "--limit",
+            "64",
+            "--fault",
+            "lose-message@0:7",
+        ],
+    );
     assert_eq!(code, 2, "{err}");
-    // clap's errors keep their detail on the one line.
-    let (code, _, err) = run(&["predict"]);
+    assert!(err.contains("--fault"), "{err}");
+}
+
+#[test]
+fn clap_errors_keep_their_detail_on_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run_in(dir.path(), &["predict"]);
     assert_eq!(code, 2);
     assert!(err.contains("<SNAPSHOT>"), "{err}");
 }

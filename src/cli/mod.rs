@@ -325,7 +325,13 @@ fn run_explain(args: &ExplainArgs) -> Result<()> {
     let model = engine.model()?;
     print!(
         "{}",
-        crate::explain::chapter3(&model, &data.test, args.image, train::DEFAULT_LR.into(), &what)
+        crate::explain::chapter3(
+            &model,
+            &data.test,
+            args.image,
+            train::DEFAULT_LR.into(),
+            &what
+        )
     );
     println!();
     print!("{}", crate::explain::data_parallel(&model, &data.test));

@@ -243,6 +243,16 @@ mod tests {
         // The ring's bytes per GPU tend to twice the gradient.
         let [ring, tree] = project(7e9, 1024.0, 400e9, 0.0, 0.35);
         assert!((ring.bytes_per_gpu / (2.0 * 28e9) - 1.0).abs() < 1e-3);
-        assert!(tree.sync_s > 0.0 && ring.busy > 0.0 && ring.busy < 1.0);
+        // 7e9 FP32 gradients are 28 GB. The ring: 2·(1023/1024)·28 GB = 55.945 GB a GPU, at
+        // 400 Gbit/s 1.1189 s, busy 1.1189 / (1.1189 + 0.35 s of compute) of the step. The
+        // tree: 2 × 28 GB, 1.12 s. With α = 5 µs the ring pays 2·1023 latencies, the tree
+        // 2·log2(1024) = 20.
+        let ring_s: f64 = 2.0 * 1023.0 / 1024.0 * 28e9 * 8.0 / 400e9;
+        assert!((ring.sync_s - 1.118_906_25).abs() < 1e-9 && (ring_s - 1.118_906_25).abs() < 1e-9);
+        assert!((ring.busy - 1.118_906_25 / (1.118_906_25 + 0.35)).abs() < 1e-12);
+        assert!((tree.sync_s - 1.12).abs() < 1e-9 && tree.bytes_per_gpu == 56e9);
+        let [ring5, tree5] = project(7e9, 1024.0, 400e9, 5e-6, 0.35);
+        assert!((ring5.sync_s - ring.sync_s - 2046.0 * 5e-6).abs() < 1e-9);
+        assert!((tree5.sync_s - tree.sync_s - 20.0 * 5e-6).abs() < 1e-9);
     }
 }
