@@ -18,6 +18,8 @@
 
 use crate::data::{Dataset, CLASSES, PIXELS};
 use crate::error::{Error, Result};
+pub use crate::files::file_kind;
+use crate::files::read_input;
 use crate::model::Model;
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -290,7 +292,8 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<(Model, TrainState)> {
 
 /// Loads one snapshot file.
 pub fn load(path: &Path) -> Result<(Model, TrainState)> {
-    let bytes = fs::read(path).map_err(|e| Error::snapshot(path, format!("cannot read: {e}")))?;
+    let bytes = read_input(path, MAX_WEIGHTS_FILE)
+        .map_err(|e| Error::snapshot(path, format!("cannot read: {e}")))?;
     decode(&bytes, path)
 }
 
@@ -384,12 +387,33 @@ impl SnapshotDir {
         }
         fs::create_dir_all(dir).map_err(|e| fail("create the snapshot folder", e))?;
         let lock_path = dir.join(LOCK_FILE);
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| fail("write in the snapshot folder", e))?;
+        // The lock is opened without following a link (O_NOFOLLOW: a `.lock` that is a symbolic
+        // link must not have its target truncated) and must be a regular file (O_NONBLOCK: a
+        // FIFO there fails the open instead of blocking it).
+        if let Ok(m) = fs::symlink_metadata(&lock_path) {
+            if !m.is_file() {
+                return Err(Error::snapshot(
+                    &lock_path,
+                    format!("it is {}, not the regular lock file gpu-train keeps there; remove it or choose another --snapshot-dir", file_kind(&m)),
+                ));
+            }
+        }
+        let lock = {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(&lock_path)
+                .map_err(|e| fail("write in the snapshot folder", e))?
+        };
+        if !lock.metadata().is_ok_and(|m| m.is_file()) {
+            return Err(Error::snapshot(
+                &lock_path,
+                "it is not a regular file; remove it or choose another --snapshot-dir",
+            ));
+        }
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
@@ -507,26 +531,10 @@ pub fn check_writable(path: &Path, what: &str) -> Result<()> {
     )))
 }
 
-/// What a non-regular file is, in words.
-pub fn file_kind(m: &fs::Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    let t = m.file_type();
-    if t.is_symlink() {
-        "a symbolic link"
-    } else if t.is_dir() {
-        "a folder"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_block_device() {
-        "a block device"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_socket() {
-        "a socket"
-    } else {
-        "not a regular file"
-    }
-}
+/// The largest snapshot or weights file a network this trainer takes can need: every
+/// parameter of the widest network as f64, plus a header of up to 1 MiB.
+pub const MAX_WEIGHTS_FILE: u64 =
+    ((PIXELS + 1 + CLASSES) * crate::model::MAX_HIDDEN * 8 + CLASSES * 8 + (1 << 20)) as u64;
 
 /// Writes `bytes` to `path` so that `path` either keeps its old content or has all of the new:
 /// temporary file, write, fsync, rename, fsync of the folder. On any error the temporary file

@@ -10,6 +10,7 @@
 //!    ──► metrics (engine::Counters) ──► snapshot (checkpoint) ──► report / bench
 //! ```
 //!
+//! * [`files`]: input files read safely (regular files only, bounded).
 //! * [`data`]: MNIST IDX files (raw or gzip), checked and kept as u8 in RAM; seeded shuffles.
 //! * [`model`]: the layer shapes, parameter counts and memory, and the seeded initialisation.
 //! * [`cpu`]: the f64 reference, the fast CPU trainer (the benchmark baseline), and a CPU twin
@@ -39,6 +40,7 @@ pub mod data;
 pub mod engine;
 pub mod error;
 pub mod explain;
+pub mod files;
 pub mod gpu;
 pub mod model;
 pub mod network;

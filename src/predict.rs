@@ -21,7 +21,7 @@ pub fn logits(model: &Model, pixels: &[u8]) -> Vec<f64> {
 /// Reads a 28×28 PNG as 784 grey u8 pixels (colour is averaged to grey, alpha ignored).
 pub fn read_png(path: &Path) -> Result<Vec<u8>> {
     let bad = |fault: String| Error::bad_data(path.display().to_string(), fault);
-    let file = std::fs::File::open(path).map_err(|source| Error::Io {
+    let file = crate::files::open_input(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })?;

@@ -99,7 +99,8 @@ fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
 /// safetensors file with the four tensors.
 pub fn load(path: &Path) -> Result<Loaded> {
     let fail = |fault: String| Error::snapshot(path, fault);
-    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    let bytes = crate::files::read_input(path, crate::checkpoint::MAX_WEIGHTS_FILE)
+        .map_err(|e| fail(format!("cannot read: {e}")))?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| fail(format!("not a readable safetensors file ({e})")))?;
     let is_snapshot = header

@@ -766,3 +766,130 @@ fn a_healthy_batch_size_1_run_checked_every_step_finishes() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("final test accuracy"), "{out}");
 }
+
+/// Makes a FIFO at `path` (mkfifo needs no privilege).
+fn mkfifo(path: &Path) {
+    let ok = Command::new("mkfifo").arg(path).status().unwrap().success();
+    assert!(ok, "mkfifo {}", path.display());
+}
+
+/// Every input path given a FIFO (and, as root, a character device made here with mknod) is
+/// refused at once, naming what it is: before, `network` and `--init` blocked forever on a
+/// FIFO and `explain --weights /dev/zero` read 2 GB.
+#[test]
+fn fifos_and_devices_given_as_inputs_are_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    mkfifo(&d.join("fifo"));
+    let mut nodes = vec![("fifo", "a FIFO")];
+    let made = Command::new("mknod")
+        .arg(d.join("zero"))
+        .args(["c", "1", "5"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if made {
+        nodes.push(("zero", "a character device"));
+    } else {
+        eprintln!("NOTE: mknod is not allowed here (not root): the device-node cases are left out");
+    }
+    // A data folder whose four files are FIFOs.
+    let data = d.join("data");
+    std::fs::create_dir(&data).unwrap();
+    for f in [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ] {
+        mkfifo(&data.join(f));
+    }
+    let snaps = d.join("snaps");
+    let (code, _, err) = gpu_train(&[
+        "--cpu",
+        "--limit",
+        "64",
+        "--epochs",
+        "1",
+        "--snapshot-dir",
+        snaps.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let snapshot = checkpoint::latest_in(&snaps).unwrap().expect("a snapshot");
+    for (node, kind) in nodes {
+        let p = d.join(node);
+        let p = p.to_str().unwrap();
+        let short = ["--cpu", "--limit", "64", "--epochs", "1"];
+        let cases: Vec<Vec<&str>> = vec![
+            vec!["network", p],
+            vec!["plot", p],
+            vec!["predict", p, "--index", "0"],
+            vec!["predict", snapshot.to_str().unwrap(), "--png", p],
+            [&short[..], &["--init", p]].concat(),
+            [&short[..], &["--resume", p]].concat(),
+            vec!["explain", "--weights", p],
+        ];
+        for args in cases {
+            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            let started = Instant::now();
+            let Ok((code, err)) = run_for(&args, Duration::from_secs(10)) else {
+                panic!("{args:?}: still running after 10 s");
+            };
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "{args:?} took {:?}",
+                started.elapsed()
+            );
+            assert_eq!(code, 2, "{args:?}: {err}");
+            assert!(
+                err.contains(&format!("{kind}, not a regular file")),
+                "{args:?}: {err}"
+            );
+        }
+    }
+    let args: Vec<String> = [
+        "--cpu",
+        "--epochs",
+        "1",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (code, err) = run_for(&args, Duration::from_secs(10)).expect("ends");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("a FIFO, not a regular file"), "{err}");
+}
+
+/// A snapshot folder's `.lock` that is a symbolic link (or a FIFO) is refused: before, the
+/// link's target was truncated to the run's process id.
+#[test]
+fn a_lock_file_that_is_a_link_or_a_fifo_is_refused_and_its_target_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let victim = d.join("victim");
+    std::fs::write(&victim, "keep me\n").unwrap();
+    let snaps = d.join("s");
+    std::fs::create_dir(&snaps).unwrap();
+    std::os::unix::fs::symlink(&victim, snaps.join(".lock")).unwrap();
+    let s = snaps.to_str().unwrap();
+    let run = [
+        "--cpu",
+        "--limit",
+        "64",
+        "--epochs",
+        "1",
+        "--snapshot-dir",
+        s,
+    ];
+    let (code, _, err) = gpu_train(&run);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("a symbolic link"), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me\n");
+    std::fs::remove_file(snaps.join(".lock")).unwrap();
+    mkfifo(&snaps.join(".lock"));
+    let args: Vec<String> = run.iter().map(|s| s.to_string()).collect();
+    let (code, err) = run_for(&args, Duration::from_secs(10)).expect("ends");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("a FIFO"), "{err}");
+}

@@ -697,3 +697,39 @@ fn clap_errors_keep_their_detail_on_one_line() {
     assert_eq!(code, 2);
     assert!(err.contains("<SNAPSHOT>"), "{err}");
 }
+
+#[test]
+fn a_bad_gpu_train_font_is_named_and_the_system_font_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run_in(
+        dir.path(),
+        &[
+            "--cpu",
+            "--limit",
+            "128",
+            "--epochs",
+            "1",
+            "--metrics",
+            "m.jsonl",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(dir.path().join("not-a-font.ttf"), b"hello").unwrap();
+    for (font, fault) in [
+        ("missing.ttf", "cannot read the font"),
+        ("not-a-font.ttf", "not a usable TrueType font"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpu-train"))
+            .args(["plot", "m.jsonl", "-o", "pics"])
+            .env("GPU_TRAIN_FONT", font)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("GPU_TRAIN_FONT={font}: {fault}")),
+            "{font}: {err}"
+        );
+        assert_eq!(out.status.code(), Some(0), "{font}: {err}");
+    }
+}

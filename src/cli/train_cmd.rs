@@ -518,7 +518,8 @@ fn write_trace(t: &crate::network::trace::Trace, local: usize, ranks: usize) -> 
     let mut others = Vec::new();
     for r in 1..ranks {
         let part = rank_part(&t.path, r);
-        let text = std::fs::read_to_string(&part).map_err(|source| Error::Io {
+        let limit = crate::network::trace::MAX_TRACE_BYTES;
+        let text = crate::files::read_input_text(&part, limit).map_err(|source| Error::Io {
             path: part.clone(),
             source,
         })?;

@@ -39,7 +39,7 @@ pub fn open(path: &Path) -> Result<(Box<dyn Read>, Option<u64>)> {
         path: path.to_path_buf(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(io)?;
+    let file = crate::files::open_input(path).map_err(io)?;
     let size = file.metadata().map_err(io)?.len();
     let mut reader = BufReader::new(file);
     let is_gzip = reader.fill_buf().map_err(io)?.starts_with(&GZIP_MAGIC);

@@ -160,6 +160,10 @@ fn find(dir: &Path, name: &str) -> Result<PathBuf> {
         if candidate.is_file() {
             return Ok(candidate);
         }
+        // There, but a FIFO, a device or a folder: say so rather than "missing".
+        if candidate.exists() {
+            return Ok(candidate);
+        }
     }
     Err(Error::Config(format!(
         "{}: no {name} or {name}.gz here; a data directory needs the four MNIST files \

@@ -58,8 +58,12 @@ pub fn cache_file() -> Option<PathBuf> {
     Some(base.join("gpu-train").join("matmul-variants.tsv"))
 }
 
+/// The cache holds one line per adapter, driver and CPU met: a file longer than this is not
+/// ours, and is not read.
+const MAX_CACHE_BYTES: u64 = 1 << 20;
+
 fn read_cache(key: &str) -> Option<(&'static MatmulVariant, String)> {
-    let text = std::fs::read_to_string(cache_file()?).ok()?;
+    let text = crate::files::read_input_text(&cache_file()?, MAX_CACHE_BYTES).ok()?;
     text.lines().rev().find_map(|line| {
         let mut parts = line.splitn(3, '\t');
         if parts.next()? != key {
@@ -73,7 +77,7 @@ fn read_cache(key: &str) -> Option<(&'static MatmulVariant, String)> {
 /// Appends the choice to the cache (best effort: a read-only home only costs a re-measure).
 fn write_cache(key: &str, variant: &str, details: &str) {
     let Some(path) = cache_file() else { return };
-    let mut lines: Vec<String> = std::fs::read_to_string(&path)
+    let mut lines: Vec<String> = crate::files::read_input_text(&path, MAX_CACHE_BYTES)
         .unwrap_or_default()
         .lines()
         .filter(|l| !l.starts_with(&format!("{key}\t")))

@@ -90,10 +90,13 @@ pub fn run_network(a: &NetworkArgs) -> Result<()> {
     let path = a.trace.as_ref().ok_or_else(|| {
         Error::Config("gpu-train network: give a trace (from --trace), or --project".into())
     })?;
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.clone(),
-        source,
-    })?;
+    let text =
+        crate::files::read_input_text(path, super::trace::MAX_TRACE_BYTES).map_err(|source| {
+            Error::Io {
+                path: path.clone(),
+                source,
+            }
+        })?;
     let trace: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::bad_data(path.display().to_string(), format!("not a trace: {e}")))?;
     let steps = link::steps_from_trace(&trace)?;
@@ -145,17 +148,18 @@ pub fn run_network(a: &NetworkArgs) -> Result<()> {
 /// a message) to the in-process ring's measurements in `from` (allreduce-bench --json), printed
 /// with how well the fit matches them.
 fn fitted_alpha(from: &std::path::Path, latency: f64) -> Result<f64> {
-    let rows: Vec<BenchRow> =
-        serde_json::from_str(&std::fs::read_to_string(from).map_err(|source| Error::Io {
+    let rows: Vec<BenchRow> = serde_json::from_str(
+        &crate::files::read_input_text(from, 16 << 20).map_err(|source| Error::Io {
             path: from.to_path_buf(),
             source,
-        })?)
-        .map_err(|e| {
-            Error::bad_data(
-                from.display().to_string(),
-                format!("not allreduce-bench JSON: {e}"),
-            )
-        })?;
+        })?,
+    )
+    .map_err(|e| {
+        Error::bad_data(
+            from.display().to_string(),
+            format!("not allreduce-bench JSON: {e}"),
+        )
+    })?;
     // The in-process ring runs every replica's sends on one thread, one after another: its
     // time grows with all replicas' messages and bytes, N × the ring's per-replica counts.
     let load = |r: &BenchRow| {

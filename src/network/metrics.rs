@@ -65,22 +65,39 @@ impl Metrics {
     }
 }
 
+/// The longest metrics file `plot` reads: a line a step for a million steps, and more.
+pub const MAX_METRICS_BYTES: u64 = 512 << 20;
+
 /// Reads a metrics file back (for `gpu-train plot`).
 pub fn read(path: &Path) -> Result<Vec<serde_json::Value>> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+    use std::io::BufRead;
+    let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| {
-                Error::bad_data(
-                    path.display().to_string(),
-                    format!("line {}: not JSON: {e}", i + 1),
-                )
-            })
-        })
-        .collect()
+    };
+    // Read line by line, never more than a long run's metrics can be (the whole text is
+    // never held beside the records parsed from it).
+    let file = crate::files::open_input(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    if len > MAX_METRICS_BYTES {
+        return Err(Error::bad_data(
+            path.display().to_string(),
+            format!("it is {len} bytes, more than gpu-train reads as metrics ({MAX_METRICS_BYTES} bytes)"),
+        ));
+    }
+    let reader = std::io::BufReader::new(std::io::Read::take(file, MAX_METRICS_BYTES));
+    let mut records = Vec::new();
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.map_err(io)?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        records.push(serde_json::from_str(&line).map_err(|e| {
+            Error::bad_data(
+                path.display().to_string(),
+                format!("line {}: not JSON: {e}", i + 1),
+            )
+        })?);
+    }
+    Ok(records)
 }

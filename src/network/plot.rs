@@ -12,30 +12,49 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// Registers the font once; an error says what to install.
+/// The font files tried after GPU_TRAIN_FONT: DejaVu Sans where distributions put it.
+const SYSTEM_FONTS: [&str; 3] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+];
+
+/// The largest font file read: DejaVu Sans is 0.7 MB, the largest CJK fonts about 20 MB.
+const MAX_FONT_BYTES: u64 = 64 << 20;
+
+/// Registers the pictures' font once: GPU_TRAIN_FONT's file if it is set and usable (if not,
+/// a note names the variable, the file and the fault, and the system's DejaVu Sans is used),
+/// else the system's.
 fn font() -> Result<()> {
     static DONE: OnceLock<std::result::Result<(), String>> = OnceLock::new();
     DONE.get_or_init(|| {
-        let candidates: Vec<PathBuf> = std::env::var_os("GPU_TRAIN_FONT")
-            .map(PathBuf::from)
-            .into_iter()
-            .chain([
-                PathBuf::from("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
-                PathBuf::from("/usr/share/fonts/dejavu/DejaVuSans.ttf"),
-                PathBuf::from("/usr/share/fonts/TTF/DejaVuSans.ttf"),
-            ])
-            .collect();
-        let bytes = candidates
-            .iter()
-            .find_map(|p| std::fs::read(p).ok())
-            .ok_or_else(|| {
-                "no font for the pictures' text: install DejaVu Sans (Debian: apt-get install fonts-dejavu-core) or set GPU_TRAIN_FONT to a .ttf".to_string()
-            })?;
-        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-        plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
-            .map_err(|_| "the font file is not a usable TrueType font".to_string())
+        if let Some(chosen) = std::env::var_os("GPU_TRAIN_FONT").map(PathBuf::from) {
+            match register(&chosen) {
+                Ok(()) => return Ok(()),
+                Err(fault) => eprintln!(
+                    "note: GPU_TRAIN_FONT={}: {fault}; using the system's DejaVu Sans instead",
+                    chosen.display()
+                ),
+            }
+        }
+        let found = SYSTEM_FONTS.iter().map(Path::new).find(|p| p.is_file());
+        match found {
+            Some(path) => register(path).map_err(|fault| format!("{}: {fault}", path.display())),
+            None => Err("no font for the pictures' text: install DejaVu Sans (Debian: apt-get install fonts-dejavu-core) or set GPU_TRAIN_FONT to a .ttf file".to_string()),
+        }
     })
     .clone()
     .map_err(Error::Config)
+}
+
+/// Registers the TrueType font at `path` as the pictures' sans-serif, or says why not.
+fn register(path: &Path) -> std::result::Result<(), String> {
+    let bytes = crate::files::read_input(path, MAX_FONT_BYTES)
+        .map_err(|e| format!("cannot read the font: {e}"))?;
+    // plotters keeps the font for the life of the program.
+    let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+        .map_err(|_| "not a usable TrueType font".to_string())
 }
 
 fn draw_err<E: std::fmt::Debug>(path: &Path) -> impl Fn(E) -> Error + '_ {

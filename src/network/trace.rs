@@ -17,6 +17,10 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// The largest trace `network` (and rank 0, gathering the other ranks' parts) reads back: a
+/// trace is parsed whole, so a longer one should be cut with a shorter --trace-steps.
+pub const MAX_TRACE_BYTES: u64 = 256 << 20;
+
 /// Collects spans for the steps in `steps` (global step numbers, from 0) and writes them.
 pub struct Trace {
     pub path: PathBuf,
