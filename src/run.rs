@@ -11,7 +11,7 @@ use crate::gpu::{Gpu, GpuEngine, GpuOptions};
 use crate::model::Model;
 use crate::parallel::ring::{Faults, Ring};
 use crate::parallel::AllReduce;
-use crate::train::{LossScaler, Replicas, TrainConfig};
+use crate::train::{LossScaler, Replicas, Start, TrainConfig};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -65,6 +65,26 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// Refuses a `--fault` at a global step past the end of this run (it would silently do
+    /// nothing): the run ends at the last step of its last epoch, with `world` replicas sharing
+    /// each global batch of a `train_len`-image set, counting on from `start`.
+    pub fn check_fault_steps(&self, train_len: usize, world: usize, start: &Start) -> Result<()> {
+        let per = self.train.steps_per_epoch(train_len, world) as u64;
+        let epochs_left = (self.train.epochs + 1).saturating_sub(start.at.epoch) as u64;
+        let end = start.global_step + (epochs_left * per).saturating_sub(start.at.step as u64);
+        let f = &self.faults;
+        for (what, at) in [("lose-message", &f.lose), ("corrupt-message", &f.corrupt)] {
+            if let Some(&(step, r)) = at.iter().find(|&&(s, _)| s >= end) {
+                return Err(Error::Config(format!(
+                    "--fault {what}@{step}:{r}: this run's last global step is {} ({} epoch(s) of {per} steps, counted from 0); choose a step up to it",
+                    end.saturating_sub(1),
+                    self.train.epochs
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Replicas in this process.
     pub fn replicas(&self) -> usize {
         match &self.devices {
@@ -90,15 +110,16 @@ impl RunConfig {
             ));
         }
         let f = &self.faults;
-        for (what, at) in [("lose-message", f.lose), ("corrupt-message", f.corrupt)] {
-            if let Some((_, r)) = at.filter(|&(_, r)| r >= n) {
+        for (what, at) in [("lose-message", &f.lose), ("corrupt-message", &f.corrupt)] {
+            if let Some((_, r)) = at.iter().find(|&&(_, r)| r >= n) {
                 return Err(Error::Config(format!(
                     "--fault {what}@…:{r}: there are replicas 0 to {} only",
                     n - 1
                 )));
             }
         }
-        if (f.lose.is_some() || f.corrupt.is_some() || f.slow.is_some()) && self.replicas() < 2 {
+        if (!f.lose.is_empty() || !f.corrupt.is_empty() || f.slow.is_some()) && self.replicas() < 2
+        {
             return Err(Error::Config(
                 "--fault acts on the messages between in-process replicas: pass --devices or --replicas with 2 or more".into(),
             ));
@@ -209,7 +230,7 @@ impl RunConfig {
         Box::new(
             Ring::new(self.replicas())
                 .with_f16_wire(self.grad_f16)
-                .with_faults(self.faults),
+                .with_faults(self.faults.clone()),
         )
     }
 
@@ -289,19 +310,17 @@ pub fn parse_fault(spec: &str, faults: &mut Faults) -> Result<()> {
         ))
     };
     if let Some(d) = spec.strip_prefix("slow-link=") {
-        let (num, unit) = d
-            .find(|c: char| c.is_ascii_alphabetic())
-            .map(|i| d.split_at(i))
-            .ok_or_else(|| bad("the duration needs a unit"))?;
-        let v: f64 = num.parse().map_err(|_| bad("not a duration"))?;
-        let secs = match unit {
-            "us" | "µs" => v * 1e-6,
-            "ms" => v * 1e-3,
-            "s" => v,
-            _ => return Err(bad("units are us, ms or s")),
-        };
-        if !(secs.is_finite() && secs > 0.0 && secs <= 10.0) {
+        let secs = crate::parallel::parse_duration(d).map_err(|e| {
+            Error::Config(format!(
+                "--fault {spec}: {}",
+                e.to_string().trim_start_matches("gpu-train: ")
+            ))
+        })?;
+        if !(secs > 0.0 && secs <= 10.0) {
             return Err(bad("the delay must be above 0 and at most 10 s"));
+        }
+        if faults.slow.is_some() {
+            return Err(bad("give one slow-link: it delays every message"));
         }
         faults.slow = Some(std::time::Duration::from_secs_f64(secs));
         return Ok(());
@@ -317,8 +336,8 @@ pub fn parse_fault(spec: &str, faults: &mut Faults) -> Result<()> {
     };
     let step: u64 = step.parse().map_err(|_| bad("not a step number"))?;
     match kind {
-        "lose-message" => faults.lose = Some((step, replica)),
-        "corrupt-message" => faults.corrupt = Some((step, replica)),
+        "lose-message" => faults.lose.push((step, replica)),
+        "corrupt-message" => faults.corrupt.push((step, replica)),
         _ => return Err(bad("unknown fault")),
     }
     Ok(())

@@ -733,3 +733,65 @@ fn a_bad_gpu_train_font_is_named_and_the_system_font_used() {
         assert_eq!(out.status.code(), Some(0), "{font}: {err}");
     }
 }
+
+#[test]
+fn every_fault_given_fires_and_one_past_the_run_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // 2 replicas × 32 over 640 images: 10 steps, global steps 0 to 9.
+    let run = [
+        "--cpu",
+        "--replicas",
+        "2",
+        "--batch-size",
+        "32",
+        "--limit",
+        "640",
+        "--epochs",
+        "1",
+    ];
+    // Two faults of one kind: the earlier fires (before, only the last one given was kept).
+    let mut a = run.to_vec();
+    a.extend(["--fault", "lose-message@2", "--fault", "lose-message@6"]);
+    let (code, _, err) = run_in(dir.path(), &a);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("global step 2") && err.contains("never arrived"),
+        "{err}"
+    );
+    // Given in the other order, the same.
+    let mut a = run.to_vec();
+    a.extend([
+        "--fault",
+        "corrupt-message@6:1",
+        "--fault",
+        "corrupt-message@4:0",
+    ]);
+    let (code, _, err) = run_in(dir.path(), &a);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("global step 4") && err.contains("arrived damaged"),
+        "{err}"
+    );
+    // A step past the run would do nothing: refused up front, with the run's last step.
+    let mut a = run.to_vec();
+    a.extend(["--fault", "lose-message@10"]);
+    let (code, _, err) = run_in(dir.path(), &a);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("last global step is 9"), "{err}");
+    // One slow link at a time; its duration takes any unit network --latency takes.
+    for (spec, code_wanted) in [
+        ("slow-link=1e-3s", 0),
+        ("slow-link=500µs", 0),
+        ("slow-link=2e", 2),
+    ] {
+        let mut a = run.to_vec();
+        a.extend(["--fault", spec]);
+        let (code, _, err) = run_in(dir.path(), &a);
+        assert_eq!(code, code_wanted, "{spec}: {err}");
+    }
+    let mut a = run.to_vec();
+    a.extend(["--fault", "slow-link=1ms", "--fault", "slow-link=2ms"]);
+    let (code, _, err) = run_in(dir.path(), &a);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("one slow-link"), "{err}");
+}

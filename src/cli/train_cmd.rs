@@ -291,6 +291,7 @@ fn train_in_job(
     };
     let (model, start, run) = starting_point(args, run, &data, snapshots.as_ref(), world, speaks)?;
     run.validate()?;
+    run.check_fault_steps(data.train.len(), world, &start)?;
     // Every rank has checked its own input; now the ranks check they agree, before any
     // gradient is exchanged. Every rank has chosen its snapshot before rank 0 moves or writes any.
     job.agree(&job_fields(args, &run, &model, &data, start))?;

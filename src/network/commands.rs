@@ -11,30 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// A duration such as 350ms, 5us, 0.2s.
-pub fn parse_duration(s: &str) -> Result<f64> {
-    let bad = || {
-        Error::Config(format!(
-            "{s}: expected a duration such as 350ms, 5us or 0.2s"
-        ))
-    };
-    let i = s
-        .find(|c: char| c.is_ascii_alphabetic() || c == 'µ')
-        .ok_or_else(bad)?;
-    let (num, unit) = s.split_at(i);
-    let v: f64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "ns" => v * 1e-9,
-        "us" | "µs" => v * 1e-6,
-        "ms" => v * 1e-3,
-        "s" => v,
-        _ => return Err(bad()),
-    };
-    if !(secs.is_finite() && secs >= 0.0) {
-        return Err(bad());
-    }
-    Ok(secs)
-}
+pub use crate::parallel::parse_duration;
 
 #[derive(Debug, Clone, Args)]
 pub struct NetworkArgs {

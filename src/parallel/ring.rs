@@ -51,12 +51,12 @@ impl Message {
 
 /// Faults to inject into the ring's messages (`--fault`), to see what one lost or damaged
 /// message does to a step, and what a slow link does to its time.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Faults {
-    /// Drop the first message replica `.1` sends at global step `.0`.
-    pub lose: Option<(u64, usize)>,
-    /// Flip one bit of the first message replica `.1` sends at global step `.0`.
-    pub corrupt: Option<(u64, usize)>,
+    /// For each (step, replica): drop the first message the replica sends at that global step.
+    pub lose: Vec<(u64, usize)>,
+    /// For each (step, replica): flip one bit of the first message it sends at that step.
+    pub corrupt: Vec<(u64, usize)>,
     /// Delay every message by this long.
     pub slow: Option<std::time::Duration>,
     /// How long a receiver waits for a message before declaring it lost.
@@ -157,7 +157,7 @@ impl AllReduce for Ring {
             payload: Vec::new(),
             checksum: 0,
         });
-        let f = self.faults;
+        let f = self.faults.clone();
         let (mut lost, mut damaged) = (None, None);
         let mut seq = 0u32;
         // Phase 0: reduce-scatter (receivers add); phase 1: all-gather (receivers overwrite).
@@ -202,10 +202,10 @@ impl AllReduce for Ring {
                     if let Some(d) = f.slow {
                         std::thread::sleep(d);
                     }
-                    if f.lose == Some((step, r)) && lost.is_none() {
+                    if f.lose.contains(&(step, r)) && lost.is_none() {
                         lost = Some(msg.seq);
                     }
-                    if f.corrupt == Some((step, r)) && damaged.is_none() {
+                    if f.corrupt.contains(&(step, r)) && damaged.is_none() {
                         damaged = Some(msg.seq);
                         msg.payload[0] = f32::from_bits(msg.payload[0].to_bits() ^ (1 << 22));
                     }
