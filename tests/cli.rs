@@ -191,3 +191,35 @@ fn outputs_are_never_written_through_a_device_node_or_a_symlink() {
         .is_symlink());
     assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
 }
+
+/// A training run whose reader goes away (`gpu-train | head -2`) trains on to its end and
+/// writes every snapshot: before, `println!` panicked on the broken pipe at the first epoch's line.
+#[test]
+fn a_training_run_piped_into_head_trains_to_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let snaps = dir.path().join("s");
+    let line = format!(
+        "set -o pipefail; '{}' --cpu --limit 640 --epochs 3 --snapshot-dir '{}' | head -2 >/dev/null; echo \"${{PIPESTATUS[0]}}\"",
+        env!("CARGO_BIN_EXE_gpu-train"),
+        snaps.display()
+    );
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&line)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        status.trim(),
+        "0",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = gpu_train::checkpoint::SnapshotDir::open(&snaps, 10).unwrap();
+    let (_, last) = gpu_train::checkpoint::load(&dir.latest().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        last.next,
+        gpu_train::checkpoint::Position { epoch: 4, step: 0 },
+        "{last:?}"
+    );
+}

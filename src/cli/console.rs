@@ -67,7 +67,7 @@ impl Observer for Console {
     }
     fn epoch(&mut self, report: &EpochReport) {
         self.clear();
-        println!("{}", report.line(self.epochs));
+        say!("{}", report.line(self.epochs));
         self.record(&report.record());
     }
 

@@ -10,6 +10,17 @@ use crate::train::{self, TrainConfig};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
+/// `println!` for a training run's lines. A training run ignores SIGPIPE (so its snapshots are
+/// written whatever happens to its reader), and `println!` panics when the reader has gone
+/// (`gpu-train | head -3`): this writes and lets a failed write go, so the run trains on,
+/// quietly, to its end.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod console;
 mod job;
 mod train_cmd;

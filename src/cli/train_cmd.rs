@@ -57,7 +57,7 @@ fn fresh_model(
         Some(path) => {
             let loaded = crate::weights::load(path)?;
             if speaks {
-                println!(
+                say!(
                     "starting from {} (a fresh run: epoch 1, step 0)",
                     loaded.describe(path)
                 );
@@ -118,7 +118,7 @@ fn resume_from(
     if let Some(dir) = snapshots {
         if let Some((aside, steps)) = dir.set_aside_after(state.global_step)? {
             if speaks {
-                println!(
+                say!(
                 "note: {} holds {} snapshot(s) newer than the one resumed (steps {}); moved them to {} so this run's own are kept",
                 dir.dir.display(),
                 steps.len(),
@@ -134,7 +134,7 @@ fn resume_from(
     cfg.lr = args.lr.unwrap_or(state.lr);
     check_snapshot_position(path, cfg, &state, data.train.len(), world, speaks)?;
     if speaks {
-        println!(
+        say!(
             "resuming from {}: epoch {}, step {} (seed {}, batch size {}, lr {})",
             path.display(),
             state.next.epoch,
@@ -228,7 +228,7 @@ fn check_snapshot_position(
             )));
         }
         if speaks {
-            println!(
+            say!(
                 "note: the snapshot was trained by {} replica(s), this run has {world}: the global batch becomes {}",
                 state.replicas,
                 cfg.batch_size * world
@@ -352,7 +352,7 @@ fn train_in_job(
             if let Some(t) = &trace {
                 // The timeline up to the fault is what a user wants to look at.
                 t.write(&[], local, job.ranks)?;
-                println!("trace: {} (up to the fault)", t.path.display());
+                say!("trace: {} (up to the fault)", t.path.display());
             }
             return Err(Error::LinkFault(what));
         }
@@ -484,20 +484,22 @@ fn print_start(
     replicas: &train::Replicas,
     snapshots: Option<&SnapshotDir>,
 ) {
-    print!("{}", crate::explain::summary_for(model.hidden()));
-    println!(
+    say!("{}", crate::explain::summary_for(model.hidden()).trim_end());
+    say!(
         "data: {} ({} training images, {} test images, {:.1} MB of u8 pixels in RAM)",
         data.dir.display(),
         data.train.len(),
         data.test.len(),
         data.train.images.len() as f64 / 1e6
     );
-    println!("engine: {}", replicas.describe());
-    println!(
-        "config: {}, {} steps per epoch{}",
+    say!("engine: {}", replicas.describe());
+    let steps = run
+        .train
+        .steps_per_epoch(data.train.len(), replicas.world());
+    say!(
+        "config: {}, {steps} step{} per epoch{}",
         run.describe(replicas.world()),
-        run.train
-            .steps_per_epoch(data.train.len(), replicas.world()),
+        if steps == 1 { "" } else { "s" },
         match snapshots {
             Some(d) => format!(
                 ", snapshots in {} ({}keep {})",
@@ -530,7 +532,7 @@ fn write_trace(t: &crate::network::trace::Trace, local: usize, ranks: usize) -> 
         let _ = std::fs::remove_file(&part);
     }
     t.write(&others, local, ranks)?;
-    println!(
+    say!(
         "trace: {} (steps {}..{}; open it in ui.perfetto.dev, or `gpu-train network {}`)",
         t.path.display(),
         t.steps.start,
@@ -543,14 +545,14 @@ fn write_trace(t: &crate::network::trace::Trace, local: usize, ranks: usize) -> 
 /// The run's last line.
 fn print_end(reports: &[train::EpochReport], run: &RunConfig, start: Start) {
     match reports.last() {
-        Some(last) => println!(
+        Some(last) => say!(
             "final test accuracy {:.2}% ({} of {}), test loss {:.4}",
             last.test.accuracy(),
             last.test.correct,
             last.test.seen,
             last.test.mean_loss()
         ),
-        None => println!(
+        None => say!(
             "nothing to do: the snapshot already completed {} epoch(s) and --epochs is {}; pass --epochs {} or more to train further",
             start.at.epoch - 1,
             run.train.epochs,

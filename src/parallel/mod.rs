@@ -156,7 +156,16 @@ mod tests {
             let got = parse_duration(s).unwrap();
             assert!((got - want).abs() < 1e-15, "{s}: {got}");
         }
-        for s in ["5", "5e", "ms", "-1ms", "1e400s", "NaNs", "5 parsecs", "5min"] {
+        for s in [
+            "5",
+            "5e",
+            "ms",
+            "-1ms",
+            "1e400s",
+            "NaNs",
+            "5 parsecs",
+            "5min",
+        ] {
             assert!(parse_duration(s).is_err(), "{s} was accepted");
         }
     }
