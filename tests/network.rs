@@ -795,3 +795,54 @@ fn every_fault_given_fires_and_one_past_the_run_is_refused() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("one slow-link"), "{err}");
 }
+
+/// A fit the measurements do not follow is called untrustworthy: before, a worst error of
+/// 216 % was printed and the projection went on as if nothing were wrong.
+#[test]
+fn a_projection_from_a_bad_fit_says_not_to_trust_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // 2 replicas, 1 and 4 MB: the larger message measured faster than the smaller, which no
+    // latency-plus-bandwidth line can follow; then the same from a line it follows exactly.
+    let row = |bytes: f64, seconds: f64| {
+        serde_json::json!({
+            "replicas": 2, "bytes": bytes as u64, "bytes_on_wire": bytes as u64,
+            "seconds": seconds, "algbw_gbs": bytes / seconds / 1e9, "busbw_gbs": bytes / seconds / 1e9,
+        })
+    };
+    for (name, rows, warned) in [
+        (
+            "bad.json",
+            vec![row(1e6, 9e-3), row(2e6, 1e-3), row(4e6, 2e-3)],
+            true,
+        ),
+        (
+            "good.json",
+            vec![
+                row(1e6, 2e-6 + 2e-3),
+                row(2e6, 2e-6 + 4e-3),
+                row(4e6, 2e-6 + 8e-3),
+            ],
+            false,
+        ),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, serde_json::to_string(&rows).unwrap()).unwrap();
+        let (code, out, err) = run_in(
+            dir.path(),
+            &[
+                "network",
+                "--project",
+                "--from",
+                name,
+                "--params",
+                "1e9",
+                "--gpus",
+                "8",
+                "-o",
+                "p",
+            ],
+        );
+        assert_eq!(code, 0, "{name}: {err}");
+        assert_eq!(out.contains("do not trust"), warned, "{name}: {out}");
+    }
+}

@@ -186,6 +186,17 @@ fn fitted_alpha(from: &std::path::Path, latency: f64) -> Result<f64> {
             100.0 * worst
         ),
     }
+    // The projection's gradients are megabytes to gigabytes: judge the fit where it matters
+    // (or on everything, when nothing that large was measured).
+    let judged = big.iter().copied().reduce(f64::max).unwrap_or(worst);
+    if judged > 0.5 {
+        println!(
+            "  WARNING: the α-β model misses these measurements by {:.0} %: do not trust what follows. \
+             Measure again on an idle machine, with messages of 1 MB and more (allreduce-bench --max-bytes), \
+             or leave out --from and give --latency",
+            100.0 * judged
+        );
+    }
     let alpha = latency.max(f.alpha);
     println!(
         "  α for the projection: {:.2} µs (the larger of the fit and --latency)",

@@ -200,9 +200,13 @@ pub fn project(params: f64, gpus: f64, rate: f64, alpha: f64, compute: f64) -> [
     let s = 4.0 * params;
     let ring_bytes = 2.0 * (gpus - 1.0) / gpus * s;
     let ring = 2.0 * (gpus - 1.0) * alpha + 8.0 * ring_bytes / rate;
-    // A tree reduces then broadcasts: log2(G) latencies each way, and each link carries the
-    // whole gradient once each way (pipelined in chunks: NCCL's double binary tree).
-    let tree_bytes = 2.0 * s;
+    // A tree reduces then broadcasts: log2(G) latencies each way. In bytes, every GPU but the
+    // root sends its partial sum up once and every GPU but the leaves passes the result down:
+    // (G − 1)·S up and (G − 1)·S down in all, 2(G − 1)/G × S a GPU on average, the ring's
+    // count (NCCL's double binary tree, pipelined in chunks, spreads it so no GPU sends much
+    // more: each is an inner node in one tree and a leaf in the other). So a tree wins on
+    // latency only; for 2 GPUs the two are the same exchange.
+    let tree_bytes = 2.0 * (gpus - 1.0) / gpus * s;
     let tree = 2.0 * gpus.log2().ceil() * alpha + 8.0 * tree_bytes / rate;
     [
         Projection {
@@ -245,12 +249,20 @@ mod tests {
         assert!((ring.bytes_per_gpu / (2.0 * 28e9) - 1.0).abs() < 1e-3);
         // 7e9 FP32 gradients are 28 GB. The ring: 2·(1023/1024)·28 GB = 55.945 GB a GPU, at
         // 400 Gbit/s 1.1189 s, busy 1.1189 / (1.1189 + 0.35 s of compute) of the step. The
-        // tree: 2 × 28 GB, 1.12 s. With α = 5 µs the ring pays 2·1023 latencies, the tree
+        // tree moves the same bytes. With α = 5 µs the ring pays 2·1023 latencies, the tree
         // 2·log2(1024) = 20.
         let ring_s: f64 = 2.0 * 1023.0 / 1024.0 * 28e9 * 8.0 / 400e9;
         assert!((ring.sync_s - 1.118_906_25).abs() < 1e-9 && (ring_s - 1.118_906_25).abs() < 1e-9);
         assert!((ring.busy - 1.118_906_25 / (1.118_906_25 + 0.35)).abs() < 1e-12);
-        assert!((tree.sync_s - 1.12).abs() < 1e-9 && tree.bytes_per_gpu == 56e9);
+        assert!((tree.sync_s - 1.118_906_25).abs() < 1e-9);
+        assert_eq!(tree.bytes_per_gpu, ring.bytes_per_gpu);
+        // 2 GPUs: one exchange of the gradient either way, the same time, latencies included.
+        let [ring2, tree2] = project(101_770.0, 2.0, 1e9, 5e-6, 0.0);
+        assert!((ring2.sync_s - (2.0 * 5e-6 + 8.0 * 407_080.0 / 1e9)).abs() < 1e-12);
+        assert!(
+            (tree2.sync_s - ring2.sync_s).abs() < 1e-12,
+            "{tree2:?} vs {ring2:?}"
+        );
         let [ring5, tree5] = project(7e9, 1024.0, 400e9, 5e-6, 0.35);
         assert!((ring5.sync_s - ring.sync_s - 2046.0 * 5e-6).abs() < 1e-9);
         assert!((tree5.sync_s - tree.sync_s - 20.0 * 5e-6).abs() < 1e-9);
