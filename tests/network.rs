@@ -616,26 +616,56 @@ fn a_resumed_run_appends_to_its_metrics_instead_of_wiping_them() {
         "--metrics-every",
         "2",
     ];
-    let lines = || {
+    let steps = || -> Vec<(String, u64)> {
         std::fs::read_to_string(dir.path().join("m.jsonl"))
             .unwrap()
             .lines()
-            .count()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["kind"].as_str().unwrap().to_string(),
+                    v["global_step"].as_u64().unwrap(),
+                )
+            })
+            .collect()
     };
+    // The fault ends the run at global step 15, after the record of step 14 and the snapshot
+    // of step 12: the resumed run redoes steps 13 and 14.
     let mut a = base.to_vec();
-    a.extend(["--fault", "lose-message@13:1"]);
+    a.extend(["--fault", "lose-message@15:1"]);
     assert_eq!(
         run_in(dir.path(), &a).0,
         3,
         "the fault ends the run with exit code 3"
     );
-    let before = lines();
+    let before = steps();
+    assert_eq!(before.last().unwrap().1, 14, "{before:?}");
     let mut a = base.to_vec();
     a.push("--resume");
-    let (code, _, err) = run_in(dir.path(), &a);
+    let (code, out, err) = run_in(dir.path(), &a);
     assert_eq!(code, 0, "{err}");
-    let after = lines();
-    assert!(before > 0 && after > before, "{before} lines, then {after}");
+    // The epoch resumed mid-way says its train figures cover only the steps since.
+    assert!(out.contains("resumed after step 2: train figures of the steps since"), "{out}");
+    let after = steps();
+    // The lines up to the snapshot are kept, and no step is there twice.
+    assert_eq!(
+        after[..before.len() - 1],
+        before[..before.len() - 1],
+        "{after:?}"
+    );
+    let step_records: Vec<u64> = after
+        .iter()
+        .filter(|r| r.0 == "step")
+        .map(|r| r.1)
+        .collect();
+    let mut unique = step_records.clone();
+    unique.dedup();
+    assert_eq!(step_records, unique, "a step recorded twice");
+    assert_eq!(
+        after.last().unwrap(),
+        &("epoch".to_string(), 20),
+        "{after:?}"
+    );
 }
 
 #[test]

@@ -328,7 +328,10 @@ fn train_in_job(
     let mut console = Console::new(run.train.epochs);
     if let Some(path) = &args.metrics {
         console.metrics = Some((
-            crate::network::metrics::Metrics::create(path, args.resume.is_some())?,
+            crate::network::metrics::Metrics::create(
+                path,
+                args.resume.is_some().then_some(start.global_step),
+            )?,
             args.metrics_every,
         ));
     }

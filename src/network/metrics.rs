@@ -21,10 +21,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Opens the file: a new run starts it afresh, a resumed one (`append`) adds to it, so the
-    /// lines written before a crash are kept. The file stays locked while the run writes it: a
-    /// second run given the same file is refused, rather than emptying the first one's.
-    pub fn create(path: &Path, append: bool) -> Result<Metrics> {
+    /// Opens the file: a new run starts it afresh; a run resumed from global step `g`
+    /// (`resumed_at: Some(g)`) keeps the lines of steps up to `g` and adds to them, so the
+    /// lines written before a crash are kept and the steps redone after the snapshot are not
+    /// there twice. The file stays locked while the run writes it: a second run given the
+    /// same file is refused, rather than emptying the first one's.
+    pub fn create(path: &Path, resumed_at: Option<u64>) -> Result<Metrics> {
+        let append = resumed_at.is_some();
         let refuse = |e: String| Error::Config(format!("--metrics {}: {e}", path.display()));
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -44,10 +47,14 @@ impl Metrics {
                 return Err(refuse(format!("cannot lock it: {e}")))
             }
         }
-        if !append {
-            file.set_len(0)
-                .map_err(|e| refuse(format!("cannot empty it: {e}")))?;
-        }
+        let keep = match resumed_at {
+            None => 0,
+            Some(g) => lines_up_to(path, g).map_err(|e| refuse(format!("cannot read it: {e}")))?,
+        };
+        // One truncate: the lines of a run's file are in step order, so the redone ones are
+        // its end.
+        file.set_len(keep)
+            .map_err(|e| refuse(format!("cannot cut it to the resumed step: {e}")))?;
         Ok(Metrics {
             path: path.to_path_buf(),
             file: std::io::BufWriter::new(file),
@@ -62,6 +69,29 @@ impl Metrics {
                 path: self.path.clone(),
                 fault: format!("cannot write the metrics: {e}"),
             })
+    }
+}
+
+/// Bytes at the start of the metrics file at `path` that hold records of global steps up to
+/// `g` (a line that is not a record is kept with its neighbours).
+fn lines_up_to(path: &Path, g: u64) -> std::io::Result<u64> {
+    use std::io::BufRead;
+    let file = crate::files::open_input(path)?;
+    let mut reader = std::io::BufReader::new(file);
+    let (mut at, mut line) = (0u64, String::new());
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line)?;
+        if n == 0 || !line.ends_with('\n') {
+            return Ok(at);
+        }
+        let step = serde_json::from_str::<serde_json::Value>(&line)
+            .ok()
+            .and_then(|v| v["global_step"].as_u64());
+        if step.is_some_and(|s| s > g) {
+            return Ok(at);
+        }
+        at += n as u64;
     }
 }
 

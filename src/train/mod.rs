@@ -297,6 +297,7 @@ impl Run<'_> {
             readback_bytes: tally.read,
             time_s: self.started.elapsed().as_secs_f64(),
             global_step: self.global_step,
+            resumed_at_step: first,
         })
     }
 

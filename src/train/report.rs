@@ -71,6 +71,9 @@ pub struct EpochReport {
     pub time_s: f64,
     /// Steps done in the whole run at the epoch's end.
     pub global_step: u64,
+    /// The step this epoch was resumed at (a run resumed mid-epoch): its train loss and
+    /// accuracy cover only the steps after it (0: the whole epoch).
+    pub resumed_at_step: usize,
 }
 
 impl EpochReport {
@@ -142,8 +145,12 @@ impl EpochReport {
             ),
             None => String::new(),
         };
+        let resumed = match self.resumed_at_step {
+            0 => String::new(),
+            s => format!("  |  resumed after step {s}: train figures of the steps since"),
+        };
         format!(
-            "epoch {:>2}/{epochs}  train loss {:.4}  acc {:5.2}%  |  test loss {:.4}  acc {:5.2}% ({:.2} s)  |  {:.3} s  {:>9.0} images/s{staged}{replicas}{scaling}",
+            "epoch {:>2}/{epochs}  train loss {:.4}  acc {:5.2}%  |  test loss {:.4}  acc {:5.2}% ({:.2} s)  |  {:.3} s  {:>9.0} images/s{staged}{replicas}{scaling}{resumed}",
             self.epoch,
             self.train.mean_loss(),
             self.train.accuracy(),
