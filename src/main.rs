@@ -36,6 +36,24 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // On a machine with no display (a server, CI, a container) Mesa looks for a Wayland
+    // display while wgpu lists adapters and opens a device, and libwayland prints "error:
+    // XDG_RUNTIME_DIR is invalid or not set in the environment" for each look: errors that are
+    // not errors, on a newcomer's first screen. With no display to find, we say where the
+    // Wayland display is: a path that cannot exist (/dev/null is no folder), so the look fails
+    // quietly; and EGL's surfaceless platform, the one that applies without a display (the GL
+    // adapter is still listed). Real errors still print; a user's own display, or own
+    // EGL_PLATFORM, is left alone. Child processes (mpirun's ranks) inherit the same.
+    let no_display = ["WAYLAND_DISPLAY", "DISPLAY"]
+        .iter()
+        .all(|v| std::env::var_os(v).is_none());
+    if no_display {
+        // Before any thread exists: nothing reads the environment concurrently.
+        std::env::set_var("WAYLAND_DISPLAY", "/dev/null/no-display");
+        if std::env::var_os("EGL_PLATFORM").is_none() {
+            std::env::set_var("EGL_PLATFORM", "surfaceless");
+        }
+    }
     if args.command.is_some() {
         // A subcommand only prints: when its reader goes away (`gpu-train devices | head`)
         // it ends quietly, as Unix tools do, instead of panicking on the broken pipe. (Rust

@@ -223,3 +223,29 @@ fn a_training_run_piped_into_head_trains_to_its_end() {
         "{last:?}"
     );
 }
+
+/// On a machine with no display, listing adapters and training on adapter 0 print nothing but
+/// their own output: before, Mesa's look for a Wayland display printed "error:
+/// XDG_RUNTIME_DIR is invalid or not set" two to four times, errors that are not errors.
+#[test]
+fn a_headless_machine_shows_no_display_errors() {
+    if common::gpu("a_headless_machine_shows_no_display_errors").is_none() {
+        return;
+    }
+    for args in [
+        vec!["devices"],
+        vec!["--device", "0", "--limit", "64", "--epochs", "1"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpu-train"))
+            .args(&args)
+            .env_remove("WAYLAND_DISPLAY")
+            .env_remove("DISPLAY")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("EGL_PLATFORM")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("XDG_RUNTIME_DIR"), "{args:?}: {err}");
+    }
+}
