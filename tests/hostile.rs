@@ -38,7 +38,7 @@ fn a_second_run_on_a_metrics_file_being_written_is_refused_and_empties_nothing()
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.jsonl");
     // A running job's metrics file, one line written so far, held open as a run holds it.
-    let running = gpu_train::network::metrics::Metrics::create(&path, false).unwrap();
+    let running = gpu_train::network::metrics::Metrics::create(&path, None).unwrap();
     std::fs::OpenOptions::new()
         .append(true)
         .open(&path)
@@ -497,6 +497,28 @@ fn huge_pngs_and_lying_data_files_cost_no_more_memory_than_their_bytes() {
         ours(&err)[0].contains("header says 2739137 images of 28x28 (2147483408 bytes)"),
         "{err}"
     );
+    // A valid header claiming 1,400,000 images with all of them there: 1.1 GB of zeros in a
+    // 1 MB gzip. It is refused from its size before a byte is inflated (before, it was read
+    // to its end: over 1 GB of memory).
+    let count = 1_400_000usize;
+    let mut header = idx::encode_images(0, 28, 28, &[]);
+    header[4..8].copy_from_slice(&(count as u32).to_be_bytes());
+    let mut e = flate2::write::GzEncoder::new(
+        std::fs::File::create(&bomb).unwrap(),
+        flate2::Compression::fast(),
+    );
+    e.write_all(&header[..16]).unwrap();
+    let row = vec![0u8; PIXELS * 1000];
+    for _ in 0..count / 1000 {
+        e.write_all(&row).unwrap();
+    }
+    e.finish().unwrap();
+    let (code, _, err) = sh(&format!(
+        "{limit} '{BIN}' --cpu --epochs 1 --data-dir '{}'",
+        data_dir.display()
+    ));
+    assert_eq!(code, 2, "{err}");
+    assert!(ours(&err)[0].contains("image data does not inflate"), "{err}");
 }
 
 #[test]

@@ -31,10 +31,24 @@ pub struct IdxImages {
     pub pixels: Vec<u8>,
 }
 
+/// How a file is stored, with its size on disk.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Stored {
+    Raw(u64),
+    Gzip(u64),
+}
+
+/// Image and label data inflate from gzip by a few times (MNIST's images 4.7×, its labels
+/// 2.1×): a gzip stream claiming more than this many times its size is not such data (a bomb,
+/// or a header that lies), and is refused before anything is inflated, past the first
+/// [`ALWAYS_INFLATED`] bytes, which any file may hold.
+pub const MAX_GZIP_RATIO: u64 = 100;
+pub const ALWAYS_INFLATED: u64 = 64 << 20;
+
 /// Opens a file for reading, decompressing it on the fly when it is gzip'd (detected by
 /// content, whatever its name; several concatenated gzip members, as `cat a.gz b.gz` makes,
-/// are one stream). Returns the reader and, for a raw file, its size in bytes.
-pub fn open(path: &Path) -> Result<(Box<dyn Read>, Option<u64>)> {
+/// are one stream). Returns the reader and how the file is stored.
+pub fn open(path: &Path) -> Result<(Box<dyn Read>, Stored)> {
     let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -44,9 +58,9 @@ pub fn open(path: &Path) -> Result<(Box<dyn Read>, Option<u64>)> {
     let mut reader = BufReader::new(file);
     let is_gzip = reader.fill_buf().map_err(io)?.starts_with(&GZIP_MAGIC);
     Ok(if is_gzip {
-        (Box::new(MultiGzDecoder::new(reader)), None)
+        (Box::new(MultiGzDecoder::new(reader)), Stored::Gzip(size))
     } else {
-        (Box::new(reader), Some(size))
+        (Box::new(reader), Stored::Raw(size))
     })
 }
 
@@ -124,13 +138,14 @@ fn header<const N: usize>(r: &mut dyn Read, name: &str, magic: u32, what: &str) 
 }
 
 /// Reads the payload: `count` items of `item` bytes, of which only the first `keep` are
-/// wanted. `size` is the raw file's size (None for gzip): the header's promise is checked
-/// against it before anything is allocated. For gzip, inflating stops at what is wanted (or,
-/// when everything is wanted, one byte past the promise, to notice a longer stream): a header
-/// that lies, or a bomb behind a valid header, costs no more than the bytes it claims.
+/// wanted. A raw file's size is checked against the header's promise before anything is
+/// allocated; a gzip file's size bounds what it may inflate to ([`MAX_GZIP_RATIO`]). For gzip,
+/// inflating stops at what is wanted (or, when everything is wanted, one byte past the
+/// promise, to notice a longer stream): a header that lies, or a bomb behind a valid header,
+/// costs no more than the bytes it claims, and it may claim no more than its size allows.
 fn payload(
     r: &mut dyn Read,
-    size: Option<u64>,
+    stored: Stored,
     (count, item, keep): (u64, u64, u64),
     header_len: u64,
     name: &str,
@@ -150,13 +165,29 @@ fn payload(
             format!("header says {count} {what}{promised} but the file holds {held}"),
         )
     };
-    if let Some(size) = size {
-        let held = size.saturating_sub(header_len);
-        if held as u128 != expected {
-            return Err(promise(format!("{held}{unit}")));
-        }
-    }
     let want = keep.min(count) as u128 * item as u128;
+    let size = match stored {
+        Stored::Raw(size) => {
+            let held = size.saturating_sub(header_len);
+            if held as u128 != expected {
+                return Err(promise(format!("{held}{unit}")));
+            }
+            Some(size)
+        }
+        Stored::Gzip(gz) => {
+            let most = (gz as u128 * MAX_GZIP_RATIO as u128).max(ALWAYS_INFLATED as u128);
+            if want > most {
+                return Err(Error::bad_data(
+                    name,
+                    format!(
+                        "header says {count} {what}{promised} to read, but the gzip file is {gz} bytes: \
+                         image data does not inflate {MAX_GZIP_RATIO}× (a damaged file, or a gzip bomb); pass --limit to read fewer"
+                    ),
+                ));
+            }
+            None
+        }
+    };
     if want > MAX_DECODED_BYTES as u128 {
         return Err(Error::bad_data(
             name,
@@ -184,19 +215,19 @@ fn payload(
 
 /// Reads an IDX image file, raw or gzip'd, keeping at most `limit` images (all if None).
 pub fn read_images(path: &Path, limit: Option<usize>) -> Result<IdxImages> {
-    let (mut r, size) = open(path)?;
-    images_from(&mut r, size, limit, &display_name(path))
+    let (mut r, stored) = open(path)?;
+    images_from(&mut r, stored, limit, &display_name(path))
 }
 
 /// Reads an IDX label file, raw or gzip'd, keeping at most `limit` labels.
 pub fn read_labels(path: &Path, limit: Option<usize>) -> Result<Vec<u8>> {
-    let (mut r, size) = open(path)?;
-    labels_from(&mut r, size, limit, &display_name(path))
+    let (mut r, stored) = open(path)?;
+    labels_from(&mut r, stored, limit, &display_name(path))
 }
 
 fn images_from(
     r: &mut dyn Read,
-    size: Option<u64>,
+    stored: Stored,
     limit: Option<usize>,
     name: &str,
 ) -> Result<IdxImages> {
@@ -212,7 +243,7 @@ fn images_from(
     let item = rows as u64 * cols as u64;
     let pixels = payload(
         r,
-        size,
+        stored,
         (count as u64, item, keep),
         16,
         name,
@@ -228,14 +259,14 @@ fn images_from(
 
 fn labels_from(
     r: &mut dyn Read,
-    size: Option<u64>,
+    stored: Stored,
     limit: Option<usize>,
     name: &str,
 ) -> Result<Vec<u8>> {
     let h: [u8; 8] = header(r, name, LABELS_MAGIC, "labels")?;
     let count = be_u32(&h, 4) as u64;
     let keep = limit.map_or(count, |l| (l as u64).min(count));
-    let labels = payload(r, size, (count, 1, keep), 8, name, "labels")?;
+    let labels = payload(r, stored, (count, 1, keep), 8, name, "labels")?;
     if let Some(i) = labels.iter().position(|&l| l > 9) {
         return Err(Error::bad_data(
             name,
@@ -247,12 +278,12 @@ fn labels_from(
 
 /// Parses an IDX image file already in memory (decompressed).
 pub fn parse_images(bytes: &[u8], name: &str) -> Result<IdxImages> {
-    images_from(&mut &bytes[..], Some(bytes.len() as u64), None, name)
+    images_from(&mut &bytes[..], Stored::Raw(bytes.len() as u64), None, name)
 }
 
 /// Parses an IDX label file already in memory (decompressed); every label must be 0-9.
 pub fn parse_labels(bytes: &[u8], name: &str) -> Result<Vec<u8>> {
-    labels_from(&mut &bytes[..], Some(bytes.len() as u64), None, name)
+    labels_from(&mut &bytes[..], Stored::Raw(bytes.len() as u64), None, name)
 }
 
 /// Writes an IDX image file (used by tests and to cut subsets).
