@@ -293,6 +293,16 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
+    /// The folder: --data-dir, or the bundled sample.
+    pub fn dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(data::bundled_dir)
+    }
+
+    /// The first `limit` test images only (`predict`, `explain`).
+    pub fn load_test(&self, limit: usize) -> Result<data::Dataset> {
+        data::load_test_limited(&self.dir(), limit)
+    }
+
     pub fn load(&self) -> Result<DataSplit> {
         let dir = self.data_dir.clone().unwrap_or_else(data::bundled_dir);
         // --limit reads only what it keeps: a file claiming millions of images costs nothing

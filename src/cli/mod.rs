@@ -305,12 +305,23 @@ fn run_explain(args: &ExplainArgs) -> Result<()> {
     }
     print!("{}", crate::explain::chapter2());
     println!();
-    let data = args.data.load()?;
-    if args.image >= data.test.len() {
+    // Training (--epochs) needs both sets; otherwise only the test images shown are read: the
+    // one of chapter 3 and the global batch of the data-parallel example.
+    let shown = args.image.saturating_add(1).max(train::DEFAULT_BATCH);
+    let data = match args.epochs {
+        0 => crate::data::DataSplit {
+            train: crate::data::Dataset::new(Vec::new(), Vec::new())?,
+            test: args.data.load_test(shown)?,
+            dir: args.data.dir(),
+        },
+        _ => args.data.load()?,
+    };
+    let test = &data.test;
+    if args.image >= test.len() {
         return Err(Error::Config(format!(
             "--image {} is out of range: the test set has {} images",
             args.image,
-            data.test.len()
+            test.len()
         )));
     }
     let mut engine = CpuEngine::new(Model::init(args.seed), crate::cpu::cores());
@@ -338,14 +349,14 @@ fn run_explain(args: &ExplainArgs) -> Result<()> {
         "{}",
         crate::explain::chapter3(
             &model,
-            &data.test,
+            test,
             args.image,
             train::DEFAULT_LR.into(),
             &what
         )
     );
     println!();
-    print!("{}", crate::explain::data_parallel(&model, &data.test));
+    print!("{}", crate::explain::data_parallel(&model, test));
     println!();
     print!("{}", crate::explain::summary_for(model.hidden()));
     Ok(())
@@ -365,10 +376,10 @@ pub fn run(cli: &Cli) -> Result<()> {
         Some(Command::Plot(args)) => crate::network::commands::run_plot(args),
         Some(Command::Bench(args)) => crate::bench::run(args),
         Some(Command::Predict(args)) => {
-            let test = if args.index.is_empty() {
-                crate::data::Dataset::new(Vec::new(), Vec::new())?
-            } else {
-                args.data.load()?.test
+            // Only the test images up to the highest index asked for are read.
+            let test = match args.index.iter().max() {
+                None => crate::data::Dataset::new(Vec::new(), Vec::new())?,
+                Some(&last) => args.data.load_test(last.saturating_add(1))?,
             };
             print!(
                 "{}",

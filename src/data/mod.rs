@@ -211,6 +211,30 @@ pub fn load_dir(dir: &Path) -> Result<DataSplit> {
 
 /// [`load_dir`], reading only the first `train_limit` training examples (the test set whole).
 pub fn load_dir_limited(dir: &Path, train_limit: Option<usize>) -> Result<DataSplit> {
+    check_dir(dir)?;
+    let train = load_pair(
+        &find(dir, TRAIN_IMAGES)?,
+        &find(dir, TRAIN_LABELS)?,
+        train_limit,
+    )?;
+    let test = load_pair(&find(dir, TEST_IMAGES)?, &find(dir, TEST_LABELS)?, None)?;
+    Ok(DataSplit {
+        train,
+        test,
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// The first `limit` images of `dir`'s test set, and nothing of its training set: what
+/// `predict` and `explain` read to show a few images (memory by the work, not by the files).
+/// Fewer come back only when the file holds fewer.
+pub fn load_test_limited(dir: &Path, limit: usize) -> Result<Dataset> {
+    check_dir(dir)?;
+    load_pair(&find(dir, TEST_IMAGES)?, &find(dir, TEST_LABELS)?, Some(limit))
+}
+
+/// Refuses a data folder that is missing or is a file.
+fn check_dir(dir: &Path) -> Result<()> {
     if !dir.exists() {
         return Err(Error::Config(format!(
             "data directory {} does not exist",
@@ -223,17 +247,7 @@ pub fn load_dir_limited(dir: &Path, train_limit: Option<usize>) -> Result<DataSp
             dir.display()
         )));
     }
-    let train = load_pair(
-        &find(dir, TRAIN_IMAGES)?,
-        &find(dir, TRAIN_LABELS)?,
-        train_limit,
-    )?;
-    let test = load_pair(&find(dir, TEST_IMAGES)?, &find(dir, TEST_LABELS)?, None)?;
-    Ok(DataSplit {
-        train,
-        test,
-        dir: dir.to_path_buf(),
-    })
+    Ok(())
 }
 
 /// The order in which epoch `epoch` visits the `n` training examples: a Fisher-Yates shuffle
