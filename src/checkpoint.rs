@@ -550,6 +550,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// [`write_atomic`] for any file (`what` names it in errors; `kept` says what is unharmed).
 pub fn write_file(path: &Path, bytes: &[u8], what: &str, kept: &str) -> Result<()> {
+    write_file_with(path, what, kept, |f| f.write_all(bytes))
+}
+
+/// [`write_file`] with the content written by `fill` (a long trace streamed from its spool,
+/// never held in memory whole).
+pub fn write_file_with(
+    path: &Path,
+    what: &str,
+    kept: &str,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
     check_writable(path, what)?;
     // A bare file name's parent is "": the current folder.
     let dir = path
@@ -562,9 +573,9 @@ pub fn write_file(path: &Path, bytes: &[u8], what: &str, kept: &str) -> Result<(
         .unwrap_or_default();
     let temp = dir.join(format!("{TEMP_PREFIX}{}-{name}", std::process::id()));
     let written = (|| -> std::io::Result<()> {
-        let mut f = File::create(&temp)?;
-        f.write_all(bytes)?;
-        f.flush()?;
+        let mut f = std::io::BufWriter::new(File::create(&temp)?);
+        fill(&mut f)?;
+        let f = f.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         fs::rename(&temp, path)?;
         // The rename is an entry in the folder: fsync the folder so it survives a power loss.

@@ -518,7 +518,10 @@ fn huge_pngs_and_lying_data_files_cost_no_more_memory_than_their_bytes() {
         data_dir.display()
     ));
     assert_eq!(code, 2, "{err}");
-    assert!(ours(&err)[0].contains("image data does not inflate"), "{err}");
+    assert!(
+        ours(&err)[0].contains("image data does not inflate"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -942,13 +945,22 @@ fn predict_and_explain_read_only_the_images_they_show() {
     l.set_len(8 + count).unwrap();
     let snaps = d.join("s");
     let (code, _, err) = gpu_train(&[
-        "--cpu", "--limit", "64", "--epochs", "1", "--snapshot-dir", snaps.to_str().unwrap(),
+        "--cpu",
+        "--limit",
+        "64",
+        "--epochs",
+        "1",
+        "--snapshot-dir",
+        snaps.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
     let snapshot = checkpoint::latest_in(&snaps).unwrap().expect("a snapshot");
     let dd = data.display();
     for line in [
-        format!("predict '{}' --index 0 --index 5 --data-dir '{dd}'", snapshot.display()),
+        format!(
+            "predict '{}' --index 0 --index 5 --data-dir '{dd}'",
+            snapshot.display()
+        ),
         format!("explain --image 5 --data-dir '{dd}'"),
     ] {
         let (code, out, err) = sh(&format!("ulimit -v 1048576; '{BIN}' {line}"));

@@ -645,7 +645,10 @@ fn a_resumed_run_appends_to_its_metrics_instead_of_wiping_them() {
     let (code, out, err) = run_in(dir.path(), &a);
     assert_eq!(code, 0, "{err}");
     // The epoch resumed mid-way says its train figures cover only the steps since.
-    assert!(out.contains("resumed after step 2: train figures of the steps since"), "{out}");
+    assert!(
+        out.contains("resumed after step 2: train figures of the steps since"),
+        "{out}"
+    );
     let after = steps();
     // The lines up to the snapshot are kept, and no step is there twice.
     assert_eq!(
@@ -875,4 +878,51 @@ fn a_projection_from_a_bad_fit_says_not_to_trust_it() {
         assert_eq!(code, 0, "{name}: {err}");
         assert_eq!(out.contains("do not trust"), warned, "{name}: {out}");
     }
+}
+
+/// A trace of many steps is streamed to its file, not held in memory: 5,000 traced steps of
+/// two replicas (70,000 events, an 11 MB file) cost the run under 100 MB (before: 376 MB, the
+/// events held as JSON values and copied once more to be written).
+#[test]
+fn a_long_trace_is_streamed_not_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--cpu",
+        "--replicas",
+        "2",
+        "--batch-size",
+        "1",
+        "--limit",
+        "10000",
+        "--epochs",
+        "1",
+        "--trace",
+        "t.json",
+        "--trace-steps",
+        "0..1000000",
+    ];
+    let (code, peak_kb) = run_measured(dir.path(), &args);
+    assert_eq!(code, 0);
+    let doc = json(&dir.path().join("t.json"));
+    let events = doc["traceEvents"].as_array().unwrap().len();
+    assert!(events > 50_000, "{events} events");
+    assert!(peak_kb < 100_000, "peak {peak_kb} KB");
+}
+
+/// Runs gpu-train in `dir` and returns its exit code and its own peak resident size in KB
+/// (wait4 reports the child's rusage alone, whatever else this test binary runs meanwhile).
+fn run_measured(dir: &std::path::Path, args: &[&str]) -> (i32, i64) {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_gpu-train"))
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, writing the two values it is given.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    (libc::WEXITSTATUS(status), usage.ru_maxrss)
 }

@@ -347,13 +347,7 @@ fn run_explain(args: &ExplainArgs) -> Result<()> {
     let model = engine.model()?;
     print!(
         "{}",
-        crate::explain::chapter3(
-            &model,
-            test,
-            args.image,
-            train::DEFAULT_LR.into(),
-            &what
-        )
+        crate::explain::chapter3(&model, test, args.image, train::DEFAULT_LR.into(), &what)
     );
     println!();
     print!("{}", crate::explain::data_parallel(&model, test));

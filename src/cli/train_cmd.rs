@@ -298,7 +298,8 @@ fn train_in_job(
     let mut trace = args
         .trace
         .as_ref()
-        .map(|path| crate::network::trace::Trace::new(path, trace_steps, job.rank));
+        .map(|path| crate::network::trace::Trace::new(path, trace_steps, job.rank))
+        .transpose()?;
     let nic = match &args.nic {
         Some(name) => Some(crate::network::nic::NicSampler::start(name)?),
         None => None,
@@ -352,7 +353,7 @@ fn train_in_job(
     console.clear();
     let reports = match trained {
         Err(Error::LinkFault(what)) => {
-            if let Some(t) = &trace {
+            if let Some(t) = &mut trace {
                 // The timeline up to the fault is what a user wants to look at.
                 t.write(&[], local, job.ranks)?;
                 say!("trace: {} (up to the fault)", t.path.display());
@@ -372,7 +373,7 @@ fn train_in_job(
     }
     // Every rank meets here (the others after writing their trace parts).
     job.barrier();
-    if let Some(t) = &trace {
+    if let Some(t) = &mut trace {
         write_trace(t, local, job.ranks)?;
     }
     print_end(&reports, &run, start);
@@ -410,9 +411,8 @@ fn finish_quiet_rank(
     job: &Job,
 ) -> Result<()> {
     add_nic(&mut trace, nic, job.rank);
-    if let Some(t) = trace {
-        let part = rank_part(&t.path, job.rank);
-        crate::checkpoint::write_file(&part, t.events_json().as_bytes(), "the trace part", "")?;
+    if let Some(mut t) = trace {
+        t.write_part(&rank_part(&t.path, job.rank))?;
     }
     job.barrier();
     Ok(())
@@ -520,21 +520,13 @@ fn print_start(
 }
 
 /// Writes rank 0's trace with the other ranks' events, gathered once every rank wrote them.
-fn write_trace(t: &crate::network::trace::Trace, local: usize, ranks: usize) -> Result<()> {
-    let mut others = Vec::new();
-    for r in 1..ranks {
-        let part = rank_part(&t.path, r);
-        let limit = crate::network::trace::MAX_TRACE_BYTES;
-        let text = crate::files::read_input_text(&part, limit).map_err(|source| Error::Io {
-            path: part.clone(),
-            source,
-        })?;
-        if let Ok(serde_json::Value::Array(v)) = serde_json::from_str(&text) {
-            others.extend(v);
-        }
-        let _ = std::fs::remove_file(&part);
+fn write_trace(t: &mut crate::network::trace::Trace, local: usize, ranks: usize) -> Result<()> {
+    let parts: Vec<_> = (1..ranks).map(|r| rank_part(&t.path, r)).collect();
+    let written = t.write(&parts, local, ranks);
+    for part in &parts {
+        let _ = std::fs::remove_file(part);
     }
-    t.write(&others, local, ranks)?;
+    written?;
     say!(
         "trace: {} (steps {}..{}; open it in ui.perfetto.dev, or `gpu-train network {}`)",
         t.path.display(),

@@ -198,10 +198,12 @@ fn payload(
     }
     let want = want as u64;
     let mut out = Vec::with_capacity(want.min(64 << 20) as usize);
-    r.take(want).read_to_end(&mut out).map_err(|e| match stored {
-        Stored::Gzip(_) => gzip_fault(name, e),
-        Stored::Raw(_) => Error::bad_data(name, format!("cannot read: {e}")),
-    })?;
+    r.take(want)
+        .read_to_end(&mut out)
+        .map_err(|e| match stored {
+            Stored::Gzip(_) => gzip_fault(name, e),
+            Stored::Raw(_) => Error::bad_data(name, format!("cannot read: {e}")),
+        })?;
     if (out.len() as u64) < want {
         return Err(promise(format!("{}{unit}", out.len())));
     }

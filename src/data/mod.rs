@@ -230,7 +230,11 @@ pub fn load_dir_limited(dir: &Path, train_limit: Option<usize>) -> Result<DataSp
 /// Fewer come back only when the file holds fewer.
 pub fn load_test_limited(dir: &Path, limit: usize) -> Result<Dataset> {
     check_dir(dir)?;
-    load_pair(&find(dir, TEST_IMAGES)?, &find(dir, TEST_LABELS)?, Some(limit))
+    load_pair(
+        &find(dir, TEST_IMAGES)?,
+        &find(dir, TEST_LABELS)?,
+        Some(limit),
+    )
 }
 
 /// Refuses a data folder that is missing or is a file.

@@ -14,6 +14,8 @@
 use crate::error::{Error, Result};
 use crate::train::{Timeline, GPU_TRACK};
 use serde_json::{json, Value};
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -21,24 +23,54 @@ use std::time::Instant;
 /// trace is parsed whole, so a longer one should be cut with a shorter --trace-steps.
 pub const MAX_TRACE_BYTES: u64 = 256 << 20;
 
-/// Collects spans for the steps in `steps` (global step numbers, from 0) and writes them.
+/// Collects spans for the steps in `steps` and writes them. Events go to a spool as they
+/// come, one JSON object a line in a file beside the trace that has no name (unlinked when
+/// made, so nothing is left behind whatever happens): a trace of many steps costs its file's
+/// size on disk, never its parsed size in memory.
 pub struct Trace {
     pub path: PathBuf,
     pub steps: std::ops::Range<u64>,
     origin: Instant,
     rank: usize,
-    events: Vec<Value>,
+    spool: BufWriter<File>,
+    /// Events in the spool, and the first write that failed (reported by `write`).
+    events: u64,
+    failed: Option<std::io::Error>,
 }
 
 impl Trace {
-    pub fn new(path: &Path, steps: std::ops::Range<u64>, rank: usize) -> Trace {
-        Trace {
+    pub fn new(path: &Path, steps: std::ops::Range<u64>, rank: usize) -> Result<Trace> {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let spool_path = dir.join(format!(".spool-{}-{rank}-{name}", std::process::id()));
+        let spool = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&spool_path)
+            .and_then(|f| std::fs::remove_file(&spool_path).map(|_| f))
+            .map_err(|e| Error::Write {
+                path: path.to_path_buf(),
+                fault: format!(
+                    "cannot keep the trace's events beside it ({}): {e}",
+                    spool_path.display()
+                ),
+            })?;
+        Ok(Trace {
             path: path.to_path_buf(),
             steps,
             origin: Instant::now(),
             rank,
-            events: Vec::new(),
-        }
+            spool: BufWriter::new(spool),
+            events: 0,
+            failed: None,
+        })
     }
 
     /// Whether global step `step` is traced.
@@ -51,63 +83,140 @@ impl Trace {
         t.duration_since(self.origin).as_secs_f64() * 1e6
     }
 
+    /// Appends one event to the spool (`,` between events, so the spool is the inside of a
+    /// JSON array).
+    fn push(&mut self, event: &Value) {
+        if self.failed.is_some() {
+            return;
+        }
+        let sep: &[u8] = if self.events == 0 { b"" } else { b",\n" };
+        let written = self.spool.write_all(sep).and_then(|_| {
+            serde_json::to_writer(&mut self.spool, event).map_err(std::io::Error::from)
+        });
+        match written {
+            Ok(()) => self.events += 1,
+            Err(e) => self.failed = Some(e),
+        }
+    }
+
     /// A span on `track`'s track from `start` to `end`, with `args`.
     pub fn span(&mut self, name: &str, track: usize, start: Instant, end: Instant, args: Value) {
         let ts = self.now_us(start);
         let cat = if track >= GPU_TRACK { "gpu" } else { "step" };
-        self.events.push(json!({
+        let event = json!({
             "name": name, "ph": "X", "cat": cat,
             "ts": ts, "dur": (self.now_us(end) - ts).max(0.0),
             "pid": self.rank, "tid": track, "args": args,
-        }));
+        });
+        self.push(&event);
     }
 
     /// Adds events made elsewhere (a NIC's counters).
     pub fn extend(&mut self, events: Vec<Value>) {
-        self.events.extend(events);
+        for e in &events {
+            self.push(e);
+        }
     }
 
-    /// The events as a JSON array (for rank 0 to gather).
-    pub fn events_json(&self) -> String {
-        Value::Array(self.events.clone()).to_string()
+    /// Copies the spool's events (the inside of a JSON array) to `w`; returns whether there
+    /// were any.
+    fn copy_events(&mut self, w: &mut dyn Write) -> std::io::Result<bool> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        self.spool.flush()?;
+        let file = self.spool.get_mut();
+        let len = file.stream_position()?;
+        file.rewind()?;
+        std::io::copy(&mut (&mut *file).take(len), w)?;
+        file.seek(std::io::SeekFrom::Start(len))?;
+        Ok(self.events > 0)
     }
 
-    /// Writes the trace file with `others` (the other ranks' events) and track names for
-    /// `replicas` replicas of `ranks` ranks.
-    pub fn write(&self, others: &[Value], replicas: usize, ranks: usize) -> Result<()> {
-        let mut events = self.events.clone();
-        events.extend(others.iter().cloned());
+    /// Writes this rank's events as a JSON array to `part` (for rank 0 to gather).
+    pub fn write_part(&mut self, part: &Path) -> Result<()> {
+        crate::checkpoint::write_file_with(part, "the trace part", "", |w| {
+            w.write_all(b"[")?;
+            self.copy_events(w)?;
+            w.write_all(b"]")
+        })
+    }
+
+    /// Writes the trace file with the other ranks' events (the `parts` they wrote, each a JSON
+    /// array) and track names for `replicas` replicas of `ranks` ranks.
+    pub fn write(&mut self, parts: &[PathBuf], replicas: usize, ranks: usize) -> Result<()> {
+        let mut meta = Vec::new();
         for rank in 0..ranks {
-            events.push(json!({"name": "process_name", "ph": "M", "pid": rank, "args": {"name": format!("rank {rank}")}}));
+            meta.push(json!({"name": "process_name", "ph": "M", "pid": rank, "args": {"name": format!("rank {rank}")}}));
             for r in 0..replicas {
                 let global = rank * replicas + r;
-                events.push(
+                meta.push(
                     json!({"name": "thread_name", "ph": "M", "pid": rank, "tid": global,
                     "args": {"name": format!("replica {global}")}}),
                 );
                 // The GPU's own track, where the adapter has timestamps (named even if empty).
-                events.push(json!({"name": "thread_name", "ph": "M", "pid": rank,
+                meta.push(json!({"name": "thread_name", "ph": "M", "pid": rank,
                     "tid": GPU_TRACK + global,
                     "args": {"name": format!("replica {global}: GPU (its own timestamps)")}}));
             }
         }
-        let doc = json!({
-            "traceEvents": events,
-            "displayTimeUnit": "ms",
-            "otherData": {
-                "clock": "host",
-                "gpu_clock": "spans on the 'GPU' tracks come from the adapter's timestamp queries (where it has them); the step's first timestamp is placed at the host's instant just before it submitted the step, so each GPU span is drawn at the earliest it can have run",
-                "producer": "gpu-train",
-                "steps": format!("{}..{}", self.steps.start, self.steps.end),
-            },
+        let other = json!({
+            "clock": "host",
+            "gpu_clock": "spans on the 'GPU' tracks come from the adapter's timestamp queries (where it has them); the step's first timestamp is placed at the host's instant just before it submitted the step, so each GPU span is drawn at the earliest it can have run",
+            "producer": "gpu-train",
+            "steps": format!("{}..{}", self.steps.start, self.steps.end),
         });
-        crate::checkpoint::write_file(
-            &self.path,
-            doc.to_string().as_bytes(),
+        let path = self.path.clone();
+        crate::checkpoint::write_file_with(
+            &path,
             "the trace",
             "an earlier file of that name is untouched",
+            |w| {
+                w.write_all(b"{\"traceEvents\":[")?;
+                let mut any = self.copy_events(w)?;
+                for part in parts {
+                    any |= copy_part(part, any, w)?;
+                }
+                for m in &meta {
+                    w.write_all(if any { b",\n" } else { b"" })?;
+                    serde_json::to_writer(&mut *w, m)?;
+                    any = true;
+                }
+                write!(w, "],\"displayTimeUnit\":\"ms\",\"otherData\":{other}}}")
+            },
         )
     }
+}
+
+/// Copies the events of another rank's part (a JSON array written by [`Trace::write_part`]) to
+/// `w`, after a comma if events came before; returns whether it held any. A part that is not
+/// such an array is refused.
+fn copy_part(part: &Path, after: bool, w: &mut dyn Write) -> std::io::Result<bool> {
+    let bad = |why: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: {why}", part.display()),
+        )
+    };
+    let mut file = crate::files::open_input(part)?;
+    let len = file.metadata()?.len();
+    if !(2..=MAX_TRACE_BYTES).contains(&len) {
+        return Err(bad("not a trace part of gpu-train's"));
+    }
+    let (mut first, mut last) = ([0u8], [0u8]);
+    file.read_exact(&mut first)?;
+    file.seek(std::io::SeekFrom::End(-1))?;
+    file.read_exact(&mut last)?;
+    if first != *b"[" || last != *b"]" {
+        return Err(bad("not a JSON array of events"));
+    }
+    if len == 2 {
+        return Ok(false);
+    }
+    file.seek(std::io::SeekFrom::Start(1))?;
+    w.write_all(if after { b",\n" } else { b"" })?;
+    std::io::copy(&mut file.take(len - 2), w)?;
+    Ok(true)
 }
 
 impl Timeline for Trace {
