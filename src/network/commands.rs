@@ -399,23 +399,27 @@ pub struct PlotArgs {
 }
 
 pub fn run_plot(a: &PlotArgs) -> Result<()> {
-    let records = metrics::read(&a.metrics)?;
-    let get = |r: &serde_json::Value, k: &str| r[k].as_f64();
-    let series = |kind: &str, key: &str, x: &str| -> Vec<(f64, f64)> {
+    use metrics::{Point, PointKind};
+    let records = metrics::read_points(&a.metrics)?;
+    let series = |kind: PointKind, y: fn(&Point) -> Option<f64>| -> Vec<(f64, f64)> {
+        let x = |p: &Point| match kind {
+            PointKind::Step => p.global_step,
+            _ => p.epoch,
+        };
         records
             .iter()
-            .filter(|r| r["kind"] == kind)
-            .filter_map(|r| Some((get(r, x)?, get(r, key)?)))
+            .filter(|p| p.kind == kind)
+            .filter_map(|p| Some((x(p)?, y(p)?)))
             .collect()
     };
     let (step_loss, epoch_train_loss, epoch_test_loss) = (
-        series("step", "train_loss", "global_step"),
-        series("epoch", "train_loss", "epoch"),
-        series("epoch", "test_loss", "epoch"),
+        series(PointKind::Step, |p| p.train_loss),
+        series(PointKind::Epoch, |p| p.train_loss),
+        series(PointKind::Epoch, |p| p.test_loss),
     );
     let (step_acc, epoch_test_acc) = (
-        series("step", "train_accuracy", "global_step"),
-        series("epoch", "test_accuracy", "epoch"),
+        series(PointKind::Step, |p| p.train_accuracy),
+        series(PointKind::Epoch, |p| p.test_accuracy),
     );
     if epoch_test_loss.is_empty() && step_loss.is_empty() {
         return Err(Error::bad_data(

@@ -98,8 +98,42 @@ fn lines_up_to(path: &Path, g: u64) -> std::io::Result<u64> {
 /// The longest metrics file `plot` reads: a line a step for a million steps, and more.
 pub const MAX_METRICS_BYTES: u64 = 512 << 20;
 
-/// Reads a metrics file back (for `gpu-train plot`).
+/// Reads a metrics file back, every field of every record.
 pub fn read(path: &Path) -> Result<Vec<serde_json::Value>> {
+    read_lines(path)
+}
+
+/// What `plot` draws of one record; the rest of each line is skipped as it is parsed, so a
+/// long file costs a few words a record, not its parsed JSON.
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+pub struct Point {
+    #[serde(default)]
+    pub kind: PointKind,
+    pub epoch: Option<f64>,
+    pub global_step: Option<f64>,
+    pub train_loss: Option<f64>,
+    pub train_accuracy: Option<f64>,
+    pub test_loss: Option<f64>,
+    pub test_accuracy: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PointKind {
+    Step,
+    Epoch,
+    #[serde(other)]
+    #[default]
+    Other,
+}
+
+/// The records of a metrics file, as `plot` draws them.
+pub fn read_points(path: &Path) -> Result<Vec<Point>> {
+    read_lines(path)
+}
+
+/// Parses every line of a metrics file as a `T`.
+fn read_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
     use std::io::BufRead;
     let io = |source| Error::Io {
         path: path.to_path_buf(),
@@ -125,7 +159,7 @@ pub fn read(path: &Path) -> Result<Vec<serde_json::Value>> {
         records.push(serde_json::from_str(&line).map_err(|e| {
             Error::bad_data(
                 path.display().to_string(),
-                format!("line {}: not JSON: {e}", i + 1),
+                format!("line {}: not a metrics record: {e}", i + 1),
             )
         })?);
     }

@@ -73,14 +73,23 @@ fn both(
     draw_svg: &dyn Fn(&DrawingArea<SVGBackend, Shift>) -> Result<()>,
 ) -> Result<Vec<PathBuf>> {
     font()?;
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::Config(format!(
+            "-o {}: that is a file; give a folder for the pictures (it is made if missing)",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::Write {
         path: dir.to_path_buf(),
-        source,
+        fault: format!("cannot make the pictures' folder: {e}"),
     })?;
     let (png, svg) = (
         dir.join(format!("{name}.png")),
         dir.join(format!("{name}.svg")),
     );
+    // Pictures are written only where nothing but a regular file is in the way.
+    crate::checkpoint::check_writable(&png, "a picture")?;
+    crate::checkpoint::check_writable(&svg, "a picture")?;
     {
         let area = BitMapBackend::new(&png, size).into_drawing_area();
         area.fill(&WHITE).map_err(draw_err(&png))?;
@@ -211,11 +220,16 @@ where
     if !y0.is_finite() {
         (y0, y1) = (0.0, 1.0);
     }
-    // Values plotters cannot lay an axis over (a diverged loss of 1e308, say).
-    if !((y1 - y0).is_finite() && y1.abs() < 1e30 && y0.abs() < 1e30 && x1.is_finite() && x1 < 1e15)
-    {
+    // Values plotters cannot lay an axis over (a diverged loss of 1e308, say), each axis
+    // named for what it holds.
+    if !(x1.is_finite() && x1 < 1e15) {
         return Err(Error::Config(format!(
-            "{title}: values from {y0:e} to {y1:e} are too large to draw"
+            "{title}: {xlabel} runs to {x1:e}, too far to draw (at most 1e15)"
+        )));
+    }
+    if !((y1 - y0).is_finite() && y1.abs() < 1e30 && y0.abs() < 1e30) {
+        return Err(Error::Config(format!(
+            "{title}: {ylabel} runs from {y0:e} to {y1:e}, too large to draw"
         )));
     }
     let pad = ((y1 - y0) * 0.08).max(1e-6);
