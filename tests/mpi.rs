@@ -362,3 +362,41 @@ fn ranks_started_with_different_settings_are_named_before_training() {
         ["--cpu", "--threads", "1", "--limit", "300", "--epochs", "1"].to_vec();
     mpirun_fails(&[&base, &other_limit], "--limit");
 }
+
+/// Ctrl-C on an MPI job (SIGINT to mpirun, which ends its ranks) says where to resume from,
+/// as a single run does: before, the job ended with exit code 1 and nothing printed.
+#[test]
+fn ctrl_c_on_an_mpi_job_says_where_to_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let snaps = dir.path().join("s");
+    let child = mpirun_cmd(
+        2,
+        &["--cpu", "--epochs", "100", "--snapshot-dir", snaps.to_str().unwrap()],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("mpirun");
+    // Once the first snapshot is there, interrupt.
+    let start = Instant::now();
+    while std::fs::read_dir(&snaps).map_or(true, |d| {
+        !d.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".safetensors"))
+    }) {
+        assert!(start.elapsed() < Duration::from_secs(120), "no snapshot after 120 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let out = wait(child, Duration::from_secs(20));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("gpu-train: interrupted; the latest snapshot is")
+            && err.contains("continue with --resume"),
+        "{err}"
+    );
+}

@@ -340,9 +340,17 @@ fn train_in_job(
         dir,
         every: args.snapshot_every,
     });
-    // Ctrl-C stops the run between two steps (a snapshot being written is finished first);
-    // a second Ctrl-C stops at once.
-    let _ = ctrlc::set_handler(|| {
+    // Ctrl-C (or SIGTERM) stops the run between two steps (a snapshot being written is
+    // finished first); a second one stops at once. Under mpirun the signal reaches mpirun,
+    // which ends every rank itself (SIGTERM, then SIGKILL) moments later: no rank can finish
+    // its step in step with the others, so rank 0 says at once where the job can be resumed
+    // from, and ends.
+    let mpi_snapshots = args.mpi.then(|| args.snapshot_dir.clone());
+    let _ = ctrlc::set_handler(move || {
+        if let Some(dir) = &mpi_snapshots {
+            eprintln!("gpu-train: interrupted; {}", resume_hint_in(dir.as_deref()));
+            std::process::exit(130);
+        }
         if train::STOP.swap(true, std::sync::atomic::Ordering::SeqCst) {
             std::process::exit(130);
         }
@@ -465,6 +473,19 @@ fn job_fields(
 }
 
 /// Where an interrupted run can be resumed from.
+/// [`resume_hint`] from the snapshot folder's path alone (in a signal handler, which holds no
+/// [`SnapshotDir`]).
+fn resume_hint_in(dir: Option<&Path>) -> String {
+    match dir.map(checkpoint::latest_in) {
+        Some(Ok(Some(p))) => format!(
+            "the latest snapshot is {}: continue with --resume",
+            p.display()
+        ),
+        Some(_) => "no snapshot was written yet".into(),
+        None => "no --snapshot-dir was given, so the run cannot be resumed".into(),
+    }
+}
+
 fn resume_hint(snapshots: Option<&SnapshotDir>) -> Result<String> {
     Ok(match snapshots {
         Some(d) => match d.latest()? {
