@@ -462,7 +462,7 @@ fn f16_gradients_on_the_wire_halve_the_bytes() {
             .unwrap()
             .to_string();
         let mb: f64 = line
-            .split("all-reduced ")
+            .split("ring payload ")
             .nth(1)
             .unwrap()
             .split(' ')

@@ -371,7 +371,13 @@ fn ctrl_c_on_an_mpi_job_says_where_to_resume() {
     let snaps = dir.path().join("s");
     let child = mpirun_cmd(
         2,
-        &["--cpu", "--epochs", "100", "--snapshot-dir", snaps.to_str().unwrap()],
+        &[
+            "--cpu",
+            "--epochs",
+            "100",
+            "--snapshot-dir",
+            snaps.to_str().unwrap(),
+        ],
     )
     .stdout(Stdio::null())
     .stderr(Stdio::piped())
@@ -380,9 +386,13 @@ fn ctrl_c_on_an_mpi_job_says_where_to_resume() {
     // Once the first snapshot is there, interrupt.
     let start = Instant::now();
     while std::fs::read_dir(&snaps).map_or(true, |d| {
-        !d.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".safetensors"))
+        !d.flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".safetensors"))
     }) {
-        assert!(start.elapsed() < Duration::from_secs(120), "no snapshot after 120 s");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no snapshot after 120 s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let ok = Command::new("kill")

@@ -368,7 +368,7 @@ fn cli_trains_replicas_and_reports_them() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("global batch 64"), "{out}");
     assert!(
-        out.contains("all-reduced") && out.contains("4 replicas × 16"),
+        out.contains("ring payload") && out.contains("4 replicas × 16"),
         "{out}"
     );
     assert!(out.contains("ring all-reduce between 4"), "{out}");

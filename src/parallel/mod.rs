@@ -80,6 +80,11 @@ pub trait AllReduce {
     fn describe(&self) -> String;
     /// Replicas in the whole job: the local ones here, all ranks' under MPI.
     fn world(&self) -> usize;
+    /// What the bytes in its [`Traffic`] are, for the epoch line: the algorithm's payload
+    /// (what a ring sends), or only what was handed to a library that chose its own way.
+    fn bytes_are(&self) -> &'static str {
+        "ring payload"
+    }
     /// The job-wide index of this process's first local replica (0 in one process): which
     /// part of each global batch the local replicas train on.
     fn first_replica(&self) -> usize {

@@ -153,6 +153,16 @@ impl AllReduce for MpiAllReduce {
         self.ranks * self.local
     }
 
+    fn bytes_are(&self) -> &'static str {
+        // MPI picks its algorithm: what it put on the wires is not known here, only the
+        // buffer handed to it (plus the local ring's payload where a rank has several).
+        if self.local > 1 {
+            "local ring payload + handed to MPI_Allreduce"
+        } else {
+            "handed to MPI_Allreduce"
+        }
+    }
+
     fn first_replica(&self) -> usize {
         self.rank * self.local
     }

@@ -291,6 +291,7 @@ impl Run<'_> {
             replicas: replicas.world(),
             global_batch: self.global,
             traffic: tally.traffic,
+            traffic_is: replicas.all_reduce().bytes_are(),
             split: replicas.take_split(),
             skipped_steps: tally.skipped,
             loss_scale: replicas.scaler().map(|s| s.scale),

@@ -59,6 +59,8 @@ pub struct EpochReport {
     /// What the all-reduce moved this epoch, per replica (replica 0's count; the ring loads
     /// every replica alike). Zero for one replica.
     pub traffic: Traffic,
+    /// What `traffic`'s bytes are ([`AllReduce::bytes_are`](crate::parallel::AllReduce::bytes_are)).
+    pub traffic_is: &'static str,
     /// The data-parallel step's time split; `None` on the fused one-replica path.
     pub split: Option<StepSplit>,
     /// --precision f16: steps skipped because their gradients overflowed, and the loss scale
@@ -124,7 +126,8 @@ impl EpochReport {
                 .max(1) as f64;
             let us = |d: Duration| d.as_secs_f64() * 1e6 / steps;
             format!(
-                "  all-reduced {:.1} MB/replica  |  step µs: compute {:.0}, all-reduce {:.0}, update {:.0}  |  {} replica{} × {} = global batch {}",
+                "  {} {:.1} MB/replica  |  step µs: compute {:.0}, all-reduce {:.0}, update {:.0}  |  {} replica{} × {} = global batch {}",
+                self.traffic_is,
                 self.traffic.sent as f64 / 1e6,
                 us(split.compute),
                 us(split.all_reduce),
