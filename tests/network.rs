@@ -392,6 +392,23 @@ fn a_slow_link_shows_as_waiting_in_the_trace() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("sync ms measured"), "{out}");
+    // The measured sync is printed beside the model's (before, only the model's 3.3 ms
+    // pulses were summed and drawn), and named as waiting beyond the line rate.
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("measured, over these steps"))
+        .unwrap_or_else(|| panic!("no measured summary: {out}"));
+    let ms: f64 = line
+        .split("took ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(ms >= 20.0, "{line}");
+    assert!(line.contains("× the line-rate model"), "{line}");
     // Bad fault specs are one line, exit 2.
     for bad in ["slow-link=5", "lose-message@x", "melt@3", "slow-link=20s"] {
         let (code, _, err) = gpu_train(&[

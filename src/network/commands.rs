@@ -105,14 +105,29 @@ pub fn run_network(a: &NetworkArgs) -> Result<()> {
             s.sync_s * 1e3
         );
     }
-    let (c, y): (f64, f64) = on
-        .iter()
-        .fold((0.0, 0.0), |(c, y), s| (c + s.compute_s, y + s.sync_s));
+    let (c, y, m): (f64, f64, f64) = on.iter().fold((0.0, 0.0, 0.0), |(c, y, m), s| {
+        (c + s.compute_s, y + s.sync_s, m + s.measured_sync_s)
+    });
     println!(
-        "over these steps: the link is busy {:.1} % of the time, at line rate while it is; the GPU waits {:.1} % of each step for the sync (no overlap)",
+        "modelled, over these steps: the link is busy {:.1} % of the time, at line rate while it is; the GPU waits {:.1} % of each step for the sync (no overlap)",
         100.0 * y / (c + y),
         100.0 * y / (c + y)
     );
+    if m > 0.0 {
+        println!(
+            "measured, over these steps: the sync took {:.3} ms a step, {:.1} % of each step{}",
+            1e3 * m / on.len().max(1) as f64,
+            100.0 * m / (c + m),
+            if m > 1.25 * y {
+                format!(
+                    " ({:.1}× the line-rate model: the rest is waiting, for the slowest peer or a slower link than --link)",
+                    m / y.max(1e-12)
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
     let shown: Vec<_> = on.iter().take(a.steps.max(1)).cloned().collect();
     let title = format!("one replica's link, {link_name}: compute, then the gradient all-reduce");
     for p in plot::link_utilisation(&a.out, "link-utilisation", &title, &shown)? {

@@ -106,7 +106,9 @@ fn both(
 }
 
 /// The utilisation of one replica's link over `steps` (compute: 0 %, sync: 100 %), the
-/// phases shaded, as Figure 3-7 draws it.
+/// phases shaded, as Figure 3-7 draws it. Where the trace measured the sync (a replica waits
+/// for the slowest peer, a slow link), the measured sync is drawn too, as a bar above the
+/// curve, and the time axis follows it: a step lasts its compute and the longer of the two.
 fn utilisation<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     title: &str,
@@ -116,7 +118,8 @@ where
     DB::ErrorType: 'static,
 {
     let e = |x: DrawingAreaErrorKind<DB::ErrorType>| Error::Config(format!("drawing: {x:?}"));
-    let total: f64 = steps.iter().map(|s| s.compute_s + s.sync_s).sum::<f64>() * 1e3;
+    let step_ms = |s: &LinkStep| (s.compute_s + s.sync_s.max(s.measured_sync_s)) * 1e3;
+    let total: f64 = steps.iter().map(step_ms).sum::<f64>();
     if !(total.is_finite() && total > 0.0 && total < 1e12) {
         return Err(Error::Config(format!(
             "cannot draw steps that last {total:.3e} ms in all (a picture takes more than 0 and less than 1e12 ms)"
@@ -155,18 +158,36 @@ where
             });
         }
         let _ = series;
+        let measured = s.measured_sync_s * 1e3;
+        if measured > 0.0 {
+            let bar = Rectangle::new(
+                [(t + c, 102.0), (t + c + measured, 108.0)],
+                RGBColor(120, 120, 120).filled(),
+            );
+            let series = chart.draw_series([bar]).map_err(e)?;
+            if i == 0 {
+                series
+                    .label("sync as the trace measured it")
+                    .legend(|(x, y)| {
+                        Rectangle::new(
+                            [(x, y - 3), (x + 14, y + 3)],
+                            RGBColor(120, 120, 120).filled(),
+                        )
+                    });
+            }
+        }
         line.extend([
             (t + c, 0.0),
             (t + c, 100.0),
             (t + c + y, 100.0),
             (t + c + y, 0.0),
         ]);
-        t += c + y;
+        t += step_ms(s);
     }
     chart
         .draw_series(LineSeries::new(line, RGBColor(200, 60, 30).stroke_width(2)))
         .map_err(e)?
-        .label("utilisation: line rate during the sync")
+        .label("utilisation modelled: line rate while the bytes move")
         .legend(|(x, y)| {
             PathElement::new([(x, y), (x + 14, y)], RGBColor(200, 60, 30).stroke_width(2))
         });
@@ -175,7 +196,7 @@ where
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font(("sans-serif", 14))
-        .position(SeriesLabelPosition::UpperRight)
+        .position(SeriesLabelPosition::MiddleRight)
         .draw()
         .map_err(e)?;
     Ok(())
