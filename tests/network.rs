@@ -54,6 +54,36 @@ fn a_trace_of_two_gpu_replicas_opens_as_trace_events_with_one_track_each() {
             .iter()
             .any(|e| e["name"] == "GPU: hidden layer's gradient"
                 && e["args"]["clock"] == "GPU timestamps"));
+        // No GPU span ends after the all-reduce that consumes its result has begun: each is
+        // drawn at the earliest it can have run (anchored at the host's submission), so it
+        // lies before the host's wait for it ended. (Before, on lavapipe, 108 of 160 did.)
+        let end_of = |e: &serde_json::Value| e["ts"].as_f64().unwrap() + e["dur"].as_f64().unwrap();
+        let mut checked = 0;
+        for (gpu_name, consumer) in [
+            (
+                "GPU: forward, loss, output layer's gradient",
+                "all-reduce: output layer",
+            ),
+            ("GPU: hidden layer's gradient", "all-reduce: hidden layer"),
+        ] {
+            for g in spans.iter().filter(|e| e["name"] == gpu_name) {
+                let replica = g["tid"].as_u64().unwrap() - 1000;
+                let c = spans
+                    .iter()
+                    .find(|e| {
+                        e["name"] == consumer
+                            && e["tid"].as_u64() == Some(replica)
+                            && e["args"]["step"] == g["args"]["step"]
+                    })
+                    .unwrap_or_else(|| panic!("no {consumer} for {g}"));
+                assert!(
+                    end_of(g) <= c["ts"].as_f64().unwrap() + 1e-3,
+                    "{gpu_name} ends after {consumer} begins: {g} / {c}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 2 * 2 * 3, "{checked} GPU spans checked");
     } else {
         assert_eq!(tracks, [0, 1].into());
     }
