@@ -61,6 +61,9 @@ pub struct TrainState {
     /// --precision f16: the loss scale and its count of good steps, so a resume continues
     /// exactly.
     pub loss_scale: Option<(f32, u32)>,
+    /// What set the run's rounding (the training loop's `Replicas::arithmetic`): a resume on
+    /// another engine or step is told it will not be bit-exact. None in older snapshots.
+    pub trained_on: Option<String>,
 }
 
 impl TrainState {
@@ -90,6 +93,9 @@ impl TrainState {
             (self.batch_size.saturating_mul(self.replicas)).to_string(),
         );
         put("shape", shape_string(hidden));
+        if let Some(on) = &self.trained_on {
+            put("trained_on", on.clone());
+        }
         put("train_len", self.train_len.to_string());
         put(
             "train_fingerprint",
@@ -161,6 +167,10 @@ impl TrainState {
             },
             train_len: num(path, "train_len", get("train_len")?, false)?,
             train_fingerprint: num(path, "train_fingerprint", get("train_fingerprint")?, true)?,
+            // Shown in a note only: any text, cut to a line's length.
+            trained_on: m
+                .get("trained_on")
+                .map(|v| v.chars().filter(|c| !c.is_control()).take(200).collect()),
         };
         state.check(path)?;
         Ok(state)

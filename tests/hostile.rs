@@ -739,6 +739,7 @@ fn forged_snapshot_values_are_refused_on_load() {
         train_len: 200,
         train_fingerprint: 0,
         loss_scale: None,
+        trained_on: None,
     };
     for (state, want) in [
         (

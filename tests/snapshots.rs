@@ -189,6 +189,7 @@ fn some_snapshot() -> (Model, TrainState) {
         train_len: 700,
         train_fingerprint: small(700).train.fingerprint(),
         loss_scale: Some((32768.0, 17)),
+        trained_on: Some("CPU, separated step".into()),
     };
     (Model::init(3), state)
 }
@@ -646,5 +647,55 @@ fn resume_keeps_a_non_default_batch_size_on_cpu_and_gpu() {
         let (code, _, err) = gpu_train(&again);
         assert_eq!(code, 2, "{path:?}: {err}");
         assert!(err.contains("trained with batch size 128"), "{err}");
+    }
+}
+
+/// A snapshot resumed on another engine (or step) says the run will go on correctly but not
+/// bit for bit as the first would have: before, a CPU snapshot resumed on a GPU said nothing.
+#[test]
+fn a_resume_on_another_engine_says_it_is_not_bit_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path().join("s");
+    let s = s.to_str().unwrap();
+    let base = ["--limit", "640", "--epochs", "2", "--keep", "100"];
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpu-train"))
+            .args(base)
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{extra:?}: {err}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&["--cpu", "--snapshot-dir", s, "--snapshot-every", "4"]);
+    let dir_list = checkpoint::SnapshotDir::open(std::path::Path::new(s), 100).unwrap();
+    let first = dir_list.list().unwrap()[0].1.clone();
+    drop(dir_list);
+    let first = first.to_str().unwrap();
+    let resumed = |extra: &[&str]| {
+        let d = tempfile::tempdir().unwrap();
+        let d2 = d.path().join("r");
+        let mut a = vec!["--resume", first, "--snapshot-dir", d2.to_str().unwrap()];
+        a.extend_from_slice(extra);
+        run(&a)
+    };
+    // The same engine and step: no note.
+    let out = resumed(&["--cpu"]);
+    assert!(!out.contains("not be bit-identical"), "{out}");
+    // Another step (separated, through the all-reduce seam) on the same CPU: a note.
+    let out = resumed(&["--cpu", "--replicas", "1"]);
+    assert!(
+        out.contains("trained on CPU, fused step; this run goes on on CPU, separated step"),
+        "{out}"
+    );
+    if gpu_train::gpu::Gpu::for_tests().is_some() {
+        let out = resumed(&["--device", "0"]);
+        assert!(
+            out.contains(
+                "note: the snapshot was trained on CPU, fused step; this run goes on on GPU"
+            ) && out.contains("not be bit-identical"),
+            "{out}"
+        );
     }
 }

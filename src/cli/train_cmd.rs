@@ -11,7 +11,8 @@ use crate::run::{Devices, RunConfig};
 use crate::train::{self, Start};
 use std::path::{Path, PathBuf};
 
-/// Where a run starts: fresh, or from a snapshot (whose settings then win).
+/// Where a run starts: fresh, or from a snapshot (whose settings then win; with what it was
+/// trained on).
 ///
 /// `snapshots` is the locked folder of the process that writes snapshots (rank 0 of an MPI
 /// job); every process finds the snapshot to resume in `args.snapshot_dir` by listing it.
@@ -23,12 +24,13 @@ fn starting_point(
     snapshots: Option<&SnapshotDir>,
     world: usize,
     speaks: bool,
-) -> Result<(Model, Start, RunConfig)> {
+) -> Result<(Model, Start, RunConfig, Option<String>)> {
     match &args.resume {
         None => Ok((
             fresh_model(args, &run, snapshots, speaks)?,
             Start::FRESH,
             run,
+            None,
         )),
         Some(resume) => {
             let path = snapshot_to_resume(resume.as_deref(), args.snapshot_dir.as_deref())?;
@@ -99,8 +101,9 @@ fn snapshot_to_resume(file: Option<&Path>, dir: Option<&Path>) -> Result<PathBuf
     }
 }
 
-/// A run resumed from the snapshot at `path`: its weights, where it stopped, and the run's
-/// settings with the snapshot's seed, batch size and (unless --lr says otherwise) lr.
+/// A run resumed from the snapshot at `path`: its weights, where it stopped, the run's
+/// settings with the snapshot's seed, batch size and (unless --lr says otherwise) lr, and what
+/// the snapshot was trained on.
 fn resume_from(
     path: &Path,
     args: &TrainArgs,
@@ -109,7 +112,7 @@ fn resume_from(
     snapshots: Option<&SnapshotDir>,
     world: usize,
     speaks: bool,
-) -> Result<(Model, Start, RunConfig)> {
+) -> Result<(Model, Start, RunConfig, Option<String>)> {
     let (model, state) = checkpoint::load(path)?;
     checkpoint::check_data(&state, &data.train, path)?;
     check_snapshot_matches_flags(path, args, &run, &model, &state)?;
@@ -151,7 +154,7 @@ fn resume_from(
             .loss_scale
             .map(|(scale, good_steps)| train::LossScaler { scale, good_steps }),
     };
-    Ok((model, start, run))
+    Ok((model, start, run, state.trained_on))
 }
 
 /// Refuses flags that contradict the snapshot: its precision, its network's shape and its
@@ -289,7 +292,8 @@ fn train_in_job(
         Some(dir) if speaks => Some(SnapshotDir::open(dir, args.keep)?),
         _ => None,
     };
-    let (model, start, run) = starting_point(args, run, &data, snapshots.as_ref(), world, speaks)?;
+    let (model, start, run, trained_on) =
+        starting_point(args, run, &data, snapshots.as_ref(), world, speaks)?;
     run.validate()?;
     run.check_fault_steps(data.train.len(), world, &start)?;
     // Every rank has checked its own input; now the ranks check they agree, before any
@@ -326,6 +330,12 @@ fn train_in_job(
         return finish_quiet_rank(trace, nic, job);
     }
     print_start(args, &run, &model, &data, &replicas, snapshots.as_ref());
+    if let Some(was) = trained_on.filter(|was| *was != replicas.arithmetic()) {
+        say!(
+            "note: the snapshot was trained on {was}; this run goes on on {}: correct, but from here its rounding differs, so the weights will not be bit-identical to an uninterrupted run on the first",
+            replicas.arithmetic()
+        );
+    }
     let mut console = Console::new(run.train.epochs);
     if let Some(path) = &args.metrics {
         console.metrics = Some((

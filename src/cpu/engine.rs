@@ -454,7 +454,11 @@ impl CpuEngine {
 }
 
 impl std::fmt::Display for CpuEngine {
+    /// `{:#}`: only what sets the arithmetic's rounding (for snapshots: "CPU").
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        if f.alternate() {
+            return write!(f, "CPU");
+        }
         write!(
             f,
             "CPU (matrixmultiply SGEMM, {} thread{}{})",

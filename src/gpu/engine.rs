@@ -430,7 +430,16 @@ impl GpuEngine {
 }
 
 impl std::fmt::Display for GpuEngine {
+    /// `{:#}`: only what sets the arithmetic's rounding (for snapshots: the adapter and the
+    /// matmul variant).
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        if f.alternate() {
+            return write!(
+                f,
+                "GPU {}, matmul {}",
+                self.gpu.info.name, self.matmul.variant.name
+            );
+        }
         write!(
             f,
             "GPU {}{}, batches {}, matmul {} ({}){}",

@@ -401,6 +401,7 @@ impl Run<'_> {
             train_len: self.data.train.len(),
             train_fingerprint: self.fingerprint,
             loss_scale: replicas.scaler().map(|s| (s.scale, s.good_steps)),
+            trained_on: Some(replicas.arithmetic()),
         };
         save_snapshot(replicas.first(), s.dir, &state)?;
         self.last_snapshot = Some((self.global_step, Instant::now()));

@@ -174,6 +174,14 @@ impl<'a> Replicas<'a> {
         &mut *self.engines[0]
     }
 
+    /// What sets this run's rounding, for snapshots: replica 0's engine (`{:#}`) and the step
+    /// (fused, or separated into gradient, all-reduce and update). A run resumed on another
+    /// goes on correctly but not bit for bit as the first would have.
+    pub fn arithmetic(&self) -> String {
+        let step = if self.fused { "fused" } else { "separated" };
+        format!("{:#}, {step} step", self.engines[0])
+    }
+
     pub fn describe(&self) -> String {
         let mut s = self.engines[0].to_string();
         if self.engines.len() > 1 {
