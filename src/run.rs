@@ -65,10 +65,36 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
-    /// Refuses a `--fault` at a global step past the end of this run (it would silently do
-    /// nothing): the run ends at the last step of its last epoch, with `world` replicas sharing
-    /// each global batch of a `train_len`-image set, counting on from `start`.
-    pub fn check_fault_steps(&self, train_len: usize, world: usize, start: &Start) -> Result<()> {
+    /// Refuses a `--fault` that would silently do nothing: with nothing to send messages
+    /// between (one replica, one rank), on a replica that does not exist, or at a global step
+    /// past the end of this run (the last step of its last epoch, with `world` replicas sharing
+    /// each global batch of a `train_len`-image set, counting on from `start`). Faults act on
+    /// the ring between the in-process replicas, or, in an MPI job of `ranks` ranks, between
+    /// the ranks (replica = rank).
+    pub fn check_faults(
+        &self,
+        train_len: usize,
+        (world, ranks): (usize, usize),
+        start: &Start,
+    ) -> Result<()> {
+        let f = &self.faults;
+        let (parties, what) = match ranks {
+            1 => (self.replicas(), "replicas"),
+            _ => (ranks, "ranks (a fault's replica is a rank)"),
+        };
+        if (!f.lose.is_empty() || !f.corrupt.is_empty() || f.slow.is_some()) && parties < 2 {
+            return Err(Error::Config(
+                "--fault acts on the all-reduce's messages: pass --devices or --replicas with 2 or more, or run 2 or more --mpi ranks".into(),
+            ));
+        }
+        for (kind, at) in [("lose-message", &f.lose), ("corrupt-message", &f.corrupt)] {
+            if let Some((_, r)) = at.iter().find(|&&(_, r)| r >= parties) {
+                return Err(Error::Config(format!(
+                    "--fault {kind}@…:{r}: there are {what} 0 to {} only",
+                    parties - 1
+                )));
+            }
+        }
         let per = self.train.steps_per_epoch(train_len, world) as u64;
         let epochs_left = (self.train.epochs + 1).saturating_sub(start.at.epoch) as u64;
         let end = start.global_step + (epochs_left * per).saturating_sub(start.at.step as u64);
@@ -107,21 +133,6 @@ impl RunConfig {
         if self.precision == Precision::F16 && !self.data_parallel {
             return Err(Error::Config(
                 "--precision f16 trains with the separated step".into(),
-            ));
-        }
-        let f = &self.faults;
-        for (what, at) in [("lose-message", &f.lose), ("corrupt-message", &f.corrupt)] {
-            if let Some((_, r)) = at.iter().find(|&&(_, r)| r >= n) {
-                return Err(Error::Config(format!(
-                    "--fault {what}@…:{r}: there are replicas 0 to {} only",
-                    n - 1
-                )));
-            }
-        }
-        if (!f.lose.is_empty() || !f.corrupt.is_empty() || f.slow.is_some()) && self.replicas() < 2
-        {
-            return Err(Error::Config(
-                "--fault acts on the messages between in-process replicas: pass --devices or --replicas with 2 or more".into(),
             ));
         }
         if self.grad_f16 && !self.data_parallel {

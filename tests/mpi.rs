@@ -82,16 +82,8 @@ fn ranks_train_like_in_process_replicas() {
         "2",
     ];
     for (np, batch) in [(2usize, "32"), (3, "21"), (4, "16")] {
-        let (ranks, local) = (d(&format!("ranks{np}")), d(&format!("local{np}")));
-        let mut a = common.to_vec();
-        a.extend(["--batch-size", batch, "--snapshot-dir", &ranks]);
-        let out = mpirun(np, &a);
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            text.contains(&format!("MPI_Allreduce across {np} ranks")),
-            "{text}"
-        );
         let n = np.to_string();
+        let local = d(&format!("local{np}"));
         let mut b = common.to_vec();
         b.extend([
             "--replicas",
@@ -103,19 +95,99 @@ fn ranks_train_like_in_process_replicas() {
         ]);
         let (code, _, err) = gpu_train(&b);
         assert_eq!(code, 0, "{err}");
-        let (m_ranks, m_local) = (latest(Path::new(&ranks)), latest(Path::new(&local)));
-        if np == 2 {
-            // a + b = b + a: with two, MPI's sum and the ring's are the same bits.
-            assert!(
-                m_ranks == m_local,
-                "2 ranks differ from 2 in-process replicas (max {})",
-                m_ranks.max_abs_diff(&m_local)
-            );
-        } else {
-            // With more, MPI adds in its own order: the same tolerance as N replicas against
-            // one device with N× the batch (tests/parallel.rs).
-            assert_close(&format!("{np} ranks vs {np} replicas"), &m_ranks, &m_local);
+        let m_local = latest(Path::new(&local));
+        for algo in ["ring", "mpi"] {
+            let ranks = d(&format!("ranks{np}-{algo}"));
+            let mut a = common.to_vec();
+            a.extend([
+                "--batch-size",
+                batch,
+                "--snapshot-dir",
+                &ranks,
+                "--allreduce",
+                algo,
+            ]);
+            let out = mpirun(np, &a);
+            let text = String::from_utf8_lossy(&out.stdout);
+            let m_ranks = latest(Path::new(&ranks));
+            if algo == "ring" {
+                // Our ring across ranks makes the in-process ring's chunks, order and
+                // additions: the same bits, whatever N. Its payload is what it counts.
+                assert!(
+                    text.contains(&format!("ring all-reduce over MPI point-to-point (2×(N−1) checksummed messages a sync) across {np} ranks")),
+                    "{text}"
+                );
+                assert!(text.contains("ring payload"), "{text}");
+                assert!(
+                    m_ranks == m_local,
+                    "{np} ranks (ring) differ from {np} in-process replicas (max {})",
+                    m_ranks.max_abs_diff(&m_local)
+                );
+            } else {
+                assert!(
+                    text.contains(&format!("MPI_Allreduce across {np} ranks")),
+                    "{text}"
+                );
+                assert!(text.contains("handed to MPI_Allreduce"), "{text}");
+                if np == 2 {
+                    // a + b = b + a: with two, MPI's sum and the ring's are the same bits.
+                    assert!(m_ranks == m_local, "2 ranks (MPI_Allreduce) differ");
+                } else {
+                    // With more, MPI adds in its own order: the same tolerance as N replicas
+                    // against one device with N× the batch (tests/parallel.rs).
+                    assert_close(&format!("{np} ranks vs {np} replicas"), &m_ranks, &m_local);
+                }
+            }
         }
+    }
+}
+
+/// The ring across 4 ranks reports its payload, 2(N−1)/N of the 407,080-byte gradient a step a
+/// rank: 610,620 B (before, under --mpi the bytes handed to MPI_Allreduce were reported under
+/// the ring's label); a damaged or lost message between ranks stops the job with its reason.
+#[test]
+fn the_ring_across_ranks_counts_its_payload_and_catches_bad_messages() {
+    let base = [
+        "--cpu",
+        "--threads",
+        "1",
+        "--limit",
+        "1280",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+    ];
+    let out = mpirun(4, &base);
+    let text = String::from_utf8_lossy(&out.stdout);
+    // 1,280 images, global batch 4 × 64: 5 steps.
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("epoch"))
+        .expect("an epoch line");
+    let mb = 5.0 * 610_620.0 / 1e6;
+    assert!(
+        line.contains(&format!("ring payload {mb:.1} MB/replica")),
+        "{line}"
+    );
+    for (fault, says) in [
+        ("corrupt-message@2:1", "arrived damaged"),
+        ("lose-message@2:0", "never arrived"),
+    ] {
+        let mut a = base.to_vec();
+        a.extend(["--fault", fault]);
+        let child = mpirun_cmd(2, &a)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = wait(child, Duration::from_secs(30));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{fault}: {err}");
+        assert!(
+            err.contains("global step 2") && err.contains(says),
+            "{fault}: {err}"
+        );
     }
 }
 
@@ -259,7 +331,7 @@ fn mpi_needs_the_same_replica_count_on_every_rank_and_reports_the_job() {
     // Without mpirun a --mpi process is a job of one rank.
     let (code, out, err) = gpu_train(&["--mpi", "--cpu", "--epochs", "1", "--limit", "200"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("MPI_Allreduce across 1 ranks"), "{out}");
+    assert!(out.contains("across 1 ranks"), "{out}");
 }
 
 #[test]
@@ -405,7 +477,7 @@ fn ctrl_c_on_an_mpi_job_says_where_to_resume() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(
-        err.contains("gpu-train: interrupted; the latest snapshot is")
+        err.contains("gpu-train: rank 0 stopped by a signal (Ctrl-C, or mpirun ending the job); the latest snapshot is")
             && err.contains("continue with --resume"),
         "{err}"
     );

@@ -48,16 +48,23 @@ impl Job {
         ))
     }
 
-    /// The all-reduce joining `local` replicas here to the rest of the job, if this is one.
+    /// The all-reduce joining `local` replicas here to the rest of the job, if this is one:
+    /// across ranks by `across`, with `faults` in the ring's messages.
     pub(super) fn all_reduce(
         &self,
         local: usize,
+        across: crate::parallel::AcrossRanks,
+        faults: &crate::parallel::ring::Faults,
     ) -> Result<Option<Box<dyn crate::parallel::AllReduce>>> {
         #[cfg(feature = "mpi")]
         if let Some(job) = &self.mpi {
-            return Ok(Some(Box::new(job.all_reduce(local)?)));
+            return Ok(Some(Box::new(job.all_reduce(
+                local,
+                across,
+                faults.clone(),
+            )?)));
         }
-        let _ = local;
+        let _ = (local, across, faults);
         Ok(None)
     }
 

@@ -92,11 +92,17 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N")]
     pub device: Option<usize>,
     /// Join an MPI job started by mpirun: each rank is one replica (or --devices/--replicas
-    /// replicas) and trains on its part of every global batch; gradients are summed with
-    /// MPI_Allreduce; rank 0 prints and writes the snapshots. Needs a build with
-    /// `--features mpi`.
+    /// replicas) and trains on its part of every global batch; gradients are summed across
+    /// the ranks as --allreduce says; rank 0 prints and writes the snapshots. Needs a build
+    /// with `--features mpi`.
     #[arg(long)]
     pub mpi: bool,
+    /// Under --mpi, how the ranks sum their gradients: `ring`, the chapter's ring all-reduce
+    /// over MPI point-to-point messages (sequenced and checksummed; its payload is counted,
+    /// and --fault acts on its messages, replica = rank), or `mpi`, MPI_Allreduce (the
+    /// library's own algorithm; only the bytes handed to it are known).
+    #[arg(long, value_enum, default_value = "ring")]
+    pub allreduce: crate::parallel::AcrossRanks,
     /// Data-parallel training, one replica per listed adapter (e.g. 0,1; an adapter may repeat:
     /// 0,0,0,0 opens four devices on adapter 0). Each replica trains on its own shard of every
     /// global batch; gradients are summed by a ring all-reduce.
@@ -217,9 +223,10 @@ impl TrainArgs {
                 crate::model::MAX_HIDDEN
             )));
         }
-        if !self.fault.is_empty() && self.mpi {
+        if !self.fault.is_empty() && self.mpi && self.allreduce == crate::parallel::AcrossRanks::Mpi
+        {
             return Err(crate::Error::Config(
-                "--fault injects into the in-process ring; under MPI the network is MPI's".into(),
+                "--fault injects into our ring's messages; with --allreduce mpi the messages are MPI_Allreduce's own (use --allreduce ring)".into(),
             ));
         }
         let precision = match self.precision {

@@ -295,7 +295,7 @@ fn train_in_job(
     let (model, start, run, trained_on) =
         starting_point(args, run, &data, snapshots.as_ref(), world, speaks)?;
     run.validate()?;
-    run.check_fault_steps(data.train.len(), world, &start)?;
+    run.check_faults(data.train.len(), (world, job.ranks), &start)?;
     // Every rank has checked its own input; now the ranks check they agree, before any
     // gradient is exchanged. Every rank has chosen its snapshot before rank 0 moves or writes any.
     job.agree(&job_fields(args, &run, &model, &data, start))?;
@@ -309,7 +309,7 @@ fn train_in_job(
         None => None,
     };
     let mut engines = run.engines(&model, &data)?;
-    let mut replicas = match job.all_reduce(engines.len())? {
+    let mut replicas = match job.all_reduce(engines.len(), args.allreduce, &run.faults)? {
         Some(all_reduce) => run.replicas_with(&mut engines, all_reduce)?,
         None => run.replicas_of(&mut engines)?,
     };
@@ -358,7 +358,10 @@ fn train_in_job(
     let mpi_snapshots = args.mpi.then(|| args.snapshot_dir.clone());
     let _ = ctrlc::set_handler(move || {
         if let Some(dir) = &mpi_snapshots {
-            eprintln!("gpu-train: interrupted; {}", resume_hint_in(dir.as_deref()));
+            eprintln!(
+                "gpu-train: rank 0 stopped by a signal (Ctrl-C, or mpirun ending the job); {}",
+                resume_hint_in(dir.as_deref())
+            );
             std::process::exit(130);
         }
         if train::STOP.swap(true, std::sync::atomic::Ordering::SeqCst) {
@@ -477,6 +480,7 @@ fn job_fields(
         ("--data-dir (test examples)", data.test.len().to_string()),
         ("--resume (starting step)", start.global_step.to_string()),
         ("--trace", args.trace.is_some().to_string()),
+        ("--allreduce", format!("{:?}", args.allreduce)),
         ("--trace-steps", args.trace_steps.clone()),
         ("--overlap", run.overlap.to_string()),
     ]

@@ -309,6 +309,13 @@ pub struct BenchRow {
     pub algbw_gbs: f64,
     /// algbw × 2(N−1)/N: the rate each link had to carry, comparable across N.
     pub busbw_gbs: f64,
+    /// "ring" (ours: in-process, or over MPI point-to-point) or "mpi" (MPI_Allreduce).
+    #[serde(default = "ring_algorithm")]
+    pub algorithm: String,
+}
+
+fn ring_algorithm() -> String {
+    "ring".into()
 }
 
 /// Times the all-reduce of `bytes` of f32 across `grads` (one buffer per replica). `fixed`:
@@ -387,6 +394,7 @@ pub fn run_allreduce_bench(a: &AllreduceBenchArgs) -> Result<()> {
                 seconds: t,
                 algbw_gbs: algbw,
                 busbw_gbs: busbw,
+                algorithm: "ring".into(),
             });
             bytes *= 2;
         }
@@ -482,42 +490,63 @@ pub fn run_plot(a: &PlotArgs) -> Result<()> {
     Ok(())
 }
 
-/// `allreduce-bench --mpi`: the same sweep with MPI_Allreduce across the ranks of the job.
+/// `allreduce-bench --mpi`: the same sweep across the ranks of the job, with our ring over MPI
+/// point-to-point messages and with MPI_Allreduce, side by side.
 fn mpi_bench(a: &AllreduceBenchArgs) -> Result<()> {
     #[cfg(feature = "mpi")]
     {
+        use crate::parallel::AcrossRanks;
         let job = crate::parallel::mpi::MpiJob::init()?;
-        let mut ar = job.all_reduce(1)?;
         let n = job.ranks;
         if job.rank == 0 {
-            println!("# MPI_Allreduce across {n} ranks, f32 sum; time = median of 10; algbw = size/time; busbw = algbw × 2(N−1)/N");
+            println!("# across {n} ranks, f32 sum; time = median of 10; algbw = size/time; busbw = algbw × 2(N−1)/N");
+            println!("# ring: our ring over MPI point-to-point (bytes sent: its payload); mpi: MPI_Allreduce (bytes: handed to it)");
             println!(
-                "{:>4} {:>12} {:>12} {:>12} {:>12} {:>12}",
-                "N", "size (B)", "count", "time (µs)", "algbw GB/s", "busbw GB/s"
+                "{:>4} {:>5} {:>12} {:>12} {:>12} {:>12} {:>12} {:>14}",
+                "N",
+                "algo",
+                "size (B)",
+                "count",
+                "time (µs)",
+                "algbw GB/s",
+                "busbw GB/s",
+                "sent/rank (B)"
             );
         }
         let mut rows = Vec::new();
+        let faults = crate::parallel::ring::Faults {
+            timeout: std::time::Duration::from_secs(10),
+            ..Default::default()
+        };
         let mut bytes = 8usize;
         while bytes <= a.max_bytes {
-            let mut grads = vec![vec![1.0f32; bytes / 4]];
-            let (t, sent) = time_one(&mut ar, &mut grads, Some(10))?;
-            let algbw = bytes as f64 / t / 1e9;
-            let busbw = algbw * 2.0 * (n as f64 - 1.0) / n as f64;
-            if job.rank == 0 {
-                println!(
-                    "{n:>4} {bytes:>12} {:>12} {:>12.2} {algbw:>12.3} {busbw:>12.3}",
-                    bytes / 4,
-                    t * 1e6
-                );
+            for across in [AcrossRanks::Ring, AcrossRanks::Mpi] {
+                let mut ar = job.all_reduce(1, across, faults.clone())?;
+                let mut grads = vec![vec![1.0f32; bytes / 4]];
+                let (t, sent) = time_one(&mut ar, &mut grads, Some(10))?;
+                let algbw = bytes as f64 / t / 1e9;
+                let busbw = algbw * 2.0 * (n as f64 - 1.0) / n as f64;
+                let algo = match across {
+                    AcrossRanks::Ring => "ring",
+                    AcrossRanks::Mpi => "mpi",
+                };
+                if job.rank == 0 {
+                    println!(
+                        "{n:>4} {algo:>5} {bytes:>12} {:>12} {:>12.2} {algbw:>12.3} {busbw:>12.3} {sent:>14}",
+                        bytes / 4,
+                        t * 1e6
+                    );
+                }
+                rows.push(BenchRow {
+                    replicas: n,
+                    bytes,
+                    bytes_on_wire: sent,
+                    seconds: t,
+                    algbw_gbs: algbw,
+                    busbw_gbs: busbw,
+                    algorithm: algo.into(),
+                });
             }
-            rows.push(BenchRow {
-                replicas: n,
-                bytes,
-                bytes_on_wire: sent,
-                seconds: t,
-                algbw_gbs: algbw,
-                busbw_gbs: busbw,
-            });
             bytes *= 2;
         }
         if let (Some(path), 0) = (&a.json, job.rank) {

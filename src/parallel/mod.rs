@@ -54,6 +54,18 @@ pub fn parse_duration(s: &str) -> Result<f64> {
     Ok(secs)
 }
 
+/// How the ranks of an MPI job sum their gradients (`--allreduce`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AcrossRanks {
+    /// Our ring (reduce-scatter, then all-gather) over MPI point-to-point messages, each
+    /// sequenced and checksummed like the in-process ring's: the bytes it counts are the
+    /// algorithm's payload, 2(N−1)/N of the gradient a rank a step.
+    Ring,
+    /// MPI_Allreduce: the library picks its own algorithm; only the bytes handed to it are
+    /// known.
+    Mpi,
+}
+
 /// What one replica's share of one all-reduce moved.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Traffic {

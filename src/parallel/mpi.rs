@@ -6,16 +6,19 @@
 //! (NVLink inside a server, the network across servers):
 //! ```text
 //! 1. inside the rank: the in-process ring sums the local replicas' gradients
-//! 2. across ranks:    MPI_Allreduce (sum) of that local sum, over shared memory on one
-//!                     machine, TCP (or InfiniBand, ...) between machines
+//! 2. across ranks:    that local sum is summed over the ranks, over shared memory on one
+//!                     machine, TCP (or InfiniBand, ...) between machines, either by
+//!                     --allreduce ring (default): our ring over MPI point-to-point messages,
+//!                        the chapter's algorithm, each message sequenced and checksummed;
+//!                        the bytes counted are its payload, 2(N−1)/N of the gradient
+//!                     --allreduce mpi: MPI_Allreduce, whose algorithm is the library's own
+//!                        choice (for this 407 KB buffer Open MPI typically picks a ring or
+//!                        recursive doubling); the bytes counted are the buffer handed to it
 //! 3. inside the rank: the job-wide sum is copied to every local replica
 //! ```
-//! Which algorithm MPI uses for step 2 is its own choice (for this 407 KB buffer Open MPI
-//! typically picks a ring or recursive doubling); the bytes counted here are what was handed to
-//! MPI, the buffer itself, not what went on each wire.
 
-use super::ring::Ring;
-use super::{AllReduce, Traffic};
+use super::ring::{Faults, Message, Ring};
+use super::{part, AcrossRanks, AllReduce, Traffic};
 use crate::engine::Totals;
 use crate::error::{Error, Result};
 use mpi::collective::SystemOperation;
@@ -54,8 +57,14 @@ impl MpiJob {
     }
 
     /// The all-reduce over this job, for `local` replicas in this process (every rank must
-    /// have the same number; checked).
-    pub fn all_reduce(&self, local: usize) -> Result<MpiAllReduce> {
+    /// have the same number; checked), summing across ranks by `across`, with `faults`
+    /// injected into the ring's messages across ranks (replica index = rank).
+    pub fn all_reduce(
+        &self,
+        local: usize,
+        across: AcrossRanks,
+        faults: Faults,
+    ) -> Result<MpiAllReduce> {
         let mut counts = vec![0u64; self.ranks];
         self.world.all_gather_into(&(local as u64), &mut counts[..]);
         if let Some(r) = counts.iter().position(|&c| c != local as u64) {
@@ -71,6 +80,10 @@ impl MpiJob {
             local,
             ring: Ring::new(local),
             scratch: Vec::new(),
+            across,
+            faults,
+            outgoing: Vec::new(),
+            incoming: Vec::new(),
         })
     }
 
@@ -129,12 +142,208 @@ pub struct MpiAllReduce {
     local: usize,
     ring: Ring,
     scratch: Vec<f32>,
+    across: AcrossRanks,
+    faults: Faults,
+    /// The ring's wire buffers across ranks: a header then the payload, as u32 words.
+    outgoing: Vec<u32>,
+    incoming: Vec<u32>,
+}
+
+/// Words of a ring message's header on the wire: step (2), seq, from, chunk, checksum.
+const HEADER: usize = 6;
+
+impl MpiAllReduce {
+    /// Our ring across the ranks, on `sum` (this rank's local sum; on return the job's):
+    /// N − 1 steps of reduce-scatter (each rank sends one chunk to its right neighbour and adds
+    /// the chunk from its left) then N − 1 of all-gather (the finished chunks go round), the
+    /// same chunks, order and additions as the in-process ring, so N ranks of one replica each
+    /// compute the same bits as N in-process replicas. Returns what this rank sent.
+    fn ring_across(&mut self, step: u64, sum: &mut [f32]) -> Result<Traffic> {
+        let (n, r) = (self.ranks, self.rank);
+        let mut t = Traffic::default();
+        if n == 1 {
+            return Ok(t);
+        }
+        let len = sum.len();
+        let (right, left) = ((r + 1) % n, (r + n - 1) % n);
+        let longest = (0..n).map(|c| part(len, n, c).len()).max().unwrap_or(0);
+        let mut seq = 0u32;
+        for phase in 0..2 {
+            for s in 0..n - 1 {
+                let chunk = if phase == 0 {
+                    (r + n - s) % n
+                } else {
+                    (r + 1 + n - s) % n
+                };
+                let expect = (chunk + n - 1) % n;
+                let msg = Message {
+                    step,
+                    seq,
+                    from: r,
+                    to: right,
+                    chunk,
+                    payload: sum[part(len, n, chunk)].to_vec(),
+                    checksum: 0,
+                };
+                self.outgoing.clear();
+                self.outgoing.extend_from_slice(&[
+                    step as u32,
+                    (step >> 32) as u32,
+                    seq,
+                    r as u32,
+                    chunk as u32,
+                    msg.crc(),
+                ]);
+                self.outgoing
+                    .extend(msg.payload.iter().map(|v| v.to_bits()));
+                if self.faults.corrupt.contains(&(step, r)) && seq == 0 {
+                    self.outgoing[HEADER] ^= 1 << 22;
+                }
+                let lose = self.faults.lose.contains(&(step, r)) && seq == 0;
+                if let Some(d) = self.faults.slow {
+                    std::thread::sleep(d);
+                }
+                self.incoming.resize(HEADER + longest, 0);
+                let words = exchange(
+                    &self.world,
+                    (right, &self.outgoing, lose),
+                    (left, &mut self.incoming),
+                    self.faults.timeout,
+                )
+                .map_err(|waited| {
+                    Error::LinkFault(format!(
+                        "global step {step}: the all-reduce message {seq} from rank {left} to rank {r} never arrived (nothing within {:.1} s)",
+                        waited.as_secs_f64()
+                    ))
+                })?;
+                let got = decode(&self.incoming[..words]);
+                let fault = |what: String| {
+                    Error::LinkFault(format!(
+                        "global step {step}: the all-reduce message {seq} from rank {left} to rank {r} {what}"
+                    ))
+                };
+                let Some((header, got)) = got else {
+                    return Err(fault(format!("is {words} words, shorter than a header")));
+                };
+                let range = part(len, n, expect);
+                let (h_step, h_seq, h_from, h_chunk, h_sum) = header;
+                if h_from == left && (h_step, h_seq) > (step, seq) {
+                    // A later message came in its place: a gap in the sequence numbers, the
+                    // way a lost packet is noticed.
+                    return Err(fault(format!(
+                        "never arrived (lost: message {h_seq} of step {h_step} came in its place)"
+                    )));
+                }
+                if (h_step, h_seq, h_from, h_chunk) != (step, seq, left, expect)
+                    || got.payload.len() != range.len()
+                {
+                    return Err(fault(format!(
+                        "is not the one expected (step {h_step}, message {h_seq}, from rank {h_from}, chunk {h_chunk} of {} values)",
+                        got.payload.len()
+                    )));
+                }
+                let got = Message {
+                    step,
+                    seq,
+                    from: left,
+                    to: r,
+                    chunk: expect,
+                    ..got
+                };
+                if got.crc() != h_sum {
+                    return Err(fault(format!(
+                        "arrived damaged (its checksum {h_sum:08x} does not match its contents, {:08x})",
+                        got.crc()
+                    )));
+                }
+                let mine = &mut sum[range];
+                if phase == 0 {
+                    for (m, &p) in mine.iter_mut().zip(&got.payload) {
+                        *m += p;
+                    }
+                } else {
+                    mine.copy_from_slice(&got.payload);
+                }
+                t.sent += 4 * msg.payload.len() as u64;
+                t.received += 4 * got.payload.len() as u64;
+                t.messages += 1;
+                seq += 1;
+            }
+        }
+        Ok(t)
+    }
+}
+
+/// A received message's header (step, seq, from, chunk, checksum) and payload, or None when
+/// it is shorter than a header.
+fn decode(words: &[u32]) -> Option<((u64, u32, usize, usize, u32), Message)> {
+    let (h, body) = (words.get(..HEADER)?, &words[HEADER..]);
+    let header = (
+        h[0] as u64 | (h[1] as u64) << 32,
+        h[2],
+        h[3] as usize,
+        h[4] as usize,
+        h[5],
+    );
+    let msg = Message {
+        step: header.0,
+        seq: header.1,
+        from: header.2,
+        to: 0,
+        chunk: header.3,
+        payload: body.iter().map(|&w| f32::from_bits(w)).collect(),
+        checksum: header.4,
+    };
+    Some((header, msg))
+}
+
+/// Sends `out` to rank `to` (unless `lose`: a lost message) while receiving from rank `from`
+/// into `into`, waiting for the receive at most `timeout`; returns the words received, or how
+/// long it waited. The receive is posted first, so two neighbours never wait on each other.
+fn exchange(
+    world: &SimpleCommunicator,
+    (to, out, lose): (usize, &[u32], bool),
+    (from, into): (usize, &mut [u32]),
+    timeout: std::time::Duration,
+) -> std::result::Result<usize, std::time::Duration> {
+    let start = std::time::Instant::now();
+    mpi::request::scope(|scope| {
+        let mut recv = world
+            .process_at_rank(from as i32)
+            .immediate_receive_into(scope, into);
+        let send = (!lose).then(|| world.process_at_rank(to as i32).immediate_send(scope, out));
+        let status = loop {
+            match recv.test() {
+                Ok(status) => break Some(status),
+                Err(r) => recv = r,
+            }
+            if start.elapsed() > timeout {
+                recv.cancel();
+                let _ = recv.wait();
+                break None;
+            }
+            std::thread::yield_now();
+        };
+        if let Some(send) = send {
+            send.wait();
+        }
+        match status {
+            Some(s) => Ok(s.count(u32::equivalent_datatype()) as usize),
+            None => Err(start.elapsed()),
+        }
+    })
 }
 
 impl AllReduce for MpiAllReduce {
     fn describe(&self) -> String {
+        let how = match self.across {
+            AcrossRanks::Ring => {
+                "ring all-reduce over MPI point-to-point (2×(N−1) checksummed messages a sync)"
+            }
+            AcrossRanks::Mpi => "MPI_Allreduce",
+        };
         format!(
-            "MPI_Allreduce across {} ranks{} (rank {} of {})",
+            "{how} across {} ranks{} (rank {} of {})",
             self.ranks,
             if self.local > 1 {
                 format!(
@@ -154,12 +363,13 @@ impl AllReduce for MpiAllReduce {
     }
 
     fn bytes_are(&self) -> &'static str {
-        // MPI picks its algorithm: what it put on the wires is not known here, only the
-        // buffer handed to it (plus the local ring's payload where a rank has several).
-        if self.local > 1 {
-            "local ring payload + handed to MPI_Allreduce"
-        } else {
-            "handed to MPI_Allreduce"
+        // Under --allreduce mpi, MPI picks its algorithm: what it put on the wires is not
+        // known here, only the buffer handed to it (plus the local ring's payload where a
+        // rank has several).
+        match (self.across, self.local > 1) {
+            (AcrossRanks::Ring, _) => "ring payload",
+            (AcrossRanks::Mpi, true) => "local ring payload + handed to MPI_Allreduce",
+            (AcrossRanks::Mpi, false) => "handed to MPI_Allreduce",
         }
     }
 
@@ -171,23 +381,39 @@ impl AllReduce for MpiAllReduce {
         // 1. Inside the rank.
         let mut traffic = self.ring.all_reduce(step, grads)?;
         // 2. Across ranks: the local sum (now in every local replica) once.
-        let local_sum = &grads[0];
-        self.scratch.resize(local_sum.len(), 0.0);
-        self.world.all_reduce_into(
-            &local_sum[..],
-            &mut self.scratch[..],
-            SystemOperation::sum(),
-        );
+        let across = match self.across {
+            AcrossRanks::Ring => {
+                let mut sum = std::mem::take(&mut self.scratch);
+                sum.clear();
+                sum.extend_from_slice(&grads[0]);
+                let t = self.ring_across(step, &mut sum);
+                self.scratch = sum;
+                t?
+            }
+            AcrossRanks::Mpi => {
+                let local_sum = &grads[0];
+                self.scratch.resize(local_sum.len(), 0.0);
+                self.world.all_reduce_into(
+                    &local_sum[..],
+                    &mut self.scratch[..],
+                    SystemOperation::sum(),
+                );
+                // Handed to MPI (and received back) by the rank.
+                let bytes = 4 * self.scratch.len() as u64;
+                Traffic {
+                    sent: bytes,
+                    received: bytes,
+                    messages: 1,
+                }
+            }
+        };
         // 3. Back to every local replica.
         for g in grads.iter_mut() {
             g.copy_from_slice(&self.scratch);
         }
-        let bytes = 4 * self.scratch.len() as u64;
+        // Counted once a rank, on replica 0.
         if let Some(t) = traffic.first_mut() {
-            // Handed to MPI (and received back) by the rank, counted once, on replica 0.
-            t.sent += bytes;
-            t.received += bytes;
-            t.messages += 1;
+            *t += across;
         }
         Ok(traffic)
     }

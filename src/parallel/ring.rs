@@ -38,7 +38,9 @@ pub struct Message {
 }
 
 impl Message {
-    fn crc(&self) -> u32 {
+    /// CRC-32 over the header fields and the payload (what the sender stamps and the
+    /// receiver checks).
+    pub fn crc(&self) -> u32 {
         let mut h = crc32fast::Hasher::new();
         h.update(&self.step.to_le_bytes());
         h.update(&self.seq.to_le_bytes());
