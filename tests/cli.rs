@@ -247,5 +247,16 @@ fn a_headless_machine_shows_no_display_errors() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
         assert!(!err.contains("XDG_RUNTIME_DIR"), "{args:?}: {err}");
+        // On a software adapter the engine line says, measured, how it compares with --cpu
+        // (it said "expect CPU-like speed", which was not true: lavapipe is 20-60× slower).
+        let text = String::from_utf8_lossy(&out.stdout);
+        if let Some(line) = text.lines().find(|l| l.starts_with("engine:")) {
+            if line.contains("software adapter (runs on the CPU)") {
+                assert!(
+                    line.contains("than the CPU path's here") || line.contains("about as fast"),
+                    "{line}"
+                );
+            }
+        }
     }
 }

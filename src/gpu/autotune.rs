@@ -26,6 +26,40 @@ use std::time::Instant;
 pub struct Choice {
     pub variant: &'static MatmulVariant,
     pub how: String,
+    /// Seconds the chosen variant took for the two products (None with --kernels).
+    pub seconds: Option<f64>,
+}
+
+/// Seconds this machine's CPU path (matrixmultiply's sgemm, the CPU trainer's) takes for the
+/// same two products at batch 64 on one thread, the least of a few runs: beside a software
+/// adapter's time it says how much slower the "GPU" is than `--cpu` here.
+pub fn cpu_seconds() -> f64 {
+    let (b, hid, pix) = (64usize, HIDDEN, PIXELS);
+    let x = vec![0.25f32; b * pix];
+    let w1 = vec![0.25f32; hid * pix];
+    let dh = vec![0.25f32; b * hid];
+    let mut h = vec![0.0f32; b * hid];
+    let mut g = vec![0.0f32; hid * pix];
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        // SAFETY: every slice holds the rows × columns its strides describe.
+        unsafe {
+            // h = x · W1ᵀ: (64×784)·(784×128).
+            matrixmultiply::sgemm(
+                b, pix, hid, 1.0, x.as_ptr(), pix as isize, 1, w1.as_ptr(), 1, pix as isize,
+                0.0, h.as_mut_ptr(), hid as isize, 1,
+            );
+            // ∂W1 = δ1ᵀ · x: (128×64)·(64×784).
+            matrixmultiply::sgemm(
+                hid, b, pix, 1.0, dh.as_ptr(), 1, hid as isize, x.as_ptr(), pix as isize, 1,
+                0.0, g.as_mut_ptr(), pix as isize, 1,
+            );
+        }
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    std::hint::black_box((&h, &g));
+    best
 }
 
 /// The cache key: adapter, backend, driver, and this build's kernels.
@@ -183,6 +217,7 @@ pub fn choose(gpu: &Gpu, forced: Option<&str>) -> Result<Choice> {
         return Ok(Choice {
             variant: MatmulVariant::by_name(name)?,
             how: "chosen with --kernels".into(),
+            seconds: None,
         });
     }
     static CHOSEN: OnceLock<Mutex<HashMap<String, Choice>>> = OnceLock::new();
@@ -194,9 +229,16 @@ pub fn choose(gpu: &Gpu, forced: Option<&str>) -> Result<Choice> {
         return Ok(c.clone());
     }
     let choice = if let Some((variant, details)) = read_cache(&key) {
+        // The chosen variant's time, from its "name N µs" in the details.
+        let seconds = details
+            .split(", ")
+            .find_map(|d| d.strip_prefix(&format!("{} ", variant.name)))
+            .and_then(|t| t.trim_end_matches(" µs").parse::<f64>().ok())
+            .map(|us| us * 1e-6);
         Choice {
             variant,
             how: format!("measured earlier: {details}"),
+            seconds,
         }
     } else {
         let mut times = Vec::new();
@@ -214,9 +256,11 @@ pub fn choose(gpu: &Gpu, forced: Option<&str>) -> Result<Choice> {
             .collect::<Vec<_>>()
             .join(", ");
         write_cache(&key, best.name, &details);
+        let seconds = times.iter().find(|(v, _)| v.name == best.name).map(|t| t.1);
         Choice {
             variant: best,
             how: format!("measured now: {details} for the hidden layer's two products"),
+            seconds,
         }
     };
     memo.insert(key, choice.clone());

@@ -63,6 +63,9 @@ pub struct GpuEngine {
     pub(super) gpu: Gpu,
     /// Which matmul variant runs here, and how it was chosen.
     pub(super) matmul: super::autotune::Choice,
+    /// On a software adapter: how many times slower its matrix products ran than the CPU
+    /// path's sgemm on the same products (measured at start-up), for the engine line.
+    pub(super) slower_than_cpu: Option<f64>,
     pub(super) kernels: Kernels,
     pub(super) opts: GpuOptions,
     /// Every buffer, allocated once.
@@ -106,6 +109,10 @@ impl GpuEngine {
             ));
         }
         let matmul = super::autotune::choose(&gpu, opts.kernels)?;
+        let slower_than_cpu = match (gpu.is_software(), matmul.seconds) {
+            (true, Some(s)) => Some(s / super::autotune::cpu_seconds().max(1e-9)),
+            _ => None,
+        };
         let bufs = Buffers::new(&gpu, model, &opts, train, matmul.variant)?;
         let kernels = Kernels::new(&gpu.device, matmul.variant);
         let sgd = Dispatch::with_uniform(
@@ -172,6 +179,7 @@ impl GpuEngine {
             timed: None,
             half,
             matmul,
+            slower_than_cpu,
             kernels,
             bufs,
             grad_pending: Vec::new(),
@@ -444,10 +452,13 @@ impl std::fmt::Display for GpuEngine {
             f,
             "GPU {}{}, batches {}, matmul {} ({}){}",
             super::context::describe(&self.gpu.info),
-            if self.gpu.is_software() {
-                " (software: expect CPU-like speed)"
-            } else {
-                ""
+            match (self.gpu.is_software(), self.slower_than_cpu) {
+                (true, Some(r)) if r >= 1.5 => format!(
+                    " (software adapter: its matrix products ran {r:.0}× slower than the CPU path's here, so --cpu trains faster)"
+                ),
+                (true, Some(_)) => " (software adapter: its matrix products ran about as fast as the CPU path's here)".to_string(),
+                (true, None) => " (software adapter, on the CPU: --cpu is usually faster)".to_string(),
+                _ => String::new(),
             },
             if self.bufs.resident.is_some() {
                 "resident in VRAM"
