@@ -3,12 +3,12 @@
 # with GPU_TRAIN_REQUIRE_GPU=1, fail rather than skip when there is none. The MPI tests
 # (tests/mpi.rs, mpirun with 2-4 ranks) need Open MPI and clang (for the mpi crate's bindings):
 # installed here when missing, as root with apt; elsewhere they are left out, and this says so.
-# The network lab's test (tests/lab.rs: scripts/lab, network namespaces) needs root, iproute2
-# and ethtool; without root it says so and does nothing.
+# The network lab's test (tests/lab.rs: scripts/lab, network namespaces) needs root, iproute2,
+# ethtool and nftables (--loss); without root it says so and does nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MPI_PACKAGES="libopenmpi-dev openmpi-bin libclang-dev clang"
-LAB_PACKAGES="iproute2 ethtool"
+LAB_PACKAGES="iproute2 ethtool nftables"
 if ! dpkg -s $MPI_PACKAGES $LAB_PACKAGES >/dev/null 2>&1; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
         echo "installing Open MPI and clang for the MPI tests, iproute2 and ethtool for the lab ($MPI_PACKAGES $LAB_PACKAGES)" >&2

@@ -28,8 +28,9 @@ fn lab_namespaces() -> Vec<String> {
         .collect()
 }
 
-/// Runs the lab and checks what the wire counted against what the algorithm moved.
-fn lab(hosts: usize, topology: &[&str]) {
+/// Runs the lab and checks what the wire counted against what the algorithm moved; returns
+/// the NIC table (nics.tsv) without its header, a row of fields per host.
+fn lab(hosts: usize, topology: &[&str]) -> Vec<Vec<u64>> {
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().to_str().unwrap();
     let n = hosts.to_string();
@@ -79,8 +80,10 @@ fn lab(hosts: usize, topology: &[&str]) {
         .expect("an epoch record");
     let payload = epoch["allreduce_sent_bytes"].as_u64().unwrap();
     let nics = std::fs::read_to_string(out.path().join("nics.tsv")).unwrap();
+    let mut rows = Vec::new();
     for line in nics.lines().skip(1) {
         let f: Vec<&str> = line.split('\t').collect();
+        rows.push(f[1..].iter().map(|v| v.parse().unwrap()).collect());
         let (tx, packets): (u64, u64) = (f[1].parse().unwrap(), f[2].parse().unwrap());
         // Each packet carries at least 66 bytes of Ethernet, IP and TCP headers.
         assert!(
@@ -89,6 +92,7 @@ fn lab(hosts: usize, topology: &[&str]) {
             f[0]
         );
     }
+    rows
 }
 
 #[test]
@@ -109,4 +113,10 @@ fn a_two_host_switch_and_a_four_host_leaf_spine_carry_the_job_and_leave_nothing(
             "100mbit",
         ],
     );
+    // Loss on the wire: 3 % of the TCP packets arriving at each NIC are lost; TCP resends
+    // them (counted by each host's kernel) and the job trains on to its end.
+    for row in lab(2, &["--host-rate", "100mbit", "--loss", "3"]) {
+        let (retrans, dropped) = (row[4], row[5]);
+        assert!(dropped > 0 && retrans > 0, "{row:?}: no loss, or no resend");
+    }
 }

@@ -47,13 +47,37 @@ pub fn cpu_seconds() -> f64 {
         unsafe {
             // h = x · W1ᵀ: (64×784)·(784×128).
             matrixmultiply::sgemm(
-                b, pix, hid, 1.0, x.as_ptr(), pix as isize, 1, w1.as_ptr(), 1, pix as isize,
-                0.0, h.as_mut_ptr(), hid as isize, 1,
+                b,
+                pix,
+                hid,
+                1.0,
+                x.as_ptr(),
+                pix as isize,
+                1,
+                w1.as_ptr(),
+                1,
+                pix as isize,
+                0.0,
+                h.as_mut_ptr(),
+                hid as isize,
+                1,
             );
             // ∂W1 = δ1ᵀ · x: (128×64)·(64×784).
             matrixmultiply::sgemm(
-                hid, b, pix, 1.0, dh.as_ptr(), 1, hid as isize, x.as_ptr(), pix as isize, 1,
-                0.0, g.as_mut_ptr(), pix as isize, 1,
+                hid,
+                b,
+                pix,
+                1.0,
+                dh.as_ptr(),
+                1,
+                hid as isize,
+                x.as_ptr(),
+                pix as isize,
+                1,
+                0.0,
+                g.as_mut_ptr(),
+                pix as isize,
+                1,
             );
         }
         best = best.min(t.elapsed().as_secs_f64());
