@@ -60,6 +60,13 @@ fn lab(hosts: usize, topology: &[&str]) -> Vec<Vec<u64>> {
         "left behind: {:?}",
         lab_namespaces()
     );
+    // `gpu-train network` read the NICs' counters: rank 0's wire per step, and a measured
+    // utilisation picture beside the model for every host's link.
+    assert!(text.contains("on rank 0's wire"), "{text}");
+    for rank in 0..hosts {
+        let pic = out.path().join(format!("link-measured-rank{rank}.png"));
+        assert!(pic.is_file(), "{} missing:\n{text}", pic.display());
+    }
     // Every host's NIC has its counter track in the trace.
     let trace: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("trace.json")).unwrap())

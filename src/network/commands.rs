@@ -133,6 +133,55 @@ pub fn run_network(a: &NetworkArgs) -> Result<()> {
     for p in plot::link_utilisation(&a.out, "link-utilisation", &title, &shown)? {
         println!("picture: {}", p.display());
     }
+    measured_wire(a, &trace, &steps, &on, (rate, &link_name))
+}
+
+/// Where the trace holds NIC counters (`--nic`): rank 0's wire per traced step, and each
+/// rank's measured utilisation over time beside the model's, one picture a link.
+fn measured_wire(
+    a: &NetworkArgs,
+    trace: &serde_json::Value,
+    steps: &[link::TracedStep],
+    on: &[link::LinkStep],
+    (rate, link_name): (f64, &str),
+) -> Result<()> {
+    use super::wire;
+    let tracks = wire::nic_tracks(trace);
+    let Some(nic0) = tracks.iter().find(|t| t.rank == 0) else {
+        return Ok(());
+    };
+    println!("on rank 0's wire (its NIC's own counters), per traced step:");
+    println!(
+        "{:>6} {:>12} {:>12} {:>8} {:>12} {:>10} {:>12} {:>8}",
+        "step", "payload B", "wire B", "packets", "headers+ACK", "mean busy", "ms ≥90% rate", "resends"
+    );
+    for w in wire::per_step(steps, nic0, rate) {
+        println!(
+            "{:>6} {:>12} {:>12} {:>8} {:>11.1}% {:>9.1}% {:>12.1} {:>8}",
+            w.step,
+            w.payload,
+            w.wire,
+            w.packets,
+            100.0 * w.overhead(),
+            100.0 * w.mean_busy,
+            w.ms_near_line_rate,
+            w.retransmits
+        );
+    }
+    let shown = a.steps.max(1).min(steps.len());
+    let sync: Vec<f64> = on.iter().map(|s| s.sync_s).collect();
+    for t in &tracks {
+        let (measured, model) = wire::utilisation_curves(&steps[..shown], &sync[..shown], t, rate);
+        let title = format!("rank {}'s NIC, {link_name}: measured and modelled", t.rank);
+        let series = [
+            ("measured: the NIC's send rate over 10 ms".to_string(), measured),
+            ("model: line rate while the ring's payload moves".to_string(), model),
+        ];
+        let name = format!("link-measured-rank{}", t.rank);
+        for p in plot::line_chart(&a.out, &name, &title, ("time (ms)", "link utilisation (%)"), &series)? {
+            println!("picture: {}", p.display());
+        }
+    }
     Ok(())
 }
 

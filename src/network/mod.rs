@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod nic;
 pub mod plot;
 pub mod trace;
+pub mod wire;

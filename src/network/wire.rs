@@ -1,0 +1,230 @@
+//! The wire as the NICs counted it: each rank's NIC samples in a trace (`--nic`, written by
+//! [`nic`](super::nic) as Chrome counter events), read back per traced step beside what the
+//! all-reduce itself reported sending. What a network engineer checks on a real link: the bytes
+//! on the wire against the payload (the headers and ACKs), the packets, how busy the link was
+//! while the step ran, how long it ran near line rate, and what TCP had to send again.
+
+use super::link::TracedStep;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// The cumulative counts of one NIC since it was first sampled.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Counts {
+    pub tx: u64,
+    pub tx_packets: u64,
+    pub retransmits: u64,
+}
+
+/// One rank's NIC in a trace: its sampled send rate (µs, Mbit/s over the sample) and its
+/// cumulative counts (µs, counts), both in time order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NicTrack {
+    pub rank: u64,
+    pub rate: Vec<(f64, f64)>,
+    pub totals: Vec<(f64, Counts)>,
+}
+
+impl NicTrack {
+    /// The counts at `us`: the last sample at or before it (zero before the first).
+    pub fn at(&self, us: f64) -> Counts {
+        let i = self.totals.partition_point(|(t, _)| *t <= us);
+        if i == 0 {
+            Counts::default()
+        } else {
+            self.totals[i - 1].1
+        }
+    }
+}
+
+/// Every rank's NIC track in `trace` (none where the run had no `--nic`).
+pub fn nic_tracks(trace: &Value) -> Vec<NicTrack> {
+    let mut by_rank: BTreeMap<u64, NicTrack> = BTreeMap::new();
+    let events = trace["traceEvents"].as_array().map_or(&[][..], |v| &v[..]);
+    for e in events.iter().filter(|e| e["ph"] == "C") {
+        let (Some(name), Some(rank), Some(ts)) =
+            (e["name"].as_str(), e["pid"].as_u64(), e["ts"].as_f64())
+        else {
+            continue;
+        };
+        if !name.starts_with("NIC ") {
+            continue;
+        }
+        let track = by_rank.entry(rank).or_insert_with(|| NicTrack {
+            rank,
+            ..NicTrack::default()
+        });
+        let args = &e["args"];
+        if name.ends_with("Mbit/s") {
+            track.rate.push((ts, args["tx"].as_f64().unwrap_or(0.0)));
+        } else if name.ends_with("bytes") {
+            let n = |k: &str| args[k].as_u64().unwrap_or(0);
+            track.totals.push((
+                ts,
+                Counts {
+                    tx: n("tx"),
+                    tx_packets: n("tx_packets"),
+                    retransmits: n("tcp_retransmits"),
+                },
+            ));
+        }
+    }
+    let mut tracks: Vec<NicTrack> = by_rank.into_values().collect();
+    for t in &mut tracks {
+        t.rate.sort_by(|a, b| a.0.total_cmp(&b.0));
+        t.totals.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    tracks
+}
+
+/// One traced step as its NIC saw it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WireStep {
+    pub step: u64,
+    /// What the all-reduce reported sending (its payload).
+    pub payload: u64,
+    /// What the NIC sent meanwhile, headers and ACKs included, and in how many packets.
+    pub wire: u64,
+    pub packets: u64,
+    /// Mean utilisation of the line rate over the step (compute and sync), 0 to 1.
+    pub mean_busy: f64,
+    /// Milliseconds of the step the NIC sent at 90 % of line rate or more.
+    pub ms_near_line_rate: f64,
+    pub retransmits: u64,
+}
+
+impl WireStep {
+    /// Bytes on the wire beyond the payload, as a share of the payload.
+    pub fn overhead(&self) -> f64 {
+        self.wire as f64 / self.payload.max(1) as f64 - 1.0
+    }
+}
+
+/// The window utilisation is measured over: the NIC is sampled every millisecond, but a shaped
+/// link passes bursts (the lab's tc tbf lets 1/100 s of traffic through at once), so a 1 ms
+/// sample reads 0 % or several times the line rate; over 10 ms the rate is the link's.
+pub const WINDOW_US: f64 = 10_000.0;
+
+/// The NIC's utilisation of `rate` bit/s over [t, t + WINDOW_US), from its counters.
+fn busy_over(nic: &NicTrack, t: f64, rate: f64) -> f64 {
+    let bytes = nic.at(t + WINDOW_US).tx.saturating_sub(nic.at(t).tx);
+    8.0 * bytes as f64 / (WINDOW_US * 1e-6) / rate
+}
+
+/// Each traced step (window: its start to the next step's start, or its own end for the last)
+/// on `nic`, at a line rate of `rate` bit/s.
+pub fn per_step(steps: &[TracedStep], nic: &NicTrack, rate: f64) -> Vec<WireStep> {
+    steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let start = s.start_us;
+            let end = steps
+                .get(i + 1)
+                .map_or(start + s.compute_us + s.allreduce_us, |n| n.start_us);
+            let (a, b) = (nic.at(start), nic.at(end));
+            let wire = b.tx.saturating_sub(a.tx);
+            let seconds = ((end - start) * 1e-6).max(1e-9);
+            // 10 ms windows at 90 % of the line rate or more.
+            let windows = ((end - start) / WINDOW_US).floor() as usize;
+            let near = (0..windows)
+                .filter(|&k| busy_over(nic, start + k as f64 * WINDOW_US, rate) >= 0.9)
+                .count() as f64
+                * WINDOW_US
+                * 1e-3;
+            WireStep {
+                step: s.step,
+                payload: s.bytes_sent,
+                wire,
+                packets: b.tx_packets.saturating_sub(a.tx_packets),
+                mean_busy: (8.0 * wire as f64 / seconds / rate).min(1.0),
+                ms_near_line_rate: near,
+                retransmits: b.retransmits.saturating_sub(a.retransmits),
+            }
+        })
+        .collect()
+}
+
+/// The NIC's measured utilisation (%, over consecutive [`WINDOW_US`] windows) across the
+/// traced steps as (ms since the first step's start, %) points, and the model's line-rate
+/// pulses for the same steps: 100 % from the end of each step's compute for `sync_s[i]`
+/// seconds, 0 otherwise.
+pub fn utilisation_curves(
+    steps: &[TracedStep],
+    sync_s: &[f64],
+    nic: &NicTrack,
+    rate: f64,
+) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+    let Some(first) = steps.first() else {
+        return (Vec::new(), Vec::new());
+    };
+    let from = first.start_us;
+    let last = steps.last().expect("non-empty");
+    let to = last.start_us + last.compute_us + last.allreduce_us;
+    let windows = ((to - from) / WINDOW_US).floor() as usize;
+    let measured = (0..windows)
+        .flat_map(|k| {
+            let t = from + k as f64 * WINDOW_US;
+            let u = (100.0 * busy_over(nic, t, rate)).min(150.0);
+            // A step function: the window's rate across the window.
+            [((t - from) * 1e-3, u), ((t - from + WINDOW_US) * 1e-3, u)]
+        })
+        .collect();
+    let mut model = vec![(0.0, 0.0)];
+    for (s, &sync) in steps.iter().zip(sync_s) {
+        let on = (s.start_us + s.compute_us - from) * 1e-3;
+        let off = on + sync * 1e3;
+        model.extend([(on, 0.0), (on, 100.0), (off, 100.0), (off, 0.0)]);
+    }
+    (measured, model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn step(step: u64, start_us: f64, compute_us: f64, allreduce_us: f64, bytes: u64) -> TracedStep {
+        TracedStep {
+            step,
+            start_us,
+            compute_us,
+            allreduce_us,
+            bytes_sent: bytes,
+            peers: 2,
+            messages: 2,
+        }
+    }
+
+    #[test]
+    fn a_step_reads_the_counters_at_its_edges() {
+        // A NIC that sends 1,000 bytes a ms in 1 packet, at line rate (8 Mbit/s) from 10 ms.
+        let mut events = Vec::new();
+        for ms in 0..40u64 {
+            let sent = ms.saturating_sub(10) * 1000;
+            events.push(json!({"ph": "C", "pid": 0, "name": "NIC eth0 (measured), bytes",
+                "ts": ms as f64 * 1000.0,
+                "args": {"tx": sent, "tx_packets": sent / 1000, "tcp_retransmits": ms / 20}}));
+            let mbit = if ms >= 10 { 8.0 } else { 0.0 };
+            events.push(json!({"ph": "C", "pid": 0, "name": "NIC eth0 (measured), Mbit/s",
+                "ts": ms as f64 * 1000.0, "args": {"tx": mbit, "rx": 0.0}}));
+        }
+        let tracks = nic_tracks(&json!({ "traceEvents": events }));
+        assert_eq!(tracks.len(), 1);
+        let steps = [step(0, 0.0, 10_000.0, 10_000.0, 9_000), step(1, 20_000.0, 5_000.0, 5_000.0, 9_000)];
+        let w = per_step(&steps, &tracks[0], 8e6);
+        // Step 0: 0 to 20 ms, sending from 10 ms: 10,000 bytes, 10 packets, busy half the step.
+        assert_eq!((w[0].wire, w[0].packets, w[0].retransmits), (10_000, 10, 1));
+        assert!((w[0].mean_busy - 0.5).abs() < 1e-9, "{w:?}");
+        // Two 10 ms windows: 0-10 idle, 10-20 at line rate.
+        assert!((w[0].ms_near_line_rate - 10.0).abs() < 1e-9, "{w:?}");
+        assert!((w[0].overhead() - (10_000.0 / 9_000.0 - 1.0)).abs() < 1e-12);
+        // Step 1: 20 to 30 ms (its own end), all of it at line rate.
+        assert_eq!(w[1].wire, 10_000);
+        assert!((w[1].mean_busy - 1.0).abs() < 1e-9, "{w:?}");
+        let (measured, model) = utilisation_curves(&steps, &[0.01, 0.005], &tracks[0], 8e6);
+        assert_eq!(measured.first(), Some(&(0.0, 0.0)));
+        assert!(measured.contains(&(10.0, 100.0)), "{measured:?}");
+        assert_eq!(model[1..5], [(10.0, 0.0), (10.0, 100.0), (20.0, 100.0), (20.0, 0.0)]);
+    }
+}
