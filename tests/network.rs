@@ -1035,3 +1035,70 @@ fn plot_memory_follows_what_it_draws_not_the_file() {
     let (code, err) = run_limited(dir.path(), &["plot", "big.jsonl", "-o", "p"], 250_000);
     assert_eq!(code, 0, "{err}");
 }
+
+/// `network --project` takes the fabric into its model: the slowest link a flow crosses sets
+/// its rate (checked against the lab in BENCHMARKS: 4 hosts at 100 Mbit/s, 48.9 ms modelled,
+/// 49.3 measured; a 2:1 leaf-spine 50.2; a 50 Mbit/s straggler 106.6 against 97.7).
+#[test]
+fn the_projection_takes_the_fabric_and_the_straggler() {
+    let dir = tempfile::tempdir().unwrap();
+    let sync = |extra: &[&str]| -> (f64, f64) {
+        let mut a = vec![
+            "network",
+            "--project",
+            "--params",
+            "101770",
+            "--gpus",
+            "4",
+            "--link",
+            "100mbit",
+            "--step-compute",
+            "1ms",
+            "-o",
+            "p",
+        ];
+        a.extend_from_slice(extra);
+        let (code, out, err) = run_in(dir.path(), &a);
+        assert_eq!(code, 0, "{extra:?}: {err}");
+        let ms = |algo: &str| -> f64 {
+            let line = out
+                .lines()
+                .find(|l| l.trim_start().starts_with(algo))
+                .unwrap();
+            line.split("sync")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        (ms("ring"), ms("tree"))
+    };
+    // 2·(3/4)·407,080 bytes at 100 Mbit/s: 48.85 ms; at half the rate, twice that.
+    let (one, half) = (
+        2.0 * 0.75 * 407_080.0 * 8.0 / 1e8 * 1e3,
+        2.0 * 0.75 * 407_080.0 * 8.0 / 5e7 * 1e3,
+    );
+    let close = |a: f64, b: f64| (a - b).abs() <= 0.05;
+    let (r, t) = sync(&[]);
+    assert!(close(r, one) && close(t, one), "{r} {t}");
+    // Leaves of 2 under 100 Mbit/s uplinks: the ring crosses each uplink once each way (no
+    // slower); a tree's 2 flows share it (half the rate).
+    let (r, t) = sync(&["--hosts-per-leaf", "2", "--uplink", "100mbit"]);
+    assert!(close(r, one) && close(t, half), "{r} {t}");
+    // A straggler at 50 Mbit/s sets both.
+    let (r, t) = sync(&["--slowest", "50mbit"]);
+    assert!(close(r, half) && close(t, half), "{r} {t}");
+    for bad in [
+        &["--uplink", "1gbit"][..],
+        &["--hosts-per-leaf", "2.5"],
+        &["--hosts-per-leaf", "9"],
+    ] {
+        let mut a = vec!["network", "--project", "--gpus", "4", "-o", "p"];
+        a.extend_from_slice(bad);
+        let (code, _, err) = run_in(dir.path(), &a);
+        assert_eq!(code, 2, "{bad:?}: {err}");
+    }
+}

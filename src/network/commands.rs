@@ -45,6 +45,17 @@ pub struct NetworkArgs {
     /// Computation of one projected step (forward and backward), e.g. 350ms.
     #[arg(long, default_value = "350ms")]
     pub step_compute: String,
+    /// --project on a two-tier fabric: this many GPUs (hosts) under each leaf switch, the leaves
+    /// joined through a spine by --uplink links (as `scripts/lab --leaves` builds). Default: one
+    /// switch, every GPU on it.
+    #[arg(long, value_name = "K")]
+    pub hosts_per_leaf: Option<f64>,
+    /// --project: the rate of each leaf's uplink to the spine [default: --link's].
+    #[arg(long, value_name = "RATE")]
+    pub uplink: Option<String>,
+    /// --project: the slowest GPU's link, a straggler (e.g. 50mbit) [default: none].
+    #[arg(long, value_name = "RATE")]
+    pub slowest: Option<String>,
 }
 
 pub fn run_network(a: &NetworkArgs) -> Result<()> {
@@ -153,7 +164,14 @@ fn measured_wire(
     println!("on rank 0's wire (its NIC's own counters), per traced step:");
     println!(
         "{:>6} {:>12} {:>12} {:>8} {:>12} {:>10} {:>12} {:>8}",
-        "step", "payload B", "wire B", "packets", "headers+ACK", "mean busy", "ms ≥90% rate", "resends"
+        "step",
+        "payload B",
+        "wire B",
+        "packets",
+        "headers+ACK",
+        "mean busy",
+        "ms ≥90% rate",
+        "resends"
     );
     for w in wire::per_step(steps, nic0, rate) {
         println!(
@@ -174,11 +192,23 @@ fn measured_wire(
         let (measured, model) = wire::utilisation_curves(&steps[..shown], &sync[..shown], t, rate);
         let title = format!("rank {}'s NIC, {link_name}: measured and modelled", t.rank);
         let series = [
-            ("measured: the NIC's send rate over 10 ms".to_string(), measured),
-            ("model: line rate while the ring's payload moves".to_string(), model),
+            (
+                "measured: the NIC's send rate over 10 ms".to_string(),
+                measured,
+            ),
+            (
+                "model: line rate while the ring's payload moves".to_string(),
+                model,
+            ),
         ];
         let name = format!("link-measured-rank{}", t.rank);
-        for p in plot::line_chart(&a.out, &name, &title, ("time (ms)", "link utilisation (%)"), &series)? {
+        for p in plot::line_chart(
+            &a.out,
+            &name,
+            &title,
+            ("time (ms)", "link utilisation (%)"),
+            &series,
+        )? {
             println!("picture: {}", p.display());
         }
     }
@@ -269,6 +299,62 @@ fn fitted_alpha(from: &std::path::Path, latency: f64) -> Result<f64> {
     Ok(alpha)
 }
 
+/// The rate each algorithm's flows get on the projected fabric, printed as assumptions: the
+/// slowest link a flow crosses sets it.
+/// - One switch: every GPU's own link (a non-blocking switch adds no bottleneck).
+/// - Leaves of K GPUs joined by uplinks: the ring, in host order, crosses each leaf's uplink
+///   with one flow each way, so it runs at min(link, uplink); a tree's (or any pattern's) K
+///   flows out of a leaf at once share the uplink: min(link, uplink / K).
+/// - A straggler's link bounds both: every chunk of a ring passes it, and a tree waits for it.
+fn bottlenecks(a: &NetworkArgs, rate: f64, link_name: &str) -> Result<(f64, f64)> {
+    let mut ring = (rate, format!("each GPU's own link, {link_name}"));
+    let mut tree = ring.clone();
+    if let Some(k) = a.hosts_per_leaf {
+        if !(k >= 1.0 && k <= a.gpus && k.fract() == 0.0) {
+            return Err(Error::Config(format!(
+                "--hosts-per-leaf {k}: a whole number from 1 to --gpus ({})",
+                a.gpus
+            )));
+        }
+        let (up, up_name) = match &a.uplink {
+            Some(u) => link::parse_rate(u)?,
+            None => (rate, link_name.to_string()),
+        };
+        println!(
+            "  fabric: leaves of {k} GPUs, each joined to the spine by a {up_name} uplink: oversubscription {:.2}:1",
+            k * rate / up
+        );
+        if up < ring.0 {
+            ring = (
+                up,
+                format!("a leaf's uplink, {up_name} (the ring crosses it with one flow each way)"),
+            );
+        }
+        if up / k < tree.0 {
+            tree = (
+                up / k,
+                format!("a leaf's uplink, {up_name}, shared by {k} flows"),
+            );
+        }
+    } else if a.uplink.is_some() {
+        return Err(Error::Config(
+            "--uplink needs --hosts-per-leaf (one switch has no uplinks)".into(),
+        ));
+    }
+    if let Some(s) = &a.slowest {
+        let (slow, slow_name) = link::parse_rate(s)?;
+        for (r, why) in [&mut ring, &mut tree] {
+            if slow < *r {
+                *r = slow;
+                *why = format!("the slowest GPU's link, {slow_name} (every chunk waits for it)");
+            }
+        }
+    }
+    println!("  β, ring: the bottleneck is {}", ring.1);
+    println!("  β, tree: the bottleneck is {}", tree.1);
+    Ok((ring.0, tree.0))
+}
+
 fn project(a: &NetworkArgs, rate: f64, link_name: &str, latency: f64) -> Result<()> {
     let compute = parse_duration(&a.step_compute)?;
     // Bounds a thousand times past today's largest models and clusters: past them the
@@ -288,9 +374,9 @@ fn project(a: &NetworkArgs, rate: f64, link_name: &str, latency: f64) -> Result<
             alpha * 1e6
         ),
     }
-    println!("  β: the link's line rate, {link_name}, one link per GPU, no congestion, no overlap of compute and sync");
+    let (ring_rate, tree_rate) = bottlenecks(a, rate, link_name)?;
     println!(
-        "  gradients in FP32 (4 bytes a parameter), one all-reduce of the whole gradient a step"
+        "  gradients in FP32 (4 bytes a parameter), one all-reduce of the whole gradient a step, no overlap of compute and sync"
     );
     println!(
         "projection: {:.3e} parameters ({:.1} GB of gradient) on {} GPUs, {:.0} ms of compute a step",
@@ -299,13 +385,20 @@ fn project(a: &NetworkArgs, rate: f64, link_name: &str, latency: f64) -> Result<
         a.gpus,
         compute * 1e3
     );
-    let proj = link::project(a.params, a.gpus, rate, alpha, compute);
+    let proj = [
+        link::project(a.params, a.gpus, ring_rate, alpha, compute)[0].clone(),
+        link::project(a.params, a.gpus, tree_rate, alpha, compute)[1].clone(),
+    ];
     for p in &proj {
         println!(
-            "  {:<5} sync {:>10.1} ms, {:>8.2} GB on each GPU's link, link busy {:>5.1} %, GPU waiting {:>5.1} % of the step",
+            "  {:<5} sync {:>10.1} ms, {:>10} on each GPU's link, link busy {:>5.1} %, GPU waiting {:>5.1} % of the step",
             p.algorithm,
             p.sync_s * 1e3,
-            p.bytes_per_gpu / 1e9,
+            if p.bytes_per_gpu >= 1e8 {
+                format!("{:.2} GB", p.bytes_per_gpu / 1e9)
+            } else {
+                format!("{:.0} KB", p.bytes_per_gpu / 1e3)
+            },
             100.0 * p.busy,
             100.0 * p.busy
         );

@@ -184,7 +184,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn step(step: u64, start_us: f64, compute_us: f64, allreduce_us: f64, bytes: u64) -> TracedStep {
+    fn step(
+        step: u64,
+        start_us: f64,
+        compute_us: f64,
+        allreduce_us: f64,
+        bytes: u64,
+    ) -> TracedStep {
         TracedStep {
             step,
             start_us,
@@ -202,16 +208,23 @@ mod tests {
         let mut events = Vec::new();
         for ms in 0..40u64 {
             let sent = ms.saturating_sub(10) * 1000;
-            events.push(json!({"ph": "C", "pid": 0, "name": "NIC eth0 (measured), bytes",
+            events.push(
+                json!({"ph": "C", "pid": 0, "name": "NIC eth0 (measured), bytes",
                 "ts": ms as f64 * 1000.0,
-                "args": {"tx": sent, "tx_packets": sent / 1000, "tcp_retransmits": ms / 20}}));
+                "args": {"tx": sent, "tx_packets": sent / 1000, "tcp_retransmits": ms / 20}}),
+            );
             let mbit = if ms >= 10 { 8.0 } else { 0.0 };
-            events.push(json!({"ph": "C", "pid": 0, "name": "NIC eth0 (measured), Mbit/s",
-                "ts": ms as f64 * 1000.0, "args": {"tx": mbit, "rx": 0.0}}));
+            events.push(
+                json!({"ph": "C", "pid": 0, "name": "NIC eth0 (measured), Mbit/s",
+                "ts": ms as f64 * 1000.0, "args": {"tx": mbit, "rx": 0.0}}),
+            );
         }
         let tracks = nic_tracks(&json!({ "traceEvents": events }));
         assert_eq!(tracks.len(), 1);
-        let steps = [step(0, 0.0, 10_000.0, 10_000.0, 9_000), step(1, 20_000.0, 5_000.0, 5_000.0, 9_000)];
+        let steps = [
+            step(0, 0.0, 10_000.0, 10_000.0, 9_000),
+            step(1, 20_000.0, 5_000.0, 5_000.0, 9_000),
+        ];
         let w = per_step(&steps, &tracks[0], 8e6);
         // Step 0: 0 to 20 ms, sending from 10 ms: 10,000 bytes, 10 packets, busy half the step.
         assert_eq!((w[0].wire, w[0].packets, w[0].retransmits), (10_000, 10, 1));
@@ -225,6 +238,9 @@ mod tests {
         let (measured, model) = utilisation_curves(&steps, &[0.01, 0.005], &tracks[0], 8e6);
         assert_eq!(measured.first(), Some(&(0.0, 0.0)));
         assert!(measured.contains(&(10.0, 100.0)), "{measured:?}");
-        assert_eq!(model[1..5], [(10.0, 0.0), (10.0, 100.0), (20.0, 100.0), (20.0, 0.0)]);
+        assert_eq!(
+            model[1..5],
+            [(10.0, 0.0), (10.0, 100.0), (20.0, 100.0), (20.0, 0.0)]
+        );
     }
 }
