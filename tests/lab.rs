@@ -86,6 +86,14 @@ fn lab(hosts: usize, topology: &[&str]) -> Vec<Vec<u64>> {
         .find(|r| r["kind"] == "epoch")
         .expect("an epoch record");
     let payload = epoch["allreduce_sent_bytes"].as_u64().unwrap();
+    // The metrics hold what rank 0's NIC counted beside the payload: at least as much.
+    let nic_tx = epoch["nic_tx_bytes"]
+        .as_u64()
+        .expect("nic_tx_bytes in the epoch record");
+    assert!(
+        nic_tx >= payload,
+        "NIC sent {nic_tx} bytes for {payload} of payload"
+    );
     let nics = std::fs::read_to_string(out.path().join("nics.tsv")).unwrap();
     let mut rows = Vec::new();
     for line in nics.lines().skip(1) {

@@ -1102,3 +1102,49 @@ fn the_projection_takes_the_fabric_and_the_straggler() {
         assert_eq!(code, 2, "{bad:?}: {err}");
     }
 }
+
+#[test]
+fn nic_counters_go_into_every_metrics_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = ["--cpu", "--limit", "256", "--epochs", "1"];
+    let (code, _, err) = run_in(
+        dir.path(),
+        &[
+            &base[..],
+            &[
+                "--metrics",
+                "m.jsonl",
+                "--metrics-every",
+                "1",
+                "--nic",
+                "lo",
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(dir.path().join("m.jsonl")).unwrap();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for k in [
+            "nic_tx_bytes",
+            "nic_rx_bytes",
+            "nic_tx_packets",
+            "nic_tcp_retransmits",
+        ] {
+            assert!(v[k].is_u64(), "{k} missing: {line}");
+        }
+    }
+    // Nowhere to put the samples, or no such interface: refused before training.
+    for (extra, says) in [
+        (&["--nic", "lo"][..], "give one of them"),
+        (
+            &["--nic", "no-such-nic0", "--metrics", "n.jsonl"][..],
+            "no such network interface",
+        ),
+    ] {
+        let (code, out, err) = run_in(dir.path(), &[&base[..], extra].concat());
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(says) && !out.contains("epoch"), "{err}");
+    }
+}

@@ -116,10 +116,10 @@ pub struct TrainArgs {
     /// per replica; open it in ui.perfetto.dev or chrome://tracing), for `gpu-train network`.
     #[arg(long, value_name = "FILE.json")]
     pub trace: Option<PathBuf>,
-    /// While tracing, sample this network interface's counters (bytes, packets, TCP
-    /// retransmits) every millisecond into the trace: what the wire carried (scripts/lab
-    /// passes its hosts' eth0).
-    #[arg(long, value_name = "IFACE", requires = "trace")]
+    /// Sample this network interface's counters (bytes, packets, TCP retransmits): every
+    /// millisecond into the --trace, and into every --metrics record (what it counted since
+    /// the one before): what the wire carried (scripts/lab passes its hosts' eth0).
+    #[arg(long, value_name = "IFACE")]
     pub nic: Option<String>,
     /// Global steps to trace, A..B (counted from 0, B excluded).
     #[arg(long, value_name = "A..B", default_value = "0..50", requires = "trace")]

@@ -304,9 +304,21 @@ fn train_in_job(
         .as_ref()
         .map(|path| crate::network::trace::Trace::new(path, trace_steps, job.rank))
         .transpose()?;
-    let nic = match &args.nic {
-        Some(name) => Some(crate::network::nic::NicSampler::start(name)?),
-        None => None,
+    if args.nic.is_some() && args.trace.is_none() && args.metrics.is_none() {
+        return Err(Error::Config(
+            "--nic samples a NIC into the --trace and the --metrics: give one of them".into(),
+        ));
+    }
+    if let Some(name) = &args.nic {
+        crate::network::nic::read_now(name).ok_or_else(|| {
+            Error::Config(format!(
+                "--nic {name}: no such network interface here (see `ip link`)"
+            ))
+        })?;
+    }
+    let nic = match (&args.nic, &args.trace) {
+        (Some(name), Some(_)) => Some(crate::network::nic::NicSampler::start(name)?),
+        _ => None,
     };
     let mut engines = run.engines(&model, &data)?;
     let mut replicas = match job.all_reduce(engines.len(), args.allreduce, &run.faults)? {
@@ -339,10 +351,16 @@ fn train_in_job(
     let mut console = Console::new(run.train.epochs);
     if let Some(path) = &args.metrics {
         console.metrics = Some((
-            crate::network::metrics::Metrics::create(
-                path,
-                args.resume.is_some().then_some(start.global_step),
-            )?,
+            {
+                let m = crate::network::metrics::Metrics::create(
+                    path,
+                    args.resume.is_some().then_some(start.global_step),
+                )?;
+                match &args.nic {
+                    Some(nic) => m.with_nic(nic)?,
+                    None => m,
+                }
+            },
             args.metrics_every,
         ));
     }

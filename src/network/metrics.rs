@@ -6,7 +6,9 @@
 //! `allreduce_sent_bytes` and `allreduce_received_bytes` (per replica), `readback_bytes`
 //! (VRAM → RAM, per replica); an epoch record adds `test_loss`, `test_accuracy` and
 //! `epoch_time_s`, and the counts are the epoch's. Bytes are what the code moved, counted where
-//! it moves them.
+//! it moves them. With `--nic IFACE` each record adds what that NIC counted since the previous
+//! record: `nic_tx_bytes` and `nic_rx_bytes` (frames with their Ethernet, IP and TCP headers),
+//! `nic_tx_packets` and `nic_tcp_retransmits`, to set beside `allreduce_sent_bytes`.
 
 use crate::error::{Error, Result};
 use std::io::Write;
@@ -18,6 +20,8 @@ pub use crate::train::Record;
 pub struct Metrics {
     path: PathBuf,
     file: std::io::BufWriter<std::fs::File>,
+    /// --nic: the interface and its counters at the previous record.
+    nic: Option<(String, super::nic::Sample)>,
 }
 
 impl Metrics {
@@ -58,11 +62,34 @@ impl Metrics {
         Ok(Metrics {
             path: path.to_path_buf(),
             file: std::io::BufWriter::new(file),
+            nic: None,
         })
     }
 
+    /// Adds what NIC `nic` counts from now on to every record (see the module doc).
+    pub fn with_nic(mut self, nic: &str) -> Result<Self> {
+        let now = super::nic::read_now(nic).ok_or_else(|| {
+            Error::Config(format!(
+                "--nic {nic}: no such network interface here (see `ip link`)"
+            ))
+        })?;
+        self.nic = Some((nic.to_string(), now));
+        Ok(self)
+    }
+
     pub fn write(&mut self, r: &Record) -> Result<()> {
-        let line = serde_json::to_string(r).expect("a record serialises");
+        let mut value = serde_json::to_value(r).expect("a record serialises");
+        if let Some((nic, before)) = &mut self.nic {
+            if let Some(now) = super::nic::read_now(nic) {
+                let d = |a: u64, b: u64| serde_json::json!(b.saturating_sub(a));
+                value["nic_tx_bytes"] = d(before.tx_bytes, now.tx_bytes);
+                value["nic_rx_bytes"] = d(before.rx_bytes, now.rx_bytes);
+                value["nic_tx_packets"] = d(before.tx_packets, now.tx_packets);
+                value["nic_tcp_retransmits"] = d(before.retransmits, now.retransmits);
+                *before = now;
+            }
+        }
+        let line = value.to_string();
         writeln!(self.file, "{line}")
             .and_then(|_| self.file.flush())
             .map_err(|e| Error::Write {

@@ -52,6 +52,11 @@ fn retransmits() -> u64 {
     0
 }
 
+/// The counters of `nic` now (None if it has none here).
+pub fn read_now(nic: &str) -> Option<Sample> {
+    sample(&format!("/sys/class/net/{nic}/statistics"))
+}
+
 fn sample(dir: &str) -> Option<Sample> {
     Some(Sample {
         at: Instant::now(),
