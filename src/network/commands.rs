@@ -147,7 +147,13 @@ pub fn run_network(a: &NetworkArgs) -> Result<()> {
     measured_wire(a, &trace, &steps, &on, (rate, &link_name))
 }
 
-/// Where the trace holds NIC counters (`--nic`): rank 0's wire per traced step, and each
+/// --latency in seconds.
+fn alpha_of(a: &NetworkArgs) -> Result<f64> {
+    parse_duration(&a.latency)
+}
+
+/// Each rank's sync split into moving and waiting (an MPI trace); where the trace holds NIC
+/// counters (`--nic`): rank 0's wire per traced step, and each
 /// rank's measured utilisation over time beside the model's, one picture a link.
 fn measured_wire(
     a: &NetworkArgs,
@@ -157,6 +163,25 @@ fn measured_wire(
     (rate, link_name): (f64, &str),
 ) -> Result<()> {
     use super::wire;
+    let ranks = wire::rank_syncs(trace);
+    if ranks.len() > 1 {
+        println!("each rank's sync, a step on average: moving its own bytes at the link's rate, and waiting (for the slowest peer, or a slower link than --link):");
+        println!(
+            "{:>6} {:>10} {:>12} {:>12} {:>9}",
+            "rank", "sync ms", "moving ms", "waiting ms", "waiting"
+        );
+        for r in &ranks {
+            let (sync, moving, waiting) = r.split(rate, alpha_of(a)?);
+            println!(
+                "{:>6} {:>10.3} {:>12.3} {:>12.3} {:>8.1}%",
+                r.rank,
+                sync,
+                moving,
+                waiting,
+                100.0 * waiting / sync.max(1e-12)
+            );
+        }
+    }
     let tracks = wire::nic_tracks(trace);
     let Some(nic0) = tracks.iter().find(|t| t.rank == 0) else {
         return Ok(());

@@ -77,6 +77,75 @@ pub fn nic_tracks(trace: &Value) -> Vec<NicTrack> {
     tracks
 }
 
+/// One rank's syncs in a trace: its all-reduce spans (its first replica's track) summed.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RankSync {
+    pub rank: u64,
+    /// Steps with an all-reduce, and the totals over them.
+    pub steps: u64,
+    pub sync_us: f64,
+    pub bytes: u64,
+    pub messages: u64,
+}
+
+impl RankSync {
+    /// Mean milliseconds a step: the sync, the part its own bytes need at `rate` bit/s with
+    /// `alpha` s a message (moving), and the rest (waiting for the slowest peer).
+    pub fn split(&self, rate: f64, alpha: f64) -> (f64, f64, f64) {
+        let n = self.steps.max(1) as f64;
+        let sync = self.sync_us * 1e-3 / n;
+        let moving = (8.0 * self.bytes as f64 / rate + self.messages as f64 * alpha) * 1e3 / n;
+        (sync, moving.min(sync), (sync - moving).max(0.0))
+    }
+}
+
+/// Every rank's syncs in `trace`, from the all-reduce spans of its first replica.
+pub fn rank_syncs(trace: &Value) -> Vec<RankSync> {
+    let events = trace["traceEvents"].as_array().map_or(&[][..], |v| &v[..]);
+    let mut first_track: BTreeMap<u64, u64> = BTreeMap::new();
+    for e in events.iter().filter(|e| e["ph"] == "X") {
+        if let (Some(p), Some(t)) = (e["pid"].as_u64(), e["tid"].as_u64()) {
+            if t < crate::train::GPU_TRACK as u64 {
+                let f = first_track.entry(p).or_insert(t);
+                *f = (*f).min(t);
+            }
+        }
+    }
+    let mut by_rank: BTreeMap<u64, (RankSync, std::collections::BTreeSet<u64>)> = BTreeMap::new();
+    for e in events.iter().filter(|e| e["ph"] == "X") {
+        let (Some(name), Some(p), Some(t)) =
+            (e["name"].as_str(), e["pid"].as_u64(), e["tid"].as_u64())
+        else {
+            continue;
+        };
+        if !name.starts_with("all-reduce") || first_track.get(&p) != Some(&t) {
+            continue;
+        }
+        let (r, steps) = by_rank.entry(p).or_insert_with(|| {
+            (
+                RankSync {
+                    rank: p,
+                    ..RankSync::default()
+                },
+                Default::default(),
+            )
+        });
+        r.sync_us += e["dur"].as_f64().unwrap_or(0.0);
+        r.bytes += e["args"]["bytes_sent"].as_u64().unwrap_or(0);
+        r.messages += e["args"]["messages"].as_u64().unwrap_or(0);
+        if let Some(s) = e["args"]["step"].as_u64() {
+            steps.insert(s);
+        }
+    }
+    by_rank
+        .into_values()
+        .map(|(mut r, steps)| {
+            r.steps = steps.len() as u64;
+            r
+        })
+        .collect()
+}
+
 /// One traced step as its NIC saw it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WireStep {
@@ -242,5 +311,27 @@ mod tests {
             model[1..5],
             [(10.0, 0.0), (10.0, 100.0), (20.0, 100.0), (20.0, 0.0)]
         );
+    }
+
+    #[test]
+    fn each_rank_s_sync_splits_into_moving_and_waiting() {
+        // Rank 0 (replicas 0, 1: only its first is read) and rank 1 (replica 2), 2 steps each,
+        // 1,250 bytes a step in 1 message: 1 ms at 10 Mbit/s.
+        let span = |pid: u64, tid: u64, step: u64, dur: f64| {
+            json!({"ph": "X", "name": "all-reduce: hidden layer", "pid": pid, "tid": tid, "ts": 0.0,
+                "dur": dur, "args": {"bytes_sent": 1250, "messages": 1, "step": step}})
+        };
+        let trace = json!({"traceEvents": [
+            span(0, 0, 0, 1000.0), span(0, 0, 1, 3000.0), span(0, 1, 0, 9e9),
+            span(1, 2, 0, 5000.0), span(1, 2, 1, 5000.0),
+        ]});
+        let ranks = rank_syncs(&trace);
+        assert_eq!(ranks.len(), 2);
+        assert_eq!((ranks[0].steps, ranks[0].bytes), (2, 2500));
+        // Rank 0: 2 ms a step, 1 ms of it moving; rank 1: 5 ms, 4 of them waiting.
+        assert_eq!(ranks[0].split(1e7, 0.0), (2.0, 1.0, 1.0));
+        assert_eq!(ranks[1].split(1e7, 0.0), (5.0, 1.0, 4.0));
+        // With 0.5 ms a message of latency, the move takes 1.5 ms.
+        assert_eq!(ranks[1].split(1e7, 5e-4), (5.0, 1.5, 3.5));
     }
 }
