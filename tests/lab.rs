@@ -63,6 +63,10 @@ fn lab(hosts: usize, topology: &[&str]) -> Vec<Vec<u64>> {
     // `gpu-train network` read the NICs' counters: rank 0's wire per step, and a measured
     // utilisation picture beside the model for every host's link.
     assert!(text.contains("on rank 0's wire"), "{text}");
+    assert!(
+        out.path().join("topology.png").is_file(),
+        "no topology picture:\n{text}"
+    );
     for rank in 0..hosts {
         let pic = out.path().join(format!("link-measured-rank{rank}.png"));
         assert!(pic.is_file(), "{} missing:\n{text}", pic.display());

@@ -1148,3 +1148,28 @@ fn nic_counters_go_into_every_metrics_record() {
         assert!(err.contains(says) && !out.contains("epoch"), "{err}");
     }
 }
+
+#[test]
+fn a_lab_fabric_is_drawn_and_a_fabric_no_lab_builds_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, json: &str| std::fs::write(dir.path().join(name), json).unwrap();
+    write(
+        "ok.json",
+        r#"{"hosts": 4, "leaves": 2, "host_rate": "100mbit", "uplink_rate": "100mbit", "slow_host": [4, "50mbit"]}"#,
+    );
+    write(
+        "one.json",
+        r#"{"hosts": 1, "leaves": 1, "host_rate": "1gbit", "uplink_rate": "1gbit"}"#,
+    );
+    write("junk.json", r#"{"hosts": "many"}"#);
+    let (code, out, err) = run_in(dir.path(), &["network", "--topology", "ok.json", "-o", "t"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("topology.png") && dir.path().join("t/topology.svg").is_file(),
+        "{out}"
+    );
+    for bad in ["one.json", "junk.json"] {
+        let (code, _, err) = run_in(dir.path(), &["network", "--topology", bad, "-o", "t"]);
+        assert_eq!(code, 2, "{bad}: {err}");
+    }
+}

@@ -53,6 +53,10 @@ pub struct NetworkArgs {
     /// --project: the rate of each leaf's uplink to the spine [default: --link's].
     #[arg(long, value_name = "RATE")]
     pub uplink: Option<String>,
+    /// Draw a lab's fabric (`topology.json`, written by scripts/lab) as DIR/topology.png and
+    /// .svg: hosts, NICs and their rates, switches, uplinks, the ring's order.
+    #[arg(long, value_name = "FILE.json")]
+    pub topology: Option<PathBuf>,
     /// --project: the slowest GPU's link, a straggler (e.g. 50mbit) [default: none].
     #[arg(long, value_name = "RATE")]
     pub slowest: Option<String>,
@@ -75,8 +79,28 @@ pub fn run_network(a: &NetworkArgs) -> Result<()> {
     if a.project {
         return project(a, rate, &link_name, latency);
     }
+    if let Some(file) = &a.topology {
+        let text = crate::files::read_input_text(file, 1 << 20).map_err(|source| Error::Io {
+            path: file.clone(),
+            source,
+        })?;
+        let fabric: plot::Fabric = serde_json::from_str(&text).map_err(|e| {
+            Error::bad_data(
+                file.display().to_string(),
+                format!("not a lab's topology: {e}"),
+            )
+        })?;
+        for p in plot::topology(&a.out, &fabric)? {
+            println!("picture: {}", p.display());
+        }
+        if a.trace.is_none() {
+            return Ok(());
+        }
+    }
     let path = a.trace.as_ref().ok_or_else(|| {
-        Error::Config("gpu-train network: give a trace (from --trace), or --project".into())
+        Error::Config(
+            "gpu-train network: give a trace (from --trace), --project or --topology".into(),
+        )
     })?;
     let text =
         crate::files::read_input_text(path, super::trace::MAX_TRACE_BYTES).map_err(|source| {

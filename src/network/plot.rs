@@ -308,3 +308,219 @@ pub fn line_chart(
         &|a| lines(a, title, axes, series),
     )
 }
+
+/// A lab's fabric, as `scripts/lab` writes it to `topology.json`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct Fabric {
+    pub hosts: usize,
+    pub leaves: usize,
+    pub host_rate: String,
+    pub uplink_rate: String,
+    /// The straggler, host number (from 1) and its rate.
+    #[serde(default)]
+    pub slow_host: Option<(usize, String)>,
+    #[serde(default)]
+    pub loss_percent: Option<f64>,
+}
+
+impl Fabric {
+    /// Refuses a fabric no lab builds (and no picture could hold).
+    pub fn check(&self) -> Result<()> {
+        if !(2..=64).contains(&self.hosts) || !(1..=self.hosts).contains(&self.leaves) {
+            return Err(Error::Config(format!(
+                "a fabric of {} hosts on {} leaves: hosts 2 to 64, leaves 1 to the hosts",
+                self.hosts, self.leaves
+            )));
+        }
+        Ok(())
+    }
+
+    /// The leaf of host `i` (from 1), as scripts/lab spreads them: in order.
+    fn leaf_of(&self, i: usize) -> usize {
+        (i - 1) * self.leaves / self.hosts + 1
+    }
+}
+
+/// `DIR/topology.{png,svg}`: the hosts, their NICs and rates, the switches (one, or leaves
+/// under a spine, with the uplinks' rates) and the ring's order, as the lab built them.
+pub fn topology(dir: &Path, f: &Fabric) -> Result<Vec<PathBuf>> {
+    f.check()?;
+    both(dir, "topology", (1000, 520), &|a| fabric(a, f), &|a| {
+        fabric(a, f)
+    })
+}
+
+fn fabric<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, f: &Fabric) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let e = |x: DrawingAreaErrorKind<DB::ErrorType>| Error::Config(format!("drawing: {x:?}"));
+    let (w, h) = (1000.0f64, 520.0f64);
+    let style = |size: u32| ("sans-serif", size).into_font().color(&BLACK);
+    let two_tier = f.leaves > 1;
+    let title = if two_tier {
+        format!(
+            "{} hosts on {} leaf switches under a spine; the ring in host order (arrows)",
+            f.hosts, f.leaves
+        )
+    } else {
+        format!(
+            "{} hosts on one switch; the ring in host order (arrows)",
+            f.hosts
+        )
+    };
+    area.draw(&Text::new(title, (20, 14), style(20)))
+        .map_err(e)?;
+    // Rows: spine, leaves, hosts.
+    let (spine_y, leaf_y, host_y) = if two_tier {
+        (90.0, 220.0, 380.0)
+    } else {
+        (0.0, 160.0, 360.0)
+    };
+    let x_of_host = |i: usize| (w * (i as f64 - 0.5) / f.hosts as f64) as i32;
+    let x_of_leaf = |l: usize| (w * (l as f64 - 0.5) / f.leaves as f64) as i32;
+    let link = RGBColor(120, 120, 120);
+    let slow = RGBColor(200, 60, 30);
+    // Boxes narrow as hosts are added (64 fit across), their labels with them.
+    let host_half = ((w / f.hosts as f64) / 2.0 - 3.0).min(55.0) as i32;
+    let boxed = |x: i32,
+                 y: f64,
+                 half: i32,
+                 label: &str,
+                 fill: RGBColor|
+     -> Vec<DynElement<'static, DB, (i32, i32)>> {
+        let y = y as i32;
+        let size = if half < 40 { 11 } else { 15 };
+        vec![
+            Rectangle::new([(x - half, y - 18), (x + half, y + 18)], fill.filled()).into_dyn(),
+            Rectangle::new(
+                [(x - half, y - 18), (x + half, y + 18)],
+                BLACK.stroke_width(1),
+            )
+            .into_dyn(),
+            Text::new(
+                label.to_string(),
+                (x - half + 4, y - 8),
+                ("sans-serif", size).into_font(),
+            )
+            .into_dyn(),
+        ]
+    };
+    // Host links to their leaf, with rates.
+    for i in 1..=f.hosts {
+        let (hx, lx) = (x_of_host(i), x_of_leaf(f.leaf_of(i)));
+        let slowed = f.slow_host.as_ref().filter(|(s, _)| *s == i);
+        let colour = if slowed.is_some() { slow } else { link };
+        area.draw(&PathElement::new(
+            [(hx, host_y as i32 - 18), (lx, leaf_y as i32 + 18)],
+            colour.stroke_width(2),
+        ))
+        .map_err(e)?;
+        // Each link's rate where there is room (8 hosts or fewer), else only the straggler's.
+        if f.hosts <= 8 || slowed.is_some() {
+            let rate = slowed.map_or(f.host_rate.as_str(), |(_, r)| r.as_str());
+            let (mx, my) = ((hx + lx) / 2, ((host_y + leaf_y) / 2.0) as i32);
+            let font = ("sans-serif", 13).into_font().color(&colour);
+            area.draw(&Text::new(rate.to_string(), (mx + 4, my), font))
+                .map_err(e)?;
+        }
+    }
+    if two_tier {
+        let sx = (w / 2.0) as i32;
+        for l in 1..=f.leaves {
+            let lx = x_of_leaf(l);
+            area.draw(&PathElement::new(
+                [(lx, leaf_y as i32 - 18), (sx, spine_y as i32 + 18)],
+                link.stroke_width(3),
+            ))
+            .map_err(e)?;
+            let (mx, my) = ((lx + sx) / 2, ((leaf_y + spine_y) / 2.0) as i32);
+            area.draw(&Text::new(
+                format!("uplink {}", f.uplink_rate),
+                (mx + 4, my),
+                ("sans-serif", 13).into_font(),
+            ))
+            .map_err(e)?;
+        }
+        for el in boxed(sx, spine_y, 55, "spine", RGBColor(235, 235, 235)) {
+            area.draw(&el).map_err(e)?;
+        }
+    }
+    for l in 1..=f.leaves {
+        let name = if two_tier {
+            format!("leaf {l}")
+        } else {
+            "switch".to_string()
+        };
+        let half = ((w / f.leaves as f64) / 2.0 - 3.0).min(55.0) as i32;
+        for el in boxed(x_of_leaf(l), leaf_y, half, &name, RGBColor(235, 235, 235)) {
+            area.draw(&el).map_err(e)?;
+        }
+    }
+    for i in 1..=f.hosts {
+        let label = match host_half {
+            40.. => format!("h{i}  rank {}", i - 1),
+            _ => format!("h{i}"),
+        };
+        for el in boxed(
+            x_of_host(i),
+            host_y,
+            host_half,
+            &label,
+            RGBColor(220, 230, 245),
+        ) {
+            area.draw(&el).map_err(e)?;
+        }
+    }
+    // The ring: h1 → h2 → … → hN → h1, drawn under the hosts.
+    let ring = RGBColor(40, 140, 60);
+    let below = host_y as i32 + 40;
+    for i in 1..f.hosts {
+        let (a, b) = (x_of_host(i), x_of_host(i + 1));
+        area.draw(&PathElement::new(
+            [(a, below), (b - 8, below)],
+            ring.stroke_width(2),
+        ))
+        .map_err(e)?;
+        area.draw(&Polygon::new(
+            vec![(b - 8, below - 5), (b, below), (b - 8, below + 5)],
+            ring.filled(),
+        ))
+        .map_err(e)?;
+    }
+    let back = below + 30;
+    let (first, last) = (x_of_host(1), x_of_host(f.hosts));
+    area.draw(&PathElement::new(
+        [
+            (last, below),
+            (last, back),
+            (first, back),
+            (first, below + 8),
+        ],
+        ring.stroke_width(2),
+    ))
+    .map_err(e)?;
+    area.draw(&Polygon::new(
+        vec![
+            (first - 5, below + 8),
+            (first, below),
+            (first + 5, below + 8),
+        ],
+        ring.filled(),
+    ))
+    .map_err(e)?;
+    let mut note = format!(
+        "hosts' links {}; ring: each host sends to the next, the last to the first",
+        f.host_rate
+    );
+    if let Some(p) = f.loss_percent {
+        note += &format!("; every NIC loses {p} % of the TCP packets reaching it");
+    }
+    area.draw(&Text::new(
+        note,
+        (20, (h - 30.0) as i32),
+        ("sans-serif", 14).into_font().color(&ring),
+    ))
+    .map_err(e)?;
+    Ok(())
+}
