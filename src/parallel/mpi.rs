@@ -204,11 +204,18 @@ impl MpiAllReduce {
                     std::thread::sleep(d);
                 }
                 self.incoming.resize(HEADER + longest, 0);
+                // A real link may be slow (a 1 Mbit/s lab link takes seconds a chunk): only a
+                // run that injects lost messages gives up after the fault timeout; otherwise a
+                // peer silent for 5 minutes is taken to be gone.
+                let timeout = match self.faults.lose.is_empty() {
+                    true => std::time::Duration::from_secs(300),
+                    false => self.faults.timeout,
+                };
                 let words = exchange(
                     &self.world,
                     (right, &self.outgoing, lose),
                     (left, &mut self.incoming),
-                    self.faults.timeout,
+                    timeout,
                 )
                 .map_err(|waited| {
                     Error::LinkFault(format!(
