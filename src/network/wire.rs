@@ -146,6 +146,9 @@ pub fn rank_syncs(trace: &Value) -> Vec<RankSync> {
         .collect()
 }
 
+/// A curve of (ms, %) points.
+pub type Curve = Vec<(f64, f64)>;
+
 /// One traced step as its NIC saw it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WireStep {
@@ -223,7 +226,7 @@ pub fn utilisation_curves(
     sync_s: &[f64],
     nic: &NicTrack,
     rate: f64,
-) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+) -> (Curve, Curve) {
     let Some(first) = steps.first() else {
         return (Vec::new(), Vec::new());
     };

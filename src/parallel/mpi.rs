@@ -223,43 +223,39 @@ impl MpiAllReduce {
                         waited.as_secs_f64()
                     ))
                 })?;
-                let got = decode(&self.incoming[..words]);
                 let fault = |what: String| {
                     Error::LinkFault(format!(
                         "global step {step}: the all-reduce message {seq} from rank {left} to rank {r} {what}"
                     ))
                 };
-                let Some((header, got)) = got else {
+                let Some(got) = decode(&self.incoming[..words], r) else {
                     return Err(fault(format!("is {words} words, shorter than a header")));
                 };
                 let range = part(len, n, expect);
-                let (h_step, h_seq, h_from, h_chunk, h_sum) = header;
-                if h_from == left && (h_step, h_seq) > (step, seq) {
+                if got.from == left && (got.step, got.seq) > (step, seq) {
                     // A later message came in its place: a gap in the sequence numbers, the
                     // way a lost packet is noticed.
                     return Err(fault(format!(
-                        "never arrived (lost: message {h_seq} of step {h_step} came in its place)"
+                        "never arrived (lost: message {} of step {} came in its place)",
+                        got.seq, got.step
                     )));
                 }
-                if (h_step, h_seq, h_from, h_chunk) != (step, seq, left, expect)
+                if (got.step, got.seq, got.from, got.chunk) != (step, seq, left, expect)
                     || got.payload.len() != range.len()
                 {
                     return Err(fault(format!(
-                        "is not the one expected (step {h_step}, message {h_seq}, from rank {h_from}, chunk {h_chunk} of {} values)",
+                        "is not the one expected (step {}, message {}, from rank {}, chunk {} of {} values)",
+                        got.step,
+                        got.seq,
+                        got.from,
+                        got.chunk,
                         got.payload.len()
                     )));
                 }
-                let got = Message {
-                    step,
-                    seq,
-                    from: left,
-                    to: r,
-                    chunk: expect,
-                    ..got
-                };
-                if got.crc() != h_sum {
+                if got.crc() != got.checksum {
                     return Err(fault(format!(
-                        "arrived damaged (its checksum {h_sum:08x} does not match its contents, {:08x})",
+                        "arrived damaged (its checksum {:08x} does not match its contents, {:08x})",
+                        got.checksum,
                         got.crc()
                     )));
                 }
@@ -281,27 +277,19 @@ impl MpiAllReduce {
     }
 }
 
-/// A received message's header (step, seq, from, chunk, checksum) and payload, or None when
-/// it is shorter than a header.
-fn decode(words: &[u32]) -> Option<((u64, u32, usize, usize, u32), Message)> {
+/// A received message, as its header says (its receiver, `to`, is not on the wire), or None
+/// when it is shorter than a header.
+fn decode(words: &[u32], to: usize) -> Option<Message> {
     let (h, body) = (words.get(..HEADER)?, &words[HEADER..]);
-    let header = (
-        h[0] as u64 | (h[1] as u64) << 32,
-        h[2],
-        h[3] as usize,
-        h[4] as usize,
-        h[5],
-    );
-    let msg = Message {
-        step: header.0,
-        seq: header.1,
-        from: header.2,
-        to: 0,
-        chunk: header.3,
+    Some(Message {
+        step: h[0] as u64 | (h[1] as u64) << 32,
+        seq: h[2],
+        from: h[3] as usize,
+        to,
+        chunk: h[4] as usize,
         payload: body.iter().map(|&w| f32::from_bits(w)).collect(),
-        checksum: header.4,
-    };
-    Some((header, msg))
+        checksum: h[5],
+    })
 }
 
 /// Sends `out` to rank `to` (unless `lose`: a lost message) while receiving from rank `from`
@@ -392,7 +380,7 @@ impl AllReduce for MpiAllReduce {
             AcrossRanks::Ring => {
                 let mut sum = std::mem::take(&mut self.scratch);
                 sum.clear();
-                sum.extend_from_slice(&grads[0]);
+                sum.extend_from_slice(grads[0]);
                 let t = self.ring_across(step, &mut sum);
                 self.scratch = sum;
                 t?
