@@ -304,22 +304,7 @@ fn train_in_job(
         .as_ref()
         .map(|path| crate::network::trace::Trace::new(path, trace_steps, job.rank))
         .transpose()?;
-    if args.nic.is_some() && args.trace.is_none() && args.metrics.is_none() {
-        return Err(Error::Config(
-            "--nic samples a NIC into the --trace and the --metrics: give one of them".into(),
-        ));
-    }
-    if let Some(name) = &args.nic {
-        crate::network::nic::read_now(name).ok_or_else(|| {
-            Error::Config(format!(
-                "--nic {name}: no such network interface here (see `ip link`)"
-            ))
-        })?;
-    }
-    let nic = match (&args.nic, &args.trace) {
-        (Some(name), Some(_)) => Some(crate::network::nic::NicSampler::start(name)?),
-        _ => None,
-    };
+    let nic = nic_sampler(args)?;
     let mut engines = run.engines(&model, &data)?;
     let mut replicas = match job.all_reduce(engines.len(), args.allreduce, &run.faults)? {
         Some(all_reduce) => run.replicas_with(&mut engines, all_reduce)?,
@@ -349,43 +334,12 @@ fn train_in_job(
         );
     }
     let mut console = Console::new(run.train.epochs);
-    if let Some(path) = &args.metrics {
-        console.metrics = Some((
-            {
-                let m = crate::network::metrics::Metrics::create(
-                    path,
-                    args.resume.is_some().then_some(start.global_step),
-                )?;
-                match &args.nic {
-                    Some(nic) => m.with_nic(nic)?,
-                    None => m,
-                }
-            },
-            args.metrics_every,
-        ));
-    }
+    console.metrics = open_metrics(args, start)?;
     let snap = snapshots.as_ref().map(|dir| train::Snapshots {
         dir,
         every: args.snapshot_every,
     });
-    // Ctrl-C (or SIGTERM) stops the run between two steps (a snapshot being written is
-    // finished first); a second one stops at once. Under mpirun the signal reaches mpirun,
-    // which ends every rank itself (SIGTERM, then SIGKILL) moments later: no rank can finish
-    // its step in step with the others, so rank 0 says at once where the job can be resumed
-    // from, and ends.
-    let mpi_snapshots = args.mpi.then(|| args.snapshot_dir.clone());
-    let _ = ctrlc::set_handler(move || {
-        if let Some(dir) = &mpi_snapshots {
-            eprintln!(
-                "gpu-train: rank 0 stopped by a signal (Ctrl-C, or mpirun ending the job); {}",
-                resume_hint_in(dir.as_deref())
-            );
-            std::process::exit(130);
-        }
-        if train::STOP.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-    });
+    on_ctrl_c(args);
     let trained = train::train_from(&mut replicas, &data, &run.train, start, snap, &mut console);
     drop(replicas);
     add_nic(&mut trace, nic, job.rank);
@@ -417,6 +371,66 @@ fn train_in_job(
     }
     print_end(&reports, &run, start);
     Ok(())
+}
+
+/// Ctrl-C (or SIGTERM) stops the run between two steps (a snapshot being written is finished
+/// first); a second one stops at once. Under mpirun the signal reaches mpirun, which ends every
+/// rank itself (SIGTERM, then SIGKILL) moments later: no rank can finish its step in step with
+/// the others, so rank 0 says at once where the job can be resumed from, and ends.
+fn on_ctrl_c(args: &TrainArgs) {
+    let mpi_snapshots = args.mpi.then(|| args.snapshot_dir.clone());
+    let _ = ctrlc::set_handler(move || {
+        if let Some(dir) = &mpi_snapshots {
+            eprintln!(
+                "gpu-train: rank 0 stopped by a signal (Ctrl-C, or mpirun ending the job); {}",
+                resume_hint_in(dir.as_deref())
+            );
+            std::process::exit(130);
+        }
+        if train::STOP.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    });
+}
+
+/// --nic checked (it needs somewhere to go, and an interface that exists), and its sampler
+/// started when there is a trace to sample into.
+fn nic_sampler(args: &TrainArgs) -> Result<Option<crate::network::nic::NicSampler>> {
+    let Some(name) = &args.nic else {
+        return Ok(None);
+    };
+    if args.trace.is_none() && args.metrics.is_none() {
+        return Err(Error::Config(
+            "--nic samples a NIC into the --trace and the --metrics: give one of them".into(),
+        ));
+    }
+    crate::network::nic::read_now(name).ok_or_else(|| {
+        Error::Config(format!(
+            "--nic {name}: no such network interface here (see `ip link`)"
+        ))
+    })?;
+    match &args.trace {
+        Some(_) => Ok(Some(crate::network::nic::NicSampler::start(name)?)),
+        None => Ok(None),
+    }
+}
+
+/// --metrics opened (cut back to the resumed step on a resume), with --nic's counters, and
+/// every how many steps to write.
+fn open_metrics(
+    args: &TrainArgs,
+    start: Start,
+) -> Result<Option<(crate::network::metrics::Metrics, u64)>> {
+    let Some(path) = &args.metrics else {
+        return Ok(None);
+    };
+    let resumed = args.resume.is_some().then_some(start.global_step);
+    let m = crate::network::metrics::Metrics::create(path, resumed)?;
+    let m = match &args.nic {
+        Some(nic) => m.with_nic(nic)?,
+        None => m,
+    };
+    Ok(Some((m, args.metrics_every)))
 }
 
 /// Chooses this rank's adapters (under MPI a rank with no --device/--devices takes the GPU of

@@ -350,165 +350,193 @@ pub fn topology(dir: &Path, f: &Fabric) -> Result<Vec<PathBuf>> {
     })
 }
 
+/// Where a fabric's parts go in its picture: rows for the spine, the leaves and the hosts.
+struct Layout {
+    w: f64,
+    h: f64,
+    spine_y: f64,
+    leaf_y: f64,
+    host_y: f64,
+    hosts: usize,
+    leaves: usize,
+}
+
+impl Layout {
+    fn of(f: &Fabric) -> Self {
+        let (spine_y, leaf_y, host_y) = if f.leaves > 1 {
+            (90.0, 220.0, 380.0)
+        } else {
+            (0.0, 160.0, 360.0)
+        };
+        Layout {
+            w: 1000.0,
+            h: 520.0,
+            spine_y,
+            leaf_y,
+            host_y,
+            hosts: f.hosts,
+            leaves: f.leaves,
+        }
+    }
+    fn x_of_host(&self, i: usize) -> i32 {
+        (self.w * (i as f64 - 0.5) / self.hosts as f64) as i32
+    }
+    fn x_of_leaf(&self, l: usize) -> i32 {
+        (self.w * (l as f64 - 0.5) / self.leaves as f64) as i32
+    }
+    /// Half a box's width when `n` of them share the width (64 hosts fit across).
+    fn half(&self, n: usize) -> i32 {
+        ((self.w / n as f64) / 2.0 - 3.0).min(55.0) as i32
+    }
+}
+
+type Drawn<DB> = Vec<DynElement<'static, DB, (i32, i32)>>;
+
+/// A labelled box centred on (x, y), `half` wide each side; narrow boxes get smaller labels.
+fn boxed<DB: DrawingBackend>(x: i32, y: f64, half: i32, label: &str, fill: RGBColor) -> Drawn<DB> {
+    let y = y as i32;
+    let size = if half < 40 { 11 } else { 15 };
+    vec![
+        Rectangle::new([(x - half, y - 18), (x + half, y + 18)], fill.filled()).into_dyn(),
+        Rectangle::new(
+            [(x - half, y - 18), (x + half, y + 18)],
+            BLACK.stroke_width(1),
+        )
+        .into_dyn(),
+        Text::new(
+            label.to_string(),
+            (x - half + 4, y - 8),
+            ("sans-serif", size).into_font(),
+        )
+        .into_dyn(),
+    ]
+}
+
+const LINK: RGBColor = RGBColor(120, 120, 120);
+const SLOW: RGBColor = RGBColor(200, 60, 30);
+const RING: RGBColor = RGBColor(40, 140, 60);
+const SWITCH: RGBColor = RGBColor(235, 235, 235);
+const HOST: RGBColor = RGBColor(220, 230, 245);
+
 fn fabric<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, f: &Fabric) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
     let e = |x: DrawingAreaErrorKind<DB::ErrorType>| Error::Config(format!("drawing: {x:?}"));
-    let (w, h) = (1000.0f64, 520.0f64);
-    let style = |size: u32| ("sans-serif", size).into_font().color(&BLACK);
-    let two_tier = f.leaves > 1;
-    let title = if two_tier {
-        format!(
-            "{} hosts on {} leaf switches under a spine; the ring in host order (arrows)",
-            f.hosts, f.leaves
-        )
-    } else {
-        format!(
+    let title = match f.leaves {
+        1 => format!(
             "{} hosts on one switch; the ring in host order (arrows)",
             f.hosts
-        )
+        ),
+        l => format!(
+            "{} hosts on {l} leaf switches under a spine; the ring in host order (arrows)",
+            f.hosts
+        ),
     };
-    area.draw(&Text::new(title, (20, 14), style(20)))
-        .map_err(e)?;
-    // Rows: spine, leaves, hosts.
-    let (spine_y, leaf_y, host_y) = if two_tier {
-        (90.0, 220.0, 380.0)
-    } else {
-        (0.0, 160.0, 360.0)
-    };
-    let x_of_host = |i: usize| (w * (i as f64 - 0.5) / f.hosts as f64) as i32;
-    let x_of_leaf = |l: usize| (w * (l as f64 - 0.5) / f.leaves as f64) as i32;
-    let link = RGBColor(120, 120, 120);
-    let slow = RGBColor(200, 60, 30);
-    // Boxes narrow as hosts are added (64 fit across), their labels with them.
-    let host_half = ((w / f.hosts as f64) / 2.0 - 3.0).min(55.0) as i32;
-    let boxed = |x: i32,
-                 y: f64,
-                 half: i32,
-                 label: &str,
-                 fill: RGBColor|
-     -> Vec<DynElement<'static, DB, (i32, i32)>> {
-        let y = y as i32;
-        let size = if half < 40 { 11 } else { 15 };
-        vec![
-            Rectangle::new([(x - half, y - 18), (x + half, y + 18)], fill.filled()).into_dyn(),
-            Rectangle::new(
-                [(x - half, y - 18), (x + half, y + 18)],
-                BLACK.stroke_width(1),
-            )
-            .into_dyn(),
-            Text::new(
-                label.to_string(),
-                (x - half + 4, y - 8),
-                ("sans-serif", size).into_font(),
-            )
-            .into_dyn(),
-        ]
-    };
-    // Host links to their leaf, with rates.
+    let font = ("sans-serif", 20).into_font().color(&BLACK);
+    area.draw(&Text::new(title, (20, 14), font)).map_err(e)?;
+    let lay = Layout::of(f);
+    let mut drawn: Drawn<DB> = Vec::new();
+    fabric_links(f, &lay, &mut drawn);
+    fabric_boxes(f, &lay, &mut drawn);
+    fabric_ring(f, &lay, &mut drawn);
+    for el in &drawn {
+        area.draw(el).map_err(e)?;
+    }
+    Ok(())
+}
+
+/// Every host's link to its switch (the straggler's in red), with its rate where there is
+/// room; the uplinks to the spine with theirs.
+fn fabric_links<DB: DrawingBackend>(f: &Fabric, lay: &Layout, out: &mut Drawn<DB>) {
+    let (leaf_y, host_y) = (lay.leaf_y as i32, lay.host_y as i32);
     for i in 1..=f.hosts {
-        let (hx, lx) = (x_of_host(i), x_of_leaf(f.leaf_of(i)));
+        let (hx, lx) = (lay.x_of_host(i), lay.x_of_leaf(f.leaf_of(i)));
         let slowed = f.slow_host.as_ref().filter(|(s, _)| *s == i);
-        let colour = if slowed.is_some() { slow } else { link };
-        area.draw(&PathElement::new(
-            [(hx, host_y as i32 - 18), (lx, leaf_y as i32 + 18)],
-            colour.stroke_width(2),
-        ))
-        .map_err(e)?;
+        let colour = if slowed.is_some() { SLOW } else { LINK };
+        let line = [(hx, host_y - 18), (lx, leaf_y + 18)];
+        out.push(PathElement::new(line, colour.stroke_width(2)).into_dyn());
         // Each link's rate where there is room (8 hosts or fewer), else only the straggler's.
         if f.hosts <= 8 || slowed.is_some() {
             let rate = slowed.map_or(f.host_rate.as_str(), |(_, r)| r.as_str());
-            let (mx, my) = ((hx + lx) / 2, ((host_y + leaf_y) / 2.0) as i32);
+            let at = ((hx + lx) / 2 + 4, (host_y + leaf_y) / 2);
             let font = ("sans-serif", 13).into_font().color(&colour);
-            area.draw(&Text::new(rate.to_string(), (mx + 4, my), font))
-                .map_err(e)?;
+            out.push(Text::new(rate.to_string(), at, font).into_dyn());
         }
     }
-    if two_tier {
-        let sx = (w / 2.0) as i32;
+    if f.leaves > 1 {
+        let (sx, spine_y) = ((lay.w / 2.0) as i32, lay.spine_y as i32);
         for l in 1..=f.leaves {
-            let lx = x_of_leaf(l);
-            area.draw(&PathElement::new(
-                [(lx, leaf_y as i32 - 18), (sx, spine_y as i32 + 18)],
-                link.stroke_width(3),
-            ))
-            .map_err(e)?;
-            let (mx, my) = ((lx + sx) / 2, ((leaf_y + spine_y) / 2.0) as i32);
-            area.draw(&Text::new(
-                format!("uplink {}", f.uplink_rate),
-                (mx + 4, my),
-                ("sans-serif", 13).into_font(),
-            ))
-            .map_err(e)?;
+            let lx = lay.x_of_leaf(l);
+            let line = [(lx, leaf_y - 18), (sx, spine_y + 18)];
+            out.push(PathElement::new(line, LINK.stroke_width(3)).into_dyn());
+            let at = ((lx + sx) / 2 + 4, (leaf_y + spine_y) / 2);
+            let label = format!("uplink {}", f.uplink_rate);
+            out.push(Text::new(label, at, ("sans-serif", 13).into_font()).into_dyn());
         }
-        for el in boxed(sx, spine_y, 55, "spine", RGBColor(235, 235, 235)) {
-            area.draw(&el).map_err(e)?;
-        }
+    }
+}
+
+/// The switches and the hosts (with their ranks where there is room).
+fn fabric_boxes<DB: DrawingBackend>(f: &Fabric, lay: &Layout, out: &mut Drawn<DB>) {
+    if f.leaves > 1 {
+        out.extend(boxed(
+            (lay.w / 2.0) as i32,
+            lay.spine_y,
+            55,
+            "spine",
+            SWITCH,
+        ));
     }
     for l in 1..=f.leaves {
-        let name = if two_tier {
+        let name = if f.leaves > 1 {
             format!("leaf {l}")
         } else {
             "switch".to_string()
         };
-        let half = ((w / f.leaves as f64) / 2.0 - 3.0).min(55.0) as i32;
-        for el in boxed(x_of_leaf(l), leaf_y, half, &name, RGBColor(235, 235, 235)) {
-            area.draw(&el).map_err(e)?;
-        }
+        out.extend(boxed(
+            lay.x_of_leaf(l),
+            lay.leaf_y,
+            lay.half(f.leaves),
+            &name,
+            SWITCH,
+        ));
     }
+    let half = lay.half(f.hosts);
     for i in 1..=f.hosts {
-        let label = match host_half {
+        let label = match half {
             40.. => format!("h{i}  rank {}", i - 1),
             _ => format!("h{i}"),
         };
-        for el in boxed(
-            x_of_host(i),
-            host_y,
-            host_half,
-            &label,
-            RGBColor(220, 230, 245),
-        ) {
-            area.draw(&el).map_err(e)?;
-        }
+        out.extend(boxed(lay.x_of_host(i), lay.host_y, half, &label, HOST));
     }
-    // The ring: h1 → h2 → … → hN → h1, drawn under the hosts.
-    let ring = RGBColor(40, 140, 60);
-    let below = host_y as i32 + 40;
+}
+
+/// The ring under the hosts: h1 → h2 → … → hN, and back from hN to h1; and a note.
+fn fabric_ring<DB: DrawingBackend>(f: &Fabric, lay: &Layout, out: &mut Drawn<DB>) {
+    let below = lay.host_y as i32 + 40;
+    let arrow = |x: i32, y: i32, up: bool| -> DynElement<'static, DB, (i32, i32)> {
+        let head = if up {
+            vec![(x - 5, y + 8), (x, y), (x + 5, y + 8)]
+        } else {
+            vec![(x - 8, y - 5), (x, y), (x - 8, y + 5)]
+        };
+        Polygon::new(head, RING.filled()).into_dyn()
+    };
     for i in 1..f.hosts {
-        let (a, b) = (x_of_host(i), x_of_host(i + 1));
-        area.draw(&PathElement::new(
-            [(a, below), (b - 8, below)],
-            ring.stroke_width(2),
-        ))
-        .map_err(e)?;
-        area.draw(&Polygon::new(
-            vec![(b - 8, below - 5), (b, below), (b - 8, below + 5)],
-            ring.filled(),
-        ))
-        .map_err(e)?;
+        let (a, b) = (lay.x_of_host(i), lay.x_of_host(i + 1));
+        out.push(PathElement::new([(a, below), (b - 8, below)], RING.stroke_width(2)).into_dyn());
+        out.push(arrow(b, below, false));
     }
-    let back = below + 30;
-    let (first, last) = (x_of_host(1), x_of_host(f.hosts));
-    area.draw(&PathElement::new(
-        [
-            (last, below),
-            (last, back),
-            (first, back),
-            (first, below + 8),
-        ],
-        ring.stroke_width(2),
-    ))
-    .map_err(e)?;
-    area.draw(&Polygon::new(
-        vec![
-            (first - 5, below + 8),
-            (first, below),
-            (first + 5, below + 8),
-        ],
-        ring.filled(),
-    ))
-    .map_err(e)?;
+    let (back, first, last) = (below + 30, lay.x_of_host(1), lay.x_of_host(f.hosts));
+    let path = [
+        (last, below),
+        (last, back),
+        (first, back),
+        (first, below + 8),
+    ];
+    out.push(PathElement::new(path, RING.stroke_width(2)).into_dyn());
+    out.push(arrow(first, below, true));
     let mut note = format!(
         "hosts' links {}; ring: each host sends to the next, the last to the first",
         f.host_rate
@@ -516,11 +544,6 @@ where
     if let Some(p) = f.loss_percent {
         note += &format!("; every NIC loses {p} % of the TCP packets reaching it");
     }
-    area.draw(&Text::new(
-        note,
-        (20, (h - 30.0) as i32),
-        ("sans-serif", 14).into_font().color(&ring),
-    ))
-    .map_err(e)?;
-    Ok(())
+    let font = ("sans-serif", 14).into_font().color(&RING);
+    out.push(Text::new(note, (20, (lay.h - 30.0) as i32), font).into_dyn());
 }
