@@ -2,7 +2,7 @@
 //! cluster projected from the α-β model), `gpu-train allreduce-bench` (nccl-tests' numbers for
 //! the ring), `gpu-train plot` (a metrics file as pictures).
 
-use super::link::{self, AlphaBeta};
+use super::link;
 use super::{metrics, plot};
 use crate::error::{Error, Result};
 use crate::parallel::{ring::Ring, AllReduce};
@@ -77,20 +77,20 @@ pub fn run_network(a: &NetworkArgs) -> Result<()> {
     let (rate, link_name) = link::parse_rate(&a.link)?;
     let latency = parse_duration(&a.latency)?;
     if a.project {
-        return project(a, rate, &link_name, latency);
+        return super::project::project(a, rate, &link_name, latency);
     }
     if let Some(file) = &a.topology {
         let text = crate::files::read_input_text(file, 1 << 20).map_err(|source| Error::Io {
             path: file.clone(),
             source,
         })?;
-        let fabric: plot::Fabric = serde_json::from_str(&text).map_err(|e| {
+        let fabric: super::fabric::Fabric = serde_json::from_str(&text).map_err(|e| {
             Error::bad_data(
                 file.display().to_string(),
                 format!("not a lab's topology: {e}"),
             )
         })?;
-        for p in plot::topology(&a.out, &fabric)? {
+        for p in super::fabric::topology(&a.out, &fabric)? {
             println!("picture: {}", p.display());
         }
         if a.trace.is_none() {
@@ -260,213 +260,6 @@ fn measured_wire(
         )? {
             println!("picture: {}", p.display());
         }
-    }
-    Ok(())
-}
-
-/// α for the projection: the larger of --latency and the per-message cost fitted (α + β·bytes
-/// a message) to the in-process ring's measurements in `from` (allreduce-bench --json), printed
-/// with how well the fit matches them.
-fn fitted_alpha(from: &std::path::Path, latency: f64) -> Result<f64> {
-    let rows: Vec<BenchRow> = serde_json::from_str(
-        &crate::files::read_input_text(from, 16 << 20).map_err(|source| Error::Io {
-            path: from.to_path_buf(),
-            source,
-        })?,
-    )
-    .map_err(|e| {
-        Error::bad_data(
-            from.display().to_string(),
-            format!("not allreduce-bench JSON: {e}"),
-        )
-    })?;
-    // The in-process ring runs every replica's sends on one thread, one after another: its
-    // time grows with all replicas' messages and bytes, N × the ring's per-replica counts.
-    let load = |r: &BenchRow| {
-        let n = r.replicas as f64;
-        (n * 2.0 * (n - 1.0), n * r.bytes_on_wire as f64)
-    };
-    let pts: Vec<(f64, f64, f64)> = rows
-        .iter()
-        .map(|r| {
-            let (m, b) = load(r);
-            (m, b, r.seconds)
-        })
-        .collect();
-    let f: AlphaBeta = link::fit(&pts)?;
-    println!(
-        "  α = {:.2} µs a message and β = {:.3} ns a byte ({:.2} GB/s) of this host's in-process ring, fitted to {} all-reduce measurements in {}",
-        f.alpha * 1e6,
-        f.beta * 1e9,
-        1e-9 / f.beta.max(1e-30),
-        rows.len(),
-        from.display()
-    );
-    // How well the model fits what was measured.
-    let errs: Vec<f64> = rows
-        .iter()
-        .map(|r| {
-            let (m, b) = load(r);
-            let t = m * f.alpha + b * f.beta;
-            (t - r.seconds) / r.seconds
-        })
-        .collect();
-    let worst = errs.iter().fold(0.0f64, |w, e| w.max(e.abs()));
-    let big: Vec<f64> = rows
-        .iter()
-        .zip(&errs)
-        .filter(|(r, _)| r.bytes >= 1 << 20)
-        .map(|(_, e)| e.abs())
-        .collect();
-    match big.iter().copied().reduce(f64::max) {
-        Some(b) => println!(
-            "  the model against those measurements: worst error {:.0} % (small messages, where this host's timing noise dominates), {:.0} % at 1 MB and above",
-            100.0 * worst,
-            100.0 * b
-        ),
-        None => println!(
-            "  the model against those measurements: worst error {:.0} % (none was 1 MB or larger)",
-            100.0 * worst
-        ),
-    }
-    // The projection's gradients are megabytes to gigabytes: judge the fit where it matters
-    // (or on everything, when nothing that large was measured).
-    let judged = big.iter().copied().reduce(f64::max).unwrap_or(worst);
-    if judged > 0.5 {
-        println!(
-            "  WARNING: the α-β model misses these measurements by {:.0} %: do not trust what follows. \
-             Measure again on an idle machine, with messages of 1 MB and more (allreduce-bench --max-bytes), \
-             or leave out --from and give --latency",
-            100.0 * judged
-        );
-    }
-    let alpha = latency.max(f.alpha);
-    println!(
-        "  α for the projection: {:.2} µs (the larger of the fit and --latency)",
-        alpha * 1e6
-    );
-    Ok(alpha)
-}
-
-/// The rate each algorithm's flows get on the projected fabric, printed as assumptions: the
-/// slowest link a flow crosses sets it.
-/// - One switch: every GPU's own link (a non-blocking switch adds no bottleneck).
-/// - Leaves of K GPUs joined by uplinks: the ring, in host order, crosses each leaf's uplink
-///   with one flow each way, so it runs at min(link, uplink); a tree's (or any pattern's) K
-///   flows out of a leaf at once share the uplink: min(link, uplink / K).
-/// - A straggler's link bounds both: every chunk of a ring passes it, and a tree waits for it.
-fn bottlenecks(a: &NetworkArgs, rate: f64, link_name: &str) -> Result<(f64, f64)> {
-    let mut ring = (rate, format!("each GPU's own link, {link_name}"));
-    let mut tree = ring.clone();
-    if let Some(k) = a.hosts_per_leaf {
-        if !(k >= 1.0 && k <= a.gpus && k.fract() == 0.0) {
-            return Err(Error::Config(format!(
-                "--hosts-per-leaf {k}: a whole number from 1 to --gpus ({})",
-                a.gpus
-            )));
-        }
-        let (up, up_name) = match &a.uplink {
-            Some(u) => link::parse_rate(u)?,
-            None => (rate, link_name.to_string()),
-        };
-        println!(
-            "  fabric: leaves of {k} GPUs, each joined to the spine by a {up_name} uplink: oversubscription {:.2}:1",
-            k * rate / up
-        );
-        if up < ring.0 {
-            ring = (
-                up,
-                format!("a leaf's uplink, {up_name} (the ring crosses it with one flow each way)"),
-            );
-        }
-        if up / k < tree.0 {
-            tree = (
-                up / k,
-                format!("a leaf's uplink, {up_name}, shared by {k} flows"),
-            );
-        }
-    } else if a.uplink.is_some() {
-        return Err(Error::Config(
-            "--uplink needs --hosts-per-leaf (one switch has no uplinks)".into(),
-        ));
-    }
-    if let Some(s) = &a.slowest {
-        let (slow, slow_name) = link::parse_rate(s)?;
-        for (r, why) in [&mut ring, &mut tree] {
-            if slow < *r {
-                *r = slow;
-                *why = format!("the slowest GPU's link, {slow_name} (every chunk waits for it)");
-            }
-        }
-    }
-    println!("  β, ring: the bottleneck is {}", ring.1);
-    println!("  β, tree: the bottleneck is {}", tree.1);
-    Ok((ring.0, tree.0))
-}
-
-fn project(a: &NetworkArgs, rate: f64, link_name: &str, latency: f64) -> Result<()> {
-    let compute = parse_duration(&a.step_compute)?;
-    // Bounds a thousand times past today's largest models and clusters: past them the
-    // projection's numbers (and its picture's axis) stop meaning anything.
-    if !(1.0..=1e15).contains(&a.params) || !(2.0..=1e7).contains(&a.gpus) {
-        return Err(Error::Config(format!(
-            "--params {} and --gpus {}: --params from 1 to 1e15, --gpus from 2 to 1e7",
-            a.params, a.gpus
-        )));
-    }
-    let mut alpha = latency;
-    println!("assumptions:");
-    match &a.from {
-        Some(from) => alpha = fitted_alpha(from, latency)?,
-        None => println!(
-            "  α = {:.2} µs a message (--latency; give --from allreduce-bench.json to fit it)",
-            alpha * 1e6
-        ),
-    }
-    let (ring_rate, tree_rate) = bottlenecks(a, rate, link_name)?;
-    println!(
-        "  gradients in FP32 (4 bytes a parameter), one all-reduce of the whole gradient a step, no overlap of compute and sync"
-    );
-    println!(
-        "projection: {:.3e} parameters ({:.1} GB of gradient) on {} GPUs, {:.0} ms of compute a step",
-        a.params,
-        4.0 * a.params / 1e9,
-        a.gpus,
-        compute * 1e3
-    );
-    let proj = [
-        link::project(a.params, a.gpus, ring_rate, alpha, compute)[0].clone(),
-        link::project(a.params, a.gpus, tree_rate, alpha, compute)[1].clone(),
-    ];
-    for p in &proj {
-        println!(
-            "  {:<5} sync {:>10.1} ms, {:>10} on each GPU's link, link busy {:>5.1} %, GPU waiting {:>5.1} % of the step",
-            p.algorithm,
-            p.sync_s * 1e3,
-            if p.bytes_per_gpu >= 1e8 {
-                format!("{:.2} GB", p.bytes_per_gpu / 1e9)
-            } else {
-                format!("{:.0} KB", p.bytes_per_gpu / 1e3)
-            },
-            100.0 * p.busy,
-            100.0 * p.busy
-        );
-    }
-    let steps: Vec<link::LinkStep> = (0..3)
-        .map(|i| link::LinkStep {
-            step: i,
-            compute_s: compute,
-            sync_s: proj[0].sync_s,
-            measured_sync_s: 0.0,
-            bytes: proj[0].bytes_per_gpu as u64,
-        })
-        .collect();
-    let title = format!(
-        "projected: {:.0e} parameters, {} GPUs, {link_name}, ring",
-        a.params, a.gpus
-    );
-    for p in plot::link_utilisation(&a.out, "link-utilisation-projected", &title, &steps)? {
-        println!("picture: {}", p.display());
     }
     Ok(())
 }

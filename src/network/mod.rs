@@ -3,14 +3,19 @@
 //!
 //! * [`trace`]: a timeline of every replica's step (Chrome trace-event JSON, for Perfetto).
 //! * [`metrics`]: loss, accuracy and bytes moved, one JSON line per epoch and every K steps.
-//! * [`link`]: a link's rate, a traced step replayed on it, the α-β model and its projection.
+//! * [`link`]: a link's rate, a traced step replayed on it, the α-β model.
+//! * [`project`]: the model projected onto a cluster and its fabric (`network --project`).
 //! * [`nic`]: a NIC's own counters, sampled while a run is traced: the wire measured.
-//! * [`plot`]: the pictures (PNG and SVG, through plotters).
+//! * [`wire`]: those counters read back per traced step and per link, beside the model.
+//! * [`plot`]: the pictures (PNG and SVG, through plotters); [`fabric`]: the lab's fabric.
+//! * [`commands`]: the `network`, `allreduce-bench` and `plot` subcommands.
 
 pub mod commands;
+pub mod fabric;
 pub mod link;
 pub mod metrics;
 pub mod nic;
 pub mod plot;
+pub mod project;
 pub mod trace;
 pub mod wire;
