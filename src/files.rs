@@ -2,7 +2,8 @@
 //!
 //! A path a user gives may name a FIFO (the open, or the reads, block forever), a character
 //! device (`/dev/zero` reads without end) or a folder; and a file's own header may claim any
-//! size. Every input gpu-train reads goes through [`open_input`] or [`read_input`].
+//! size. Every file a user can name (or put in gpu-train's way) is read through [`open_input`] or
+//! [`read_input`]; only fixed system files (/proc, /sys) are read directly.
 
 use std::fs::{self, File};
 use std::io::Read;
