@@ -1173,3 +1173,154 @@ fn a_lab_fabric_is_drawn_and_a_fabric_no_lab_builds_is_refused() {
         assert_eq!(code, 2, "{bad}: {err}");
     }
 }
+
+/// Found by trying the new network flags as a hostile user would (each failed before its fix).
+#[test]
+fn projection_fabric_edge_cases_are_right_or_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = [
+        "network",
+        "--project",
+        "--gpus",
+        "4",
+        "--link",
+        "100mbit",
+        "-o",
+        "p",
+    ];
+    let run = |extra: &[&str]| run_in(dir.path(), &[&base[..], extra].concat());
+    let ring_ms = |out: &str| -> f64 {
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with("ring"))
+            .unwrap();
+        line.split("sync")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    // One leaf holding every GPU is one switch: the same times as without a fabric.
+    let (code, one, err) = run(&[]);
+    assert_eq!(code, 0, "{err}");
+    let (code, leaf, err) = run(&["--hosts-per-leaf", "4", "--uplink", "10mbit"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(ring_ms(&one), ring_ms(&leaf), "{leaf}");
+    // Where the uplink is the bottleneck the GPU's own link idles most of the sync.
+    let (code, out, err) = run(&["--hosts-per-leaf", "2", "--uplink", "10mbit"]);
+    assert_eq!(code, 0, "{err}");
+    let busy: f64 = out
+        .split("that link busy")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(busy < 15.0, "{out}");
+    // Refused before anything is printed, naming the flag.
+    for (extra, says) in [
+        (&["--hosts-per-leaf", "3"][..], "--hosts-per-leaf"),
+        (
+            &["--hosts-per-leaf", "2", "--uplink", "fast"],
+            "--uplink fast",
+        ),
+        (&["--slowest", "0mbit"], "--slowest 0mbit"),
+    ] {
+        let (code, out, err) = run(extra);
+        assert_eq!(code, 2, "{extra:?}: {err}");
+        assert!(
+            err.contains(says) && out.is_empty(),
+            "{extra:?}: {out} / {err}"
+        );
+    }
+    // A step too long to draw: the projection is printed, no picture (and no half of one).
+    let (code, out, err) = run_in(
+        dir.path(),
+        &[
+            "network",
+            "--project",
+            "--gpus",
+            "4",
+            "--link",
+            "100mbit",
+            "--slowest",
+            "1kbit",
+            "-o",
+            "slow",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("picture: none") && !dir.path().join("slow").exists(),
+        "{out}"
+    );
+    // Fabric flags without --project are refused, not ignored.
+    let (code, _, err) = run_in(
+        dir.path(),
+        &["network", "--topology", "x.json", "--slowest", "1gbit"],
+    );
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn plot_and_topology_refuse_what_they_cannot_mean_and_leave_no_half_pictures() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+    write(
+        "far.jsonl",
+        "{\"kind\":\"epoch\",\"epoch\":1,\"global_step\":1,\"train_loss\":2.3,\"test_loss\":2.2,\"test_accuracy\":10}\n\
+         {\"kind\":\"step\",\"epoch\":1,\"global_step\":1e300,\"train_loss\":2.3,\"train_accuracy\":10}\n",
+    );
+    let (code, _, err) = run_in(dir.path(), &["plot", "far.jsonl", "-o", "far"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("far.jsonl"), "{err}");
+    let left: Vec<_> =
+        std::fs::read_dir(dir.path().join("far")).map_or(vec![], |d| d.flatten().collect());
+    assert!(left.is_empty(), "pictures left behind: {left:?}");
+    write("array.jsonl", "[\"step\",1,2,3,4,5,6]\n");
+    let (code, _, err) = run_in(dir.path(), &["plot", "array.jsonl", "-o", "a"]);
+    assert_eq!(code, 2, "{err}");
+    for (json, says) in [
+        (
+            r#"{"hosts": 4, "leaves": 2, "host_rate": "100mbit", "uplink_rate": "100mbit", "slow_host": [99, "50mbit"]}"#,
+            "slow_host 99",
+        ),
+        (
+            r#"{"hosts": 4, "leaves": 2, "host_rate": "fast", "uplink_rate": "100mbit"}"#,
+            "host_rate",
+        ),
+        (
+            r#"{"hosts": 4, "leaves": 2, "host_rate": "1gbit", "uplink_rate": "1gbit", "loss_percent": -5}"#,
+            "loss_percent",
+        ),
+        ("[1, 2]", "not a JSON object"),
+    ] {
+        write("t.json", json);
+        let (code, _, err) = run_in(dir.path(), &["network", "--topology", "t.json", "-o", "t"]);
+        assert_eq!(code, 2, "{json}: {err}");
+        assert!(err.contains(says), "{json}: {err}");
+    }
+    // --allreduce is for MPI jobs: without --mpi it is refused, not ignored.
+    let (code, _, err) = run_in(
+        dir.path(),
+        &[
+            "--cpu",
+            "--limit",
+            "64",
+            "--epochs",
+            "1",
+            "--allreduce",
+            "mpi",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--allreduce") && err.contains("--mpi"),
+        "{err}"
+    );
+}

@@ -100,9 +100,9 @@ pub struct TrainArgs {
     /// Under --mpi, how the ranks sum their gradients: `ring`, the chapter's ring all-reduce
     /// over MPI point-to-point messages (sequenced and checksummed; its payload is counted,
     /// and --fault acts on its messages, replica = rank), or `mpi`, MPI_Allreduce (the
-    /// library's own algorithm; only the bytes handed to it are known).
-    #[arg(long, value_enum, default_value = "ring")]
-    pub allreduce: crate::parallel::AcrossRanks,
+    /// library's own algorithm; only the bytes handed to it are known) [default: ring].
+    #[arg(long, value_enum)]
+    pub allreduce: Option<crate::parallel::AcrossRanks>,
     /// Data-parallel training, one replica per listed adapter (e.g. 0,1; an adapter may repeat:
     /// 0,0,0,0 opens four devices on adapter 0). Each replica trains on its own shard of every
     /// global batch; gradients are summed by a ring all-reduce.
@@ -211,6 +211,11 @@ pub enum PrecisionArg {
 }
 
 impl TrainArgs {
+    /// How the ranks of an MPI job sum their gradients: --allreduce, ring by default.
+    pub fn across_ranks(&self) -> crate::parallel::AcrossRanks {
+        self.allreduce.unwrap_or(crate::parallel::AcrossRanks::Ring)
+    }
+
     /// The run these flags ask for, before a snapshot's settings replace the defaults:
     /// parsed and checked here, once (ripgrep's low-args → high-args).
     pub fn config(&self) -> crate::Result<RunConfig> {
@@ -223,8 +228,12 @@ impl TrainArgs {
                 crate::model::MAX_HIDDEN
             )));
         }
-        if !self.fault.is_empty() && self.mpi && self.allreduce == crate::parallel::AcrossRanks::Mpi
-        {
+        if self.allreduce.is_some() && !self.mpi {
+            return Err(crate::Error::Config(
+                "--allreduce chooses how the ranks of an MPI job sum their gradients: it needs --mpi (in one process replicas use the in-process ring)".into(),
+            ));
+        }
+        if !self.fault.is_empty() && self.allreduce == Some(crate::parallel::AcrossRanks::Mpi) {
             return Err(crate::Error::Config(
                 "--fault injects into our ring's messages; with --allreduce mpi the messages are MPI_Allreduce's own (use --allreduce ring)".into(),
             ));

@@ -306,7 +306,7 @@ fn train_in_job(
         .transpose()?;
     let nic = nic_sampler(args)?;
     let mut engines = run.engines(&model, &data)?;
-    let mut replicas = match job.all_reduce(engines.len(), args.allreduce, &run.faults)? {
+    let mut replicas = match job.all_reduce(engines.len(), args.across_ranks(), &run.faults)? {
         Some(all_reduce) => run.replicas_with(&mut engines, all_reduce)?,
         None => run.replicas_of(&mut engines)?,
     };
@@ -512,7 +512,7 @@ fn job_fields(
         ("--data-dir (test examples)", data.test.len().to_string()),
         ("--resume (starting step)", start.global_step.to_string()),
         ("--trace", args.trace.is_some().to_string()),
-        ("--allreduce", format!("{:?}", args.allreduce)),
+        ("--allreduce", format!("{:?}", args.across_ranks())),
         ("--trace-steps", args.trace_steps.clone()),
         ("--overlap", run.overlap.to_string()),
     ]

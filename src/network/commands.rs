@@ -74,33 +74,47 @@ pub fn run_network(a: &NetworkArgs) -> Result<()> {
             "--project draws a projected cluster, not a trace: give one or the other".into(),
         ));
     }
+    if !a.project && (a.hosts_per_leaf.is_some() || a.uplink.is_some() || a.slowest.is_some()) {
+        return Err(Error::Config(
+            "--hosts-per-leaf, --uplink and --slowest describe the fabric of a --project".into(),
+        ));
+    }
     let (rate, link_name) = link::parse_rate(&a.link)?;
     let latency = parse_duration(&a.latency)?;
-    if a.project {
-        return super::project::project(a, rate, &link_name, latency);
-    }
     if let Some(file) = &a.topology {
         let text = crate::files::read_input_text(file, 1 << 20).map_err(|source| Error::Io {
             path: file.clone(),
             source,
         })?;
-        let fabric: super::fabric::Fabric = serde_json::from_str(&text).map_err(|e| {
+        let bad = |why: String| {
             Error::bad_data(
                 file.display().to_string(),
-                format!("not a lab's topology: {e}"),
+                format!("not a lab's topology: {why}"),
             )
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        if !value.is_object() {
+            return Err(bad("it is not a JSON object".into()));
+        }
+        let fabric: super::fabric::Fabric =
+            serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+        fabric.check().map_err(|e| match e {
+            Error::Config(m) => bad(m),
+            e => e,
         })?;
         for p in super::fabric::topology(&a.out, &fabric)? {
             println!("picture: {}", p.display());
         }
-        if a.trace.is_none() {
+        if a.trace.is_none() && !a.project {
             return Ok(());
         }
     }
+    if a.project {
+        return super::project::project(a, rate, &link_name, latency);
+    }
     let path = a.trace.as_ref().ok_or_else(|| {
-        Error::Config(
-            "gpu-train network: give a trace (from --trace), --project or --topology".into(),
-        )
+        Error::Config("network: give a trace (from --trace), --project or --topology".into())
     })?;
     let text =
         crate::files::read_input_text(path, super::trace::MAX_TRACE_BYTES).map_err(|source| {
@@ -431,42 +445,61 @@ pub fn run_plot(a: &PlotArgs) -> Result<()> {
     if epoch_test_loss.is_empty() && step_loss.is_empty() {
         return Err(Error::bad_data(
             a.metrics.display().to_string(),
-            "holds no step or epoch records",
+            "holds no step or epoch records with losses to draw",
         ));
     }
     let mut made = Vec::new();
-    made.extend(plot::line_chart(
-        &a.out,
-        "loss-by-epoch",
-        "loss by epoch",
-        ("epoch", "cross-entropy loss"),
-        &[
-            ("train".into(), epoch_train_loss),
-            ("test".into(), epoch_test_loss),
-        ],
-    )?);
-    made.extend(plot::line_chart(
-        &a.out,
-        "accuracy-by-epoch",
-        "test accuracy by epoch",
-        ("epoch", "accuracy (%)"),
-        &[("test".into(), epoch_test_acc)],
-    )?);
-    if !step_loss.is_empty() {
-        made.extend(plot::line_chart(
-            &a.out,
-            "loss-by-step",
-            "training loss by step",
-            ("global step", "loss (since the previous point)"),
-            &[("train loss".into(), step_loss)],
-        )?);
-        made.extend(plot::line_chart(
-            &a.out,
-            "accuracy-by-step",
-            "training accuracy by step",
-            ("global step", "accuracy (%)"),
-            &[("train accuracy".into(), step_acc)],
-        )?);
+    let mut drawn = || -> Result<()> {
+        if !epoch_test_loss.is_empty() || !epoch_train_loss.is_empty() {
+            made.extend(plot::line_chart(
+                &a.out,
+                "loss-by-epoch",
+                "loss by epoch",
+                ("epoch", "cross-entropy loss"),
+                &[
+                    ("train".into(), epoch_train_loss.clone()),
+                    ("test".into(), epoch_test_loss.clone()),
+                ],
+            )?);
+        }
+        if !epoch_test_acc.is_empty() {
+            made.extend(plot::line_chart(
+                &a.out,
+                "accuracy-by-epoch",
+                "test accuracy by epoch",
+                ("epoch", "accuracy (%)"),
+                &[("test".into(), epoch_test_acc.clone())],
+            )?);
+        }
+        if !step_loss.is_empty() {
+            made.extend(plot::line_chart(
+                &a.out,
+                "loss-by-step",
+                "training loss by step",
+                ("global step", "loss (since the previous point)"),
+                &[("train loss".into(), step_loss.clone())],
+            )?);
+            made.extend(plot::line_chart(
+                &a.out,
+                "accuracy-by-step",
+                "training accuracy by step",
+                ("global step", "accuracy (%)"),
+                &[("train accuracy".into(), step_acc.clone())],
+            )?);
+        }
+        Ok(())
+    };
+    if let Err(e) = drawn() {
+        // All the pictures or none: the ones drawn before the failure go too.
+        for p in &made {
+            let _ = std::fs::remove_file(p);
+        }
+        return Err(match e {
+            Error::Config(m) if !m.starts_with("-o ") => {
+                Error::bad_data(a.metrics.display().to_string(), m)
+            }
+            e => e,
+        });
     }
     for p in made {
         println!("picture: {}", p.display());

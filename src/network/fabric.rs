@@ -27,8 +27,35 @@ impl Fabric {
     pub fn check(&self) -> Result<()> {
         if !(2..=64).contains(&self.hosts) || !(1..=self.hosts).contains(&self.leaves) {
             return Err(Error::Config(format!(
-                "a fabric of {} hosts on {} leaves: hosts 2 to 64, leaves 1 to the hosts",
+                "hosts {} and leaves {}: the lab builds 2 to 64 hosts on 1 leaf up to one a host",
                 self.hosts, self.leaves
+            )));
+        }
+        let mut rates = vec![
+            ("host_rate", &self.host_rate),
+            ("uplink_rate", &self.uplink_rate),
+        ];
+        if let Some((h, r)) = &self.slow_host {
+            if !(1..=self.hosts).contains(h) {
+                return Err(Error::Config(format!(
+                    "slow_host {h}: hosts are 1 to {}",
+                    self.hosts
+                )));
+            }
+            rates.push(("slow_host's rate", r));
+        }
+        for (what, r) in rates {
+            // tc's notation, as the lab takes it (and short enough to label a link).
+            let ok = r.len() <= 16 && super::link::parse_rate(r).is_ok();
+            if !ok {
+                return Err(Error::Config(format!(
+                    "{what} {r:?} is not a rate such as 100mbit"
+                )));
+            }
+        }
+        if let Some(p) = self.loss_percent.filter(|p| !(0.0..=20.0).contains(p)) {
+            return Err(Error::Config(format!(
+                "loss_percent {p}: the lab loses 0 to 20 %"
             )));
         }
         Ok(())

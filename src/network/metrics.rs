@@ -8,7 +8,7 @@
 //! `epoch_time_s`, and the counts are the epoch's. Bytes are what the code moved, counted where
 //! it moves them. With `--nic IFACE` each record adds what that NIC counted since the previous
 //! record: `nic_tx_bytes` and `nic_rx_bytes` (frames with their Ethernet, IP and TCP headers),
-//! `nic_tx_packets` and `nic_tcp_retransmits`, to set beside `allreduce_sent_bytes`.
+//! `nic_tx_packets`, `nic_rx_packets` and `nic_tcp_retransmits`, to set beside `allreduce_sent_bytes`.
 
 use crate::error::{Error, Result};
 use std::io::Write;
@@ -85,6 +85,7 @@ impl Metrics {
                 value["nic_tx_bytes"] = d(before.tx_bytes, now.tx_bytes);
                 value["nic_rx_bytes"] = d(before.rx_bytes, now.rx_bytes);
                 value["nic_tx_packets"] = d(before.tx_packets, now.tx_packets);
+                value["nic_rx_packets"] = d(before.rx_packets, now.rx_packets);
                 value["nic_tcp_retransmits"] = d(before.retransmits, now.retransmits);
                 *before = now;
             }
@@ -183,12 +184,19 @@ fn read_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
         if line.trim().is_empty() {
             continue;
         }
-        records.push(serde_json::from_str(&line).map_err(|e| {
+        // A record is a JSON object (serde would also read a struct from an array).
+        let bad = |why: String| {
             Error::bad_data(
                 path.display().to_string(),
-                format!("line {}: not a metrics record: {e}", i + 1),
+                format!("line {}: not a metrics record: {why}", i + 1),
             )
-        })?);
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
+        if !value.is_object() {
+            return Err(bad("a record is a JSON object".into()));
+        }
+        records.push(serde_json::from_value(value).map_err(|e| bad(e.to_string()))?);
     }
     Ok(records)
 }

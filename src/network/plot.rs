@@ -79,9 +79,16 @@ pub(super) fn both(
             dir.display()
         )));
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::Write {
-        path: dir.to_path_buf(),
-        fault: format!("cannot make the pictures' folder: {e}"),
+    std::fs::create_dir_all(dir).map_err(|e| match e.raw_os_error() {
+        // A file where a folder of the path should be: the user's path, not a failure here.
+        Some(libc::ENOTDIR) => Error::Config(format!(
+            "-o {}: part of that path is a file; give a folder for the pictures",
+            dir.display()
+        )),
+        _ => Error::Write {
+            path: dir.to_path_buf(),
+            fault: format!("cannot make the pictures' folder: {e}"),
+        },
     })?;
     let (png, svg) = (
         dir.join(format!("{name}.png")),
@@ -90,17 +97,25 @@ pub(super) fn both(
     // Pictures are written only where nothing but a regular file is in the way.
     crate::checkpoint::check_writable(&png, "a picture")?;
     crate::checkpoint::check_writable(&svg, "a picture")?;
-    {
-        let area = BitMapBackend::new(&png, size).into_drawing_area();
-        area.fill(&WHITE).map_err(draw_err(&png))?;
-        draw(&area)?;
-        area.present().map_err(draw_err(&png))?;
-    }
-    {
+    let drawn = (|| {
+        {
+            let area = BitMapBackend::new(&png, size).into_drawing_area();
+            area.fill(&WHITE).map_err(draw_err(&png))?;
+            draw(&area)?;
+            area.present().map_err(draw_err(&png))?;
+        }
         let area = SVGBackend::new(&svg, size).into_drawing_area();
         area.fill(&WHITE).map_err(draw_err(&svg))?;
         draw_svg(&area)?;
-        area.present().map_err(draw_err(&svg))?;
+        area.present().map_err(draw_err(&svg))
+    })();
+    if let Err(e) = drawn {
+        // A picture that could not be drawn leaves no half of itself (plotters writes what it
+        // has when dropped).
+        for p in [&png, &svg] {
+            let _ = std::fs::remove_file(p);
+        }
+        return Err(e);
     }
     Ok(vec![png, svg])
 }

@@ -99,35 +99,53 @@ fn fitted_alpha(from: &std::path::Path, latency: f64) -> Result<f64> {
 ///   with one flow each way, so it runs at min(link, uplink); a tree's (or any pattern's) K
 ///   flows out of a leaf at once share the uplink: min(link, uplink / K).
 /// - A straggler's link bounds both: every chunk of a ring passes it, and a tree waits for it.
-fn bottlenecks(a: &NetworkArgs, rate: f64, link_name: &str) -> Result<(f64, f64)> {
+fn bottlenecks(a: &NetworkArgs, rate: f64, link_name: &str) -> Result<Bottlenecks> {
+    // A rate flag's error names that flag (parse_rate speaks of --link).
+    let rate_of = |flag: &str, v: &str| {
+        link::parse_rate(v).map_err(|e| match e {
+            Error::Config(m) => Error::Config(m.replacen("--link", flag, 1)),
+            e => e,
+        })
+    };
     let mut ring = (rate, format!("each GPU's own link, {link_name}"));
     let mut tree = ring.clone();
+    let mut lines = Vec::new();
     if let Some(k) = a.hosts_per_leaf {
-        if !(k >= 1.0 && k <= a.gpus && k.fract() == 0.0) {
+        // Equal leaves, as scripts/lab makes them; a leaf holding every GPU is one switch.
+        let whole = k >= 1.0 && k <= a.gpus && k.fract() == 0.0;
+        if !whole || a.gpus % k != 0.0 {
             return Err(Error::Config(format!(
-                "--hosts-per-leaf {k}: a whole number from 1 to --gpus ({})",
+                "--hosts-per-leaf {}: a whole number from 1 to --gpus ({}) that divides it (equal leaves)",
+                a.hosts_per_leaf.map_or(String::new(), |k| k.to_string()),
                 a.gpus
             )));
         }
         let (up, up_name) = match &a.uplink {
-            Some(u) => link::parse_rate(u)?,
+            Some(u) => rate_of("--uplink", u)?,
             None => (rate, link_name.to_string()),
         };
-        println!(
-            "  fabric: leaves of {k} GPUs, each joined to the spine by a {up_name} uplink: oversubscription {:.2}:1",
-            k * rate / up
-        );
-        if up < ring.0 {
-            ring = (
-                up,
-                format!("a leaf's uplink, {up_name} (the ring crosses it with one flow each way)"),
-            );
-        }
-        if up / k < tree.0 {
-            tree = (
-                up / k,
-                format!("a leaf's uplink, {up_name}, shared by {k} flows"),
-            );
+        let leaves = a.gpus / k;
+        lines.push(format!(
+            "  fabric: {leaves} lea{} of {k} GPU{}, each joined to the spine by a {up_name} uplink: oversubscription {}:1",
+            if leaves == 1.0 { "f" } else { "ves" },
+            if k == 1.0 { "" } else { "s" },
+            significant(k * rate / up)
+        ));
+        if leaves > 1.0 {
+            if up < ring.0 {
+                let why = format!(
+                    "a leaf's uplink, {up_name} (the ring crosses it with one flow each way)"
+                );
+                ring = (up, why);
+            }
+            if up / k < tree.0 {
+                tree = (
+                    up / k,
+                    format!("a leaf's uplink, {up_name}, shared by {k} flows"),
+                );
+            }
+        } else {
+            lines.push("  one leaf holds every GPU: no traffic crosses the spine".into());
         }
     } else if a.uplink.is_some() {
         return Err(Error::Config(
@@ -135,7 +153,7 @@ fn bottlenecks(a: &NetworkArgs, rate: f64, link_name: &str) -> Result<(f64, f64)
         ));
     }
     if let Some(s) = &a.slowest {
-        let (slow, slow_name) = link::parse_rate(s)?;
+        let (slow, slow_name) = rate_of("--slowest", s)?;
         for (r, why) in [&mut ring, &mut tree] {
             if slow < *r {
                 *r = slow;
@@ -143,9 +161,32 @@ fn bottlenecks(a: &NetworkArgs, rate: f64, link_name: &str) -> Result<(f64, f64)
             }
         }
     }
-    println!("  β, ring: the bottleneck is {}", ring.1);
-    println!("  β, tree: the bottleneck is {}", tree.1);
-    Ok((ring.0, tree.0))
+    lines.push(format!("  β, ring: the bottleneck is {}", ring.1));
+    lines.push(format!("  β, tree: the bottleneck is {}", tree.1));
+    Ok(Bottlenecks {
+        ring: ring.0,
+        tree: tree.0,
+        lines,
+    })
+}
+
+/// The rates the projection's ring and tree run at, and the lines that say why.
+struct Bottlenecks {
+    ring: f64,
+    tree: f64,
+    lines: Vec<String>,
+}
+
+/// A ratio with three significant digits, however large or small.
+fn significant(x: f64) -> String {
+    if (0.01..1e6).contains(&x) {
+        format!("{:.3}", x)
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+    } else {
+        format!("{x:.2e}")
+    }
 }
 
 pub(super) fn project(a: &NetworkArgs, rate: f64, link_name: &str, latency: f64) -> Result<()> {
@@ -158,6 +199,9 @@ pub(super) fn project(a: &NetworkArgs, rate: f64, link_name: &str, latency: f64)
             a.params, a.gpus
         )));
     }
+    // Every flag is checked before anything is printed or drawn.
+    let fabric = bottlenecks(a, rate, link_name)?;
+    let (ring_rate, tree_rate) = (fabric.ring, fabric.tree);
     let mut alpha = latency;
     println!("assumptions:");
     match &a.from {
@@ -167,7 +211,9 @@ pub(super) fn project(a: &NetworkArgs, rate: f64, link_name: &str, latency: f64)
             alpha * 1e6
         ),
     }
-    let (ring_rate, tree_rate) = bottlenecks(a, rate, link_name)?;
+    for line in &fabric.lines {
+        println!("{line}");
+    }
     println!(
         "  gradients in FP32 (4 bytes a parameter), one all-reduce of the whole gradient a step, no overlap of compute and sync"
     );
@@ -183,8 +229,11 @@ pub(super) fn project(a: &NetworkArgs, rate: f64, link_name: &str, latency: f64)
         link::project(a.params, a.gpus, tree_rate, alpha, compute)[1].clone(),
     ];
     for p in &proj {
+        // The GPU's own link is busy while its bytes move at its line rate; where a slower
+        // link sets the pace, it idles for the rest of the sync, and the GPU waits all of it.
+        let own_link_s = 8.0 * p.bytes_per_gpu / rate;
         println!(
-            "  {:<5} sync {:>10.1} ms, {:>10} on each GPU's link, link busy {:>5.1} %, GPU waiting {:>5.1} % of the step",
+            "  {:<5} sync {:>10.1} ms, {:>10} on each GPU's link, that link busy {:>5.1} %, GPU waiting {:>5.1} % of the step",
             p.algorithm,
             p.sync_s * 1e3,
             if p.bytes_per_gpu >= 1e8 {
@@ -192,7 +241,7 @@ pub(super) fn project(a: &NetworkArgs, rate: f64, link_name: &str, latency: f64)
             } else {
                 format!("{:.0} KB", p.bytes_per_gpu / 1e3)
             },
-            100.0 * p.busy,
+            100.0 * own_link_s.min(p.sync_s) / (compute + p.sync_s),
             100.0 * p.busy
         );
     }
@@ -205,6 +254,14 @@ pub(super) fn project(a: &NetworkArgs, rate: f64, link_name: &str, latency: f64)
             bytes: proj[0].bytes_per_gpu as u64,
         })
         .collect();
+    let total_ms = 3.0 * (compute + proj[0].sync_s) * 1e3;
+    if total_ms >= 1e12 {
+        println!(
+            "picture: none (three steps of {:.3e} s are more than a picture's axis holds)",
+            total_ms / 3e3
+        );
+        return Ok(());
+    }
     let title = format!(
         "projected: {:.0e} parameters, {} GPUs, {link_name}, ring",
         a.params, a.gpus
