@@ -62,6 +62,34 @@ pub struct NetworkArgs {
     pub slowest: Option<String>,
 }
 
+/// `--topology FILE`: the lab's fabric, checked, drawn into --out.
+fn draw_topology(a: &NetworkArgs, file: &std::path::Path) -> Result<()> {
+    let text = crate::files::read_input_text(file, 1 << 20).map_err(|source| Error::Io {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    let bad = |why: String| {
+        Error::bad_data(
+            file.display().to_string(),
+            format!("not a lab's topology: {why}"),
+        )
+    };
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    if !value.is_object() {
+        return Err(bad("it is not a JSON object".into()));
+    }
+    let fabric: super::fabric::Fabric =
+        serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+    fabric.check().map_err(|e| match e {
+        Error::Config(m) => bad(m),
+        e => e,
+    })?;
+    for p in super::fabric::topology(&a.out, &fabric)? {
+        println!("picture: {}", p.display());
+    }
+    Ok(())
+}
+
 pub fn run_network(a: &NetworkArgs) -> Result<()> {
     if a.steps == 0 {
         return Err(Error::Config("--steps: at least 1 step to draw".into()));
@@ -82,30 +110,7 @@ pub fn run_network(a: &NetworkArgs) -> Result<()> {
     let (rate, link_name) = link::parse_rate(&a.link)?;
     let latency = parse_duration(&a.latency)?;
     if let Some(file) = &a.topology {
-        let text = crate::files::read_input_text(file, 1 << 20).map_err(|source| Error::Io {
-            path: file.clone(),
-            source,
-        })?;
-        let bad = |why: String| {
-            Error::bad_data(
-                file.display().to_string(),
-                format!("not a lab's topology: {why}"),
-            )
-        };
-        let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        if !value.is_object() {
-            return Err(bad("it is not a JSON object".into()));
-        }
-        let fabric: super::fabric::Fabric =
-            serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
-        fabric.check().map_err(|e| match e {
-            Error::Config(m) => bad(m),
-            e => e,
-        })?;
-        for p in super::fabric::topology(&a.out, &fabric)? {
-            println!("picture: {}", p.display());
-        }
+        draw_topology(a, file)?;
         if a.trace.is_none() && !a.project {
             return Ok(());
         }
