@@ -572,16 +572,9 @@ pub fn write_file_with(
     fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<()> {
     check_writable(path, what)?;
-    // A bare file name's parent is "": the current folder.
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = dir.join(format!("{TEMP_PREFIX}{}-{name}", std::process::id()));
+    let temp = crate::files::beside(path, &format!("{TEMP_PREFIX}{}-", std::process::id()));
+    // The folder, to fsync after the rename (a bare file name's is the current one).
+    let dir = temp.parent().unwrap_or(Path::new("."));
     let written = (|| -> std::io::Result<()> {
         let mut f = std::io::BufWriter::new(File::create(&temp)?);
         fill(&mut f)?;

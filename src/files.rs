@@ -9,6 +9,20 @@ use std::fs::{self, File};
 use std::io::Read;
 use std::path::Path;
 
+/// A sibling of `path` in its folder, named `prefix` + its name (a temporary beside the file it
+/// becomes): a bare file name's folder is the current one.
+pub fn beside(path: &Path, prefix: &str) -> std::path::PathBuf {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dir.join(format!("{prefix}{name}"))
+}
+
 /// Opens `path` for reading only if it is a regular file (a symbolic link to one is followed):
 /// a FIFO would block the open or its reads forever, and a character device such as
 /// `/dev/zero` reads without end. The open does not block on a FIFO (O_NONBLOCK, which means

@@ -40,15 +40,8 @@ pub struct Trace {
 
 impl Trace {
     pub fn new(path: &Path, steps: std::ops::Range<u64>, rank: usize) -> Result<Trace> {
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let spool_path = dir.join(format!(".spool-{}-{rank}-{name}", std::process::id()));
+        let spool_path =
+            crate::files::beside(path, &format!(".spool-{}-{rank}-", std::process::id()));
         let spool = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
