@@ -20,21 +20,14 @@ fn main() {
         eprintln!("usage: cargo bench --bench matmul_variants -- FILE.wgsl BLOCKMxBLOCKN SPLITS [ADAPTER]");
         return;
     };
-    let bs: Vec<u32> = std::env::args()
-        .nth(2)
-        .unwrap()
+    let bs: Vec<u32> = args[2]
         .split('x')
         .map(|s| s.parse().unwrap())
         .collect();
     let (bm, bn) = (bs[0], bs[bs.len() - 1]);
     let splits: u32 = args[3].parse().unwrap();
-    let g = Gpu::open(
-        std::env::args()
-            .nth(4)
-            .map(|s| s.parse().unwrap())
-            .unwrap_or(0),
-    )
-    .unwrap();
+    // (cargo passes "--bench" among the arguments: `args` is without it.)
+    let g = Gpu::open(args.get(4).map(|s| s.parse().unwrap()).unwrap_or(0)).unwrap();
     let src = std::fs::read_to_string(&path).unwrap();
     let d = &g.device;
     let desc = wgpu::ShaderModuleDescriptor {

@@ -1,0 +1,99 @@
+// Experiment (not in the trainer): matmul_reg8x4.wgsl with only R and CC changed: 8x2 outputs a thread (block 64x16).
+// Everything else (8x8 threads, clamped addresses, the epilogue) as there. Time it with
+//   UNCHECKED=1 cargo bench --bench matmul_variants -- benches/matmul-experiments/reg8x2.wgsl 64x16 1
+// (block = 8R x 8CC). Measured against matmul_reg8x4.wgsl in BENCHMARKS.md (software adapters).
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    splits: u32,
+    k_per_split: u32,
+    a_rs: u32,
+    a_cs: u32,
+    b_rs: u32,
+    b_cs: u32,
+    alpha: f32,
+    beta: f32,
+    flags: u32,
+}
+
+const HAS_BIAS: u32 = 1u;
+const RELU: u32 = 2u;
+const MASK: u32 = 4u;
+
+// 8 threads along each side: 64 a workgroup, 8 of them fill one AVX2 register of llvmpipe.
+const LANES: u32 = 8u;
+// Rows and columns of C per thread.
+const R: u32 = 8u;
+const CC: u32 = 2u;
+
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+@group(0) @binding(3) var<storage, read> mask: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+@group(0) @binding(5) var<uniform> params: Params;
+
+@compute @workgroup_size(LANES, LANES)
+fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let row0 = wid.y * LANES * R + lid.y;
+    let col0 = wid.x * LANES * CC + lid.x;
+    let k_begin = wid.z * params.k_per_split;
+    let k_end = min(k_begin + params.k_per_split, params.k);
+
+    // Rows and columns past the matrix read a clamped (valid) address; their sums are never
+    // written, so no test is needed inside the loop.
+    var aoff: array<u32, R>;
+    var boff: array<u32, CC>;
+    for (var i = 0u; i < R; i++) {
+        aoff[i] = min(row0 + i * LANES, params.m - 1u) * params.a_rs;
+    }
+    for (var j = 0u; j < CC; j++) {
+        boff[j] = min(col0 + j * LANES, params.n - 1u) * params.b_cs;
+    }
+    var acc: array<array<f32, CC>, R>;
+    for (var kk = k_begin; kk < k_end; kk++) {
+        let ka = kk * params.a_cs;
+        let kb = kk * params.b_rs;
+        var av: array<f32, R>;
+        for (var i = 0u; i < R; i++) {
+            av[i] = a[aoff[i] + ka];
+        }
+        for (var j = 0u; j < CC; j++) {
+            let bv = b[kb + boff[j]];
+            for (var i = 0u; i < R; i++) {
+                acc[i][j] += av[i] * bv;
+            }
+        }
+    }
+
+    for (var i = 0u; i < R; i++) {
+        let row = row0 + i * LANES;
+        for (var j = 0u; j < CC; j++) {
+            let col = col0 + j * LANES;
+            if row >= params.m || col >= params.n {
+                continue;
+            }
+            let idx = row * params.n + col;
+            if params.splits > 1u {
+                c[wid.z * params.m * params.n + idx] = acc[i][j];
+                continue;
+            }
+            // The epilogue (kept identical to matmul.wgsl's).
+            var v = params.alpha * acc[i][j];
+            if params.beta != 0.0 {
+                v += params.beta * c[idx];
+            }
+            if (params.flags & HAS_BIAS) != 0u {
+                v += bias[col];
+            }
+            if (params.flags & RELU) != 0u {
+                v = max(v, 0.0);
+            }
+            if (params.flags & MASK) != 0u && mask[idx] <= 0.0 {
+                v = 0.0;
+            }
+            c[idx] = v;
+        }
+    }
+}
