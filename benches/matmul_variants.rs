@@ -1,13 +1,16 @@
 //! Times one matmul WGSL file (any file with matmul.wgsl's bindings and Params) on the model's
 //! two large products at batch 64: the hidden layer's forward product x·W1ᵀ and its weight
-//! product δ1ᵀ·x. How the variants in shaders/ and the experiments in
-//! benches/matmul-experiments/ were compared (BENCHMARKS.md):
+//! product δ1ᵀ·x. How the variants in shaders/ and their register-block shapes were compared
+//! (BENCHMARKS.md):
 //!
 //! ```text
 //! cargo bench --bench matmul_variants -- FILE.wgsl BLOCK_MxBLOCK_N SPLITS [ADAPTER]
 //! cargo bench --bench matmul_variants -- shaders/matmul_reg8x4.wgsl 64x32 1
 //! UNCHECKED=1 cargo bench ...   # compiled without wgpu's runtime bounds checks
+//! R=4 CC=8 UNCHECKED=1 cargo bench --bench matmul_variants -- shaders/matmul_reg8x4.wgsl 32x64 1
 //! ```
+//! `R` and `CC` (environment) replace the file's `const R` and `const CC`: one template for
+//! every register-block shape (its block is 8·R × 8·CC), no copies of the kernel to drift.
 use gpu_train::gpu::kernels::{
     self, row_major, run_now, storage, transposed, Dispatch, MatmulParams,
 };
@@ -20,15 +23,26 @@ fn main() {
         eprintln!("usage: cargo bench --bench matmul_variants -- FILE.wgsl BLOCKMxBLOCKN SPLITS [ADAPTER]");
         return;
     };
-    let bs: Vec<u32> = args[2]
-        .split('x')
-        .map(|s| s.parse().unwrap())
-        .collect();
+    let bs: Vec<u32> = args[2].split('x').map(|s| s.parse().unwrap()).collect();
     let (bm, bn) = (bs[0], bs[bs.len() - 1]);
     let splits: u32 = args[3].parse().unwrap();
     // (cargo passes "--bench" among the arguments: `args` is without it.)
     let g = Gpu::open(args.get(4).map(|s| s.parse().unwrap()).unwrap_or(0)).unwrap();
-    let src = std::fs::read_to_string(&path).unwrap();
+    let mut src = std::fs::read_to_string(&path).unwrap();
+    for name in ["R", "CC"] {
+        if let Ok(v) = std::env::var(name) {
+            let v: u32 = v.parse().expect("R and CC are whole numbers");
+            let (from, to) = (
+                src.lines()
+                    .find(|l| l.starts_with(&format!("const {name}: u32 = ")))
+                    .unwrap_or_else(|| panic!("{path} has no `const {name}` to replace"))
+                    .to_string(),
+                format!("const {name}: u32 = {v}u;"),
+            );
+            src = src.replace(&from, &to);
+            eprintln!("{to}");
+        }
+    }
     let d = &g.device;
     let desc = wgpu::ShaderModuleDescriptor {
         label: None,
