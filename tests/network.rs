@@ -580,6 +580,21 @@ fn run_in(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// A short CPU run that writes the metrics file `metrics` in `dir`.
+fn short_metrics_run(dir: &std::path::Path, metrics: &str) {
+    let args = [
+        "--cpu",
+        "--limit",
+        "128",
+        "--epochs",
+        "1",
+        "--metrics",
+        metrics,
+    ];
+    let (code, _, err) = run_in(dir, &args);
+    assert_eq!(code, 0, "{err}");
+}
+
 /// A short 2-replica CPU run that writes `trace` in `dir`.
 fn short_traced_run(dir: &std::path::Path, trace: &str) {
     let (code, _, err) = run_in(
@@ -781,19 +796,7 @@ fn clap_errors_keep_their_detail_on_one_line() {
 #[test]
 fn a_bad_gpu_train_font_is_named_and_the_system_font_used() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, _, err) = run_in(
-        dir.path(),
-        &[
-            "--cpu",
-            "--limit",
-            "128",
-            "--epochs",
-            "1",
-            "--metrics",
-            "m.jsonl",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
+    short_metrics_run(dir.path(), "m.jsonl");
     std::fs::write(dir.path().join("not-a-font.ttf"), b"hello").unwrap();
     for (font, fault) in [
         ("missing.ttf", "cannot read the font"),
@@ -982,19 +985,7 @@ fn run_limited(dir: &std::path::Path, args: &[&str], limit_kb: u64) -> (i32, Str
 #[test]
 fn plot_names_the_folder_that_is_a_file_and_the_axis_it_cannot_draw() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, _, err) = run_in(
-        dir.path(),
-        &[
-            "--cpu",
-            "--limit",
-            "128",
-            "--epochs",
-            "1",
-            "--metrics",
-            "m.jsonl",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
+    short_metrics_run(dir.path(), "m.jsonl");
     std::fs::write(dir.path().join("a-file"), "mine\n").unwrap();
     let (code, _, err) = run_in(dir.path(), &["plot", "m.jsonl", "-o", "a-file"]);
     assert_eq!(code, 2, "{err}");
