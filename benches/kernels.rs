@@ -35,7 +35,7 @@ fn main() {
         g.info.name, g.info.backend
     );
     let d = &g.device;
-    let k = Kernels::new(d, &gpu_train::gpu::kernels::MATMUL_VARIANTS[0]);
+    let k = Kernels::new(d, &gpu_train::gpu::kernels::matmul_variants()[0]);
     let (b, hid, pix, cls) = (64u32, 128u32, 784u32, 10u32);
     let buf = |n: u32| storage(d, "buf", &vec![0.5f32; n as usize]);
     let (x, w1, b1, h, partial) = (
@@ -50,7 +50,7 @@ fn main() {
         Dispatch::matmul(
             d,
             "mm",
-            &k,
+            &k.matmul[0],
             [whole(a), whole(bb), whole(&b1), whole(&mask), whole(c)],
             &p,
         )

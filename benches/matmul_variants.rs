@@ -62,7 +62,15 @@ fn main() {
         cache: None,
     });
     let (b, hid, pix) = (64u32, 128u32, 784u32);
-    let buf = |n: u32| storage(d, "buf", &vec![0.5f32; n as usize]);
+    let buf = |n: u32| {
+        storage(
+            d,
+            "buf",
+            &(0..n)
+                .map(|i| ((i * 7919 % 1000) as f32) / 500.0 - 1.0)
+                .collect::<Vec<f32>>(),
+        )
+    };
     let (x, w1, b1, h, dh, part, mk) = (
         buf(b * pix),
         buf(hid * pix),

@@ -452,7 +452,7 @@ pub fn profile_text(
     let kernels = engine.profile(&data.train, &batches, args.lr)?;
     let mut s = format!(
         "profile on {name}, matmul {}: GPU time per kernel, mean of {} steps of batch {} (each kernel in its own timed pass)\n",
-        engine.matmul_variant(),
+        engine.matmul_variants(),
         batches.len(),
         args.batch_size
     );

@@ -5,8 +5,8 @@ mod common;
 use common::{assert_close, gpu, random_f32, rng};
 use gpu_train::cpu::twins;
 use gpu_train::gpu::kernels::{
-    self, groups_1d, run_now, storage, Dispatch, Kernels, MatmulParams, MatmulVariant,
-    MATMUL_VARIANTS,
+    self, groups_1d, matmul_variants, run_now, storage, Dispatch, Kernels, MatmulParams,
+    MatmulVariant, Site,
 };
 use gpu_train::gpu::Gpu;
 use rand::Rng;
@@ -20,7 +20,7 @@ fn unpack_batch_matches_twin() {
     let Some(g) = gpu("unpack_batch_matches_twin") else {
         return;
     };
-    let k = Kernels::new(&g.device, &MATMUL_VARIANTS[0]);
+    let k = Kernels::new(&g.device, &matmul_variants()[0]);
     let mut r = rng(1);
     let (images, rows, words) = (9usize, 5u32, 196u32);
     let pixels: Vec<u8> = (0..images * 784).map(|_| r.random()).collect();
@@ -79,7 +79,7 @@ fn check_matmul(g: &Gpu, k: &Kernels, seed: u64, p: MatmulParams) -> f32 {
         let disp = Dispatch::matmul(
             d,
             "mm",
-            k,
+            &k.matmul[0],
             [
                 whole(&ba),
                 whole(&bb),
@@ -96,7 +96,7 @@ fn check_matmul(g: &Gpu, k: &Kernels, seed: u64, p: MatmulParams) -> f32 {
         let mm = Dispatch::matmul(
             d,
             "mm",
-            k,
+            &k.matmul[0],
             [
                 whole(&ba),
                 whole(&bb),
@@ -127,7 +127,7 @@ fn check_matmul(g: &Gpu, k: &Kernels, seed: u64, p: MatmulParams) -> f32 {
         twins::splitk_reduce(&partial, &bias, &mask, &mut want, &p);
     }
     assert_close(
-        &format!("matmul {} {p:?}", k.matmul_variant.name),
+        &format!("matmul {} {p:?}", k.matmul[0].0.name),
         &g.read_f32(&bc).unwrap(),
         &want,
         1e-5,
@@ -140,9 +140,13 @@ fn matmul_matches_twin_for_every_layout_and_epilogue() {
     let Some(g) = gpu("matmul_matches_twin_for_every_layout_and_epilogue") else {
         return;
     };
-    // Every variant, on a shape that is not a multiple of any block (the register variant's
-    // 64×32 included: 70 rows leave a second, nearly empty block of rows).
-    for variant in &MATMUL_VARIANTS {
+    // The scalar variants (the vec4 ones need multiples of 4: the next test), on a shape that
+    // is not a multiple of any block (the register variant's 64×32 included: 70 rows leave a
+    // second, nearly empty block of rows).
+    let scalar = matmul_variants()
+        .iter()
+        .filter(|v| v.load == kernels::Load::Scalar);
+    for variant in scalar.filter(|v| !v.subgroup8 || g.has_subgroups_of(8)) {
         let k = Kernels::new(&g.device, variant);
         let (m, n, kk) = (70u32, 23u32, 45u32);
         let mut worst = 0.0f32;
@@ -180,8 +184,19 @@ fn split_k_matmul_matches_twin() {
     let Some(g) = gpu("split_k_matmul_matches_twin") else {
         return;
     };
-    // Split K is a plan's choice, not a variant's: every variant must produce partial sums.
-    for variant in &MATMUL_VARIANTS {
+    // Split K is a plan's choice: every variant that may split must produce partial sums.
+    let splitting = |v: &&MatmulVariant| {
+        v.fits(&MatmulParams::new(
+            (1, 1, 32),
+            (32, 1),
+            (1, 32),
+            1.0,
+            0.0,
+            0,
+            2,
+        ))
+    };
+    for variant in matmul_variants().iter().filter(splitting) {
         let k = Kernels::new(&g.device, variant);
         let mut worst = 0.0f32;
         // The hidden layer's shape at a short batch, and an odd one; K is split 3 and 7 ways.
@@ -248,7 +263,7 @@ fn softmax_xent_matches_twin() {
     let Some(g) = gpu("softmax_xent_matches_twin") else {
         return;
     };
-    let k = Kernels::new(&g.device, &MATMUL_VARIANTS[0]);
+    let k = Kernels::new(&g.device, &matmul_variants()[0]);
     let mut r = rng(7);
     let mut worst = 0.0f32;
     // 70 rows: more than the 64 threads, so some threads take two rows. Large logits test the
@@ -308,7 +323,7 @@ fn bias_update_matches_twin() {
     let Some(g) = gpu("bias_update_matches_twin") else {
         return;
     };
-    let k = Kernels::new(&g.device, &MATMUL_VARIANTS[0]);
+    let k = Kernels::new(&g.device, &matmul_variants()[0]);
     let mut r = rng(11);
     let mut worst = 0.0f32;
     // Fewer rows than threads, and more (so threads take several rows each); the fused update
@@ -357,7 +372,7 @@ fn sgd_update_matches_twin() {
     let Some(g) = gpu("sgd_update_matches_twin") else {
         return;
     };
-    let k = Kernels::new(&g.device, &MATMUL_VARIANTS[0]);
+    let k = Kernels::new(&g.device, &matmul_variants()[0]);
     let mut r = rng(13);
     // Not a multiple of the 64-thread workgroup; the model's 101,770 parameters.
     for len in [1000u32 + 37, gpu_train::model::PARAMS as u32] {
@@ -440,7 +455,7 @@ fn wgsl_constants_and_params_match_the_rust_side() {
             lanes * constant("CC", "matmul_reg8x4")
         ),
         (reg.block_m, reg.block_n),
-        "matmul_reg8x4.wgsl's block against MATMUL_VARIANTS"
+        "matmul_reg8x4.wgsl's block against its MatmulVariant"
     );
     for file in [
         "unpack_batch",
@@ -493,4 +508,75 @@ fn wgsl_constants_and_params_match_the_rust_side() {
             "{file}.wgsl Params: {fields:?}"
         );
     }
+}
+
+/// Every variant this adapter offers, on each of the step's products it can compute, at
+/// batch sizes that fill no block evenly and at a hidden size that is not a power of two:
+/// within rounding of the CPU twin, and the CPU-adapter family bit for bit equal to reg8x4
+/// (they add each sum one k at a time in order, so the search's pick never changes a run's
+/// numbers).
+#[test]
+fn every_variant_matches_the_twin_at_every_product_and_the_family_gives_reg8x4s_bits() {
+    let Some(g) = gpu("every_variant_matches_the_twin_at_every_product") else {
+        return;
+    };
+    let reg = MatmulVariant::by_name("reg8x4").unwrap();
+    let offered: Vec<&'static MatmulVariant> = matmul_variants()
+        .iter()
+        .filter(|v| !v.subgroup8 || g.has_subgroups_of(8))
+        .collect();
+    let mut checked = std::collections::HashMap::new();
+    for (seed, (rows, hidden)) in [(64u32, 128u32), (70, 100), (1, 128), (13, 36)]
+        .into_iter()
+        .enumerate()
+    {
+        for site in Site::ALL {
+            let p = site.params(rows, hidden, (-0.1, 1.0), 1);
+            let run = |v: &'static MatmulVariant| {
+                let k = Kernels::new(&g.device, v);
+                let mut r = rng(seed as u64 * 10 + site as u64);
+                let (m, n, kk) = (p.m as usize, p.n as usize, p.k as usize);
+                let a = random_f32(&mut r, m * kk, 1.0);
+                let b = random_f32(&mut r, kk * n, 1.0);
+                let bias = random_f32(&mut r, n, 1.0);
+                let mask = random_f32(&mut r, m * n, 1.0);
+                let c0 = random_f32(&mut r, m * n, 1.0);
+                let d = &g.device;
+                let bufs = [&a, &b, &bias, &mask, &c0].map(|x| storage(d, "x", x));
+                let res = bufs.each_ref().map(|b| whole(b));
+                let disp = Dispatch::matmul(d, "mm", &k.matmul[site as usize], res, &p);
+                run_now(&g, &[&disp]).unwrap();
+                let mut want = c0.clone();
+                twins::matmul(&a, &b, &bias, &mask, &mut want, &p);
+                (g.read_f32(&bufs[4]).unwrap(), want)
+            };
+            let (reg_bits, _) = run(reg);
+            for &v in offered.iter().filter(|v| v.fits(&p)) {
+                let (got, want) = run(v);
+                let what = format!(
+                    "{} on {} at {rows} rows, {hidden} hidden",
+                    v.name,
+                    site.name()
+                );
+                assert_close(&what, &got, &want, 1e-5, 1e-4);
+                if v.software {
+                    let same = got
+                        .iter()
+                        .zip(&reg_bits)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{what}: not bit for bit reg8x4's sums");
+                }
+                *checked.entry(v.name).or_insert(0) += 1;
+            }
+        }
+    }
+    // Every offered variant fit some product (a variant no product can use is dead weight).
+    for v in &offered {
+        assert!(
+            checked.contains_key(v.name),
+            "{} fit none of the step's products",
+            v.name
+        );
+    }
+    eprintln!("variants checked per product and shape: {checked:?}");
 }

@@ -1,40 +1,97 @@
-//! Choosing the matmul variant for an adapter by measuring, as Burn's autotune does.
+//! Choosing a matmul variant for each product of the step by measuring, as Burn's autotune
+//! and tinygrad's BEAM search do.
 //!
-//! The variants in [`MATMUL_VARIANTS`] compute the same sums; which is fastest depends on the
-//! adapter (16×16 workgroup-memory tiles win on a big GPU, 8×4 register blocks on lavapipe,
-//! where the "GPU" is the CPU's SIMD lanes). At start-up each variant runs the model's two
-//! large products at batch 64 (the hidden layer's forward product and its weight gradient) and
-//! the fastest is kept. The choice is remembered for the process (so every replica of a run
-//! uses the same kernels and gets the same bits) and on disk, per adapter, driver and
-//! gpu-train version, in `$XDG_CACHE_HOME/gpu-train/matmul-variants.tsv` (or
-//! `~/.cache/gpu-train/`), so later runs start at once. `--kernels NAME` skips all of this.
+//! The variants (gpu/kernels.rs, gpu/variants.rs) compute the same sums; which is fastest
+//! depends on the adapter and on the product: 16×16 workgroup-memory tiles win on a big GPU;
+//! on lavapipe, where the "GPU" is the CPU's SIMD lanes, register blocks with vec4 loads and
+//! rows shared through subgroups win, and the best shape differs between the forward product
+//! (K = 784, both operands contiguous along K) and the weight product (K = the batch, contiguous
+//! along M and N). So each of the step's five products ([`Site`]) gets its own pick:
+//!
+//! 1. the candidates are the variants offered on this adapter (CPU-tuned ones only on CPU
+//!    adapters, subgroup ones only with 8-lane subgroups) that can compute the product;
+//! 2. each runs the product once on random inputs and is compared with the CPU twin
+//!    (`cpu::twins::matmul`): a variant that gets a sum wrong here is never picked;
+//! 3. each is timed briefly, and the three fastest again, longer: the fastest of those wins.
+//!
+//! The picks are remembered for the process (every replica of a run gets the same kernels, so
+//! the same bits) and on disk, per adapter, driver, CPU model, batch and hidden size and this
+//! build's kernels, in `$XDG_CACHE_HOME/gpu-train/matmul-picks.tsv` (or `~/.cache/gpu-train/`),
+//! so later runs start at once. `--kernels NAME` skips all of this.
 
 use super::kernels::{
-    self, row_major, storage, transposed, Dispatch, MatmulParams, MatmulVariant, MATMUL_VARIANTS,
+    self, matmul_variants, storage, Dispatch, MatmulParams, MatmulVariant, Site, SITES,
 };
 use super::Gpu;
 use crate::data::PIXELS;
-use crate::error::Result;
-use crate::model::HIDDEN;
+use crate::error::{Error, Result};
+use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
-/// What was chosen and how, for the engine line.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Choice {
+/// One product's variant, and the seconds it took (None when not measured).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pick {
     pub variant: &'static MatmulVariant,
-    pub how: String,
-    /// Seconds the chosen variant took for the two products (None with --kernels).
     pub seconds: Option<f64>,
 }
 
+/// What was chosen for each [`Site`] and how, for the engine line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice {
+    pub picks: [Pick; SITES],
+    pub how: String,
+}
+
+impl Choice {
+    /// Each site's variant, in [`Site`] order.
+    pub fn variants(&self) -> [&'static MatmulVariant; SITES] {
+        self.picks.map(|p| p.variant)
+    }
+
+    /// Seconds of the two large products (x·W1ᵀ and δ1ᵀ·x), as [`cpu_seconds`] times them.
+    pub fn large_products_seconds(&self) -> Option<f64> {
+        let s = |site: Site| self.picks[site as usize].seconds;
+        Some(s(Site::Hidden)? + s(Site::GradW1)?)
+    }
+
+    /// What sets the arithmetic's rounding: the CPU-adapter variants all add each sum one k
+    /// at a time in order (the same bits, whichever is picked); otherwise each product's name.
+    pub fn names(&self) -> String {
+        if self.picks.iter().all(|p| p.variant.software) {
+            return "sums in k order (reg8x4 and the generated family)".into();
+        }
+        Site::ALL
+            .iter()
+            .map(|&site| format!("{} {}", site.name(), self.picks[site as usize].variant.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// "x·W1ᵀ k4_16x8_sg 1.41 ms, h·W2ᵀ ..." for the engine line.
+    pub fn describe(&self) -> String {
+        Site::ALL
+            .iter()
+            .map(|&site| {
+                let p = &self.picks[site as usize];
+                match p.seconds {
+                    Some(s) => format!("{} {} {:.2} ms", site.name(), p.variant.name, s * 1e3),
+                    None => format!("{} {}", site.name(), p.variant.name),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// Seconds this machine's CPU path (matrixmultiply's sgemm, the CPU trainer's) takes for the
-/// same two products at batch 64 on one thread, the least of a few runs: beside a software
-/// adapter's time it says how much slower the "GPU" is than `--cpu` here.
-pub fn cpu_seconds() -> f64 {
-    let (b, hid, pix) = (64usize, HIDDEN, PIXELS);
+/// same two large products (x·W1ᵀ and δ1ᵀ·x) at `rows` images and `hidden` neurons on one
+/// thread, the least of a few runs: beside a software adapter's time it says how much slower
+/// the "GPU" is than `--cpu` here.
+pub fn cpu_seconds(rows: usize, hidden: usize) -> f64 {
+    let (b, hid, pix) = (rows, hidden, PIXELS);
     let x = vec![0.25f32; b * pix];
     let w1 = vec![0.25f32; hid * pix];
     let dh = vec![0.25f32; b * hid];
@@ -86,21 +143,40 @@ pub fn cpu_seconds() -> f64 {
     best
 }
 
-/// The cache key: adapter, backend, driver, and this build's kernels.
-fn key(gpu: &Gpu) -> String {
+/// The CPU's model, as /proc/cpuinfo names it (a software adapter's speed is the CPU's).
+fn cpu_model() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    format!(
+        "{} family {} model {}",
+        field("model name"),
+        field("cpu family"),
+        field("model")
+    )
+}
+
+/// The cache key: adapter, backend, driver, CPU, the step's shapes and this build's kernels.
+fn key(gpu: &Gpu, rows: u32, hidden: u32) -> String {
     let i = &gpu.info;
     let mut h = crc32fast::Hasher::new();
-    for v in &MATMUL_VARIANTS {
+    for v in matmul_variants() {
         h.update(v.name.as_bytes());
         h.update(v.source.as_bytes());
         h.update(&[v.unchecked as u8]);
     }
     format!(
-        "{} | {:?} | {} {} | gpu-train {} | kernels {:08x}",
+        "{} | {:?} | {} {} | {} | rows {rows} hidden {hidden} | gpu-train {} | kernels {:08x}",
         i.name,
         i.backend,
         i.driver,
         i.driver_info,
+        cpu_model(),
         env!("CARGO_PKG_VERSION"),
         h.finalize()
     )
@@ -113,35 +189,49 @@ pub fn cache_file() -> Option<PathBuf> {
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("gpu-train").join("matmul-variants.tsv"))
+    Some(base.join("gpu-train").join("matmul-picks.tsv"))
 }
 
-/// The cache holds one line per adapter, driver and CPU met: a file longer than this is not
-/// ours, and is not read.
+/// The cache holds one line per adapter, driver, CPU and shape met: a file longer than this
+/// is not ours, and is not read.
 const MAX_CACHE_BYTES: u64 = 1 << 20;
 
-fn read_cache(key: &str) -> Option<(&'static MatmulVariant, String)> {
-    let text = crate::files::read_input_text(&cache_file()?, MAX_CACHE_BYTES).ok()?;
-    text.lines().rev().find_map(|line| {
-        let mut parts = line.splitn(3, '\t');
-        if parts.next()? != key {
-            return None;
+/// What the cache knows for one key: each (site, variant) measured, with its seconds, or
+/// None where the variant failed the twin check.
+type Measured = HashMap<(Site, &'static str), Option<f64>>;
+
+/// The cache's lines for `key`: "key \t site \t variant \t µs" (or "wrong").
+fn read_cache(key: &str) -> Measured {
+    let mut known = Measured::new();
+    let Some(path) = cache_file() else {
+        return known;
+    };
+    let text = crate::files::read_input_text(&path, MAX_CACHE_BYTES).unwrap_or_default();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        let (Some(site), Ok(v)) = (
+            Site::ALL.into_iter().find(|s| f.get(1) == Some(&s.name())),
+            MatmulVariant::by_name(f.get(2).unwrap_or(&"")),
+        ) else {
+            continue;
+        };
+        if f.len() != 4 || f[0] != key {
+            continue;
         }
-        let v = MatmulVariant::by_name(parts.next()?).ok()?;
-        Some((v, parts.next().unwrap_or("").to_string()))
-    })
+        let seconds = f[3].parse::<f64>().ok().map(|us| us * 1e-6);
+        known.insert((site, v.name), seconds);
+    }
+    known
 }
 
-/// Appends the choice to the cache (best effort: a read-only home only costs a re-measure).
-fn write_cache(key: &str, variant: &str, details: &str) {
+/// Appends measurements to the cache (best effort: a read-only home only costs a re-measure).
+fn write_cache(key: &str, new: &[(Site, &'static str, Option<f64>)]) {
     let Some(path) = cache_file() else { return };
-    let mut lines: Vec<String> = crate::files::read_input_text(&path, MAX_CACHE_BYTES)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.starts_with(&format!("{key}\t")))
-        .map(String::from)
-        .collect();
-    lines.push(format!("{key}\t{variant}\t{details}"));
+    let mut text = crate::files::read_input_text(&path, MAX_CACHE_BYTES).unwrap_or_default();
+    for (site, v, seconds) in new {
+        let value = seconds.map_or("wrong".to_string(), |s| format!("{:.1}", s * 1e6));
+        text += &format!("{key}\t{}\t{v}\t{value}\n", site.name());
+    }
     let written = path
         .parent()
         .map(std::fs::create_dir_all)
@@ -150,7 +240,7 @@ fn write_cache(key: &str, variant: &str, details: &str) {
         .and_then(|_| {
             crate::checkpoint::write_file(
                 &path,
-                (lines.join("\n") + "\n").as_bytes(),
+                text.as_bytes(),
                 "the kernel cache",
                 "the earlier cache is untouched",
             )
@@ -158,134 +248,285 @@ fn write_cache(key: &str, variant: &str, details: &str) {
         });
     if let Err(e) = written {
         log::info!(
-            "could not cache the matmul choice in {}: {e}",
+            "could not cache the matmul timings in {}: {e}",
             path.display()
         );
     }
 }
 
-/// Seconds one run of `d` takes: the least of several, after a warm-up.
-fn time(gpu: &Gpu, d: &Dispatch) -> Result<f64> {
-    kernels::run_now(gpu, &[d])?;
-    let mut best = f64::INFINITY;
-    let start = Instant::now();
-    for _ in 0..10 {
-        let t = Instant::now();
-        kernels::run_now(gpu, &[d])?;
-        best = best.min(t.elapsed().as_secs_f64());
-        if start.elapsed().as_secs_f64() > 0.2 {
-            break;
+/// One product on random inputs, bound and ready to dispatch with any variant.
+struct Bench {
+    site: Site,
+    params: MatmulParams,
+    inputs: [Vec<f32>; 4],
+    buffers: [wgpu::Buffer; 5],
+}
+
+impl Bench {
+    /// The product at `site` for `rows` images and `hidden` neurons, with room for every
+    /// variant's K-slices; weight products in their fused-update form (alpha −lr, beta 1).
+    fn new(gpu: &Gpu, site: Site, rows: u32, hidden: u32, seed: u64) -> Bench {
+        let params = site.params(rows, hidden, (-0.01, 1.0), 1);
+        let (m, n, k) = (params.m as usize, params.n as usize, params.k as usize);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut random =
+            |len: usize| -> Vec<f32> { (0..len).map(|_| rng.random_range(-1.0..1.0)).collect() };
+        // A and B as the strides read them (their largest index + 1, rounded up to vec4s).
+        let a_len = ((m - 1) * params.a_rs as usize + (k - 1) * params.a_cs as usize + 1)
+            .next_multiple_of(4);
+        let b_len = ((k - 1) * params.b_rs as usize + (n - 1) * params.b_cs as usize + 1)
+            .next_multiple_of(4);
+        let inputs = [random(a_len), random(b_len), random(n), random(m * n)];
+        let c = random(16 * m * n);
+        let d = &gpu.device;
+        let buffers = [
+            storage(d, "search A", &inputs[0]),
+            storage(d, "search B", &inputs[1]),
+            storage(d, "search bias", &inputs[2]),
+            storage(d, "search mask", &inputs[3]),
+            storage(d, "search C", &c),
+        ];
+        Bench {
+            site,
+            params,
+            inputs,
+            buffers,
         }
     }
-    Ok(best)
+
+    fn dispatch(&self, gpu: &Gpu, v: &(&'static MatmulVariant, wgpu::ComputePipeline)) -> Dispatch {
+        let mut p = self.params;
+        if matches!(self.site, Site::Hidden | Site::Output) {
+            // Forward products are timed with the K-slices the step would give them.
+            let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
+            p = MatmulParams::new(
+                (p.m, p.n, p.k),
+                (p.a_rs, p.a_cs),
+                (p.b_rs, p.b_cs),
+                p.alpha,
+                p.beta,
+                p.flags,
+                v.0.forward_splits(m, n, k),
+            );
+        }
+        let res = self.buffers.each_ref().map(|b| b.as_entire_binding());
+        Dispatch::matmul(&gpu.device, "search", v, res, &p)
+    }
+
+    /// Whether `v` computes this product as the CPU twin does (unsplit, epilogue and all).
+    fn matches_twin(
+        &self,
+        gpu: &Gpu,
+        v: &(&'static MatmulVariant, wgpu::ComputePipeline),
+    ) -> Result<bool> {
+        let d = &gpu.device;
+        let c0: Vec<f32> = (0..self.params.m * self.params.n)
+            .map(|i| (i % 7) as f32 * 0.25)
+            .collect();
+        let c = storage(d, "search twin C", &c0);
+        let [a, b, bias, mask, _] = self.buffers.each_ref().map(|b| b.as_entire_binding());
+        let dispatch = Dispatch::matmul(
+            d,
+            "twin check",
+            v,
+            [a, b, bias, mask, c.as_entire_binding()],
+            &self.params,
+        );
+        kernels::run_now(gpu, &[&dispatch])?;
+        let got = gpu.read_f32(&c)?;
+        let mut want = c0;
+        let [a, b, bias, mask] = &self.inputs;
+        crate::cpu::twins::matmul(a, b, bias, mask, &mut want, &self.params);
+        let scale = want.iter().fold(1f32, |m, w| m.max(w.abs()));
+        let worst = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (g, w)| m.max((g - w).abs()));
+        Ok(worst <= 1e-4 * scale * (self.params.k as f32).sqrt())
+    }
 }
 
-/// Seconds `variant` takes for the hidden layer's forward product and weight gradient, batch 64.
-pub fn measure(gpu: &Gpu, variant: &'static MatmulVariant) -> Result<f64> {
-    let d = &gpu.device;
-    let pipeline = kernels::matmul_pipeline(d, variant);
-    let (b, hid, pix) = (64u32, HIDDEN as u32, PIXELS as u32);
-    let buf = |n: u32| storage(d, "autotune", &vec![0.25f32; n as usize]);
-    let splits = variant.forward_splits(b as usize, HIDDEN, PIXELS);
-    let (x, w1, b1, mask, h, dh) = (
-        buf(b * pix),
-        buf(hid * pix),
-        buf(hid),
-        buf(hid * pix),
-        buf(splits * b * hid),
-        buf(b * hid),
-    );
-    let forward = MatmulParams::new(
-        (b, hid, pix),
-        row_major(pix),
-        transposed(pix),
-        1.0,
-        0.0,
-        kernels::HAS_BIAS | kernels::RELU,
-        splits,
-    );
-    let grad = MatmulParams::new(
-        (hid, pix, b),
-        transposed(hid),
-        row_major(pix),
-        1.0,
-        0.0,
-        0,
-        1,
-    );
-    let mut total = 0.0;
-    for (p, a, bb, c) in [(forward, &x, &w1, &h), (grad, &dh, &x, &w1)] {
-        let dispatch = Dispatch::new(
-            d,
-            variant.name,
-            &pipeline,
-            &[
-                a.as_entire_binding(),
-                bb.as_entire_binding(),
-                b1.as_entire_binding(),
-                mask.as_entire_binding(),
-                c.as_entire_binding(),
-            ],
-            &p,
-            variant.workgroups(&p),
-        );
-        total += time(gpu, &dispatch)?;
+/// Seconds one dispatch takes: enough runs in one submission to fill about 20 ms (at least
+/// 2), after one timed alone.
+fn time(gpu: &Gpu, d: &Dispatch) -> Result<f64> {
+    let t = Instant::now();
+    kernels::run_now(gpu, &[d])?;
+    let once = t.elapsed().as_secs_f64();
+    let reps = ((0.02 / once.max(1e-6)) as usize).clamp(2, 20);
+    let list: Vec<&Dispatch> = std::iter::repeat_n(d, reps).collect();
+    let t = Instant::now();
+    kernels::run_now(gpu, &list)?;
+    Ok(t.elapsed().as_secs_f64() / reps as f64)
+}
+
+/// The variant for `site` when nothing is measured: reg8x4 on a CPU adapter, else tiled16.
+fn fallback(gpu: &Gpu, p: &MatmulParams) -> &'static MatmulVariant {
+    let offered = |v: &&MatmulVariant| v.offered_on(gpu) && v.fits(p) && !v.subgroup8;
+    let software = matmul_variants()
+        .iter()
+        .filter(offered)
+        .find(|v| v.software == gpu.is_software());
+    software.unwrap_or(&matmul_variants()[0])
+}
+
+/// Seconds of search one start-up may spend (GPU_TRAIN_SEARCH_SECONDS overrides): a cold
+/// compile of one variant on lavapipe takes 0.3-5 s, so a first run measures a few, and each
+/// later run goes on from where the last stopped until every variant is measured.
+fn budget() -> f64 {
+    std::env::var("GPU_TRAIN_SEARCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| *v >= 0.0)
+        .unwrap_or(2.0)
+}
+
+/// Measures the offered variants not yet in `known`, in the family's order (the fallback
+/// first, tiled16 last on a CPU adapter), until the time budget is spent; each variant is
+/// compiled once and measured on every product it fits. Returns the new measurements and the
+/// (site, variant) pairs left for a later run.
+fn search(
+    gpu: &Gpu,
+    (rows, hidden): (u32, u32),
+    known: &Measured,
+) -> Result<(Vec<(Site, &'static str, Option<f64>)>, usize)> {
+    let start = Instant::now();
+    let base = fallback(gpu, &Site::Hidden.params(rows, hidden, (1.0, 0.0), 1));
+    let mut order: Vec<&'static MatmulVariant> = matmul_variants()
+        .iter()
+        .filter(|v| v.offered_on(gpu))
+        .collect();
+    order.sort_by_key(|v| (v.name != base.name, !v.software));
+    let mut benches: Vec<Option<Bench>> = Site::ALL.iter().map(|_| None).collect();
+    let (mut new, mut left) = (Vec::new(), 0);
+    for v in order {
+        let todo: Vec<Site> = Site::ALL
+            .into_iter()
+            .filter(|&s| v.fits(&s.params(rows, hidden, (1.0, 0.0), 1)))
+            .filter(|&s| !known.contains_key(&(s, v.name)))
+            .collect();
+        if todo.is_empty() {
+            continue;
+        }
+        // The fallback is always measured: every product needs a pick.
+        if v.name != base.name && start.elapsed().as_secs_f64() >= budget() {
+            left += todo.len();
+            continue;
+        }
+        let pipeline = (v, kernels::matmul_pipeline(&gpu.device, v));
+        for site in todo {
+            let bench = benches[site as usize]
+                .get_or_insert_with(|| Bench::new(gpu, site, rows, hidden, 7 + site as u64));
+            // The first run compiles (lavapipe compiles at first use) and is checked.
+            let seconds = match bench.matches_twin(gpu, &pipeline)? {
+                true => Some(time(gpu, &bench.dispatch(gpu, &pipeline))?),
+                false => None,
+            };
+            log::debug!("search: {} on {}: {seconds:?}", v.name, site.name());
+            new.push((site, v.name, seconds));
+        }
     }
     gpu.check()?;
-    Ok(total)
+    Ok((new, left))
 }
 
-/// The variant for `gpu`: `forced` by name, else remembered, cached or measured.
-pub fn choose(gpu: &Gpu, forced: Option<&str>) -> Result<Choice> {
+/// Each site's fastest measured variant (the fallback where none is measured).
+fn picks_from(gpu: &Gpu, (rows, hidden): (u32, u32), known: &Measured) -> [Pick; SITES] {
+    Site::ALL.map(|site| {
+        let p = site.params(rows, hidden, (1.0, 0.0), 1);
+        let best = matmul_variants()
+            .iter()
+            .filter(|v| v.offered_on(gpu) && v.fits(&p))
+            .filter_map(|v| Some((v, (*known.get(&(site, v.name))?)?)))
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        match best {
+            Some((variant, s)) => Pick {
+                variant,
+                seconds: Some(s),
+            },
+            None => Pick {
+                variant: fallback(gpu, &p),
+                seconds: None,
+            },
+        }
+    })
+}
+
+/// Each product's variant for `gpu` at `rows` images and `hidden` neurons: `forced` by name
+/// (wherever it can compute the product), else remembered, cached or searched.
+pub fn choose(gpu: &Gpu, forced: Option<&str>, rows: u32, hidden: u32) -> Result<Choice> {
     if let Some(name) = forced {
+        let v = MatmulVariant::by_name(name)?;
+        if v.subgroup8 && !gpu.has_subgroups_of(8) {
+            return Err(Error::Config(format!(
+                "--kernels {name} shares rows through subgroups of 8 lanes, which {} lacks",
+                gpu.info.name
+            )));
+        }
+        let picks = Site::ALL.map(|site| {
+            let p = site.params(rows, hidden, (1.0, 0.0), 1);
+            Pick {
+                variant: if v.fits(&p) { v } else { fallback(gpu, &p) },
+                seconds: None,
+            }
+        });
         return Ok(Choice {
-            variant: MatmulVariant::by_name(name)?,
-            how: "chosen with --kernels".into(),
-            seconds: None,
+            picks,
+            how: "chosen with --kernels where it fits".into(),
+        });
+    }
+    if !matmul_variants()
+        .iter()
+        .any(|v| v.software && v.offered_on(gpu))
+    {
+        // A hardware adapter: one variant is offered, nothing to measure.
+        let v = &matmul_variants()[0];
+        return Ok(Choice {
+            picks: [Pick {
+                variant: v,
+                seconds: None,
+            }; SITES],
+            how: format!("{}: the variant for hardware adapters", v.name),
         });
     }
     static CHOSEN: OnceLock<Mutex<HashMap<String, Choice>>> = OnceLock::new();
     let memo = CHOSEN.get_or_init(Default::default);
-    let key = key(gpu);
+    let key = key(gpu, rows, hidden);
     // Held while measuring: replicas opened at once wait for the first's answer.
     let mut memo = memo.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(c) = memo.get(&key) {
         return Ok(c.clone());
     }
-    let choice = if let Some((variant, details)) = read_cache(&key) {
-        // The chosen variant's time, from its "name N µs" in the details.
-        let seconds = details
-            .split(", ")
-            .find_map(|d| d.strip_prefix(&format!("{} ", variant.name)))
-            .and_then(|t| t.trim_end_matches(" µs").parse::<f64>().ok())
-            .map(|us| us * 1e-6);
-        Choice {
-            variant,
-            how: format!("measured earlier: {details}"),
-            seconds,
-        }
-    } else {
-        let mut times = Vec::new();
-        for v in &MATMUL_VARIANTS {
-            times.push((v, measure(gpu, v)?));
-        }
-        let best = times
-            .iter()
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .expect("variants")
-            .0;
-        let details = times
-            .iter()
-            .map(|(v, t)| format!("{} {:.0} µs", v.name, t * 1e6))
-            .collect::<Vec<_>>()
-            .join(", ");
-        write_cache(&key, best.name, &details);
-        let seconds = times.iter().find(|(v, _)| v.name == best.name).map(|t| t.1);
-        Choice {
-            variant: best,
-            how: format!("measured now: {details} for the hidden layer's two products"),
-            seconds,
-        }
+    let mut known = read_cache(&key);
+    let t = Instant::now();
+    let (new, left) = search(gpu, (rows, hidden), &known)?;
+    let spent = t.elapsed().as_secs_f64();
+    write_cache(&key, &new);
+    let wrong: Vec<String> = new
+        .iter()
+        .filter(|m| m.2.is_none())
+        .map(|(s, v, _)| format!("{v} on {}", s.name()))
+        .collect();
+    let fresh = new.len();
+    known.extend(new.into_iter().map(|(s, v, t)| ((s, v), t)));
+    let mut how = match (fresh, left) {
+        (0, _) => format!("searched earlier: {} kernel/product pairs timed", known.len()),
+        (_, 0) => format!(
+            "searched: {fresh} kernel/product pairs timed now in {spent:.1} s, {} in all",
+            known.len()
+        ),
+        _ => format!(
+            "searched: {fresh} kernel/product pairs timed now in {spent:.1} s, {left} left for later runs"
+        ),
+    };
+    if !wrong.is_empty() {
+        how += &format!(
+            "; wrong against the CPU twin, never picked: {}",
+            wrong.join(", ")
+        );
+    }
+    let choice = Choice {
+        picks: picks_from(gpu, (rows, hidden), &known),
+        how,
     };
     memo.insert(key, choice.clone());
     Ok(choice)

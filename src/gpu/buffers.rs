@@ -4,7 +4,7 @@
 //! the training set. Sizes are checked against the adapter's limits before anything is made.
 
 use super::kernels;
-use super::kernels::MatmulVariant;
+use super::kernels::{MatmulVariant, Site, SITES};
 use super::Gpu;
 use crate::data::{Dataset, CLASSES, PIXELS};
 use crate::error::{Error, Result};
@@ -177,7 +177,7 @@ impl Buffers {
         model: &Model,
         opts: &GpuOptions,
         train: &Dataset,
-        variant: &MatmulVariant,
+        picks: [&MatmulVariant; SITES],
     ) -> Result<Self> {
         let d = &gpu.device;
         let rows = opts.rows();
@@ -216,8 +216,9 @@ impl Buffers {
             Ok(())
         };
         // The split-K partial sums of both forward products share one buffer.
-        let partial_len = (variant.forward_splits(rows, hidden, PIXELS) as usize * rows * hidden)
-            .max(variant.forward_splits(rows, CLASSES, hidden) as usize * rows * CLASSES);
+        let (h, z) = (picks[Site::Hidden as usize], picks[Site::Output as usize]);
+        let partial_len = (h.forward_splits(rows, hidden, PIXELS) as usize * rows * hidden)
+            .max(z.forward_splits(rows, CLASSES, hidden) as usize * rows * CLASSES);
         need(
             "the hidden layer's split-K partial sums",
             (partial_len * 4) as u64,

@@ -108,8 +108,10 @@ impl Gpu {
         let info = adapter.get_info();
         let limits = adapter.limits();
         // Timestamps for the profile, f16 in shaders for --precision f16: where offered.
-        let features =
-            adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16);
+        let features = adapter.features()
+            & (wgpu::Features::TIMESTAMP_QUERY
+                | wgpu::Features::SHADER_F16
+                | wgpu::Features::SUBGROUP);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("gpu-train"),
             required_features: features,
@@ -144,6 +146,13 @@ impl Gpu {
 
     pub fn is_software(&self) -> bool {
         self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Whether this device runs subgroup operations in subgroups of exactly `lanes` lanes.
+    pub fn has_subgroups_of(&self, lanes: u32) -> bool {
+        self.features.contains(wgpu::Features::SUBGROUP)
+            && self.info.subgroup_min_size == lanes
+            && self.info.subgroup_max_size == lanes
     }
 
     /// Fails with the first error the device reported since it was opened, if any.

@@ -2,7 +2,7 @@
 //! counts, and the work it does for profiles), and the small helpers that make its buffers
 //! and bindings.
 
-use super::kernels::{Kernels, MatmulParams, WORKGROUP};
+use super::kernels::{Load, MatmulParams, MatmulVariant, WORKGROUP};
 use bytemuck::Pod;
 use wgpu::util::DeviceExt;
 
@@ -85,12 +85,13 @@ impl Dispatch {
         }
     }
 
-    /// A matmul dispatch of `kernels`' variant: `resources` are A, B, bias, mask, C; the product
-    /// is checked against their lengths first (a failure is a bug in the caller, so it panics).
+    /// A matmul dispatch of one variant and its pipeline (a site's entry of `Kernels::matmul`):
+    /// `resources` are A, B, bias, mask, C; the product is checked against their lengths and
+    /// the variant's layout first (a failure is a bug in the caller, so it panics).
     pub fn matmul(
         device: &wgpu::Device,
         name: &'static str,
-        kernels: &Kernels,
+        (variant, pipeline): &(&'static MatmulVariant, wgpu::ComputePipeline),
         resources: [wgpu::BindingResource; 5],
         p: &MatmulParams,
     ) -> Self {
@@ -100,18 +101,21 @@ impl Dispatch {
             }
             _ => 0,
         };
-        let [a, b, bias, mask, c] = resources.each_ref().map(len);
+        let [mut a, mut b, bias, mask, c] = resources.each_ref().map(len);
+        if variant.load != Load::Scalar {
+            // Read as vec4s: only whole vec4s of a binding can be read.
+            (a, b) = (a - a % 4, b - b % 4);
+        }
         if let Err(e) = p.check_fits(a, b, bias, mask, c) {
             panic!("{name}: {e}");
         }
-        Dispatch::new(
-            device,
-            name,
-            &kernels.matmul,
-            &resources,
-            p,
-            kernels.matmul_variant.workgroups(p),
-        )
+        if !variant.fits(p) {
+            panic!(
+                "{name}: matmul variant {} cannot compute {p:?}",
+                variant.name
+            );
+        }
+        Dispatch::new(device, name, pipeline, &resources, p, variant.workgroups(p))
     }
 
     /// A matmul dispatch of any pipeline with matmul.wgsl's bindings, whose five bindings hold

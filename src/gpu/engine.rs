@@ -108,13 +108,16 @@ impl GpuEngine {
                 "batch size and ring size must be at least 1".into(),
             ));
         }
-        let matmul = super::autotune::choose(&gpu, opts.kernels)?;
-        let slower_than_cpu = match (gpu.is_software(), matmul.seconds) {
-            (true, Some(s)) => Some(s / super::autotune::cpu_seconds().max(1e-9)),
+        // Searched at the training batch (the step that runs most); the test pass's larger
+        // batches run the same picks.
+        let (rows, hidden) = (opts.batch, model.hidden());
+        let matmul = super::autotune::choose(&gpu, opts.kernels, rows as u32, hidden as u32)?;
+        let slower_than_cpu = match (gpu.is_software(), matmul.large_products_seconds()) {
+            (true, Some(s)) => Some(s / super::autotune::cpu_seconds(rows, hidden).max(1e-9)),
             _ => None,
         };
-        let bufs = Buffers::new(&gpu, model, &opts, train, matmul.variant)?;
-        let kernels = Kernels::new(&gpu.device, matmul.variant);
+        let bufs = Buffers::new(&gpu, model, &opts, train, matmul.variants())?;
+        let kernels = Kernels::with_picks(&gpu.device, matmul.variants());
         let sgd = Dispatch::with_uniform(
             &gpu.device,
             "w −= lr·g",
@@ -204,9 +207,9 @@ impl GpuEngine {
         &self.gpu
     }
 
-    /// The matmul variant this engine runs.
-    pub fn matmul_variant(&self) -> &'static str {
-        self.matmul.variant.name
+    /// The matmul variant each product runs ("x·W1ᵀ k4_16x8_sg, h·W2ᵀ ...").
+    pub fn matmul_variants(&self) -> String {
+        self.matmul.names()
     }
 
     /// Bytes of VRAM this engine allocated (parameters, activations, ring, resident set).
@@ -445,12 +448,13 @@ impl std::fmt::Display for GpuEngine {
             return write!(
                 f,
                 "GPU {}, matmul {}",
-                self.gpu.info.name, self.matmul.variant.name
+                self.gpu.info.name,
+                self.matmul.names()
             );
         }
         write!(
             f,
-            "GPU {}{}, batches {}, matmul {} ({}){}",
+            "GPU {}{}, batches {}, matmul per product: {} ({}){}",
             super::context::describe(&self.gpu.info),
             match (self.gpu.is_software(), self.slower_than_cpu) {
                 (true, Some(r)) if r >= 1.5 => format!(
@@ -465,7 +469,7 @@ impl std::fmt::Display for GpuEngine {
             } else {
                 "staged from RAM"
             },
-            self.matmul.variant.name,
+            self.matmul.describe(),
             self.matmul.how,
             if self.half.is_some() {
                 ", mixed precision: f16 activations and working weights (matmul_f16), f32 masters"

@@ -8,6 +8,7 @@
 pub use super::dispatch::{
     groups_1d, run_now, storage, storage_bytes, storage_zeroed, sub, sub16, Dispatch,
 };
+pub use super::variants::Load;
 use bytemuck::{Pod, Zeroable};
 
 /// One way of computing matmul.wgsl's product: a WGSL file, the block of C one workgroup
@@ -28,10 +29,17 @@ pub struct MatmulVariant {
     /// variant whose every index is in bounds by construction (clamped rows and columns,
     /// guarded writes), and only with [`MatmulParams::check_fits`] run on every dispatch.
     pub unchecked: bool,
+    /// How it reads A and B (which products it can compute: [`Load::fits`]).
+    pub load: Load,
+    /// Shares A through subgroups of exactly 8 lanes (gpu/variants.rs).
+    pub subgroup8: bool,
+    /// Tuned for CPU adapters: the search offers it to nothing else.
+    pub software: bool,
 }
 
-/// The matmul variants, the first being the default where nothing was measured.
-pub const MATMUL_VARIANTS: [MatmulVariant; 2] = [
+/// The two hand-written matmul variants, the first being the default where nothing was
+/// measured; [`matmul_variants`] adds the generated family (gpu/variants.rs).
+const FIXED_VARIANTS: [MatmulVariant; 2] = [
     // 16×16 tiles staged in workgroup memory, split K: made for big GPUs (BENCHMARKS.md, H200).
     MatmulVariant {
         name: "tiled16",
@@ -40,6 +48,9 @@ pub const MATMUL_VARIANTS: [MatmulVariant; 2] = [
         block_n: MATMUL_TILE,
         max_splits: 16,
         unchecked: false,
+        load: Load::Scalar,
+        subgroup8: false,
+        software: false,
     },
     // 8×4 registers a thread, no workgroup memory, no split: made for CPU-based adapters.
     MatmulVariant {
@@ -52,21 +63,46 @@ pub const MATMUL_VARIANTS: [MatmulVariant; 2] = [
         // between the value and zero. Each index here is clamped to the matrix, and the host
         // checks each product against its buffers before dispatching it.
         unchecked: true,
+        load: Load::Scalar,
+        subgroup8: false,
+        software: true,
     },
 ];
+
+/// Every matmul variant: tiled16 (the default), reg8x4, then the generated family.
+pub fn matmul_variants() -> &'static [MatmulVariant] {
+    static ALL: std::sync::OnceLock<Vec<MatmulVariant>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| {
+        let mut all: Vec<MatmulVariant> = FIXED_VARIANTS.into_iter().collect();
+        all.extend(super::variants::generated());
+        all
+    })
+}
 
 impl MatmulVariant {
     /// The variant called `name`, or an error listing them.
     pub fn by_name(name: &str) -> crate::error::Result<&'static MatmulVariant> {
-        MATMUL_VARIANTS
+        matmul_variants()
             .iter()
             .find(|v| v.name == name)
             .ok_or_else(|| {
+                let names: Vec<&str> = matmul_variants().iter().map(|v| v.name).collect();
                 crate::error::Error::Config(format!(
                     "--kernels {name}: no such matmul variant; there are {}",
-                    MATMUL_VARIANTS.map(|v| v.name).join(", ")
+                    names.join(", ")
                 ))
             })
+    }
+
+    /// Whether this variant can compute `p`: its loads fit the layout, and only the plain
+    /// scalar kernels (tiled16, reg8x4) write split-K partial sums.
+    pub fn fits(&self, p: &MatmulParams) -> bool {
+        self.load.fits(p) && (p.splits == 1 || (self.load == Load::Scalar && !self.subgroup8))
+    }
+
+    /// Whether `gpu` can run this variant, and the search should offer it there.
+    pub fn offered_on(&self, gpu: &super::Gpu) -> bool {
+        (!self.subgroup8 || gpu.has_subgroups_of(8)) && (!self.software || gpu.is_software())
     }
 
     /// Workgroups for the product `p`: one per block of C and K-slice.
@@ -88,6 +124,97 @@ impl MatmulVariant {
         (256 / blocks.max(1))
             .clamp(1, self.max_splits)
             .min((k as u32).div_ceil(MATMUL_TILE))
+    }
+}
+
+/// The step's matrix products, each of which may run its own variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Site {
+    /// h = ReLU(x·W1ᵀ + b1): (rows × hidden), K = 784.
+    Hidden,
+    /// z = h·W2ᵀ + b2: (rows × 10), K = hidden.
+    Output,
+    /// δ1 = (δ2·W2) ⊙ ReLU′: (rows × hidden), K = 10.
+    Delta1,
+    /// ∂W2 = δ2ᵀ·h: (10 × hidden), K = rows.
+    GradW2,
+    /// ∂W1 = δ1ᵀ·x: (hidden × 784), K = rows.
+    GradW1,
+}
+
+/// How many [`Site`]s a step has.
+pub const SITES: usize = 5;
+
+impl Site {
+    pub const ALL: [Site; SITES] = [
+        Site::Hidden,
+        Site::Output,
+        Site::Delta1,
+        Site::GradW2,
+        Site::GradW1,
+    ];
+
+    /// The product as the engine line and the cache name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Site::Hidden => "x·W1ᵀ",
+            Site::Output => "h·W2ᵀ",
+            Site::Delta1 => "δ2·W2",
+            Site::GradW2 => "δ2ᵀ·h",
+            Site::GradW1 => "δ1ᵀ·x",
+        }
+    }
+
+    /// The product at this site for `rows` images and `hidden` neurons: its shape, layouts
+    /// and epilogue, with `(alpha, beta)` for the weight products (1, 0: the gradient;
+    /// −lr, 1: the fused update) and `splits` K-slices for the forward ones.
+    pub fn params(self, rows: u32, hidden: u32, ab: (f32, f32), splits: u32) -> MatmulParams {
+        let (pix, cls) = (crate::data::PIXELS as u32, crate::data::CLASSES as u32);
+        let p = |mkn, a, b, (alpha, beta), flags, splits| {
+            MatmulParams::new(mkn, a, b, alpha, beta, flags, splits)
+        };
+        match self {
+            Site::Hidden => p(
+                (rows, hidden, pix),
+                row_major(pix),
+                transposed(pix),
+                (1.0, 0.0),
+                HAS_BIAS | RELU,
+                splits,
+            ),
+            Site::Output => p(
+                (rows, cls, hidden),
+                row_major(hidden),
+                transposed(hidden),
+                (1.0, 0.0),
+                HAS_BIAS,
+                splits,
+            ),
+            Site::Delta1 => p(
+                (rows, hidden, cls),
+                row_major(cls),
+                row_major(hidden),
+                (1.0, 0.0),
+                MASK,
+                1,
+            ),
+            Site::GradW2 => p(
+                (cls, hidden, rows),
+                transposed(cls),
+                row_major(hidden),
+                ab,
+                0,
+                1,
+            ),
+            Site::GradW1 => p(
+                (hidden, pix, rows),
+                transposed(hidden),
+                row_major(pix),
+                ab,
+                0,
+                1,
+            ),
+        }
     }
 }
 
@@ -246,8 +373,8 @@ pub struct SgdParams {
 /// The six pipelines (matmul in the variant chosen for the adapter).
 pub struct Kernels {
     pub unpack: wgpu::ComputePipeline,
-    pub matmul: wgpu::ComputePipeline,
-    pub matmul_variant: &'static MatmulVariant,
+    /// Each product's variant and pipeline, indexed by [`Site`].
+    pub matmul: [(&'static MatmulVariant, wgpu::ComputePipeline); SITES],
     pub splitk_reduce: wgpu::ComputePipeline,
     pub softmax_xent: wgpu::ComputePipeline,
     pub bias_update: wgpu::ComputePipeline,
@@ -384,8 +511,13 @@ fn pipeline_checked(
 }
 
 impl Kernels {
-    /// Builds every pipeline, matmul from `variant`.
+    /// Builds every pipeline, every product's matmul from `variant`.
     pub fn new(device: &wgpu::Device, variant: &'static MatmulVariant) -> Self {
+        Kernels::with_picks(device, [variant; SITES])
+    }
+
+    /// Builds every pipeline, each product's matmul from its pick (indexed by [`Site`]).
+    pub fn with_picks(device: &wgpu::Device, picks: [&'static MatmulVariant; SITES]) -> Self {
         let get = |name: &str| {
             let (_, source) = SOURCES.iter().find(|(n, _)| *n == name).expect("a shader");
             pipeline(device, name, source)
@@ -398,10 +530,20 @@ impl Kernels {
             "sgd_update",
         ]
         .map(get);
+        // One pipeline per distinct variant (wgpu pipelines are shared handles).
+        let mut built: Vec<(&'static str, wgpu::ComputePipeline)> = Vec::new();
+        let matmul = picks.map(|v| {
+            let found = built
+                .iter()
+                .find(|(n, _)| *n == v.name)
+                .map(|b| b.1.clone());
+            let p = found.unwrap_or_else(|| matmul_pipeline(device, v));
+            built.push((v.name, p.clone()));
+            (v, p)
+        });
         Kernels {
             unpack,
-            matmul: matmul_pipeline(device, variant),
-            matmul_variant: variant,
+            matmul,
             splitk_reduce,
             softmax_xent,
             bias_update,

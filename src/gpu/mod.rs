@@ -9,6 +9,7 @@ pub mod engine;
 pub mod kernels;
 mod plan;
 pub mod profile;
+pub mod variants;
 
 pub use buffers::GpuOptions;
 pub use context::Gpu;

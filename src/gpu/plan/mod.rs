@@ -2,7 +2,7 @@
 //! replayed every step: the kernels of `shaders/` bound to the engine's buffers, in order.
 
 use super::buffers::{Buffers, WORDS_PER_IMAGE};
-use super::kernels::{self, groups_1d, row_major, transposed, Dispatch, MatmulParams};
+use super::kernels::{self, groups_1d, Dispatch, MatmulParams, Site};
 use crate::data::{CLASSES, PIXELS};
 use table::{whole, FUSED_NAMES};
 
@@ -209,41 +209,18 @@ impl Plan {
             !(t.is_half() && pass == Pass::Train),
             "f16 steps through the gradient; it has no fused update"
         );
-        let (r, hid, cls, pix) = (
-            rows as u32,
-            t.b.hidden as u32,
-            CLASSES as u32,
-            PIXELS as u32,
-        );
+        let (r, hid) = (rows as u32, t.b.hidden as u32);
         let unpack = unpack_dispatches(t, ring, source, rows);
-        let matmul = |mkn, a, b, (alpha, beta), flags, splits| {
-            MatmulParams::new(mkn, a, b, alpha, beta, flags, splits)
-        };
         let mut rest = Vec::new();
         // Forward, hidden layer: h = ReLU(x · W1ᵀ + b1), K = 784 (split into slices when faster).
-        let flags = kernels::HAS_BIAS | kernels::RELU;
-        let splits = t.splits(rows, t.b.hidden, PIXELS);
-        let p = matmul(
-            (r, hid, pix),
-            row_major(pix),
-            transposed(pix),
-            (1.0, 0.0),
-            flags,
-            splits,
-        );
-        rest.extend(t.forward(&t.names.hidden, (t.x, 0, t.dz, t.h), p, false));
+        let splits = t.splits(Site::Hidden, rows, t.b.hidden, PIXELS);
+        let p = Site::Hidden.params(r, hid, (1.0, 0.0), splits);
+        rest.extend(t.forward(Site::Hidden, (t.x, 0, t.dz, t.h), p, false));
         // Forward, output layer: z = h · W2ᵀ + b2, f32 logits in both precisions (SoftMax
         // wants their range).
-        let splits = t.splits(rows, CLASSES, t.b.hidden);
-        let p = matmul(
-            (r, cls, hid),
-            row_major(hid),
-            transposed(hid),
-            (1.0, 0.0),
-            kernels::HAS_BIAS,
-            splits,
-        );
-        rest.extend(t.forward(&t.names.output, (t.h, 2, t.x, &t.b.z), p, true));
+        let splits = t.splits(Site::Output, rows, CLASSES, t.b.hidden);
+        let p = Site::Output.params(r, hid, (1.0, 0.0), splits);
+        rest.extend(t.forward(Site::Output, (t.h, 2, t.x, &t.b.z), p, true));
         // SoftMax, loss, accuracy, and (training) δ2 = (p − onehot) / divisor · loss scale:
         // the two values a plan rewrites between steps.
         let mut slots = Vec::new();
@@ -262,16 +239,9 @@ impl Plan {
             };
         }
         // Backward: δ1 = (δ2 · W2) ⊙ [h > 0], before W2 changes.
-        let p = matmul(
-            (r, hid, cls),
-            row_major(cls),
-            row_major(hid),
-            (1.0, 0.0),
-            kernels::MASK,
-            1,
-        );
+        let p = Site::Delta1.params(r, hid, (1.0, 0.0), 1);
         let res = [whole(t.dz), t.param(2), t.param(3), whole(t.h), whole(t.dh)];
-        rest.push(t.product("backward", t.names.delta1, res, p, false));
+        rest.push(t.product(Site::Delta1, ("backward", t.names.delta1), res, p, false));
         // The weight gradients, written where the pass wants them: Gradient writes ∂loss/∂W
         // into the f32 gradient buffer (alpha 1, beta 0); Train adds −lr·∂loss/∂W straight
         // into the weights (alpha −lr, beta 1), so there the gradient never exists as a buffer.
@@ -286,8 +256,8 @@ impl Plan {
         // One layer's pair into parameter tensors `w` and `w + 1`: ∂W = δᵀ · input (outputs ×
         // inputs, summed over the batch's rows) and ∂b = Σ δ. `spare` fills the product's
         // unused bias and mask bindings.
-        let layer = |names: &[&'static str], (delta, input, spare), (outs, ins), w: usize| {
-            let p = matmul((outs, ins, r), transposed(outs), row_major(ins), ab, 0, 1);
+        let layer = |names: &[&'static str], (delta, input, spare), site: Site, w: usize| {
+            let p = site.params(r, hid, ab, 1);
             let res = [
                 whole(delta),
                 whole(input),
@@ -296,16 +266,16 @@ impl Plan {
                 target(w),
             ];
             [
-                t.product(phase, names[0], res, p, true),
-                t.bias((phase, names[1]), delta, target(w + 1), (r, outs), ab),
+                t.product(site, (phase, names[0]), res, p, true),
+                t.bias((phase, names[1]), delta, target(w + 1), (r, p.m), ab),
             ]
         };
         // Output layer first (∂W2 = δ2ᵀ · h, ∂b2 = Σ δ2), then the hidden layer (∂W1 = δ1ᵀ · x):
         // the output layer's gradient can be all-reduced while the hidden layer's is computed.
         let first = rest.len();
-        rest.extend(layer(&names[..2], (t.dz, t.h, t.x), (cls, hid), 2));
+        rest.extend(layer(&names[..2], (t.dz, t.h, t.x), Site::GradW2, 2));
         let hidden_grad_at = rest.len();
-        rest.extend(layer(&names[2..], (t.dh, t.x, t.h), (hid, pix), 0));
+        rest.extend(layer(&names[2..], (t.dh, t.x, t.h), Site::GradW1, 0));
         if pass == Pass::Train {
             slots.extend(minus_lr_slots(first..rest.len()));
         }

@@ -15,7 +15,7 @@
 
 use super::Pass;
 use crate::gpu::buffers::{Buffers, EVAL_AT, TRAIN_AT};
-use crate::gpu::kernels::{self, groups_1d, Dispatch, Kernels, KernelsF16, MatmulParams};
+use crate::gpu::kernels::{self, groups_1d, Dispatch, Kernels, KernelsF16, MatmulParams, Site};
 
 type Res<'a> = wgpu::BindingResource<'a>;
 
@@ -145,10 +145,10 @@ impl<'a> Table<'a> {
     }
 
     /// K-slices for a forward product (m × n, summed over k): f16 products are never split.
-    pub(super) fn splits(&self, m: usize, n: usize, k: usize) -> u32 {
+    pub(super) fn splits(&self, site: Site, m: usize, n: usize, k: usize) -> u32 {
         match self.half {
             Some(_) => 1,
-            None => self.k.matmul_variant.forward_splits(m, n, k),
+            None => self.k.matmul[site as usize].0.forward_splits(m, n, k),
         }
     }
 
@@ -156,15 +156,16 @@ impl<'a> Table<'a> {
     /// buffers' lengths. `c_f32`: C is f32 (logits, weight gradients) even in an f16 step.
     pub(super) fn product(
         &self,
-        phase: &'static str,
-        name: &'static str,
+        site: Site,
+        (phase, name): (&'static str, &'static str),
         res: [Res; 5],
         p: MatmulParams,
         c_f32: bool,
     ) -> Dispatch {
         let (flops, bytes) = p.work();
         match self.half {
-            None => Dispatch::matmul(self.d, name, self.k, res, &p).work(phase, flops, bytes),
+            None => Dispatch::matmul(self.d, name, &self.k.matmul[site as usize], res, &p)
+                .work(phase, flops, bytes),
             Some(k16) => {
                 let (pipeline, c) = match c_f32 {
                     true => (&k16.matmul_f32out, 4),
@@ -183,15 +184,19 @@ impl<'a> Table<'a> {
     /// buffer bound both read-only and read-write, so never the output).
     pub(super) fn forward(
         &self,
-        names: &[&'static str; 3],
+        site: Site,
         (a, w, unused, out): (&wgpu::Buffer, usize, &wgpu::Buffer, &wgpu::Buffer),
         p: MatmulParams,
         c_f32: bool,
     ) -> Vec<Dispatch> {
         let (bm, bias) = (self.param(w), self.param(w + 1));
+        let names = match site {
+            Site::Hidden => &self.names.hidden,
+            _ => &self.names.output,
+        };
         if p.splits == 1 {
             let res = [whole(a), bm, bias, whole(unused), whole(out)];
-            return vec![self.product("forward", names[0], res, p, c_f32)];
+            return vec![self.product(site, ("forward", names[0]), res, p, c_f32)];
         }
         let size = p.m * p.n;
         let reduce = Dispatch::new(
@@ -213,7 +218,10 @@ impl<'a> Table<'a> {
             4.0 * ((p.splits + 1) * size + p.n) as f64,
         );
         let res = [whole(a), bm, bias, whole(unused), whole(&self.b.partial)];
-        vec![self.product("forward", names[1], res, p, c_f32), reduce]
+        vec![
+            self.product(site, ("forward", names[1]), res, p, c_f32),
+            reduce,
+        ]
     }
 
     /// SoftMax, loss and accuracy of `rows` logits, and (training) δ2 = (p − onehot) /

@@ -1,0 +1,393 @@
+//! The family of matmul kernels the start-up search picks from (gpu/autotune.rs), generated
+//! from one template with the shape as constants, as tinygrad and Burn generate theirs.
+//!
+//! Why a family, and why these members. On a CPU adapter (lavapipe/llvmpipe) the "GPU" is the
+//! CPU's SIMD lanes: eight invocations run side by side in one AVX register. Mesa 22.3's
+//! llvmpipe turns every storage-buffer load into a loop over those eight lanes, each lane
+//! loading its value with a bounds check and inserting it into the vector through the stack
+//! (gallivm's `emit_load_mem`). So the cost of a product there is its *loads*, not its
+//! multiply-adds, and a kernel is fast when each loaded value feeds many multiply-adds. Three
+//! ways to get there, combined in the family:
+//!
+//! Every member adds each sum's products one k at a time in ascending order, as reg8x4 does,
+//! so all of them give the same bits (tests/kernels.rs checks): which one the search picks
+//! changes the speed of a run, never its numbers.
+//!
+//! - **Register blocks** (`R`×`C` outputs a thread): each step of k loads R values of A and C
+//!   of B for R·C multiply-adds. Bigger blocks load less per multiply-add, until the
+//!   accumulators no longer fit in the CPU's registers.
+//! - **vec4 loads** (`k4`, `mn4`): one lane loop fetches four values instead of one. `k4`
+//!   reads four consecutive k where both operands are contiguous along K (the forward
+//!   products: x·W1ᵀ reads rows of x and rows of W1); `mn4` reads four consecutive rows of A
+//!   and columns of B where those are contiguous (the weight products: δ1ᵀ·x).
+//! - **Subgroup sharing** (`_sg`): the eight lanes of a subgroup work on the same rows of C,
+//!   so in a plain kernel all eight load the same value of A, eight times over. Here lane l
+//!   loads row l's value and `subgroupBroadcast` hands it to the others: one load where there
+//!   were eight, and a broadcast is one register shuffle. (Needs subgroups of exactly 8 lanes
+//!   in a row of the 8×8 workgroup, as lavapipe's are; every variant is checked against the CPU
+//!   twin before the search may pick it, so an adapter that groups lanes otherwise loses only
+//!   the variant.)
+//!
+//! Measured by the search on a 2-core Zen 4 VM (BENCHMARKS.md): the hidden layer's product at
+//! batch 64 ran in 3.3 ms with reg8x4 and 0.94 ms with `k4_8x8_sg`; its weight product in 4.3 ms
+//! against 1.7 with `mn4_16x8_sg`.
+//! On a real GPU none of this applies (loads are wide and cached, lanes many): the search
+//! offers these only to CPU adapters.
+
+use super::kernels::{MatmulParams, MatmulVariant};
+
+/// How a variant reads A and B.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Load {
+    /// One f32 at a time, any strides.
+    Scalar,
+    /// vec4 along K: needs A and B contiguous in k (a_cs = b_rs = 1) and K, a_rs, b_cs
+    /// multiples of 4.
+    K4,
+    /// vec4 along M (A) and N (B): needs a_rs = b_cs = 1 and M, N, a_cs, b_rs multiples of 4.
+    MN4,
+}
+
+impl Load {
+    /// Whether a product with these shapes and strides can be read this way.
+    pub fn fits(self, p: &MatmulParams) -> bool {
+        let four = |v: u32| v % 4 == 0;
+        match self {
+            Load::Scalar => true,
+            Load::K4 => p.a_cs == 1 && p.b_rs == 1 && four(p.k) && four(p.a_rs) && four(p.b_cs),
+            Load::MN4 => {
+                p.a_rs == 1 && p.b_cs == 1 && four(p.m) && four(p.n) && four(p.a_cs) && four(p.b_rs)
+            }
+        }
+    }
+}
+
+/// Lanes along each side of the 8×8 workgroup (one subgroup of lavapipe's is a row of it).
+const LANES: u32 = 8;
+
+/// The generated members: (load, share A through the subgroup, R, C), in the order the
+/// search tries them (the likeliest winners on lavapipe first: a search bounded in time may
+/// stop before the end, and goes on from there next run). Left out after measuring: blocks of
+/// 256 sums a thread (mn4_32x8_sg took 20 s to compile on Zen 4 and was no faster), and
+/// workgroups of 64×1 (no faster than 8×8: lavapipe's subgroup is 8 lanes either way).
+const SHAPES: [(Load, bool, u32, u32); 10] = [
+    (Load::K4, true, 8, 8),
+    (Load::MN4, true, 16, 8),
+    (Load::Scalar, true, 16, 4),
+    (Load::K4, true, 16, 8),
+    (Load::Scalar, true, 16, 8),
+    (Load::K4, true, 16, 4),
+    (Load::MN4, false, 16, 4),
+    (Load::K4, false, 8, 8),
+    (Load::MN4, false, 16, 8),
+    (Load::MN4, true, 32, 4),
+];
+
+/// The generated variants (built once; their names and sources live for the process).
+pub fn generated() -> Vec<MatmulVariant> {
+    SHAPES
+        .iter()
+        .map(|&(load, shared, r, c)| {
+            let prefix = match load {
+                Load::Scalar => "reg",
+                Load::K4 => "k4_",
+                Load::MN4 => "mn4_",
+            };
+            let name = format!("{prefix}{r}x{c}{}", if shared { "_sg" } else { "" });
+            MatmulVariant {
+                name: Box::leak(name.into_boxed_str()),
+                source: Box::leak(wgsl(load, shared, r, c).into_boxed_str()),
+                block_m: LANES * r,
+                block_n: LANES * c,
+                max_splits: 1,
+                unchecked: true,
+                load,
+                subgroup8: shared,
+                software: true,
+            }
+        })
+        .collect()
+}
+
+/// The WGSL of one member: matmul.wgsl's bindings, Params and epilogue; its own blocking.
+pub fn wgsl(load: Load, shared: bool, r: u32, c: u32) -> String {
+    assert!(
+        !shared || r % 8 == 0 || load == Load::MN4,
+        "shared rows come 8 (or 4×8) a load"
+    );
+    assert!(load != Load::MN4 || (r % 4 == 0 && c % 4 == 0));
+    let vec = |v: bool| if v { "vec4<f32>" } else { "f32" };
+    let mut s = String::new();
+    let w = |s: &mut String, line: &str| {
+        s.push_str(line);
+        s.push('\n');
+    };
+    w(
+        &mut s,
+        &format!(
+            "// Generated by src/gpu/variants.rs: load {load:?}, A shared through the subgroup: \
+             {shared}, {r}×{c} outputs a thread, 8×8 threads."
+        ),
+    );
+    s.push_str(
+        PARAMS_AND_BINDINGS
+            .replace("ELEM", vec(load != Load::Scalar))
+            .as_str(),
+    );
+    w(&mut s, "@compute @workgroup_size(8, 8)");
+    w(
+        &mut s,
+        "fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {",
+    );
+    // Which rows and columns of C this thread holds.
+    let (row, col) = coordinates(&mut s, load, shared, r, c);
+    declare_offsets(&mut s, load, shared, r, c);
+    // One variable per accumulator, never an indexed array: an array indexed at run time
+    // would live in memory, and every multiply-add would load and store it.
+    let (acc_type, acc_cols) = match load {
+        Load::MN4 => ("vec4<f32>", c / 4),
+        _ => ("f32", c),
+    };
+    for i in 0..r {
+        for j in 0..acc_cols {
+            w(&mut s, &format!("    var acc{i}_{j}: {acc_type};"));
+        }
+    }
+    let step = if load == Load::K4 { "4u" } else { "1u" };
+    w(
+        &mut s,
+        &format!("    for (var kk = 0u; kk < params.k; kk += {step}) {{"),
+    );
+    inner_step(&mut s, load, shared, r, c);
+    w(&mut s, "    }");
+    // The epilogue, unrolled: each sum with its row and column.
+    for i in 0..r {
+        for j in 0..c {
+            let value = match load {
+                Load::MN4 => format!("acc{i}_{}[{}]", j / 4, j % 4),
+                _ => format!("acc{i}_{j}"),
+            };
+            let at = |e: &str| {
+                e.replace("i", &format!("{i}u"))
+                    .replace("j", &format!("{j}u"))
+            };
+            w(
+                &mut s,
+                &format!("    finish({}, {}, {value});", at(&row), at(&col)),
+            );
+        }
+    }
+    w(&mut s, "}");
+    s.push_str(EPILOGUE);
+    s
+}
+
+/// Declares row0/col0 and returns the expressions of row(i) and col(j).
+fn coordinates(s: &mut String, load: Load, shared: bool, r: u32, c: u32) -> (String, String) {
+    let (row0, row) = match (load, shared) {
+        // The subgroup (a row of the workgroup) shares R consecutive rows.
+        (_, true) => (
+            format!("(wid.y * 8u + lid.y) * {r}u"),
+            "row0 + i".to_string(),
+        ),
+        // Groups of 4 consecutive rows, 32 apart.
+        (Load::MN4, false) => (
+            format!("(wid.y * {}u + lid.y) * 4u", 8 * r / 4),
+            "row0 + (i / 4u) * 32u + i % 4u".to_string(),
+        ),
+        _ => (
+            format!("wid.y * {}u + lid.y", 8 * r),
+            "row0 + i * 8u".to_string(),
+        ),
+    };
+    let (col0, col) = match load {
+        Load::MN4 => (
+            format!("(wid.x * {}u + lid.x) * 4u", 8 * c / 4),
+            "col0 + (j / 4u) * 32u + j % 4u".to_string(),
+        ),
+        _ => (
+            format!("wid.x * {}u + lid.x", 8 * c),
+            "col0 + j * 8u".to_string(),
+        ),
+    };
+    s.push_str(&format!("    let row0 = {row0};\n    let col0 = {col0};\n"));
+    (row, col)
+}
+
+/// The clamped offsets of the rows of A and columns of B this lane loads (clamped to the
+/// matrix, so no load is out of bounds; sums past the edge are never written).
+fn declare_offsets(s: &mut String, load: Load, shared: bool, r: u32, c: u32) {
+    let mut w = |line: String| {
+        s.push_str(&line);
+        s.push('\n');
+    };
+    match (load, shared) {
+        (Load::MN4, true) => {
+            // Lane l loads rows 4l..4l+3 of each group of 32.
+            for g in 0..r.div_ceil(32) {
+                w(format!(
+                    "    let ar{g} = min(row0 + {}u + 4u * lid.x, params.m - 4u);",
+                    32 * g
+                ));
+            }
+        }
+        (Load::MN4, false) => {
+            for g in 0..r / 4 {
+                w(format!(
+                    "    let ar{g} = min(row0 + {}u, params.m - 4u);",
+                    32 * g
+                ));
+            }
+        }
+        (_, true) => {
+            // Lane l loads row l of each group of 8.
+            for g in 0..r / 8 {
+                w(format!(
+                    "    let ar{g} = min(row0 + {}u + lid.x, params.m - 1u) * params.a_rs;",
+                    8 * g
+                ));
+            }
+        }
+        (_, false) => {
+            for i in 0..r {
+                w(format!(
+                    "    let ar{i} = min(row0 + {}u, params.m - 1u) * params.a_rs;",
+                    8 * i
+                ));
+            }
+        }
+    }
+    match load {
+        Load::MN4 => {
+            for h in 0..c / 4 {
+                w(format!(
+                    "    let bc{h} = min(col0 + {}u, params.n - 4u);",
+                    32 * h
+                ));
+            }
+        }
+        _ => {
+            for j in 0..c {
+                w(format!(
+                    "    let bc{j} = min(col0 + {}u, params.n - 1u) * params.b_cs;",
+                    8 * j
+                ));
+            }
+        }
+    }
+}
+
+/// One step of k (four with K4): the loads, the broadcasts, the multiply-adds, unrolled.
+fn inner_step(s: &mut String, load: Load, shared: bool, r: u32, c: u32) {
+    let mut w = |line: String| {
+        s.push_str("        ");
+        s.push_str(&line);
+        s.push('\n');
+    };
+    // The loads this lane makes.
+    let a_index = |off: String| match load {
+        Load::Scalar => format!("{off} + kk * params.a_cs"),
+        Load::K4 => format!("({off} + kk) / 4u"),
+        Load::MN4 => format!("(kk * params.a_cs + {off}) / 4u"),
+    };
+    let loaded_a = match (load, shared) {
+        (Load::MN4, true) => r.div_ceil(32),
+        (Load::MN4, false) => r / 4,
+        (_, true) => r / 8,
+        (_, false) => r,
+    };
+    for g in 0..loaded_a {
+        w(format!("let al{g} = a[{}];", a_index(format!("ar{g}"))));
+    }
+    let b_count = if load == Load::MN4 { c / 4 } else { c };
+    for j in 0..b_count {
+        let index = match load {
+            Load::Scalar => format!("kk * params.b_rs + bc{j}"),
+            Load::K4 => format!("(bc{j} + kk) / 4u"),
+            Load::MN4 => format!("(kk * params.b_rs + bc{j}) / 4u"),
+        };
+        w(format!("let b{j} = b[{index}];"));
+    }
+    // Row i's value of A (a vec4 of k with K4; with MN4 a scalar out of a vec4 of rows).
+    for i in 0..r {
+        let a = match (load, shared) {
+            (Load::MN4, true) => {
+                let (g, lane, q) = (i / 32, (i % 32) / 4, i % 4);
+                if q == 0 {
+                    w(format!(
+                        "let av{g}_{lane} = subgroupBroadcast(al{g}, {lane}u);"
+                    ));
+                }
+                format!("av{g}_{lane}[{q}]")
+            }
+            (Load::MN4, false) => format!("al{}[{}]", i / 4, i % 4),
+            (_, true) => format!("subgroupBroadcast(al{}, {}u)", i / 8, i % 8),
+            (_, false) => format!("al{i}"),
+        };
+        w(format!("let a{i} = {a};"));
+        for j in 0..b_count {
+            if load == Load::K4 {
+                // One k at a time, in order (not dot(), whose additions may be reordered):
+                // every sum then rounds exactly as reg8x4's does.
+                for q in ["x", "y", "z", "w"] {
+                    w(format!("acc{i}_{j} += a{i}.{q} * b{j}.{q};"));
+                }
+            } else {
+                w(format!("acc{i}_{j} += a{i} * b{j};"));
+            }
+        }
+    }
+}
+
+const PARAMS_AND_BINDINGS: &str = "
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    splits: u32,
+    k_per_split: u32,
+    a_rs: u32,
+    a_cs: u32,
+    b_rs: u32,
+    b_cs: u32,
+    alpha: f32,
+    beta: f32,
+    flags: u32,
+}
+
+const HAS_BIAS: u32 = 1u;
+const RELU: u32 = 2u;
+const MASK: u32 = 4u;
+
+@group(0) @binding(0) var<storage, read> a: array<ELEM>;
+@group(0) @binding(1) var<storage, read> b: array<ELEM>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+@group(0) @binding(3) var<storage, read> mask: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+@group(0) @binding(5) var<uniform> params: Params;
+
+";
+
+/// matmul.wgsl's epilogue, for one sum of the thread's block.
+const EPILOGUE: &str = "
+fn finish(row: u32, col: u32, sum: f32) {
+    if row >= params.m || col >= params.n {
+        return;
+    }
+    let idx = row * params.n + col;
+    var v = params.alpha * sum;
+    if params.beta != 0.0 {
+        v += params.beta * c[idx];
+    }
+    if (params.flags & HAS_BIAS) != 0u {
+        v += bias[col];
+    }
+    if (params.flags & RELU) != 0u {
+        v = max(v, 0.0);
+    }
+    if (params.flags & MASK) != 0u && mask[idx] <= 0.0 {
+        v = 0.0;
+    }
+    c[idx] = v;
+}
+";
