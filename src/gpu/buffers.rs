@@ -170,6 +170,25 @@ fn align(n: u64, to: u64) -> u64 {
 }
 
 impl Buffers {
+    /// Refuses a batch whose input rows cannot be one buffer on `gpu` (checked before anything
+    /// is sized or searched from it).
+    pub(super) fn check_rows(gpu: &Gpu, opts: &GpuOptions) -> Result<()> {
+        let rows = opts.rows();
+        let max_binding = gpu.limits.max_storage_buffer_binding_size;
+        // The batch's input rows are checked first, with checked arithmetic, so that every size
+        // computed below is known to be small: a batch size near 2^62 must be refused, not
+        // wrap around to a 0-byte buffer.
+        let input_bytes = rows.checked_mul(PIXELS * 4).map(|b| b as u64);
+        if input_bytes.is_none_or(|b| b > max_binding) {
+            return Err(Error::Config(format!(
+                "--batch-size {rows} is too large: the batch's input rows need {} bytes in one buffer but {} allows {max_binding}",
+                input_bytes.map_or("more than 2^64".into(), |b| b.to_string()),
+                gpu.info.name
+            )));
+        }
+        Ok(())
+    }
+
     /// Allocates everything for batches of up to `opts.batch` rows on `gpu`, with `model`'s
     /// weights; `train` is uploaded whole when `opts.resident`.
     pub(super) fn new(
@@ -192,17 +211,7 @@ impl Buffers {
             }
         };
         let max_binding = gpu.limits.max_storage_buffer_binding_size;
-        // The batch's input rows are checked first, with checked arithmetic, so that every size
-        // computed below is known to be small: a batch size near 2^62 must be refused, not
-        // wrap around to a 0-byte buffer.
-        let input_bytes = rows.checked_mul(PIXELS * 4).map(|b| b as u64);
-        if input_bytes.is_none_or(|b| b > max_binding) {
-            return Err(Error::Config(format!(
-                "--batch-size {rows} is too large: the batch's input rows need {} bytes in one buffer but {} allows {max_binding}",
-                input_bytes.map_or("more than 2^64".into(), |b| b.to_string()),
-                gpu.info.name
-            )));
-        }
+        Buffers::check_rows(gpu, opts)?;
         let pixel_stride = align((rows * PIXELS) as u64, align_to);
         let small_stride = align((rows * 4) as u64, align_to);
         let need = |what: &str, bytes: u64| -> Result<()> {

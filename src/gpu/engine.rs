@@ -108,6 +108,7 @@ impl GpuEngine {
                 "batch size and ring size must be at least 1".into(),
             ));
         }
+        Buffers::check_rows(&gpu, &opts)?;
         // Searched at the training batch (the step that runs most); the test pass's larger
         // batches run the same picks.
         let (rows, hidden) = (opts.batch, model.hidden());
