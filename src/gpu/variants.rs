@@ -129,11 +129,7 @@ pub fn wgsl(load: Load, shared: bool, r: u32, c: u32) -> String {
              {shared}, {r}×{c} outputs a thread, 8×8 threads."
         ),
     );
-    s.push_str(
-        PARAMS_AND_BINDINGS
-            .replace("ELEM", vec(load != Load::Scalar))
-            .as_str(),
-    );
+    s.push_str(&params_and_bindings().replace("ELEM", vec(load != Load::Scalar)));
     w(&mut s, "@compute @workgroup_size(8, 8)");
     w(
         &mut s,
@@ -339,34 +335,24 @@ fn inner_step(s: &mut String, load: Load, shared: bool, r: u32, c: u32) {
     }
 }
 
-const PARAMS_AND_BINDINGS: &str = "
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    splits: u32,
-    k_per_split: u32,
-    a_rs: u32,
-    a_cs: u32,
-    b_rs: u32,
-    b_cs: u32,
-    alpha: f32,
-    beta: f32,
-    flags: u32,
+/// matmul_reg8x4.wgsl's Params, epilogue flags and bindings, sliced from the file itself (one
+/// copy to keep in step with the Rust side, which tests/kernels.rs checks), with A's and B's
+/// element type left as ELEM.
+fn params_and_bindings() -> String {
+    let src = include_str!("../../shaders/matmul_reg8x4.wgsl");
+    let slice = |from: &str, to: &str| {
+        let start = src
+            .find(from)
+            .expect("matmul_reg8x4.wgsl has its Params and bindings");
+        let end = start + src[start..].find(to).expect("and what follows them");
+        &src[start..end]
+    };
+    let params = slice("struct Params {", "// 8 threads along each side");
+    let bindings = slice("@group(0) @binding(0)", "@compute")
+        .replace("a: array<f32>", "a: array<ELEM>")
+        .replace("b: array<f32>", "b: array<ELEM>");
+    format!("\n{params}{bindings}")
 }
-
-const HAS_BIAS: u32 = 1u;
-const RELU: u32 = 2u;
-const MASK: u32 = 4u;
-
-@group(0) @binding(0) var<storage, read> a: array<ELEM>;
-@group(0) @binding(1) var<storage, read> b: array<ELEM>;
-@group(0) @binding(2) var<storage, read> bias: array<f32>;
-@group(0) @binding(3) var<storage, read> mask: array<f32>;
-@group(0) @binding(4) var<storage, read_write> c: array<f32>;
-@group(0) @binding(5) var<uniform> params: Params;
-
-";
 
 /// matmul.wgsl's epilogue, for one sum of the thread's block.
 const EPILOGUE: &str = "
