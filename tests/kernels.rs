@@ -8,6 +8,7 @@ use gpu_train::gpu::kernels::{
     self, groups_1d, matmul_variants, run_now, storage, Dispatch, Kernels, MatmulParams,
     MatmulVariant, Site,
 };
+use gpu_train::gpu::mirror::Mirror;
 use gpu_train::gpu::Gpu;
 use rand::Rng;
 
@@ -87,6 +88,7 @@ fn check_matmul(g: &Gpu, k: &Kernels, seed: u64, p: MatmulParams) -> f32 {
                 whole(&bmask),
                 whole(&bc),
             ],
+            [None, None],
             &p,
         );
         run_now(g, &[&disp]).unwrap();
@@ -104,6 +106,7 @@ fn check_matmul(g: &Gpu, k: &Kernels, seed: u64, p: MatmulParams) -> f32 {
                 whole(&bmask),
                 whole(&bpart),
             ],
+            [None, None],
             &p,
         );
         let red = Dispatch::new(
@@ -544,14 +547,19 @@ fn every_variant_matches_the_twin_at_every_product_and_the_family_gives_reg8x4s_
                 let d = &g.device;
                 let bufs = [&a, &b, &bias, &mask, &c0].map(|x| storage(d, "x", x));
                 let res = bufs.each_ref().map(|b| whole(b));
-                let disp = Dispatch::matmul(d, "mm", &k.matmul[site as usize], res, &p);
+                // Texture mirrors of A and B where the engine keeps them for this product.
+                let mirrors = [(0, a.len()), (1, b.len())].map(|(i, len)| {
+                    site.mirrored()[i].map(|_| Mirror::of(&g, &bufs[i], len - len % 4))
+                });
+                let mirrors = mirrors.each_ref().map(Option::as_ref);
+                let disp = Dispatch::matmul(d, "mm", &k.matmul[site as usize], res, mirrors, &p);
                 run_now(&g, &[&disp]).unwrap();
                 let mut want = c0.clone();
                 twins::matmul(&a, &b, &bias, &mask, &mut want, &p);
                 (g.read_f32(&bufs[4]).unwrap(), want)
             };
             let (reg_bits, _) = run(reg);
-            for &v in offered.iter().filter(|v| v.fits(&p)) {
+            for &v in offered.iter().filter(|v| v.fits_at(site, &p)) {
                 let (got, want) = run(v);
                 let what = format!(
                     "{} on {} at {rows} rows, {hidden} hidden",

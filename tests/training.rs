@@ -7,7 +7,7 @@ use gpu_train::cpu::engine::CpuEngine;
 use gpu_train::data::{self, DataSplit};
 use gpu_train::engine::{Engine, Target};
 use gpu_train::gpu::{GpuEngine, GpuOptions};
-use gpu_train::model::Model;
+use gpu_train::model::{Model, ParamLayout};
 use gpu_train::train::{self, Quiet, TrainConfig};
 
 fn sample() -> DataSplit {
@@ -199,4 +199,64 @@ fn changing_the_learning_rate_loss_scale_or_global_batch_rebuilds_no_plan() {
     assert_eq!(gradient(&mut e, 64, 1.0), g64);
     // One plan for the fused step, one for the gradient step.
     assert_eq!(e.plans_built(), 2);
+}
+
+/// The variants that read x, W1 and δ1 through texture mirrors (gpu/mirror.rs) need copies
+/// between a step's passes: after the unpack (x, W1) and after δ1 is computed. Forced one at a
+/// time, each must give reg8x4's bits through the fused step, the test pass, and the separated
+/// step's gradient: a mirror copied late or from the wrong place would show here.
+#[test]
+fn kernels_reading_texture_mirrors_train_to_reg8x4s_bits() {
+    let Some(g) = gpu("kernels_reading_texture_mirrors_train_to_reg8x4s_bits") else {
+        return;
+    };
+    drop(g);
+    let mut data = sample();
+    data.train = data.train.take(200); // 3 steps of 64 and one of 8
+    data.test = data.test.take(300); // a test batch of 256 and one of 44
+    let model = Model::init(5);
+    let cfg = TrainConfig {
+        epochs: 2,
+        batch_size: 64,
+        lr: 0.1,
+        seed: 3,
+    };
+    let run = |kernels: &'static str| {
+        let opts = GpuOptions {
+            batch: 64,
+            ring: 3,
+            kernels: Some(kernels),
+            ..GpuOptions::default()
+        };
+        let mut e = GpuEngine::new(gpu("gpu").unwrap(), &model, opts, &data.train).unwrap();
+        let reports = train::train(&mut e, &data, &cfg, &mut Quiet).unwrap();
+        let tested: Vec<_> = reports.iter().map(|r| (r.train, r.test)).collect();
+        // One separated step: the gradient of the first 64 images, read back whole.
+        let batch: Vec<u32> = (0..64).collect();
+        let target = Target::Gradient {
+            global_rows: 64,
+            loss_scale: 1.0,
+        };
+        e.step(&data.train, &batch, target).unwrap();
+        let mut grad = vec![0f32; ParamLayout::packed_for(model.hidden()).total];
+        e.read_gradient(0..grad.len(), &mut grad).unwrap();
+        e.apply_update(0.1).unwrap();
+        (e.model().unwrap(), tested, grad)
+    };
+    let (want_model, want_tests, want_grad) = run("reg8x4");
+    assert_ne!(want_model, model, "training changed nothing");
+    // tk4_8x8 reads x and W1 in the hidden layer's product; tmn4_8x8 reads δ1 and x in ∂W1.
+    for name in ["tk4_8x8", "tmn4_8x8"] {
+        let (got_model, got_tests, got_grad) = run(name);
+        assert!(
+            got_model == want_model,
+            "{name}: weights differ from reg8x4's"
+        );
+        assert_eq!(got_tests, want_tests, "{name}: test passes differ");
+        let same = got_grad
+            .iter()
+            .zip(&want_grad)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "{name}: the separated step's gradient differs");
+    }
 }

@@ -22,6 +22,7 @@
 use super::kernels::{
     self, matmul_variants, storage, Dispatch, MatmulParams, MatmulVariant, Site, SITES,
 };
+use super::mirror::Mirror;
 use super::Gpu;
 use crate::data::PIXELS;
 use crate::error::{Error, Result};
@@ -153,8 +154,14 @@ fn cpu_model() -> String {
             .map(|(_, v)| v.trim().to_string())
             .unwrap_or_default()
     };
+    // llvmpipe generates code for the CPU's features less any these variables mask off
+    // (GALLIUM_OVERRIDE_CPU_CAPS=avx: no AVX-512), so they are part of "the CPU" here.
+    let masked: String = ["GALLIUM_OVERRIDE_CPU_CAPS", "LP_NATIVE_VECTOR_WIDTH"]
+        .iter()
+        .filter_map(|v| Some(format!(" {v}={}", std::env::var(v).ok()?)))
+        .collect();
     format!(
-        "{} family {} model {}",
+        "{} family {} model {}{masked}",
         field("model name"),
         field("cpu family"),
         field("model")
@@ -260,6 +267,8 @@ struct Bench {
     params: MatmulParams,
     inputs: [Vec<f32>; 4],
     buffers: [wgpu::Buffer; 5],
+    /// Texture mirrors of A and B, where the engine keeps them for this product.
+    mirrors: [Option<Mirror>; 2],
 }
 
 impl Bench {
@@ -286,11 +295,14 @@ impl Bench {
             storage(d, "search mask", &inputs[3]),
             storage(d, "search C", &c),
         ];
+        let mirrors = [(0, a_len), (1, b_len)]
+            .map(|(i, len)| site.mirrored()[i].map(|_| Mirror::of(gpu, &buffers[i], len)));
         Bench {
             site,
             params,
             inputs,
             buffers,
+            mirrors,
         }
     }
 
@@ -310,7 +322,11 @@ impl Bench {
             );
         }
         let res = self.buffers.each_ref().map(|b| b.as_entire_binding());
-        Dispatch::matmul(&gpu.device, "search", v, res, &p)
+        Dispatch::matmul(&gpu.device, "search", v, res, self.mirrors(), &p)
+    }
+
+    fn mirrors(&self) -> [Option<&Mirror>; 2] {
+        self.mirrors.each_ref().map(Option::as_ref)
     }
 
     /// Whether `v` computes this product as the CPU twin does (unsplit, epilogue and all).
@@ -330,6 +346,7 @@ impl Bench {
             "twin check",
             v,
             [a, b, bias, mask, c.as_entire_binding()],
+            self.mirrors(),
             &self.params,
         );
         kernels::run_now(gpu, &[&dispatch])?;
@@ -359,9 +376,25 @@ fn time(gpu: &Gpu, d: &Dispatch) -> Result<f64> {
     Ok(t.elapsed().as_secs_f64() / reps as f64)
 }
 
+/// Whether `v` can compute `site`'s product for `rows` images and `hidden` neurons in the
+/// engine: it fits the product, and where it reads texture mirrors, the engine's mirrors (of x
+/// and δ1 with the test pass's rows too, and of W1) fit the adapter's largest texture.
+fn usable(gpu: &Gpu, v: &MatmulVariant, site: Site, (rows, hidden): (u32, u32)) -> bool {
+    let fit = |floats: usize| Mirror::fits(&gpu.limits, floats);
+    let x_rows = (rows as usize).max(crate::engine::EVAL_BATCH);
+    v.fits_at(site, &site.params(rows, hidden, (1.0, 0.0), 1))
+        && (!v.textures.contains(&true)
+            || [PIXELS, hidden as usize]
+                .iter()
+                .all(|&cols| fit(x_rows * cols))
+                && fit(hidden as usize * PIXELS))
+}
+
 /// The variant for `site` when nothing is measured: reg8x4 on a CPU adapter, else tiled16.
 fn fallback(gpu: &Gpu, p: &MatmulParams) -> &'static MatmulVariant {
-    let offered = |v: &&MatmulVariant| v.offered_on(gpu) && v.fits(p) && !v.subgroup8;
+    let offered = |v: &&MatmulVariant| {
+        v.offered_on(gpu) && v.fits(p) && !v.subgroup8 && !v.textures.contains(&true)
+    };
     let software = matmul_variants()
         .iter()
         .filter(offered)
@@ -401,7 +434,7 @@ fn search(
     for v in order {
         let todo: Vec<Site> = Site::ALL
             .into_iter()
-            .filter(|&s| v.fits(&s.params(rows, hidden, (1.0, 0.0), 1)))
+            .filter(|&s| usable(gpu, v, s, (rows, hidden)))
             .filter(|&s| !known.contains_key(&(s, v.name)))
             .collect();
         if todo.is_empty() {
@@ -435,7 +468,7 @@ fn picks_from(gpu: &Gpu, (rows, hidden): (u32, u32), known: &Measured) -> [Pick;
         let p = site.params(rows, hidden, (1.0, 0.0), 1);
         let best = matmul_variants()
             .iter()
-            .filter(|v| v.offered_on(gpu) && v.fits(&p))
+            .filter(|v| v.offered_on(gpu) && usable(gpu, v, site, (rows, hidden)))
             .filter_map(|v| Some((v, (*known.get(&(site, v.name))?)?)))
             .min_by(|a, b| a.1.total_cmp(&b.1));
         match best {
@@ -465,7 +498,10 @@ pub fn choose(gpu: &Gpu, forced: Option<&str>, rows: u32, hidden: u32) -> Result
         let picks = Site::ALL.map(|site| {
             let p = site.params(rows, hidden, (1.0, 0.0), 1);
             Pick {
-                variant: if v.fits(&p) { v } else { fallback(gpu, &p) },
+                variant: match usable(gpu, v, site, (rows, hidden)) {
+                    true => v,
+                    false => fallback(gpu, &p),
+                },
                 seconds: None,
             }
         });

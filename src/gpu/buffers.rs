@@ -5,6 +5,7 @@
 
 use super::kernels;
 use super::kernels::{MatmulVariant, Site, SITES};
+use super::mirror::{Mirror, Mirrors};
 use super::Gpu;
 use crate::data::{Dataset, CLASSES, PIXELS};
 use crate::error::{Error, Result};
@@ -106,6 +107,8 @@ pub(super) struct Buffers {
     pub(super) resident: Option<Resident>,
     /// The f16 buffers of --precision f16.
     pub(super) half: Option<HalfBuffers>,
+    /// Texture mirrors of x and W1, when a product's pick reads them (f32 only).
+    pub(super) mirrors: Option<Mirrors>,
 }
 
 /// What --precision f16 adds: the batch, activations and error terms in f16, and the f16
@@ -252,6 +255,12 @@ impl Buffers {
             crate::engine::Precision::F16 => Some(HalfBuffers::new(gpu, model, layout, rows)?),
         };
         let f32_rows = if half.is_some() { 0 } else { rows };
+        let mirrors =
+            (half.is_none() && picks.iter().any(|v| v.textures.contains(&true))).then(|| Mirrors {
+                x: Mirror::new(d, "x, mirrored", rows * PIXELS),
+                w1: Mirror::new(d, "W1, mirrored", hidden * PIXELS),
+                delta1: Mirror::new(d, "δ1, mirrored", rows * hidden),
+            });
         let identity: Vec<u32> = (0..rows as u32).collect();
         let params = kernels::storage(d, "parameters", &model.to_flat(&layout));
         let grad = kernels::storage_zeroed(d, "gradient", layout.total);
@@ -296,6 +305,7 @@ impl Buffers {
             small_stride,
             resident,
             half,
+            mirrors,
         })
     }
 

@@ -3,6 +3,7 @@
 //! and bindings.
 
 use super::kernels::{Load, MatmulParams, MatmulVariant, WORKGROUP};
+use super::mirror::Mirror;
 use bytemuck::Pod;
 use wgpu::util::DeviceExt;
 
@@ -35,13 +36,27 @@ impl Dispatch {
         params: &P,
         workgroups: (u32, u32, u32),
     ) -> Self {
+        Self::new_with_extra(device, name, pipeline, resources, params, &[], workgroups)
+    }
+
+    /// [`Dispatch::new`] with `extra` bindings after the params (a matmul variant's textures).
+    fn new_with_extra<P: Pod>(
+        device: &wgpu::Device,
+        name: &'static str,
+        pipeline: &wgpu::ComputePipeline,
+        resources: &[wgpu::BindingResource],
+        params: &P,
+        extra: &[wgpu::BindGroupEntry],
+        workgroups: (u32, u32, u32),
+    ) -> Self {
         let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(name),
             contents: bytemuck::bytes_of(params),
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
         });
-        let mut dispatch =
-            Self::with_uniform(device, name, pipeline, resources, &params, workgroups);
+        let mut dispatch = Self::with_extra(
+            device, name, pipeline, resources, &params, extra, workgroups,
+        );
         dispatch.params = Some(params);
         dispatch
     }
@@ -56,6 +71,19 @@ impl Dispatch {
         params: &wgpu::Buffer,
         workgroups: (u32, u32, u32),
     ) -> Self {
+        Self::with_extra(device, name, pipeline, resources, params, &[], workgroups)
+    }
+
+    /// [`Dispatch::with_uniform`] with `extra` bindings after the params.
+    fn with_extra(
+        device: &wgpu::Device,
+        name: &'static str,
+        pipeline: &wgpu::ComputePipeline,
+        resources: &[wgpu::BindingResource],
+        params: &wgpu::Buffer,
+        extra: &[wgpu::BindGroupEntry],
+        workgroups: (u32, u32, u32),
+    ) -> Self {
         let mut entries: Vec<wgpu::BindGroupEntry> = resources
             .iter()
             .enumerate()
@@ -68,6 +96,7 @@ impl Dispatch {
             binding: resources.len() as u32,
             resource: params.as_entire_binding(),
         });
+        entries.extend(extra.iter().cloned());
         let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(name),
             layout: &pipeline.get_bind_group_layout(0),
@@ -86,13 +115,16 @@ impl Dispatch {
     }
 
     /// A matmul dispatch of one variant and its pipeline (a site's entry of `Kernels::matmul`):
-    /// `resources` are A, B, bias, mask, C; the product is checked against their lengths and
-    /// the variant's layout first (a failure is a bug in the caller, so it panics).
+    /// `resources` are A, B, bias, mask, C, and `mirrors` the texture mirrors of A and B where
+    /// the engine keeps them (bound only if the variant reads them); the product is checked
+    /// against their lengths and the variant's layout first (a failure is a bug in the caller,
+    /// so it panics).
     pub fn matmul(
         device: &wgpu::Device,
         name: &'static str,
         (variant, pipeline): &(&'static MatmulVariant, wgpu::ComputePipeline),
         resources: [wgpu::BindingResource; 5],
+        mirrors: [Option<&Mirror>; 2],
         p: &MatmulParams,
     ) -> Self {
         let len = |r: &wgpu::BindingResource| match r {
@@ -101,10 +133,14 @@ impl Dispatch {
             }
             _ => 0,
         };
-        let [mut a, mut b, bias, mask, c] = resources.each_ref().map(len);
+        let [mut a, mut b, bias, mask, mut c] = resources.each_ref().map(len);
         if variant.load != Load::Scalar {
             // Read as vec4s: only whole vec4s of a binding can be read.
             (a, b) = (a - a % 4, b - b % 4);
+        }
+        if variant.load == Load::MN4 {
+            // And C too (gpu/variants.rs: four columns' sums a vec4).
+            c -= c % 4;
         }
         if let Err(e) = p.check_fits(a, b, bias, mask, c) {
             panic!("{name}: {e}");
@@ -115,7 +151,30 @@ impl Dispatch {
                 variant.name
             );
         }
-        Dispatch::new(device, name, pipeline, &resources, p, variant.workgroups(p))
+        // The textures the variant reads, at bindings 6 (A) and 7 (B), each holding at least
+        // the floats its buffer binding has.
+        let mut extra = Vec::new();
+        for (i, len) in [a, b].into_iter().enumerate() {
+            if !variant.textures[i] {
+                continue;
+            }
+            let Some(m) = mirrors[i] else {
+                panic!(
+                    "{name}: {} reads a texture mirror that is not there",
+                    variant.name
+                );
+            };
+            assert!(
+                m.capacity() >= len,
+                "{name}: a mirror smaller than its buffer"
+            );
+            extra.push(wgpu::BindGroupEntry {
+                binding: 6 + i as u32,
+                resource: wgpu::BindingResource::TextureView(&m.view),
+            });
+        }
+        let workgroups = variant.workgroups(p);
+        Self::new_with_extra(device, name, pipeline, &resources, p, &extra, workgroups)
     }
 
     /// A matmul dispatch of any pipeline with matmul.wgsl's bindings, whose five bindings hold

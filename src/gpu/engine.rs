@@ -321,17 +321,26 @@ impl GpuEngine {
             return Ok(());
         }
         let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
+        let label = "training steps";
+        if self
+            .queued
+            .iter()
+            .any(|(key, _)| self.plans[key].has_copies())
         {
+            // Steps that copy into texture mirrors: passes cut by the copies.
+            for (key, slot) in &self.queued {
+                let plan = &self.plans[key];
+                plan.record(&mut encoder, Some(*slot), 0..plan.rest.len(), label, None);
+            }
+        } else {
+            // All the steps in one pass.
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("training steps"),
+                label: Some(label),
                 timestamp_writes: None,
             });
             for (key, slot) in &self.queued {
                 let plan = &self.plans[key];
-                plan.unpack[*slot].record(&mut pass);
-                for dispatch in &plan.rest {
-                    dispatch.record(&mut pass);
-                }
+                plan.record_in(&mut pass, *slot, 0..plan.rest.len());
             }
         }
         self.queued.clear();
@@ -524,43 +533,30 @@ impl GpuEngine {
         self.queue_step(data, batch, Pass::Gradient, source, v)?;
         let (key, slot) = self.queued.pop().expect("just queued");
         let plan = &self.plans[&key];
-        // Timestamps at the start and end of both passes, where the adapter has them (the
-        // trace's GPU spans).
-        let stamps = |i: u32| {
-            self.timer
-                .as_ref()
-                .map(|t| wgpu::ComputePassTimestampWrites {
-                    query_set: &t.queries,
-                    beginning_of_pass_write_index: Some(2 * i),
-                    end_of_pass_write_index: Some(2 * i + 1),
-                })
-        };
+        // Timestamps at the start and end of both submissions' work, where the adapter has
+        // them (the trace's GPU spans).
+        let stamps = |i: u32| self.timer.as_ref().map(|t| (&t.queries, 2 * i));
         let submitted = std::time::Instant::now();
         // Submission 1: forward, loss, δ1, and the output layer's gradient, copied for the host.
         let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("forward, loss, output layer's gradient"),
-                timestamp_writes: stamps(0),
-            });
-            plan.unpack[slot].record(&mut pass);
-            for dispatch in &plan.rest[..plan.hidden_grad_at] {
-                dispatch.record(&mut pass);
-            }
-        }
+        plan.record(
+            &mut encoder,
+            Some(slot),
+            0..plan.hidden_grad_at,
+            "forward, loss, output layer's gradient",
+            stamps(0),
+        );
         let range = self.copy_gradient(&mut encoder, output);
         let first = self.submit_one(encoder);
         // Submission 2: the hidden layer's gradient (99 % of the bytes), copied for the host.
         let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("hidden layer's gradient"),
-                timestamp_writes: stamps(1),
-            });
-            for dispatch in &plan.rest[plan.hidden_grad_at..] {
-                dispatch.record(&mut pass);
-            }
-        }
+        plan.record(
+            &mut encoder,
+            None,
+            plan.hidden_grad_at..plan.rest.len(),
+            "hidden layer's gradient",
+            stamps(1),
+        );
         if let Some(t) = &self.timer {
             encoder.resolve_query_set(&t.queries, 0..4, &t.resolve, 0);
             encoder.copy_buffer_to_buffer(&t.resolve, 0, &t.read, 0, 32);

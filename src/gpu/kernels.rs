@@ -35,6 +35,9 @@ pub struct MatmulVariant {
     pub subgroup8: bool,
     /// Tuned for CPU adapters: the search offers it to nothing else.
     pub software: bool,
+    /// Reads A, B through the engine's texture mirrors (gpu/mirror.rs) instead of their
+    /// buffers: only at a [`Site`] whose operand is mirrored ([`MatmulVariant::fits_at`]).
+    pub textures: [bool; 2],
 }
 
 /// The two hand-written matmul variants, the first being the default where nothing was
@@ -51,6 +54,7 @@ const FIXED_VARIANTS: [MatmulVariant; 2] = [
         load: Load::Scalar,
         subgroup8: false,
         software: false,
+        textures: [false, false],
     },
     // 8×4 registers a thread, no workgroup memory, no split: made for CPU-based adapters.
     MatmulVariant {
@@ -66,6 +70,7 @@ const FIXED_VARIANTS: [MatmulVariant; 2] = [
         load: Load::Scalar,
         subgroup8: false,
         software: true,
+        textures: [false, false],
     },
 ];
 
@@ -98,6 +103,13 @@ impl MatmulVariant {
     /// scalar kernels (tiled16, reg8x4) write split-K partial sums.
     pub fn fits(&self, p: &MatmulParams) -> bool {
         self.load.fits(p) && (p.splits == 1 || (self.load == Load::Scalar && !self.subgroup8))
+    }
+
+    /// Whether this variant can compute `site`'s product `p`: [`MatmulVariant::fits`], and each
+    /// operand it reads through a texture is one the engine mirrors there.
+    pub fn fits_at(&self, site: Site, p: &MatmulParams) -> bool {
+        let mirrored = site.mirrored();
+        self.fits(p) && (0..2).all(|i| !self.textures[i] || mirrored[i].is_some())
     }
 
     /// Whether `gpu` can run this variant, and the search should offer it there.

@@ -88,6 +88,10 @@ impl GpuEngine {
                     }),
                 });
                 dispatch.record(&mut pass);
+                drop(pass);
+                // The copies into texture mirrors due before the next dispatch, if the picks
+                // read any (dispatch i + 1 is rest[i]).
+                plan.record_copies_before(&mut encoder, i);
             }
             encoder.resolve_query_set(&queries, 0..count, &resolved, 0);
             self.gpu.queue.submit([encoder.finish()]);

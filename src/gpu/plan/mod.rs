@@ -3,6 +3,7 @@
 
 use super::buffers::{Buffers, WORDS_PER_IMAGE};
 use super::kernels::{self, groups_1d, Dispatch, MatmulParams, Site};
+use super::mirror::{Mirror, Mirrored};
 use crate::data::{CLASSES, PIXELS};
 use table::{whole, FUSED_NAMES};
 
@@ -68,10 +69,23 @@ struct Slot {
     field: Field,
 }
 
+/// A copy a step makes into a texture mirror (gpu/mirror.rs): `floats` floats of `buffer`
+/// from byte `offset`, just before dispatch `before` of the plan's `rest`.
+struct MirrorCopy {
+    mirror: Mirror,
+    buffer: wgpu::Buffer,
+    offset: u64,
+    floats: usize,
+    before: usize,
+}
+
 /// The dispatches of one step for one batch size: created once, replayed every step.
 pub(super) struct Plan {
     /// One unpack dispatch per ring slot (each bound to its slot's region).
     pub(super) unpack: Vec<Dispatch>,
+    /// The mirrors the products read, refreshed after what writes them (none unless a pick
+    /// reads textures).
+    copies: Vec<MirrorCopy>,
     /// Everything after the unpack, in order.
     pub(super) rest: Vec<Dispatch>,
     /// Index in `rest` where the hidden layer's gradient starts: everything before it has
@@ -85,6 +99,78 @@ pub(super) struct Plan {
 }
 
 impl Plan {
+    /// Records the step's unpack (of ring slot `slot`; None: none) and its dispatches `rest`
+    /// into `encoder`, with the mirror copies among them; `stamps` (a query set and index i)
+    /// writes timestamps i and i + 1 at the start and the end. Without copies it is one compute
+    /// pass; a copy cannot be inside a pass, so copies cut it into several.
+    pub(super) fn record(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        slot: Option<usize>,
+        rest: std::ops::Range<usize>,
+        label: &str,
+        stamps: Option<(&wgpu::QuerySet, u32)>,
+    ) {
+        // The passes: runs of dispatches between copies.
+        let mut passes: Vec<(usize, Vec<&Dispatch>)> = Vec::new();
+        let mut run: Vec<&Dispatch> = slot.map(|s| &self.unpack[s]).into_iter().collect();
+        for i in rest.clone() {
+            if self.copies.iter().any(|c| c.before == i) {
+                passes.push((i, std::mem::take(&mut run)));
+            }
+            run.push(&self.rest[i]);
+        }
+        passes.push((rest.end, run));
+        let last = passes.len() - 1;
+        let first = passes.iter().position(|p| !p.1.is_empty());
+        for (n, (copies_after, dispatches)) in passes.into_iter().enumerate() {
+            if !dispatches.is_empty() {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(label),
+                    timestamp_writes: stamps.map(|(query_set, i)| {
+                        wgpu::ComputePassTimestampWrites {
+                            query_set,
+                            beginning_of_pass_write_index: (Some(n) == first).then_some(i),
+                            end_of_pass_write_index: (n == last).then_some(i + 1),
+                        }
+                    }),
+                });
+                for d in dispatches {
+                    d.record(&mut pass);
+                }
+            }
+            if n < last {
+                self.record_copies_before(encoder, copies_after);
+            }
+        }
+    }
+
+    /// Whether the step copies into mirrors (and so cannot be recorded into one pass).
+    pub(super) fn has_copies(&self) -> bool {
+        !self.copies.is_empty()
+    }
+
+    /// Records the mirror copies that go just before dispatch `at` of `rest`.
+    pub(super) fn record_copies_before(&self, encoder: &mut wgpu::CommandEncoder, at: usize) {
+        for c in self.copies.iter().filter(|c| c.before == at) {
+            c.mirror.copy_from(encoder, &c.buffer, c.offset, c.floats);
+        }
+    }
+
+    /// Records the unpack of `slot` and the dispatches `rest` into an open pass (a plan
+    /// without copies).
+    pub(super) fn record_in(
+        &self,
+        pass: &mut wgpu::ComputePass,
+        slot: usize,
+        rest: std::ops::Range<usize>,
+    ) {
+        self.unpack[slot].record(pass);
+        for d in &self.rest[rest] {
+            d.record(pass);
+        }
+    }
+
     /// Whether the params hold `v` already.
     pub(super) fn holds(&self, v: StepValues) -> bool {
         self.values == v || self.slots.is_empty()
@@ -191,6 +277,51 @@ fn unpack_dispatches(t: &Table, ring: usize, source: Source, rows: usize) -> Vec
         .collect()
 }
 
+/// The mirror copies a step of `pass` needs, for the products whose picks read textures: x
+/// and W1 before the hidden layer's product (dispatch 0), and in training x and δ1 before
+/// ∂W1 = δ1ᵀ·x (dispatch `hidden_grad_at`; x is still there from the first copy).
+fn mirror_copies(t: &Table, pass: Pass, rows: usize, hidden_grad_at: usize) -> Vec<MirrorCopy> {
+    let Some(mirrors) = t.b.mirrors.as_ref().filter(|_| !t.is_half()) else {
+        return Vec::new();
+    };
+    let sites: &[(Site, usize)] = match pass {
+        Pass::Eval => &[(Site::Hidden, 0)],
+        _ => &[(Site::Hidden, 0), (Site::GradW1, hidden_grad_at)],
+    };
+    let mut needed: Vec<(Mirrored, usize)> = Vec::new();
+    for &(site, before) in sites {
+        let reads = t.k.matmul[site as usize].0.textures;
+        for (read, which) in reads.into_iter().zip(site.mirrored()) {
+            match which {
+                Some(w) if read && !needed.iter().any(|n| n.0 == w) => needed.push((w, before)),
+                _ => {}
+            }
+        }
+    }
+    let hidden = t.b.hidden;
+    needed
+        .into_iter()
+        .map(|(w, before)| {
+            let (buffer, offset, floats) = match w {
+                Mirrored::X => (t.x, 0, rows * PIXELS),
+                Mirrored::W1 => (
+                    &t.b.params,
+                    (t.b.layout.offsets[0] * 4) as u64,
+                    hidden * PIXELS,
+                ),
+                Mirrored::Delta1 => (t.dh, 0, rows * hidden),
+            };
+            MirrorCopy {
+                mirror: mirrors.get(w).clone(),
+                buffer: buffer.clone(),
+                offset,
+                floats,
+                before,
+            }
+        })
+        .collect()
+}
+
 impl Plan {
     /// Builds the dispatches of one step for `key.rows` examples on the kernels and buffers of
     /// table `t` (f32 or f16), one unpack per slot of a `ring`-slot staging ring, holding the
@@ -232,6 +363,7 @@ impl Plan {
             let hidden_grad_at = rest.len();
             return Plan {
                 unpack,
+                copies: mirror_copies(t, pass, rows, hidden_grad_at),
                 rest,
                 hidden_grad_at,
                 slots,
@@ -281,6 +413,7 @@ impl Plan {
         }
         Plan {
             unpack,
+            copies: mirror_copies(t, pass, rows, hidden_grad_at),
             rest,
             hidden_grad_at,
             slots,

@@ -164,8 +164,13 @@ impl<'a> Table<'a> {
     ) -> Dispatch {
         let (flops, bytes) = p.work();
         match self.half {
-            None => Dispatch::matmul(self.d, name, &self.k.matmul[site as usize], res, &p)
-                .work(phase, flops, bytes),
+            None => {
+                let mirrors = site
+                    .mirrored()
+                    .map(|m| Some(self.b.mirrors.as_ref()?.get(m?)));
+                let variant = &self.k.matmul[site as usize];
+                Dispatch::matmul(self.d, name, variant, res, mirrors, &p).work(phase, flops, bytes)
+            }
             Some(k16) => {
                 let (pipeline, c) = match c_f32 {
                     true => (&k16.matmul_f32out, 4),

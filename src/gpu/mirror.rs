@@ -1,0 +1,164 @@
+//! Texture mirrors of the step's two large operands, the batch x and the weights W1, for CPU
+//! adapters.
+//!
+//! Why a texture: Mesa 22.3's lavapipe turns every storage-buffer load into a loop over the
+//! SIMD lanes, one bounds-checked scalar load per lane (gallivm's `emit_load_mem`), while a
+//! texel fetch is one gather for all lanes. Without AVX-512 the loop is far dearer: on a Zen 4
+//! with AVX-512 masked off (`GALLIUM_OVERRIDE_CPU_CAPS=avx`, llvmpipe's code for an AVX2 CPU
+//! such as the Zen 3) the hidden layer's product took 12.5 ms reading buffers and 0.9 ms reading
+//! the same values as texels (BENCHMARKS.md, "Reading through textures"). The `t` members of
+//! the matmul family (gpu/variants.rs) read these mirrors.
+//!
+//! A mirror holds its buffer's floats unchanged, four to an RGBA32F texel: vec4 `i` of the
+//! buffer is texel (i % 256, i / 256). The buffer stays the truth (the kernels, the update, a
+//! snapshot's restore and the all-reduce write only the buffer); a plan copies it into the
+//! mirror before the products of each step read it ([`Mirror::copy_from`]): x and W1 after the
+//! unpack, δ1 after the kernel that computes it.
+
+use super::kernels::Site;
+
+/// Texels in one row of a mirror: 4096 bytes, a multiple of the 256 bytes wgpu wants a row of a
+/// buffer-to-texture copy to take.
+pub const TEXELS_PER_ROW: u32 = 256;
+
+/// A texture holding a run of floats of a buffer.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    pub texture: wgpu::Texture,
+    pub view: wgpu::TextureView,
+}
+
+/// Which tensor a product reads through a mirror.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mirrored {
+    /// The batch x: (rows, 784).
+    X,
+    /// The hidden layer's weights W1: (hidden, 784).
+    W1,
+    /// The hidden layer's error term δ1: (rows, hidden), written halfway through the step.
+    Delta1,
+}
+
+impl Site {
+    /// The tensors this product reads as A and as B that the engine mirrors: the two large
+    /// products' operands (the small products read no mirror).
+    pub fn mirrored(self) -> [Option<Mirrored>; 2] {
+        match self {
+            Site::Hidden => [Some(Mirrored::X), Some(Mirrored::W1)],
+            Site::GradW1 => [Some(Mirrored::Delta1), Some(Mirrored::X)],
+            _ => [None, None],
+        }
+    }
+}
+
+impl Mirror {
+    /// Texel rows a mirror of `floats` floats needs.
+    fn rows_for(floats: usize) -> u64 {
+        (floats.div_ceil(4) as u64)
+            .div_ceil(TEXELS_PER_ROW as u64)
+            .max(1)
+    }
+
+    /// Whether a mirror of `floats` floats fits the adapter's largest 2-D texture.
+    pub fn fits(limits: &wgpu::Limits, floats: usize) -> bool {
+        Self::rows_for(floats) <= limits.max_texture_dimension_2d as u64
+    }
+
+    /// An empty mirror for `floats` floats (check [`Mirror::fits`] first).
+    pub fn new(device: &wgpu::Device, label: &str, floats: usize) -> Mirror {
+        let texture = device.create_texture(&wgpu::TextureDescriptor {
+            label: Some(label),
+            size: wgpu::Extent3d {
+                width: TEXELS_PER_ROW,
+                height: Self::rows_for(floats) as u32,
+                depth_or_array_layers: 1,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba32Float,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+            view_formats: &[],
+        });
+        let view = texture.create_view(&Default::default());
+        Mirror { texture, view }
+    }
+
+    /// Floats the mirror can hold.
+    pub fn capacity(&self) -> u64 {
+        let size = self.texture.size();
+        4 * size.width as u64 * size.height as u64
+    }
+
+    /// Records the copy of `floats` floats of `buffer`, from byte `offset`, into the mirror:
+    /// the whole rows of texels, then the last partial row. `floats` must be whole vec4s and
+    /// `offset` a whole texel (16 bytes), as wgpu's copies require.
+    pub fn copy_from(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        floats: usize,
+    ) {
+        assert!(floats.is_multiple_of(4) && offset.is_multiple_of(16));
+        assert!(floats as u64 <= self.capacity());
+        let texels = (floats / 4) as u32;
+        let (full, rest) = (texels / TEXELS_PER_ROW, texels % TEXELS_PER_ROW);
+        let row_bytes = 16 * TEXELS_PER_ROW as u64;
+        let mut copy = |row: u32, width: u32, height: u32| {
+            encoder.copy_buffer_to_texture(
+                wgpu::TexelCopyBufferInfo {
+                    buffer,
+                    layout: wgpu::TexelCopyBufferLayout {
+                        offset: offset + row as u64 * row_bytes,
+                        bytes_per_row: Some(row_bytes as u32),
+                        rows_per_image: None,
+                    },
+                },
+                wgpu::TexelCopyTextureInfo {
+                    texture: &self.texture,
+                    mip_level: 0,
+                    origin: wgpu::Origin3d { x: 0, y: row, z: 0 },
+                    aspect: wgpu::TextureAspect::All,
+                },
+                wgpu::Extent3d {
+                    width,
+                    height,
+                    depth_or_array_layers: 1,
+                },
+            );
+        };
+        if full > 0 {
+            copy(0, TEXELS_PER_ROW, full);
+        }
+        if rest > 0 {
+            copy(full, rest, 1);
+        }
+    }
+
+    /// A mirror of the first `floats` floats of `buffer`, copied now (tests and the search).
+    pub fn of(gpu: &super::Gpu, buffer: &wgpu::Buffer, floats: usize) -> Mirror {
+        let mirror = Mirror::new(&gpu.device, "mirror", floats);
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        mirror.copy_from(&mut encoder, buffer, 0, floats);
+        gpu.queue.submit([encoder.finish()]);
+        mirror
+    }
+}
+
+/// The engine's mirrors, made when a product's pick reads textures (f32 steps only).
+pub(super) struct Mirrors {
+    pub(super) x: Mirror,
+    pub(super) w1: Mirror,
+    pub(super) delta1: Mirror,
+}
+
+impl Mirrors {
+    pub(super) fn get(&self, which: Mirrored) -> &Mirror {
+        match which {
+            Mirrored::X => &self.x,
+            Mirrored::W1 => &self.w1,
+            Mirrored::Delta1 => &self.delta1,
+        }
+    }
+}
