@@ -403,7 +403,7 @@ fn fallback(gpu: &Gpu, p: &MatmulParams) -> &'static MatmulVariant {
 }
 
 /// Seconds of search one start-up may spend (GPU_TRAIN_SEARCH_SECONDS overrides): a cold
-/// compile of one variant on lavapipe takes 0.3-5 s, so a first run measures a few, and each
+/// compile of one variant on lavapipe takes 0.2-2.6 s, so a first run measures a few, and each
 /// later run goes on from where the last stopped until every variant is measured.
 fn budget() -> f64 {
     std::env::var("GPU_TRAIN_SEARCH_SECONDS")
@@ -413,8 +413,8 @@ fn budget() -> f64 {
         .unwrap_or(2.0)
 }
 
-/// Measures the offered variants not yet in `known`, in the family's order (the fallback
-/// first, tiled16 last on a CPU adapter), until the time budget is spent; each variant is
+/// Measures the offered variants not yet in `known`, in the family's order (then the fallback,
+/// tiled16 last on a CPU adapter), until the time budget is spent; each variant is
 /// compiled once and measured on every product it fits. Returns the new measurements and the
 /// (site, variant) pairs left for a later run.
 fn search(
@@ -428,9 +428,11 @@ fn search(
         .iter()
         .filter(|v| v.offered_on(gpu))
         .collect();
-    order.sort_by_key(|v| (v.name != base.name, !v.software));
+    // The family in its order of likely winners, then the fallback, tiled16 last: a cold
+    // compile is most of a candidate's cost, so the first seconds go to the likeliest.
+    order.sort_by_key(|v| (!v.software, v.name == base.name));
     let mut benches: Vec<Option<Bench>> = Site::ALL.iter().map(|_| None).collect();
-    let (mut new, mut left) = (Vec::new(), 0);
+    let (mut new, mut left, mut tried) = (Vec::new(), 0, 0);
     for v in order {
         let todo: Vec<Site> = Site::ALL
             .into_iter()
@@ -440,21 +442,33 @@ fn search(
         if todo.is_empty() {
             continue;
         }
-        // The fallback is always measured: every product needs a pick.
-        if v.name != base.name && start.elapsed().as_secs_f64() >= budget() {
+        // A candidate is started only if the mean cost of those before it (mostly a cold
+        // compile) still fits in the budget, so that a search ends within it rather than one
+        // compile past it; the first always runs. A product left unmeasured runs the fallback.
+        let spent = start.elapsed().as_secs_f64();
+        let mean = spent / tried.max(1) as f64;
+        if tried > 0 && spent + mean > budget() {
             left += todo.len();
             continue;
         }
+        tried += 1;
         let pipeline = (v, kernels::matmul_pipeline(&gpu.device, v));
         for site in todo {
             let bench = benches[site as usize]
                 .get_or_insert_with(|| Bench::new(gpu, site, rows, hidden, 7 + site as u64));
             // The first run compiles (lavapipe compiles at first use) and is checked.
-            let seconds = match bench.matches_twin(gpu, &pipeline)? {
+            let checking = Instant::now();
+            let right = bench.matches_twin(gpu, &pipeline)?;
+            let checked = checking.elapsed().as_secs_f64();
+            let seconds = match right {
                 true => Some(time(gpu, &bench.dispatch(gpu, &pipeline))?),
                 false => None,
             };
-            log::debug!("search: {} on {}: {seconds:?}", v.name, site.name());
+            log::debug!(
+                "search: {} on {}: {seconds:?} (first dispatch and check {checked:.2} s)",
+                v.name,
+                site.name()
+            );
             new.push((site, v.name, seconds));
         }
     }

@@ -72,19 +72,19 @@ const LANES: u32 = 8;
 /// compile on Zen 4 and was no faster), and workgroups of 64×1 (no faster than 8×8: lavapipe's
 /// subgroup is 8 lanes either way).
 const SHAPES: [(Load, bool, u32, u32, bool); 17] = [
-    (Load::K4, false, 8, 4, true),
-    (Load::MN4, true, 16, 8, true),
-    (Load::K4, false, 8, 8, true),
-    (Load::MN4, false, 8, 8, true),
     (Load::K4, true, 8, 8, true),
-    (Load::MN4, true, 16, 4, true),
-    (Load::K4, false, 4, 4, true),
+    (Load::MN4, true, 16, 8, true),
     (Load::K4, true, 8, 8, false),
     (Load::MN4, true, 16, 8, false),
+    (Load::K4, false, 8, 4, true),
+    (Load::K4, false, 8, 8, true),
+    (Load::MN4, false, 8, 8, true),
+    (Load::MN4, true, 16, 4, true),
     (Load::Scalar, true, 16, 4, false),
     (Load::K4, true, 16, 8, false),
     (Load::Scalar, true, 16, 8, false),
     (Load::K4, true, 16, 4, false),
+    (Load::K4, false, 4, 4, true),
     (Load::MN4, false, 16, 4, false),
     (Load::K4, false, 8, 8, false),
     (Load::MN4, false, 16, 8, false),
@@ -204,25 +204,34 @@ pub fn wgsl(load: Load, shared: bool, r: u32, c: u32, tex: bool) -> String {
     );
     inner_step(&mut s, (load, shared, tex), r, c);
     w(&mut s, "    }");
-    // The epilogue, unrolled: each sum (MN4: each vec4 of four columns' sums) with its row
-    // and (first) column.
-    let per_call = if load == Load::MN4 { 4 } else { 1 };
+    // The epilogue, as a loop over the sums (MN4: over vec4s of four columns' sums): the
+    // accumulators go into an array first. Unrolled, its R·C copies of `finish` made LLVM's
+    // compile 5-10× slower (a cold compile is what bounds the start-up search).
+    w(
+        &mut s,
+        &format!("    var sums: array<{acc_type}, {}>;", r * acc_cols),
+    );
     for i in 0..r {
-        for j in (0..c).step_by(per_call) {
-            let value = match load {
-                Load::MN4 => format!("acc{i}_{}", j / 4),
-                _ => format!("acc{i}_{j}"),
-            };
-            let at = |e: &str| {
-                e.replace("i", &format!("{i}u"))
-                    .replace("j", &format!("{j}u"))
-            };
+        for j in 0..acc_cols {
             w(
                 &mut s,
-                &format!("    finish({}, {}, {value});", at(&row), at(&col)),
+                &format!("    sums[{}] = acc{i}_{j};", i * acc_cols + j),
             );
         }
     }
+    let per_call = c / acc_cols;
+    w(&mut s, &format!("    for (var i = 0u; i < {r}u; i++) {{"));
+    w(
+        &mut s,
+        &format!("        for (var jj = 0u; jj < {acc_cols}u; jj++) {{"),
+    );
+    w(&mut s, &format!("            let j = jj * {per_call}u;"));
+    w(
+        &mut s,
+        &format!("            finish({row}, {col}, sums[i * {acc_cols}u + jj]);"),
+    );
+    w(&mut s, "        }");
+    w(&mut s, "    }");
     w(&mut s, "}");
     s.push_str(if load == Load::MN4 {
         EPILOGUE4
