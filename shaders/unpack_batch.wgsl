@@ -21,7 +21,8 @@ const WORKGROUP: u32 = 64u;
 @group(0) @binding(0) var<storage, read> pixels: array<u32>;
 @group(0) @binding(1) var<storage, read> labels: array<u32>;
 @group(0) @binding(2) var<storage, read> indices: array<u32>;
-@group(0) @binding(3) var<storage, read_write> x: array<f32>;
+// x as vec4s: four pixels of a row, x[r, 4w .. 4w + 3] (784 = 4 · 196, so rows stay whole).
+@group(0) @binding(3) var<storage, read_write> x: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> batch_labels: array<u32>;
 @group(0) @binding(5) var<uniform> params: Params;
 
@@ -36,10 +37,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let src = indices[r];
     // unpack4x8unorm: the four bytes of a u32, lowest first, each divided by 255.
     let v = unpack4x8unorm(pixels[src * params.words_per_image + w]);
-    x[4u * t + 0u] = v.x;
-    x[4u * t + 1u] = v.y;
-    x[4u * t + 2u] = v.z;
-    x[4u * t + 3u] = v.w;
+    // One vec4 store, not four: on lavapipe every store is a loop over the lanes.
+    x[t] = v;
     if w == 0u {
         batch_labels[r] = labels[src];
     }

@@ -497,7 +497,7 @@ pub fn profile_text(
     );
     if let Some(step) = step_s {
         s += &format!(
-            "; a real staged step (all in one pass, many steps per submit) took {:.1} µs",
+            "; a real staged step (not one pass a kernel: many steps a submission) took {:.1} µs",
             step * 1e6
         );
     }
