@@ -159,9 +159,11 @@ pub struct TrainArgs {
     /// Upload the whole training set to VRAM once instead of staging each mini-batch from RAM.
     #[arg(long)]
     pub resident: bool,
-    /// The matmul kernel variant: tiled16 (workgroup-memory tiles, for GPUs) or reg8x4
-    /// (register blocks, for CPU-based adapters such as lavapipe). Default: the faster on this
-    /// adapter, measured once and cached.
+    /// The matmul kernel variant, forced on every product of the step it can compute (the
+    /// fallback elsewhere): tiled16 (workgroup-memory tiles, for GPUs), reg8x4 (register
+    /// blocks, for CPU-based adapters such as lavapipe) or a member of the generated family
+    /// (k4_8x8_sg, tk4_8x8_sg, tmn4_16x8_sg, ...; an unknown name lists them all). Default:
+    /// searched per product on this adapter, cached (the engine line names each pick).
     #[arg(long, value_name = "NAME", conflicts_with = "cpu")]
     pub kernels: Option<String>,
     /// Neurons in the hidden layer (the chapter's network has 128): a wider layer means more

@@ -309,7 +309,8 @@ impl Buffers {
         })
     }
 
-    /// Bytes of VRAM allocated (parameters, gradient, activations, ring, resident set).
+    /// Bytes of VRAM allocated (parameters, gradient, activations, ring, resident set, texture
+    /// mirrors).
     pub(super) fn vram_bytes(&self) -> u64 {
         let mut total: u64 = [
             &self.params,
@@ -339,6 +340,13 @@ impl Buffers {
             total += [&h.params, &h.x, &h.h, &h.dz, &h.dh]
                 .iter()
                 .map(|b| b.size())
+                .sum::<u64>();
+        }
+        if let Some(m) = &self.mirrors {
+            // RGBA32F: 4 bytes a float.
+            total += 4 * [&m.x, &m.w1, &m.delta1]
+                .iter()
+                .map(|m| m.capacity())
                 .sum::<u64>();
         }
         total

@@ -6,7 +6,7 @@
 //! llvmpipe turns every storage-buffer load into a loop over those eight lanes, each lane
 //! loading its value with a bounds check and inserting it into the vector through the stack
 //! (gallivm's `emit_load_mem`). So the cost of a product there is its *loads*, not its
-//! multiply-adds, and a kernel is fast when each loaded value feeds many multiply-adds. Three
+//! multiply-adds, and a kernel is fast when each loaded value feeds many multiply-adds. Four
 //! ways to get there, combined in the family:
 //!
 //! Every member adds each sum's products one k at a time in ascending order, as reg8x4 does,
@@ -28,9 +28,19 @@
 //!   twin before the search may pick it, so an adapter that groups lanes otherwise loses only
 //!   the variant.)
 //!
+//! - **Texture reads** (`t` prefix): the loads that remain are the dearest part, and how dear
+//!   depends on the CPU: llvmpipe's per-lane load loop is cheap with AVX-512's mask registers
+//!   and about ten times dearer without them (an AVX2 CPU such as the Zen 3). A texel fetch is
+//!   one gather for all lanes either way, so the `t` members read the operands the engine
+//!   mirrors into textures (x, W1, δ1: gpu/mirror.rs) through `textureLoad`.
+//!
 //! Measured by the search on a 2-core Zen 4 VM (BENCHMARKS.md): the hidden layer's product at
-//! batch 64 ran in 3.3 ms with reg8x4 and 0.94 ms with `k4_8x8_sg`; its weight product in 4.3 ms
-//! against 1.7 with `mn4_16x8_sg`.
+//! batch 64 ran in 3.3-4.3 ms with reg8x4 and 0.8-1.1 ms with `k4_8x8_sg` or `tk4_8x8_sg`; with
+//! AVX-512 masked off (llvmpipe's code for an AVX2 CPU) 12.4 ms with reg8x4, 6.0 with
+//! `k4_8x8_sg` and 0.8 with `tk4_8x8_sg`. So the search, not a rule, picks between them.
+//!
+//! The epilogue is a loop over an array of the sums, not unrolled: unrolled, its copies made the
+//! cold compile (which bounds the start-up search) 2-4× slower.
 //! On a real GPU none of this applies (loads are wide and cached, lanes many): the search
 //! offers these only to CPU adapters.
 
