@@ -6,6 +6,7 @@ use common::{assert_close, gpu};
 use gpu_train::cpu::engine::CpuEngine;
 use gpu_train::data::{self, DataSplit};
 use gpu_train::engine::{Engine, Target};
+use gpu_train::gpu::kernels::Site;
 use gpu_train::gpu::{GpuEngine, GpuOptions};
 use gpu_train::model::{Model, ParamLayout};
 use gpu_train::train::{self, Quiet, TrainConfig};
@@ -221,7 +222,7 @@ fn kernels_reading_texture_mirrors_train_to_reg8x4s_bits() {
         lr: 0.1,
         seed: 3,
     };
-    let run = |kernels: &'static str| {
+    let run = |kernels: &'static str, site: Site| {
         let opts = GpuOptions {
             batch: 64,
             ring: 3,
@@ -229,6 +230,14 @@ fn kernels_reading_texture_mirrors_train_to_reg8x4s_bits() {
             ..GpuOptions::default()
         };
         let mut e = GpuEngine::new(gpu("gpu").unwrap(), &model, opts, &data.train).unwrap();
+        // Forced where it fits, else the fallback: it must fit where it is meant to.
+        let picked = e.matmul_choice().variants()[site as usize].name;
+        assert_eq!(
+            picked,
+            kernels,
+            "{kernels} is not the pick at {}",
+            site.name()
+        );
         let reports = train::train(&mut e, &data, &cfg, &mut Quiet).unwrap();
         let tested: Vec<_> = reports.iter().map(|r| (r.train, r.test)).collect();
         // One separated step: the gradient of the first 64 images, read back whole.
@@ -243,11 +252,11 @@ fn kernels_reading_texture_mirrors_train_to_reg8x4s_bits() {
         e.apply_update(0.1).unwrap();
         (e.model().unwrap(), tested, grad)
     };
-    let (want_model, want_tests, want_grad) = run("reg8x4");
+    let (want_model, want_tests, want_grad) = run("reg8x4", Site::Hidden);
     assert_ne!(want_model, model, "training changed nothing");
     // tk4_8x8 reads x and W1 in the hidden layer's product; tmn4_8x8 reads δ1 and x in ∂W1.
-    for name in ["tk4_8x8", "tmn4_8x8"] {
-        let (got_model, got_tests, got_grad) = run(name);
+    for (name, site) in [("tk4_8x8", Site::Hidden), ("tmn4_8x8", Site::GradW1)] {
+        let (got_model, got_tests, got_grad) = run(name, site);
         assert!(
             got_model == want_model,
             "{name}: weights differ from reg8x4's"

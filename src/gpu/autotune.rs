@@ -267,8 +267,9 @@ struct Bench {
     params: MatmulParams,
     inputs: [Vec<f32>; 4],
     buffers: [wgpu::Buffer; 5],
-    /// Texture mirrors of A and B, where the engine keeps them for this product.
-    mirrors: [Option<Mirror>; 2],
+    /// Texture mirrors of A and B, where the engine keeps them for this product, with the
+    /// floats each holds.
+    mirrors: [Option<(Mirror, usize)>; 2],
 }
 
 impl Bench {
@@ -296,7 +297,7 @@ impl Bench {
             storage(d, "search C", &c),
         ];
         let mirrors = [(0, a_len), (1, b_len)]
-            .map(|(i, len)| site.mirrored()[i].map(|_| Mirror::of(gpu, &buffers[i], len)));
+            .map(|(i, len)| site.mirrored()[i].map(|_| (Mirror::of(gpu, &buffers[i], len), len)));
         Bench {
             site,
             params,
@@ -326,7 +327,23 @@ impl Bench {
     }
 
     fn mirrors(&self) -> [Option<&Mirror>; 2] {
-        self.mirrors.each_ref().map(Option::as_ref)
+        self.mirrors.each_ref().map(|m| m.as_ref().map(|m| &m.0))
+    }
+
+    /// Seconds variant `v` takes for this product, with the copies into the mirrors it reads,
+    /// which a step pays for too.
+    fn time(&self, gpu: &Gpu, v: &(&'static MatmulVariant, wgpu::ComputePipeline)) -> Result<f64> {
+        let copies: Vec<(&Mirror, &wgpu::Buffer, usize)> = (0..2)
+            .filter(|&i| v.0.textures[i])
+            .filter_map(|i| {
+                Some((
+                    &self.mirrors[i].as_ref()?.0,
+                    &self.buffers[i],
+                    self.mirrors[i].as_ref()?.1,
+                ))
+            })
+            .collect();
+        time(gpu, &self.dispatch(gpu, v), &copies)
     }
 
     /// Whether `v` computes this product as the CPU twin does (unsplit, epilogue and all).
@@ -363,17 +380,31 @@ impl Bench {
     }
 }
 
-/// Seconds one dispatch takes: enough runs in one submission to fill about 20 ms (at least
-/// 2), after one timed alone.
-fn time(gpu: &Gpu, d: &Dispatch) -> Result<f64> {
-    let t = Instant::now();
-    kernels::run_now(gpu, &[d])?;
-    let once = t.elapsed().as_secs_f64();
+/// Seconds one dispatch takes, each run after `copies` (mirror, buffer, floats): enough runs in
+/// one submission to fill about 20 ms (at least 2), after one timed alone. Without copies the
+/// runs share one pass, as a step's dispatches do.
+fn time(gpu: &Gpu, d: &Dispatch, copies: &[(&Mirror, &wgpu::Buffer, usize)]) -> Result<f64> {
+    let run = |reps: usize| -> Result<f64> {
+        let t = Instant::now();
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        if copies.is_empty() {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            (0..reps).for_each(|_| d.record(&mut pass));
+        } else {
+            for _ in 0..reps {
+                for (mirror, buffer, floats) in copies {
+                    mirror.copy_from(&mut encoder, buffer, 0, *floats);
+                }
+                d.record(&mut encoder.begin_compute_pass(&Default::default()));
+            }
+        }
+        gpu.queue.submit([encoder.finish()]);
+        gpu.wait()?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let once = run(1)?;
     let reps = ((0.02 / once.max(1e-6)) as usize).clamp(2, 20);
-    let list: Vec<&Dispatch> = std::iter::repeat_n(d, reps).collect();
-    let t = Instant::now();
-    kernels::run_now(gpu, &list)?;
-    Ok(t.elapsed().as_secs_f64() / reps as f64)
+    Ok(run(reps)? / reps as f64)
 }
 
 /// Whether `v` can compute `site`'s product for `rows` images and `hidden` neurons in the
@@ -461,7 +492,7 @@ fn search(
             let right = bench.matches_twin(gpu, &pipeline)?;
             let checked = checking.elapsed().as_secs_f64();
             let seconds = match right {
-                true => Some(time(gpu, &bench.dispatch(gpu, &pipeline))?),
+                true => Some(bench.time(gpu, &pipeline)?),
                 false => None,
             };
             log::debug!(

@@ -107,7 +107,7 @@ pub(super) struct Buffers {
     pub(super) resident: Option<Resident>,
     /// The f16 buffers of --precision f16.
     pub(super) half: Option<HalfBuffers>,
-    /// Texture mirrors of x and W1, when a product's pick reads them (f32 only).
+    /// Texture mirrors of x, W1 and δ1, those the products' picks read (f32 only).
     pub(super) mirrors: Option<Mirrors>,
 }
 
@@ -255,12 +255,10 @@ impl Buffers {
             crate::engine::Precision::F16 => Some(HalfBuffers::new(gpu, model, layout, rows)?),
         };
         let f32_rows = if half.is_some() { 0 } else { rows };
-        let mirrors =
-            (half.is_none() && picks.iter().any(|v| v.textures.contains(&true))).then(|| Mirrors {
-                x: Mirror::new(d, "x, mirrored", rows * PIXELS),
-                w1: Mirror::new(d, "W1, mirrored", hidden * PIXELS),
-                delta1: Mirror::new(d, "δ1, mirrored", rows * hidden),
-            });
+        let mirrors = match half {
+            None => Mirrors::for_picks(d, &picks, rows, hidden),
+            Some(_) => None,
+        };
         let identity: Vec<u32> = (0..rows as u32).collect();
         let params = kernels::storage(d, "parameters", &model.to_flat(&layout));
         let grad = kernels::storage_zeroed(d, "gradient", layout.total);
@@ -344,10 +342,7 @@ impl Buffers {
         }
         if let Some(m) = &self.mirrors {
             // RGBA32F: 4 bytes a float.
-            total += 4 * [&m.x, &m.w1, &m.delta1]
-                .iter()
-                .map(|m| m.capacity())
-                .sum::<u64>();
+            total += 4 * m.all().map(Mirror::capacity).sum::<u64>();
         }
         total
     }

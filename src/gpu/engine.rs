@@ -14,8 +14,9 @@
 //! Everything is allocated once: buffers for the largest batch, and for each batch size met
 //! (the full batch, the last short batch of an epoch) a `Plan` (plan.rs) holding the step's dispatches
 //! with their bind groups. A step writes its batch into the next free slot and is queued; every
-//! `ring` steps the queued steps are recorded into ONE compute pass and submitted. The host then
-//! goes on gathering the next batches while the GPU computes, and waits only when two
+//! `ring` steps the queued steps are recorded into one compute pass (several a step where the
+//! products read texture mirrors, which are copied between passes: gpu/mirror.rs) and
+//! submitted. The host then goes on gathering the next batches while the GPU computes, and waits only when two
 //! submissions are already in flight. Loss and accuracy stay on the GPU until the epoch ends.
 //!
 //! A data-parallel replica runs the same kernels as a step in three parts (train.rs):
@@ -46,7 +47,8 @@ use std::ops::Range;
 /// How many submissions may be queued on the GPU before the host waits for the oldest.
 const MAX_IN_FLIGHT: usize = 2;
 
-/// Timestamps of a data-parallel step's two passes: query set, resolve and read-back buffers.
+/// Timestamps of a data-parallel step's two submissions (the start of the first's first pass,
+/// the end of its last, likewise the second's): query set, resolve and read-back buffers.
 pub(super) struct StepTimer {
     pub(super) queries: wgpu::QuerySet,
     pub(super) resolve: wgpu::Buffer,
@@ -213,7 +215,13 @@ impl GpuEngine {
         self.matmul.names()
     }
 
-    /// Bytes of VRAM this engine allocated (parameters, activations, ring, resident set).
+    /// Each product's pick, and how it was chosen.
+    pub fn matmul_choice(&self) -> &super::autotune::Choice {
+        &self.matmul
+    }
+
+    /// Bytes of VRAM this engine allocated (parameters, activations, ring, resident set, texture
+    /// mirrors).
     pub fn vram_bytes(&self) -> u64 {
         self.bufs.vram_bytes()
     }
@@ -315,7 +323,8 @@ impl GpuEngine {
         Ok(())
     }
 
-    /// Records every queued step into one compute pass and submits it, without waiting for it.
+    /// Records every queued step (into one compute pass where no step copies into mirrors) and
+    /// submits them, without waiting.
     pub(super) fn submit(&mut self) -> Result<()> {
         if self.queued.is_empty() {
             return Ok(());

@@ -1,5 +1,5 @@
-//! Texture mirrors of the step's two large operands, the batch x and the weights W1, for CPU
-//! adapters.
+//! Texture mirrors of the operands of the step's two large products (the batch x, the weights
+//! W1 and the error term δ1), for CPU adapters.
 //!
 //! Why a texture: Mesa 22.3's lavapipe turns every storage-buffer load into a loop over the
 //! SIMD lanes, one bounds-checked scalar load per lane (gallivm's `emit_load_mem`), while a
@@ -13,9 +13,10 @@
 //! buffer is texel (i % 256, i / 256). The buffer stays the truth (the kernels, the update, a
 //! snapshot's restore and the all-reduce write only the buffer); a plan copies it into the
 //! mirror before the products of each step read it ([`Mirror::copy_from`]): x and W1 after the
-//! unpack, δ1 after the kernel that computes it.
+//! unpack, δ1 just before ∂W1 = δ1ᵀ·x (after the output layer's gradient).
 
-use super::kernels::Site;
+use super::kernels::{MatmulVariant, Site, SITES};
+use crate::data::PIXELS;
 
 /// Texels in one row of a mirror: 4096 bytes, a multiple of the 256 bytes wgpu wants a row of a
 /// buffer-to-texture copy to take.
@@ -146,19 +147,48 @@ impl Mirror {
     }
 }
 
-/// The engine's mirrors, made when a product's pick reads textures (f32 steps only).
+/// The engine's mirrors: those the products' picks read (f32 steps only).
 pub(super) struct Mirrors {
-    pub(super) x: Mirror,
-    pub(super) w1: Mirror,
-    pub(super) delta1: Mirror,
+    x: Option<Mirror>,
+    w1: Option<Mirror>,
+    delta1: Option<Mirror>,
 }
 
 impl Mirrors {
-    pub(super) fn get(&self, which: Mirrored) -> &Mirror {
+    /// The mirrors `picks` (one variant per [`Site`]) read, sized for batches of up to `rows`
+    /// and `hidden` neurons; None when they read none.
+    pub(super) fn for_picks(
+        device: &wgpu::Device,
+        picks: &[&MatmulVariant; SITES],
+        rows: usize,
+        hidden: usize,
+    ) -> Option<Mirrors> {
+        let read = |which: Mirrored| {
+            Site::ALL.iter().zip(picks).any(|(site, v)| {
+                (v.textures.iter().zip(site.mirrored())).any(|(&t, m)| t && m == Some(which))
+            })
+        };
+        let make = |which, label, floats| read(which).then(|| Mirror::new(device, label, floats));
+        let m = Mirrors {
+            x: make(Mirrored::X, "x, mirrored", rows * PIXELS),
+            w1: make(Mirrored::W1, "W1, mirrored", hidden * PIXELS),
+            delta1: make(Mirrored::Delta1, "δ1, mirrored", rows * hidden),
+        };
+        let any = m.all().next().is_some();
+        any.then_some(m)
+    }
+
+    /// The mirror of `which`, if the picks read it.
+    pub(super) fn get(&self, which: Mirrored) -> Option<&Mirror> {
         match which {
-            Mirrored::X => &self.x,
-            Mirrored::W1 => &self.w1,
-            Mirrored::Delta1 => &self.delta1,
+            Mirrored::X => self.x.as_ref(),
+            Mirrored::W1 => self.w1.as_ref(),
+            Mirrored::Delta1 => self.delta1.as_ref(),
         }
+    }
+
+    /// Every mirror made.
+    pub(super) fn all(&self) -> impl Iterator<Item = &Mirror> {
+        [&self.x, &self.w1, &self.delta1].into_iter().flatten()
     }
 }

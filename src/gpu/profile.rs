@@ -2,7 +2,7 @@
 //! timestamp written at the pass's start and end, so the GPU itself says how long each ran.
 //!
 //! This is a measuring mode, not the training path: one pass per dispatch costs more than the
-//! single pass the trainer records (issue 4 measured 16-40 µs a pass on an H200), so the sum of
+//! one pass (or the few, with texture mirrors) the trainer records a step (issue 4 measured 16-40 µs a pass on an H200), so the sum of
 //! the kernel times is compared with the real step time to show what the dispatches cost.
 //! The staging copy (`queue.write_buffer`) runs outside any pass, where wgpu can time it only with
 //! TIMESTAMP_QUERY_INSIDE_ENCODERS; its cost shows instead as the gap between the staged and

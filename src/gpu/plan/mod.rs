@@ -125,13 +125,15 @@ impl Plan {
         let first = passes.iter().position(|p| !p.1.is_empty());
         for (n, (copies_after, dispatches)) in passes.into_iter().enumerate() {
             if !dispatches.is_empty() {
+                // wgpu refuses timestamp writes with neither index: a middle pass has none.
+                let (begin, end) = (Some(n) == first, n == last);
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some(label),
-                    timestamp_writes: stamps.map(|(query_set, i)| {
+                    timestamp_writes: stamps.filter(|_| begin || end).map(|(query_set, i)| {
                         wgpu::ComputePassTimestampWrites {
                             query_set,
-                            beginning_of_pass_write_index: (Some(n) == first).then_some(i),
-                            end_of_pass_write_index: (n == last).then_some(i + 1),
+                            beginning_of_pass_write_index: begin.then_some(i),
+                            end_of_pass_write_index: end.then_some(i + 1),
                         }
                     }),
                 });
@@ -281,7 +283,7 @@ fn unpack_dispatches(t: &Table, ring: usize, source: Source, rows: usize) -> Vec
 /// and W1 before the hidden layer's product (dispatch 0), and in training x and δ1 before
 /// ∂W1 = δ1ᵀ·x (dispatch `hidden_grad_at`; x is still there from the first copy).
 fn mirror_copies(t: &Table, pass: Pass, rows: usize, hidden_grad_at: usize) -> Vec<MirrorCopy> {
-    let Some(mirrors) = t.b.mirrors.as_ref().filter(|_| !t.is_half()) else {
+    let Some(mirrors) = t.b.mirrors.as_ref() else {
         return Vec::new();
     };
     let sites: &[(Site, usize)] = match pass {
@@ -312,7 +314,10 @@ fn mirror_copies(t: &Table, pass: Pass, rows: usize, hidden_grad_at: usize) -> V
                 Mirrored::Delta1 => (t.dh, 0, rows * hidden),
             };
             MirrorCopy {
-                mirror: mirrors.get(w).clone(),
+                mirror: mirrors
+                    .get(w)
+                    .expect("made for the picks that read it")
+                    .clone(),
                 buffer: buffer.clone(),
                 offset,
                 floats,

@@ -165,9 +165,7 @@ impl<'a> Table<'a> {
         let (flops, bytes) = p.work();
         match self.half {
             None => {
-                let mirrors = site
-                    .mirrored()
-                    .map(|m| Some(self.b.mirrors.as_ref()?.get(m?)));
+                let mirrors = site.mirrored().map(|m| self.b.mirrors.as_ref()?.get(m?));
                 let variant = &self.k.matmul[site as usize];
                 Dispatch::matmul(self.d, name, variant, res, mirrors, &p).work(phase, flops, bytes)
             }
