@@ -463,7 +463,7 @@ fn search(
     // compile is most of a candidate's cost, so the first seconds go to the likeliest.
     order.sort_by_key(|v| (!v.software, v.name == base.name));
     let mut benches: Vec<Option<Bench>> = Site::ALL.iter().map(|_| None).collect();
-    let (mut new, mut left, mut tried) = (Vec::new(), 0, 0);
+    let (mut new, mut left, mut tried, mut dearest) = (Vec::new(), 0, 0, 0f64);
     for v in order {
         let todo: Vec<Site> = Site::ALL
             .into_iter()
@@ -473,16 +473,16 @@ fn search(
         if todo.is_empty() {
             continue;
         }
-        // A candidate is started only if the mean cost of those before it (mostly a cold
-        // compile) still fits in the budget, so that a search ends within it rather than one
-        // compile past it; the first always runs. A product left unmeasured runs the fallback.
+        // A candidate is started only if the dearest before it (mostly a cold compile) would
+        // still fit in the budget, so that a search ends within it rather than one compile past
+        // it; the first always runs. A product left unmeasured runs the fallback.
         let spent = start.elapsed().as_secs_f64();
-        let mean = spent / tried.max(1) as f64;
-        if tried > 0 && spent + mean > budget() {
+        if tried > 0 && spent + dearest > budget() {
             left += todo.len();
             continue;
         }
         tried += 1;
+        let began = Instant::now();
         let pipeline = (v, kernels::matmul_pipeline(&gpu.device, v));
         for site in todo {
             let bench = benches[site as usize]
@@ -502,6 +502,7 @@ fn search(
             );
             new.push((site, v.name, seconds));
         }
+        dearest = dearest.max(began.elapsed().as_secs_f64());
     }
     gpu.check()?;
     Ok((new, left))
