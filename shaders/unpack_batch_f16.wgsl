@@ -21,7 +21,8 @@ const WORKGROUP: u32 = 64u;
 @group(0) @binding(0) var<storage, read> pixels: array<u32>;
 @group(0) @binding(1) var<storage, read> labels: array<u32>;
 @group(0) @binding(2) var<storage, read> indices: array<u32>;
-@group(0) @binding(3) var<storage, read_write> x: array<f16>;
+// x as vec4s: four pixels of a row, x[r, 4w .. 4w + 3] (784 = 4 · 196, so rows stay whole).
+@group(0) @binding(3) var<storage, read_write> x: array<vec4<f16>>;
 @group(0) @binding(4) var<storage, read_write> batch_labels: array<u32>;
 @group(0) @binding(5) var<uniform> params: Params;
 
@@ -35,10 +36,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let w = t % params.words_per_image;
     let src = indices[r];
     let v = unpack4x8unorm(pixels[src * params.words_per_image + w]);
-    x[4u * t + 0u] = f16(v.x);
-    x[4u * t + 1u] = f16(v.y);
-    x[4u * t + 2u] = f16(v.z);
-    x[4u * t + 3u] = f16(v.w);
+    // One vec4 store, not four: on lavapipe every store is a loop over the lanes.
+    x[t] = vec4<f16>(v);
     if w == 0u {
         batch_labels[r] = labels[src];
     }

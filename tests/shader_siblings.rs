@@ -187,19 +187,13 @@ fn unpack_batch_f16_is_unpack_batch_writing_f16_pixels() {
         "unpack_batch.wgsl",
         "unpack_batch_f16.wgsl",
         &[
-            "@group(0) @binding(3) var<storage, read_write> x: array<f32>;",
-            "x[4u * t + 0u] = v.x;",
-            "x[4u * t + 1u] = v.y;",
-            "x[4u * t + 2u] = v.z;",
-            "x[4u * t + 3u] = v.w;",
+            "@group(0) @binding(3) var<storage, read_write> x: array<vec4<f32>>;",
+            "x[t] = v;",
         ],
         &[
             "enable f16;",
-            "@group(0) @binding(3) var<storage, read_write> x: array<f16>;",
-            "x[4u * t + 0u] = f16(v.x);",
-            "x[4u * t + 1u] = f16(v.y);",
-            "x[4u * t + 2u] = f16(v.z);",
-            "x[4u * t + 3u] = f16(v.w);",
+            "@group(0) @binding(3) var<storage, read_write> x: array<vec4<f16>>;",
+            "x[t] = vec4<f16>(v);",
         ],
     );
 }
