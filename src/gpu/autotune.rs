@@ -336,11 +336,8 @@ impl Bench {
         let copies: Vec<(&Mirror, &wgpu::Buffer, usize)> = (0..2)
             .filter(|&i| v.0.textures[i])
             .filter_map(|i| {
-                Some((
-                    &self.mirrors[i].as_ref()?.0,
-                    &self.buffers[i],
-                    self.mirrors[i].as_ref()?.1,
-                ))
+                let (mirror, floats) = self.mirrors[i].as_ref()?;
+                Some((mirror, &self.buffers[i], *floats))
             })
             .collect();
         time(gpu, &self.dispatch(gpu, v), &copies)

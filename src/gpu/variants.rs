@@ -30,14 +30,16 @@
 //!
 //! - **Texture reads** (`t` prefix): the loads that remain are the dearest part, and how dear
 //!   depends on the CPU: llvmpipe's per-lane load loop is cheap with AVX-512's mask registers
-//!   and about ten times dearer without them (an AVX2 CPU such as the Zen 3). A texel fetch is
+//!   and several times dearer without them (an AVX2 CPU such as the Zen 3: a whole product
+//!   3.5-6× slower here). A texel fetch is
 //!   one gather for all lanes either way, so the `t` members read the operands the engine
 //!   mirrors into textures (x, W1, δ1: gpu/mirror.rs) through `textureLoad`.
 //!
 //! Measured by the search on a 2-core Zen 4 VM (BENCHMARKS.md): the hidden layer's product at
 //! batch 64 ran in 3.3-4.3 ms with reg8x4 and 0.8-1.1 ms with `k4_8x8_sg` or `tk4_8x8_sg`; with
-//! AVX-512 masked off (llvmpipe's code for an AVX2 CPU) 12.4 ms with reg8x4, 6.0 with
-//! `k4_8x8_sg` and 0.8 with `tk4_8x8_sg`. So the search, not a rule, picks between them.
+//! AVX-512 masked off (llvmpipe's code for an AVX2 CPU) 12-17 ms with reg8x4, 6.0 with
+//! `k4_8x8_sg` and 0.8-1.2 with `tk4_8x8_sg` (its copies included). So the search, not a rule,
+//! picks between them.
 //!
 //! The epilogue is a loop over an array of the sums, not unrolled: unrolled, its copies made the
 //! cold compile (which bounds the start-up search) 2-4× slower.
@@ -215,8 +217,8 @@ pub fn wgsl(load: Load, shared: bool, r: u32, c: u32, tex: bool) -> String {
     inner_step(&mut s, (load, shared, tex), r, c);
     w(&mut s, "    }");
     // The epilogue, as a loop over the sums (MN4: over vec4s of four columns' sums): the
-    // accumulators go into an array first. Unrolled, its R·C copies of `finish` made LLVM's
-    // compile 5-10× slower (a cold compile is what bounds the start-up search).
+    // accumulators go into an array first. Unrolled, its R·C copies of `finish` made the cold
+    // compile 2-4× slower (and a cold compile is what bounds the start-up search).
     w(
         &mut s,
         &format!("    var sums: array<{acc_type}, {}>;", r * acc_cols),
