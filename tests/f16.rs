@@ -10,7 +10,8 @@ use gpu_train::cpu::twins;
 use gpu_train::data::{self, DataSplit};
 use gpu_train::engine::{Engine, Precision};
 use gpu_train::gpu::kernels::{
-    self, row_major, run_now, storage, transposed, Dispatch, KernelsF16, MatmulParams,
+    self, matmul_variants, row_major, run_now, storage, transposed, Dispatch, Elems, KernelsF16,
+    MatmulParams, MatmulVariant, Site,
 };
 use gpu_train::gpu::{Gpu, GpuEngine, GpuOptions};
 use gpu_train::model::Model;
@@ -62,7 +63,13 @@ fn f16_kernels_match_their_twins() {
     let k = KernelsF16::new(d);
     let mut r = rng(21);
     let buf16 = |v: &[f16]| storage::<f16>(d, "f16", v);
-    // matmul_f16 and matmul_f16_f32out: odd sizes, every layout, the epilogues they serve.
+    // matmul_f16 and matmul_f16_f32out (the variants reg8x4_f16 and reg8x4_f16_f32out): odd
+    // sizes, every layout, the epilogues they serve.
+    let pipeline = |name| {
+        let v = MatmulVariant::by_name(name).unwrap();
+        (v, kernels::matmul_pipeline(d, v))
+    };
+    let (mm16, mm16f32) = (pipeline("reg8x4_f16"), pipeline("reg8x4_f16_f32out"));
     for (m, n, kk, sa, sb, flags) in [
         (
             70u32,
@@ -90,14 +97,13 @@ fn f16_kernels_match_their_twins() {
         let c16 = buf16(&want16.iter().map(|_| f16::ZERO).collect::<Vec<_>>());
         let res = || [whole(&ba), whole(&bb), whole(&bbias), whole(&bmask)];
         let [ra, rb, rbias, rmask] = res();
-        let disp = Dispatch::matmul_sized(
+        let disp = Dispatch::matmul(
             d,
             "mm16",
-            &k.matmul,
-            [2; 5],
+            &mm16,
             [ra, rb, rbias, rmask, whole(&c16)],
+            [None, None],
             &p,
-            KernelsF16::workgroups(&p),
         );
         run_now(&g, &[&disp]).unwrap();
         common::assert_close(
@@ -111,14 +117,13 @@ fn f16_kernels_match_their_twins() {
         twins::matmul_f16_f32out(&a, &b, &bias, &mask, &mut want32, &p);
         let c32 = storage(d, "c", &vec![0.0f32; (m * n) as usize]);
         let [ra, rb, rbias, rmask] = res();
-        let disp = Dispatch::matmul_sized(
+        let disp = Dispatch::matmul(
             d,
             "mm16f32",
-            &k.matmul_f32out,
-            [2, 2, 2, 2, 4],
+            &mm16f32,
             [ra, rb, rbias, rmask, whole(&c32)],
+            [None, None],
             &p,
-            KernelsF16::workgroups(&p),
         );
         run_now(&g, &[&disp]).unwrap();
         // An f32 result: only the order of f32 additions may differ.
@@ -275,6 +280,92 @@ fn f16_kernels_match_their_twins() {
         0.0,
         1e-3,
     );
+}
+
+/// Every f16 variant this adapter offers (reg8x4's f16 siblings and the generated family's
+/// f16 members), on each of the f16 step's products it can compute, at batch sizes that fill
+/// no block evenly: within f16 rounding of the CPU twin, and bit for bit reg8x4_f16's (or
+/// reg8x4_f16_f32out's) result: f16 widened to f32 as it is loaded, sums in k order, so the
+/// search's pick never changes an f16 run's numbers either.
+#[test]
+fn every_f16_variant_matches_the_twin_at_every_product_and_gives_reg8x4_f16s_bits() {
+    let Some(g) = gpu_f16("every_f16_variant_matches_the_twin_at_every_product") else {
+        return;
+    };
+    let d = &g.device;
+    let offered: Vec<&'static MatmulVariant> = matmul_variants()
+        .iter()
+        .filter(|v| v.elems != Elems::F32 && (!v.subgroup8 || g.has_subgroups_of(8)))
+        .collect();
+    let mut checked = std::collections::HashMap::new();
+    for (seed, (rows, hidden)) in [(64u32, 128u32), (70, 100), (1, 128), (13, 36)]
+        .into_iter()
+        .enumerate()
+    {
+        for site in Site::ALL {
+            let elems = site.elems(Precision::F16);
+            let p = site.params(rows, hidden, (-0.1, 1.0), 1);
+            let run = |v: &'static MatmulVariant| -> (Vec<f32>, Vec<f32>) {
+                let mut r = rng(seed as u64 * 10 + site as u64);
+                let (m, n, kk) = (p.m as usize, p.n as usize, p.k as usize);
+                let [a, b, bias, mask, c0] = [m * kk, kk * n, n, m * n, m * n]
+                    .map(|len| to16(&random_f32(&mut r, len, 1.0)));
+                let bufs = [&a, &b, &bias, &mask].map(|x| storage(d, "x", x));
+                let c = match elems {
+                    Elems::F16 => storage(d, "c", &c0),
+                    _ => storage(d, "c", &from16(&c0)),
+                };
+                let [ra, rb, rbias, rmask] = bufs.each_ref().map(|b| whole(b));
+                let res = [ra, rb, rbias, rmask, whole(&c)];
+                let mm = (v, kernels::matmul_pipeline(d, v));
+                let disp = Dispatch::matmul(d, "mm", &mm, res, [None, None], &p);
+                run_now(&g, &[&disp]).unwrap();
+                match elems {
+                    Elems::F16 => {
+                        let mut want = c0.clone();
+                        twins::matmul_f16(&a, &b, &bias, &mask, &mut want, &p);
+                        (from16(&read16(&g, &c)[..m * n]), from16(&want))
+                    }
+                    _ => {
+                        let mut want = from16(&c0);
+                        twins::matmul_f16_f32out(&a, &b, &bias, &mask, &mut want, &p);
+                        (g.read_f32(&c).unwrap(), want)
+                    }
+                }
+            };
+            let fixed = MatmulVariant::by_name("reg8x4")
+                .unwrap()
+                .sibling(elems)
+                .unwrap();
+            let (fixed_bits, _) = run(fixed);
+            for &v in offered
+                .iter()
+                .filter(|v| v.fits_at(site, Precision::F16, &p))
+            {
+                let (got, want) = run(v);
+                let what = format!(
+                    "{} on {} at {rows} rows, {hidden} hidden",
+                    v.name,
+                    site.name()
+                );
+                common::assert_close(&what, &got, &want, 1e-3, F16_REL);
+                let same = got
+                    .iter()
+                    .zip(&fixed_bits)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{what}: not bit for bit {}'s result", fixed.name);
+                *checked.entry(v.name).or_insert(0) += 1;
+            }
+        }
+    }
+    for v in &offered {
+        assert!(
+            checked.contains_key(v.name),
+            "{} fit none of the f16 step's products",
+            v.name
+        );
+    }
+    eprintln!("f16 variants checked per product and shape: {checked:?}");
 }
 
 fn sample(n: usize) -> DataSplit {

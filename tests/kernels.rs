@@ -4,6 +4,7 @@
 mod common;
 use common::{assert_close, gpu, random_f32, rng};
 use gpu_train::cpu::twins;
+use gpu_train::engine::Precision;
 use gpu_train::gpu::kernels::{
     self, groups_1d, matmul_variants, run_now, storage, Dispatch, Kernels, MatmulParams,
     MatmulVariant, Site,
@@ -148,7 +149,7 @@ fn matmul_matches_twin_for_every_layout_and_epilogue() {
     // second, nearly empty block of rows).
     let scalar = matmul_variants()
         .iter()
-        .filter(|v| v.load == kernels::Load::Scalar);
+        .filter(|v| v.load == kernels::Load::Scalar && v.elems == kernels::Elems::F32);
     for variant in scalar.filter(|v| !v.subgroup8 || g.has_subgroups_of(8)) {
         let k = Kernels::new(&g.device, variant);
         let (m, n, kk) = (70u32, 23u32, 45u32);
@@ -524,9 +525,10 @@ fn every_variant_matches_the_twin_at_every_product_and_the_family_gives_reg8x4s_
         return;
     };
     let reg = MatmulVariant::by_name("reg8x4").unwrap();
+    // The f32 ones (tests/f16.rs checks the f16 ones).
     let offered: Vec<&'static MatmulVariant> = matmul_variants()
         .iter()
-        .filter(|v| !v.subgroup8 || g.has_subgroups_of(8))
+        .filter(|v| v.elems == kernels::Elems::F32 && (!v.subgroup8 || g.has_subgroups_of(8)))
         .collect();
     let mut checked = std::collections::HashMap::new();
     for (seed, (rows, hidden)) in [(64u32, 128u32), (70, 100), (1, 128), (13, 36)]
@@ -559,7 +561,10 @@ fn every_variant_matches_the_twin_at_every_product_and_the_family_gives_reg8x4s_
                 (g.read_f32(&bufs[4]).unwrap(), want)
             };
             let (reg_bits, _) = run(reg);
-            for &v in offered.iter().filter(|v| v.fits_at(site, &p)) {
+            for &v in offered
+                .iter()
+                .filter(|v| v.fits_at(site, Precision::F32, &p))
+            {
                 let (got, want) = run(v);
                 let what = format!(
                     "{} on {} at {rows} rows, {hidden} hidden",

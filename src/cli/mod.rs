@@ -162,8 +162,10 @@ pub struct TrainArgs {
     /// The matmul kernel variant, forced on every product of the step it can compute (the
     /// fallback elsewhere): tiled16 (workgroup-memory tiles, for GPUs), reg8x4 (register
     /// blocks, for CPU-based adapters such as lavapipe) or a member of the generated family
-    /// (k4_8x8_sg, tk4_8x8_sg, tmn4_16x8_sg, ...; an unknown name lists them all). Default:
-    /// searched per product on this adapter, cached (the engine line names each pick).
+    /// (k4_8x8_sg, tk4_8x8_sg, tmn4_16x8_sg, ...; an unknown name lists them all); under
+    /// --precision f16 the same shape reading f16 (reg8x4_f16, k4_8x8_sg_f16, ...) where there
+    /// is one. Default: searched per product on this adapter, cached (the engine line names
+    /// each pick).
     #[arg(long, value_name = "NAME", conflicts_with = "cpu")]
     pub kernels: Option<String>,
     /// Neurons in the hidden layer (the chapter's network has 128): a wider layer means more

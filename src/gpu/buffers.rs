@@ -123,11 +123,9 @@ pub(super) struct HalfBuffers {
 }
 
 impl HalfBuffers {
-    /// The f16 working copy of `model`'s weights (sharing `layout`'s offsets with the f32
-    /// masters) and f16 activations for `rows` rows; refused on an adapter without f16 in
-    /// shaders, and for an odd hidden width (f16 tensors are bound in 4-byte units).
-    fn new(gpu: &Gpu, model: &Model, layout: ParamLayout, rows: usize) -> Result<Self> {
-        let (d, hidden) = (&gpu.device, model.hidden());
+    /// Whether `gpu` can run an f16 step of `hidden` neurons: f16 in shaders, and an even
+    /// width (f16 tensors are bound in 4-byte units). Checked before anything f16 is compiled.
+    pub(super) fn check(gpu: &Gpu, hidden: usize) -> Result<()> {
         if hidden % 2 == 1 {
             return Err(Error::Config(format!(
                 "--precision f16 with --hidden {hidden}: the f16 path needs an even width (its f16 tensors are bound in 4-byte units)"
@@ -140,6 +138,15 @@ impl HalfBuffers {
                 super::context::describe(&gpu.info)
             )));
         }
+        Ok(())
+    }
+
+    /// The f16 working copy of `model`'s weights (sharing `layout`'s offsets with the f32
+    /// masters) and f16 activations for `rows` rows; refused where [`HalfBuffers::check`]
+    /// refuses.
+    fn new(gpu: &Gpu, model: &Model, layout: ParamLayout, rows: usize) -> Result<Self> {
+        let (d, hidden) = (&gpu.device, model.hidden());
+        HalfBuffers::check(gpu, hidden)?;
         let hb = HalfBuffers {
             layout,
             params: kernels::storage_bytes(d, "parameters, f16 working copy", layout.total * 2),

@@ -127,13 +127,16 @@ impl Dispatch {
         mirrors: [Option<&Mirror>; 2],
         p: &MatmulParams,
     ) -> Self {
-        let len = |r: &wgpu::BindingResource| match r {
+        // Each binding's length in elements (f16 ones are 2 bytes, per the variant).
+        let len = |(r, bytes): (&wgpu::BindingResource, u64)| match r {
             wgpu::BindingResource::Buffer(b) => {
-                b.size.map_or(b.buffer.size() - b.offset, |s| s.get()) / 4
+                b.size.map_or(b.buffer.size() - b.offset, |s| s.get()) / bytes
             }
             _ => 0,
         };
-        let [mut a, mut b, bias, mask, mut c] = resources.each_ref().map(len);
+        let (operand, result) = (variant.elems.operand_bytes(), variant.elems.result_bytes());
+        let [mut a, mut b, bias, mask, mut c] =
+            [0, 1, 2, 3, 4].map(|i| len((&resources[i], if i == 4 { result } else { operand })));
         if variant.load != Load::Scalar {
             // Read as vec4s: only whole vec4s of a binding can be read.
             (a, b) = (a - a % 4, b - b % 4);
@@ -175,34 +178,6 @@ impl Dispatch {
         }
         let workgroups = variant.workgroups(p);
         Self::new_with_extra(device, name, pipeline, &resources, p, &extra, workgroups)
-    }
-
-    /// A matmul dispatch of any pipeline with matmul.wgsl's bindings, whose five bindings hold
-    /// elements of `elem_bytes` bytes each (2 for f16): checked as [`Dispatch::matmul`] is.
-    pub fn matmul_sized(
-        device: &wgpu::Device,
-        name: &'static str,
-        pipeline: &wgpu::ComputePipeline,
-        elem_bytes: [u64; 5],
-        resources: [wgpu::BindingResource; 5],
-        p: &MatmulParams,
-        workgroups: (u32, u32, u32),
-    ) -> Self {
-        let bytes = |r: &wgpu::BindingResource| match r {
-            wgpu::BindingResource::Buffer(b) => {
-                b.size.map_or(b.buffer.size() - b.offset, |s| s.get())
-            }
-            _ => 0,
-        };
-        let lens: Vec<u64> = resources
-            .iter()
-            .zip(elem_bytes)
-            .map(|(r, e)| bytes(r) / e)
-            .collect();
-        if let Err(e) = p.check_fits(lens[0], lens[1], lens[2], lens[3], lens[4]) {
-            panic!("{name}: {e}");
-        }
-        Dispatch::new(device, name, pipeline, &resources, p, workgroups)
     }
 
     /// Labels the dispatch with its phase and its minimal work.

@@ -114,7 +114,15 @@ impl GpuEngine {
         // Searched at the training batch (the step that runs most); the test pass's larger
         // batches run the same picks.
         let (rows, hidden) = (opts.batch, model.hidden());
-        let matmul = super::autotune::choose(&gpu, opts.kernels, rows as u32, hidden as u32)?;
+        if opts.precision == crate::engine::Precision::F16 {
+            super::buffers::HalfBuffers::check(&gpu, hidden)?;
+        }
+        let matmul = super::autotune::choose(
+            &gpu,
+            opts.kernels,
+            (rows as u32, hidden as u32),
+            opts.precision,
+        )?;
         let slower_than_cpu = match (gpu.is_software(), matmul.large_products_seconds()) {
             (true, Some(s)) => Some(s / super::autotune::cpu_seconds(rows, hidden).max(1e-9)),
             _ => None,
@@ -491,7 +499,7 @@ impl std::fmt::Display for GpuEngine {
             self.matmul.describe(),
             self.matmul.how,
             if self.half.is_some() {
-                ", mixed precision: f16 activations and working weights (matmul_f16), f32 masters"
+                ", mixed precision: f16 activations and working weights (the picks' f16 siblings, f32 sums), f32 masters"
             } else {
                 ""
             }

@@ -9,6 +9,7 @@ pub use super::dispatch::{
     groups_1d, run_now, storage, storage_bytes, storage_zeroed, sub, sub16, Dispatch,
 };
 pub use super::variants::Load;
+use crate::engine::Precision;
 use bytemuck::{Pod, Zeroable};
 
 /// One way of computing matmul.wgsl's product: a WGSL file, the block of C one workgroup
@@ -38,11 +39,48 @@ pub struct MatmulVariant {
     /// Reads A, B through the engine's texture mirrors (gpu/mirror.rs) instead of their
     /// buffers: only at a [`Site`] whose operand is mirrored ([`MatmulVariant::fits_at`]).
     pub textures: [bool; 2],
+    /// What it reads and writes: f32, or --precision f16's f16 operands with an f16 or f32
+    /// result.
+    pub elems: Elems,
+    /// The name of its f32 sibling (its own name for an f32 variant): `--kernels` names a
+    /// shape, which runs in the step's precision.
+    pub base: &'static str,
 }
 
-/// The two hand-written matmul variants, the first being the default where nothing was
-/// measured; [`matmul_variants`] adds the generated family (gpu/variants.rs).
-const FIXED_VARIANTS: [MatmulVariant; 2] = [
+/// What a matmul variant reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Elems {
+    /// f32 operands, bias, mask and result.
+    F32,
+    /// f16 operands, bias and mask, sums in f32, an f16 result (--precision f16's activations
+    /// and δ1: matmul_f16.wgsl).
+    F16,
+    /// As F16 with an f32 result (the logits and the weight gradients: matmul_f16_f32out.wgsl).
+    F16ToF32,
+}
+
+impl Elems {
+    /// Bytes of one element of A, B, the bias and the mask.
+    pub fn operand_bytes(self) -> u64 {
+        match self {
+            Elems::F32 => 4,
+            Elems::F16 | Elems::F16ToF32 => 2,
+        }
+    }
+
+    /// Bytes of one element of C.
+    pub fn result_bytes(self) -> u64 {
+        match self {
+            Elems::F16 => 2,
+            Elems::F32 | Elems::F16ToF32 => 4,
+        }
+    }
+}
+
+/// The hand-written matmul variants: tiled16 and reg8x4, the f32 defaults where nothing was
+/// measured (on a GPU and on a CPU adapter), and reg8x4's f16 siblings, the f16 defaults on
+/// both; [`matmul_variants`] adds the generated family (gpu/variants.rs).
+const FIXED_VARIANTS: [MatmulVariant; 4] = [
     // 16×16 tiles staged in workgroup memory, split K: made for big GPUs (BENCHMARKS.md, H200).
     MatmulVariant {
         name: "tiled16",
@@ -55,6 +93,8 @@ const FIXED_VARIANTS: [MatmulVariant; 2] = [
         subgroup8: false,
         software: false,
         textures: [false, false],
+        elems: Elems::F32,
+        base: "tiled16",
     },
     // 8×4 registers a thread, no workgroup memory, no split: made for CPU-based adapters.
     MatmulVariant {
@@ -71,10 +111,43 @@ const FIXED_VARIANTS: [MatmulVariant; 2] = [
         subgroup8: false,
         software: true,
         textures: [false, false],
+        elems: Elems::F32,
+        base: "reg8x4",
+    },
+    // --precision f16's products: reg8x4 reading f16, adding in f32 (every adapter: there is
+    // no tiled f16 kernel), with an f16 result and with an f32 one.
+    MatmulVariant {
+        name: "reg8x4_f16",
+        source: include_str!("../../shaders/matmul_f16.wgsl"),
+        block_m: 64,
+        block_n: 32,
+        max_splits: 1,
+        unchecked: false,
+        load: Load::Scalar,
+        subgroup8: false,
+        software: false,
+        textures: [false, false],
+        elems: Elems::F16,
+        base: "reg8x4",
+    },
+    MatmulVariant {
+        name: "reg8x4_f16_f32out",
+        source: include_str!("../../shaders/matmul_f16_f32out.wgsl"),
+        block_m: 64,
+        block_n: 32,
+        max_splits: 1,
+        unchecked: false,
+        load: Load::Scalar,
+        subgroup8: false,
+        software: false,
+        textures: [false, false],
+        elems: Elems::F16ToF32,
+        base: "reg8x4",
     },
 ];
 
-/// Every matmul variant: tiled16 (the default), reg8x4, then the generated family.
+/// Every matmul variant: the hand-written ones (tiled16 first), then the generated family, f32
+/// and f16 (filter by [`MatmulVariant::elems`]).
 pub fn matmul_variants() -> &'static [MatmulVariant] {
     static ALL: std::sync::OnceLock<Vec<MatmulVariant>> = std::sync::OnceLock::new();
     ALL.get_or_init(|| {
@@ -84,14 +157,24 @@ pub fn matmul_variants() -> &'static [MatmulVariant] {
     })
 }
 
+/// The hand-written variants (the first of [`matmul_variants`]), whose tiled16, reg8x4 and
+/// reg8x4_f16(_f32out) run wherever nothing was measured.
+pub fn fixed_variants() -> &'static [MatmulVariant] {
+    &matmul_variants()[..FIXED_VARIANTS.len()]
+}
+
 impl MatmulVariant {
-    /// The variant called `name`, or an error listing them.
+    /// The variant called `name`, or an error listing the shapes `--kernels` can name.
     pub fn by_name(name: &str) -> crate::error::Result<&'static MatmulVariant> {
         matmul_variants()
             .iter()
             .find(|v| v.name == name)
             .ok_or_else(|| {
-                let names: Vec<&str> = matmul_variants().iter().map(|v| v.name).collect();
+                let names: Vec<&str> = matmul_variants()
+                    .iter()
+                    .filter(|v| v.elems == Elems::F32)
+                    .map(|v| v.name)
+                    .collect();
                 crate::error::Error::Config(format!(
                     "--kernels {name}: no such matmul variant; there are {}",
                     names.join(", ")
@@ -100,21 +183,36 @@ impl MatmulVariant {
     }
 
     /// Whether this variant can compute `p`: its loads fit the layout, and only the plain
-    /// scalar kernels (tiled16, reg8x4) write split-K partial sums.
+    /// scalar f32 kernels (tiled16, reg8x4) write split-K partial sums.
     pub fn fits(&self, p: &MatmulParams) -> bool {
-        self.load.fits(p) && (p.splits == 1 || (self.load == Load::Scalar && !self.subgroup8))
+        let partial_sums = self.load == Load::Scalar && !self.subgroup8 && self.elems == Elems::F32;
+        self.load.fits(p) && (p.splits == 1 || partial_sums)
     }
 
-    /// Whether this variant can compute `site`'s product `p`: [`MatmulVariant::fits`], and each
-    /// operand it reads through a texture is one the engine mirrors there.
-    pub fn fits_at(&self, site: Site, p: &MatmulParams) -> bool {
+    /// This variant's sibling reading and writing `elems` (the same shape), if there is one.
+    pub fn sibling(&self, elems: Elems) -> Option<&'static MatmulVariant> {
+        matmul_variants()
+            .iter()
+            .find(|v| v.base == self.base && v.elems == elems)
+    }
+
+    /// Whether this variant can compute `site`'s product `p` in a step of `precision`: it reads
+    /// and writes the elements the step's buffers hold there, [`MatmulVariant::fits`] `p`,
+    /// and each operand it reads through a texture is one the engine mirrors there.
+    pub fn fits_at(&self, site: Site, precision: Precision, p: &MatmulParams) -> bool {
         let mirrored = site.mirrored();
-        self.fits(p) && (0..2).all(|i| !self.textures[i] || mirrored[i].is_some())
+        self.elems == site.elems(precision)
+            && self.fits(p)
+            && (0..2).all(|i| !self.textures[i] || mirrored[i].is_some())
     }
 
-    /// Whether `gpu` can run this variant, and the search should offer it there.
+    /// Whether `gpu` can run this variant (f16 ones: with f16 in shaders), and the search should
+    /// offer it there.
     pub fn offered_on(&self, gpu: &super::Gpu) -> bool {
-        (!self.subgroup8 || gpu.has_subgroups_of(8)) && (!self.software || gpu.is_software())
+        let f16 = gpu.features.contains(wgpu::Features::SHADER_F16);
+        (!self.subgroup8 || gpu.has_subgroups_of(8))
+            && (!self.software || gpu.is_software())
+            && (self.elems == Elems::F32 || f16)
     }
 
     /// Workgroups for the product `p`: one per block of C and K-slice.
@@ -165,6 +263,16 @@ impl Site {
         Site::GradW2,
         Site::GradW1,
     ];
+
+    /// What the product reads and writes in a step of `precision`: under f16, the activations
+    /// and δ1 are f16, the logits and the weight gradients f32 (plan/table.rs).
+    pub fn elems(self, precision: Precision) -> Elems {
+        match (precision, self) {
+            (Precision::F32, _) => Elems::F32,
+            (Precision::F16, Site::Hidden | Site::Delta1) => Elems::F16,
+            (Precision::F16, Site::Output | Site::GradW2 | Site::GradW1) => Elems::F16ToF32,
+        }
+    }
 
     /// The product as the engine line and the cache name it.
     pub fn name(self) -> &'static str {
@@ -442,16 +550,10 @@ pub const SOURCES: [(&str, &str); 13] = [
     ),
 ];
 
-/// The f16 matmul kernels' blocking (as matmul_reg8x4: 8×4 a thread, 8×8 threads).
-pub const MATMUL_F16_BLOCK: (u32, u32) = (64, 32);
-
-/// The pipelines of `--precision f16`.
+/// The pipelines `--precision f16` adds (its products are [`Kernels::matmul`]'s, built from
+/// f16 variants).
 pub struct KernelsF16 {
     pub unpack: wgpu::ComputePipeline,
-    /// f16 result (activations, δ1).
-    pub matmul: wgpu::ComputePipeline,
-    /// f32 result (logits, weight gradients).
-    pub matmul_f32out: wgpu::ComputePipeline,
     pub softmax_xent: wgpu::ComputePipeline,
     pub bias_grad: wgpu::ComputePipeline,
     pub sgd_update: wgpu::ComputePipeline,
@@ -465,22 +567,10 @@ impl KernelsF16 {
         };
         KernelsF16 {
             unpack: get("unpack_batch_f16"),
-            matmul: get("matmul_f16"),
-            matmul_f32out: get("matmul_f16_f32out"),
             softmax_xent: get("softmax_xent_f16"),
             bias_grad: get("bias_grad_f16"),
             sgd_update: get("sgd_update_f16"),
         }
-    }
-
-    /// Workgroups of an f16 product (K is never split: `p.splits` must be 1).
-    pub fn workgroups(p: &MatmulParams) -> (u32, u32, u32) {
-        assert_eq!(p.splits, 1, "the f16 matmul kernels do not split K");
-        (
-            p.n.div_ceil(MATMUL_F16_BLOCK.1),
-            p.m.div_ceil(MATMUL_F16_BLOCK.0),
-            1,
-        )
     }
 }
 

@@ -41,12 +41,18 @@
 //! `k4_8x8_sg` and 0.8-1.2 with `tk4_8x8_sg` (its copies included). So the search, not a rule,
 //! picks between them.
 //!
+//! **f16** (`--precision f16`): each shape but the texture ones also comes reading f16, with an
+//! f16 result (`_f16`) and an f32 one (`_f16_f32out`), as matmul_f16.wgsl and its f32out
+//! sibling do: every f16 is widened to f32 as it is loaded, so the rest (sums in k order,
+//! broadcasts, the epilogue) is the f32 member's, and every member gives reg8x4_f16's bits
+//! (tests/f16.rs).
+//!
 //! The epilogue is a loop over an array of the sums, not unrolled: unrolled, its copies made the
 //! cold compile (which bounds the start-up search) 2-4× slower.
 //! On a real GPU none of this applies (loads are wide and cached, lanes many): the search
 //! offers these only to CPU adapters.
 
-use super::kernels::{MatmulParams, MatmulVariant};
+use super::kernels::{Elems, MatmulParams, MatmulVariant};
 
 /// How a variant reads A and B.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,24 +119,38 @@ fn textures(load: Load, tex: bool) -> [bool; 2] {
     }
 }
 
-/// The generated variants (built once; their names and sources live for the process).
+/// The generated variants (built once; their names and sources live for the process): each
+/// shape in f32, and (--precision f16) reading f16 with an f16 result where a product writes
+/// one (x·W1ᵀ, δ1) and an f32 result (the rest). No f16 member reads textures: the mirrors
+/// hold f32 copies of f32 buffers (gpu/mirror.rs).
 pub fn generated() -> Vec<MatmulVariant> {
-    SHAPES
-        .iter()
-        .map(|&(load, shared, r, c, tex)| {
+    let mut all = Vec::new();
+    for elems in [Elems::F32, Elems::F16, Elems::F16ToF32] {
+        for &(load, shared, r, c, tex) in &SHAPES {
+            // f16 members: no textures; vec4 rows of C (MN4) only where C is f32 (the
+            // weight products, the only ones MN4 fits).
+            if elems != Elems::F32 && (tex || (load == Load::MN4 && elems == Elems::F16)) {
+                continue;
+            }
             let prefix = match load {
                 Load::Scalar => "reg",
                 Load::K4 => "k4_",
                 Load::MN4 => "mn4_",
             };
-            let name = format!(
+            let base = format!(
                 "{}{prefix}{r}x{c}{}",
                 if tex { "t" } else { "" },
                 if shared { "_sg" } else { "" }
             );
-            MatmulVariant {
-                name: Box::leak(name.into_boxed_str()),
-                source: Box::leak(wgsl(load, shared, r, c, tex).into_boxed_str()),
+            let name = match elems {
+                Elems::F32 => base.clone(),
+                Elems::F16 => format!("{base}_f16"),
+                Elems::F16ToF32 => format!("{base}_f16_f32out"),
+            };
+            let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+            all.push(MatmulVariant {
+                name: leak(name),
+                source: leak(wgsl((load, shared, r, c, tex), elems)),
                 block_m: LANES * r,
                 block_n: LANES * c,
                 max_splits: 1,
@@ -139,38 +159,67 @@ pub fn generated() -> Vec<MatmulVariant> {
                 subgroup8: shared,
                 software: true,
                 textures: textures(load, tex),
-            }
-        })
-        .collect()
+                elems,
+                base: leak(base),
+            });
+        }
+    }
+    all
 }
 
 /// The WGSL of one member: matmul.wgsl's bindings, Params and epilogue; its own blocking;
-/// with `tex`, the mirrored operands read through textures.
-pub fn wgsl(load: Load, shared: bool, r: u32, c: u32, tex: bool) -> String {
+/// with `tex`, the mirrored operands read through textures; with f16 `elems`, A, B, the bias
+/// and the mask read as f16 and widened to f32 as they are loaded (so the sums, the
+/// subgroup broadcasts and the epilogue are the f32 member's), C stored as `elems` says.
+pub fn wgsl((load, shared, r, c, tex): (Load, bool, u32, u32, bool), elems: Elems) -> String {
     let tex = textures(load, tex);
     assert!(
         !shared || r % 8 == 0 || load == Load::MN4,
         "shared rows come 8 (or 4×8) a load"
     );
     assert!(load != Load::MN4 || (r % 4 == 0 && c % 4 == 0));
-    let vec = |v: bool| if v { "vec4<f32>" } else { "f32" };
+    let half = elems != Elems::F32;
+    assert!(
+        !half || tex == [false, false],
+        "the texture mirrors hold f32"
+    );
+    let scalar = if half { "f16" } else { "f32" };
+    let vec = |v: bool| match v {
+        true => format!("vec4<{scalar}>"),
+        false => scalar.to_string(),
+    };
+    let result = match elems {
+        Elems::F16 => "f16",
+        Elems::F32 | Elems::F16ToF32 => "f32",
+    };
     let mut s = String::new();
     let w = |s: &mut String, line: &str| {
         s.push_str(line);
         s.push('\n');
     };
+    if half {
+        w(&mut s, "enable f16;");
+    }
     w(
         &mut s,
         &format!(
             "// Generated by src/gpu/variants.rs: load {load:?}, A shared through the subgroup: \
-             {shared}, {r}×{c} outputs a thread, 8×8 threads, A and B through textures: {tex:?}."
+             {shared}, {r}×{c} outputs a thread, 8×8 threads, A and B through textures: {tex:?}, \
+             elements {elems:?}."
         ),
     );
-    let mut bindings = params_and_bindings().replace("ELEM", vec(load != Load::Scalar));
-    if load == Load::MN4 {
-        // Four consecutive columns a sum vector: C is read and written a vec4 at a time.
-        bindings = bindings.replace("c: array<f32>", "c: array<vec4<f32>>");
-    }
+    let bindings = params_and_bindings()
+        .replace("ELEM", &vec(load != Load::Scalar))
+        .replace("bias: array<f32>", &format!("bias: array<{scalar}>"))
+        .replace("mask: array<f32>", &format!("mask: array<{scalar}>"))
+        // MN4: four consecutive columns a sum vector, so C is read and written a vec4 at a time.
+        .replace(
+            "c: array<f32>",
+            &match load {
+                Load::MN4 => format!("c: array<vec4<{result}>>"),
+                _ => format!("c: array<{result}>"),
+            },
+        );
     s.push_str(&bindings);
     for (i, name) in ["a", "b"].iter().enumerate().filter(|(i, _)| tex[*i]) {
         // The mirror of binding `name`: vec4 i at texel (i % 256, i / 256) (gpu/mirror.rs).
@@ -214,7 +263,7 @@ pub fn wgsl(load: Load, shared: bool, r: u32, c: u32, tex: bool) -> String {
         &mut s,
         &format!("    for (var kk = 0u; kk < params.k; kk += {step}) {{"),
     );
-    inner_step(&mut s, (load, shared, tex), r, c);
+    inner_step(&mut s, (load, shared, tex, half), r, c);
     w(&mut s, "    }");
     // The epilogue, as a loop over the sums (MN4: over vec4s of four columns' sums): the
     // accumulators go into an array first. Unrolled, its R·C copies of `finish` made the cold
@@ -245,12 +294,38 @@ pub fn wgsl(load: Load, shared: bool, r: u32, c: u32, tex: bool) -> String {
     w(&mut s, "        }");
     w(&mut s, "    }");
     w(&mut s, "}");
-    s.push_str(if load == Load::MN4 {
+    let epilogue = if load == Load::MN4 {
         EPILOGUE4
     } else {
         EPILOGUE
-    });
+    };
+    s.push_str(&epilogue_in(epilogue, elems));
     s
+}
+
+/// `epilogue` (written for f32) for `elems`: the bias, the mask and C read as f16 are widened
+/// to f32 first (exactly: every f16 is an f32), and an f16 C is stored rounded to f16, as
+/// matmul_f16.wgsl does.
+fn epilogue_in(epilogue: &str, elems: Elems) -> String {
+    let mut e = epilogue.to_string();
+    if elems == Elems::F32 {
+        return e;
+    }
+    for q in ["", " + 1u", " + 2u", " + 3u"] {
+        e = e.replace(&format!("bias[col{q}]"), &format!("f32(bias[col{q}])"));
+        e = e.replace(&format!("mask[idx{q}]"), &format!("f32(mask[idx{q}])"));
+    }
+    if elems == Elems::F16 {
+        e = e
+            .replace("params.beta * c[idx]", "params.beta * f32(c[idx])")
+            .replace("c[idx] = v;", "c[idx] = f16(v);")
+            .replace(
+                "params.beta * c[idx / 4u]",
+                "params.beta * vec4<f32>(c[idx / 4u])",
+            )
+            .replace("c[idx / 4u] = v;", "c[idx / 4u] = vec4<f16>(v);");
+    }
+    e
 }
 
 /// Declares row0/col0 and returns the expressions of row(i) and col(j).
@@ -349,10 +424,18 @@ fn declare_offsets(s: &mut String, load: Load, shared: bool, r: u32, c: u32) {
 }
 
 /// One step of k (four with K4): the loads, the broadcasts, the multiply-adds, unrolled.
-fn inner_step(s: &mut String, (load, shared, tex): (Load, bool, [bool; 2]), r: u32, c: u32) {
-    let read = |name: &str, i: usize, index: String| match tex[i] {
-        true => format!("load_{name}({index})"),
-        false => format!("{name}[{index}]"),
+fn inner_step(
+    s: &mut String,
+    (load, shared, tex, half): (Load, bool, [bool; 2], bool),
+    r: u32,
+    c: u32,
+) {
+    let read = |name: &str, i: usize, index: String| match (tex[i], half, load) {
+        (true, _, _) => format!("load_{name}({index})"),
+        (false, false, _) => format!("{name}[{index}]"),
+        // f16 widened to f32 as it is loaded: exact, and everything after is the f32 member's.
+        (false, true, Load::Scalar) => format!("f32({name}[{index}])"),
+        (false, true, _) => format!("vec4<f32>({name}[{index}])"),
     };
     let mut w = |line: String| {
         s.push_str("        ");

@@ -351,12 +351,12 @@ impl Plan {
         // Forward, hidden layer: h = ReLU(x · W1ᵀ + b1), K = 784 (split into slices when faster).
         let splits = t.splits(Site::Hidden, rows, t.b.hidden, PIXELS);
         let p = Site::Hidden.params(r, hid, (1.0, 0.0), splits);
-        rest.extend(t.forward(Site::Hidden, (t.x, 0, t.dz, t.h), p, false));
+        rest.extend(t.forward(Site::Hidden, (t.x, 0, t.dz, t.h), p));
         // Forward, output layer: z = h · W2ᵀ + b2, f32 logits in both precisions (SoftMax
         // wants their range).
         let splits = t.splits(Site::Output, rows, CLASSES, t.b.hidden);
         let p = Site::Output.params(r, hid, (1.0, 0.0), splits);
-        rest.extend(t.forward(Site::Output, (t.h, 2, t.x, &t.b.z), p, true));
+        rest.extend(t.forward(Site::Output, (t.h, 2, t.x, &t.b.z), p));
         // SoftMax, loss, accuracy, and (training) δ2 = (p − onehot) / divisor · loss scale:
         // the two values a plan rewrites between steps.
         let mut slots = Vec::new();
@@ -378,7 +378,7 @@ impl Plan {
         // Backward: δ1 = (δ2 · W2) ⊙ [h > 0], before W2 changes.
         let p = Site::Delta1.params(r, hid, (1.0, 0.0), 1);
         let res = [whole(t.dz), t.param(2), t.param(3), whole(t.h), whole(t.dh)];
-        rest.push(t.product(Site::Delta1, ("backward", t.names.delta1), res, p, false));
+        rest.push(t.product(Site::Delta1, ("backward", t.names.delta1), res, p));
         // The weight gradients, written where the pass wants them: Gradient writes ∂loss/∂W
         // into the f32 gradient buffer (alpha 1, beta 0); Train adds −lr·∂loss/∂W straight
         // into the weights (alpha −lr, beta 1), so there the gradient never exists as a buffer.
@@ -403,7 +403,7 @@ impl Plan {
                 target(w),
             ];
             [
-                t.product(site, (phase, names[0]), res, p, true),
+                t.product(site, (phase, names[0]), res, p),
                 t.bias((phase, names[1]), delta, target(w + 1), (r, p.m), ab),
             ]
         };

@@ -5,15 +5,20 @@
 //! ```text
 //!                     f32                          f16 (mixed precision)
 //! unpack              unpack_batch → x             unpack_batch_f16 → x16
-//! hidden (h)          matmul (K split if faster)   matmul_f16 (f32 accumulation, f16 h16)
-//! output (z)          matmul                       matmul_f16_f32out (f32 logits)
+//! hidden (h)          matmul (K split if faster)   matmul, f16 in (f32 sums), f16 h16 out
+//! output (z)          matmul                       matmul, f16 in, f32 logits out
 //! SoftMax, δ2         softmax_xent → dz            softmax_xent_f16 → dz16 (loss-scaled)
-//! δ1                  matmul                       matmul_f16
-//! ∂W, ∂b              matmul, bias_update          matmul_f16_f32out, bias_grad_f16 (f32 ∂)
+//! δ1                  matmul                       matmul, f16 in, f16 out
+//! ∂W, ∂b              matmul, bias_update          matmul f16 in f32 out, bias_grad_f16 (f32 ∂)
 //! fused update        alpha = −lr, beta = 1        — (f16 steps through the gradient)
 //! ```
+//!
+//! Each "matmul" is the site's pick (gpu/autotune.rs): an f32 variant, or under f16 one that
+//! reads f16 and writes what the column says (matmul_f16.wgsl, matmul_f16_f32out.wgsl and
+//! the generated family's f16 members, [`kernels::Elems`]).
 
 use super::Pass;
+use crate::engine::Precision;
 use crate::gpu::buffers::{Buffers, EVAL_AT, TRAIN_AT};
 use crate::gpu::kernels::{self, groups_1d, Dispatch, Kernels, KernelsF16, MatmulParams, Site};
 
@@ -144,41 +149,37 @@ impl<'a> Table<'a> {
         }
     }
 
-    /// K-slices for a forward product (m × n, summed over k): f16 products are never split.
+    /// K-slices for a forward product (m × n, summed over k), as its pick allows (f16
+    /// variants never split).
     pub(super) fn splits(&self, site: Site, m: usize, n: usize, k: usize) -> u32 {
-        match self.half {
-            Some(_) => 1,
-            None => self.k.matmul[site as usize].0.forward_splits(m, n, k),
-        }
+        self.k.matmul[site as usize].0.forward_splits(m, n, k)
     }
 
-    /// A product C = epilogue(A·B) (bindings A, B, bias, mask, C), checked against the
-    /// buffers' lengths. `c_f32`: C is f32 (logits, weight gradients) even in an f16 step.
+    /// A product C = epilogue(A·B) (bindings A, B, bias, mask, C) in the site's pick, checked
+    /// against the buffers' lengths. Under f16 the pick is an f16 variant whose C is f16 or
+    /// f32 as the site needs ([`Site::elems`]).
     pub(super) fn product(
         &self,
         site: Site,
         (phase, name): (&'static str, &'static str),
         res: [Res; 5],
         p: MatmulParams,
-        c_f32: bool,
     ) -> Dispatch {
         let (flops, bytes) = p.work();
-        match self.half {
-            None => {
-                let mirrors = site.mirrored().map(|m| self.b.mirrors.as_ref()?.get(m?));
-                let variant = &self.k.matmul[site as usize];
-                Dispatch::matmul(self.d, name, variant, res, mirrors, &p).work(phase, flops, bytes)
-            }
-            Some(k16) => {
-                let (pipeline, c) = match c_f32 {
-                    true => (&k16.matmul_f32out, 4),
-                    false => (&k16.matmul, 2),
-                };
-                let workgroups = KernelsF16::workgroups(&p);
-                Dispatch::matmul_sized(self.d, name, pipeline, [2, 2, 2, 2, c], res, &p, workgroups)
-                    .work(phase, flops, bytes / 2.0)
-            }
-        }
+        let variant = &self.k.matmul[site as usize];
+        let precision = match self.half {
+            Some(_) => Precision::F16,
+            None => Precision::F32,
+        };
+        assert_eq!(
+            variant.0.elems,
+            site.elems(precision),
+            "{name}: the pick reads and writes other elements than the buffers hold"
+        );
+        let mirrors = site.mirrored().map(|m| self.b.mirrors.as_ref()?.get(m?));
+        // MatmulParams::work counts 4-byte elements.
+        let scale = self.value_bytes as f64 / 4.0;
+        Dispatch::matmul(self.d, name, variant, res, mirrors, &p).work(phase, flops, bytes * scale)
     }
 
     /// A forward product `out = epilogue(a · W_wᵀ + b_w)`: one product, or, when K is split,
@@ -190,7 +191,6 @@ impl<'a> Table<'a> {
         site: Site,
         (a, w, unused, out): (&wgpu::Buffer, usize, &wgpu::Buffer, &wgpu::Buffer),
         p: MatmulParams,
-        c_f32: bool,
     ) -> Vec<Dispatch> {
         let (bm, bias) = (self.param(w), self.param(w + 1));
         let names = match site {
@@ -199,7 +199,7 @@ impl<'a> Table<'a> {
         };
         if p.splits == 1 {
             let res = [whole(a), bm, bias, whole(unused), whole(out)];
-            return vec![self.product(site, ("forward", names[0]), res, p, c_f32)];
+            return vec![self.product(site, ("forward", names[0]), res, p)];
         }
         let size = p.m * p.n;
         let reduce = Dispatch::new(
@@ -221,10 +221,7 @@ impl<'a> Table<'a> {
             4.0 * ((p.splits + 1) * size + p.n) as f64,
         );
         let res = [whole(a), bm, bias, whole(unused), whole(&self.b.partial)];
-        vec![
-            self.product(site, ("forward", names[1]), res, p, c_f32),
-            reduce,
-        ]
+        vec![self.product(site, ("forward", names[1]), res, p), reduce]
     }
 
     /// SoftMax, loss and accuracy of `rows` logits, and (training) δ2 = (p − onehot) /
