@@ -97,7 +97,10 @@ fn main() {
     };
     let (a, b) = (fill(M * K), fill(N * K));
     let (ab, bb) = (storage(d, "A", &a), storage(d, "B", &b));
-    let (ta, tb) = (Mirror::of(&g, &ab, a.len()), Mirror::of(&g, &bb, b.len()));
+    let (ta, tb) = (
+        Mirror::of(&g, &ab, a.len(), false),
+        Mirror::of(&g, &bb, b.len(), false),
+    );
     let out = storage_zeroed(d, "C", (M * N) as usize);
     let want: Vec<f32> = (0..M * N)
         .map(|i| {

@@ -13,6 +13,7 @@ use gpu_train::gpu::kernels::{
     self, matmul_variants, row_major, run_now, storage, transposed, Dispatch, Elems, KernelsF16,
     MatmulParams, MatmulVariant, Site,
 };
+use gpu_train::gpu::mirror::Mirror;
 use gpu_train::gpu::{Gpu, GpuEngine, GpuOptions};
 use gpu_train::model::Model;
 use gpu_train::parallel::Identity;
@@ -317,8 +318,13 @@ fn every_f16_variant_matches_the_twin_at_every_product_and_gives_reg8x4_f16s_bit
                 };
                 let [ra, rb, rbias, rmask] = bufs.each_ref().map(|b| whole(b));
                 let res = [ra, rb, rbias, rmask, whole(&c)];
+                // RGBA16F mirrors of A and B where the engine keeps them for this product.
+                let mirrors = [(0, a.len()), (1, b.len())].map(|(i, len)| {
+                    site.mirrored()[i].map(|_| Mirror::of(&g, &bufs[i], len - len % 4, true))
+                });
+                let mirrors = mirrors.each_ref().map(Option::as_ref);
                 let mm = (v, kernels::matmul_pipeline(d, v));
-                let disp = Dispatch::matmul(d, "mm", &mm, res, [None, None], &p);
+                let disp = Dispatch::matmul(d, "mm", &mm, res, mirrors, &p);
                 run_now(&g, &[&disp]).unwrap();
                 match elems {
                     Elems::F16 => {
@@ -419,6 +425,49 @@ fn gpu_f16_training_matches_the_cpu_f16_twin() {
         common::assert_close(&format!("GPU vs CPU f16: {name}"), a, b, 2e-4, 2e-2);
     }
     assert!((gr[0].test.accuracy() - cr[0].test.accuracy()).abs() <= 0.5);
+}
+
+/// An f16 run whose products read RGBA16F texture mirrors (x and W1 in x·W1ᵀ, δ1 and x in
+/// ∂W1 = δ1ᵀ·x) ends with the same weights, bit for bit, as one through reg8x4_f16: the mirrors
+/// are refreshed where the buffers change, and a texel fetch widens f16 as a load does.
+#[test]
+fn f16_kernels_reading_texture_mirrors_train_to_reg8x4_f16s_bits() {
+    let Some(g) = gpu_f16("f16_kernels_reading_texture_mirrors_train_to_reg8x4_f16s_bits") else {
+        return;
+    };
+    drop(g);
+    let mut data = sample(200); // 3 steps of 64 and one of 8
+    data.test = data.test.take(300); // a test batch of 256 and one of 44
+    let model = Model::init(5);
+    let run = |kernels: &'static str, site: Site| {
+        let opts = GpuOptions {
+            precision: Precision::F16,
+            kernels: Some(kernels),
+            ..GpuOptions::default()
+        };
+        let g = common::gpu("f16 mirrors").unwrap();
+        let mut e = GpuEngine::new(g, &model, opts, &data.train).unwrap();
+        let picked = e.matmul_choice().variants()[site as usize];
+        assert_eq!(
+            picked.base,
+            kernels,
+            "{kernels} is not the pick at {}",
+            site.name()
+        );
+        let reports = run_f16(&mut e, &data, &cfg(2), LossScaler::INITIAL);
+        let tested: Vec<_> = reports.iter().map(|r| (r.train, r.test)).collect();
+        (e.model().unwrap(), tested)
+    };
+    let (want_model, want_tests) = run("reg8x4", Site::Hidden);
+    assert_ne!(want_model, model, "training changed nothing");
+    for (name, site) in [("tk4_8x8", Site::Hidden), ("tmn4_8x8", Site::GradW1)] {
+        let (got_model, got_tests) = run(name, site);
+        assert!(
+            got_model == want_model,
+            "{name}: weights differ from reg8x4_f16's"
+        );
+        assert_eq!(got_tests, want_tests, "{name}: test passes differ");
+    }
 }
 
 #[test]

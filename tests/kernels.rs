@@ -551,7 +551,7 @@ fn every_variant_matches_the_twin_at_every_product_and_the_family_gives_reg8x4s_
                 let res = bufs.each_ref().map(|b| whole(b));
                 // Texture mirrors of A and B where the engine keeps them for this product.
                 let mirrors = [(0, a.len()), (1, b.len())].map(|(i, len)| {
-                    site.mirrored()[i].map(|_| Mirror::of(&g, &bufs[i], len - len % 4))
+                    site.mirrored()[i].map(|_| Mirror::of(&g, &bufs[i], len - len % 4, false))
                 });
                 let mirrors = mirrors.each_ref().map(Option::as_ref);
                 let disp = Dispatch::matmul(d, "mm", &k.matmul[site as usize], res, mirrors, &p);

@@ -5,7 +5,7 @@
 
 use super::kernels;
 use super::kernels::{MatmulVariant, Site, SITES};
-use super::mirror::{Mirror, Mirrors};
+use super::mirror::Mirrors;
 use super::Gpu;
 use crate::data::{Dataset, CLASSES, PIXELS};
 use crate::error::{Error, Result};
@@ -107,7 +107,8 @@ pub(super) struct Buffers {
     pub(super) resident: Option<Resident>,
     /// The f16 buffers of --precision f16.
     pub(super) half: Option<HalfBuffers>,
-    /// Texture mirrors of x, W1 and δ1, those the products' picks read (f32 only).
+    /// Texture mirrors of x, W1 and δ1 (in the working precision), those the products' picks
+    /// read.
     pub(super) mirrors: Option<Mirrors>,
 }
 
@@ -262,10 +263,7 @@ impl Buffers {
             crate::engine::Precision::F16 => Some(HalfBuffers::new(gpu, model, layout, rows)?),
         };
         let f32_rows = if half.is_some() { 0 } else { rows };
-        let mirrors = match half {
-            None => Mirrors::for_picks(d, &picks, rows, hidden),
-            Some(_) => None,
-        };
+        let mirrors = Mirrors::for_picks(d, &picks, rows, hidden);
         let identity: Vec<u32> = (0..rows as u32).collect();
         let params = kernels::storage(d, "parameters", &model.to_flat(&layout));
         let grad = kernels::storage_zeroed(d, "gradient", layout.total);
@@ -348,8 +346,7 @@ impl Buffers {
                 .sum::<u64>();
         }
         if let Some(m) = &self.mirrors {
-            // RGBA32F: 4 bytes a float.
-            total += 4 * m.all().map(Mirror::capacity).sum::<u64>();
+            total += m.all().map(|m| m.value_bytes() * m.capacity()).sum::<u64>();
         }
         total
     }

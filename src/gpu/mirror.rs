@@ -9,20 +9,21 @@
 //! the same values as texels (BENCHMARKS.md, "Reading through textures"). The `t` members of
 //! the matmul family (gpu/variants.rs) read these mirrors.
 //!
-//! A mirror holds its buffer's floats unchanged, four to an RGBA32F texel: vec4 `i` of the
-//! buffer is texel (i % 256, i / 256). The buffer stays the truth (the kernels, the update, a
+//! A mirror holds its buffer's values unchanged, four to a texel: RGBA32F for an f32 buffer,
+//! RGBA16F for --precision f16's f16 buffers (a texel fetch widens each to f32, exactly, as the
+//! f16 kernels' loads do); vec4 `i` of the buffer is texel (i % 256, i / 256). The buffer stays the truth (the kernels, the update, a
 //! snapshot's restore and the all-reduce write only the buffer); a plan copies it into the
 //! mirror before the products of each step read it ([`Mirror::copy_from`]): x and W1 after the
 //! unpack, δ1 just before ∂W1 = δ1ᵀ·x (after the output layer's gradient).
 
-use super::kernels::{MatmulVariant, Site, SITES};
+use super::kernels::{Elems, MatmulVariant, Site, SITES};
 use crate::data::PIXELS;
 
-/// Texels in one row of a mirror: 4096 bytes, a multiple of the 256 bytes wgpu wants a row of a
-/// buffer-to-texture copy to take.
+/// Texels in one row of a mirror: 4096 bytes (2048 in f16), a multiple of the 256 bytes wgpu
+/// wants a row of a buffer-to-texture copy to take.
 pub const TEXELS_PER_ROW: u32 = 256;
 
-/// A texture holding a run of floats of a buffer.
+/// A texture holding a run of values (f32 or f16) of a buffer.
 #[derive(Debug, Clone)]
 pub struct Mirror {
     pub texture: wgpu::Texture,
@@ -53,20 +54,21 @@ impl Site {
 }
 
 impl Mirror {
-    /// Texel rows a mirror of `floats` floats needs.
+    /// Texel rows a mirror of `floats` values needs.
     fn rows_for(floats: usize) -> u64 {
         (floats.div_ceil(4) as u64)
             .div_ceil(TEXELS_PER_ROW as u64)
             .max(1)
     }
 
-    /// Whether a mirror of `floats` floats fits the adapter's largest 2-D texture.
+    /// Whether a mirror of `floats` values fits the adapter's largest 2-D texture.
     pub fn fits(limits: &wgpu::Limits, floats: usize) -> bool {
         Self::rows_for(floats) <= limits.max_texture_dimension_2d as u64
     }
 
-    /// An empty mirror for `floats` floats (check [`Mirror::fits`] first).
-    pub fn new(device: &wgpu::Device, label: &str, floats: usize) -> Mirror {
+    /// An empty mirror for `floats` values, f16 ones with `half` (check [`Mirror::fits`]
+    /// first).
+    pub fn new(device: &wgpu::Device, label: &str, floats: usize, half: bool) -> Mirror {
         let texture = device.create_texture(&wgpu::TextureDescriptor {
             label: Some(label),
             size: wgpu::Extent3d {
@@ -77,7 +79,10 @@ impl Mirror {
             mip_level_count: 1,
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
-            format: wgpu::TextureFormat::Rgba32Float,
+            format: match half {
+                true => wgpu::TextureFormat::Rgba16Float,
+                false => wgpu::TextureFormat::Rgba32Float,
+            },
             usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
             view_formats: &[],
         });
@@ -85,15 +90,24 @@ impl Mirror {
         Mirror { texture, view }
     }
 
-    /// Floats the mirror can hold.
+    /// Bytes of one value it holds: 4 (f32) or 2 (f16).
+    pub fn value_bytes(&self) -> u64 {
+        match self.texture.format() {
+            wgpu::TextureFormat::Rgba16Float => 2,
+            _ => 4,
+        }
+    }
+
+    /// Values the mirror can hold.
     pub fn capacity(&self) -> u64 {
         let size = self.texture.size();
         4 * size.width as u64 * size.height as u64
     }
 
-    /// Records the copy of `floats` floats of `buffer`, from byte `offset`, into the mirror:
-    /// the whole rows of texels, then the last partial row. `floats` must be whole vec4s and
-    /// `offset` a whole texel (16 bytes), as wgpu's copies require.
+    /// Records the copy of `floats` values of `buffer` (of the mirror's type), from byte
+    /// `offset`, into the mirror: the whole rows of texels, then the last partial row. `floats`
+    /// must be whole vec4s and `offset` a whole texel (16 or 8 bytes), as wgpu's copies
+    /// require.
     pub fn copy_from(
         &self,
         encoder: &mut wgpu::CommandEncoder,
@@ -101,11 +115,12 @@ impl Mirror {
         offset: u64,
         floats: usize,
     ) {
-        assert!(floats.is_multiple_of(4) && offset.is_multiple_of(16));
+        let texel_bytes = 4 * self.value_bytes();
+        assert!(floats.is_multiple_of(4) && offset.is_multiple_of(texel_bytes));
         assert!(floats as u64 <= self.capacity());
         let texels = (floats / 4) as u32;
         let (full, rest) = (texels / TEXELS_PER_ROW, texels % TEXELS_PER_ROW);
-        let row_bytes = 16 * TEXELS_PER_ROW as u64;
+        let row_bytes = texel_bytes * TEXELS_PER_ROW as u64;
         let mut copy = |row: u32, width: u32, height: u32| {
             encoder.copy_buffer_to_texture(
                 wgpu::TexelCopyBufferInfo {
@@ -137,9 +152,10 @@ impl Mirror {
         }
     }
 
-    /// A mirror of the first `floats` floats of `buffer`, copied now (tests and the search).
-    pub fn of(gpu: &super::Gpu, buffer: &wgpu::Buffer, floats: usize) -> Mirror {
-        let mirror = Mirror::new(&gpu.device, "mirror", floats);
+    /// A mirror of the first `floats` values of `buffer` (f16 with `half`), copied now (tests
+    /// and the search).
+    pub fn of(gpu: &super::Gpu, buffer: &wgpu::Buffer, floats: usize, half: bool) -> Mirror {
+        let mirror = Mirror::new(&gpu.device, "mirror", floats, half);
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         mirror.copy_from(&mut encoder, buffer, 0, floats);
         gpu.queue.submit([encoder.finish()]);
@@ -147,7 +163,8 @@ impl Mirror {
     }
 }
 
-/// The engine's mirrors: those the products' picks read (f32 steps only).
+/// The engine's mirrors: those the products' picks read, f16 where the picks are (the
+/// tensors are f16 in an f16 step).
 pub(super) struct Mirrors {
     x: Option<Mirror>,
     w1: Option<Mirror>,
@@ -168,7 +185,9 @@ impl Mirrors {
                 (v.textures.iter().zip(site.mirrored())).any(|(&t, m)| t && m == Some(which))
             })
         };
-        let make = |which, label, floats| read(which).then(|| Mirror::new(device, label, floats));
+        let half = picks.iter().any(|v| v.elems != Elems::F32);
+        let make =
+            |which, label, floats| read(which).then(|| Mirror::new(device, label, floats, half));
         let m = Mirrors {
             x: make(Mirrored::X, "x, mirrored", rows * PIXELS),
             w1: make(Mirrored::W1, "W1, mirrored", hidden * PIXELS),

@@ -41,9 +41,9 @@
 //! `k4_8x8_sg` and 0.8-1.2 with `tk4_8x8_sg` (its copies included). So the search, not a rule,
 //! picks between them.
 //!
-//! **f16** (`--precision f16`): each shape but the texture ones also comes reading f16, with an
-//! f16 result (`_f16`) and an f32 one (`_f16_f32out`), as matmul_f16.wgsl and its f32out
-//! sibling do: every f16 is widened to f32 as it is loaded, so the rest (sums in k order,
+//! **f16** (`--precision f16`): each shape also comes reading f16, with an f16 result (`_f16`)
+//! and an f32 one (`_f16_f32out`), as matmul_f16.wgsl and its f32out sibling do (where a
+//! product can use it): every f16 is widened to f32 as it is loaded, so the rest (sums in k order,
 //! broadcasts, the epilogue) is the f32 member's, and every member gives reg8x4_f16's bits
 //! (tests/f16.rs).
 //!
@@ -121,15 +121,24 @@ fn textures(load: Load, tex: bool) -> [bool; 2] {
 
 /// The generated variants (built once; their names and sources live for the process): each
 /// shape in f32, and (--precision f16) reading f16 with an f16 result where a product writes
-/// one (x·W1ᵀ, δ1) and an f32 result (the rest). No f16 member reads textures: the mirrors
-/// hold f32 copies of f32 buffers (gpu/mirror.rs).
+/// one (x·W1ᵀ, δ1) and an f32 result (the rest). An f16 texture member reads RGBA16F mirrors
+/// (gpu/mirror.rs), whose fetches widen to f32 as its buffer loads do.
 pub fn generated() -> Vec<MatmulVariant> {
     let mut all = Vec::new();
     for elems in [Elems::F32, Elems::F16, Elems::F16ToF32] {
         for &(load, shared, r, c, tex) in &SHAPES {
-            // f16 members: no textures; vec4 rows of C (MN4) only where C is f32 (the
-            // weight products, the only ones MN4 fits).
-            if elems != Elems::F32 && (tex || (load == Load::MN4 && elems == Elems::F16)) {
+            // f16 members only where a product can use them: vec4 rows of C (MN4) only with
+            // an f32 C (the weight products, the only ones MN4 fits), and K4 texture members
+            // only with an f16 one (x·W1ᵀ, the only K4 product with mirrored operands); and not
+            // the 32×4 block, whose f16 compile took 2.9 s on Zen 4 (more than a start-up's
+            // whole search) for a product twice as slow as mn4_16x8_sg_f16's.
+            let f16_out = elems == Elems::F16;
+            let unused = match load {
+                Load::MN4 => f16_out || (r, c) == (32, 4),
+                Load::K4 => tex && !f16_out,
+                Load::Scalar => false,
+            };
+            if elems != Elems::F32 && unused {
                 continue;
             }
             let prefix = match load {
@@ -179,10 +188,6 @@ pub fn wgsl((load, shared, r, c, tex): (Load, bool, u32, u32, bool), elems: Elem
     );
     assert!(load != Load::MN4 || (r % 4 == 0 && c % 4 == 0));
     let half = elems != Elems::F32;
-    assert!(
-        !half || tex == [false, false],
-        "the texture mirrors hold f32"
-    );
     let scalar = if half { "f16" } else { "f32" };
     let vec = |v: bool| match v {
         true => format!("vec4<{scalar}>"),

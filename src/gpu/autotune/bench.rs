@@ -66,10 +66,9 @@ impl Bench {
             upload("search mask", &inputs[3], operand),
             upload("search C", &c, result),
         ];
-        // (Mirrors hold f32: only f32 variants read them.)
+        let half = elems != Elems::F32;
         let mirrors = [(0, a_len), (1, b_len)].map(|(i, len)| {
-            let mirrored = site.mirrored()[i].filter(|_| elems == Elems::F32);
-            mirrored.map(|_| (Mirror::of(gpu, &buffers[i], len), len))
+            site.mirrored()[i].map(|_| (Mirror::of(gpu, &buffers[i], len, half), len))
         });
         Bench {
             site,

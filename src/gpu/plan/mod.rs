@@ -306,11 +306,10 @@ fn mirror_copies(t: &Table, pass: Pass, rows: usize, hidden_grad_at: usize) -> V
         .map(|(w, before)| {
             let (buffer, offset, floats) = match w {
                 Mirrored::X => (t.x, 0, rows * PIXELS),
-                Mirrored::W1 => (
-                    &t.b.params,
-                    (t.b.layout.offsets[0] * 4) as u64,
-                    hidden * PIXELS,
-                ),
+                Mirrored::W1 => {
+                    let (params, offset) = t.param_buffer(0);
+                    (params, offset, hidden * PIXELS)
+                }
                 Mirrored::Delta1 => (t.dh, 0, rows * hidden),
             };
             MirrorCopy {

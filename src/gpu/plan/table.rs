@@ -149,6 +149,16 @@ impl<'a> Table<'a> {
         }
     }
 
+    /// The buffer holding parameter tensor `i` in the working precision, and the tensor's
+    /// first byte in it.
+    pub(super) fn param_buffer(&self, i: usize) -> (&'a wgpu::Buffer, u64) {
+        let offset = self.b.layout.offsets[i] as u64 * self.value_bytes as u64;
+        match &self.b.half {
+            Some(h16) if self.half.is_some() => (&h16.params, offset),
+            _ => (&self.b.params, offset),
+        }
+    }
+
     /// K-slices for a forward product (m × n, summed over k), as its pick allows (f16
     /// variants never split).
     pub(super) fn splits(&self, site: Site, m: usize, n: usize, k: usize) -> u32 {
