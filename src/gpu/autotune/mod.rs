@@ -344,11 +344,11 @@ pub fn choose(
             variant: fallback(gpu, site, step),
             seconds: None,
         });
+        let mut names: Vec<&str> = picks.iter().map(|p| p.variant.name).collect();
+        names.sort();
+        names.dedup();
         return Ok(Choice {
-            how: format!(
-                "{}: the variant for hardware adapters",
-                picks[0].variant.name
-            ),
+            how: format!("{}: made for hardware adapters", names.join(" and ")),
             picks,
         });
     }
