@@ -48,7 +48,7 @@ pub struct GpuOptions {
     pub resident: bool,
     /// Batch slots in the staging ring = steps recorded per submission.
     pub ring: usize,
-    /// The matmul variant by name (`--kernels`); None: measured per adapter (gpu/autotune.rs).
+    /// The matmul variant by name (`--kernels`); None: measured per adapter (gpu/autotune).
     pub kernels: Option<&'static str>,
     /// FP32, or mixed precision with FP16 activations (needs the adapter's SHADER_F16).
     pub precision: crate::engine::Precision,

@@ -16,7 +16,7 @@ use bytemuck::{Pod, Zeroable};
 /// covers, and how far K may be split. Every variant reads the same `Params` and bindings,
 /// applies the same epilogue and adds each sum in the same k order; they differ in how the
 /// work is cut up, which suits one kind of adapter or another. The trainer times them on the
-/// model's own shapes at start-up and keeps the fastest (gpu/autotune.rs).
+/// model's own shapes at start-up and keeps the fastest (gpu/autotune).
 #[derive(Debug, PartialEq, Eq)]
 pub struct MatmulVariant {
     pub name: &'static str,

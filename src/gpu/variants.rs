@@ -1,4 +1,4 @@
-//! The family of matmul kernels the start-up search picks from (gpu/autotune.rs), generated
+//! The family of matmul kernels the start-up search picks from (gpu/autotune), generated
 //! from one template with the shape as constants, as tinygrad and Burn generate theirs.
 //!
 //! Why a family, and why these members. On a CPU adapter (lavapipe/llvmpipe) the "GPU" is the

@@ -13,7 +13,7 @@
 //! fused update        alpha = −lr, beta = 1        — (f16 steps through the gradient)
 //! ```
 //!
-//! Each "matmul" is the site's pick (gpu/autotune.rs): an f32 variant, or under f16 one that
+//! Each "matmul" is the site's pick (gpu/autotune): an f32 variant, or under f16 one that
 //! reads f16 and writes what the column says (matmul_f16.wgsl, matmul_f16_f32out.wgsl and
 //! the generated family's f16 members, [`kernels::Elems`]).
 

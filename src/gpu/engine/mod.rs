@@ -19,7 +19,8 @@
 //! submitted. The host then goes on gathering the next batches while the GPU computes, and waits only when two
 //! submissions are already in flight. Loss and accuracy stay on the GPU until the epoch ends.
 //!
-//! A data-parallel replica runs the same kernels as a step in three parts (train.rs):
+//! A data-parallel replica runs the same kernels as a step in three parts (train.rs; the first
+//! in gradient.rs):
 //! [`Engine::step`] with `Target::Gradient` writes the gradient of every parameter into one flat buffer
 //! (`grad`, in [`ParamLayout`] order, each tensor a sub-range) instead of updating in place,
 //! and copies it into a mappable read-back buffer in two submissions, the output layer's first
@@ -33,32 +34,49 @@
 //! the batch's indices; `unpack_batch` gathers the images inside VRAM. Same kernels, same
 //! arithmetic: both paths give bit-identical weights.
 
+mod gradient;
+
 use super::buffers::{Buffers, GpuOptions, EVAL_AT, TRAIN_AT};
 use super::kernels::{self, Dispatch, Kernels};
 use super::plan::{Pass, Plan, PlanKey, Source, StepValues, Table};
 use super::Gpu;
 use crate::data::{Dataset, PIXELS};
-use crate::engine::{Counters, Engine, GpuSpan, Target, Totals};
+use crate::engine::{Counters, Engine, Target, Totals};
 use crate::error::{Error, Result};
 use crate::model::{Model, ParamLayout};
+use gradient::StepTimer;
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 
 /// How many submissions may be queued on the GPU before the host waits for the oldest.
 const MAX_IN_FLIGHT: usize = 2;
 
-/// Timestamps of a data-parallel step's two submissions (the start of the first's first pass,
-/// the end of its last, likewise the second's): query set, resolve and read-back buffers.
-pub(super) struct StepTimer {
-    pub(super) queries: wgpu::QuerySet,
-    pub(super) resolve: wgpu::Buffer,
-    pub(super) read: wgpu::Buffer,
-}
-
 /// The f16 pipelines and the update that also refreshes the f16 working copy.
 pub(super) struct HalfKernels {
     pub(super) kernels: super::kernels::KernelsF16,
     pub(super) sgd: Dispatch,
+}
+
+impl HalfKernels {
+    /// The f16 kernels, where `bufs` holds the f16 buffers (--precision f16).
+    fn new(gpu: &Gpu, bufs: &Buffers) -> Option<HalfKernels> {
+        bufs.half.as_ref().map(|h| {
+            let kernels = super::kernels::KernelsF16::new(&gpu.device);
+            let sgd = Dispatch::with_uniform(
+                &gpu.device,
+                "w −= lr·g; w16 = f16(w)",
+                &kernels.sgd_update,
+                &[
+                    bufs.grad.as_entire_binding(),
+                    bufs.params.as_entire_binding(),
+                    h.params.as_entire_binding(),
+                ],
+                &bufs.sgd_params,
+                kernels::groups_1d(bufs.layout.total as u32),
+            );
+            HalfKernels { kernels, sgd }
+        })
+    }
 }
 
 pub struct GpuEngine {
@@ -145,48 +163,8 @@ impl GpuEngine {
             2.0 * bufs.layout.total as f64,
             12.0 * bufs.layout.total as f64,
         );
-        let half = bufs.half.as_ref().map(|h| {
-            let kernels = super::kernels::KernelsF16::new(&gpu.device);
-            let sgd = Dispatch::with_uniform(
-                &gpu.device,
-                "w −= lr·g; w16 = f16(w)",
-                &kernels.sgd_update,
-                &[
-                    bufs.grad.as_entire_binding(),
-                    bufs.params.as_entire_binding(),
-                    h.params.as_entire_binding(),
-                ],
-                &bufs.sgd_params,
-                kernels::groups_1d(bufs.layout.total as u32),
-            );
-            HalfKernels { kernels, sgd }
-        });
-
-        let timer = gpu
-            .features
-            .contains(wgpu::Features::TIMESTAMP_QUERY)
-            .then(|| {
-                let d = &gpu.device;
-                StepTimer {
-                    queries: d.create_query_set(&wgpu::QuerySetDescriptor {
-                        label: Some("step timestamps"),
-                        ty: wgpu::QueryType::Timestamp,
-                        count: 4,
-                    }),
-                    resolve: d.create_buffer(&wgpu::BufferDescriptor {
-                        label: Some("step timestamps, resolved"),
-                        size: 32,
-                        usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-                        mapped_at_creation: false,
-                    }),
-                    read: d.create_buffer(&wgpu::BufferDescriptor {
-                        label: Some("step timestamps, read back"),
-                        size: 32,
-                        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                        mapped_at_creation: false,
-                    }),
-                }
-            });
+        let half = HalfKernels::new(&gpu, &bufs);
+        let timer = StepTimer::new(&gpu);
         let rows = opts.rows();
         let engine = GpuEngine {
             timer,
@@ -435,25 +413,6 @@ impl GpuEngine {
         self.gpu.queue.submit([encoder.finish()])
     }
 
-    /// Copies tensors `tensors` of the gradient into the packed read-back buffer.
-    fn copy_gradient(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        tensors: Range<usize>,
-    ) -> Range<usize> {
-        let packed = ParamLayout::packed_for(self.bufs.hidden);
-        for t in tensors.clone() {
-            encoder.copy_buffer_to_buffer(
-                &self.bufs.grad,
-                (self.bufs.layout.offsets[t] * 4) as u64,
-                &self.bufs.grad_readback,
-                (packed.offsets[t] * 4) as u64,
-                (packed.lens[t] * 4) as u64,
-            );
-        }
-        packed.offsets[tensors.start]..packed.range(tensors.end - 1).end
-    }
-
     /// Waits until `submission` has finished.
     fn wait_for(&self, submission: wgpu::SubmissionIndex) -> Result<()> {
         self.gpu
@@ -504,122 +463,6 @@ impl std::fmt::Display for GpuEngine {
                 ""
             }
         )
-    }
-}
-
-impl GpuEngine {
-    /// The data-parallel first verb: forward and backward, the gradient into `bufs.grad`,
-    /// copied for the host in two submissions, the output layer's first.
-    fn gradient_step(
-        &mut self,
-        data: &Dataset,
-        batch: &[u32],
-        global_rows: usize,
-        loss_scale: f32,
-    ) -> Result<()> {
-        // Whatever the fused path queued goes first, then this step in two submissions. With
-        // one replica nothing reads the gradient back, so the host would run ahead: it waits
-        // here while more than MAX_IN_FLIGHT steps are queued (time a profile counts as compute).
-        self.submit()?;
-        self.grad_pending.clear();
-        while self.in_flight.len() > MAX_IN_FLIGHT {
-            let oldest = self.in_flight.pop_front().expect("not empty");
-            self.wait_for(oldest)?;
-        }
-        let hidden = 0..2; // hidden.weight, hidden.bias
-        let output = 2..4; // output.weight, output.bias
-        if batch.is_empty() {
-            // A replica left without examples (a global batch smaller than the replicas)
-            // contributes a zero gradient.
-            let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
-            encoder.clear_buffer(&self.bufs.grad, 0, None);
-            let range = self.copy_gradient(&mut encoder, 0..4);
-            let done = self.submit_one(encoder);
-            self.grad_pending.push((range, done));
-            return Ok(());
-        }
-        let divisor = u32::try_from(global_rows)
-            .map_err(|_| Error::Config(format!("a global batch of {global_rows} is too large")))?;
-        let source = self.source(data)?;
-        self.train_seen += batch.len() as u64;
-        let v = StepValues {
-            lr: 0.0,
-            divisor,
-            loss_scale,
-        };
-        self.queue_step(data, batch, Pass::Gradient, source, v)?;
-        let (key, slot) = self.queued.pop().expect("just queued");
-        let plan = &self.plans[&key];
-        // Timestamps at the start and end of both submissions' work, where the adapter has
-        // them (the trace's GPU spans).
-        let stamps = |i: u32| self.timer.as_ref().map(|t| (&t.queries, 2 * i));
-        let submitted = std::time::Instant::now();
-        // Submission 1: forward, loss, δ1, and the output layer's gradient, copied for the host.
-        let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
-        plan.record(
-            &mut encoder,
-            Some(slot),
-            0..plan.hidden_grad_at,
-            "forward, loss, output layer's gradient",
-            stamps(0),
-        );
-        let range = self.copy_gradient(&mut encoder, output);
-        let first = self.submit_one(encoder);
-        // Submission 2: the hidden layer's gradient (99 % of the bytes), copied for the host.
-        let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
-        plan.record(
-            &mut encoder,
-            None,
-            plan.hidden_grad_at..plan.rest.len(),
-            "hidden layer's gradient",
-            stamps(1),
-        );
-        if let Some(t) = &self.timer {
-            encoder.resolve_query_set(&t.queries, 0..4, &t.resolve, 0);
-            encoder.copy_buffer_to_buffer(&t.resolve, 0, &t.read, 0, 32);
-        }
-        let range2 = self.copy_gradient(&mut encoder, hidden);
-        let second = self.submit_one(encoder);
-        self.grad_pending = vec![(range, first), (range2, second)];
-        self.timed = self.timer.as_ref().map(|_| submitted);
-        self.gpu.check()
-    }
-
-    /// The GPU's own timing of the last gradient step, its first timestamp anchored at
-    /// `submitted` (waits for it).
-    fn gpu_spans(&mut self, submitted: std::time::Instant) -> Result<Vec<GpuSpan>> {
-        let Some(t) = &self.timer else {
-            return Ok(Vec::new());
-        };
-        // Waits for the step's second submission (done already when its gradient was read).
-        let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
-        t.read.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        self.gpu.wait()?;
-        pollster::block_on(rx.receive())
-            .ok_or_else(|| Error::Gpu("read-back was cancelled".into()))?
-            .map_err(|e| Error::Gpu(format!("read-back failed: {e}")))?;
-        let ticks: Vec<u64> = {
-            let view = t
-                .read
-                .get_mapped_range(..)
-                .map_err(|e| Error::Gpu(format!("read-back failed: {e}")))?;
-            bytemuck::pod_collect_to_vec(&view)
-        };
-        t.read.unmap();
-        self.readback_bytes += 32;
-        let period = self.gpu.queue.get_timestamp_period() as f64 * 1e-9;
-        let at = |i: usize| ticks[i].saturating_sub(ticks[0]) as f64 * period;
-        let span = |what, i: usize| GpuSpan {
-            what,
-            start: submitted + std::time::Duration::from_secs_f64(at(i)),
-            dur: std::time::Duration::from_secs_f64((at(i + 1) - at(i)).max(0.0)),
-        };
-        Ok(vec![
-            span("GPU: forward, loss, output layer's gradient", 0),
-            span("GPU: hidden layer's gradient", 2),
-        ])
     }
 }
 
