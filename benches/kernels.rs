@@ -29,7 +29,7 @@ fn main() {
         );
         return;
     };
-    let reps = if g.is_software() { 5 } else { 2000 };
+    let reps = if g.is_software() { 20 } else { 2000 };
     println!(
         "adapter: {} ({:?}), {reps} dispatches per measurement",
         g.info.name, g.info.backend
@@ -167,6 +167,24 @@ fn main() {
     );
     report(
         "bias_update (64 rows, 128 biases)",
+        time(&g, &bias, reps),
+        (b * hid) as f64,
+    );
+    let serial = kernels::pipeline(
+        d,
+        "bias_update_serial",
+        include_str!("../shaders/bias_update_serial.wgsl"),
+    );
+    let bias = Dispatch::new(
+        d,
+        "bias, serial",
+        &serial,
+        &[whole(&h), whole(&b1)],
+        &bp,
+        (hid.div_ceil(64), 1, 1),
+    );
+    report(
+        "bias_update_serial (64 rows, 128 biases)",
         time(&g, &bias, reps),
         (b * hid) as f64,
     );

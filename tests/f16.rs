@@ -10,8 +10,8 @@ use gpu_train::cpu::twins;
 use gpu_train::data::{self, DataSplit};
 use gpu_train::engine::{Engine, Precision};
 use gpu_train::gpu::kernels::{
-    self, matmul_variants, row_major, run_now, storage, transposed, Dispatch, Elems, KernelsF16,
-    MatmulParams, MatmulVariant, Site,
+    self, matmul_variants, row_major, run_now, storage, transposed, BiasSum, Dispatch, Elems,
+    KernelsF16, MatmulParams, MatmulVariant, Site,
 };
 use gpu_train::gpu::mirror::Mirror;
 use gpu_train::gpu::{Gpu, GpuEngine, GpuOptions};
@@ -61,7 +61,7 @@ fn f16_kernels_match_their_twins() {
         return;
     };
     let d = &g.device;
-    let k = KernelsF16::new(d);
+    let k = KernelsF16::new(d, BiasSum::Tree);
     let mut r = rng(21);
     let buf16 = |v: &[f16]| storage::<f16>(d, "f16", v);
     // matmul_f16 and matmul_f16_f32out (the variants reg8x4_f16 and reg8x4_f16_f32out): odd
@@ -225,24 +225,33 @@ fn f16_kernels_match_their_twins() {
         alpha: 1.0,
         beta: 0.0,
     };
-    let (bdel, bout) = (buf16(&delta), storage(d, "o", &vec![0.0f32; 77]));
-    let disp = Dispatch::new(
-        d,
-        "bias16",
-        &k.bias_grad,
-        &[whole(&bdel), whole(&bout)],
-        &bp16,
-        (77, 1, 1),
-    );
-    run_now(&g, &[&disp]).unwrap();
-    let mut out = vec![0.0f32; 77];
-    twins::bias_grad_f16(&delta, &mut out, &bp16);
-    common::assert_close(
-        "bias_grad_f16",
-        &g.read_f32(&bout).unwrap(),
-        &out,
-        1e-5,
-        1e-5,
+    let bdel = buf16(&delta);
+    // Both ways of summing (bias_grad_f16 and its serial sibling): within rounding of the twin,
+    // and the same bits as each other.
+    let mut outs = Vec::new();
+    for sum in [BiasSum::Tree, BiasSum::Serial] {
+        let k = KernelsF16::new(d, sum);
+        let bout = storage(d, "o", &vec![0.0f32; 77]);
+        let disp = Dispatch::new(
+            d,
+            "bias16",
+            &k.bias_grad,
+            &[whole(&bdel), whole(&bout)],
+            &bp16,
+            sum.workgroups(77),
+        );
+        run_now(&g, &[&disp]).unwrap();
+        let mut out = vec![0.0f32; 77];
+        twins::bias_grad_f16(&delta, &mut out, &bp16);
+        let got = g.read_f32(&bout).unwrap();
+        common::assert_close(&format!("bias_grad_f16 {sum:?}"), &got, &out, 1e-5, 1e-5);
+        outs.push(got);
+    }
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(
+        bits(&outs[0]),
+        bits(&outs[1]),
+        "the serial f16 bias sum's bits"
     );
     // sgd_update_f16 over 1,037 parameters.
     let (grad, param) = (random_f32(&mut r, 1037, 1.0), random_f32(&mut r, 1037, 1.0));

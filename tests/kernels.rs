@@ -6,8 +6,8 @@ use common::{assert_close, gpu, random_f32, rng};
 use gpu_train::cpu::twins;
 use gpu_train::engine::Precision;
 use gpu_train::gpu::kernels::{
-    self, groups_1d, matmul_variants, run_now, storage, Dispatch, Kernels, MatmulParams,
-    MatmulVariant, Site,
+    self, groups_1d, matmul_variants, run_now, storage, BiasSum, Dispatch, Kernels, MatmulParams,
+    MatmulVariant, Site, SITES,
 };
 use gpu_train::gpu::mirror::Mirror;
 use gpu_train::gpu::Gpu;
@@ -327,11 +327,11 @@ fn bias_update_matches_twin() {
     let Some(g) = gpu("bias_update_matches_twin") else {
         return;
     };
-    let k = Kernels::new(&g.device, &matmul_variants()[0]);
     let mut r = rng(11);
     let mut worst = 0.0f32;
     // Fewer rows than threads, and more (so threads take several rows each); the fused update
-    // (α = −lr, β = 1) and the gradient alone (α = 1, β = 0).
+    // (α = −lr, β = 1) and the gradient alone (α = 1, β = 0); both ways of summing, which must
+    // give the same bits.
     for (rows, cols, alpha, beta) in [
         (33u32, 77u32, -0.3f32, 1.0f32),
         (150, 10, -0.3, 1.0),
@@ -345,28 +345,30 @@ fn bias_update_matches_twin() {
             alpha,
             beta,
         };
-        let (bd, bb) = (
-            storage(&g.device, "d", &delta),
-            storage(&g.device, "b", &bias),
-        );
-        let disp = Dispatch::new(
-            &g.device,
-            "bias",
-            &k.bias_update,
-            &[whole(&bd), whole(&bb)],
-            &p,
-            (cols, 1, 1),
-        );
-        run_now(&g, &[&disp]).unwrap();
         let mut want = bias.clone();
         twins::bias_update(&delta, &mut want, &p);
-        worst = worst.max(assert_close(
-            "bias_update",
-            &g.read_f32(&bb).unwrap(),
-            &want,
-            1e-6,
-            1e-5,
-        ));
+        let mut got = Vec::new();
+        for sum in [BiasSum::Tree, BiasSum::Serial] {
+            let k = Kernels::with_picks(&g.device, [&matmul_variants()[0]; SITES], sum);
+            let (bd, bb) = (
+                storage(&g.device, "d", &delta),
+                storage(&g.device, "b", &bias),
+            );
+            let disp = Dispatch::new(
+                &g.device,
+                "bias",
+                &k.bias_update,
+                &[whole(&bd), whole(&bb)],
+                &p,
+                sum.workgroups(cols),
+            );
+            run_now(&g, &[&disp]).unwrap();
+            let out = g.read_f32(&bb).unwrap();
+            let what = format!("bias_update {sum:?}, {rows} rows");
+            worst = worst.max(assert_close(&what, &out, &want, 1e-6, 1e-5));
+            got.push(out.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        }
+        assert_eq!(got[0], got[1], "bias_update_serial's bits, {rows} rows");
     }
     eprintln!("bias_update worst relative error {worst:e}");
 }
@@ -466,6 +468,7 @@ fn wgsl_constants_and_params_match_the_rust_side() {
         "splitk_reduce",
         "softmax_xent",
         "bias_update",
+        "bias_update_serial",
         "sgd_update",
     ] {
         assert_eq!(
@@ -497,6 +500,7 @@ fn wgsl_constants_and_params_match_the_rust_side() {
         ("matmul", size_of::<MatmulParams>()),
         ("softmax_xent", size_of::<kernels::SoftmaxParams>()),
         ("bias_update", size_of::<kernels::BiasParams>()),
+        ("bias_update_serial", size_of::<kernels::BiasParams>()),
         ("sgd_update", size_of::<kernels::SgdParams>()),
     ] {
         let fields = params(file);

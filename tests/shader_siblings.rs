@@ -199,6 +199,23 @@ fn unpack_batch_f16_is_unpack_batch_writing_f16_pixels() {
 }
 
 #[test]
+fn bias_grad_f16_serial_is_bias_update_serial_reading_an_f16_delta() {
+    assert_siblings(
+        "bias_update_serial.wgsl",
+        "bias_grad_f16_serial.wgsl",
+        &[
+            "@group(0) @binding(0) var<storage, read> delta: array<f32>;",
+            "part[t] += delta[(r0 + t) * params.cols + n];",
+        ],
+        &[
+            "enable f16;",
+            "@group(0) @binding(0) var<storage, read> delta: array<f16>;",
+            "part[t] += f32(delta[(r0 + t) * params.cols + n]);",
+        ],
+    );
+}
+
+#[test]
 fn bias_grad_f16_is_bias_update_reading_an_f16_delta() {
     assert_siblings(
         "bias_update.wgsl",

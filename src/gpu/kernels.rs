@@ -497,13 +497,57 @@ pub struct Kernels {
     pub matmul: [(&'static MatmulVariant, wgpu::ComputePipeline); SITES],
     pub splitk_reduce: wgpu::ComputePipeline,
     pub softmax_xent: wgpu::ComputePipeline,
+    /// A bias's gradient or fused update: bias_update.wgsl or its serial sibling.
     pub bias_update: wgpu::ComputePipeline,
+    /// Which of the two `bias_update` is (and `KernelsF16::bias_grad` with it).
+    pub bias_sum: BiasSum,
     pub sgd_update: wgpu::ComputePipeline,
+}
+
+/// How a bias's gradient is summed over the batch's rows. Both ways make the same additions in
+/// the same order (64 partial sums, then a tree), so they give the same bits
+/// (tests/kernels.rs); they differ in where the tree lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BiasSum {
+    /// bias_update.wgsl: a workgroup of 64 threads a bias, the tree in workgroup memory with a
+    /// barrier between levels. Made for GPUs.
+    Tree,
+    /// bias_update_serial.wgsl: one invocation a bias, the tree in private memory. Made for CPU
+    /// adapters, where each barrier is a switch between batches of lanes: the hidden layer's
+    /// bias took 0.39-0.42 ms as a tree and 0.10-0.12 ms this way on lavapipe (Zen 4,
+    /// `cargo bench --bench kernels`, AVX-512 on and masked).
+    Serial,
+}
+
+impl BiasSum {
+    /// The way made for this kind of adapter.
+    pub fn for_adapter(software: bool) -> BiasSum {
+        match software {
+            true => BiasSum::Serial,
+            false => BiasSum::Tree,
+        }
+    }
+
+    /// Workgroups for `cols` biases.
+    pub fn workgroups(self, cols: u32) -> (u32, u32, u32) {
+        match self {
+            BiasSum::Tree => (cols, 1, 1),
+            BiasSum::Serial => (cols.div_ceil(WORKGROUP), 1, 1),
+        }
+    }
+
+    /// The shader of the f32 kernel and of its f16 sibling.
+    fn files(self) -> (&'static str, &'static str) {
+        match self {
+            BiasSum::Tree => ("bias_update", "bias_grad_f16"),
+            BiasSum::Serial => ("bias_update_serial", "bias_grad_f16_serial"),
+        }
+    }
 }
 
 /// Each kernel's WGSL source, by file name (the tests check the constants and `Params`
 /// structs in them against the Rust side).
-pub const SOURCES: [(&str, &str); 13] = [
+pub const SOURCES: [(&str, &str); 15] = [
     (
         "unpack_batch",
         include_str!("../../shaders/unpack_batch.wgsl"),
@@ -525,6 +569,10 @@ pub const SOURCES: [(&str, &str); 13] = [
         "bias_update",
         include_str!("../../shaders/bias_update.wgsl"),
     ),
+    (
+        "bias_update_serial",
+        include_str!("../../shaders/bias_update_serial.wgsl"),
+    ),
     ("sgd_update", include_str!("../../shaders/sgd_update.wgsl")),
     // --precision f16 (compiled only on adapters with SHADER_F16).
     (
@@ -545,6 +593,10 @@ pub const SOURCES: [(&str, &str); 13] = [
         include_str!("../../shaders/bias_grad_f16.wgsl"),
     ),
     (
+        "bias_grad_f16_serial",
+        include_str!("../../shaders/bias_grad_f16_serial.wgsl"),
+    ),
+    (
         "sgd_update_f16",
         include_str!("../../shaders/sgd_update_f16.wgsl"),
     ),
@@ -560,7 +612,8 @@ pub struct KernelsF16 {
 }
 
 impl KernelsF16 {
-    pub fn new(device: &wgpu::Device) -> Self {
+    /// The f16 pipelines, the bias gradient summed as `bias_sum` says.
+    pub fn new(device: &wgpu::Device, bias_sum: BiasSum) -> Self {
         let get = |name: &str| {
             let (_, source) = SOURCES.iter().find(|(n, _)| *n == name).expect("a shader");
             pipeline(device, name, source)
@@ -568,7 +621,7 @@ impl KernelsF16 {
         KernelsF16 {
             unpack: get("unpack_batch_f16"),
             softmax_xent: get("softmax_xent_f16"),
-            bias_grad: get("bias_grad_f16"),
+            bias_grad: get(bias_sum.files().1),
             sgd_update: get("sgd_update_f16"),
         }
     }
@@ -613,13 +666,18 @@ fn pipeline_checked(
 }
 
 impl Kernels {
-    /// Builds every pipeline, every product's matmul from `variant`.
+    /// Builds every pipeline, every product's matmul from `variant`, biases as a tree.
     pub fn new(device: &wgpu::Device, variant: &'static MatmulVariant) -> Self {
-        Kernels::with_picks(device, [variant; SITES])
+        Kernels::with_picks(device, [variant; SITES], BiasSum::Tree)
     }
 
-    /// Builds every pipeline, each product's matmul from its pick (indexed by [`Site`]).
-    pub fn with_picks(device: &wgpu::Device, picks: [&'static MatmulVariant; SITES]) -> Self {
+    /// Builds every pipeline, each product's matmul from its pick (indexed by [`Site`]), the
+    /// bias sums as `bias_sum` says.
+    pub fn with_picks(
+        device: &wgpu::Device,
+        picks: [&'static MatmulVariant; SITES],
+        bias_sum: BiasSum,
+    ) -> Self {
         let get = |name: &str| {
             let (_, source) = SOURCES.iter().find(|(n, _)| *n == name).expect("a shader");
             pipeline(device, name, source)
@@ -628,7 +686,7 @@ impl Kernels {
             "unpack_batch",
             "splitk_reduce",
             "softmax_xent",
-            "bias_update",
+            bias_sum.files().0,
             "sgd_update",
         ]
         .map(get);
@@ -649,6 +707,7 @@ impl Kernels {
             splitk_reduce,
             softmax_xent,
             bias_update,
+            bias_sum,
             sgd_update,
         }
     }

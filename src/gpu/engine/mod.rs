@@ -59,9 +59,9 @@ pub(super) struct HalfKernels {
 
 impl HalfKernels {
     /// The f16 kernels, where `bufs` holds the f16 buffers (--precision f16).
-    fn new(gpu: &Gpu, bufs: &Buffers) -> Option<HalfKernels> {
+    fn new(gpu: &Gpu, bufs: &Buffers, bias_sum: kernels::BiasSum) -> Option<HalfKernels> {
         bufs.half.as_ref().map(|h| {
-            let kernels = super::kernels::KernelsF16::new(&gpu.device);
+            let kernels = super::kernels::KernelsF16::new(&gpu.device, bias_sum);
             let sgd = Dispatch::with_uniform(
                 &gpu.device,
                 "w −= lr·g; w16 = f16(w)",
@@ -146,7 +146,8 @@ impl GpuEngine {
             _ => None,
         };
         let bufs = Buffers::new(&gpu, model, &opts, train, matmul.variants())?;
-        let kernels = Kernels::with_picks(&gpu.device, matmul.variants());
+        let bias_sum = kernels::BiasSum::for_adapter(gpu.is_software());
+        let kernels = Kernels::with_picks(&gpu.device, matmul.variants(), bias_sum);
         let sgd = Dispatch::with_uniform(
             &gpu.device,
             "w −= lr·g",
@@ -163,7 +164,7 @@ impl GpuEngine {
             2.0 * bufs.layout.total as f64,
             12.0 * bufs.layout.total as f64,
         );
-        let half = HalfKernels::new(&gpu, &bufs);
+        let half = HalfKernels::new(&gpu, &bufs, bias_sum);
         let timer = StepTimer::new(&gpu);
         let rows = opts.rows();
         let engine = GpuEngine {

@@ -305,7 +305,7 @@ impl<'a> Table<'a> {
             pipeline,
             &[whole(delta), out],
             &p,
-            (cols, 1, 1),
+            self.k.bias_sum.workgroups(cols),
         )
         .work(
             phase,
