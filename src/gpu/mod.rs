@@ -7,6 +7,7 @@ pub mod context;
 mod dispatch;
 pub mod engine;
 pub mod kernels;
+mod matmul;
 pub mod mirror;
 mod plan;
 pub mod profile;

@@ -69,7 +69,7 @@ pub enum Load {
 impl Load {
     /// Whether a product with these shapes and strides can be read this way.
     pub fn fits(self, p: &MatmulParams) -> bool {
-        let four = |v: u32| v % 4 == 0;
+        let four = |v: u32| v.is_multiple_of(4);
         match self {
             Load::Scalar => true,
             Load::K4 => p.a_cs == 1 && p.b_rs == 1 && four(p.k) && four(p.a_rs) && four(p.b_cs),

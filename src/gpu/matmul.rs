@@ -1,0 +1,334 @@
+//! The matrix products' kernels: [`MatmulVariant`] (one way of computing matmul.wgsl's product:
+//! a WGSL source, its blocking, what it reads and writes), the hand-written variants and the
+//! generated family together ([`matmul_variants`]), and the step's products ([`Site`]), each of
+//! which runs its own pick (gpu/autotune).
+
+use super::kernels::{row_major, transposed, MatmulParams, HAS_BIAS, MASK, MATMUL_TILE, RELU};
+use super::variants::Load;
+use crate::engine::Precision;
+
+/// One way of computing matmul.wgsl's product: a WGSL file, the block of C one workgroup
+/// covers, and how far K may be split. Every variant reads the same `Params` and bindings,
+/// applies the same epilogue and adds each sum in the same k order; they differ in how the
+/// work is cut up, which suits one kind of adapter or another. The trainer times them on the
+/// model's own shapes at start-up and keeps the fastest (gpu/autotune).
+#[derive(Debug, PartialEq, Eq)]
+pub struct MatmulVariant {
+    pub name: &'static str,
+    pub source: &'static str,
+    /// Rows and columns of C one workgroup computes.
+    pub block_m: u32,
+    pub block_n: u32,
+    /// At most this many K-slices for a forward product (1: never split).
+    pub max_splits: u32,
+    /// Compile without the runtime bounds checks wgpu adds to every array access. Only for a
+    /// variant whose every index is in bounds by construction (clamped rows and columns,
+    /// guarded writes), and only with [`MatmulParams::check_fits`] run on every dispatch.
+    pub unchecked: bool,
+    /// How it reads A and B (which products it can compute: [`Load::fits`]).
+    pub load: Load,
+    /// Shares A through subgroups of exactly 8 lanes (gpu/variants.rs).
+    pub subgroup8: bool,
+    /// Tuned for CPU adapters: the search offers it to nothing else.
+    pub software: bool,
+    /// Reads A, B through the engine's texture mirrors (gpu/mirror.rs) instead of their
+    /// buffers: only at a [`Site`] whose operand is mirrored ([`MatmulVariant::fits_at`]).
+    pub textures: [bool; 2],
+    /// What it reads and writes: f32, or --precision f16's f16 operands with an f16 or f32
+    /// result.
+    pub elems: Elems,
+    /// The name of its f32 sibling (its own name for an f32 variant): `--kernels` names a
+    /// shape, which runs in the step's precision.
+    pub base: &'static str,
+}
+
+/// What a matmul variant reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Elems {
+    /// f32 operands, bias, mask and result.
+    F32,
+    /// f16 operands, bias and mask, sums in f32, an f16 result (--precision f16's activations
+    /// and δ1: matmul_f16.wgsl).
+    F16,
+    /// As F16 with an f32 result (the logits and the weight gradients: matmul_f16_f32out.wgsl).
+    F16ToF32,
+}
+
+impl Elems {
+    /// Bytes of one element of A, B, the bias and the mask.
+    pub fn operand_bytes(self) -> u64 {
+        match self {
+            Elems::F32 => 4,
+            Elems::F16 | Elems::F16ToF32 => 2,
+        }
+    }
+
+    /// Bytes of one element of C.
+    pub fn result_bytes(self) -> u64 {
+        match self {
+            Elems::F16 => 2,
+            Elems::F32 | Elems::F16ToF32 => 4,
+        }
+    }
+}
+
+/// The hand-written matmul variants: tiled16 and reg8x4, the f32 defaults where nothing was
+/// measured (on a GPU and on a CPU adapter), and reg8x4's f16 siblings, the f16 defaults on
+/// both; [`matmul_variants`] adds the generated family (gpu/variants.rs).
+const FIXED_VARIANTS: [MatmulVariant; 4] = [
+    // 16×16 tiles staged in workgroup memory, split K: made for big GPUs (BENCHMARKS.md, H200).
+    MatmulVariant {
+        name: "tiled16",
+        source: include_str!("../../shaders/matmul.wgsl"),
+        block_m: MATMUL_TILE,
+        block_n: MATMUL_TILE,
+        max_splits: 16,
+        unchecked: false,
+        load: Load::Scalar,
+        subgroup8: false,
+        software: false,
+        textures: [false, false],
+        elems: Elems::F32,
+        base: "tiled16",
+    },
+    // 8×4 registers a thread, no workgroup memory, no split: made for CPU-based adapters.
+    MatmulVariant {
+        name: "reg8x4",
+        source: include_str!("../../shaders/matmul_reg8x4.wgsl"),
+        block_m: 64,
+        block_n: 32,
+        max_splits: 1,
+        // The bounds checks cost 1.4-2× on lavapipe (BENCHMARKS.md): every load selects
+        // between the value and zero. Each index here is clamped to the matrix, and the host
+        // checks each product against its buffers before dispatching it.
+        unchecked: true,
+        load: Load::Scalar,
+        subgroup8: false,
+        software: true,
+        textures: [false, false],
+        elems: Elems::F32,
+        base: "reg8x4",
+    },
+    // --precision f16's products: reg8x4 reading f16, adding in f32 (every adapter: there is
+    // no tiled f16 kernel), with an f16 result and with an f32 one.
+    MatmulVariant {
+        name: "reg8x4_f16",
+        source: include_str!("../../shaders/matmul_f16.wgsl"),
+        block_m: 64,
+        block_n: 32,
+        max_splits: 1,
+        unchecked: false,
+        load: Load::Scalar,
+        subgroup8: false,
+        software: false,
+        textures: [false, false],
+        elems: Elems::F16,
+        base: "reg8x4",
+    },
+    MatmulVariant {
+        name: "reg8x4_f16_f32out",
+        source: include_str!("../../shaders/matmul_f16_f32out.wgsl"),
+        block_m: 64,
+        block_n: 32,
+        max_splits: 1,
+        unchecked: false,
+        load: Load::Scalar,
+        subgroup8: false,
+        software: false,
+        textures: [false, false],
+        elems: Elems::F16ToF32,
+        base: "reg8x4",
+    },
+];
+
+/// Every matmul variant: the hand-written ones (tiled16 first), then the generated family, f32
+/// and f16 (filter by [`MatmulVariant::elems`]).
+pub fn matmul_variants() -> &'static [MatmulVariant] {
+    static ALL: std::sync::OnceLock<Vec<MatmulVariant>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| {
+        let mut all: Vec<MatmulVariant> = FIXED_VARIANTS.into_iter().collect();
+        all.extend(super::variants::generated());
+        all
+    })
+}
+
+/// The hand-written variants (the first of [`matmul_variants`]), whose tiled16, reg8x4 and
+/// reg8x4_f16(_f32out) run wherever nothing was measured.
+pub fn fixed_variants() -> &'static [MatmulVariant] {
+    &matmul_variants()[..FIXED_VARIANTS.len()]
+}
+
+impl MatmulVariant {
+    /// The variant called `name`, or an error listing the shapes `--kernels` can name.
+    pub fn by_name(name: &str) -> crate::error::Result<&'static MatmulVariant> {
+        matmul_variants()
+            .iter()
+            .find(|v| v.name == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = matmul_variants()
+                    .iter()
+                    .filter(|v| v.elems == Elems::F32)
+                    .map(|v| v.name)
+                    .collect();
+                crate::error::Error::Config(format!(
+                    "--kernels {name}: no such matmul variant; there are {}",
+                    names.join(", ")
+                ))
+            })
+    }
+
+    /// Whether this variant can compute `p`: its loads fit the layout, and only the plain
+    /// scalar f32 kernels (tiled16, reg8x4) write split-K partial sums.
+    pub fn fits(&self, p: &MatmulParams) -> bool {
+        let partial_sums = self.load == Load::Scalar && !self.subgroup8 && self.elems == Elems::F32;
+        self.load.fits(p) && (p.splits == 1 || partial_sums)
+    }
+
+    /// This variant's sibling reading and writing `elems` (the same shape), if there is one.
+    pub fn sibling(&self, elems: Elems) -> Option<&'static MatmulVariant> {
+        matmul_variants()
+            .iter()
+            .find(|v| v.base == self.base && v.elems == elems)
+    }
+
+    /// Whether this variant can compute `site`'s product `p` in a step of `precision`: it reads
+    /// and writes the elements the step's buffers hold there, [`MatmulVariant::fits`] `p`,
+    /// and each operand it reads through a texture is one the engine mirrors there.
+    pub fn fits_at(&self, site: Site, precision: Precision, p: &MatmulParams) -> bool {
+        let mirrored = site.mirrored();
+        self.elems == site.elems(precision)
+            && self.fits(p)
+            && (0..2).all(|i| !self.textures[i] || mirrored[i].is_some())
+    }
+
+    /// Whether `gpu` can run this variant (f16 ones: with f16 in shaders), and the search should
+    /// offer it there.
+    pub fn offered_on(&self, gpu: &super::Gpu) -> bool {
+        let f16 = gpu.features.contains(wgpu::Features::SHADER_F16);
+        (!self.subgroup8 || gpu.has_subgroups_of(8))
+            && (!self.software || gpu.is_software())
+            && (self.elems == Elems::F32 || f16)
+    }
+
+    /// Workgroups for the product `p`: one per block of C and K-slice.
+    pub fn workgroups(&self, p: &MatmulParams) -> (u32, u32, u32) {
+        (
+            p.n.div_ceil(self.block_n),
+            p.m.div_ceil(self.block_m),
+            p.splits,
+        )
+    }
+
+    /// K-slices for a forward product with an (m, n) output and inner size k: enough that the
+    /// product has about 256 workgroups (a big GPU has over a hundred multiprocessors to fill),
+    /// at most `max_splits`, and never more than K has 16-wide tiles. With tiled16 the hidden
+    /// layer at batch 64 gets 7 (16 µs against 49 µs unsplit on an H200), the output layer 8
+    /// (8.5 against 10.6 µs).
+    pub fn forward_splits(&self, m: usize, n: usize, k: usize) -> u32 {
+        let blocks = (m as u32).div_ceil(self.block_m) * (n as u32).div_ceil(self.block_n);
+        (256 / blocks.max(1))
+            .clamp(1, self.max_splits)
+            .min((k as u32).div_ceil(MATMUL_TILE))
+    }
+}
+
+/// The step's matrix products, each of which may run its own variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Site {
+    /// h = ReLU(x·W1ᵀ + b1): (rows × hidden), K = 784.
+    Hidden,
+    /// z = h·W2ᵀ + b2: (rows × 10), K = hidden.
+    Output,
+    /// δ1 = (δ2·W2) ⊙ ReLU′: (rows × hidden), K = 10.
+    Delta1,
+    /// ∂W2 = δ2ᵀ·h: (10 × hidden), K = rows.
+    GradW2,
+    /// ∂W1 = δ1ᵀ·x: (hidden × 784), K = rows.
+    GradW1,
+}
+
+/// How many [`Site`]s a step has.
+pub const SITES: usize = 5;
+
+impl Site {
+    pub const ALL: [Site; SITES] = [
+        Site::Hidden,
+        Site::Output,
+        Site::Delta1,
+        Site::GradW2,
+        Site::GradW1,
+    ];
+
+    /// What the product reads and writes in a step of `precision`: under f16, the activations
+    /// and δ1 are f16, the logits and the weight gradients f32 (plan/table.rs).
+    pub fn elems(self, precision: Precision) -> Elems {
+        match (precision, self) {
+            (Precision::F32, _) => Elems::F32,
+            (Precision::F16, Site::Hidden | Site::Delta1) => Elems::F16,
+            (Precision::F16, Site::Output | Site::GradW2 | Site::GradW1) => Elems::F16ToF32,
+        }
+    }
+
+    /// The product as the engine line and the cache name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Site::Hidden => "x·W1ᵀ",
+            Site::Output => "h·W2ᵀ",
+            Site::Delta1 => "δ2·W2",
+            Site::GradW2 => "δ2ᵀ·h",
+            Site::GradW1 => "δ1ᵀ·x",
+        }
+    }
+
+    /// The product at this site for `rows` images and `hidden` neurons: its shape, layouts
+    /// and epilogue, with `(alpha, beta)` for the weight products (1, 0: the gradient;
+    /// −lr, 1: the fused update) and `splits` K-slices for the forward ones.
+    pub fn params(self, rows: u32, hidden: u32, ab: (f32, f32), splits: u32) -> MatmulParams {
+        let (pix, cls) = (crate::data::PIXELS as u32, crate::data::CLASSES as u32);
+        let p = |mkn, a, b, (alpha, beta), flags, splits| {
+            MatmulParams::new(mkn, a, b, alpha, beta, flags, splits)
+        };
+        match self {
+            Site::Hidden => p(
+                (rows, hidden, pix),
+                row_major(pix),
+                transposed(pix),
+                (1.0, 0.0),
+                HAS_BIAS | RELU,
+                splits,
+            ),
+            Site::Output => p(
+                (rows, cls, hidden),
+                row_major(hidden),
+                transposed(hidden),
+                (1.0, 0.0),
+                HAS_BIAS,
+                splits,
+            ),
+            Site::Delta1 => p(
+                (rows, hidden, cls),
+                row_major(cls),
+                row_major(hidden),
+                (1.0, 0.0),
+                MASK,
+                1,
+            ),
+            Site::GradW2 => p(
+                (cls, hidden, rows),
+                transposed(cls),
+                row_major(hidden),
+                ab,
+                0,
+                1,
+            ),
+            Site::GradW1 => p(
+                (hidden, pix, rows),
+                transposed(hidden),
+                row_major(pix),
+                ab,
+                0,
+                1,
+            ),
+        }
+    }
+}
