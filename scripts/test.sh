@@ -24,4 +24,13 @@ else
 fi
 export FEATURES
 source scripts/ensure-adapter.sh
+# The in-process GPU tests open adapters as the binary does, but without src/main.rs's quieting
+# of Mesa's look for a Wayland display: on a machine with no display each look printed "error:
+# XDG_RUNTIME_DIR is invalid or not set in the environment", dozens of lines in a passing run.
+# The same two settings as main.rs (a Wayland display that cannot exist, EGL's surfaceless
+# platform), only where there is no display; tests/cli.rs checks the binary without them.
+if [ -z "${WAYLAND_DISPLAY:-}" ] && [ -z "${DISPLAY:-}" ]; then
+    export WAYLAND_DISPLAY=/dev/null/no-display
+    export EGL_PLATFORM="${EGL_PLATFORM:-surfaceless}"
+fi
 GPU_TRAIN_REQUIRE_GPU=1 cargo test --release $FEATURES
