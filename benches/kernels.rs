@@ -181,7 +181,7 @@ fn main() {
         &serial,
         &[whole(&h), whole(&b1)],
         &bp,
-        (hid.div_ceil(64), 1, 1),
+        kernels::BiasSum::Serial.workgroups(hid),
     );
     report(
         "bias_update_serial (64 rows, 128 biases)",

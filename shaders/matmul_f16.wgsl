@@ -9,7 +9,8 @@
 // of the hidden layer, where an f16 accumulator (11 bits) would. Only the stored result is
 // rounded to f16. K is never split (no f16 partial sums).
 // Blocking as matmul_reg8x4.wgsl: one thread an 8×4 block of C in registers, 8×8 threads.
-// Compiled with wgpu's bounds checks: this kernel is not on the unchecked list.
+// Compiled without wgpu's bounds checks, as matmul_reg8x4.wgsl is: every index is clamped to
+// the matrix or guarded, and the host checks each product against its buffers first.
 
 enable f16;
 

@@ -14,7 +14,7 @@
 // memory) in matmul.wgsl's 16×16 tiles. A workgroup: 8×8 threads over a 64×32 block of C.
 // No workgroup memory and no barriers: on llvmpipe (8 lanes of AVX2 per thread) this ran the
 // hidden layer's product 4-5× faster than matmul.wgsl; on a big GPU it leaves most of the card
-// idle, which is why the trainer times both at start-up and keeps the faster (gpu/autotune.rs).
+// idle, which is why the trainer times both at start-up and keeps the faster (gpu/autotune).
 // Tried and measured (BENCHMARKS.md): 4×4, 4×8, 8×8 blocks, and clamping each load.
 
 struct Params {

@@ -260,3 +260,86 @@ fn a_headless_machine_shows_no_display_errors() {
         }
     }
 }
+
+/// The kernel search's cache ($XDG_CACHE_HOME/gpu-train/matmul-picks.tsv) is a file anyone can
+/// edit: a time in it that is no time (negative, NaN, infinite) is measured again, never picked
+/// (it was, and the engine line said "-0.01 ms" and that lavapipe ran as fast as the CPU path).
+#[test]
+fn a_kernel_cache_with_impossible_times_is_measured_again() {
+    if common::gpu("a_kernel_cache_with_impossible_times_is_measured_again").is_none() {
+        return;
+    }
+    let home = std::env::temp_dir().join(format!("gpu-train-cache-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    let run = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpu-train"))
+            .args(["--device", "0", "--limit", "64", "--epochs", "1"])
+            .env("XDG_CACHE_HOME", &home)
+            // The first candidate always runs; nothing after it.
+            .env("GPU_TRAIN_SEARCH_SECONDS", "0")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find(|l| l.starts_with("engine:"))
+            .unwrap_or("")
+            .to_string()
+    };
+    let first = run();
+    let cache = home.join("gpu-train").join("matmul-picks.tsv");
+    let text = std::fs::read_to_string(&cache).expect("the first run wrote the cache");
+    if !first.contains(" ms") {
+        // A hardware adapter: nothing is searched, nothing cached to spoil.
+        return;
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(!lines.is_empty());
+    let spoiled: String = lines
+        .iter()
+        .zip(["-5", "NaN", "inf", "-0.0"].iter().cycle())
+        .map(|(l, bad)| {
+            let (head, _) = l.rsplit_once('\t').unwrap();
+            format!("{head}\t{bad}\n")
+        })
+        .collect();
+    std::fs::write(&cache, spoiled).unwrap();
+    let second = run();
+    for bad in ["-0.", "NaN", "inf"] {
+        assert!(!second.contains(&format!("{bad}")), "{bad} in: {second}");
+    }
+    assert!(second.contains(" ms"), "measured again: {second}");
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+/// Under --precision f16, `--kernels` names a shape that must have an f16 version.
+#[test]
+fn f16_with_a_kernel_that_has_no_f16_version_is_refused() {
+    let Some(g) = common::gpu("f16_with_a_kernel_that_has_no_f16_version_is_refused") else {
+        return;
+    };
+    if !g.features.contains(wgpu::Features::SHADER_F16) {
+        return; // refused for that first (tests/f16.rs)
+    }
+    drop(g);
+    let (code, _, err) = gpu_train(&[
+        "--precision",
+        "f16",
+        "--kernels",
+        "tiled16",
+        "--limit",
+        "64",
+        "--epochs",
+        "1",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("no f16 version") && err.contains("reg8x4"),
+        "{err}"
+    );
+}

@@ -477,6 +477,8 @@ fn wgsl_constants_and_params_match_the_rust_side() {
             "{file}.wgsl"
         );
     }
+    // bias_update_serial's workgroup: one bias a lane, WORKGROUP of them (BiasSum::workgroups).
+    assert_eq!(constant("LANES", "bias_update_serial"), kernels::WORKGROUP);
     for (file, flag, value) in [
         ("matmul_reg8x4", "HAS_BIAS", kernels::HAS_BIAS),
         ("matmul_reg8x4", "RELU", kernels::RELU),

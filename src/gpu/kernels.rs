@@ -125,10 +125,19 @@ impl MatmulParams {
     /// (flops, bytes) of the product: 2mnk operations; A, B and C read once (C only if
     /// beta ≠ 0), C (or the split-K partial sums) written once, 4 bytes each.
     pub fn work(&self) -> (f64, f64) {
+        self.work_in(Elems::F32)
+    }
+
+    /// [`MatmulParams::work`] with A and B of `elems`' operand size and C of its result size.
+    pub fn work_in(&self, elems: Elems) -> (f64, f64) {
         let (m, n, k) = (self.m as f64, self.n as f64, self.k as f64);
         let read_c = if self.beta != 0.0 { m * n } else { 0.0 };
         let written = self.splits as f64 * m * n;
-        (2.0 * m * n * k, 4.0 * (m * k + k * n + read_c + written))
+        let (operand, result) = (elems.operand_bytes() as f64, elems.result_bytes() as f64);
+        (
+            2.0 * m * n * k,
+            operand * (m * k + k * n) + result * (read_c + written),
+        )
     }
 }
 

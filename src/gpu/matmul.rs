@@ -110,14 +110,15 @@ const FIXED_VARIANTS: [MatmulVariant; 4] = [
         base: "reg8x4",
     },
     // --precision f16's products: reg8x4 reading f16, adding in f32 (every adapter: there is
-    // no tiled f16 kernel), with an f16 result and with an f32 one.
+    // no tiled f16 kernel), with an f16 result and with an f32 one. Unchecked as reg8x4 is:
+    // their indices are clamped the same way.
     MatmulVariant {
         name: "reg8x4_f16",
         source: include_str!("../../shaders/matmul_f16.wgsl"),
         block_m: 64,
         block_n: 32,
         max_splits: 1,
-        unchecked: false,
+        unchecked: true,
         load: Load::Scalar,
         subgroup8: false,
         software: false,
@@ -131,7 +132,7 @@ const FIXED_VARIANTS: [MatmulVariant; 4] = [
         block_m: 64,
         block_n: 32,
         max_splits: 1,
-        unchecked: false,
+        unchecked: true,
         load: Load::Scalar,
         subgroup8: false,
         software: false,

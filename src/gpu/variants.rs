@@ -125,13 +125,16 @@ fn textures(load: Load, tex: bool) -> [bool; 2] {
 /// (gpu/mirror.rs), whose fetches widen to f32 as its buffer loads do.
 pub fn generated() -> Vec<MatmulVariant> {
     let mut all = Vec::new();
-    for elems in [Elems::F32, Elems::F16, Elems::F16ToF32] {
-        for &(load, shared, r, c, tex) in &SHAPES {
+    // Each shape in its three kinds side by side, so that the search (which goes down this list
+    // in order) reaches an f16 step's two large products in its first seconds, as it does an
+    // f32 step's.
+    for &(load, shared, r, c, tex) in &SHAPES {
+        for elems in [Elems::F32, Elems::F16, Elems::F16ToF32] {
             // f16 members only where a product can use them: vec4 rows of C (MN4) only with
             // an f32 C (the weight products, the only ones MN4 fits), and K4 texture members
             // only with an f16 one (x·W1ᵀ, the only K4 product with mirrored operands); and not
             // the 32×4 block, whose f16 compile took 2.9 s on Zen 4 (more than a start-up's
-            // whole search) for a product twice as slow as mn4_16x8_sg_f16's.
+            // whole search) for a product twice as slow as mn4_16x8_sg_f16_f32out's.
             let f16_out = elems == Elems::F16;
             let unused = match load {
                 Load::MN4 => f16_out || (r, c) == (32, 4),

@@ -89,7 +89,15 @@ pub(super) fn read_cache(key: &str) -> Measured {
         if f.len() != 4 || f[0] != key {
             continue;
         }
-        let seconds = f[3].parse::<f64>().ok().map(|us| us * 1e-6);
+        // µs as written, or "wrong"; anything else (a negative, NaN or infinite time) is not
+        // a measurement, and is measured again.
+        let seconds = match f[3] {
+            "wrong" => None,
+            t => match t.parse::<f64>() {
+                Ok(us) if us.is_finite() && us > 0.0 => Some(us * 1e-6),
+                _ => continue,
+            },
+        };
         known.insert((site, v.name), seconds);
     }
     known
@@ -98,6 +106,9 @@ pub(super) fn read_cache(key: &str) -> Measured {
 /// Appends measurements to the cache (best effort: a read-only home only costs a re-measure).
 pub(super) fn write_cache(key: &str, new: &[(Site, &'static str, Option<f64>)]) {
     let Some(path) = cache_file() else { return };
+    // A file that cannot be read as the cache (longer than it grows in ordinary use: mostly
+    // lines of older builds; or not text) is started afresh: it is only a cache. (write_file
+    // never writes through a link, a device node or a FIFO.)
     let mut text = crate::files::read_input_text(&path, MAX_CACHE_BYTES).unwrap_or_default();
     for (site, v, seconds) in new {
         let value = seconds.map_or("wrong".to_string(), |s| format!("{:.1}", s * 1e6));

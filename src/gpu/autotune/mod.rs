@@ -1,7 +1,7 @@
 //! Choosing a matmul variant for each product of the step by measuring, as Burn's autotune
 //! and tinygrad's BEAM search do.
 //!
-//! The variants (gpu/kernels.rs, gpu/variants.rs) compute the same sums; which is fastest
+//! The variants (gpu/matmul.rs, gpu/variants.rs) compute the same sums; which is fastest
 //! depends on the adapter and on the product: 16×16 workgroup-memory tiles win on a big GPU;
 //! on lavapipe, where the "GPU" is the CPU's SIMD lanes, register blocks with vec4 loads and
 //! rows shared through subgroups win, and the best shape differs between the forward product
@@ -22,7 +22,7 @@
 mod bench;
 mod cache;
 
-use super::kernels::{self, matmul_variants, MatmulParams, MatmulVariant, Site, SITES};
+use super::kernels::{self, matmul_variants, Elems, MatmulParams, MatmulVariant, Site, SITES};
 use super::mirror::Mirror;
 use super::Gpu;
 use crate::data::PIXELS;
@@ -195,11 +195,18 @@ fn fallback(gpu: &Gpu, site: Site, step: Step) -> &'static MatmulVariant {
 /// compile of one variant on lavapipe takes 0.2-2.6 s, so a first run measures a few, and each
 /// later run goes on from where the last stopped until every variant is measured.
 fn budget() -> f64 {
-    std::env::var("GPU_TRAIN_SEARCH_SECONDS")
-        .ok()
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|v| *v >= 0.0)
-        .unwrap_or(2.0)
+    let Ok(text) = std::env::var("GPU_TRAIN_SEARCH_SECONDS") else {
+        return 2.0;
+    };
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => v,
+        _ => {
+            log::warn!(
+                "GPU_TRAIN_SEARCH_SECONDS={text} is not a number of seconds (0 or more): searching 2 s"
+            );
+            2.0
+        }
+    }
 }
 
 /// A search's new measurements (site, variant, seconds or None where wrong).
@@ -300,6 +307,25 @@ fn forced(gpu: &Gpu, name: &str, step: Step) -> Result<Choice> {
         return Err(Error::Config(format!(
             "--kernels {name} shares rows through subgroups of 8 lanes, which {} lacks",
             gpu.info.name
+        )));
+    }
+    if Site::ALL
+        .iter()
+        .all(|&site| v.sibling(site.elems(step.precision)).is_none())
+    {
+        let shapes: Vec<&str> = matmul_variants()
+            .iter()
+            .filter(|s| s.elems == Elems::F16 || s.elems == Elems::F16ToF32)
+            .map(|s| s.base)
+            .fold(Vec::new(), |mut names, b| {
+                if !names.contains(&b) {
+                    names.push(b);
+                }
+                names
+            });
+        return Err(Error::Config(format!(
+            "--kernels {name} has no f16 version for --precision f16; the shapes that have one are {}",
+            shapes.join(", ")
         )));
     }
     let picks = Site::ALL.map(|site| {

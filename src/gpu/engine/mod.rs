@@ -459,7 +459,7 @@ impl std::fmt::Display for GpuEngine {
             self.matmul.describe(),
             self.matmul.how,
             if self.half.is_some() {
-                ", mixed precision: f16 activations and working weights (the picks' f16 siblings, f32 sums), f32 masters"
+                ", mixed precision: f16 activations and working weights (the f16 kernels above, f32 sums), f32 masters"
             } else {
                 ""
             }

@@ -175,8 +175,8 @@ impl<'a> Table<'a> {
         res: [Res; 5],
         p: MatmulParams,
     ) -> Dispatch {
-        let (flops, bytes) = p.work();
         let variant = &self.k.matmul[site as usize];
+        let (flops, bytes) = p.work_in(variant.0.elems);
         let precision = match self.half {
             Some(_) => Precision::F16,
             None => Precision::F32,
@@ -187,9 +187,7 @@ impl<'a> Table<'a> {
             "{name}: the pick reads and writes other elements than the buffers hold"
         );
         let mirrors = site.mirrored().map(|m| self.b.mirrors.as_ref()?.get(m?));
-        // MatmulParams::work counts 4-byte elements.
-        let scale = self.value_bytes as f64 / 4.0;
-        Dispatch::matmul(self.d, name, variant, res, mirrors, &p).work(phase, flops, bytes * scale)
+        Dispatch::matmul(self.d, name, variant, res, mirrors, &p).work(phase, flops, bytes)
     }
 
     /// A forward product `out = epilogue(a · W_wᵀ + b_w)`: one product, or, when K is split,
