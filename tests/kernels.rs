@@ -463,6 +463,18 @@ fn wgsl_constants_and_params_match_the_rust_side() {
         (reg.block_m, reg.block_n),
         "matmul_reg8x4.wgsl's block against its MatmulVariant"
     );
+    for (file, name) in [
+        ("matmul_f16", "reg8x4_f16"),
+        ("matmul_f16_f32out", "reg8x4_f16_f32out"),
+    ] {
+        let v = MatmulVariant::by_name(name).unwrap();
+        let lanes = constant("LANES", file);
+        assert_eq!(
+            (lanes * constant("R", file), lanes * constant("CC", file)),
+            (v.block_m, v.block_n),
+            "{file}.wgsl's block against {name}"
+        );
+    }
     for file in [
         "unpack_batch",
         "splitk_reduce",

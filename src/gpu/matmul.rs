@@ -110,37 +110,37 @@ const FIXED_VARIANTS: [MatmulVariant; 4] = [
         base: "reg8x4",
     },
     // --precision f16's products: reg8x4 reading f16, adding in f32 (every adapter: there is
-    // no tiled f16 kernel), with an f16 result and with an f32 one. Unchecked as reg8x4 is:
-    // their indices are clamped the same way.
-    MatmulVariant {
-        name: "reg8x4_f16",
-        source: include_str!("../../shaders/matmul_f16.wgsl"),
-        block_m: 64,
-        block_n: 32,
-        max_splits: 1,
-        unchecked: true,
-        load: Load::Scalar,
-        subgroup8: false,
-        software: false,
-        textures: [false, false],
-        elems: Elems::F16,
-        base: "reg8x4",
-    },
-    MatmulVariant {
-        name: "reg8x4_f16_f32out",
-        source: include_str!("../../shaders/matmul_f16_f32out.wgsl"),
-        block_m: 64,
-        block_n: 32,
-        max_splits: 1,
-        unchecked: true,
-        load: Load::Scalar,
-        subgroup8: false,
-        software: false,
-        textures: [false, false],
-        elems: Elems::F16ToF32,
-        base: "reg8x4",
-    },
+    // no tiled f16 kernel), with an f16 result and with an f32 one.
+    reg8x4_f16(
+        "reg8x4_f16",
+        include_str!("../../shaders/matmul_f16.wgsl"),
+        Elems::F16,
+    ),
+    reg8x4_f16(
+        "reg8x4_f16_f32out",
+        include_str!("../../shaders/matmul_f16_f32out.wgsl"),
+        Elems::F16ToF32,
+    ),
 ];
+
+/// One of reg8x4's f16 siblings (shaders/matmul_f16*.wgsl): reg8x4's blocking, and unchecked as
+/// reg8x4 is (their indices are clamped the same way); offered on every adapter.
+const fn reg8x4_f16(name: &'static str, source: &'static str, elems: Elems) -> MatmulVariant {
+    MatmulVariant {
+        name,
+        source,
+        block_m: 64,
+        block_n: 32,
+        max_splits: 1,
+        unchecked: true,
+        load: Load::Scalar,
+        subgroup8: false,
+        software: false,
+        textures: [false, false],
+        elems,
+        base: "reg8x4",
+    }
+}
 
 /// Every matmul variant: the hand-written ones (tiled16 first), then the generated family, f32
 /// and f16 (filter by [`MatmulVariant::elems`]).
