@@ -9,11 +9,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MPI_PACKAGES="libopenmpi-dev openmpi-bin libclang-dev clang"
 LAB_PACKAGES="iproute2 ethtool nftables"
-if ! dpkg -s $MPI_PACKAGES $LAB_PACKAGES >/dev/null 2>&1; then
+# strace: tests/last_inputs.rs counts the write calls of an error line (one, so the lines of
+# two MPI ranks cannot interleave).
+TOOL_PACKAGES="strace"
+if ! dpkg -s $MPI_PACKAGES $LAB_PACKAGES $TOOL_PACKAGES >/dev/null 2>&1; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
-        echo "installing Open MPI and clang for the MPI tests, iproute2 and ethtool for the lab ($MPI_PACKAGES $LAB_PACKAGES)" >&2
+        echo "installing Open MPI and clang for the MPI tests, iproute2 and ethtool for the lab, strace ($MPI_PACKAGES $LAB_PACKAGES $TOOL_PACKAGES)" >&2
         DEBIAN_FRONTEND=noninteractive apt-get update -q
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q $MPI_PACKAGES $LAB_PACKAGES
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q $MPI_PACKAGES $LAB_PACKAGES $TOOL_PACKAGES
     fi
 fi
 FEATURES=""

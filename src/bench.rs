@@ -359,7 +359,25 @@ impl BenchArgs {
                 )));
             }
         }
-        Ok(())
+        for (flag, peak) in [
+            ("--peak-tflops", self.peak_tflops),
+            ("--peak-tbs", self.peak_tbs),
+        ] {
+            if let Some(v) = peak.filter(|v| !(v.is_finite() && *v > 0.0 && *v <= 1e6)) {
+                return Err(Error::Config(format!(
+                    "{flag} {v}: a card's peak, a positive number (at most 1,000,000)"
+                )));
+            }
+        }
+        let data = self.data.files();
+        let inputs: Vec<(&str, &std::path::Path)> =
+            data.iter().map(|p| ("--data-dir", p.as_path())).collect();
+        let outputs: Vec<crate::files::Output> = self
+            .json
+            .iter()
+            .map(|p| crate::files::Output::File("--json", p))
+            .collect();
+        crate::files::check_paths(&inputs, &outputs)
     }
 }
 
@@ -531,10 +549,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
     }
     if let Some(path) = &args.json {
-        std::fs::write(path, to_json(&rows)).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
+        crate::checkpoint::write_file(
+            path,
+            to_json(&rows).as_bytes(),
+            "the benchmark's JSON",
+            "an earlier file of that name is untouched",
+        )?;
     }
     Ok(())
 }

@@ -197,9 +197,14 @@ impl TrainState {
         if self.train_len == 0 {
             return bad("train_len = 0".into());
         }
-        if let Some((scale, _)) = self.loss_scale {
-            if !(scale.is_finite() && scale >= 1.0) {
-                return bad(format!("loss scale = {scale}"));
+        if let Some((scale, good)) = self.loss_scale {
+            use crate::train::LossScaler;
+            if !LossScaler::reachable(scale) || good >= LossScaler::GROWTH_INTERVAL {
+                return bad(format!(
+                    "loss scale = {scale} after {good} good steps (a run's is a power of two from 1 to {}, doubled every {} good steps)",
+                    LossScaler::MAX,
+                    LossScaler::GROWTH_INTERVAL
+                ));
             }
         }
         Ok(())
@@ -249,6 +254,63 @@ pub fn encode(model: &Model, state: &TrainState) -> Result<Vec<u8>> {
         .map_err(|e| Error::Config(format!("cannot encode a snapshot: {e}")))
 }
 
+/// Whether `bytes` begin as a gpu-train snapshot does (a safetensors header naming the
+/// format), however damaged the rest: what tells "a damaged snapshot, delete it" from "never a
+/// snapshot" (`--resume /etc/passwd`, a PNG, a trace).
+fn looks_like_snapshot(bytes: &[u8]) -> bool {
+    let head = &bytes[..bytes.len().min(1 << 16)];
+    head.len() > 9 && head[8] == b'{' && head.windows(18).any(|w| w == b"gpu-train snapshot")
+}
+
+/// Refuses a safetensors header that names a tensor (or its metadata) twice: a JSON reader
+/// keeps one of the two silently, so which weights were meant is a guess.
+pub fn check_unique_names(bytes: &[u8], path: &Path) -> Result<()> {
+    use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
+    struct Names;
+    impl<'de> Visitor<'de> for Names {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            let mut twice = None;
+            while let Some(k) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                if !seen.insert(k.clone()) && twice.is_none() {
+                    twice = Some(k);
+                }
+            }
+            Ok(twice)
+        }
+    }
+    let Some(len) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    else {
+        return Ok(());
+    };
+    let Some(header) = usize::try_from(len)
+        .ok()
+        .and_then(|n| bytes.get(8..8usize.checked_add(n)?))
+    else {
+        return Ok(()); // not safetensors at all: the reader says so
+    };
+    let mut de = serde_json::Deserializer::from_slice(header);
+    if let Ok(Some(name)) = de.deserialize_map(Names) {
+        return Err(Error::snapshot(
+            path,
+            format!(
+                "its safetensors header names '{name}' twice: which one was meant cannot be known"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Reads and checks a snapshot file's bytes.
 pub fn decode(bytes: &[u8], path: &Path) -> Result<(Model, TrainState)> {
     let bad = |what: String| {
@@ -257,8 +319,17 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<(Model, TrainState)> {
             format!("{what}; the file is damaged: delete it to resume from the one before"),
         )
     };
-    let st = safetensors::SafeTensors::deserialize(bytes)
-        .map_err(|e| bad(format!("not a readable safetensors file ({e})")))?;
+    check_unique_names(bytes, path)?;
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
+        if looks_like_snapshot(bytes) {
+            bad(format!("not a readable safetensors file ({e})"))
+        } else {
+            Error::snapshot(
+                path,
+                format!("not a gpu-train snapshot: not a safetensors file at all ({e}); --resume takes a snapshot-*.safetensors that --snapshot-dir wrote"),
+            )
+        }
+    })?;
     let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| bad(format!("unreadable header ({e})")))?;
     let meta = header.metadata().clone().unwrap_or_default();

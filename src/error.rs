@@ -95,3 +95,12 @@ impl Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Prints `gpu-train: LINE` on standard error in one write: the ranks of an MPI job share one
+/// stderr, and `eprintln!` writes a formatted line in pieces that another rank's pieces can
+/// land between.
+pub fn say_error(line: &str) {
+    use std::io::Write as _;
+    let whole = format!("gpu-train: {line}\n");
+    let _ = std::io::stderr().lock().write_all(whole.as_bytes());
+}

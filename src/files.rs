@@ -92,3 +92,116 @@ pub fn file_kind(m: &fs::Metadata) -> &'static str {
         "not a regular file"
     }
 }
+
+/// What a command will write, for [`check_paths`].
+#[derive(Debug, Clone, Copy)]
+pub enum Output<'a> {
+    /// One file, named by `flag`.
+    File(&'a str, &'a Path),
+    /// The snapshot folder: gpu-train's own (`--keep` deletes there, a resume moves files aside).
+    Snapshots(&'a Path),
+    /// A folder of pictures, named by `flag`: every `.png` and `.svg` there may be replaced.
+    Pictures(&'a str, &'a Path),
+}
+
+/// `path` made absolute with its links resolved, also for a file that does not exist yet (its
+/// folder resolved, its name kept): two spellings of one file compare equal.
+fn resolved(path: &Path) -> std::path::PathBuf {
+    if let Ok(p) = fs::canonicalize(path) {
+        return p;
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match (fs::canonicalize(dir), path.file_name()) {
+        (Ok(d), Some(name)) => d.join(name),
+        _ => std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf()),
+    }
+}
+
+/// Whether `a` and `b` are one file: the same inode on the same device (a hard link, a
+/// symbolic link, `./x` and `x`), or, where one does not exist yet, the same resolved path.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(x), Ok(y)) => (x.dev(), x.ino()) == (y.dev(), y.ino()),
+        _ => resolved(a) == resolved(b),
+    }
+}
+
+/// Whether `path` lies inside the folder `dir` (at any depth).
+fn inside(path: &Path, dir: &Path) -> bool {
+    resolved(path).starts_with(resolved(dir))
+}
+
+fn is_picture(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png") || e.eq_ignore_ascii_case("svg"))
+}
+
+/// The one check of a command's paths, before anything is written: no output is one of the
+/// command's inputs (`--trace w.safetensors` beside `--init w.safetensors` would replace the
+/// weights), no two outputs are one file, no output file lies in the snapshot folder (the
+/// rotation of `--keep` would delete it), and no input or output file is a picture in a
+/// pictures folder (it would be drawn over). `inputs` are (flag, path) pairs; an input that
+/// does not exist is the reader's to refuse.
+pub fn check_paths(inputs: &[(&str, &Path)], outputs: &[Output]) -> crate::Result<()> {
+    let refuse = |m: String| Err(crate::Error::Config(m));
+    let files: Vec<(&str, &Path)> = outputs
+        .iter()
+        .filter_map(|o| match *o {
+            Output::File(flag, p) => Some((flag, p)),
+            _ => None,
+        })
+        .collect();
+    for (i, &(flag, out)) in files.iter().enumerate() {
+        for &(in_flag, input) in inputs {
+            if same_file(out, input) {
+                return refuse(format!(
+                    "{flag} {} is the file {in_flag} reads ({}): writing it would destroy the run's own input; give {flag} another file",
+                    out.display(),
+                    input.display()
+                ));
+            }
+        }
+        for &(other_flag, other) in &files[..i] {
+            if same_file(out, other) {
+                return refuse(format!(
+                    "{other_flag} and {flag} name the same file ({}): give each its own",
+                    out.display()
+                ));
+            }
+        }
+    }
+    for o in outputs {
+        match *o {
+            Output::Snapshots(dir) => {
+                if let Some((flag, out)) = files.iter().find(|(_, p)| inside(p, dir)) {
+                    return refuse(format!(
+                        "{flag} {} is inside the snapshot folder {}, whose files gpu-train rotates (--keep deletes the oldest): write it elsewhere",
+                        out.display(),
+                        dir.display()
+                    ));
+                }
+            }
+            Output::Pictures(flag, dir) => {
+                let named = inputs.iter().chain(files.iter());
+                if let Some((which, p)) = named
+                    .filter(|(_, p)| is_picture(p))
+                    .find(|(_, p)| inside(p, dir))
+                {
+                    return refuse(format!(
+                        "{which} {} is a picture inside {flag} {}, where this command writes its pictures: choose another {flag}",
+                        p.display(),
+                        dir.display()
+                    ));
+                }
+            }
+            Output::File(..) => {}
+        }
+    }
+    Ok(())
+}

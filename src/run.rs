@@ -74,17 +74,19 @@ impl RunConfig {
     pub fn check_faults(
         &self,
         train_len: usize,
-        (world, ranks): (usize, usize),
+        (world, ranks, mpi): (usize, usize, bool),
         start: &Start,
     ) -> Result<()> {
         let f = &self.faults;
-        let (parties, what) = match ranks {
-            1 => (self.replicas(), "replicas"),
-            _ => (ranks, "ranks (a fault's replica is a rank)"),
+        // Under --mpi the faults act on the ring between the ranks only (a rank's own replicas
+        // sum in memory first): a job of one rank has no such messages, whatever its replicas.
+        let (parties, what) = match mpi {
+            false => (self.replicas(), "replicas"),
+            true => (ranks, "ranks (a fault's replica is a rank)"),
         };
         if (!f.lose.is_empty() || !f.corrupt.is_empty() || f.slow.is_some()) && parties < 2 {
             return Err(Error::Config(
-                "--fault acts on the all-reduce's messages: pass --devices or --replicas with 2 or more, or run 2 or more --mpi ranks".into(),
+                "--fault acts on the all-reduce's messages: pass --devices or --replicas with 2 or more, or run 2 or more --mpi ranks (under --mpi it acts between ranks only)".into(),
             ));
         }
         for (kind, at) in [("lose-message", &f.lose), ("corrupt-message", &f.corrupt)] {
@@ -154,7 +156,7 @@ impl RunConfig {
             // helpers that busy-wait between steps: all of them together must fit the cores.
             if (threads - 1) * replicas + 1 > cores {
                 return Err(Error::Config(format!(
-                    "--threads {threads} with {replicas} replica(s) needs {} threads (the helpers busy-wait) but this machine has {cores} core(s): more threads than cores only slow a step down",
+                    "--threads {threads} with {replicas} replica(s) needs {} threads (the helpers busy-wait) but this process may run on {cores} core(s) (its CPU affinity: under mpirun each rank is bound to its own core(s) unless started with --bind-to none): more threads than cores only slow a step down",
                     (threads - 1) * replicas + 1
                 )));
             }
@@ -163,7 +165,14 @@ impl RunConfig {
             kernels: Some(k), ..
         } = &self.devices
         {
-            MatmulVariant::by_name(k)?;
+            let v = MatmulVariant::by_name(k)?;
+            // An f16 member named under f32 would run its f32 sibling without a word.
+            if v.elems != crate::gpu::kernels::Elems::F32 && self.precision == Precision::F32 {
+                return Err(Error::Config(format!(
+                    "--kernels {k} reads f16: pass --precision f16 to run it, or name its f32 shape ({}) under f32",
+                    v.base
+                )));
+            }
         }
         if self.overlap && !self.data_parallel {
             return Err(Error::Config(
@@ -307,6 +316,11 @@ impl DataArgs {
     /// The folder: --data-dir, or the bundled sample.
     pub fn dir(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(data::bundled_dir)
+    }
+
+    /// The data files the folder holds (inputs no output may overwrite).
+    pub fn files(&self) -> Vec<PathBuf> {
+        data::files_in(&self.dir())
     }
 
     /// The first `limit` test images only (`predict`, `explain`).

@@ -101,6 +101,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
     let fail = |fault: String| Error::snapshot(path, fault);
     let bytes = crate::files::read_input(path, crate::checkpoint::MAX_WEIGHTS_FILE)
         .map_err(|e| fail(format!("cannot read: {e}")))?;
+    checkpoint::check_unique_names(&bytes, path)?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| fail(format!("not a readable safetensors file ({e})")))?;
     let is_snapshot = header

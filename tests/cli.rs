@@ -311,7 +311,7 @@ fn a_kernel_cache_with_impossible_times_is_measured_again() {
     std::fs::write(&cache, spoiled).unwrap();
     let second = run();
     for bad in ["-0.", "NaN", "inf"] {
-        assert!(!second.contains(&format!("{bad}")), "{bad} in: {second}");
+        assert!(!second.contains(&bad.to_string()), "{bad} in: {second}");
     }
     assert!(second.contains(" ms"), "measured again: {second}");
     let _ = std::fs::remove_dir_all(&home);

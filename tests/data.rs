@@ -116,7 +116,7 @@ fn counts_that_disagree_and_missing_files_are_refused() {
     );
     let e = fault(data::load_dir(dir.path()));
     assert!(
-        e.contains("holds 2 labels but train-images-idx3-ubyte holds 3 images"),
+        e.contains("says 2 labels but train-images-idx3-ubyte's says 3 images"),
         "{e}"
     );
     write("train-labels-idx1-ubyte", idx::encode_labels(&[1, 2, 3]));

@@ -454,7 +454,9 @@ fn huge_pngs_and_lying_data_files_cost_no_more_memory_than_their_bytes() {
         let line = ours(&err)[0];
         assert!(
             line.contains("magic number is 0x00000000")
-                || line.contains("header says 1 images of 28x28"),
+                || line.contains("header says 1 images of 28x28")
+                // The headers are compared before any payload: 10,000 labels, 1 image.
+                || line.contains("says 10000 labels but train-images-idx3-ubyte's says 1 images"),
             "{line}"
         );
     }
@@ -477,11 +479,15 @@ fn huge_pngs_and_lying_data_files_cost_no_more_memory_than_their_bytes() {
         ours(&err)[0].contains("magic number is 0x00000000"),
         "{err}"
     );
-    // A valid header claiming 2,739,137 images in front of only 2,000: with --limit 2000 only
-    // those are read (and the labels' first 2,000); without, the file is refused.
+    // A valid header claiming 2,739,137 images in front of only 2,000 (and labels whose header
+    // claims as many: headers that disagree are refused whatever --limit says): with --limit
+    // 2000 only those are read (and the labels' first 2,000); without, the file is refused.
     let mut claim = idx::encode_images(2000, 28, 28, &vec![7u8; 2000 * PIXELS]);
     claim[4..8].copy_from_slice(&2_739_137u32.to_be_bytes());
     std::fs::write(&bomb, gz(&claim)).unwrap();
+    let mut labels = idx::encode_labels(&[3u8; 2000]);
+    labels[4..8].copy_from_slice(&2_739_137u32.to_be_bytes());
+    std::fs::write(data_dir.join("train-labels-idx1-ubyte.gz"), gz(&labels)).unwrap();
     let (code, out, err) = sh(&format!(
         "{limit} '{BIN}' --cpu --epochs 1 --limit 2000 --data-dir '{}'",
         data_dir.display()
@@ -513,6 +519,8 @@ fn huge_pngs_and_lying_data_files_cost_no_more_memory_than_their_bytes() {
         e.write_all(&row).unwrap();
     }
     e.finish().unwrap();
+    labels[4..8].copy_from_slice(&(count as u32).to_be_bytes());
+    std::fs::write(data_dir.join("train-labels-idx1-ubyte.gz"), gz(&labels)).unwrap();
     let (code, _, err) = sh(&format!(
         "{limit} '{BIN}' --cpu --epochs 1 --data-dir '{}'",
         data_dir.display()

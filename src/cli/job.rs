@@ -85,7 +85,7 @@ impl Job {
     pub(super) fn finish(self, result: Result<()>) -> Result<()> {
         #[cfg(feature = "mpi")]
         if let (Some(job), Err(e)) = (&self.mpi, &result) {
-            eprintln!("gpu-train: rank {} of {}: {e}", self.rank, self.ranks);
+            crate::error::say_error(&format!("rank {} of {}: {e}", self.rank, self.ranks));
             use std::io::Write;
             let _ = std::io::stderr().flush();
             let _ = std::io::stdout().flush();

@@ -245,6 +245,16 @@ fn check_snapshot_position(
 /// MPI a rank that fails prints its reason and ends the whole job (MPI_Abort): the other
 /// ranks would otherwise wait for it in a collective forever.
 pub(super) fn run_train(args: &TrainArgs) -> Result<()> {
+    // The job first: under mpirun a refusal of the flags then names the rank that made it.
+    let job = Job::start(args.mpi)?;
+    let result = checked_flags(args)
+        .and_then(|(run, trace_steps)| train_in_job(args, run, trace_steps, &job));
+    job.finish(result)
+}
+
+/// The run the flags ask for and the steps to trace, with every output path checked, before
+/// anything is read or written.
+fn checked_flags(args: &TrainArgs) -> Result<(RunConfig, std::ops::Range<u64>)> {
     let run = args.config()?;
     let trace_steps = crate::network::trace::parse_steps(&args.trace_steps)?;
     for (flag, path) in [("--trace", &args.trace), ("--metrics", &args.metrics)] {
@@ -263,17 +273,32 @@ pub(super) fn run_train(args: &TrainArgs) -> Result<()> {
             )));
         }
     }
-    if let (Some(t), Some(m)) = (&args.trace, &args.metrics) {
-        if t == m {
-            return Err(Error::Config(format!(
-                "--trace and --metrics name the same file ({}): give each its own",
-                t.display()
-            )));
-        }
+    check_train_paths(args)?;
+    Ok((run, trace_steps))
+}
+
+/// What the run reads against what it writes, in the one place every command checks them.
+fn check_train_paths(args: &TrainArgs) -> Result<()> {
+    use crate::files::Output;
+    let data = args.data.files();
+    let mut inputs: Vec<(&str, &Path)> = data.iter().map(|p| ("--data-dir", p.as_path())).collect();
+    if let Some(p) = &args.init {
+        inputs.push(("--init", p));
     }
-    let job = Job::start(args.mpi)?;
-    let result = train_in_job(args, run, trace_steps, &job);
-    job.finish(result)
+    if let Some(Some(p)) = &args.resume {
+        inputs.push(("--resume", p));
+    }
+    let mut outputs = Vec::new();
+    if let Some(p) = &args.trace {
+        outputs.push(Output::File("--trace", p));
+    }
+    if let Some(p) = &args.metrics {
+        outputs.push(Output::File("--metrics", p));
+    }
+    if let Some(d) = &args.snapshot_dir {
+        outputs.push(Output::Snapshots(d));
+    }
+    crate::files::check_paths(&inputs, &outputs)
 }
 
 /// The run on this process: its data, its starting point, its replicas, the training, and
@@ -295,7 +320,7 @@ fn train_in_job(
     let (model, start, run, trained_on) =
         starting_point(args, run, &data, snapshots.as_ref(), world, speaks)?;
     run.validate()?;
-    run.check_faults(data.train.len(), (world, job.ranks), &start)?;
+    run.check_faults(data.train.len(), (world, job.ranks, args.mpi), &start)?;
     // Every rank has checked its own input; now the ranks check they agree, before any
     // gradient is exchanged. Every rank has chosen its snapshot before rank 0 moves or writes any.
     job.agree(&job_fields(args, &run, &model, &data, start))?;
@@ -305,6 +330,9 @@ fn train_in_job(
         .map(|path| crate::network::trace::Trace::new(path, trace_steps, job.rank))
         .transpose()?;
     let nic = nic_sampler(args)?;
+    if let (Some(t), Some(n)) = (trace.as_mut(), nic.as_ref()) {
+        t.follow_with(n);
+    }
     let mut engines = run.engines(&model, &data)?;
     let mut replicas = match job.all_reduce(engines.len(), args.across_ranks(), &run.faults)? {
         Some(all_reduce) => run.replicas_with(&mut engines, all_reduce)?,
@@ -381,10 +409,10 @@ fn on_ctrl_c(args: &TrainArgs) {
     let mpi_snapshots = args.mpi.then(|| args.snapshot_dir.clone());
     let _ = ctrlc::set_handler(move || {
         if let Some(dir) = &mpi_snapshots {
-            eprintln!(
-                "gpu-train: rank 0 stopped by a signal (Ctrl-C, or mpirun ending the job); {}",
+            crate::error::say_error(&format!(
+                "rank 0 stopped by a signal (Ctrl-C, or mpirun ending the job); {}",
                 resume_hint_in(dir.as_deref())
-            );
+            ));
             std::process::exit(130);
         }
         if train::STOP.swap(true, std::sync::atomic::Ordering::SeqCst) {
@@ -515,6 +543,7 @@ fn job_fields(
         ("--allreduce", format!("{:?}", args.across_ranks())),
         ("--trace-steps", args.trace_steps.clone()),
         ("--overlap", run.overlap.to_string()),
+        ("--fault", args.fault.join(" ")),
     ]
 }
 
@@ -556,11 +585,13 @@ fn print_start(
 ) {
     say!("{}", crate::explain::summary_for(model.hidden()).trim_end());
     say!(
-        "data: {} ({} training images, {} test images, {:.1} MB of u8 pixels in RAM)",
+        "data: {} ({} training images, {} test images, {:.1} MB of u8 pixels in RAM: {:.1} training, {:.1} test)",
         data.dir.display(),
         data.train.len(),
         data.test.len(),
-        data.train.images.len() as f64 / 1e6
+        (data.train.images.len() + data.test.images.len()) as f64 / 1e6,
+        data.train.images.len() as f64 / 1e6,
+        data.test.images.len() as f64 / 1e6
     );
     say!("engine: {}", replicas.describe());
     let steps = run

@@ -149,7 +149,7 @@ fn payload(
     (count, item, keep): (u64, u64, u64),
     header_len: u64,
     name: &str,
-    what: &str,
+    (what, hint): (&str, &str),
 ) -> Result<Vec<u8>> {
     // u128: three u32 header fields multiplied can overflow u64.
     let expected = count as u128 * item as u128;
@@ -181,7 +181,7 @@ fn payload(
                     name,
                     format!(
                         "header says {count} {what}{promised} to read, but the gzip file is {gz} bytes: \
-                         image data does not inflate {MAX_GZIP_RATIO}× (a damaged file, or a gzip bomb); pass --limit to read fewer"
+                         image data does not inflate {MAX_GZIP_RATIO}× (a damaged file, or a gzip bomb){hint}"
                     ),
                 ));
             }
@@ -192,7 +192,7 @@ fn payload(
         return Err(Error::bad_data(
             name,
             format!(
-                "header says {count} {what} ({want} bytes to read), more than gpu-train reads ({MAX_DECODED_BYTES} bytes); pass --limit to use fewer"
+                "header says {count} {what} ({want} bytes to read), more than gpu-train reads ({MAX_DECODED_BYTES} bytes){hint}"
             ),
         ));
     }
@@ -216,77 +216,138 @@ fn payload(
     Ok(out)
 }
 
+/// An IDX file opened with its header read and checked, its payload not yet read: a pair of
+/// files is compared by their headers before either payload costs memory.
+pub struct IdxFile<'a> {
+    r: Box<dyn Read + 'a>,
+    stored: Stored,
+    pub name: String,
+    /// Items the header promises (images or labels), and bytes an item.
+    pub count: u64,
+    item: u64,
+    /// An image's rows and columns (1 × 1 for labels).
+    pub rows: usize,
+    pub cols: usize,
+    header_len: u64,
+}
+
+impl<'a> IdxFile<'a> {
+    /// Opens an IDX image file, raw or gzip'd, and reads its header.
+    pub fn images(path: &Path) -> Result<IdxFile<'static>> {
+        let (r, stored) = open(path)?;
+        IdxFile::images_from(r, stored, display_name(path))
+    }
+
+    /// Opens an IDX label file, raw or gzip'd, and reads its header.
+    pub fn labels(path: &Path) -> Result<IdxFile<'static>> {
+        let (r, stored) = open(path)?;
+        IdxFile::labels_from(r, stored, display_name(path))
+    }
+
+    fn images_from(mut r: Box<dyn Read + 'a>, stored: Stored, name: String) -> Result<Self> {
+        let h: [u8; 16] = header(&mut r, &name, IMAGES_MAGIC, "images")?;
+        let (count, rows, cols) = (be_u32(&h, 4), be_u32(&h, 8), be_u32(&h, 12));
+        if rows == 0 || cols == 0 {
+            return Err(Error::bad_data(
+                name,
+                format!("image size is {rows}x{cols}"),
+            ));
+        }
+        Ok(IdxFile {
+            r,
+            stored,
+            name,
+            count: count as u64,
+            item: rows as u64 * cols as u64,
+            rows: rows as usize,
+            cols: cols as usize,
+            header_len: 16,
+        })
+    }
+
+    fn labels_from(mut r: Box<dyn Read + 'a>, stored: Stored, name: String) -> Result<Self> {
+        let h: [u8; 8] = header(&mut r, &name, LABELS_MAGIC, "labels")?;
+        Ok(IdxFile {
+            r,
+            stored,
+            name,
+            count: be_u32(&h, 4) as u64,
+            item: 1,
+            rows: 1,
+            cols: 1,
+            header_len: 8,
+        })
+    }
+
+    /// Reads the first `keep` items' bytes (all if more); `hint` ends a refusal of a file
+    /// too large to read (what the user can do about it).
+    pub fn read(mut self, keep: u64, hint: &str) -> Result<Vec<u8>> {
+        let keep = keep.min(self.count);
+        let what = if self.item == 1 {
+            "labels".to_string()
+        } else {
+            format!("images of {}x{}", self.rows, self.cols)
+        };
+        let bytes = payload(
+            &mut self.r,
+            self.stored,
+            (self.count, self.item, keep),
+            self.header_len,
+            &self.name,
+            (&what, hint),
+        )?;
+        if self.item == 1 {
+            if let Some(i) = bytes.iter().position(|&l| l > 9) {
+                return Err(Error::bad_data(
+                    &self.name,
+                    format!("label {i} is {}, but labels must be 0-9", bytes[i]),
+                ));
+            }
+        }
+        Ok(bytes)
+    }
+}
+
 /// Reads an IDX image file, raw or gzip'd, keeping at most `limit` images (all if None).
 pub fn read_images(path: &Path, limit: Option<usize>) -> Result<IdxImages> {
-    let (mut r, stored) = open(path)?;
-    images_from(&mut r, stored, limit, &display_name(path))
+    let f = IdxFile::images(path)?;
+    images_of(f, limit)
 }
 
 /// Reads an IDX label file, raw or gzip'd, keeping at most `limit` labels.
 pub fn read_labels(path: &Path, limit: Option<usize>) -> Result<Vec<u8>> {
-    let (mut r, stored) = open(path)?;
-    labels_from(&mut r, stored, limit, &display_name(path))
+    let f = IdxFile::labels(path)?;
+    let keep = limit.map_or(f.count, |l| l as u64);
+    f.read(keep, "")
 }
 
-fn images_from(
-    r: &mut dyn Read,
-    stored: Stored,
-    limit: Option<usize>,
-    name: &str,
-) -> Result<IdxImages> {
-    let h: [u8; 16] = header(r, name, IMAGES_MAGIC, "images")?;
-    let (count, rows, cols) = (be_u32(&h, 4), be_u32(&h, 8), be_u32(&h, 12));
-    if rows == 0 || cols == 0 {
-        return Err(Error::bad_data(
-            name,
-            format!("image size is {rows}x{cols}"),
-        ));
-    }
-    let keep = limit.map_or(count as u64, |l| (l as u64).min(count as u64));
-    let item = rows as u64 * cols as u64;
-    let pixels = payload(
-        r,
-        stored,
-        (count as u64, item, keep),
-        16,
-        name,
-        &format!("images of {rows}x{cols}"),
-    )?;
+fn images_of(f: IdxFile<'_>, limit: Option<usize>) -> Result<IdxImages> {
+    let keep = limit.map_or(f.count, |l| (l as u64).min(f.count));
+    let (rows, cols) = (f.rows, f.cols);
+    let pixels = f.read(keep, "")?;
     Ok(IdxImages {
         count: keep as usize,
-        rows: rows as usize,
-        cols: cols as usize,
+        rows,
+        cols,
         pixels,
     })
 }
 
-fn labels_from(
-    r: &mut dyn Read,
-    stored: Stored,
-    limit: Option<usize>,
-    name: &str,
-) -> Result<Vec<u8>> {
-    let h: [u8; 8] = header(r, name, LABELS_MAGIC, "labels")?;
-    let count = be_u32(&h, 4) as u64;
-    let keep = limit.map_or(count, |l| (l as u64).min(count));
-    let labels = payload(r, stored, (count, 1, keep), 8, name, "labels")?;
-    if let Some(i) = labels.iter().position(|&l| l > 9) {
-        return Err(Error::bad_data(
-            name,
-            format!("label {i} is {}, but labels must be 0-9", labels[i]),
-        ));
-    }
-    Ok(labels)
-}
-
 /// Parses an IDX image file already in memory (decompressed).
 pub fn parse_images(bytes: &[u8], name: &str) -> Result<IdxImages> {
-    images_from(&mut &bytes[..], Stored::Raw(bytes.len() as u64), None, name)
+    let stored = Stored::Raw(bytes.len() as u64);
+    images_of(
+        IdxFile::images_from(Box::new(bytes), stored, name.into())?,
+        None,
+    )
 }
 
 /// Parses an IDX label file already in memory (decompressed); every label must be 0-9.
 pub fn parse_labels(bytes: &[u8], name: &str) -> Result<Vec<u8>> {
-    labels_from(&mut &bytes[..], Stored::Raw(bytes.len() as u64), None, name)
+    let stored = Stored::Raw(bytes.len() as u64);
+    let f = IdxFile::labels_from(Box::new(bytes), stored, name.into())?;
+    let all = f.count;
+    f.read(all, "")
 }
 
 /// Writes an IDX image file (used by tests and to cut subsets).

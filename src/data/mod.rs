@@ -147,6 +147,16 @@ pub fn bundled_dir() -> PathBuf {
         .join("mnist")
 }
 
+/// The data files in `dir` (each of the four names, raw or .gz, where one is there): the inputs
+/// no output of a run may overwrite.
+pub fn files_in(dir: &Path) -> Vec<PathBuf> {
+    [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS]
+        .iter()
+        .flat_map(|n| [dir.join(n), dir.join(format!("{n}.gz"))])
+        .filter(|p| p.exists())
+        .collect()
+}
+
 /// Finds `name` or `name.gz` in `dir` (not both: which one was meant would be a guess).
 fn find(dir: &Path, name: &str) -> Result<PathBuf> {
     let (raw, gz) = (dir.join(name), dir.join(format!("{name}.gz")));
@@ -172,36 +182,73 @@ fn find(dir: &Path, name: &str) -> Result<PathBuf> {
     )))
 }
 
+/// The most test images a run reads: the test set is read whole (every epoch is scored on all
+/// of it), so its size is bounded here rather than by the file's claim. 20× MNIST's 10,000;
+/// EMNIST's largest test set (116,323) fits. 157 MB of pixels.
+pub const MAX_TEST_IMAGES: u64 = 200_000;
+
+/// Which set a pair of files is, for what a refusal suggests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Set {
+    Train,
+    Test,
+}
+
 /// Loads one images file and one labels file (the first `limit` examples of each, or all)
-/// and checks they describe the same examples.
+/// and checks they describe the same examples: their headers are compared, whatever `limit`
+/// says, before either payload is read (a 1.9 GB image file whose count the labels do not
+/// match costs nothing).
 pub fn load_pair(images_path: &Path, labels_path: &Path, limit: Option<usize>) -> Result<Dataset> {
-    let images_name = idx::display_name(images_path);
-    let labels_name = idx::display_name(labels_path);
-    let images = idx::read_images(images_path, limit)?;
-    let labels = idx::read_labels(labels_path, limit)?;
+    load_set(images_path, labels_path, limit, Set::Train)
+}
+
+/// [`load_pair`] for `set`: a test set read whole is bounded by [`MAX_TEST_IMAGES`].
+pub fn load_set(
+    images_path: &Path,
+    labels_path: &Path,
+    limit: Option<usize>,
+    set: Set,
+) -> Result<Dataset> {
+    let images = idx::IdxFile::images(images_path)?;
+    let labels = idx::IdxFile::labels(labels_path)?;
     if (images.rows, images.cols) != (28, 28) {
         return Err(Error::bad_data(
-            images_name,
+            &images.name,
             format!(
                 "images are {}x{}, but the model takes 28x28",
                 images.rows, images.cols
             ),
         ));
     }
-    if images.count != labels.len() {
+    if images.count != labels.count {
         return Err(Error::bad_data(
-            labels_name,
+            &labels.name,
             format!(
-                "holds {} labels but {images_name} holds {} images",
-                labels.len(),
-                images.count
+                "its header says {} labels but {}'s says {} images: the two files must describe the same examples",
+                labels.count, images.name, images.count
             ),
         ));
     }
     if images.count == 0 {
-        return Err(Error::bad_data(images_name, "holds no images"));
+        return Err(Error::bad_data(&images.name, "holds no images"));
     }
-    Dataset::new(images.pixels, labels)
+    let keep = limit.map_or(images.count, |l| (l as u64).min(images.count));
+    let hint = match set {
+        Set::Train => "; pass --limit to read fewer".to_string(),
+        Set::Test => String::new(),
+    };
+    if set == Set::Test && keep > MAX_TEST_IMAGES {
+        return Err(Error::bad_data(
+            &images.name,
+            format!(
+                "holds {keep} test images; gpu-train scores every epoch on the whole test set and reads at most {MAX_TEST_IMAGES} ({} MB): use a smaller test set",
+                MAX_TEST_IMAGES * PIXELS as u64 / 1_000_000
+            ),
+        ));
+    }
+    let pixels = images.read(keep, &hint)?;
+    let labels = labels.read(keep, &hint)?;
+    Dataset::new(pixels, labels)
 }
 
 /// Loads the four files of an MNIST-format data set from `dir`.
@@ -217,7 +264,12 @@ pub fn load_dir_limited(dir: &Path, train_limit: Option<usize>) -> Result<DataSp
         &find(dir, TRAIN_LABELS)?,
         train_limit,
     )?;
-    let test = load_pair(&find(dir, TEST_IMAGES)?, &find(dir, TEST_LABELS)?, None)?;
+    let test = load_set(
+        &find(dir, TEST_IMAGES)?,
+        &find(dir, TEST_LABELS)?,
+        None,
+        Set::Test,
+    )?;
     Ok(DataSplit {
         train,
         test,
@@ -230,10 +282,11 @@ pub fn load_dir_limited(dir: &Path, train_limit: Option<usize>) -> Result<DataSp
 /// Fewer come back only when the file holds fewer.
 pub fn load_test_limited(dir: &Path, limit: usize) -> Result<Dataset> {
     check_dir(dir)?;
-    load_pair(
+    load_set(
         &find(dir, TEST_IMAGES)?,
         &find(dir, TEST_LABELS)?,
         Some(limit),
+        Set::Test,
     )
 }
 

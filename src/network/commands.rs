@@ -109,6 +109,15 @@ pub fn run_network(a: &NetworkArgs) -> Result<()> {
     }
     let (rate, link_name) = link::parse_rate(&a.link)?;
     let latency = parse_duration(&a.latency)?;
+    let inputs: Vec<(&str, &std::path::Path)> = [
+        ("the trace", &a.trace),
+        ("--from", &a.from),
+        ("--topology", &a.topology),
+    ]
+    .into_iter()
+    .filter_map(|(flag, p)| Some((flag, p.as_deref()?)))
+    .collect();
+    crate::files::check_paths(&inputs, &[crate::files::Output::Pictures("--out", &a.out)])?;
     if let Some(file) = &a.topology {
         draw_topology(a, file)?;
         if a.trace.is_none() && !a.project {
@@ -300,6 +309,26 @@ pub struct AllreduceBenchArgs {
     pub mpi: bool,
 }
 
+/// --max-bytes within what a sweep needs, and the buffers of `buffers` replicas (or ranks,
+/// `what`) of the largest message well inside this machine's memory.
+fn check_sizes(a: &AllreduceBenchArgs, buffers: usize, what: &str) -> Result<()> {
+    if !(8..=(1usize << 30)).contains(&a.max_bytes) {
+        return Err(Error::Config(format!(
+            "--max-bytes {}: from 8 to 1 GiB (1073741824)",
+            a.max_bytes
+        )));
+    }
+    let need = buffers as u64 * a.max_bytes as u64;
+    if need > 4 << 30 {
+        return Err(Error::Config(format!(
+            "--max-bytes {} × {what} {buffers}: {:.1} GB of buffers; at most 4 GB",
+            a.max_bytes,
+            need as f64 / 1e9
+        )));
+    }
+    Ok(())
+}
+
 /// One measurement, in nccl-tests' terms.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BenchRow {
@@ -357,18 +386,13 @@ pub fn run_allreduce_bench(a: &AllreduceBenchArgs) -> Result<()> {
     if a.replicas.iter().any(|&n| !(2..=64).contains(&n)) {
         return Err(Error::Config("--replicas: each from 2 to 64".into()));
     }
-    if !(8..=(1usize << 30)).contains(&a.max_bytes) {
-        return Err(Error::Config("--max-bytes: from 8 to 1 GiB".into()));
-    }
-    // Every replica holds the largest message: keep that well inside this machine's memory.
-    let need = a.replicas.iter().max().copied().unwrap_or(2) as u64 * a.max_bytes as u64;
-    if need > 4 << 30 {
-        return Err(Error::Config(format!(
-            "--max-bytes {} × --replicas {}: {:.1} GB of buffers; at most 4 GB",
-            a.max_bytes,
-            a.replicas.iter().max().copied().unwrap_or(2),
-            need as f64 / 1e9
-        )));
+    check_sizes(
+        a,
+        a.replicas.iter().max().copied().unwrap_or(2),
+        "--replicas",
+    )?;
+    if let Some(json) = &a.json {
+        crate::files::check_paths(&[], &[crate::files::Output::File("--json", json)])?;
     }
     println!("# in-process ring all-reduce, f32 sum; time = median; algbw = size/time; busbw = algbw × 2(N−1)/N (nccl-tests' PERFORMANCE.md)");
     println!(
@@ -426,6 +450,10 @@ pub struct PlotArgs {
 
 pub fn run_plot(a: &PlotArgs) -> Result<()> {
     use metrics::{Point, PointKind};
+    crate::files::check_paths(
+        &[("the metrics file", &a.metrics)],
+        &[crate::files::Output::Pictures("--out", &a.out)],
+    )?;
     let records = metrics::read_points(&a.metrics)?;
     let series = |kind: PointKind, y: fn(&Point) -> Option<f64>| -> Vec<(f64, f64)> {
         let x = |p: &Point| match kind {
@@ -520,6 +548,19 @@ fn mpi_bench(a: &AllreduceBenchArgs) -> Result<()> {
         use crate::parallel::AcrossRanks;
         let job = crate::parallel::mpi::MpiJob::init()?;
         let n = job.ranks;
+        // Checked as without --mpi, then compared across the ranks (a rank with another
+        // --max-bytes would wait in a size the others never reach): a rank that refuses ends
+        // the whole job, as a training rank does.
+        let checked = check_sizes(a, n, "ranks").and_then(|_| {
+            job.agree(&[
+                ("--max-bytes", a.max_bytes.to_string()),
+                ("--replicas", format!("{:?}", a.replicas)),
+            ])
+        });
+        if let Err(e) = checked {
+            crate::error::say_error(&format!("rank {} of {n}: {e}", job.rank));
+            job.abort(e.exit_code());
+        }
         if job.rank == 0 {
             println!("# across {n} ranks, f32 sum; time = median of 10; algbw = size/time; busbw = algbw × 2(N−1)/N");
             println!("# ring: our ring over MPI point-to-point (bytes sent: its payload); mpi: MPI_Allreduce (bytes: handed to it)");

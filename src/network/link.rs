@@ -66,8 +66,75 @@ pub struct TracedStep {
     pub messages: u64,
 }
 
+/// The latest time a trace may name, in µs from its start (about 11.6 days): far past any run
+/// gpu-train traces, and a bound on the work of reading one.
+pub const MAX_TRACE_US: f64 = 1e12;
+
+/// Checks a whole trace before anything is read from it or printed: every span (`"ph": "X"`)
+/// and counter (`"ph": "C"`) has a `ts` (and a span a `dur`) that is a number from 0 to
+/// [`MAX_TRACE_US`], and a counter's values are numbers from 0 up. A trace with a time as text,
+/// a negative duration or a time of 10^15 µs is refused naming the event, rather than read as
+/// zeros (which printed "link busy 100 %") or walked window by window for hours.
+pub fn check_trace(trace: &Value) -> Result<()> {
+    let events = trace["traceEvents"]
+        .as_array()
+        .ok_or_else(|| Error::Config("not a trace: no traceEvents array".into()))?;
+    for (i, e) in events.iter().enumerate() {
+        let bad = |what: String| Error::Config(format!("not a usable trace: event {i} {what}"));
+        if !e.is_object() {
+            return Err(bad("is not a JSON object".into()));
+        }
+        let ph = e["ph"].as_str().unwrap_or("");
+        let fields: &[&str] = match ph {
+            "X" => &["ts", "dur"],
+            "C" => &["ts"],
+            _ => continue,
+        };
+        for &f in fields {
+            match e[f].as_f64() {
+                Some(v) if (0.0..=MAX_TRACE_US).contains(&v) => {}
+                Some(v) => {
+                    return Err(bad(format!(
+                        "has {f} = {v} µs: a time in a trace is from 0 to {MAX_TRACE_US:e} µs"
+                    )))
+                }
+                None => return Err(bad(format!("has {f} = {}: not a number", e[f]))),
+            }
+        }
+        if !(e["pid"].is_null() || e["pid"].is_u64()) || !(e["tid"].is_null() || e["tid"].is_u64())
+        {
+            return Err(bad(
+                "has a pid or tid that is not a whole number from 0 up".into()
+            ));
+        }
+        if ph == "C" {
+            let args = e["args"]
+                .as_object()
+                .ok_or_else(|| bad("is a counter without args".into()))?;
+            if let Some((k, v)) = args
+                .iter()
+                .find(|(_, v)| !v.as_f64().is_some_and(|x| x.is_finite() && x >= 0.0))
+            {
+                return Err(bad(format!(
+                    "has the counter {k} = {v}: not a number from 0 up"
+                )));
+            }
+        }
+        if ph == "X" {
+            for k in ["bytes_sent", "peers", "messages", "step"] {
+                let v = &e["args"][k];
+                if !(v.is_null() || v.is_u64()) {
+                    return Err(bad(format!("has {k} = {v}: not a whole number from 0 up")));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The steps of replica 0 of rank 0 in a trace written by `--trace`.
 pub fn steps_from_trace(trace: &Value) -> Result<Vec<TracedStep>> {
+    check_trace(trace)?;
     let events = trace["traceEvents"]
         .as_array()
         .ok_or_else(|| Error::Config("not a trace: no traceEvents array".into()))?;

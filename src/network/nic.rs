@@ -8,7 +8,7 @@
 
 use crate::error::{Error, Result};
 use serde_json::json;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,9 +30,17 @@ pub struct Sample {
 /// A thread reading the counters of one NIC until it is finished.
 pub struct NicSampler {
     pub nic: String,
-    stop: Arc<AtomicBool>,
+    gate: Arc<AtomicU8>,
     thread: std::thread::JoinHandle<Vec<Sample>>,
 }
+
+/// What the sampler keeps, set by the trace as the run reaches, passes and leaves its traced
+/// steps: before them only the newest sample (the baseline), during them every change, after
+/// them nothing (the thread ends). A run traced for steps 0..2 keeps 2 steps of samples,
+/// however long it then trains.
+pub const GATE_BEFORE: u8 = 0;
+pub const GATE_RECORDING: u8 = 1;
+pub const GATE_DONE: u8 = 2;
 
 fn read_u64(path: &str) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
@@ -69,7 +77,8 @@ fn sample(dir: &str) -> Option<Sample> {
 }
 
 impl NicSampler {
-    /// Starts sampling `nic` (a name from `ip link`, e.g. eth0).
+    /// Starts sampling `nic` (a name from `ip link`, e.g. eth0), keeping samples as its
+    /// [`gate`](Self::gate) says (before the traced steps: only the newest).
     pub fn start(nic: &str) -> Result<NicSampler> {
         let bad = |why: &str| Error::Config(format!("--nic {nic}: {why}"));
         if nic.is_empty() || nic.len() > 15 || nic.contains(['/', ' ']) || nic.starts_with('.') {
@@ -78,20 +87,26 @@ impl NicSampler {
         let dir = format!("/sys/class/net/{nic}/statistics");
         let first = sample(&dir)
             .ok_or_else(|| bad("no such interface in this network namespace (see `ip link`)"))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let gate = Arc::new(AtomicU8::new(GATE_BEFORE));
+        let flag = gate.clone();
         let thread = std::thread::spawn(move || {
             let mut samples = vec![first];
-            while !flag.load(Ordering::Relaxed) {
+            loop {
+                let state = flag.load(Ordering::Relaxed);
+                if state == GATE_DONE {
+                    break;
+                }
                 std::thread::sleep(SAMPLE_EVERY);
-                if let Some(s) = sample(&dir) {
+                let Some(s) = sample(&dir) else { continue };
+                let last = samples.last().expect("never empty");
+                if state == GATE_BEFORE {
+                    // Only the baseline the first traced step starts from.
+                    samples = vec![s];
+                } else if (s.tx_bytes, s.rx_bytes, s.retransmits)
+                    != (last.tx_bytes, last.rx_bytes, last.retransmits)
+                {
                     // Only changes are kept (and the last), so an idle wire costs nothing.
-                    let last = samples.last().expect("never empty");
-                    if (s.tx_bytes, s.rx_bytes, s.retransmits)
-                        != (last.tx_bytes, last.rx_bytes, last.retransmits)
-                    {
-                        samples.push(s);
-                    }
+                    samples.push(s);
                 }
             }
             samples.extend(sample(&dir));
@@ -99,15 +114,30 @@ impl NicSampler {
         });
         Ok(NicSampler {
             nic: nic.to_string(),
-            stop,
+            gate,
             thread,
         })
     }
 
+    /// The switch the trace sets ([`GATE_BEFORE`], [`GATE_RECORDING`], [`GATE_DONE`]).
+    pub fn gate(&self) -> Arc<AtomicU8> {
+        self.gate.clone()
+    }
+
     /// Stops sampling; the samples, oldest first.
     pub fn finish(self) -> Vec<Sample> {
-        self.stop.store(true, Ordering::Relaxed);
+        self.gate.store(GATE_DONE, Ordering::Relaxed);
         self.thread.join().unwrap_or_default()
+    }
+}
+
+/// How far a counter moved from `a` to `b`: a counter that went backwards was reset (its
+/// interface deleted and made again), and has counted `b` since.
+fn moved(a: u64, b: u64) -> u64 {
+    if b >= a {
+        b - a
+    } else {
+        b
     }
 }
 
@@ -121,22 +151,77 @@ pub fn counter_events(
     us: impl Fn(Instant) -> f64,
 ) -> Vec<serde_json::Value> {
     let mut events = Vec::new();
+    // Totals since the first sample: tx, rx, tx packets, rx packets, TCP retransmits.
+    let mut total = [0u64; 5];
+    let counts = |s: &Sample| {
+        [
+            s.tx_bytes,
+            s.rx_bytes,
+            s.tx_packets,
+            s.rx_packets,
+            s.retransmits,
+        ]
+    };
     for w in samples.windows(2) {
         let dt = w[1].at.duration_since(w[0].at).as_secs_f64().max(1e-6);
-        let mbit = |a: u64, b: u64| (b.saturating_sub(a)) as f64 * 8.0 / dt / 1e6;
+        let (a, b) = (counts(&w[0]), counts(&w[1]));
+        let d: Vec<u64> = a.iter().zip(&b).map(|(&a, &b)| moved(a, b)).collect();
+        for (t, d) in total.iter_mut().zip(&d) {
+            *t = t.saturating_add(*d);
+        }
+        let mbit = |bytes: u64| bytes as f64 * 8.0 / dt / 1e6;
         events.push(json!({
             "name": format!("NIC {nic} (measured), Mbit/s"), "ph": "C", "pid": rank,
             "ts": us(w[0].at),
-            "args": {"tx": mbit(w[0].tx_bytes, w[1].tx_bytes), "rx": mbit(w[0].rx_bytes, w[1].rx_bytes)},
+            "args": {"tx": mbit(d[0]), "rx": mbit(d[1])},
         }));
         events.push(json!({
             "name": format!("NIC {nic} (measured), bytes"), "ph": "C", "pid": rank,
             "ts": us(w[1].at),
-            "args": {"tx": w[1].tx_bytes - samples[0].tx_bytes, "rx": w[1].rx_bytes - samples[0].rx_bytes,
-                     "tx_packets": w[1].tx_packets - samples[0].tx_packets,
-                     "rx_packets": w[1].rx_packets - samples[0].rx_packets,
-                     "tcp_retransmits": w[1].retransmits - samples[0].retransmits},
+            "args": {"tx": total[0], "rx": total[1],
+                     "tx_packets": total[2],
+                     "rx_packets": total[3],
+                     "tcp_retransmits": total[4]},
         }));
     }
     events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(base: Instant, ms: u64, tx: u64) -> Sample {
+        Sample {
+            at: base + Duration::from_millis(ms),
+            tx_bytes: tx,
+            rx_bytes: tx / 2,
+            tx_packets: tx / 1000,
+            rx_packets: 0,
+            retransmits: 0,
+        }
+    }
+
+    #[test]
+    fn a_counter_that_goes_backwards_is_a_reset_not_a_wrap() {
+        let base = Instant::now();
+        // 5,000 bytes, then the interface is made again (its counters from 0) and sends 3,000.
+        let samples = [at(base, 0, 10_000), at(base, 1, 15_000), at(base, 2, 3_000)];
+        let events = counter_events("eth0", &samples, 0, |t| {
+            t.duration_since(base).as_secs_f64() * 1e6
+        });
+        let totals: Vec<u64> = events
+            .iter()
+            .filter(|e| e["name"].as_str().unwrap().ends_with("bytes"))
+            .map(|e| e["args"]["tx"].as_u64().unwrap())
+            .collect();
+        assert_eq!(totals, [5_000, 8_000]);
+        let rates: Vec<f64> = events
+            .iter()
+            .filter(|e| e["name"].as_str().unwrap().ends_with("Mbit/s"))
+            .map(|e| e["args"]["tx"].as_f64().unwrap())
+            .collect();
+        // 3,000 bytes in 1 ms: 24 Mbit/s, not 1.8e19 bytes' worth.
+        assert!((rates[1] - 24.0).abs() < 1e-9, "{rates:?}");
+    }
 }

@@ -36,6 +36,9 @@ pub struct Trace {
     /// Events in the spool, and the first write that failed (reported by `write`).
     events: u64,
     failed: Option<std::io::Error>,
+    /// The NIC sampler's switch (`--nic`): opened at the first traced step, closed after the
+    /// last, so its samples cover the traced steps only.
+    nic_gate: Option<std::sync::Arc<std::sync::atomic::AtomicU8>>,
 }
 
 impl Trace {
@@ -63,12 +66,30 @@ impl Trace {
             spool: BufWriter::new(spool),
             events: 0,
             failed: None,
+            nic_gate: None,
         })
     }
 
-    /// Whether global step `step` is traced.
+    /// Whether global step `step` is traced (asked as each step starts: the NIC sampler
+    /// follows).
     pub fn wants(&self, step: u64) -> bool {
+        use crate::network::nic::{GATE_BEFORE, GATE_DONE, GATE_RECORDING};
+        if let Some(gate) = &self.nic_gate {
+            let state = if step < self.steps.start {
+                GATE_BEFORE
+            } else if step < self.steps.end {
+                GATE_RECORDING
+            } else {
+                GATE_DONE
+            };
+            gate.store(state, std::sync::atomic::Ordering::Relaxed);
+        }
         self.steps.contains(&step)
+    }
+
+    /// Lets the NIC sampler keep only what the traced steps need ([`Trace::wants`]).
+    pub fn follow_with(&mut self, sampler: &crate::network::nic::NicSampler) {
+        self.nic_gate = Some(sampler.gate());
     }
 
     /// Microseconds since the trace began.
@@ -230,7 +251,10 @@ pub fn parse_steps(s: &str) -> Result<std::ops::Range<u64>> {
         b.trim().parse().map_err(|_| bad())?,
     );
     if b <= a {
-        return Err(bad());
+        return Err(Error::Config(format!(
+            "--trace-steps {s}: steps {a} to {b} (B excluded) is no step at all; B must be more than A, e.g. {a}..{}",
+            a.saturating_add(50)
+        )));
     }
     Ok(a..b)
 }

@@ -183,6 +183,32 @@ fn busy_over(nic: &NicTrack, t: f64, rate: f64) -> f64 {
     8.0 * bytes as f64 / (WINDOW_US * 1e-6) / rate
 }
 
+/// The whole [`WINDOW_US`] windows from `start` up to `end` in which the NIC's counters moved,
+/// as (window start µs, utilisation of `rate`), in time order; every other window was idle.
+/// Found from the samples, not by walking every window: a trace whose step spans days costs
+/// its samples, not its length.
+fn busy_windows(
+    nic: &NicTrack,
+    start: f64,
+    end: f64,
+    rate: f64,
+) -> impl Iterator<Item = (f64, f64)> + '_ {
+    let windows = ((end - start) / WINDOW_US).floor().max(0.0);
+    // A window [t, t + W) counts the samples in (t, t + W].
+    let first = nic.totals.partition_point(|(t, _)| *t <= start);
+    let mut ks: Vec<f64> = nic.totals[first..]
+        .iter()
+        .map(|(t, _)| ((t - start) / WINDOW_US).ceil() - 1.0)
+        .take_while(|&k| k < windows)
+        .collect();
+    ks.dedup();
+    ks.into_iter().filter_map(move |k| {
+        let t = start + k * WINDOW_US;
+        let busy = busy_over(nic, t, rate);
+        (busy > 0.0).then_some((t, busy))
+    })
+}
+
 /// Each traced step (window: its start to the next step's start, or its own end for the last)
 /// on `nic`, at a line rate of `rate` bit/s.
 pub fn per_step(steps: &[TracedStep], nic: &NicTrack, rate: f64) -> Vec<WireStep> {
@@ -198,9 +224,8 @@ pub fn per_step(steps: &[TracedStep], nic: &NicTrack, rate: f64) -> Vec<WireStep
             let wire = b.tx.saturating_sub(a.tx);
             let seconds = ((end - start) * 1e-6).max(1e-9);
             // 10 ms windows at 90 % of the line rate or more.
-            let windows = ((end - start) / WINDOW_US).floor() as usize;
-            let near = (0..windows)
-                .filter(|&k| busy_over(nic, start + k as f64 * WINDOW_US, rate) >= 0.9)
+            let near = busy_windows(nic, start, end, rate)
+                .filter(|&(_, busy)| busy >= 0.9)
                 .count() as f64
                 * WINDOW_US
                 * 1e-3;
@@ -233,15 +258,22 @@ pub fn utilisation_curves(
     let from = first.start_us;
     let last = steps.last().expect("non-empty");
     let to = last.start_us + last.compute_us + last.allreduce_us;
-    let windows = ((to - from) / WINDOW_US).floor() as usize;
-    let measured = (0..windows)
-        .flat_map(|k| {
-            let t = from + k as f64 * WINDOW_US;
-            let u = (100.0 * busy_over(nic, t, rate)).min(150.0);
-            // A step function: the window's rate across the window.
-            [((t - from) * 1e-3, u), ((t - from + WINDOW_US) * 1e-3, u)]
-        })
-        .collect();
+    // A step function: each window's rate across the window, 0 where the counters did not
+    // move (two points span a run of idle windows, however long).
+    let mut measured: Curve = Vec::new();
+    let mut next = from;
+    for (t, busy) in busy_windows(nic, from, to, rate) {
+        if t > next {
+            measured.extend([((next - from) * 1e-3, 0.0), ((t - from) * 1e-3, 0.0)]);
+        }
+        let u = 100.0 * busy;
+        measured.extend([((t - from) * 1e-3, u), ((t - from + WINDOW_US) * 1e-3, u)]);
+        next = t + WINDOW_US;
+    }
+    let end = from + ((to - from) / WINDOW_US).floor() * WINDOW_US;
+    if end > next {
+        measured.extend([((next - from) * 1e-3, 0.0), ((end - from) * 1e-3, 0.0)]);
+    }
     let mut model = vec![(0.0, 0.0)];
     for (s, &sync) in steps.iter().zip(sync_s) {
         let on = (s.start_us + s.compute_us - from) * 1e-3;

@@ -171,6 +171,10 @@ pub fn train_from(
         steps: data.train.len().div_ceil(global),
         // The data set's identity for snapshots: hashed once (47 MB for 60k images).
         fingerprint: snapshots.as_ref().map_or(0, |_| data.train.fingerprint()),
+        // The examples every snapshot's weights are judged on before they are written.
+        probe: snapshots
+            .as_ref()
+            .map(|_| data.train.take(DIVERGENCE_WINDOW as usize)),
         snapshots,
         global_step: start.global_step,
         last_snapshot: None,
@@ -198,6 +202,7 @@ struct Run<'r> {
     global: usize,
     steps: usize,
     fingerprint: u64,
+    probe: Option<crate::data::Dataset>,
     snapshots: Option<Snapshots<'r>>,
     global_step: u64,
     /// The last snapshot: its global step and when it was written.
@@ -332,7 +337,11 @@ impl Run<'_> {
             None
         };
         if let Some(window) = judged {
-            diverged(&window, epoch, step)?;
+            diverged(
+                &window,
+                (epoch, step),
+                "the mean training loss over the last",
+            )?;
         }
         Ok(c.totals)
     }
@@ -403,7 +412,8 @@ impl Run<'_> {
             loss_scale: replicas.scaler().map(|s| (s.scale, s.good_steps)),
             trained_on: Some(replicas.arithmetic()),
         };
-        save_snapshot(replicas.first(), s.dir, &state)?;
+        let probe = self.probe.as_ref().expect("made with the snapshots");
+        save_snapshot(replicas.first(), s.dir, probe, &state)?;
         self.last_snapshot = Some((self.global_step, Instant::now()));
         Ok(())
     }
@@ -434,9 +444,9 @@ impl Run<'_> {
     }
 }
 
-/// Whether the mean training loss over `window` shows a diverged run: above
+/// Whether the mean loss over `window` (described by `over`) shows a diverged run: above
 /// [`DIVERGED_LOSS_MULTIPLE`]·ln 10, or not a number.
-fn diverged(window: &Totals, epoch: usize, step: usize) -> Result<()> {
+fn diverged(window: &Totals, (epoch, step): (usize, usize), over: &str) -> Result<()> {
     let limit = DIVERGED_LOSS_MULTIPLE * std::f64::consts::LN_10;
     let loss = window.mean_loss();
     if window.seen > 0 && (loss.is_nan() || loss > limit) {
@@ -444,7 +454,7 @@ fn diverged(window: &Totals, epoch: usize, step: usize) -> Result<()> {
             epoch,
             step,
             what: format!(
-                "the mean training loss over the last {} examples is {loss:.4e}, above {DIVERGED_LOSS_MULTIPLE}·ln 10 = {limit:.2} \
+                "{over} {} examples is {loss:.4e}, above {DIVERGED_LOSS_MULTIPLE}·ln 10 = {limit:.2} \
                  ({DIVERGED_LOSS_MULTIPLE}× the loss of a uniform guess)",
                 window.seen
             ),
@@ -453,21 +463,37 @@ fn diverged(window: &Totals, epoch: usize, step: usize) -> Result<()> {
     Ok(())
 }
 
-/// Reads the weights back and writes a snapshot, unless they are no longer finite: then the
-/// run has diverged and the snapshots already on disk are left as they are.
-fn save_snapshot(engine: &mut dyn Engine, dir: &SnapshotDir, state: &TrainState) -> Result<()> {
+/// Reads the weights back and writes a snapshot, unless the run would call them diverged: not
+/// finite, or a mean loss on `probe` (the first [`DIVERGENCE_WINDOW`] training examples) above
+/// the divergence limit. The loss the steps report is the weights' *before* each update, so a
+/// step that blows the weights up shows only in the next window: a snapshot is judged on its own
+/// weights, and a diverged run writes none (and so `--keep` deletes none of the good ones).
+fn save_snapshot(
+    engine: &mut dyn Engine,
+    dir: &SnapshotDir,
+    probe: &crate::data::Dataset,
+    state: &TrainState,
+) -> Result<()> {
     let model = engine.model()?;
+    let (epoch, step) = (state.next.epoch, state.next.step);
     if let Some((name, _, _)) = model
         .tensors()
         .iter()
         .find(|t| t.2.iter().any(|v| !v.is_finite()))
     {
         return Err(Error::Diverged {
-            epoch: state.next.epoch,
-            step: state.next.step,
+            epoch,
+            step,
             what: format!("{name} holds non-finite values"),
         });
     }
+    let mut judge = crate::cpu::engine::CpuEngine::new(model.clone(), 1);
+    let probed = judge.evaluate(probe, EVAL_BATCH)?;
+    diverged(
+        &probed,
+        (epoch, step),
+        "the weights due to be snapshotted (none was written): their mean loss over the first",
+    )?;
     let path = dir.save(&model, state)?;
     log::info!(
         "snapshot {} (next: epoch {}, step {})",

@@ -15,6 +15,15 @@ impl LossScaler {
     /// GradScaler's defaults: 2^16, doubled after 2,000 good steps.
     pub const INITIAL: f32 = 65536.0;
     pub const GROWTH_INTERVAL: u32 = 2000;
+    /// The largest scale: 2^24. The scale only ever doubles from 2^16 or halves down to 1, so
+    /// it is a power of two in [1, 2^24]; an f16 gradient times more than 2^24 overflows
+    /// anyway (f16 holds up to 65,504), so a larger one would only skip steps.
+    pub const MAX: f32 = 16_777_216.0;
+
+    /// Whether `scale` is one a run can reach: a power of two from 1 to [`Self::MAX`].
+    pub fn reachable(scale: f32) -> bool {
+        (1.0..=Self::MAX).contains(&scale) && scale.to_bits() & 0x007f_ffff == 0
+    }
 
     pub fn new(scale: f32) -> Self {
         LossScaler {
@@ -37,7 +46,7 @@ impl LossScaler {
         }
         self.good_steps += 1;
         if self.good_steps == Self::GROWTH_INTERVAL {
-            self.scale = (self.scale * 2.0).min(f32::MAX / 4.0);
+            self.scale = (self.scale * 2.0).min(Self::MAX);
             self.good_steps = 0;
         }
         true
