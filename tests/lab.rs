@@ -30,7 +30,11 @@ fn lab_namespaces() -> Vec<String> {
 
 /// Runs the lab and checks what the wire counted against what the algorithm moved; returns
 /// the NIC table (nics.tsv) without its header, a row of fields per host.
-fn lab(hosts: usize, topology: &[&str]) -> Vec<Vec<u64>> {
+/// Runs a lab of `hosts` hosts on `topology` with a short CPU job and checks what every lab
+/// must leave: the pictures, every rank's NIC track, NIC counters that cover the payload, no
+/// namespace. Returns its folder, its nics.tsv rows and a rank's all-reduce payload.
+fn lab(hosts: usize, topology: &[&str]) -> (tempfile::TempDir, Vec<Vec<u64>>, u64) {
+    let _one_at_a_time = LABS.lock().unwrap_or_else(|e| e.into_inner());
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().to_str().unwrap();
     let n = hosts.to_string();
@@ -111,7 +115,161 @@ fn lab(hosts: usize, topology: &[&str]) -> Vec<Vec<u64>> {
             f[0]
         );
     }
-    rows
+    (out, rows, payload)
+}
+
+/// One lab at a time on a machine (a second is refused): the tests here take turns.
+static LABS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A links.tsv's totals: link name → (tx bytes, rx bytes).
+fn link_totals(dir: &std::path::Path) -> std::collections::BTreeMap<String, (u64, u64)> {
+    gpu_train::network::links::read(&dir.join("links.tsv"))
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.name.clone(), t.totals()))
+        .collect()
+}
+
+#[test]
+fn a_routed_leaf_spine_with_two_spines_trains_and_its_links_add_up() {
+    if !can_make_namespaces() {
+        eprintln!("SKIPPED: network namespaces cannot be made here (needs root or CAP_NET_ADMIN)");
+        return;
+    }
+    let (out, _, payload) = lab(
+        4,
+        &[
+            "--leaves",
+            "2",
+            "--spines",
+            "2",
+            "--host-rate",
+            "1gbit",
+            "--uplink-rate",
+            "1gbit",
+        ],
+    );
+    let links = link_totals(out.path());
+    let names: Vec<&String> = links.keys().collect();
+    assert_eq!(
+        names,
+        ["h1", "h2", "h3", "h4", "l1-s1", "l1-s2", "l2-s1", "l2-s2"],
+        "every host NIC and every leaf-spine link is counted"
+    );
+    let sum = |f: &dyn Fn(&str) -> bool, dir: usize| -> u64 {
+        links
+            .iter()
+            .filter(|(n, _)| f(n))
+            .map(|(_, t)| if dir == 0 { t.0 } else { t.1 })
+            .sum()
+    };
+    let (uplinks, hosts) = (|n: &str| n.starts_with('l'), |n: &str| n.starts_with('h'));
+    // The spines only pass traffic on: what the leaves sent up, they sent down (within a few
+    // frames still in flight as the sampler stopped).
+    let (up, down) = (sum(&uplinks, 0), sum(&uplinks, 1));
+    assert!(up.abs_diff(down) <= 16 * 1514, "up {up}, down {down}");
+    // Every byte that went up left a host first; what the hosts sent, they received.
+    let (sent, received) = (sum(&hosts, 0), sum(&hosts, 1));
+    assert!(up <= sent, "uplinks carried {up} bytes, hosts sent {sent}");
+    assert!(
+        sent.abs_diff(received) <= sent / 100,
+        "sent {sent}, received {received}"
+    );
+    // The ring crosses between the leaves twice (h2 → h3, h4 → h1): each leaf sent at least
+    // one rank's payload up.
+    for l in ["l1", "l2"] {
+        let leaf_up = sum(&|n: &str| n.starts_with(l), 0);
+        assert!(
+            leaf_up >= payload,
+            "{l} sent {leaf_up} bytes up, a rank's payload is {payload}"
+        );
+    }
+    // Which spine each connection between the leaves took, read from the routes.
+    let flows = std::fs::read_to_string(out.path().join("flows.tsv")).unwrap();
+    let spines: Vec<&str> = flows
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').nth(4).unwrap())
+        .collect();
+    assert!(
+        !spines.is_empty() && spines.iter().all(|s| *s == "1" || *s == "2"),
+        "{flows}"
+    );
+    assert!(out.path().join("link-heatmap.png").is_file());
+}
+
+#[test]
+fn a_second_lab_is_refused_and_a_killed_lab_leaves_no_job() {
+    if !can_make_namespaces() {
+        eprintln!("SKIPPED: network namespaces cannot be made here (needs root or CAP_NET_ADMIN)");
+        return;
+    }
+    let _one_at_a_time = LABS.lock().unwrap_or_else(|e| e.into_inner());
+    let out = tempfile::tempdir().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lab");
+    let long = [
+        "--hosts",
+        "2",
+        "--host-rate",
+        "100mbit",
+        "--out",
+        out.path().to_str().unwrap(),
+        "--",
+        "--cpu",
+        "--threads",
+        "1",
+        "--limit",
+        "10000",
+        "--epochs",
+        "20",
+    ];
+    let mut first = Command::new(script)
+        .args(long)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for its job.
+    let start = std::time::Instant::now();
+    while !job_alive() {
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "the first lab's job never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let second = Command::new(script)
+        .args(["--hosts", "2", "--", "--cpu", "--epochs", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{err}");
+    assert!(
+        err.trim().lines().count() == 1 && err.contains("another lab is running"),
+        "{err}"
+    );
+    assert!(job_alive(), "the second lab harmed the first one's job");
+    // kill -9: no trap runs; the watchdog ends the job and removes the namespaces.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    assert!(
+        !job_alive(),
+        "a gpu-train of the killed lab is alive 5 s later"
+    );
+    assert!(
+        lab_namespaces().is_empty(),
+        "left behind: {:?}",
+        lab_namespaces()
+    );
+}
+
+/// Whether a lab's training job (a `gpu-train --mpi` rank) is running.
+fn job_alive() -> bool {
+    Command::new("pgrep")
+        .args(["-f", "target/release/gpu-train --mpi"])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 #[test]
@@ -121,7 +279,7 @@ fn a_two_host_switch_and_a_four_host_leaf_spine_carry_the_job_and_leave_nothing(
         return;
     }
     lab(2, &["--host-rate", "100mbit"]);
-    lab(
+    let _ = lab(
         4,
         &[
             "--leaves",
@@ -134,7 +292,7 @@ fn a_two_host_switch_and_a_four_host_leaf_spine_carry_the_job_and_leave_nothing(
     );
     // Loss on the wire: 3 % of the TCP packets arriving at each NIC are lost; TCP resends
     // them (counted by each host's kernel) and the job trains on to its end.
-    for row in lab(2, &["--host-rate", "100mbit", "--loss", "3"]) {
+    for row in lab(2, &["--host-rate", "100mbit", "--loss", "3"]).1 {
         let (retrans, dropped) = (row[4], row[5]);
         assert!(dropped > 0 && retrans > 0, "{row:?}: no loss, or no resend");
     }

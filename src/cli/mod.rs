@@ -67,6 +67,9 @@ pub enum Command {
     AllreduceBench(crate::network::commands::AllreduceBenchArgs),
     /// Draw a --metrics file: loss and accuracy by epoch and by step (PNG and SVG).
     Plot(crate::network::commands::PlotArgs),
+    /// (scripts/lab) Sample the counters of every link of a lab's fabric until stopped.
+    #[command(hide = true)]
+    LabLinks(crate::network::commands::LabLinksArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -388,6 +391,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Some(Command::Network(args)) => crate::network::commands::run_network(args),
         Some(Command::AllreduceBench(args)) => crate::network::commands::run_allreduce_bench(args),
         Some(Command::Plot(args)) => crate::network::commands::run_plot(args),
+        Some(Command::LabLinks(args)) => crate::network::commands::run_lab_links(args),
         Some(Command::Bench(args)) => crate::bench::run(args),
         Some(Command::Predict(args)) => {
             // Only the test images up to the highest index asked for are read.

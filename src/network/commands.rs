@@ -57,6 +57,10 @@ pub struct NetworkArgs {
     /// .svg: hosts, NICs and their rates, switches, uplinks, the ring's order.
     #[arg(long, value_name = "FILE.json")]
     pub topology: Option<PathBuf>,
+    /// A lab's link counters (`links.tsv`, written by scripts/lab): each link's bytes and
+    /// utilisation over the traced steps, and DIR/link-heatmap.png (links × time).
+    #[arg(long, value_name = "FILE.tsv", requires = "trace")]
+    pub links: Option<PathBuf>,
     /// --project: the slowest GPU's link, a straggler (e.g. 50mbit) [default: none].
     #[arg(long, value_name = "RATE")]
     pub slowest: Option<String>,
@@ -113,6 +117,7 @@ pub fn run_network(a: &NetworkArgs) -> Result<()> {
         ("the trace", &a.trace),
         ("--from", &a.from),
         ("--topology", &a.topology),
+        ("--links", &a.links),
     ]
     .into_iter()
     .filter_map(|(flag, p)| Some((flag, p.as_deref()?)))
@@ -196,7 +201,125 @@ pub fn run_network(a: &NetworkArgs) -> Result<()> {
     for p in plot::link_utilisation(&a.out, "link-utilisation", &title, &shown)? {
         println!("picture: {}", p.display());
     }
-    measured_wire(a, &trace, &steps, &on, (rate, &link_name))
+    measured_wire(a, &trace, &steps, &on, (rate, &link_name))?;
+    if let Some(file) = &a.links {
+        fabric_links(a, file, &trace, &steps)?;
+    }
+    Ok(())
+}
+
+/// `--links`: every link of the lab's fabric over the traced steps (the trace's origin puts the
+/// samples on its clock): a table and the heat map, its window a few per step.
+fn fabric_links(
+    a: &NetworkArgs,
+    file: &std::path::Path,
+    trace: &serde_json::Value,
+    steps: &[link::TracedStep],
+) -> Result<()> {
+    use super::links;
+    let tracks = links::read(file)?;
+    let origin = trace["otherData"]["origin_unix_us"]
+        .as_f64()
+        .filter(|o| o.is_finite() && *o > 0.0)
+        .ok_or_else(|| {
+            Error::bad_data(
+                a.trace.as_ref().expect("required").display().to_string(),
+                "the trace has no origin_unix_us (written before --links existed): record it again",
+            )
+        })?;
+    let (first, last) = (steps.first().expect("steps"), steps.last().expect("steps"));
+    let from = origin + first.start_us;
+    let to = origin + last.start_us + last.compute_us + last.allreduce_us;
+    let mut lengths: Vec<f64> = steps
+        .iter()
+        .map(|s| s.compute_us + s.allreduce_us)
+        .collect();
+    lengths.sort_by(f64::total_cmp);
+    // A few windows a step, at least 1 ms (the sampler's period).
+    let window = (lengths[lengths.len() / 2] / 8.0).max(1000.0);
+    let (rows, cells) = links::utilisation(&tracks, (from, to), window);
+    println!(
+        "every link of the fabric over the {} traced steps ({:.1} ms; windows of {:.1} ms), from {}:",
+        steps.len(),
+        (to - from) / 1e3,
+        window / 1e3,
+        file.display()
+    );
+    println!(
+        "{:>12} {:>12} {:>10} {:>10}",
+        "link", "bytes", "mean busy", "peak busy"
+    );
+    for r in &rows {
+        println!(
+            "{:>12} {:>12} {:>9.1}% {:>9.1}%",
+            r.name,
+            r.bytes,
+            100.0 * r.mean,
+            100.0 * r.peak
+        );
+    }
+    if let Some(up) = rows
+        .iter()
+        .filter(|r| r.name.contains("-s"))
+        .max_by(|x, y| x.bytes.cmp(&y.bytes))
+    {
+        println!(
+            "busiest uplink: {} ({} bytes, peak {:.1} %)",
+            up.name,
+            up.bytes,
+            100.0 * up.peak
+        );
+    }
+    let marks: Vec<f64> = steps
+        .iter()
+        .map(|s| (origin + s.start_us - from) / 1e3)
+        .collect();
+    let title =
+        "every link's utilisation (white idle, dark red line rate, purple above), steps marked";
+    for p in links::heatmap(&a.out, title, &rows, &cells, ((to - from) / 1e3, &marks))? {
+        println!("picture: {}", p.display());
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LabLinksArgs {
+    /// The file to write (links.tsv).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Microseconds between two samples.
+    #[arg(long, value_name = "US", default_value_t = 1000)]
+    pub every_us: u64,
+    /// The links: NAME=PID:IFACE:RATE (the counters of IFACE in the network namespace of
+    /// process PID, a link of line rate RATE).
+    #[arg(required = true)]
+    pub links: Vec<String>,
+}
+
+/// `gpu-train lab-links`: samples the links until SIGTERM or Ctrl-C, then writes the file.
+pub fn run_lab_links(a: &LabLinksArgs) -> Result<()> {
+    let specs = a
+        .links
+        .iter()
+        .map(|s| super::links::parse_spec(s))
+        .collect::<Result<Vec<_>>>()?;
+    if !(100..=1_000_000).contains(&a.every_us) {
+        return Err(Error::Config("--every-us: from 100 to 1,000,000".into()));
+    }
+    crate::files::check_paths(&[], &[crate::files::Output::File("--out", &a.out)])?;
+    // The lab that started the sampler may be killed with -9, which runs none of its traps:
+    // the sampler is then stopped too (SIGTERM when its parent goes), and writes what it has.
+    // SAFETY: prctl with an integer argument; getppid cannot fail.
+    let parent = unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+        libc::getppid()
+    };
+    static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if parent == 1 {
+        STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    let _ = ctrlc::set_handler(|| STOP.store(true, std::sync::atomic::Ordering::SeqCst));
+    super::links::sample(&specs, Duration::from_micros(a.every_us), &a.out, &STOP)
 }
 
 /// --latency in seconds.

@@ -6,6 +6,7 @@
 //! * [`link`]: a link's rate, a traced step replayed on it, the α-β model.
 //! * [`project`]: the model projected onto a cluster and its fabric (`network --project`).
 //! * [`nic`]: a NIC's own counters, sampled while a run is traced: the wire measured.
+//! * [`links`]: every link of a lab's fabric counted (`lab-links`), as a table and a heat map.
 //! * [`wire`]: those counters read back per traced step and per link, beside the model.
 //! * [`plot`]: the pictures (PNG and SVG, through plotters); [`fabric`]: the lab's fabric.
 //! * [`commands`]: the `network`, `allreduce-bench` and `plot` subcommands.
@@ -13,6 +14,7 @@
 pub mod commands;
 pub mod fabric;
 pub mod link;
+pub mod links;
 pub mod metrics;
 pub mod nic;
 pub mod plot;

@@ -31,6 +31,9 @@ pub struct Trace {
     pub path: PathBuf,
     pub steps: std::ops::Range<u64>,
     origin: Instant,
+    /// The origin on the wall clock (µs since the UNIX epoch): other processes' samples (the
+    /// lab's link counters) are placed on the trace's time by it.
+    origin_unix_us: f64,
     rank: usize,
     spool: BufWriter<File>,
     /// Events in the spool, and the first write that failed (reported by `write`).
@@ -62,6 +65,9 @@ impl Trace {
             path: path.to_path_buf(),
             steps,
             origin: Instant::now(),
+            origin_unix_us: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64() * 1e6),
             rank,
             spool: BufWriter::new(spool),
             events: 0,
@@ -178,6 +184,7 @@ impl Trace {
             "clock": "host",
             "gpu_clock": "spans on the 'GPU' tracks come from the adapter's timestamp queries (where it has them); the step's first timestamp is placed at the host's instant just before it submitted the step, so each GPU span is drawn at the earliest it can have run",
             "producer": "gpu-train",
+            "origin_unix_us": self.origin_unix_us,
             "steps": format!("{}..{}", self.steps.start, self.steps.end),
         });
         let path = self.path.clone();
