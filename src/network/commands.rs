@@ -61,6 +61,15 @@ pub struct NetworkArgs {
     /// utilisation over the traced steps, and DIR/link-heatmap.png (links × time).
     #[arg(long, value_name = "FILE.tsv", requires = "trace")]
     pub links: Option<PathBuf>,
+    /// The α-β-γ model calibrated on this machine: `allreduce-bench --mpi --json` of 2 ranks
+    /// over links of --link's rate (scripts/lab writes DIR/calibration.json); each traced
+    /// step's sync predicted beside the measured one.
+    #[arg(long, value_name = "FILE.json", requires = "trace")]
+    pub calibration: Option<PathBuf>,
+    /// A lab's flows.tsv: which spine ECMP gave each ring flow, so the model's β is the
+    /// busiest uplink's share.
+    #[arg(long, value_name = "FILE.tsv", requires = "calibration")]
+    pub flows: Option<PathBuf>,
     /// --project: the slowest GPU's link, a straggler (e.g. 50mbit) [default: none].
     #[arg(long, value_name = "RATE")]
     pub slowest: Option<String>,
@@ -68,6 +77,15 @@ pub struct NetworkArgs {
 
 /// `--topology FILE`: the lab's fabric, checked, drawn into --out.
 fn draw_topology(a: &NetworkArgs, file: &std::path::Path) -> Result<()> {
+    let fabric = read_fabric(file)?;
+    for p in super::fabric::topology(&a.out, &fabric)? {
+        println!("picture: {}", p.display());
+    }
+    Ok(())
+}
+
+/// A lab's `topology.json`, checked.
+fn read_fabric(file: &std::path::Path) -> Result<super::fabric::Fabric> {
     let text = crate::files::read_input_text(file, 1 << 20).map_err(|source| Error::Io {
         path: file.to_path_buf(),
         source,
@@ -88,9 +106,65 @@ fn draw_topology(a: &NetworkArgs, file: &std::path::Path) -> Result<()> {
         Error::Config(m) => bad(m),
         e => e,
     })?;
-    for p in super::fabric::topology(&a.out, &fabric)? {
-        println!("picture: {}", p.display());
+    Ok(fabric)
+}
+
+/// `--calibration`: the α-β-γ model, its terms and where each came from, and each traced
+/// step's sync predicted beside the measured one.
+fn calibrated_model(a: &NetworkArgs, steps: &[link::TracedStep], rate: f64) -> Result<()> {
+    use super::calibrate;
+    let Some(file) = &a.calibration else {
+        return Ok(());
+    };
+    let (r_eff, why) = match &a.topology {
+        Some(t) => calibrate::bottleneck(&read_fabric(t)?, a.flows.as_deref())?,
+        None => (rate, format!("--link, {}", calibrate::rate_words(rate))),
+    };
+    let c = calibrate::calibrate(file, rate)?;
+    println!("the α-β-γ model of the ring's sync: messages·α + bytes·(β + γ)");
+    println!(
+        "  α = {:.1} µs a message exchange and γ = {:.2} ns a byte on the host: fitted (worst error {:.0} %) to {}",
+        c.alpha * 1e6,
+        c.gamma * 1e9,
+        100.0 * c.worst_error,
+        c.source
+    );
+    let beta = calibrate::beta(r_eff);
+    println!(
+        "  β = {:.2} ns a payload byte: the slowest rate the ring's flows get, {why}, × 1514/1448 for the frames' headers",
+        beta * 1e9
+    );
+    println!(
+        "  the crossover where α and the bytes cost alike: α/(β + γ) = {:.0} B a message",
+        c.alpha / (beta + c.gamma)
+    );
+    println!(
+        "{:>6} {:>10} {:>10} {:>14} {:>12} {:>8}",
+        "step", "bytes", "messages", "predicted ms", "measured ms", "error"
+    );
+    let (mut sum_p, mut sum_m) = (0.0, 0.0);
+    for s in steps {
+        let predicted = s.messages as f64 * c.alpha + s.bytes_sent as f64 * (beta + c.gamma);
+        let measured = s.allreduce_us * 1e-6;
+        sum_p += predicted;
+        sum_m += measured;
+        println!(
+            "{:>6} {:>10} {:>10} {:>14.3} {:>12.3} {:>7.0}%",
+            s.step,
+            s.bytes_sent,
+            s.messages,
+            predicted * 1e3,
+            measured * 1e3,
+            100.0 * (predicted - measured) / measured.max(1e-12)
+        );
     }
+    let n = steps.len().max(1) as f64;
+    println!(
+        "  over these steps: predicted {:.3} ms a step, measured {:.3} ms: {:+.0} %",
+        1e3 * sum_p / n,
+        1e3 * sum_m / n,
+        100.0 * (sum_p - sum_m) / sum_m.max(1e-12)
+    );
     Ok(())
 }
 
@@ -118,6 +192,8 @@ pub fn run_network(a: &NetworkArgs) -> Result<()> {
         ("--from", &a.from),
         ("--topology", &a.topology),
         ("--links", &a.links),
+        ("--calibration", &a.calibration),
+        ("--flows", &a.flows),
     ]
     .into_iter()
     .filter_map(|(flag, p)| Some((flag, p.as_deref()?)))
@@ -202,6 +278,7 @@ pub fn run_network(a: &NetworkArgs) -> Result<()> {
         println!("picture: {}", p.display());
     }
     measured_wire(a, &trace, &steps, &on, (rate, &link_name))?;
+    calibrated_model(a, &steps, rate)?;
     if let Some(file) = &a.links {
         fabric_links(a, file, &trace, &steps)?;
     }

@@ -107,13 +107,20 @@ pub fn sample(
             loop {
                 // The last pass runs after the stop, so the file ends with the final counts.
                 ending |= stop.load(std::sync::atomic::Ordering::Relaxed);
-                let now = unix_us();
+                // Each namespace's counters with the moment they were read: on a busy machine
+                // the reads of one pass can be milliseconds apart.
                 let devs: BTreeMap<u32, _> = pids
                     .iter()
-                    .filter_map(|&p| Some((p, read_dev(p)?)))
+                    .filter_map(|&p| {
+                        let d = read_dev(p)?;
+                        Some((p, (unix_us(), d)))
+                    })
                     .collect();
                 for (i, l) in links.iter().enumerate() {
-                    let Some(c) = devs.get(&l.pid).and_then(|d| d.get(&l.iface)) else {
+                    let Some((now, c)) = devs
+                        .get(&l.pid)
+                        .and_then(|(t, d)| Some((*t, d.get(&l.iface)?)))
+                    else {
                         continue;
                     };
                     let base = *first[i].get_or_insert(*c);

@@ -4,6 +4,7 @@
 //! * [`trace`]: a timeline of every replica's step (Chrome trace-event JSON, for Perfetto).
 //! * [`metrics`]: loss, accuracy and bytes moved, one JSON line per epoch and every K steps.
 //! * [`link`]: a link's rate, a traced step replayed on it, the α-β model.
+//! * [`calibrate`]: α (a message) and γ (a byte on the host) fitted in the lab, β from the fabric.
 //! * [`project`]: the model projected onto a cluster and its fabric (`network --project`).
 //! * [`nic`]: a NIC's own counters, sampled while a run is traced: the wire measured.
 //! * [`links`]: every link of a lab's fabric counted (`lab-links`), as a table and a heat map.
@@ -11,6 +12,7 @@
 //! * [`plot`]: the pictures (PNG and SVG, through plotters); [`fabric`]: the lab's fabric.
 //! * [`commands`]: the `network`, `allreduce-bench` and `plot` subcommands.
 
+pub mod calibrate;
 pub mod commands;
 pub mod fabric;
 pub mod link;
