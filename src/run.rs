@@ -156,7 +156,7 @@ impl RunConfig {
             // helpers that busy-wait between steps: all of them together must fit the cores.
             if (threads - 1) * replicas + 1 > cores {
                 return Err(Error::Config(format!(
-                    "--threads {threads} with {replicas} replica(s) needs {} threads (the helpers busy-wait) but this process may run on {cores} core(s) (its CPU affinity: under mpirun each rank is bound to its own core(s) unless started with --bind-to none): more threads than cores only slow a step down",
+                    "--threads {threads} with {replicas} replica(s) needs {} threads (the helpers busy-wait) but this process may run on {cores} core(s) (its CPU affinity, as taskset or mpirun's binding set it: under mpirun each rank is bound to its own core(s) unless started with --bind-to none): more threads than cores only slow a step down",
                     (threads - 1) * replicas + 1
                 )));
             }

@@ -280,10 +280,16 @@ fn a_trace_with_times_out_of_bounds_or_as_text_is_refused_before_anything_is_pri
                                   "pid": 0, "tid": 0, "args": {"step": 1}});
     let negative = serde_json::json!({"name": "all-reduce", "ph": "X", "ts": 300.0, "dur": -50.0,
                                       "pid": 0, "tid": 0, "args": {"bytes_sent": 10}});
+    let no_args = serde_json::json!({"name": "all-reduce (hidden)", "ph": "X", "ts": 300.0, "dur": 5.0,
+                                     "pid": 0, "tid": 0});
+    let huge = serde_json::json!({"name": "all-reduce", "ph": "X", "ts": 300.0, "dur": 5.0,
+                                  "pid": 0, "tid": 0, "args": {"bytes_sent": 1u64 << 63}});
     for (name, span, fault) in [
         ("far", far, "ts = 1000000000000000"),
         ("text", text, "not a number"),
         ("negative", negative, "dur = -50"),
+        ("no-args", no_args, "without a whole number of bytes_sent"),
+        ("huge", huge, "not a whole number from 0 to 2^48"),
     ] {
         let path = dir.path().join(format!("{name}.json"));
         std::fs::write(&path, trace_with(span).to_string()).unwrap();
@@ -672,6 +678,22 @@ fn flags_are_bounded_and_their_refusals_say_what_is_wrong() {
             "{err}"
         );
     }
+    // Steps past the run's end: the trace would hold none.
+    let (code, _, err) = gpu_train(&[
+        "--cpu",
+        "--replicas",
+        "2",
+        "--limit",
+        "640",
+        "--epochs",
+        "1",
+        "--trace",
+        "/tmp/x.json",
+        "--trace-steps",
+        "1000..1002",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(ours(&err)[0].contains("the trace would hold none"), "{err}");
     let (code, _, err) = gpu_train(&["--epochs", "1", "--kernels", "reg8x4_f16"]);
     assert_eq!(code, 2, "{err}");
     assert!(

@@ -277,6 +277,33 @@ fn checked_flags(args: &TrainArgs) -> Result<(RunConfig, std::ops::Range<u64>)> 
     Ok((run, trace_steps))
 }
 
+/// Refuses --trace-steps that begin after this run's last step (the trace would hold none).
+fn check_trace_steps(
+    args: &TrainArgs,
+    run: &RunConfig,
+    data: &DataSplit,
+    world: usize,
+    start: Start,
+    steps: &std::ops::Range<u64>,
+) -> Result<()> {
+    if args.trace.is_none() {
+        return Ok(());
+    }
+    let per = run.train.steps_per_epoch(data.train.len(), world) as u64;
+    let epochs_left = (run.train.epochs + 1).saturating_sub(start.at.epoch) as u64;
+    let end = start.global_step + (epochs_left * per).saturating_sub(start.at.step as u64);
+    if steps.start >= end {
+        return Err(Error::Config(format!(
+            "--trace-steps {}..{}: this run trains global steps {} to {} (counted from 0), so the trace would hold none; choose steps in that range",
+            steps.start,
+            steps.end,
+            start.global_step,
+            end.saturating_sub(1)
+        )));
+    }
+    Ok(())
+}
+
 /// What the run reads against what it writes, in the one place every command checks them.
 fn check_train_paths(args: &TrainArgs) -> Result<()> {
     use crate::files::Output;
@@ -321,6 +348,7 @@ fn train_in_job(
         starting_point(args, run, &data, snapshots.as_ref(), world, speaks)?;
     run.validate()?;
     run.check_faults(data.train.len(), (world, job.ranks, args.mpi), &start)?;
+    check_trace_steps(args, &run, &data, world, start, &trace_steps)?;
     // Every rank has checked its own input; now the ranks check they agree, before any
     // gradient is exchanged. Every rank has chosen its snapshot before rank 0 moves or writes any.
     job.agree(&job_fields(args, &run, &model, &data, start))?;

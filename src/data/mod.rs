@@ -238,10 +238,15 @@ pub fn load_set(
         Set::Test => String::new(),
     };
     if set == Set::Test && keep > MAX_TEST_IMAGES {
+        let why = match limit {
+            None => "training scores every epoch on the whole test set",
+            Some(_) => "the test images asked for are read with all before them",
+        };
         return Err(Error::bad_data(
             &images.name,
             format!(
-                "holds {keep} test images; gpu-train scores every epoch on the whole test set and reads at most {MAX_TEST_IMAGES} ({} MB): use a smaller test set",
+                "holds {} test images and {keep} would be read ({why}); gpu-train reads at most {MAX_TEST_IMAGES} test images ({} MB): use a smaller test set, or an index below {MAX_TEST_IMAGES}",
+                images.count,
                 MAX_TEST_IMAGES * PIXELS as u64 / 1_000_000
             ),
         ));

@@ -755,6 +755,7 @@ fn mpi_bench(a: &AllreduceBenchArgs) -> Result<()> {
             job.agree(&[
                 ("--max-bytes", a.max_bytes.to_string()),
                 ("--replicas", format!("{:?}", a.replicas)),
+                ("--json (given or not)", a.json.is_some().to_string()),
             ])
         });
         if let Err(e) = checked {

@@ -73,6 +73,12 @@ pub(super) fn both(
     draw_svg: &dyn Fn(&DrawingArea<SVGBackend, Shift>) -> Result<()>,
 ) -> Result<Vec<PathBuf>> {
     font()?;
+    if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) && !dir.exists() {
+        return Err(Error::Config(format!(
+            "-o {}: a symbolic link to nothing; give a folder for the pictures (it is made if missing)",
+            dir.display()
+        )));
+    }
     if dir.exists() && !dir.is_dir() {
         return Err(Error::Config(format!(
             "-o {}: that is a file; give a folder for the pictures (it is made if missing)",
