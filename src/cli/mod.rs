@@ -69,7 +69,7 @@ pub enum Command {
     Plot(crate::network::commands::PlotArgs),
     /// (scripts/lab) Sample the counters of every link of a lab's fabric until stopped.
     #[command(hide = true)]
-    LabLinks(crate::network::commands::LabLinksArgs),
+    LabLinks(crate::network::lab::LabLinksArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -391,7 +391,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Some(Command::Network(args)) => crate::network::commands::run_network(args),
         Some(Command::AllreduceBench(args)) => crate::network::commands::run_allreduce_bench(args),
         Some(Command::Plot(args)) => crate::network::commands::run_plot(args),
-        Some(Command::LabLinks(args)) => crate::network::commands::run_lab_links(args),
+        Some(Command::LabLinks(args)) => crate::network::lab::run_lab_links(args),
         Some(Command::Bench(args)) => crate::bench::run(args),
         Some(Command::Predict(args)) => {
             // Only the test images up to the highest index asked for are read.

@@ -77,94 +77,10 @@ pub struct NetworkArgs {
 
 /// `--topology FILE`: the lab's fabric, checked, drawn into --out.
 fn draw_topology(a: &NetworkArgs, file: &std::path::Path) -> Result<()> {
-    let fabric = read_fabric(file)?;
+    let fabric = super::lab::read_fabric(file)?;
     for p in super::fabric::topology(&a.out, &fabric)? {
         println!("picture: {}", p.display());
     }
-    Ok(())
-}
-
-/// A lab's `topology.json`, checked.
-fn read_fabric(file: &std::path::Path) -> Result<super::fabric::Fabric> {
-    let text = crate::files::read_input_text(file, 1 << 20).map_err(|source| Error::Io {
-        path: file.to_path_buf(),
-        source,
-    })?;
-    let bad = |why: String| {
-        Error::bad_data(
-            file.display().to_string(),
-            format!("not a lab's topology: {why}"),
-        )
-    };
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    if !value.is_object() {
-        return Err(bad("it is not a JSON object".into()));
-    }
-    let fabric: super::fabric::Fabric =
-        serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
-    fabric.check().map_err(|e| match e {
-        Error::Config(m) => bad(m),
-        e => e,
-    })?;
-    Ok(fabric)
-}
-
-/// `--calibration`: the α-β-γ model, its terms and where each came from, and each traced
-/// step's sync predicted beside the measured one.
-fn calibrated_model(a: &NetworkArgs, steps: &[link::TracedStep], rate: f64) -> Result<()> {
-    use super::calibrate;
-    let Some(file) = &a.calibration else {
-        return Ok(());
-    };
-    let (r_eff, why) = match &a.topology {
-        Some(t) => calibrate::bottleneck(&read_fabric(t)?, a.flows.as_deref())?,
-        None => (rate, format!("--link, {}", calibrate::rate_words(rate))),
-    };
-    let c = calibrate::calibrate(file, rate)?;
-    println!("the α-β-γ model of the ring's sync: messages·α + bytes·(β + γ)");
-    println!(
-        "  α = {:.1} µs a message exchange and γ = {:.2} ns a byte on the host: fitted (worst error {:.0} %) to {}",
-        c.alpha * 1e6,
-        c.gamma * 1e9,
-        100.0 * c.worst_error,
-        c.source
-    );
-    let beta = calibrate::beta(r_eff);
-    println!(
-        "  β = {:.2} ns a payload byte: the slowest rate the ring's flows get, {why}, × 1514/1448 for the frames' headers",
-        beta * 1e9
-    );
-    println!(
-        "  the crossover where α and the bytes cost alike: α/(β + γ) = {:.0} B a message",
-        c.alpha / (beta + c.gamma)
-    );
-    println!(
-        "{:>6} {:>10} {:>10} {:>14} {:>12} {:>8}",
-        "step", "bytes", "messages", "predicted ms", "measured ms", "error"
-    );
-    let (mut sum_p, mut sum_m) = (0.0, 0.0);
-    for s in steps {
-        let predicted = s.messages as f64 * c.alpha + s.bytes_sent as f64 * (beta + c.gamma);
-        let measured = s.allreduce_us * 1e-6;
-        sum_p += predicted;
-        sum_m += measured;
-        println!(
-            "{:>6} {:>10} {:>10} {:>14.3} {:>12.3} {:>7.0}%",
-            s.step,
-            s.bytes_sent,
-            s.messages,
-            predicted * 1e3,
-            measured * 1e3,
-            100.0 * (predicted - measured) / measured.max(1e-12)
-        );
-    }
-    let n = steps.len().max(1) as f64;
-    println!(
-        "  over these steps: predicted {:.3} ms a step, measured {:.3} ms: {:+.0} %",
-        1e3 * sum_p / n,
-        1e3 * sum_m / n,
-        100.0 * (sum_p - sum_m) / sum_m.max(1e-12)
-    );
     Ok(())
 }
 
@@ -278,125 +194,11 @@ pub fn run_network(a: &NetworkArgs) -> Result<()> {
         println!("picture: {}", p.display());
     }
     measured_wire(a, &trace, &steps, &on, (rate, &link_name))?;
-    calibrated_model(a, &steps, rate)?;
+    super::lab::calibrated_model(a, &steps, rate)?;
     if let Some(file) = &a.links {
-        fabric_links(a, file, &trace, &steps)?;
+        super::lab::fabric_links(a, file, &trace, &steps)?;
     }
     Ok(())
-}
-
-/// `--links`: every link of the lab's fabric over the traced steps (the trace's origin puts the
-/// samples on its clock): a table and the heat map, its window a few per step.
-fn fabric_links(
-    a: &NetworkArgs,
-    file: &std::path::Path,
-    trace: &serde_json::Value,
-    steps: &[link::TracedStep],
-) -> Result<()> {
-    use super::links;
-    let tracks = links::read(file)?;
-    let origin = trace["otherData"]["origin_unix_us"]
-        .as_f64()
-        .filter(|o| o.is_finite() && *o > 0.0)
-        .ok_or_else(|| {
-            Error::bad_data(
-                a.trace.as_ref().expect("required").display().to_string(),
-                "the trace has no origin_unix_us (written before --links existed): record it again",
-            )
-        })?;
-    let (first, last) = (steps.first().expect("steps"), steps.last().expect("steps"));
-    let from = origin + first.start_us;
-    let to = origin + last.start_us + last.compute_us + last.allreduce_us;
-    let mut lengths: Vec<f64> = steps
-        .iter()
-        .map(|s| s.compute_us + s.allreduce_us)
-        .collect();
-    lengths.sort_by(f64::total_cmp);
-    // A few windows a step, at least 1 ms (the sampler's period).
-    let window = (lengths[lengths.len() / 2] / 8.0).max(1000.0);
-    let (rows, cells) = links::utilisation(&tracks, (from, to), window);
-    println!(
-        "every link of the fabric over the {} traced steps ({:.1} ms; windows of {:.1} ms), from {}:",
-        steps.len(),
-        (to - from) / 1e3,
-        window / 1e3,
-        file.display()
-    );
-    println!(
-        "{:>12} {:>12} {:>10} {:>10}",
-        "link", "bytes", "mean busy", "peak busy"
-    );
-    for r in &rows {
-        println!(
-            "{:>12} {:>12} {:>9.1}% {:>9.1}%",
-            r.name,
-            r.bytes,
-            100.0 * r.mean,
-            100.0 * r.peak
-        );
-    }
-    if let Some(up) = rows
-        .iter()
-        .filter(|r| r.name.contains("-s"))
-        .max_by(|x, y| x.bytes.cmp(&y.bytes))
-    {
-        println!(
-            "busiest uplink: {} ({} bytes, peak {:.1} %)",
-            up.name,
-            up.bytes,
-            100.0 * up.peak
-        );
-    }
-    let marks: Vec<f64> = steps
-        .iter()
-        .map(|s| (origin + s.start_us - from) / 1e3)
-        .collect();
-    let title =
-        "every link's utilisation (white idle, dark red line rate, purple above), steps marked";
-    for p in links::heatmap(&a.out, title, &rows, &cells, ((to - from) / 1e3, &marks))? {
-        println!("picture: {}", p.display());
-    }
-    Ok(())
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct LabLinksArgs {
-    /// The file to write (links.tsv).
-    #[arg(long, value_name = "FILE")]
-    pub out: PathBuf,
-    /// Microseconds between two samples.
-    #[arg(long, value_name = "US", default_value_t = 1000)]
-    pub every_us: u64,
-    /// The links: NAME=PID:IFACE:RATE (the counters of IFACE in the network namespace of
-    /// process PID, a link of line rate RATE).
-    #[arg(required = true)]
-    pub links: Vec<String>,
-}
-
-/// `gpu-train lab-links`: samples the links until SIGTERM or Ctrl-C, then writes the file.
-pub fn run_lab_links(a: &LabLinksArgs) -> Result<()> {
-    let specs = a
-        .links
-        .iter()
-        .map(|s| super::links::parse_spec(s))
-        .collect::<Result<Vec<_>>>()?;
-    if !(100..=1_000_000).contains(&a.every_us) {
-        return Err(Error::Config("--every-us: from 100 to 1,000,000".into()));
-    }
-    crate::files::check_paths(&[], &[crate::files::Output::File("--out", &a.out)])?;
-    // The lab that started the sampler may be killed with -9, which runs none of its traps:
-    // the sampler is then stopped too (SIGTERM when its parent goes), and writes what it has.
-    // SAFETY: prctl with an integer argument; getppid cannot fail.
-    let parent = unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-        libc::getppid()
-    };
-    static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if parent == 1 {
-        STOP.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-    let _ = ctrlc::set_handler(|| STOP.store(true, std::sync::atomic::Ordering::SeqCst));
-    super::links::sample(&specs, Duration::from_micros(a.every_us), &a.out, &STOP)
 }
 
 /// --latency in seconds.

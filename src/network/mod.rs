@@ -10,11 +10,13 @@
 //! * [`links`]: every link of a lab's fabric counted (`lab-links`), as a table and a heat map.
 //! * [`wire`]: those counters read back per traced step and per link, beside the model.
 //! * [`plot`]: the pictures (PNG and SVG, through plotters); [`fabric`]: the lab's fabric.
+//! * [`lab`]: what `network` reads from a lab run: its fabric, its links, its calibration.
 //! * [`commands`]: the `network`, `allreduce-bench` and `plot` subcommands.
 
 pub mod calibrate;
 pub mod commands;
 pub mod fabric;
+pub mod lab;
 pub mod link;
 pub mod links;
 pub mod metrics;
