@@ -1,16 +1,11 @@
 //! The IDX loader: real files load with the counts in their headers; every kind of bad file
 //! gives an error naming the file and the fault; no bytes at all make it panic.
 
+mod common;
+use common::gzip;
 use gpu_train::data::{self, idx, Dataset, PIXELS};
 use gpu_train::Error;
 use rand::{Rng, SeedableRng};
-use std::io::Write;
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    enc.write_all(bytes).unwrap();
-    enc.finish().unwrap()
-}
 
 fn fault(r: Result<impl std::fmt::Debug, Error>) -> String {
     match r {

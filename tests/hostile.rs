@@ -463,11 +463,7 @@ fn huge_pngs_and_lying_data_files_cost_no_more_memory_than_their_bytes() {
     std::fs::remove_file(&big).unwrap();
 
     // gzip: a bomb of zeros (50 MB inflated from 50 kB) stops at the 16-byte header.
-    let gz = |bytes: &[u8]| {
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        e.write_all(bytes).unwrap();
-        e.finish().unwrap()
-    };
+    let gz = common::gzip;
     let bomb = data_dir.join("train-images-idx3-ubyte.gz");
     std::fs::write(&bomb, gz(&vec![0u8; 50_000_000])).unwrap();
     let (code, _, err) = sh(&format!(
@@ -571,11 +567,7 @@ fn data_files_that_look_odd_but_are_fine_or_ambiguous() {
     }
     // A multi-member gzip (`cat a.gz b.gz`, which `gzip -t` accepts) is one stream.
     let whole = idx::read_file(&sample.join("train-images-idx3-ubyte.gz")).unwrap();
-    let gz = |bytes: &[u8]| {
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        e.write_all(bytes).unwrap();
-        e.finish().unwrap()
-    };
+    let gz = common::gzip;
     let mut two = gz(&whole[..1000]);
     two.extend(gz(&whole[1000..]));
     std::fs::write(dir.path().join("train-images-idx3-ubyte.gz"), &two).unwrap();

@@ -4,7 +4,7 @@
 //! 1 MiB tmpfs mounts in a private mount namespace (`unshare`), never the machine's own.
 
 mod common;
-use common::gpu_train;
+use common::{gpu_train, gzip, wait};
 use gpu_train::checkpoint::{self, SnapshotDir};
 use gpu_train::data::idx;
 use gpu_train::model::Model;
@@ -33,6 +33,19 @@ fn data_copy() -> (tempfile::TempDir, PathBuf) {
         }
     }
     (dir, data)
+}
+
+/// A one-epoch CPU run of 100 examples on the data in `data`: (exit code, stdout, stderr).
+fn quick_run(data: &Path) -> (i32, String, String) {
+    gpu_train(&[
+        "--cpu",
+        "--limit",
+        "100",
+        "--epochs",
+        "1",
+        "--data-dir",
+        s(data),
+    ])
 }
 
 fn s(p: &Path) -> &str {
@@ -331,20 +344,6 @@ fn a_trace_with_times_out_of_bounds_or_as_text_is_refused_before_anything_is_pri
     );
 }
 
-/// Waits for `child` at most `limit`, killing it past that (a spinning command fails the test).
-fn wait(mut child: std::process::Child, limit: Duration) -> std::process::Output {
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
-}
-
 // 6. A full cache folder must not kill a GPU run with a bare "Bus error".
 #[test]
 fn a_full_cache_folder_leaves_mesa_s_shader_cache_off_and_the_run_trains() {
@@ -453,65 +452,6 @@ fn a_fault_under_mpi_with_one_rank_is_refused() {
     );
 }
 
-/// mpirun as root (CI), oversubscribed: the ranks are `groups`, MPMD style (`A : B`), each
-/// one rank of the binary with its arguments. Waits at most a minute.
-#[cfg(feature = "mpi")]
-fn mpirun_mpmd(groups: &[&[&str]]) -> (i32, String, String) {
-    let mut c = Command::new("mpirun");
-    c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .arg("--oversubscribe");
-    for (i, g) in groups.iter().enumerate() {
-        if i > 0 {
-            c.arg(":");
-        }
-        c.args(["-np", "1", BIN]).args(*g);
-    }
-    let child = c
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mpirun");
-    let out = wait(child, Duration::from_secs(60));
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-// 3. allreduce-bench --mpi checks its flags as without --mpi, and compares the ranks'.
-#[test]
-#[cfg(feature = "mpi")]
-fn allreduce_bench_under_mpi_checks_its_flags_and_compares_the_ranks() {
-    for bytes in ["0", "1099511627776"] {
-        let a: &[&str] = &["allreduce-bench", "--mpi", "--max-bytes", bytes];
-        let (code, _, err) = mpirun_mpmd(&[a, a]);
-        assert_ne!(code, 0, "{err}");
-        assert!(
-            err.contains(&format!("--max-bytes {bytes}: from 8 to 1 GiB")),
-            "{err}"
-        );
-    }
-    let (code, _, err) = mpirun_mpmd(&[
-        &["allreduce-bench", "--mpi", "--max-bytes", "64"],
-        &["allreduce-bench", "--mpi", "--max-bytes", "128"],
-    ]);
-    assert_ne!(code, 0, "{err}");
-    assert!(err.contains("different settings: --max-bytes"), "{err}");
-}
-
-// 8. --fault given to one rank only is a difference between the ranks.
-#[test]
-#[cfg(feature = "mpi")]
-fn a_fault_given_to_one_rank_only_is_refused() {
-    let run: &[&str] = &["--mpi", "--cpu", "--limit", "256", "--epochs", "1"];
-    let with: Vec<&str> = [run, &["--fault", "lose-message@1:1"]].concat();
-    let (code, _, err) = mpirun_mpmd(&[&with, run]);
-    assert_ne!(code, 0, "{err}");
-    assert!(err.contains("different settings: --fault"), "{err}");
-}
-
 // 9. Headers that disagree are refused whatever --limit says.
 #[test]
 fn image_and_label_headers_that_disagree_are_refused_under_limit() {
@@ -526,15 +466,7 @@ fn image_and_label_headers_that_disagree_are_refused_under_limit() {
         idx::encode_images(2000, 28, 28, &images),
     );
     write("train-labels-idx1-ubyte", idx::encode_labels(&[1; 1999]));
-    let (code, _, err) = gpu_train(&[
-        "--cpu",
-        "--limit",
-        "100",
-        "--epochs",
-        "1",
-        "--data-dir",
-        s(&data),
-    ]);
+    let (code, _, err) = quick_run(&data);
     assert_eq!(code, 2, "{err}");
     assert!(
         ours(&err)[0].contains("1999 labels") && ours(&err)[0].contains("2000 images"),
@@ -544,15 +476,7 @@ fn image_and_label_headers_that_disagree_are_refused_under_limit() {
     let mut lying = idx::encode_labels(&[0; 2000]);
     lying[4..8].copy_from_slice(&2_000_000_000u32.to_be_bytes());
     write("train-labels-idx1-ubyte", lying);
-    let (code, _, err) = gpu_train(&[
-        "--cpu",
-        "--limit",
-        "100",
-        "--epochs",
-        "1",
-        "--data-dir",
-        s(&data),
-    ]);
+    let (code, _, err) = quick_run(&data);
     assert_eq!(code, 2, "{err}");
     assert!(ours(&err)[0].contains("2000000000 labels"), "{err}");
     drop(tmp);
@@ -705,26 +629,13 @@ fn flags_are_bounded_and_their_refusals_say_what_is_wrong() {
 #[test]
 fn a_test_set_gzip_bomb_does_not_suggest_limit() {
     let (tmp, data) = data_copy();
-    // 1 KiB of gzip claiming 200,000 test images.
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    use std::io::Write;
-    gz.write_all(&idx::encode_images(200_000, 28, 28, &[]))
-        .unwrap();
-    gz.write_all(&vec![0u8; 4 << 20]).unwrap();
-    std::fs::write(data.join("t10k-images-idx3-ubyte.gz"), gz.finish().unwrap()).unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    gz.write_all(&idx::encode_labels(&vec![1; 200_000]))
-        .unwrap();
-    std::fs::write(data.join("t10k-labels-idx1-ubyte.gz"), gz.finish().unwrap()).unwrap();
-    let (code, _, err) = gpu_train(&[
-        "--cpu",
-        "--limit",
-        "100",
-        "--epochs",
-        "1",
-        "--data-dir",
-        s(&data),
-    ]);
+    // A few KiB of gzip claiming 200,000 test images (157 MB).
+    let mut bomb = idx::encode_images(200_000, 28, 28, &[]);
+    bomb.resize(16 + (4 << 20), 0);
+    std::fs::write(data.join("t10k-images-idx3-ubyte.gz"), gzip(&bomb)).unwrap();
+    let labels = idx::encode_labels(&vec![1; 200_000]);
+    std::fs::write(data.join("t10k-labels-idx1-ubyte.gz"), gzip(&labels)).unwrap();
+    let (code, _, err) = quick_run(&data);
     assert_eq!(code, 2, "{err}");
     assert!(
         ours(&err)[0].contains("gzip bomb") && !err.contains("--limit"),

@@ -8,11 +8,11 @@
 #![cfg(feature = "mpi")]
 
 mod common;
-use common::gpu_train;
+use common::{gpu_train, wait};
 use gpu_train::checkpoint::{self, SnapshotDir};
 use gpu_train::model::Model;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gpu-train");
@@ -24,19 +24,6 @@ fn mpirun_cmd(np: usize, args: &[&str]) -> Command {
         .args(["--oversubscribe", "-np", &np.to_string(), BIN, "--mpi"])
         .args(args);
     c
-}
-
-/// Waits for `child` at most `limit`, killing it past that (a hung job fails the test).
-fn wait(mut child: Child, limit: Duration) -> Output {
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("mpirun still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
 }
 
 fn mpirun(np: usize, args: &[&str]) -> Output {
@@ -373,6 +360,11 @@ fn a_trace_under_mpirun_gathers_every_rank_on_rank_0() {
 /// A job whose ranks cannot all go on, started as `mpirun` starts it (one command line, or one
 /// per rank with `:`), must end within seconds, non-zero, with the failing rank's reason.
 fn mpirun_fails(ranks: &[&[&str]], want: &str) {
+    mpirun_fails_as(&["--mpi"], ranks, want)
+}
+
+/// [`mpirun_fails`] with each rank's command line starting with `head` (a subcommand).
+fn mpirun_fails_as(head: &[&str], ranks: &[&[&str]], want: &str) {
     let mut c = Command::new("mpirun");
     c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
@@ -381,7 +373,7 @@ fn mpirun_fails(ranks: &[&[&str]], want: &str) {
         if i > 0 {
             c.arg(":");
         }
-        c.args(["-np", "1", BIN, "--mpi"]).args(*args);
+        c.args(["-np", "1", BIN]).args(head).args(*args);
     }
     let child = c
         .stdout(Stdio::piped())
@@ -481,4 +473,39 @@ fn ctrl_c_on_an_mpi_job_says_where_to_resume() {
             && err.contains("continue with --resume"),
         "{err}"
     );
+}
+
+// Issue 29: allreduce-bench --mpi checks its flags as without --mpi, and compares the ranks';
+// --fault given to one rank only is a difference between the ranks.
+#[test]
+fn allreduce_bench_under_mpi_checks_its_flags_and_compares_the_ranks() {
+    let bench = ["allreduce-bench", "--mpi"];
+    for bytes in ["0", "1099511627776"] {
+        let a: &[&str] = &["--max-bytes", bytes];
+        mpirun_fails_as(
+            &bench,
+            &[a, a],
+            &format!("--max-bytes {bytes}: from 8 to 1 GiB"),
+        );
+    }
+    mpirun_fails_as(
+        &bench,
+        &[&["--max-bytes", "64"], &["--max-bytes", "128"]],
+        "different settings: --max-bytes",
+    );
+    mpirun_fails_as(
+        &bench,
+        &[
+            &["--max-bytes", "64"],
+            &["--max-bytes", "64", "--json", "/tmp/gt-never.json"],
+        ],
+        "different settings: --json",
+    );
+}
+
+#[test]
+fn a_fault_given_to_one_rank_only_is_refused() {
+    let run: &[&str] = &["--cpu", "--limit", "256", "--epochs", "1"];
+    let with: Vec<&str> = [run, &["--fault", "lose-message@1:1"]].concat();
+    mpirun_fails(&[&with, run], "different settings: --fault");
 }

@@ -53,7 +53,7 @@ pub fn parse_spec(s: &str) -> Result<LinkSpec> {
         name: name.into(),
         pid: pid.parse().map_err(|_| bad())?,
         iface: iface.into(),
-        rate: super::link::parse_rate(rate)?.0,
+        rate: super::link::parse_rate(rate).map_err(|_| bad())?.0,
     })
 }
 
@@ -90,6 +90,16 @@ pub fn sample(
     path: &Path,
     stop: &std::sync::atomic::AtomicBool,
 ) -> Result<()> {
+    // Every link there to be read before anything is written (a wrong pid or interface would
+    // sample nothing until stopped).
+    for l in links {
+        if !read_dev(l.pid).is_some_and(|d| d.contains_key(&l.iface)) {
+            return Err(Error::Config(format!(
+                "lab-links {}: no interface {} in the network namespace of process {}",
+                l.name, l.iface, l.pid
+            )));
+        }
+    }
     crate::checkpoint::write_file_with(
         path,
         "the link counters",
