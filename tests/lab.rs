@@ -32,8 +32,9 @@ fn lab_namespaces() -> Vec<String> {
 /// the NIC table (nics.tsv) without its header, a row of fields per host.
 /// Runs a lab of `hosts` hosts on `topology` with a short CPU job and checks what every lab
 /// must leave: the pictures, every rank's NIC track, NIC counters that cover the payload, no
-/// namespace. Returns its folder, its nics.tsv rows and a rank's all-reduce payload.
-fn lab(hosts: usize, topology: &[&str]) -> (tempfile::TempDir, Vec<Vec<u64>>, u64) {
+/// namespace. Returns its folder, its nics.tsv rows, a rank's all-reduce payload and what it
+/// printed.
+fn lab(hosts: usize, topology: &[&str]) -> (tempfile::TempDir, Vec<Vec<u64>>, u64, String) {
     let _one_at_a_time = LABS.lock().unwrap_or_else(|e| e.into_inner());
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().to_str().unwrap();
@@ -115,7 +116,7 @@ fn lab(hosts: usize, topology: &[&str]) -> (tempfile::TempDir, Vec<Vec<u64>>, u6
             f[0]
         );
     }
-    (out, rows, payload)
+    (out, rows, payload, text.into_owned())
 }
 
 /// One lab at a time on a machine (a second is refused): the tests here take turns.
@@ -136,7 +137,7 @@ fn a_routed_leaf_spine_with_two_spines_trains_and_its_links_add_up() {
         eprintln!("SKIPPED: network namespaces cannot be made here (needs root or CAP_NET_ADMIN)");
         return;
     }
-    let (out, _, payload) = lab(
+    let (out, _, payload, text) = lab(
         4,
         &[
             "--leaves",
@@ -184,16 +185,35 @@ fn a_routed_leaf_spine_with_two_spines_trains_and_its_links_add_up() {
             "{l} sent {leaf_up} bytes up, a rank's payload is {payload}"
         );
     }
-    // Which spine each connection between the leaves took, read from the routes.
+    // The connections between the leaves, as each host's kernel listed them.
     let flows = std::fs::read_to_string(out.path().join("flows.tsv")).unwrap();
-    let spines: Vec<&str> = flows
+    assert!(flows.lines().count() > 1, "{flows}");
+    // The calibration's α and γ, read back by `network`, and the ring flows on each uplink
+    // direction from the counters: 1 or 2 (two when ECMP hashed both onto one spine).
+    let alpha = text
         .lines()
-        .skip(1)
-        .map(|l| l.split('\t').nth(4).unwrap())
+        .find(|l| l.contains("α = ") && l.contains("γ = "))
+        .unwrap_or_else(|| panic!("no calibrated model:\n{text}"));
+    let us: f64 = alpha
+        .split("α = ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(us > 0.0 && us < 10_000.0, "{alpha}");
+    assert!(text.contains("over these steps: predicted"), "{text}");
+    let flows_on: Vec<f64> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with('l') && l.contains("-s"))
+        .filter_map(|l| l.split_whitespace().last()?.parse().ok())
         .collect();
+    assert_eq!(flows_on.len(), 8, "{text}");
     assert!(
-        !spines.is_empty() && spines.iter().all(|s| *s == "1" || *s == "2"),
-        "{flows}"
+        flows_on.iter().all(|&k| k <= 2.0) && flows_on.iter().any(|&k| k >= 1.0),
+        "{flows_on:?}"
     );
     assert!(out.path().join("link-heatmap.png").is_file());
 }

@@ -109,9 +109,13 @@ pub fn rate_words(bps: f64) -> String {
 }
 
 /// The slowest rate a ring's flow gets on a lab's fabric: every host's NIC (a straggler's
-/// included), and in a routed fabric each uplink direction shared by the ring flows that
-/// `flows.tsv` says ECMP put on it. Returns the rate and what sets it.
-pub fn bottleneck(fabric: &super::fabric::Fabric, flows: Option<&Path>) -> Result<(f64, String)> {
+/// included), and in a routed fabric the busiest uplink direction, shared by the `shared` ring
+/// flows the link counters say ECMP put on it ([`ring_flows_on_busiest_uplink`]). Returns the
+/// rate and what sets it.
+pub fn bottleneck(
+    fabric: &super::fabric::Fabric,
+    shared: Option<(usize, String)>,
+) -> Result<(f64, String)> {
     let (host, _) = super::link::parse_rate(&fabric.host_rate)?;
     let mut best = (host, format!("each host's NIC, {}", rate_words(host)));
     if let Some((h, r)) = &fabric.slow_host {
@@ -123,46 +127,60 @@ pub fn bottleneck(fabric: &super::fabric::Fabric, flows: Option<&Path>) -> Resul
             );
         }
     }
-    let Some(flows) = flows else {
-        return Ok(best);
-    };
-    let (uplink, _) = super::link::parse_rate(&fabric.uplink_rate)?;
-    let text = crate::files::read_input_text(flows, 1 << 20).map_err(|source| Error::Io {
-        path: flows.to_path_buf(),
-        source,
-    })?;
-    // The ring's flows: rank r sends to rank r+1, host r+1 to host r+2 (ring order = host
-    // order); a row is one direction of one connection, src → dst, on a spine.
-    let mut per_uplink: std::collections::BTreeMap<(String, String), usize> = Default::default();
-    let hosts = fabric.hosts;
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split('\t').collect();
-        let [src, _, dst, _, spine] = f[..] else {
-            continue;
-        };
-        let host = |a: &str| a.rsplit('.').next().and_then(|h| h.parse::<usize>().ok());
-        let (Some(s), Some(d)) = (host(src), host(dst)) else {
-            continue;
-        };
-        if d != s % hosts + 1 {
-            continue; // not a ring neighbour's direction
-        }
-        let leaf = src.split('.').nth(2).unwrap_or("?").to_string();
-        *per_uplink.entry((leaf, spine.to_string())).or_default() += 1;
-    }
-    if let Some(((leaf, spine), k)) = per_uplink.iter().max_by_key(|(_, k)| **k) {
-        let share = uplink / *k as f64;
+    if let Some((k, link)) = shared.filter(|(k, _)| *k >= 1) {
+        let (uplink, _) = super::link::parse_rate(&fabric.uplink_rate)?;
+        let share = uplink / k as f64;
         if share < best.0 {
             best = (
                 share,
                 format!(
-                    "leaf {leaf}'s uplink to spine {spine}: {} shared by {k} of the ring's flows (ECMP put them together)",
+                    "the uplink {link}: {} shared by {k} of the ring's flows (ECMP put them together)",
                     rate_words(uplink)
                 ),
             );
         }
     }
     Ok(best)
+}
+
+/// How many of the ring's flows ECMP put on the busiest uplink direction from `from` to `to`
+/// (unix µs), read from the link counters: every rank sends its neighbour the same bytes, so a
+/// host NIC's mean sent bytes are one flow's, and an uplink direction carrying k times that
+/// carries k flows. (The route table cannot say: Linux forwards a TCP flow by the hash its
+/// sending socket chose, `skb->hash`, not by the 5-tuple `ip route get` hashes.) None without
+/// uplinks or traffic.
+pub fn ring_flows_on_busiest_uplink(
+    tracks: &[super::links::LinkTrack],
+    (from, to): (f64, f64),
+) -> Option<(usize, String)> {
+    let moved = |t: &super::links::LinkTrack, dir: usize| {
+        let (a, b) = (t.at(from), t.at(to));
+        if dir == 0 {
+            b.0.saturating_sub(a.0)
+        } else {
+            b.1.saturating_sub(a.1)
+        }
+    };
+    let hosts: Vec<u64> = tracks
+        .iter()
+        .filter(|t| t.name.starts_with('h'))
+        .map(|t| moved(t, 0))
+        .collect();
+    let flow = hosts.iter().sum::<u64>() as f64 / hosts.len().max(1) as f64;
+    if flow <= 0.0 {
+        return None;
+    }
+    tracks
+        .iter()
+        .filter(|t| t.name.starts_with('l'))
+        .flat_map(|t| {
+            [
+                (moved(t, 0), format!("{} up", t.name)),
+                (moved(t, 1), format!("{} down", t.name)),
+            ]
+        })
+        .max_by_key(|(bytes, _)| *bytes)
+        .map(|(bytes, name)| ((bytes as f64 / flow).round() as usize, name))
 }
 
 #[cfg(test)]

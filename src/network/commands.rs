@@ -66,10 +66,11 @@ pub struct NetworkArgs {
     /// step's sync predicted beside the measured one.
     #[arg(long, value_name = "FILE.json", requires = "trace")]
     pub calibration: Option<PathBuf>,
-    /// A lab's flows.tsv: which spine ECMP gave each ring flow, so the model's β is the
-    /// busiest uplink's share.
+    /// The link counters during the calibration (scripts/lab's calibration-links.tsv): the
+    /// calibration's connections are hashed by ECMP too, and its β is its busiest uplink's
+    /// share. (The job's own come from --links.)
     #[arg(long, value_name = "FILE.tsv", requires = "calibration")]
-    pub flows: Option<PathBuf>,
+    pub calibration_links: Option<PathBuf>,
     /// --project: the slowest GPU's link, a straggler (e.g. 50mbit) [default: none].
     #[arg(long, value_name = "RATE")]
     pub slowest: Option<String>,
@@ -109,7 +110,7 @@ pub fn run_network(a: &NetworkArgs) -> Result<()> {
         ("--topology", &a.topology),
         ("--links", &a.links),
         ("--calibration", &a.calibration),
-        ("--flows", &a.flows),
+        ("--calibration-links", &a.calibration_links),
     ]
     .into_iter()
     .filter_map(|(flag, p)| Some((flag, p.as_deref()?)))
@@ -194,7 +195,7 @@ pub fn run_network(a: &NetworkArgs) -> Result<()> {
         println!("picture: {}", p.display());
     }
     measured_wire(a, &trace, &steps, &on, (rate, &link_name))?;
-    super::lab::calibrated_model(a, &steps, rate)?;
+    super::lab::calibrated_model(a, &trace, &steps, rate)?;
     if let Some(file) = &a.links {
         super::lab::fabric_links(a, file, &trace, &steps)?;
     }

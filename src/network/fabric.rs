@@ -20,6 +20,10 @@ pub struct Fabric {
     pub slow_host: Option<(usize, String)>,
     #[serde(default)]
     pub loss_percent: Option<f64>,
+    /// How the hosts are spread over the leaves: "block" (h1..hk on leaf 1, ...) or "rr"
+    /// (round robin: host i on leaf (i − 1) mod L + 1, so every hop of the ring crosses leaves).
+    #[serde(default)]
+    pub placement: Option<String>,
 }
 
 impl Fabric {
@@ -53,6 +57,13 @@ impl Fabric {
                 )));
             }
         }
+        if let Some(p) = self
+            .placement
+            .as_deref()
+            .filter(|p| !["block", "rr"].contains(p))
+        {
+            return Err(Error::Config(format!("placement {p:?}: block or rr")));
+        }
         if let Some(p) = self.loss_percent.filter(|p| !(0.0..=20.0).contains(p)) {
             return Err(Error::Config(format!(
                 "loss_percent {p}: the lab loses 0 to 20 %"
@@ -61,9 +72,12 @@ impl Fabric {
         Ok(())
     }
 
-    /// The leaf of host `i` (from 1), as scripts/lab spreads them: in order.
+    /// The leaf of host `i` (from 1), as scripts/lab spreads them (--placement).
     fn leaf_of(&self, i: usize) -> usize {
-        (i - 1) * self.leaves / self.hosts + 1
+        match self.placement.as_deref() {
+            Some("rr") => (i - 1) % self.leaves + 1,
+            _ => (i - 1) * self.leaves / self.hosts + 1,
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! What `network` reads from a lab run beyond the trace: the fabric (`topology.json`), every
 //! link's counters (`--links`, and the `lab-links` sampler that writes them) and the α-β-γ
-//! model calibrated on the lab (`--calibration`, `--flows`).
+//! model calibrated on the lab (`--calibration`, `--calibration-links`).
 
 use super::commands::NetworkArgs;
 use super::link;
@@ -38,6 +38,7 @@ pub(super) fn read_fabric(file: &std::path::Path) -> Result<super::fabric::Fabri
 /// step's sync predicted beside the measured one.
 pub(super) fn calibrated_model(
     a: &NetworkArgs,
+    trace: &serde_json::Value,
     steps: &[link::TracedStep],
     rate: f64,
 ) -> Result<()> {
@@ -45,11 +46,35 @@ pub(super) fn calibrated_model(
     let Some(file) = &a.calibration else {
         return Ok(());
     };
-    let (r_eff, why) = match &a.topology {
-        Some(t) => calibrate::bottleneck(&read_fabric(t)?, a.flows.as_deref())?,
-        None => (rate, format!("--link, {}", calibrate::rate_words(rate))),
+    // How many ring flows shared the busiest uplink, from the link counters: the job's over
+    // its traced steps, the calibration's over its whole run (its own connections, hashed
+    // anew). The calibration ran the job's ring on the same hosts.
+    let shared = |file: Option<&std::path::Path>, window: Option<(f64, f64)>| -> Result<_> {
+        let Some(file) = file else { return Ok(None) };
+        let tracks = super::links::read(file)?;
+        let window = window.unwrap_or_else(|| {
+            let all = tracks.iter().flat_map(|t| t.samples.iter().map(|s| s.0));
+            let (lo, hi) = all.fold((f64::MAX, 0.0f64), |(lo, hi), t| (lo.min(t), hi.max(t)));
+            (lo, hi)
+        });
+        Ok(calibrate::ring_flows_on_busiest_uplink(&tracks, window))
     };
-    let c = calibrate::calibrate(file, rate)?;
+    let ((r_eff, why), r_cal) = match &a.topology {
+        Some(t) => {
+            let fabric = read_fabric(t)?;
+            let job = shared(a.links.as_deref(), Some(traced_window(a, trace, steps)?))?;
+            let cal = shared(a.calibration_links.as_deref(), None)?;
+            (
+                calibrate::bottleneck(&fabric, job)?,
+                calibrate::bottleneck(&fabric, cal)?.0,
+            )
+        }
+        None => (
+            (rate, format!("--link, {}", calibrate::rate_words(rate))),
+            rate,
+        ),
+    };
+    let c = calibrate::calibrate(file, r_cal)?;
     println!("the α-β-γ model of the ring's sync: messages·α + bytes·(β + γ)");
     println!(
         "  α = {:.1} µs a message exchange and γ = {:.2} ns a byte on the host: fitted (worst error {:.0} %) to {}",
@@ -97,16 +122,12 @@ pub(super) fn calibrated_model(
     Ok(())
 }
 
-/// `--links`: every link of the lab's fabric over the traced steps (the trace's origin puts the
-/// samples on its clock): a table and the heat map, its window a few per step.
-pub(super) fn fabric_links(
+/// The traced steps' stretch on the wall clock (unix µs), from the trace's origin.
+fn traced_window(
     a: &NetworkArgs,
-    file: &std::path::Path,
     trace: &serde_json::Value,
     steps: &[link::TracedStep],
-) -> Result<()> {
-    use super::links;
-    let tracks = links::read(file)?;
+) -> Result<(f64, f64)> {
     let origin = trace["otherData"]["origin_unix_us"]
         .as_f64()
         .filter(|o| o.is_finite() && *o > 0.0)
@@ -117,8 +138,24 @@ pub(super) fn fabric_links(
             )
         })?;
     let (first, last) = (steps.first().expect("steps"), steps.last().expect("steps"));
-    let from = origin + first.start_us;
-    let to = origin + last.start_us + last.compute_us + last.allreduce_us;
+    Ok((
+        origin + first.start_us,
+        origin + last.start_us + last.compute_us + last.allreduce_us,
+    ))
+}
+
+/// `--links`: every link of the lab's fabric over the traced steps (the trace's origin puts the
+/// samples on its clock): a table and the heat map, its window a few per step.
+pub(super) fn fabric_links(
+    a: &NetworkArgs,
+    file: &std::path::Path,
+    trace: &serde_json::Value,
+    steps: &[link::TracedStep],
+) -> Result<()> {
+    use super::links;
+    let tracks = links::read(file)?;
+    let (from, to) = traced_window(a, trace, steps)?;
+    let origin = from - steps[0].start_us;
     let mut lengths: Vec<f64> = steps
         .iter()
         .map(|s| s.compute_us + s.allreduce_us)
@@ -134,17 +171,40 @@ pub(super) fn fabric_links(
         window / 1e3,
         file.display()
     );
+    // The shaper's promise checked at the sampler's own period: the busiest 1 ms window (a
+    // frame counts whole when it leaves the queue, so a link can read one frame above its rate).
+    let ms = (to - from) / 1000.0;
+    let (fine, _) = links::utilisation(&tracks, (from, to), 1000.0);
+    let fine_ms = ms / ms.ceil().clamp(1.0, links::MAX_COLUMNS as f64);
+    // A ring flow's bytes: what a host sent, on average (every rank sends its neighbour alike).
+    let hosts: Vec<u64> = rows
+        .iter()
+        .filter(|r| r.name.starts_with('h') && r.name.ends_with("tx"))
+        .map(|r| r.bytes)
+        .collect();
+    let flow = hosts.iter().sum::<u64>() as f64 / hosts.len().max(1) as f64;
     println!(
-        "{:>12} {:>12} {:>10} {:>10}",
-        "link", "bytes", "mean busy", "peak busy"
+        "{:>12} {:>12} {:>10} {:>10} {:>12} {:>11}",
+        "link",
+        "bytes",
+        "mean busy",
+        "peak busy",
+        format!("peak {fine_ms:.1} ms"),
+        "ring flows"
     );
-    for r in &rows {
+    for (r, f) in rows.iter().zip(&fine) {
+        let flows = match r.name.starts_with('l') && flow > 0.0 {
+            true => format!("{:.0}", r.bytes as f64 / flow),
+            false => String::new(),
+        };
         println!(
-            "{:>12} {:>12} {:>9.1}% {:>9.1}%",
+            "{:>12} {:>12} {:>9.1}% {:>9.1}% {:>11.1}% {:>11}",
             r.name,
             r.bytes,
             100.0 * r.mean,
-            100.0 * r.peak
+            100.0 * r.peak,
+            100.0 * f.peak,
+            flows
         );
     }
     if let Some(up) = rows

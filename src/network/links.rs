@@ -109,7 +109,8 @@ pub fn sample(
                 writeln!(w, "# link {} {}", l.name, l.rate)?;
             }
             let mut first: Vec<Option<[u64; 4]>> = vec![None; links.len()];
-            let mut last: Vec<Option<[u64; 4]>> = vec![None; links.len()];
+            // Each link's last reading: when, its counts, whether it was written.
+            let mut last: Vec<Option<(f64, [u64; 4], bool)>> = vec![None; links.len()];
             let mut pids: Vec<u32> = links.iter().map(|l| l.pid).collect();
             pids.sort_unstable();
             pids.dedup();
@@ -134,18 +135,32 @@ pub fn sample(
                         continue;
                     };
                     let base = *first[i].get_or_insert(*c);
-                    if last[i] != Some(*c) || ending {
-                        last[i] = Some(*c);
+                    let line = |w: &mut dyn std::io::Write, t: f64, c: &[u64; 4]| {
                         let d = |k: usize| c[k].saturating_sub(base[k]);
                         writeln!(
                             w,
-                            "{now:.0}\t{}\t{}\t{}\t{}\t{}",
+                            "{t:.0}\t{}\t{}\t{}\t{}\t{}",
                             l.name,
                             d(2),
                             d(0),
                             d(3),
                             d(1)
-                        )?;
+                        )
+                    };
+                    match last[i] {
+                        // Unchanged: remembered, written only if a change follows (so an idle
+                        // stretch ends with a sample of its own, and a reader never spreads a
+                        // burst's bytes back over it).
+                        Some((_, prev, _)) if prev == *c && !ending => {
+                            last[i] = Some((now, *c, false));
+                        }
+                        prev => {
+                            if let Some((t, p, false)) = prev {
+                                line(w, t, &p)?;
+                            }
+                            line(w, now, c)?;
+                            last[i] = Some((now, *c, true));
+                        }
                     }
                 }
                 if ending {
@@ -166,13 +181,24 @@ pub struct LinkTrack {
 }
 
 impl LinkTrack {
-    /// The (tx, rx) counts at `us`: the last sample at or before it.
+    /// The (tx, rx) counts at `us`, interpolated between the samples around it: a sampler
+    /// that a busy machine kept waiting for a few milliseconds read their bytes all at once,
+    /// and stepping would put them all into one window (reading 500 % of line rate in 1 ms).
+    /// Only changes are sampled, so a sample that follows an idle stretch is preceded by the
+    /// last one before it: the bytes are spread over the gap, never beyond it.
     pub fn at(&self, us: f64) -> (u64, u64) {
         let i = self.samples.partition_point(|s| s.0 <= us);
-        if i == 0 {
-            (0, 0)
-        } else {
-            (self.samples[i - 1].1, self.samples[i - 1].2)
+        match (
+            i.checked_sub(1).map(|k| self.samples[k]),
+            self.samples.get(i),
+        ) {
+            (None, _) => (0, 0),
+            (Some(a), None) => (a.1, a.2),
+            (Some(a), Some(b)) => {
+                let f = ((us - a.0) / (b.0 - a.0).max(1e-9)).clamp(0.0, 1.0);
+                let lerp = |x: u64, y: u64| x + ((y - x) as f64 * f) as u64;
+                (lerp(a.1, b.1), lerp(a.2, b.2))
+            }
         }
     }
 
