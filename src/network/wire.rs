@@ -77,6 +77,41 @@ pub fn nic_tracks(trace: &Value) -> Vec<NicTrack> {
     tracks
 }
 
+/// Each traced step's sync on each rank (its first replica's all-reduce spans of that step,
+/// summed, µs): step → one value a rank. The rank that arrived last at a step's all-reduce
+/// waited for nobody: its sync is the transfer itself; the others' include waiting for it.
+pub fn syncs_by_step(trace: &Value) -> BTreeMap<u64, Vec<f64>> {
+    let events = trace["traceEvents"].as_array().map_or(&[][..], |v| &v[..]);
+    let mut first_track: BTreeMap<u64, u64> = BTreeMap::new();
+    for e in events.iter().filter(|e| e["ph"] == "X") {
+        if let (Some(p), Some(t)) = (e["pid"].as_u64(), e["tid"].as_u64()) {
+            if t < crate::train::GPU_TRACK as u64 {
+                let f = first_track.entry(p).or_insert(t);
+                *f = (*f).min(t);
+            }
+        }
+    }
+    let mut per: BTreeMap<(u64, u64), f64> = BTreeMap::new();
+    for e in events.iter().filter(|e| e["ph"] == "X") {
+        let (Some(name), Some(p), Some(t), Some(step)) = (
+            e["name"].as_str(),
+            e["pid"].as_u64(),
+            e["tid"].as_u64(),
+            e["args"]["step"].as_u64(),
+        ) else {
+            continue;
+        };
+        if name.starts_with("all-reduce") && first_track.get(&p) == Some(&t) {
+            *per.entry((step, p)).or_default() += e["dur"].as_f64().unwrap_or(0.0);
+        }
+    }
+    let mut out: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+    for ((step, _), us) in per {
+        out.entry(step).or_default().push(us);
+    }
+    out
+}
+
 /// One rank's syncs in a trace: its all-reduce spans (its first replica's track) summed.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct RankSync {
