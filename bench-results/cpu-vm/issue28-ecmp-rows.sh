@@ -6,7 +6,7 @@
 cd "$(dirname "$0")/../.."
 lscpu | grep -E "Model name|^CPU family|^Model:"
 job="-- --cpu --threads 1 --limit 2560 --epochs 1"
-printf 'run\thash\tplacement\tflows on busiest uplink\tpredicted ms\tmeasured ms\terror\n'
+printf 'run\thash\tplacement\tflows on busiest uplink\tpredicted ms\tmeasured ms (last to arrive)\terror\n'
 n=0
 for hash in ${HASHES:-l4 l4 l4 l4 l4 l3 l3 l3}; do
     for placement in rr; do
@@ -17,7 +17,7 @@ for hash in ${HASHES:-l4 l4 l4 l4 l4 l3 l3 l3}; do
         line=$(echo "$out" | grep "over these steps: predicted")
         p=$(echo "$line" | sed -E 's/.*predicted ([0-9.]+) ms.*/\1/')
         m=$(echo "$line" | sed -E 's/.*measured ([0-9.]+) ms.*/\1/')
-        e=$(echo "$line" | sed -E 's/.*: ([-+0-9]+ %)$/\1/')
+        e=$(echo "$line" | sed -E 's/.*arrived last: ([-+0-9]+ %).*/\1/')
         printf '%d\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$hash" "$placement" "$k" "$p" "$m" "$e"
     done
 done

@@ -29,8 +29,9 @@ pub fn beta(rate: f64) -> f64 {
     8.0 / rate * FRAME_OVERHEAD
 }
 
-/// α and γ, fitted, with what they were fitted to.
-#[derive(Debug, Clone, PartialEq)]
+/// α and γ, fitted, with what they were fitted to (also DIR/model.json, which `network
+/// --project --model` reads back).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Calibration {
     /// Seconds a message.
     pub alpha: f64,
@@ -181,6 +182,31 @@ pub fn ring_flows_on_busiest_uplink(
         })
         .max_by_key(|(bytes, _)| *bytes)
         .map(|(bytes, name)| ((bytes as f64 / flow).round() as usize, name))
+}
+
+impl Calibration {
+    /// Reads a `model.json` that `network --calibration` wrote, checked.
+    pub fn read(path: &Path) -> Result<Calibration> {
+        let text = crate::files::read_input_text(path, 1 << 20).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let bad = |why: String| Error::bad_data(path.display().to_string(), why);
+        let c: Calibration = serde_json::from_str(&text).map_err(|e| {
+            bad(format!(
+                "not a model.json written by gpu-train network --calibration: {e}"
+            ))
+        })?;
+        let ok = |v: f64, hi: f64| v.is_finite() && (0.0..=hi).contains(&v);
+        let rate_ok = c.rate.is_finite() && (1e3..=1e15).contains(&c.rate);
+        if !(ok(c.alpha, 1.0) && ok(c.gamma, 1e-6) && rate_ok) {
+            return Err(bad(format!(
+                "α {} s, γ {} s a byte, rate {} bit/s: outside what a calibration gives (α up to 1 s, γ up to 1 µs a byte)",
+                c.alpha, c.gamma, c.rate
+            )));
+        }
+        Ok(c)
+    }
 }
 
 #[cfg(test)]

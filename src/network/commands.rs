@@ -71,6 +71,19 @@ pub struct NetworkArgs {
     /// share. (The job's own come from --links.)
     #[arg(long, value_name = "FILE.tsv", requires = "calibration")]
     pub calibration_links: Option<PathBuf>,
+    /// --project: α and γ from a lab's calibrated model (DIR/model.json, written by `network
+    /// --calibration`) instead of --latency and --gamma.
+    #[arg(
+        long,
+        value_name = "FILE.json",
+        requires = "project",
+        conflicts_with = "from"
+    )]
+    pub model: Option<PathBuf>,
+    /// --project: γ, the host's cost a byte beyond the wire (copies, checksums, the ring's sums),
+    /// e.g. 7ns; 0 for a fabric whose NICs read the GPUs' memory directly.
+    #[arg(long, value_name = "DURATION", default_value = "0ns")]
+    pub gamma: String,
     /// --project: the slowest GPU's link, a straggler (e.g. 50mbit) [default: none].
     #[arg(long, value_name = "RATE")]
     pub slowest: Option<String>,
@@ -79,7 +92,7 @@ pub struct NetworkArgs {
 /// `--topology FILE`: the lab's fabric, checked, drawn into --out.
 fn draw_topology(a: &NetworkArgs, file: &std::path::Path) -> Result<()> {
     let fabric = super::lab::read_fabric(file)?;
-    for p in super::fabric::topology(&a.out, &fabric)? {
+    for p in super::fabric::topology(&a.out, &fabric, None)? {
         println!("picture: {}", p.display());
     }
     Ok(())
@@ -97,6 +110,9 @@ pub fn run_network(a: &NetworkArgs) -> Result<()> {
             "--project draws a projected cluster, not a trace: give one or the other".into(),
         ));
     }
+    if !a.project && a.gamma != "0ns" {
+        return Err(Error::Config("--gamma is a term of a --project".into()));
+    }
     if !a.project && (a.hosts_per_leaf.is_some() || a.uplink.is_some() || a.slowest.is_some()) {
         return Err(Error::Config(
             "--hosts-per-leaf, --uplink and --slowest describe the fabric of a --project".into(),
@@ -111,6 +127,7 @@ pub fn run_network(a: &NetworkArgs) -> Result<()> {
         ("--links", &a.links),
         ("--calibration", &a.calibration),
         ("--calibration-links", &a.calibration_links),
+        ("--model", &a.model),
     ]
     .into_iter()
     .filter_map(|(flag, p)| Some((flag, p.as_deref()?)))

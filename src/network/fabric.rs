@@ -24,6 +24,52 @@ pub struct Fabric {
     /// (round robin: host i on leaf (i − 1) mod L + 1, so every hop of the ring crosses leaves).
     #[serde(default)]
     pub placement: Option<String>,
+    /// A routed leaf-spine's spines (each leaf has a link to each), and its ECMP hash.
+    #[serde(default)]
+    pub spines: Option<usize>,
+    #[serde(default)]
+    pub hash: Option<String>,
+}
+
+/// What the lab's link counters said of one link, to write on the picture: bytes each way and
+/// the busiest window's utilisation each way.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LinkLoad {
+    pub tx: u64,
+    pub rx: u64,
+    pub peak_tx: f64,
+    pub peak_rx: f64,
+}
+
+/// Link name (`h1`, `l1-s2`) → its load.
+pub type Loads = std::collections::BTreeMap<String, LinkLoad>;
+
+impl LinkLoad {
+    /// Two lines: away from the host or leaf (↑), and towards it (↓): bytes, busiest window.
+    fn lines(&self) -> [String; 2] {
+        [
+            format!(
+                "↑ {:.1} MB, {:.0} %",
+                self.tx as f64 / 1e6,
+                100.0 * self.peak_tx
+            ),
+            format!(
+                "↓ {:.1} MB, {:.0} %",
+                self.rx as f64 / 1e6,
+                100.0 * self.peak_rx
+            ),
+        ]
+    }
+}
+
+/// A link's load written beside it: two lines at `at`, to the left of the link (ending there)
+/// or to its right.
+fn load_text<DB: DrawingBackend>(l: &LinkLoad, at: (i32, i32), left: bool, out: &mut Drawn<DB>) {
+    for (k, line) in l.lines().into_iter().enumerate() {
+        let x = if left { at.0 - 92 } else { at.0 + 6 };
+        let font = ("sans-serif", 11).into_font().color(&RING);
+        out.push(Text::new(line, (x, at.1 + 13 * k as i32), font).into_dyn());
+    }
 }
 
 impl Fabric {
@@ -83,11 +129,15 @@ impl Fabric {
 
 /// `DIR/topology.{png,svg}`: the hosts, their NICs and rates, the switches (one, or leaves
 /// under a spine, with the uplinks' rates) and the ring's order, as the lab built them.
-pub fn topology(dir: &Path, f: &Fabric) -> Result<Vec<PathBuf>> {
+pub fn topology(dir: &Path, f: &Fabric, loads: Option<&Loads>) -> Result<Vec<PathBuf>> {
     f.check()?;
-    both(dir, "topology", (1000, 520), &|a| fabric(a, f), &|a| {
-        fabric(a, f)
-    })
+    both(
+        dir,
+        "topology",
+        (1000, 520),
+        &|a| fabric(a, f, loads),
+        &|a| fabric(a, f, loads),
+    )
 }
 
 /// Where a fabric's parts go in its picture: rows for the spine, the leaves and the hosts.
@@ -124,6 +174,9 @@ impl Layout {
     fn x_of_leaf(&self, l: usize) -> i32 {
         (self.w * (l as f64 - 0.5) / self.leaves as f64) as i32
     }
+    fn x_of_spine(&self, s: usize, spines: usize) -> i32 {
+        (self.w * (s as f64 - 0.5) / spines as f64) as i32
+    }
     /// Half a box's width when `n` of them share the width (64 hosts fit across).
     fn half(&self, n: usize) -> i32 {
         ((self.w / n as f64) / 2.0 - 3.0).min(55.0) as i32
@@ -158,7 +211,11 @@ const RING: RGBColor = RGBColor(40, 140, 60);
 const SWITCH: RGBColor = RGBColor(235, 235, 235);
 const HOST: RGBColor = RGBColor(220, 230, 245);
 
-fn fabric<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, f: &Fabric) -> Result<()>
+fn fabric<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    f: &Fabric,
+    loads: Option<&Loads>,
+) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
@@ -168,16 +225,24 @@ where
             "{} hosts on one switch; the ring in host order (arrows)",
             f.hosts
         ),
-        l => format!(
-            "{} hosts on {l} leaf switches under a spine; the ring in host order (arrows)",
-            f.hosts
-        ),
+        l => match f.spines {
+            Some(s) => format!(
+                "{} hosts on {l} routed leaves, {s} spine{} (ECMP, {} hash); the ring in host order (arrows)",
+                f.hosts,
+                if s == 1 { "" } else { "s" },
+                f.hash.as_deref().unwrap_or("l4")
+            ),
+            None => format!(
+                "{} hosts on {l} leaf switches under a spine; the ring in host order (arrows)",
+                f.hosts
+            ),
+        },
     };
     let font = ("sans-serif", 20).into_font().color(&BLACK);
     area.draw(&Text::new(title, (20, 14), font)).map_err(e)?;
     let lay = Layout::of(f);
     let mut drawn: Drawn<DB> = Vec::new();
-    fabric_links(f, &lay, &mut drawn);
+    fabric_links(f, &lay, loads, &mut drawn);
     fabric_boxes(f, &lay, &mut drawn);
     fabric_ring(f, &lay, &mut drawn);
     for el in &drawn {
@@ -187,9 +252,16 @@ where
 }
 
 /// Every host's link to its switch (the straggler's in red), with its rate where there is
-/// room; the uplinks to the spine with theirs.
-fn fabric_links<DB: DrawingBackend>(f: &Fabric, lay: &Layout, out: &mut Drawn<DB>) {
+/// room; the uplinks to the spines with theirs; and, from the lab's counters, each link's bytes
+/// and busiest window each way (↑ away from the host or leaf, ↓ towards it).
+fn fabric_links<DB: DrawingBackend>(
+    f: &Fabric,
+    lay: &Layout,
+    loads: Option<&Loads>,
+    out: &mut Drawn<DB>,
+) {
     let (leaf_y, host_y) = (lay.leaf_y as i32, lay.host_y as i32);
+    let load = |name: &str| loads.and_then(|l| l.get(name));
     for i in 1..=f.hosts {
         let (hx, lx) = (lay.x_of_host(i), lay.x_of_leaf(f.leaf_of(i)));
         let slowed = f.slow_host.as_ref().filter(|(s, _)| *s == i);
@@ -202,17 +274,35 @@ fn fabric_links<DB: DrawingBackend>(f: &Fabric, lay: &Layout, out: &mut Drawn<DB
             let at = ((hx + lx) / 2 + 4, (host_y + leaf_y) / 2);
             let font = ("sans-serif", 13).into_font().color(&colour);
             out.push(Text::new(rate.to_string(), at, font).into_dyn());
+            if let Some(l) = load(&format!("h{i}")) {
+                let mid = ((hx + lx) / 2, (host_y + leaf_y) / 2 + 16);
+                load_text(l, mid, hx < lx, out);
+            }
         }
     }
     if f.leaves > 1 {
-        let (sx, spine_y) = ((lay.w / 2.0) as i32, lay.spine_y as i32);
+        let spines = f.spines.unwrap_or(1);
+        let spine_y = lay.spine_y as i32;
         for l in 1..=f.leaves {
-            let lx = lay.x_of_leaf(l);
-            let line = [(lx, leaf_y - 18), (sx, spine_y + 18)];
-            out.push(PathElement::new(line, LINK.stroke_width(3)).into_dyn());
-            let at = ((lx + sx) / 2 + 4, (leaf_y + spine_y) / 2);
-            let label = format!("uplink {}", f.uplink_rate);
-            out.push(Text::new(label, at, ("sans-serif", 13).into_font()).into_dyn());
+            for s in 1..=spines {
+                let (lx, sx) = (lay.x_of_leaf(l), lay.x_of_spine(s, spines));
+                let line = [(lx, leaf_y - 18), (sx, spine_y + 18)];
+                out.push(PathElement::new(line, LINK.stroke_width(3)).into_dyn());
+                // Labels a quarter of the way up from the leaf (links from one leaf fan out from
+                // there), on the side the link leans to.
+                let at = ((3 * lx + sx) / 4, (3 * leaf_y + spine_y) / 4 - 8);
+                let left = sx < lx || (sx == lx && s == 1);
+                match f.spines.and_then(|_| load(&format!("l{l}-s{s}"))) {
+                    Some(ld) => load_text(ld, at, left, out),
+                    None => {
+                        let label = format!("uplink {}", f.uplink_rate);
+                        let x = if left { at.0 - 92 } else { at.0 + 6 };
+                        out.push(
+                            Text::new(label, (x, at.1), ("sans-serif", 12).into_font()).into_dyn(),
+                        );
+                    }
+                }
+            }
         }
     }
 }
@@ -220,13 +310,21 @@ fn fabric_links<DB: DrawingBackend>(f: &Fabric, lay: &Layout, out: &mut Drawn<DB
 /// The switches and the hosts (with their ranks where there is room).
 fn fabric_boxes<DB: DrawingBackend>(f: &Fabric, lay: &Layout, out: &mut Drawn<DB>) {
     if f.leaves > 1 {
-        out.extend(boxed(
-            (lay.w / 2.0) as i32,
-            lay.spine_y,
-            55,
-            "spine",
-            SWITCH,
-        ));
+        let spines = f.spines.unwrap_or(1);
+        for s in 1..=spines {
+            let name = match f.spines {
+                Some(_) => format!("spine {s}"),
+                None => "spine".to_string(),
+            };
+            let half = lay.half(spines).min(55);
+            out.extend(boxed(
+                lay.x_of_spine(s, spines),
+                lay.spine_y,
+                half,
+                &name,
+                SWITCH,
+            ));
+        }
     }
     for l in 1..=f.leaves {
         let name = if f.leaves > 1 {

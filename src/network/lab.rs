@@ -75,6 +75,18 @@ pub(super) fn calibrated_model(
         ),
     };
     let c = calibrate::calibrate(file, r_cal)?;
+    // The terms, for `network --project --model` to project from.
+    let model = a.out.join("model.json");
+    if std::fs::create_dir_all(&a.out).is_ok() {
+        crate::checkpoint::write_file(
+            &model,
+            serde_json::to_string_pretty(&c)
+                .expect("a calibration")
+                .as_bytes(),
+            "the calibrated model",
+            "an earlier file of that name is untouched",
+        )?;
+    }
     println!("the α-β-γ model of the ring's sync: messages·α + bytes·(β + γ)");
     println!(
         "  α = {:.1} µs a message exchange and γ = {:.2} ns a byte on the host: fitted (worst error {:.0} %) to {}",
@@ -229,6 +241,27 @@ pub(super) fn fabric_links(
             up.bytes,
             100.0 * up.peak
         );
+    }
+    // The fabric's picture again, each link's bytes and busiest window written on it.
+    if let Some(t) = &a.topology {
+        let mut loads = super::fabric::Loads::new();
+        for (r, f) in rows.iter().zip(&fine) {
+            let Some((name, dir)) = r.name.rsplit_once(' ') else {
+                continue;
+            };
+            let l = loads.entry(name.to_string()).or_default();
+            if dir == "tx" {
+                (l.tx, l.peak_tx) = (r.bytes, f.peak);
+            } else {
+                (l.rx, l.peak_rx) = (r.bytes, f.peak);
+            }
+        }
+        for p in super::fabric::topology(&a.out, &read_fabric(t)?, Some(&loads))? {
+            println!(
+                "picture: {} (each link's bytes and busiest 1 ms, ↑ from its host or leaf)",
+                p.display()
+            );
+        }
     }
     let marks: Vec<f64> = steps
         .iter()

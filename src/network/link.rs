@@ -273,10 +273,18 @@ pub struct Projection {
 
 /// Ring and tree all-reduce of `params` FP32 gradients over `gpus` GPUs on links of `rate`
 /// bit/s with latency `alpha`, beside `compute` seconds of computation.
-pub fn project(params: f64, gpus: f64, rate: f64, alpha: f64, compute: f64) -> [Projection; 2] {
+/// `gamma`: seconds a byte costs on the host beyond the wire (copies, checksums, sums; the lab
+/// calibrates it, `network --gamma` names it).
+pub fn project(
+    params: f64,
+    gpus: f64,
+    rate: f64,
+    (alpha, gamma): (f64, f64),
+    compute: f64,
+) -> [Projection; 2] {
     let s = 4.0 * params;
     let ring_bytes = 2.0 * (gpus - 1.0) / gpus * s;
-    let ring = 2.0 * (gpus - 1.0) * alpha + 8.0 * ring_bytes / rate;
+    let ring = 2.0 * (gpus - 1.0) * alpha + ring_bytes * (8.0 / rate + gamma);
     // A tree reduces then broadcasts: log2(G) latencies each way. In bytes, every GPU but the
     // root sends its partial sum up once and every GPU but the leaves passes the result down:
     // (G − 1)·S up and (G − 1)·S down in all, 2(G − 1)/G × S a GPU on average, the ring's
@@ -284,7 +292,7 @@ pub fn project(params: f64, gpus: f64, rate: f64, alpha: f64, compute: f64) -> [
     // more: each is an inner node in one tree and a leaf in the other). So a tree wins on
     // latency only; for 2 GPUs the two are the same exchange.
     let tree_bytes = 2.0 * (gpus - 1.0) / gpus * s;
-    let tree = 2.0 * gpus.log2().ceil() * alpha + 8.0 * tree_bytes / rate;
+    let tree = 2.0 * gpus.log2().ceil() * alpha + tree_bytes * (8.0 / rate + gamma);
     [
         Projection {
             algorithm: "ring",
@@ -322,7 +330,7 @@ mod tests {
             "{f:?}"
         );
         // The ring's bytes per GPU tend to twice the gradient.
-        let [ring, tree] = project(7e9, 1024.0, 400e9, 0.0, 0.35);
+        let [ring, tree] = project(7e9, 1024.0, 400e9, (0.0, 0.0), 0.35);
         assert!((ring.bytes_per_gpu / (2.0 * 28e9) - 1.0).abs() < 1e-3);
         // 7e9 FP32 gradients are 28 GB. The ring: 2·(1023/1024)·28 GB = 55.945 GB a GPU, at
         // 400 Gbit/s 1.1189 s, busy 1.1189 / (1.1189 + 0.35 s of compute) of the step. The
@@ -334,13 +342,13 @@ mod tests {
         assert!((tree.sync_s - 1.118_906_25).abs() < 1e-9);
         assert_eq!(tree.bytes_per_gpu, ring.bytes_per_gpu);
         // 2 GPUs: one exchange of the gradient either way, the same time, latencies included.
-        let [ring2, tree2] = project(101_770.0, 2.0, 1e9, 5e-6, 0.0);
+        let [ring2, tree2] = project(101_770.0, 2.0, 1e9, (5e-6, 0.0), 0.0);
         assert!((ring2.sync_s - (2.0 * 5e-6 + 8.0 * 407_080.0 / 1e9)).abs() < 1e-12);
         assert!(
             (tree2.sync_s - ring2.sync_s).abs() < 1e-12,
             "{tree2:?} vs {ring2:?}"
         );
-        let [ring5, tree5] = project(7e9, 1024.0, 400e9, 5e-6, 0.35);
+        let [ring5, tree5] = project(7e9, 1024.0, 400e9, (5e-6, 0.0), 0.35);
         assert!((ring5.sync_s - ring.sync_s - 2046.0 * 5e-6).abs() < 1e-9);
         assert!((tree5.sync_s - tree.sync_s - 20.0 * 5e-6).abs() < 1e-9);
     }

@@ -35,8 +35,8 @@ pub struct NicSampler {
 }
 
 /// What the sampler keeps, set by the trace as the run reaches, passes and leaves its traced
-/// steps: before them only the newest sample (the baseline), during them every change, after
-/// them nothing (the thread ends). A run traced for steps 0..2 keeps 2 steps of samples,
+/// steps: before them only the last 32 to 64 changes (the baseline), during them every change,
+/// after them nothing (the thread ends). A run traced for steps 0..2 keeps 2 steps of samples,
 /// however long it then trains.
 pub const GATE_BEFORE: u8 = 0;
 pub const GATE_RECORDING: u8 = 1;
@@ -99,14 +99,17 @@ impl NicSampler {
                 std::thread::sleep(SAMPLE_EVERY);
                 let Some(s) = sample(&dir) else { continue };
                 let last = samples.last().expect("never empty");
-                if state == GATE_BEFORE {
-                    // Only the baseline the first traced step starts from.
-                    samples = vec![s];
-                } else if (s.tx_bytes, s.rx_bytes, s.retransmits)
+                // Only changes are kept (and the last), so an idle wire costs nothing.
+                if (s.tx_bytes, s.rx_bytes, s.retransmits)
                     != (last.tx_bytes, last.rx_bytes, last.retransmits)
                 {
-                    // Only changes are kept (and the last), so an idle wire costs nothing.
                     samples.push(s);
+                }
+                if state == GATE_BEFORE && samples.len() > 64 {
+                    // Before the traced steps only the recent past is kept: the baseline the
+                    // first traced step starts from (the gate opens as that step starts, and
+                    // this thread may see it a sample late, so not only the newest).
+                    samples.drain(..samples.len() - 32);
                 }
             }
             samples.extend(sample(&dir));

@@ -30,11 +30,14 @@ fn fitted_alpha(from: &std::path::Path, latency: f64) -> Result<f64> {
         let n = r.replicas as f64;
         (n * 2.0 * (n - 1.0), n * r.bytes_on_wire as f64)
     };
+    // Fitted on relative error (each point divided by its time): every size counts alike,
+    // so the microsecond messages are not drowned by the 64 MB ones.
     let pts: Vec<(f64, f64, f64)> = rows
         .iter()
+        .filter(|r| r.seconds.is_finite() && r.seconds > 0.0)
         .map(|r| {
             let (m, b) = load(r);
-            (m, b, r.seconds)
+            (m / r.seconds, b / r.seconds, 1.0)
         })
         .collect();
     let f: AlphaBeta = link::fit(&pts)?;
@@ -59,17 +62,17 @@ fn fitted_alpha(from: &std::path::Path, latency: f64) -> Result<f64> {
     let big: Vec<f64> = rows
         .iter()
         .zip(&errs)
-        .filter(|(r, _)| r.bytes >= 1 << 20)
+        .filter(|(r, _)| r.bytes >= 64 << 10)
         .map(|(_, e)| e.abs())
         .collect();
     match big.iter().copied().reduce(f64::max) {
         Some(b) => println!(
-            "  the model against those measurements: worst error {:.0} % (small messages, where this host's timing noise dominates), {:.0} % at 1 MB and above",
+            "  the model against those measurements: worst error {:.0} % (small messages, where this host's timing noise dominates), {:.0} % at 64 KB and above",
             100.0 * worst,
             100.0 * b
         ),
         None => println!(
-            "  the model against those measurements: worst error {:.0} % (none was 1 MB or larger)",
+            "  the model against those measurements: worst error {:.0} % (none was 64 KB or larger)",
             100.0 * worst
         ),
     }
@@ -77,10 +80,22 @@ fn fitted_alpha(from: &std::path::Path, latency: f64) -> Result<f64> {
     // (or on everything, when nothing that large was measured).
     let judged = big.iter().copied().reduce(f64::max).unwrap_or(worst);
     if judged > 0.5 {
+        // Which term the misses point at: the per-message one (the small messages), or the
+        // per-byte one (the large).
+        let worst_at = rows
+            .iter()
+            .zip(&errs)
+            .max_by(|x, y| x.1.abs().total_cmp(&y.1.abs()))
+            .map_or(0, |(r, _)| r.bytes);
+        let term = if worst_at >= 64 << 10 {
+            "the per-byte term β cannot explain the large messages (time does not grow in step with the bytes: the in-process ring's cost a byte changes with size, e.g. as its buffers outgrow the CPU's caches)"
+        } else {
+            "the per-message term α cannot explain the small messages (this host's timing noise is of their size)"
+        };
         println!(
-            "  WARNING: the α-β model misses these measurements by {:.0} %: do not trust what follows. \
+            "  WARNING: the α-β model misses these measurements by {:.0} %: {term}; do not trust what follows. \
              Measure again on an idle machine, with messages of 1 MB and more (allreduce-bench --max-bytes), \
-             or leave out --from and give --latency",
+             or leave out --from and give --latency, or --model from a lab run",
             100.0 * judged
         );
     }
@@ -203,13 +218,44 @@ pub(super) fn project(a: &NetworkArgs, rate: f64, link_name: &str, latency: f64)
     let fabric = bottlenecks(a, rate, link_name)?;
     let (ring_rate, tree_rate) = (fabric.ring, fabric.tree);
     let mut alpha = latency;
+    let mut gamma = parse_duration(&a.gamma)?;
+    if !(0.0..=1e-6).contains(&gamma) {
+        return Err(Error::Config(format!(
+            "--gamma {}: a host's cost a byte, from 0 to 1us",
+            a.gamma
+        )));
+    }
+    let model = a
+        .model
+        .as_deref()
+        .map(super::calibrate::Calibration::read)
+        .transpose()?;
     println!("assumptions:");
-    match &a.from {
-        Some(from) => alpha = fitted_alpha(from, latency)?,
-        None => println!(
-            "  α = {:.2} µs a message (--latency; give --from allreduce-bench.json to fit it)",
+    match (&model, &a.from) {
+        (Some(m), _) => {
+            (alpha, gamma) = (latency.max(m.alpha), m.gamma);
+            println!(
+                "  α = {:.2} µs a message and γ = {:.2} ns a byte: calibrated in a lab run ({}; {})",
+                alpha * 1e6,
+                gamma * 1e9,
+                a.model.as_ref().expect("given").display(),
+                m.source
+            );
+            println!(
+                "    (γ is that lab host's network stack; a cluster whose NICs read the GPUs' memory directly, as with GPUDirect RDMA, has γ near 0: leave out --model and give --latency)"
+            );
+        }
+        (None, Some(from)) => alpha = fitted_alpha(from, latency)?,
+        (None, None) => println!(
+            "  α = {:.2} µs a message (--latency; give --from allreduce-bench.json to fit it, or --model from a lab run)",
             alpha * 1e6
         ),
+    }
+    if model.is_none() {
+        println!(
+            "  γ = {:.2} ns a byte on the host beyond the wire (--gamma)",
+            gamma * 1e9
+        );
     }
     for line in &fabric.lines {
         println!("{line}");
@@ -225,8 +271,8 @@ pub(super) fn project(a: &NetworkArgs, rate: f64, link_name: &str, latency: f64)
         compute * 1e3
     );
     let proj = [
-        link::project(a.params, a.gpus, ring_rate, alpha, compute)[0].clone(),
-        link::project(a.params, a.gpus, tree_rate, alpha, compute)[1].clone(),
+        link::project(a.params, a.gpus, ring_rate, (alpha, gamma), compute)[0].clone(),
+        link::project(a.params, a.gpus, tree_rate, (alpha, gamma), compute)[1].clone(),
     ];
     for p in &proj {
         // The GPU's own link is busy while its bytes move at its line rate; where a slower
