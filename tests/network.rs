@@ -1315,3 +1315,72 @@ fn plot_and_topology_refuse_what_they_cannot_mean_and_leave_no_half_pictures() {
         "{err}"
     );
 }
+
+/// `--project --model`: α and γ from a lab's calibrated model.json enter the projection. The
+/// ring's sync is computed here from the chapter's formula, 2(G − 1)·α + B·(8/R + γ) with
+/// B = 2(G − 1)/G × 4 bytes a parameter, and compared with what is printed.
+#[test]
+fn a_projection_takes_alpha_and_gamma_from_a_calibrated_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alpha, gamma, params, gpus, rate) = (30e-6, 5e-9, 1e8, 8.0, 100e9);
+    let model = serde_json::json!({"alpha": alpha, "gamma": gamma, "rate": 1e9,
+        "worst_error": 0.1, "source": "a lab run"});
+    std::fs::write(dir.path().join("model.json"), model.to_string()).unwrap();
+    let (code, out, err) = run_in(
+        dir.path(),
+        &[
+            "network",
+            "--project",
+            "--model",
+            "model.json",
+            "--link",
+            "100gbit",
+            "--params",
+            "1e8",
+            "--gpus",
+            "8",
+            "-o",
+            "p",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("calibrated in a lab run"), "{out}");
+    let bytes = 2.0 * (gpus - 1.0) / gpus * 4.0 * params;
+    let want_ms = 1e3 * (2.0 * (gpus - 1.0) * alpha + bytes * (8.0 / rate + gamma));
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("ring  sync"))
+        .unwrap();
+    let got: f64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(
+        (got - want_ms).abs() < 0.05,
+        "printed {got} ms, the formula gives {want_ms:.2} ms"
+    );
+    // Without γ the same projection is faster by exactly the bytes' host cost.
+    let (_, out0, _) = run_in(
+        dir.path(),
+        &[
+            "network",
+            "--project",
+            "--link",
+            "100gbit",
+            "--latency",
+            "30us",
+            "--params",
+            "1e8",
+            "--gpus",
+            "8",
+            "-o",
+            "p",
+        ],
+    );
+    let line0 = out0
+        .lines()
+        .find(|l| l.trim_start().starts_with("ring  sync"))
+        .unwrap();
+    let got0: f64 = line0.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(
+        (got - got0 - 1e3 * bytes * gamma).abs() < 0.05,
+        "{got} vs {got0}"
+    );
+}

@@ -211,8 +211,9 @@ pub fn run_network(a: &NetworkArgs) -> Result<()> {
     for p in plot::link_utilisation(&a.out, "link-utilisation", &title, &shown)? {
         println!("picture: {}", p.display());
     }
-    measured_wire(a, &trace, &steps, &on, (rate, &link_name))?;
-    super::lab::calibrated_model(a, &trace, &steps, rate)?;
+    // The calibrated model first: its syncs are the pulses the pictures draw.
+    let modelled = super::lab::calibrated_model(a, &trace, &steps, rate)?;
+    measured_wire(a, &trace, &steps, (&on, modelled.as_deref()), rate)?;
     if let Some(file) = &a.links {
         super::lab::fabric_links(a, file, &trace, &steps)?;
     }
@@ -231,10 +232,27 @@ fn measured_wire(
     a: &NetworkArgs,
     trace: &serde_json::Value,
     steps: &[link::TracedStep],
-    on: &[link::LinkStep],
-    (rate, link_name): (f64, &str),
+    (on, modelled): (&[link::LinkStep], Option<&[f64]>),
+    rate: f64,
 ) -> Result<()> {
     use super::wire;
+    // Each rank's own NIC rate: the lab's straggler is scored against its own line rate.
+    let fabric = a
+        .topology
+        .as_deref()
+        .map(super::lab::read_fabric)
+        .transpose()?;
+    let rate_of = |rank: u64| -> Result<f64> {
+        let slow = fabric
+            .as_ref()
+            .and_then(|f| f.slow_host.as_ref())
+            .filter(|(h, _)| *h as u64 == rank + 1);
+        match slow {
+            Some((_, r)) => Ok(link::parse_rate(r)?.0),
+            None => Ok(rate),
+        }
+    };
+    let window = wire::window_for(steps);
     let ranks = wire::rank_syncs(trace);
     if ranks.len() > 1 {
         println!("each rank's sync, a step on average: moving its own bytes at the link's rate, and waiting (for the slowest peer, or a slower link than --link):");
@@ -270,7 +288,11 @@ fn measured_wire(
         "ms ≥90% rate",
         "resends"
     );
-    for w in wire::per_step(steps, nic0, rate) {
+    println!(
+        "(busy times over windows of {:.1} ms, a few a step)",
+        window / 1e3
+    );
+    for w in wire::per_step(steps, nic0, rate_of(0)?, window) {
         println!(
             "{:>6} {:>12} {:>12} {:>8} {:>11.1}% {:>9.1}% {:>12.1} {:>8}",
             w.step,
@@ -284,17 +306,39 @@ fn measured_wire(
         );
     }
     let shown = a.steps.max(1).min(steps.len());
-    let sync: Vec<f64> = on.iter().map(|s| s.sync_s).collect();
     for t in &tracks {
-        let (measured, model) = wire::utilisation_curves(&steps[..shown], &sync[..shown], t, rate);
-        let title = format!("rank {}'s NIC, {link_name}: measured and modelled", t.rank);
+        let own = rate_of(t.rank)?;
+        // The model's pulse: the sync as modelled, at the utilisation that moves the step's
+        // bytes in it (100 % for the line-rate model; less where α and γ stretch the sync).
+        let (sync, height): (Vec<f64>, Vec<f64>) = steps[..shown]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let wire_s = 8.0 * s.bytes_sent as f64 * super::calibrate::FRAME_OVERHEAD / own;
+                match modelled {
+                    Some(m) => (m[i], (wire_s / m[i].max(1e-12)).min(1.0)),
+                    None => (on[i].sync_s * rate / own, 1.0),
+                }
+            })
+            .unzip();
+        let (measured, model) =
+            wire::utilisation_curves(&steps[..shown], (&sync, &height), t, own, window);
+        let title = format!(
+            "rank {}'s NIC, {}: measured and modelled",
+            t.rank,
+            super::calibrate::rate_words(own)
+        );
         let series = [
             (
-                "measured: the NIC's send rate over 10 ms".to_string(),
+                format!("measured: the NIC's send rate over {:.1} ms", window / 1e3),
                 measured,
             ),
             (
-                "model: line rate while the ring's payload moves".to_string(),
+                match modelled {
+                    Some(_) => "model: the calibrated α-β-γ sync, at the rate that moves its bytes"
+                        .to_string(),
+                    None => "model: line rate while the ring's payload moves".to_string(),
+                },
                 model,
             ),
         ];

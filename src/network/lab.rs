@@ -41,10 +41,10 @@ pub(super) fn calibrated_model(
     trace: &serde_json::Value,
     steps: &[link::TracedStep],
     rate: f64,
-) -> Result<()> {
+) -> Result<Option<Vec<f64>>> {
     use super::calibrate;
     let Some(file) = &a.calibration else {
-        return Ok(());
+        return Ok(None);
     };
     // How many ring flows shared the busiest uplink, from the link counters: the job's over
     // its traced steps, the calibration's over its whole run (its own connections, hashed
@@ -112,8 +112,10 @@ pub(super) fn calibrated_model(
         "step", "bytes", "messages", "predicted ms", "rank 0's ms", "last to arrive ms", "error"
     );
     let (mut sum_p, mut sum_m, mut sum_last) = (0.0, 0.0, 0.0);
+    let mut predictions = Vec::new();
     for s in steps {
         let predicted = s.messages as f64 * c.alpha + s.bytes_sent as f64 * (beta + c.gamma);
+        predictions.push(predicted);
         let measured = s.allreduce_us * 1e-6;
         let last = by_step
             .get(&s.step)
@@ -142,7 +144,7 @@ pub(super) fn calibrated_model(
         100.0 * (sum_p - sum_last) / sum_last.max(1e-12),
         1e3 * sum_m / n
     );
-    Ok(())
+    Ok(Some(predictions))
 }
 
 /// The traced steps' stretch on the wall clock (unix µs), from the trace's origin.

@@ -179,9 +179,23 @@ pub fn steps_from_trace(trace: &Value) -> Result<Vec<TracedStep>> {
         let Some(s) = steps.last_mut() else { continue };
         if name.starts_with("all-reduce") {
             s.allreduce_us += dur;
-            s.bytes_sent += e["args"]["bytes_sent"].as_u64().unwrap_or(0);
             s.peers = e["args"]["peers"].as_u64().unwrap_or(1);
-            s.messages += e["args"]["messages"].as_u64().unwrap_or(0);
+            let bytes = e["args"]["bytes_sent"].as_u64().unwrap_or(0);
+            let handed = e["args"]["bytes_are"]
+                .as_str()
+                .is_some_and(|b| b.starts_with("handed to MPI_Allreduce"));
+            if handed && s.peers > 1 {
+                // --allreduce mpi: only the buffer handed to MPI_Allreduce is known. Open MPI
+                // sums large buffers as a ring does (reduce-scatter, then all-gather): its
+                // wire bytes and messages are taken as a ring's, 2(N−1)/N of the buffer in
+                // 2(N−1) messages.
+                let n = s.peers;
+                s.bytes_sent += bytes * 2 * (n - 1) / n;
+                s.messages += 2 * (n - 1);
+            } else {
+                s.bytes_sent += bytes;
+                s.messages += e["args"]["messages"].as_u64().unwrap_or(0);
+            }
         } else if name != "snapshot write" {
             s.compute_us += dur;
         }

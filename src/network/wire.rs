@@ -212,41 +212,56 @@ impl WireStep {
 /// sample reads 0 % or several times the line rate; over 10 ms the rate is the link's.
 pub const WINDOW_US: f64 = 10_000.0;
 
-/// The NIC's utilisation of `rate` bit/s over [t, t + WINDOW_US), from its counters.
-fn busy_over(nic: &NicTrack, t: f64, rate: f64) -> f64 {
-    let bytes = nic.at(t + WINDOW_US).tx.saturating_sub(nic.at(t).tx);
-    8.0 * bytes as f64 / (WINDOW_US * 1e-6) / rate
+/// The window the measured utilisation is read over: a few a step (an eighth of the median
+/// traced step), from 1 ms (the sampler's period) to [`WINDOW_US`], so the idle-then-busy shape
+/// of a step shows even when a step is shorter than 10 ms.
+pub fn window_for(steps: &[TracedStep]) -> f64 {
+    let mut lengths: Vec<f64> = steps
+        .iter()
+        .map(|s| s.compute_us + s.allreduce_us)
+        .collect();
+    lengths.sort_by(f64::total_cmp);
+    lengths
+        .get(lengths.len() / 2)
+        .map_or(WINDOW_US, |m| (m / 8.0).clamp(1000.0, WINDOW_US))
 }
 
-/// The whole [`WINDOW_US`] windows from `start` up to `end` in which the NIC's counters moved,
+/// The NIC's utilisation of `rate` bit/s over [t, t + window), from its counters.
+fn busy_over(nic: &NicTrack, t: f64, rate: f64, window: f64) -> f64 {
+    let bytes = nic.at(t + window).tx.saturating_sub(nic.at(t).tx);
+    8.0 * bytes as f64 / (window * 1e-6) / rate
+}
+
+/// The whole `window`-long windows from `start` up to `end` in which the NIC's counters moved,
 /// as (window start µs, utilisation of `rate`), in time order; every other window was idle.
 /// Found from the samples, not by walking every window: a trace whose step spans days costs
 /// its samples, not its length.
 fn busy_windows(
     nic: &NicTrack,
-    start: f64,
-    end: f64,
+    (start, end): (f64, f64),
     rate: f64,
+    window: f64,
 ) -> impl Iterator<Item = (f64, f64)> + '_ {
-    let windows = ((end - start) / WINDOW_US).floor().max(0.0);
+    let windows = ((end - start) / window).floor().max(0.0);
     // A window [t, t + W) counts the samples in (t, t + W].
     let first = nic.totals.partition_point(|(t, _)| *t <= start);
     let mut ks: Vec<f64> = nic.totals[first..]
         .iter()
-        .map(|(t, _)| ((t - start) / WINDOW_US).ceil() - 1.0)
+        .map(|(t, _)| ((t - start) / window).ceil() - 1.0)
         .take_while(|&k| k < windows)
         .collect();
     ks.dedup();
     ks.into_iter().filter_map(move |k| {
-        let t = start + k * WINDOW_US;
-        let busy = busy_over(nic, t, rate);
+        let t = start + k * window;
+        let busy = busy_over(nic, t, rate, window);
         (busy > 0.0).then_some((t, busy))
     })
 }
 
 /// Each traced step (window: its start to the next step's start, or its own end for the last)
-/// on `nic`, at a line rate of `rate` bit/s.
-pub fn per_step(steps: &[TracedStep], nic: &NicTrack, rate: f64) -> Vec<WireStep> {
+/// on `nic`, at a line rate of `rate` bit/s, its time near line rate counted in windows of
+/// `window` µs.
+pub fn per_step(steps: &[TracedStep], nic: &NicTrack, rate: f64, window: f64) -> Vec<WireStep> {
     steps
         .iter()
         .enumerate()
@@ -258,11 +273,11 @@ pub fn per_step(steps: &[TracedStep], nic: &NicTrack, rate: f64) -> Vec<WireStep
             let (a, b) = (nic.at(start), nic.at(end));
             let wire = b.tx.saturating_sub(a.tx);
             let seconds = ((end - start) * 1e-6).max(1e-9);
-            // 10 ms windows at 90 % of the line rate or more.
-            let near = busy_windows(nic, start, end, rate)
+            // Windows at 90 % of the line rate or more.
+            let near = busy_windows(nic, (start, end), rate, window)
                 .filter(|&(_, busy)| busy >= 0.9)
                 .count() as f64
-                * WINDOW_US
+                * window
                 * 1e-3;
             WireStep {
                 step: s.step,
@@ -277,15 +292,16 @@ pub fn per_step(steps: &[TracedStep], nic: &NicTrack, rate: f64) -> Vec<WireStep
         .collect()
 }
 
-/// The NIC's measured utilisation (%, over consecutive [`WINDOW_US`] windows) across the
-/// traced steps as (ms since the first step's start, %) points, and the model's line-rate
-/// pulses for the same steps: 100 % from the end of each step's compute for `sync_s[i]`
-/// seconds, 0 otherwise.
+/// The NIC's measured utilisation (%, over consecutive windows of `window` µs) across the
+/// traced steps as (ms since the first step's start, %) points, and the model's pulses for
+/// the same steps: `height[i]` (1 = line rate) from the end of each step's compute for
+/// `sync_s[i]` seconds, 0 otherwise.
 pub fn utilisation_curves(
     steps: &[TracedStep],
-    sync_s: &[f64],
+    (sync_s, height): (&[f64], &[f64]),
     nic: &NicTrack,
     rate: f64,
+    window: f64,
 ) -> (Curve, Curve) {
     let Some(first) = steps.first() else {
         return (Vec::new(), Vec::new());
@@ -297,23 +313,24 @@ pub fn utilisation_curves(
     // move (two points span a run of idle windows, however long).
     let mut measured: Curve = Vec::new();
     let mut next = from;
-    for (t, busy) in busy_windows(nic, from, to, rate) {
+    for (t, busy) in busy_windows(nic, (from, to), rate, window) {
         if t > next {
             measured.extend([((next - from) * 1e-3, 0.0), ((t - from) * 1e-3, 0.0)]);
         }
         let u = 100.0 * busy;
-        measured.extend([((t - from) * 1e-3, u), ((t - from + WINDOW_US) * 1e-3, u)]);
-        next = t + WINDOW_US;
+        measured.extend([((t - from) * 1e-3, u), ((t - from + window) * 1e-3, u)]);
+        next = t + window;
     }
-    let end = from + ((to - from) / WINDOW_US).floor() * WINDOW_US;
+    let end = from + ((to - from) / window).floor() * window;
     if end > next {
         measured.extend([((next - from) * 1e-3, 0.0), ((end - from) * 1e-3, 0.0)]);
     }
     let mut model = vec![(0.0, 0.0)];
-    for (s, &sync) in steps.iter().zip(sync_s) {
+    for ((s, &sync), &h) in steps.iter().zip(sync_s).zip(height) {
         let on = (s.start_us + s.compute_us - from) * 1e-3;
         let off = on + sync * 1e3;
-        model.extend([(on, 0.0), (on, 100.0), (off, 100.0), (off, 0.0)]);
+        let u = 100.0 * h;
+        model.extend([(on, 0.0), (on, u), (off, u), (off, 0.0)]);
     }
     (measured, model)
 }
@@ -364,7 +381,7 @@ mod tests {
             step(0, 0.0, 10_000.0, 10_000.0, 9_000),
             step(1, 20_000.0, 5_000.0, 5_000.0, 9_000),
         ];
-        let w = per_step(&steps, &tracks[0], 8e6);
+        let w = per_step(&steps, &tracks[0], 8e6, WINDOW_US);
         // Step 0: 0 to 20 ms, sending from 10 ms: 10,000 bytes, 10 packets, busy half the step.
         assert_eq!((w[0].wire, w[0].packets, w[0].retransmits), (10_000, 10, 1));
         assert!((w[0].mean_busy - 0.5).abs() < 1e-9, "{w:?}");
@@ -374,7 +391,13 @@ mod tests {
         // Step 1: 20 to 30 ms (its own end), all of it at line rate.
         assert_eq!(w[1].wire, 10_000);
         assert!((w[1].mean_busy - 1.0).abs() < 1e-9, "{w:?}");
-        let (measured, model) = utilisation_curves(&steps, &[0.01, 0.005], &tracks[0], 8e6);
+        let (measured, model) = utilisation_curves(
+            &steps,
+            (&[0.01, 0.005], &[1.0, 1.0]),
+            &tracks[0],
+            8e6,
+            WINDOW_US,
+        );
         assert_eq!(measured.first(), Some(&(0.0, 0.0)));
         assert!(measured.contains(&(10.0, 100.0)), "{measured:?}");
         assert_eq!(

@@ -349,10 +349,10 @@ impl<'a> Replicas<'a> {
                 let moved = self.all_reduce.all_reduce(global_step, &mut views)?;
                 syncing += t.elapsed();
                 traffic += moved[0];
-                let peers = self.all_reduce.world();
+                let (peers, bytes_are) = (self.all_reduce.world(), self.all_reduce.bytes_are());
                 for (i, m) in moved.iter().enumerate() {
                     let args = json!({"bytes_sent": m.sent, "bytes_received": m.received,
-                        "messages": m.messages, "peers": peers});
+                        "messages": m.messages, "peers": peers, "bytes_are": bytes_are});
                     self.mark(&format!("all-reduce: {name}"), i, t, args);
                 }
             }
