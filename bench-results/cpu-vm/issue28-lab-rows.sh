@@ -22,3 +22,6 @@ row 4h-2l-1s-100m-2to1 --hosts 4 --leaves 2 --spines 1 --host-rate 100mbit --upl
 row 8h-2l-1s-100m-4to1 --hosts 8 --leaves 2 --spines 1 --host-rate 100mbit --uplink-rate 100mbit $job
 row 4h-2l-1s-100m-rr-2to1 --hosts 4 --leaves 2 --spines 1 --placement rr --host-rate 100mbit --uplink-rate 100mbit $job
 row 2h-100m-compute --hosts 2 --host-rate 100mbit -- --cpu --threads 1 --batch-size 1024 --limit 20480 --epochs 1 --trace-steps 2..12
+row 4h-10g --hosts 4 --host-rate 10gbit $job
+row 8h-1g --hosts 8 --host-rate 1gbit $job
+row 8h-10g --hosts 8 --host-rate 10gbit $job
