@@ -4,10 +4,10 @@
 //! overhead, which is what a step pays. Prints µs per call and achieved GFLOP/s or GB/s.
 //! Figures go in BENCHMARKS.md; nothing here asserts a speed.
 
-use gpu_train::gpu::kernels::{
-    self, groups_1d, row_major, run_now, storage, transposed, Dispatch, Kernels, MatmulParams,
-};
-use gpu_train::gpu::Gpu;
+use gpu_train::gpu::kernels::{self, Kernels};
+use gpu_train::gpu::dispatch::{groups_1d, run_now, storage, Dispatch};
+use gpu_train::abi::{row_major, transposed, MatmulParams};
+use gpu_train::gpu::context::Gpu;
 use std::time::Instant;
 
 fn whole(b: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
@@ -35,7 +35,7 @@ fn main() {
         g.info.name, g.info.backend
     );
     let d = &g.device;
-    let k = Kernels::new(d, &gpu_train::gpu::kernels::matmul_variants()[0]);
+    let k = Kernels::new(d, &gpu_train::gpu::matmul::matmul_variants()[0]);
     let (b, hid, pix, cls) = (64u32, 128u32, 784u32, 10u32);
     let buf = |n: u32| storage(d, "buf", &vec![0.5f32; n as usize]);
     let (x, w1, b1, h, partial) = (
@@ -86,7 +86,7 @@ fn main() {
         transposed(pix),
         1.0,
         0.0,
-        kernels::HAS_BIAS | kernels::RELU,
+        gpu_train::abi::HAS_BIAS | gpu_train::abi::RELU,
         1,
     );
     report(
@@ -101,7 +101,7 @@ fn main() {
             transposed(pix),
             1.0,
             0.0,
-            kernels::HAS_BIAS | kernels::RELU,
+            gpu_train::abi::HAS_BIAS | gpu_train::abi::RELU,
             splits,
         );
         report(
@@ -134,7 +134,7 @@ fn main() {
             transposed(hid),
             1.0,
             0.0,
-            kernels::HAS_BIAS,
+            gpu_train::abi::HAS_BIAS,
             splits,
         );
         if p.splits == 1 {
@@ -151,7 +151,7 @@ fn main() {
             );
         }
     }
-    let bp = kernels::BiasParams {
+    let bp = gpu_train::abi::BiasParams {
         rows: b,
         cols: hid,
         alpha: -0.1,
@@ -188,7 +188,7 @@ fn main() {
         time(&g, &bias, reps),
         (b * hid) as f64,
     );
-    let sp = kernels::SoftmaxParams {
+    let sp = gpu_train::abi::SoftmaxParams {
         rows: b,
         classes: cls,
         divisor: b,

@@ -11,10 +11,9 @@
 //! ```
 //! `R` and `CC` (environment) replace the file's `const R` and `const CC`: one template for
 //! every register-block shape (its block is 8·R × 8·CC), no copies of the kernel to drift.
-use gpu_train::gpu::kernels::{
-    self, row_major, run_now, storage, transposed, Dispatch, MatmulParams,
-};
-use gpu_train::gpu::Gpu;
+use gpu_train::abi::{row_major, transposed, MatmulParams};
+use gpu_train::gpu::dispatch::{run_now, storage, Dispatch};
+use gpu_train::gpu::context::Gpu;
 use std::time::Instant;
 fn main() {
     // cargo bench passes "--bench" first; the file is the first argument ending in .wgsl.
@@ -90,7 +89,7 @@ fn main() {
                 transposed(pix),
                 1.0,
                 0.0,
-                kernels::HAS_BIAS | kernels::RELU,
+                gpu_train::abi::HAS_BIAS | gpu_train::abi::RELU,
                 splits,
             ),
             &x,

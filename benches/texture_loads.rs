@@ -11,9 +11,10 @@
 //! cargo bench --bench texture_loads [-- ADAPTER]
 //! GALLIUM_OVERRIDE_CPU_CAPS=avx cargo bench --bench texture_loads   # llvmpipe without AVX-512
 //! ```
-use gpu_train::gpu::kernels::{run_now, storage, storage_zeroed};
-use gpu_train::gpu::mirror::{Mirror, TEXELS_PER_ROW};
-use gpu_train::gpu::Gpu;
+use gpu_train::gpu::dispatch::{run_now, storage, storage_zeroed};
+use gpu_train::gpu::mirror::Mirror;
+use gpu_train::abi::TEXELS_PER_ROW;
+use gpu_train::gpu::context::Gpu;
 use std::time::Instant;
 
 const M: u32 = 64;
@@ -138,7 +139,7 @@ fn main() {
                     },
                 ],
             });
-            let dispatch = gpu_train::gpu::kernels::Dispatch {
+            let dispatch = gpu_train::gpu::dispatch::Dispatch {
                 name: "product",
                 pipeline,
                 bind_group,

@@ -14,10 +14,15 @@
 use crate::data::DataSplit;
 use crate::engine::Precision;
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, GpuEngine, GpuOptions};
+use crate::gpu::context::Gpu;
+use crate::gpu::engine::state::GpuEngine;
+use crate::gpu::buffers::GpuOptions;
 use crate::model::Model;
-use crate::run::{self, DataArgs, Devices, RunConfig};
-use crate::train::{self, EpochReport, TrainConfig};
+use crate::run::{self, DataArgs};
+use crate::config::{Devices, RunConfig};
+use crate::train;
+use crate::train::report::EpochReport;
+use crate::config::TrainConfig;
 use clap::Args;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -41,17 +46,17 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
     /// Images per mini-batch (the global batch of the replica rows).
-    #[arg(long, default_value_t = crate::train::DEFAULT_BATCH)]
+    #[arg(long, default_value_t = crate::config::DEFAULT_BATCH)]
     pub batch_size: usize,
     /// Data-parallel rows: this many replicas (comma-separated; each must divide
     /// --batch-size), on the CPU and on each adapter. 0 alone: no replica rows.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,4", value_parser = run::replica_count)]
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4", value_parser = crate::config::replica_count)]
     pub replicas: Vec<usize>,
     /// Learning rate.
-    #[arg(long, default_value_t = crate::train::DEFAULT_LR)]
+    #[arg(long, default_value_t = crate::config::DEFAULT_LR)]
     pub lr: f32,
     /// Seed.
-    #[arg(long, default_value_t = crate::train::DEFAULT_SEED)]
+    #[arg(long, default_value_t = crate::config::DEFAULT_SEED)]
     pub seed: u64,
     /// Leave out the --precision f16 rows (CPU, and each adapter that has f16 in shaders).
     #[arg(long)]
@@ -132,7 +137,7 @@ fn time_run(run: &RunConfig, data: &DataSplit, args: &BenchArgs, path: &str) -> 
             &run.train,
             train::Start::FRESH,
             None,
-            &mut train::Quiet,
+            &mut crate::train::report::Quiet,
         )?
     };
     let mut timed: Vec<&EpochReport> = reports[args.warmup..].iter().collect();
@@ -170,6 +175,7 @@ fn config(args: &BenchArgs, devices: Devices, n: usize, precision: Precision) ->
             lr: args.lr,
             seed: args.seed,
         },
+        hidden: crate::model::HIDDEN,
         devices,
         data_parallel: n > 0,
         overlap: false,
@@ -297,7 +303,7 @@ impl BenchArgs {
     fn kernel_variant(&self) -> Result<Option<&'static str>> {
         self.kernels
             .as_deref()
-            .map(|k| crate::gpu::kernels::MatmulVariant::by_name(k).map(|v| v.name))
+            .map(|k| crate::gpu::matmul::MatmulVariant::by_name(k).map(|v| v.name))
             .transpose()
     }
 
@@ -350,7 +356,7 @@ impl BenchArgs {
             }
         }
         if let Some(path) = &self.json {
-            crate::checkpoint::check_writable(path, "--json")?;
+            crate::files::check_writable(path, "--json")?;
             let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
             if dir.is_some_and(|d| !d.is_dir()) {
                 return Err(Error::Config(format!(
@@ -549,7 +555,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
     }
     if let Some(path) = &args.json {
-        crate::checkpoint::write_file(
+        crate::files::write_file(
             path,
             to_json(&rows).as_bytes(),
             "the benchmark's JSON",

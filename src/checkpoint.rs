@@ -18,7 +18,6 @@
 
 use crate::data::{Dataset, CLASSES, PIXELS};
 use crate::error::{Error, Result};
-pub use crate::files::file_kind;
 use crate::files::read_input;
 use crate::model::Model;
 use std::collections::HashMap;
@@ -28,7 +27,6 @@ use std::path::{Path, PathBuf};
 
 const PREFIX: &str = "snapshot-";
 const SUFFIX: &str = ".safetensors";
-const TEMP_PREFIX: &str = ".tmp-snapshot-";
 
 /// Where training continues from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,7 +183,7 @@ impl TrainState {
                 format!("metadata {what}: the file is damaged or was not written by gpu-train"),
             ))
         };
-        if self.batch_size == 0 || self.batch_size > crate::engine::MAX_BATCH {
+        if self.batch_size == 0 || self.batch_size > crate::config::MAX_BATCH {
             return bad(format!("batch_size = {}", self.batch_size));
         }
         if self.replicas == 0 || self.replicas > 1 << 16 {
@@ -198,7 +196,7 @@ impl TrainState {
             return bad("train_len = 0".into());
         }
         if let Some((scale, good)) = self.loss_scale {
-            use crate::train::LossScaler;
+            use crate::engine::LossScaler;
             if !LossScaler::reachable(scale) || good >= LossScaler::GROWTH_INTERVAL {
                 return bad(format!(
                     "loss scale = {scale} after {good} good steps (a run's is a power of two from 1 to {}, doubled every {} good steps)",
@@ -441,7 +439,7 @@ pub fn latest_in(dir: &Path) -> Result<Option<PathBuf>> {
 /// Whether `name` is a temporary file a gpu-train run writes: `.tmp-snapshot-<pid>-<snapshot
 /// name>`. Anything else starting with `.tmp-snapshot-` is a user's file and stays.
 fn is_our_temp(name: &str) -> bool {
-    name.strip_prefix(TEMP_PREFIX)
+    name.strip_prefix(crate::files::TEMP_PREFIX)
         .and_then(|rest| rest.split_once('-'))
         .is_some_and(|(pid, snap)| {
             !pid.is_empty()
@@ -475,7 +473,7 @@ impl SnapshotDir {
             if !m.is_file() {
                 return Err(Error::snapshot(
                     &lock_path,
-                    format!("it is {}, not the regular lock file gpu-train keeps there; remove it or choose another --snapshot-dir", file_kind(&m)),
+                    format!("it is {}, not the regular lock file gpu-train keeps there; remove it or choose another --snapshot-dir", crate::files::file_kind(&m)),
                 ));
             }
         }
@@ -597,21 +595,6 @@ impl SnapshotDir {
     }
 }
 
-/// Refuses an output path where something other than a regular file stands: the atomic
-/// rename would replace it (as root, `--trace /dev/null` would replace the machine's
-/// /dev/null with a regular file), and a symlink would be replaced rather than followed.
-pub fn check_writable(path: &Path, what: &str) -> Result<()> {
-    let kind = match fs::symlink_metadata(path) {
-        Err(_) => return Ok(()),
-        Ok(m) if m.file_type().is_file() => return Ok(()),
-        Ok(m) => file_kind(&m),
-    };
-    Err(Error::Config(format!(
-        "{}: {kind}, not a regular file: gpu-train writes {what} only to a new or regular file",
-        path.display()
-    )))
-}
-
 /// The largest snapshot or weights file a network this trainer takes can need: every
 /// parameter of the widest network as f64, plus a header of up to 1 MiB.
 pub const MAX_WEIGHTS_FILE: u64 =
@@ -621,7 +604,7 @@ pub const MAX_WEIGHTS_FILE: u64 =
 /// temporary file, write, fsync, rename, fsync of the folder. On any error the temporary file
 /// is removed and `path` is untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_file(
+    crate::files::write_file(
         path,
         bytes,
         "the snapshot",
@@ -629,37 +612,3 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     )
 }
 
-/// [`write_atomic`] for any file (`what` names it in errors; `kept` says what is unharmed).
-pub fn write_file(path: &Path, bytes: &[u8], what: &str, kept: &str) -> Result<()> {
-    write_file_with(path, what, kept, |f| f.write_all(bytes))
-}
-
-/// [`write_file`] with the content written by `fill` (a long trace streamed from its spool,
-/// never held in memory whole).
-pub fn write_file_with(
-    path: &Path,
-    what: &str,
-    kept: &str,
-    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> Result<()> {
-    check_writable(path, what)?;
-    let temp = crate::files::beside(path, &format!("{TEMP_PREFIX}{}-", std::process::id()));
-    // The folder, to fsync after the rename (a bare file name's is the current one).
-    let dir = temp.parent().unwrap_or(Path::new("."));
-    let written = (|| -> std::io::Result<()> {
-        let mut f = std::io::BufWriter::new(File::create(&temp)?);
-        fill(&mut f)?;
-        let f = f.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
-        fs::rename(&temp, path)?;
-        // The rename is an entry in the folder: fsync the folder so it survives a power loss.
-        File::open(dir)?.sync_all()
-    })();
-    written.map_err(|e| {
-        let _ = fs::remove_file(&temp);
-        Error::Write {
-            path: path.to_path_buf(),
-            fault: format!("cannot write {what}: {e}; {kept}"),
-        }
-    })
-}

@@ -34,10 +34,6 @@ pub enum Precision {
 /// images took 0.44-0.63 s at batch 64).
 pub const EVAL_BATCH: usize = 256;
 
-/// The most epochs a run may ask for.
-pub const MAX_EPOCHS: usize = 1_000_000;
-/// The largest batch: 2^20 images (3.3 GB of f32 pixels; far more than any data set here).
-pub const MAX_BATCH: usize = 1 << 20;
 /// Where a step's weight products go.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Target {
@@ -103,12 +99,15 @@ pub struct Counters {
     pub staged_bytes: Option<u64>,
     /// Bytes read back from device memory into RAM; `None` for the CPU.
     pub readback_bytes: Option<u64>,
-    /// The GPU's own timing of the last gradient step, where the adapter has timestamp queries.
+    /// Read-backs from device memory (each one a wait for the device); `None` for the CPU.
+    pub readbacks: Option<u64>,
+    /// The GPU's own timing of the gradient steps since the last take (the last
+    /// gpu/engine/timer.rs's SLOTS of them), where the adapter has timestamp queries.
     pub gpu_spans: Vec<GpuSpan>,
 }
 
 impl Counters {
-    /// Adds `o` to these counts (`gpu_spans`: the later step's replace the earlier's).
+    /// Adds `o` to these counts (and its spans to these).
     pub fn merge(&mut self, o: Counters) {
         self.totals += o.totals;
         let sum = |a: Option<u64>, b: Option<u64>| match (a, b) {
@@ -117,9 +116,8 @@ impl Counters {
         };
         self.staged_bytes = sum(self.staged_bytes, o.staged_bytes);
         self.readback_bytes = sum(self.readback_bytes, o.readback_bytes);
-        if !o.gpu_spans.is_empty() {
-            self.gpu_spans = o.gpu_spans;
-        }
+        self.readbacks = sum(self.readbacks, o.readbacks);
+        self.gpu_spans.extend(o.gpu_spans);
     }
 }
 
@@ -147,4 +145,57 @@ pub trait Engine: std::fmt::Display {
     /// What was counted since the last call (the one place a GPU engine waits for the device
     /// during training).
     fn take_counters(&mut self) -> Result<Counters>;
+}
+
+/// Dynamic loss scaling, as PyTorch's GradScaler does it: the loss (so every gradient) is
+/// multiplied by `scale` so that small FP16 error terms do not round to zero; a step whose
+/// gradients overflowed (inf or NaN) is skipped and the scale halved; after `GROWTH_INTERVAL`
+/// good steps in a row the scale doubles.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossScaler {
+    pub scale: f32,
+    /// Good steps in a row since the scale last changed.
+    pub good_steps: u32,
+}
+
+impl LossScaler {
+    /// GradScaler's defaults: 2^16, doubled after 2,000 good steps.
+    pub const INITIAL: f32 = 65536.0;
+    pub const GROWTH_INTERVAL: u32 = 2000;
+    /// The largest scale: 2^24. The scale only ever doubles from 2^16 or halves down to 1, so
+    /// it is a power of two in [1, 2^24]; an f16 gradient times more than 2^24 overflows
+    /// anyway (f16 holds up to 65,504), so a larger one would only skip steps.
+    pub const MAX: f32 = 16_777_216.0;
+
+    /// Whether `scale` is one a run can reach: a power of two from 1 to [`Self::MAX`].
+    pub fn reachable(scale: f32) -> bool {
+        (1.0..=Self::MAX).contains(&scale) && scale.to_bits() & 0x007f_ffff == 0
+    }
+
+    pub fn new(scale: f32) -> Self {
+        LossScaler {
+            scale,
+            good_steps: 0,
+        }
+    }
+
+    /// Looks at the summed, still scaled gradient: unscales it and returns true if every
+    /// value is finite (apply it), else halves the scale and returns false (skip the step).
+    pub fn unscale(&mut self, grad: &mut [f32]) -> bool {
+        if grad.iter().any(|g| !g.is_finite()) {
+            self.scale = (self.scale / 2.0).max(1.0);
+            self.good_steps = 0;
+            return false;
+        }
+        let inv = 1.0 / self.scale;
+        for g in grad.iter_mut() {
+            *g *= inv;
+        }
+        self.good_steps += 1;
+        if self.good_steps == Self::GROWTH_INTERVAL {
+            self.scale = (self.scale * 2.0).min(Self::MAX);
+            self.good_steps = 0;
+        }
+        true
+    }
 }

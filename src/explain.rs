@@ -452,7 +452,7 @@ pub fn data_parallel_example(
     use crate::engine::Engine;
     use crate::model::ParamLayout;
     use crate::parallel::{part, ring::Ring, AllReduce};
-    let global = crate::train::DEFAULT_BATCH.min(data.len());
+    let global = crate::config::DEFAULT_BATCH.min(data.len());
     let batch: Vec<u32> = (0..global as u32).collect();
     let packed = ParamLayout::packed_for(model.hidden());
     let params = packed.total;
@@ -573,7 +573,7 @@ pub fn data_parallel(model: &Model, data: &Dataset) -> String {
     // The chapter's claims are about its own network, 784-128-10, whatever weights are loaded.
     // Its mini-batch is 64 images, the trainer's default batch.
     let neurons = crate::model::HIDDEN + CLASSES;
-    let batch = crate::train::DEFAULT_BATCH;
+    let batch = crate::config::DEFAULT_BATCH;
     let macs = LAYERS.iter().map(|l| l.weights()).sum::<usize>() * batch;
     let _ = writeln!(s, "Where the chapter's text differs:");
     let _ = writeln!(

@@ -6,7 +6,8 @@
 //! [`read_input`]; only fixed system files (/proc, /sys) are read directly.
 
 use std::fs::{self, File};
-use std::io::Read;
+use crate::error::{Error, Result};
+use std::io::{Read, Write};
 use std::path::Path;
 
 /// A sibling of `path` in its folder, named `prefix` + its name (a temporary beside the file it
@@ -148,8 +149,8 @@ fn is_picture(path: &Path) -> bool {
 /// rotation of `--keep` would delete it), and no input or output file is a picture in a
 /// pictures folder (it would be drawn over). `inputs` are (flag, path) pairs; an input that
 /// does not exist is the reader's to refuse.
-pub fn check_paths(inputs: &[(&str, &Path)], outputs: &[Output]) -> crate::Result<()> {
-    let refuse = |m: String| Err(crate::Error::Config(m));
+pub fn check_paths(inputs: &[(&str, &Path)], outputs: &[Output]) -> crate::error::Result<()> {
+    let refuse = |m: String| Err(crate::error::Error::Config(m));
     let files: Vec<(&str, &Path)> = outputs
         .iter()
         .filter_map(|o| match *o {
@@ -204,4 +205,58 @@ pub fn check_paths(inputs: &[(&str, &Path)], outputs: &[Output]) -> crate::Resul
         }
     }
     Ok(())
+}
+
+/// The prefix of the temporary file a write goes through before its rename (the snapshot
+/// folder's cleanup recognises it).
+pub const TEMP_PREFIX: &str = ".tmp-snapshot-";
+
+/// Refuses an output path where something other than a regular file stands: the atomic
+/// rename would replace it (as root, `--trace /dev/null` would replace the machine's
+/// /dev/null with a regular file), and a symlink would be replaced rather than followed.
+pub fn check_writable(path: &Path, what: &str) -> Result<()> {
+    let kind = match fs::symlink_metadata(path) {
+        Err(_) => return Ok(()),
+        Ok(m) if m.file_type().is_file() => return Ok(()),
+        Ok(m) => file_kind(&m),
+    };
+    Err(Error::Config(format!(
+        "{}: {kind}, not a regular file: gpu-train writes {what} only to a new or regular file",
+        path.display()
+    )))
+}
+
+/// Writes `bytes` to `path` atomically (checkpoint::write_atomic's way, for any file) (`what` names it in errors; `kept` says what is unharmed).
+pub fn write_file(path: &Path, bytes: &[u8], what: &str, kept: &str) -> Result<()> {
+    write_file_with(path, what, kept, |f| f.write_all(bytes))
+}
+
+/// [`write_file`] with the content written by `fill` (a long trace streamed from its spool,
+/// never held in memory whole).
+pub fn write_file_with(
+    path: &Path,
+    what: &str,
+    kept: &str,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
+    check_writable(path, what)?;
+    let temp = beside(path, &format!("{TEMP_PREFIX}{}-", std::process::id()));
+    // The folder, to fsync after the rename (a bare file name's is the current one).
+    let dir = temp.parent().unwrap_or(Path::new("."));
+    let written = (|| -> std::io::Result<()> {
+        let mut f = std::io::BufWriter::new(File::create(&temp)?);
+        fill(&mut f)?;
+        let f = f.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        fs::rename(&temp, path)?;
+        // The rename is an entry in the folder: fsync the folder so it survives a power loss.
+        File::open(dir)?.sync_all()
+    })();
+    written.map_err(|e| {
+        let _ = fs::remove_file(&temp);
+        Error::Write {
+            path: path.to_path_buf(),
+            fault: format!("cannot write {what}: {e}; {kept}"),
+        }
+    })
 }

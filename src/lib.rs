@@ -22,7 +22,8 @@
 //!   for one device (the fused step) or data-parallel replicas (forward_backward → all-reduce →
 //!   apply_update).
 //! * [`parallel`]: the all-reduce that joins replicas: the trait and the in-process ring.
-//! * [`run`]: the validated run configuration the CLI and `bench` build engines from.
+//! * [`config`]: the run's settings, checked once at the command line's edge.
+//! * [`run`]: the engines and replicas a configuration makes.
 //! * [`network`]: what training does to the link: traffic in metrics, the timeline, the link
 //!   utilisation of Figure 3-7, the all-reduce benchmark and the α-β projection.
 //! * [`explain`]: the chapters' worked examples, computed.
@@ -32,9 +33,11 @@
 //! * [`mod@bench`]: CPU-vs-GPU timing table.
 //! * [`cli`]: the command line.
 
+pub mod abi;
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;
+pub mod config;
 pub mod cpu;
 pub mod data;
 pub mod engine;
@@ -50,4 +53,3 @@ pub mod run;
 pub mod train;
 pub mod weights;
 
-pub use error::{Error, Result};

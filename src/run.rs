@@ -6,63 +6,19 @@ use crate::cpu::engine::CpuEngine;
 use crate::data::{self, DataSplit};
 use crate::engine::{Engine, Precision};
 use crate::error::{Error, Result};
-use crate::gpu::kernels::MatmulVariant;
-use crate::gpu::{Gpu, GpuEngine, GpuOptions};
+use crate::gpu::matmul::MatmulVariant;
+use crate::gpu::context::Gpu;
+use crate::gpu::engine::state::GpuEngine;
+use crate::gpu::buffers::GpuOptions;
 use crate::model::Model;
 use crate::parallel::ring::{Faults, Ring};
 use crate::parallel::AllReduce;
-use crate::train::{LossScaler, Replicas, Start, TrainConfig};
+use crate::train::Start;
+use crate::engine::LossScaler;
+use crate::train::replicas::Replicas;
+use crate::config::{Devices, RunConfig};
 use clap::Args;
 use std::path::PathBuf;
-
-/// The most replicas one process runs: each opens its own device (or CPU engine) and holds a
-/// copy of the model; past this, spread them over processes with --mpi.
-pub const MAX_REPLICAS: usize = 64;
-
-/// clap's parser for a replica count: a whole number up to [`MAX_REPLICAS`] (refused here, before
-/// anything is sized by it; 0 is left to the caller to refuse or to read as "none").
-pub fn replica_count(s: &str) -> std::result::Result<usize, String> {
-    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
-    if n > MAX_REPLICAS {
-        return Err(format!(
-            "at most {MAX_REPLICAS} replicas in one process (more: several processes with --mpi)"
-        ));
-    }
-    Ok(n)
-}
-
-/// Where the replicas run.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Devices {
-    /// `replicas` CPU replicas, each splitting its step over `threads` cores.
-    Cpu { replicas: usize, threads: usize },
-    /// One replica per listed adapter index (an index may repeat: several devices opened on
-    /// one adapter); `resident` keeps each replica's training data in its VRAM; `kernels`
-    /// names the matmul variant (None: measured per adapter).
-    Gpu {
-        adapters: Vec<usize>,
-        resident: bool,
-        kernels: Option<String>,
-    },
-}
-
-/// The validated settings of a run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunConfig {
-    pub train: TrainConfig,
-    pub devices: Devices,
-    /// Train with the three-verb data-parallel step (forward+backward → all-reduce →
-    /// update), even for one replica; false: one device with the fused step.
-    pub data_parallel: bool,
-    /// Overlap the output layer's all-reduce with the hidden layer's backward pass.
-    pub overlap: bool,
-    /// FP32, or mixed precision (FP16 activations, FP32 masters, dynamic loss scaling).
-    pub precision: Precision,
-    /// Gradients on the all-reduce's wire as f16 (half the bytes).
-    pub grad_f16: bool,
-    /// Faults to inject into the in-process all-reduce (`--fault`).
-    pub faults: Faults,
-}
 
 impl RunConfig {
     /// Refuses a `--fault` that would silently do nothing: with nothing to send messages
@@ -111,102 +67,6 @@ impl RunConfig {
             }
         }
         Ok(())
-    }
-
-    /// Replicas in this process.
-    pub fn replicas(&self) -> usize {
-        match &self.devices {
-            Devices::Cpu { replicas, .. } => *replicas,
-            Devices::Gpu { adapters, .. } => adapters.len(),
-        }
-    }
-
-    pub fn validate(&self) -> Result<()> {
-        self.train.validate()?;
-        let n = self.replicas();
-        if n == 0 {
-            return Err(Error::Config("--replicas must be at least 1".into()));
-        }
-        if n > MAX_REPLICAS {
-            return Err(Error::Config(format!(
-                "{n} replicas in one process is more than this trainer supports ({MAX_REPLICAS})"
-            )));
-        }
-        if self.precision == Precision::F16 && !self.data_parallel {
-            return Err(Error::Config(
-                "--precision f16 trains with the separated step".into(),
-            ));
-        }
-        if self.grad_f16 && !self.data_parallel {
-            return Err(Error::Config(
-                "--grad-dtype f16 compresses the all-reduce of data-parallel replicas: pass --devices or --replicas too".into(),
-            ));
-        }
-        if n > 1 && !self.data_parallel {
-            return Err(Error::Config(
-                "several replicas need the data-parallel step".into(),
-            ));
-        }
-        if let Devices::Cpu { threads, replicas } = &self.devices {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            if *threads == 0 {
-                return Err(Error::Config("--threads must be at least 1".into()));
-            }
-            // Each replica runs part 0 of its step on the calling thread and keeps threads − 1
-            // helpers that busy-wait between steps: all of them together must fit the cores.
-            if (threads - 1) * replicas + 1 > cores {
-                return Err(Error::Config(format!(
-                    "--threads {threads} with {replicas} replica(s) needs {} threads (the helpers busy-wait) but this process may run on {cores} core(s) (its CPU affinity, as taskset or mpirun's binding set it: under mpirun each rank is bound to its own core(s) unless started with --bind-to none): more threads than cores only slow a step down",
-                    (threads - 1) * replicas + 1
-                )));
-            }
-        }
-        if let Devices::Gpu {
-            kernels: Some(k), ..
-        } = &self.devices
-        {
-            let v = MatmulVariant::by_name(k)?;
-            // An f16 member named under f32 would run its f32 sibling without a word.
-            if v.elems != crate::gpu::kernels::Elems::F32 && self.precision == Precision::F32 {
-                return Err(Error::Config(format!(
-                    "--kernels {k} reads f16: pass --precision f16 to run it, or name its f32 shape ({}) under f32",
-                    v.base
-                )));
-            }
-        }
-        if self.overlap && !self.data_parallel {
-            return Err(Error::Config(
-                "--overlap overlaps the all-reduce of data-parallel replicas: pass --devices or --replicas too".into(),
-            ));
-        }
-        self.train.global_batch(n)?;
-        Ok(())
-    }
-
-    /// One line for the start-up log; `n` replicas in the whole job.
-    pub fn describe(&self, n: usize) -> String {
-        format!(
-            "epochs {}, batch size {}{}, lr {}, seed {}{}",
-            self.train.epochs,
-            self.train.batch_size,
-            if self.data_parallel {
-                format!(
-                    " per replica × {n} replica{} = global batch {}",
-                    if n == 1 { "" } else { "s" },
-                    self.train.batch_size * n
-                )
-            } else {
-                String::new()
-            },
-            self.train.lr,
-            self.train.seed,
-            match (self.precision, self.grad_f16) {
-                (Precision::F16, true) => ", precision f16 (gradients f16 on the wire)",
-                (Precision::F16, false) => ", precision f16",
-                (Precision::F32, true) => ", gradients f16 on the wire",
-                (Precision::F32, false) => "",
-            }
-        )
     }
 
     /// The engines, every one starting from `model`.
@@ -272,7 +132,7 @@ impl RunConfig {
             .iter_mut()
             .map(|e| -> &'a mut dyn Engine { e.as_mut() })
             .collect();
-        Ok(self.scaled(Replicas::data_parallel(list, all_reduce, self.overlap)?))
+        Ok(self.scaled(Replicas::data_parallel(list, all_reduce, self.overlap, self.hidden)?))
     }
 
     /// Joins `engines` (made by [`RunConfig::engines`]) as this configuration says.
@@ -286,6 +146,7 @@ impl RunConfig {
                 list,
                 self.all_reduce(),
                 self.overlap,
+                self.hidden,
             )?))
         } else {
             let mut list = list;

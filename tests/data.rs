@@ -4,7 +4,7 @@
 mod common;
 use common::gzip;
 use gpu_train::data::{self, idx, Dataset, PIXELS};
-use gpu_train::Error;
+use gpu_train::error::Error;
 use rand::{Rng, SeedableRng};
 
 fn fault(r: Result<impl std::fmt::Debug, Error>) -> String {

@@ -67,8 +67,8 @@ fn chapter3_weight_updates_are_the_ones_a_training_step_makes() {
     use gpu_train::cpu::engine::CpuEngine;
     use gpu_train::engine::{Engine, Target};
     let split = data::load_dir(&data::bundled_dir()).unwrap();
-    let model = Model::init(gpu_train::train::DEFAULT_SEED);
-    let lr = gpu_train::train::DEFAULT_LR;
+    let model = Model::init(gpu_train::config::DEFAULT_SEED);
+    let lr = gpu_train::config::DEFAULT_LR;
     let image = 3;
     let e = explain::image_example(&model, &split.test, image, lr.into());
     assert_eq!(

@@ -9,15 +9,21 @@ use gpu_train::cpu::engine::CpuEngine;
 use gpu_train::cpu::twins;
 use gpu_train::data::{self, DataSplit};
 use gpu_train::engine::{Engine, Precision};
-use gpu_train::gpu::kernels::{
-    self, matmul_variants, row_major, run_now, storage, transposed, BiasSum, Dispatch, Elems,
-    KernelsF16, MatmulParams, MatmulVariant, Site,
-};
+use gpu_train::gpu::kernels::{self, BiasSum, KernelsF16};
+use gpu_train::gpu::matmul::{matmul_variants, MatmulVariant};
+use gpu_train::abi::{row_major, transposed, Elems, MatmulParams, Site};
+use gpu_train::gpu::dispatch::{run_now, storage, Dispatch};
 use gpu_train::gpu::mirror::Mirror;
-use gpu_train::gpu::{Gpu, GpuEngine, GpuOptions};
+use gpu_train::gpu::context::Gpu;
+use gpu_train::gpu::engine::state::GpuEngine;
+use gpu_train::gpu::buffers::GpuOptions;
 use gpu_train::model::Model;
 use gpu_train::parallel::Identity;
-use gpu_train::train::{self, LossScaler, Quiet, Replicas, Start, TrainConfig};
+use gpu_train::train::{self, Start};
+use gpu_train::engine::LossScaler;
+use gpu_train::train::report::Quiet;
+use gpu_train::train::replicas::Replicas;
+use gpu_train::config::TrainConfig;
 use half::f16;
 use rand::Rng;
 
@@ -78,9 +84,9 @@ fn f16_kernels_match_their_twins() {
             45u32,
             row_major(45),
             transposed(45),
-            kernels::HAS_BIAS | kernels::RELU,
+            gpu_train::abi::HAS_BIAS | gpu_train::abi::RELU,
         ),
-        (33, 128, 10, row_major(10), row_major(128), kernels::MASK),
+        (33, 128, 10, row_major(10), row_major(128), gpu_train::abi::MASK),
         (10, 77, 65, transposed(10), row_major(77), 0),
     ] {
         let p = MatmulParams::new((m, n, kk), sa, sb, 1.0, 0.0, flags, 1);
@@ -140,7 +146,7 @@ fn f16_kernels_match_their_twins() {
     let pixels: Vec<u8> = (0..9 * 784).map(|_| r.random()).collect();
     let labels: Vec<u32> = (0..9).map(|_| r.random_range(0..10)).collect();
     let indices = vec![8u32, 0, 3, 3, 5];
-    let p = kernels::UnpackParams {
+    let p = gpu_train::abi::UnpackParams {
         rows: 5,
         words_per_image: 196,
     };
@@ -159,7 +165,7 @@ fn f16_kernels_match_their_twins() {
         &k.unpack,
         &[whole(&bp), whole(&bl), whole(&bi), whole(&bx), whole(&bbl)],
         &p,
-        kernels::groups_1d(5 * 196),
+        gpu_train::gpu::dispatch::groups_1d(5 * 196),
     );
     run_now(&g, &[&disp]).unwrap();
     let (mut x, mut yl) = (vec![f16::ZERO; 5 * 784], vec![0u32; 5]);
@@ -178,7 +184,7 @@ fn f16_kernels_match_their_twins() {
     // softmax_xent_f16 with a loss scale, 70 rows.
     let logits = random_f32(&mut r, 700, 5.0);
     let lab: Vec<u32> = (0..70).map(|_| r.random_range(0..10)).collect();
-    let sp = kernels::SoftmaxParams {
+    let sp = gpu_train::abi::SoftmaxParams {
         rows: 70,
         classes: 10,
         divisor: 130,
@@ -219,7 +225,7 @@ fn f16_kernels_match_their_twins() {
     );
     // bias_grad_f16: 150 rows of 77 columns.
     let delta = to16(&random_f32(&mut r, 150 * 77, 1.0));
-    let bp16 = kernels::BiasParams {
+    let bp16 = gpu_train::abi::BiasParams {
         rows: 150,
         cols: 77,
         alpha: 1.0,
@@ -255,7 +261,7 @@ fn f16_kernels_match_their_twins() {
     );
     // sgd_update_f16 over 1,037 parameters.
     let (grad, param) = (random_f32(&mut r, 1037, 1.0), random_f32(&mut r, 1037, 1.0));
-    let up = kernels::SgdParams {
+    let up = gpu_train::abi::SgdParams {
         len: 1037,
         lr: 0.07,
         _pad: [0; 2],
@@ -271,7 +277,7 @@ fn f16_kernels_match_their_twins() {
         &k.sgd_update,
         &[whole(&bg), whole(&bpar), whole(&bp16b)],
         &up,
-        kernels::groups_1d(1037),
+        gpu_train::gpu::dispatch::groups_1d(1037),
     );
     run_now(&g, &[&disp]).unwrap();
     let (mut want, mut want16) = (param.clone(), vec![f16::ZERO; 1037]);
@@ -395,8 +401,8 @@ fn run_f16(
     data: &DataSplit,
     cfg: &TrainConfig,
     scale: f32,
-) -> Vec<train::EpochReport> {
-    let mut r = Replicas::data_parallel(vec![engine], Box::new(Identity), false)
+) -> Vec<gpu_train::train::report::EpochReport> {
+    let mut r = Replicas::data_parallel(vec![engine], Box::new(Identity), false, gpu_train::model::HIDDEN)
         .unwrap()
         .with_loss_scaling(LossScaler::new(scale));
     train::train_from(&mut r, data, cfg, Start::FRESH, None, &mut Quiet).unwrap()

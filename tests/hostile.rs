@@ -351,14 +351,14 @@ fn a_gpu_batch_near_2_to_the_62_is_refused_not_wrapped() {
     let data = data::Dataset::new(vec![0; PIXELS], vec![1]).unwrap();
     for batch in [1usize << 62, 1 << 63, usize::MAX] {
         for resident in [false, true] {
-            let opts = gpu_train::gpu::GpuOptions {
+            let opts = gpu_train::gpu::buffers::GpuOptions {
                 batch,
                 resident,
                 ring: 2,
-                ..gpu_train::gpu::GpuOptions::default()
+                ..gpu_train::gpu::buffers::GpuOptions::default()
             };
             let gpu = common::gpu("gpu").unwrap();
-            let err = gpu_train::gpu::GpuEngine::new(gpu, &Model::init(1), opts, &data)
+            let err = gpu_train::gpu::engine::state::GpuEngine::new(gpu, &Model::init(1), opts, &data)
                 .err()
                 .expect("refused");
             assert!(err.to_string().contains("is too large"), "{err}");

@@ -196,7 +196,10 @@ fn paths_named(code: &str) -> Vec<String> {
             let len = code[at..]
                 .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
                 .unwrap_or(code.len() - at);
-            paths.push(code[at..at + len].to_string());
+            // `pub(in crate::gpu)` is a visibility, not an import.
+            if !code[..at].trim_end().ends_with("(in") {
+                paths.push(code[at..at + len].to_string());
+            }
             from = at + len.max(1);
         }
     }
@@ -407,7 +410,7 @@ fn the_graph_reader_sees_circles_and_upward_arrows() {
     assert_eq!(expand_use("crate::gpu::{a, b::{c, d}}"), vec!["crate::gpu::a", "crate::gpu::b::c", "crate::gpu::b::d"]);
     let modules: BTreeSet<String> = ["", "gpu", "gpu::engine", "gpu::kernels"].map(String::from).into();
     assert_eq!(resolve("super::kernels::X", "gpu::engine", &modules, true).as_deref(), Some("gpu::kernels"));
-    assert_eq!(resolve("crate::gpu::engine::GpuEngine", "gpu::kernels", &modules, false).as_deref(), Some("gpu::engine"));
+    assert_eq!(resolve("crate::gpu::engine::state::GpuEngine", "gpu::kernels", &modules, false).as_deref(), Some("gpu::engine"));
     assert_eq!(resolve("std::fs", "gpu", &modules, false), None);
     let code = code_only("let s = \"use crate::gpu;\"; // use crate::gpu;\nlet c = '{';");
     assert!(paths_named(&code).is_empty() && !code.contains('{'), "{code}");

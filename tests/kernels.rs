@@ -5,12 +5,12 @@ mod common;
 use common::{assert_close, gpu, random_f32, rng};
 use gpu_train::cpu::twins;
 use gpu_train::engine::Precision;
-use gpu_train::gpu::kernels::{
-    self, groups_1d, matmul_variants, run_now, storage, BiasSum, Dispatch, Kernels, MatmulParams,
-    MatmulVariant, Site, SITES,
-};
+use gpu_train::gpu::kernels::{self, BiasSum, Kernels};
+use gpu_train::gpu::dispatch::{groups_1d, run_now, storage, Dispatch};
+use gpu_train::gpu::matmul::{matmul_variants, MatmulVariant};
+use gpu_train::abi::{MatmulParams, Site, SITES};
 use gpu_train::gpu::mirror::Mirror;
-use gpu_train::gpu::Gpu;
+use gpu_train::gpu::context::Gpu;
 use rand::Rng;
 
 fn whole(b: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
@@ -30,7 +30,7 @@ fn unpack_batch_matches_twin() {
     let indices: Vec<u32> = (0..rows)
         .map(|_| r.random_range(0..images as u32))
         .collect();
-    let p = kernels::UnpackParams {
+    let p = gpu_train::abi::UnpackParams {
         rows,
         words_per_image: words,
     };
@@ -149,7 +149,7 @@ fn matmul_matches_twin_for_every_layout_and_epilogue() {
     // second, nearly empty block of rows).
     let scalar = matmul_variants()
         .iter()
-        .filter(|v| v.load == kernels::Load::Scalar && v.elems == kernels::Elems::F32);
+        .filter(|v| v.load == gpu_train::abi::Load::Scalar && v.elems == gpu_train::abi::Elems::F32);
     for variant in scalar.filter(|v| !v.subgroup8 || g.has_subgroups_of(8)) {
         let k = Kernels::new(&g.device, variant);
         let (m, n, kk) = (70u32, 23u32, 45u32);
@@ -158,21 +158,21 @@ fn matmul_matches_twin_for_every_layout_and_epilogue() {
         for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
             // A (m,k) stored row-major as (m,k), or stored as its transpose (k,m).
             let sa = if ta {
-                kernels::transposed(m)
+                gpu_train::abi::transposed(m)
             } else {
-                kernels::row_major(kk)
+                gpu_train::abi::row_major(kk)
             };
             let sb = if tb {
-                kernels::transposed(kk)
+                gpu_train::abi::transposed(kk)
             } else {
-                kernels::row_major(n)
+                gpu_train::abi::row_major(n)
             };
             for (alpha, beta, flags) in [
                 (1.0, 0.0, 0),
-                (1.0, 0.0, kernels::HAS_BIAS | kernels::RELU),
-                (1.0, 0.0, kernels::MASK),
+                (1.0, 0.0, gpu_train::abi::HAS_BIAS | gpu_train::abi::RELU),
+                (1.0, 0.0, gpu_train::abi::MASK),
                 (-0.1, 1.0, 0),
-                (0.5, -2.0, kernels::HAS_BIAS | kernels::RELU | kernels::MASK),
+                (0.5, -2.0, gpu_train::abi::HAS_BIAS | gpu_train::abi::RELU | gpu_train::abi::MASK),
             ] {
                 seed += 1;
                 let p = MatmulParams::new((m, n, kk), sa, sb, alpha, beta, flags, 1);
@@ -210,11 +210,11 @@ fn split_k_matmul_matches_twin() {
         {
             let p = MatmulParams::new(
                 (m, n, kk),
-                kernels::row_major(kk),
-                kernels::transposed(kk),
+                gpu_train::abi::row_major(kk),
+                gpu_train::abi::transposed(kk),
                 1.0,
                 0.0,
-                kernels::HAS_BIAS | kernels::RELU,
+                gpu_train::abi::HAS_BIAS | gpu_train::abi::RELU,
                 splits,
             );
             assert!(p.splits > 1);
@@ -232,11 +232,11 @@ fn a_matmul_that_would_read_out_of_bounds_is_refused_on_the_host() {
     // What makes the unchecked variant safe: the host check, for each operand.
     let p = MatmulParams::new(
         (4, 5, 6),
-        kernels::row_major(6),
-        kernels::row_major(5),
+        gpu_train::abi::row_major(6),
+        gpu_train::abi::row_major(5),
         1.0,
         0.0,
-        kernels::HAS_BIAS | kernels::MASK,
+        gpu_train::abi::HAS_BIAS | gpu_train::abi::MASK,
         1,
     );
     assert!(p.check_fits(24, 30, 5, 20, 20).is_ok());
@@ -283,7 +283,7 @@ fn softmax_xent_matches_twin() {
         let logits = random_f32(&mut r, rows as usize * 10, scale);
         let labels: Vec<u32> = (0..rows).map(|_| r.random_range(0..10)).collect();
         let accum0 = vec![1.5f32, 2.0, 3.0, 4.0];
-        let p = kernels::SoftmaxParams {
+        let p = gpu_train::abi::SoftmaxParams {
             rows,
             classes: 10,
             divisor,
@@ -339,7 +339,7 @@ fn bias_update_matches_twin() {
     ] {
         let delta = random_f32(&mut r, (rows * cols) as usize, 1.0);
         let bias = random_f32(&mut r, cols as usize, 1.0);
-        let p = kernels::BiasParams {
+        let p = gpu_train::abi::BiasParams {
             rows,
             cols,
             alpha,
@@ -384,7 +384,7 @@ fn sgd_update_matches_twin() {
     for len in [1000u32 + 37, gpu_train::model::PARAMS as u32] {
         let grad = random_f32(&mut r, len as usize, 1.0);
         let param = random_f32(&mut r, len as usize, 1.0);
-        let p = kernels::SgdParams {
+        let p = gpu_train::abi::SgdParams {
             len,
             lr: 0.07,
             _pad: [0; 2],
@@ -399,7 +399,7 @@ fn sgd_update_matches_twin() {
             &k.sgd_update,
             &[whole(&bg), whole(&bp)],
             &p,
-            kernels::groups_1d(len),
+            gpu_train::gpu::dispatch::groups_1d(len),
         );
         run_now(&g, &[&disp]).unwrap();
         let mut want = param.clone();
@@ -452,7 +452,7 @@ fn wgsl_constants_and_params_match_the_rust_side() {
             .filter(|l| !l.is_empty() && !l.starts_with("//"))
             .collect()
     };
-    assert_eq!(constant("TILE", "matmul"), kernels::MATMUL_TILE);
+    assert_eq!(constant("TILE", "matmul"), gpu_train::abi::MATMUL_TILE);
     let reg = MatmulVariant::by_name("reg8x4").unwrap();
     let lanes = constant("LANES", "matmul_reg8x4");
     assert_eq!(
@@ -485,22 +485,22 @@ fn wgsl_constants_and_params_match_the_rust_side() {
     ] {
         assert_eq!(
             constant("WORKGROUP", file),
-            kernels::WORKGROUP,
+            gpu_train::abi::WORKGROUP,
             "{file}.wgsl"
         );
     }
     // bias_update_serial's workgroup: one bias a lane, WORKGROUP of them (BiasSum::workgroups).
-    assert_eq!(constant("LANES", "bias_update_serial"), kernels::WORKGROUP);
+    assert_eq!(constant("LANES", "bias_update_serial"), gpu_train::abi::WORKGROUP);
     for (file, flag, value) in [
-        ("matmul_reg8x4", "HAS_BIAS", kernels::HAS_BIAS),
-        ("matmul_reg8x4", "RELU", kernels::RELU),
-        ("matmul_reg8x4", "MASK", kernels::MASK),
-        ("matmul", "HAS_BIAS", kernels::HAS_BIAS),
-        ("matmul", "RELU", kernels::RELU),
-        ("matmul", "MASK", kernels::MASK),
-        ("splitk_reduce", "HAS_BIAS", kernels::HAS_BIAS),
-        ("splitk_reduce", "RELU", kernels::RELU),
-        ("splitk_reduce", "MASK", kernels::MASK),
+        ("matmul_reg8x4", "HAS_BIAS", gpu_train::abi::HAS_BIAS),
+        ("matmul_reg8x4", "RELU", gpu_train::abi::RELU),
+        ("matmul_reg8x4", "MASK", gpu_train::abi::MASK),
+        ("matmul", "HAS_BIAS", gpu_train::abi::HAS_BIAS),
+        ("matmul", "RELU", gpu_train::abi::RELU),
+        ("matmul", "MASK", gpu_train::abi::MASK),
+        ("splitk_reduce", "HAS_BIAS", gpu_train::abi::HAS_BIAS),
+        ("splitk_reduce", "RELU", gpu_train::abi::RELU),
+        ("splitk_reduce", "MASK", gpu_train::abi::MASK),
     ] {
         assert_eq!(constant(flag, file), value, "{file}.wgsl {flag}");
     }
@@ -510,12 +510,12 @@ fn wgsl_constants_and_params_match_the_rust_side() {
     assert_eq!(params("matmul"), params("matmul_reg8x4"));
     // Every field is 4 bytes, so the Rust struct's size gives its field count.
     for (file, rust_size) in [
-        ("unpack_batch", size_of::<kernels::UnpackParams>()),
+        ("unpack_batch", size_of::<gpu_train::abi::UnpackParams>()),
         ("matmul", size_of::<MatmulParams>()),
-        ("softmax_xent", size_of::<kernels::SoftmaxParams>()),
-        ("bias_update", size_of::<kernels::BiasParams>()),
-        ("bias_update_serial", size_of::<kernels::BiasParams>()),
-        ("sgd_update", size_of::<kernels::SgdParams>()),
+        ("softmax_xent", size_of::<gpu_train::abi::SoftmaxParams>()),
+        ("bias_update", size_of::<gpu_train::abi::BiasParams>()),
+        ("bias_update_serial", size_of::<gpu_train::abi::BiasParams>()),
+        ("sgd_update", size_of::<gpu_train::abi::SgdParams>()),
     ] {
         let fields = params(file);
         assert!(
@@ -546,7 +546,7 @@ fn every_variant_matches_the_twin_at_every_product_and_the_family_gives_reg8x4s_
     // The f32 ones (tests/f16.rs checks the f16 ones).
     let offered: Vec<&'static MatmulVariant> = matmul_variants()
         .iter()
-        .filter(|v| v.elems == kernels::Elems::F32 && (!v.subgroup8 || g.has_subgroups_of(8)))
+        .filter(|v| v.elems == gpu_train::abi::Elems::F32 && (!v.subgroup8 || g.has_subgroups_of(8)))
         .collect();
     let mut checked = std::collections::HashMap::new();
     for (seed, (rows, hidden)) in [(64u32, 128u32), (70, 100), (1, 128), (13, 36)]

@@ -13,10 +13,14 @@ use gpu_train::cpu::engine::CpuEngine;
 use gpu_train::data::{self, DataSplit};
 use gpu_train::engine::{Counters, Engine, Target, Totals};
 use gpu_train::error::Error;
-use gpu_train::gpu::{GpuEngine, GpuOptions};
+use gpu_train::gpu::engine::state::GpuEngine;
+use gpu_train::gpu::buffers::GpuOptions;
 use gpu_train::model::{Model, PARAMS};
 use gpu_train::parallel::ring::Ring;
-use gpu_train::train::{self, EpochReport, Quiet, Replicas, Start, TrainConfig};
+use gpu_train::train::{self, Start};
+use gpu_train::train::report::{EpochReport, Quiet};
+use gpu_train::train::replicas::Replicas;
+use gpu_train::config::TrainConfig;
 
 fn sample(n: usize) -> DataSplit {
     let mut d = data::load_dir(&data::bundled_dir()).unwrap();
@@ -53,7 +57,7 @@ fn run_parallel(
         .iter_mut()
         .map(|e| -> &mut dyn Engine { e.as_mut() })
         .collect();
-    let mut replicas = Replicas::data_parallel(list, Box::new(Ring::new(n)), overlap)?;
+    let mut replicas = Replicas::data_parallel(list, Box::new(Ring::new(n)), overlap, gpu_train::model::HIDDEN)?;
     let reports = train::train_from(&mut replicas, data, cfg, Start::FRESH, None, &mut Quiet)?;
     drop(replicas);
     let models = engines.iter_mut().map(|e| e.model().unwrap()).collect();
@@ -150,7 +154,7 @@ fn the_traffic_counted_is_what_the_ring_sent() {
             r.traffic.sent
         );
         // Two buckets (output layer, hidden layer), each its own ring all-reduce.
-        let buckets = train::buckets().len() as u64;
+        let buckets = gpu_train::train::data_parallel::buckets().len() as u64;
         assert_eq!(r.traffic.messages, steps * buckets * 2 * (n as u64 - 1));
         let split = r
             .split
@@ -181,35 +185,35 @@ impl std::fmt::Display for Drifting {
 }
 
 impl Engine for Drifting {
-    fn step(&mut self, d: &data::Dataset, b: &[u32], t: Target) -> gpu_train::Result<()> {
+    fn step(&mut self, d: &data::Dataset, b: &[u32], t: Target) -> gpu_train::error::Result<()> {
         self.0.step(d, b, t)
     }
-    fn take_counters(&mut self) -> gpu_train::Result<Counters> {
+    fn take_counters(&mut self) -> gpu_train::error::Result<Counters> {
         self.0.take_counters()
     }
-    fn evaluate(&mut self, d: &data::Dataset, b: usize) -> gpu_train::Result<Totals> {
+    fn evaluate(&mut self, d: &data::Dataset, b: usize) -> gpu_train::error::Result<Totals> {
         self.0.evaluate(d, b)
     }
-    fn model(&mut self) -> gpu_train::Result<Model> {
+    fn model(&mut self) -> gpu_train::error::Result<Model> {
         self.0.model()
     }
-    fn set_model(&mut self, m: &Model) -> gpu_train::Result<()> {
+    fn set_model(&mut self, m: &Model) -> gpu_train::error::Result<()> {
         self.0.set_model(m)
     }
     fn read_gradient(
         &mut self,
         r: std::ops::Range<usize>,
         out: &mut [f32],
-    ) -> gpu_train::Result<()> {
+    ) -> gpu_train::error::Result<()> {
         self.0.read_gradient(r, out)
     }
-    fn write_gradient(&mut self, g: &[f32]) -> gpu_train::Result<()> {
+    fn write_gradient(&mut self, g: &[f32]) -> gpu_train::error::Result<()> {
         // Damaged on the way in: this replica applies a slightly different update.
         let mut g = g.to_vec();
         g[5] += 1e-3;
         self.0.write_gradient(&g)
     }
-    fn apply_update(&mut self, lr: f32) -> gpu_train::Result<()> {
+    fn apply_update(&mut self, lr: f32) -> gpu_train::error::Result<()> {
         self.0.apply_update(lr)
     }
 }

@@ -7,10 +7,13 @@ use gpu_train::checkpoint::{self, Position, SnapshotDir, TrainState};
 use gpu_train::cpu::engine::CpuEngine;
 use gpu_train::data::{self, DataSplit};
 use gpu_train::engine::Engine;
-use gpu_train::gpu::{GpuEngine, GpuOptions};
+use gpu_train::gpu::engine::state::GpuEngine;
+use gpu_train::gpu::buffers::GpuOptions;
 use gpu_train::model::Model;
 use gpu_train::parallel::ring::Ring;
-use gpu_train::train::{self, Quiet, Snapshots, Start, TrainConfig};
+use gpu_train::train::{self, Snapshots, Start};
+use gpu_train::train::report::Quiet;
+use gpu_train::config::TrainConfig;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -35,16 +38,16 @@ fn cfg(epochs: usize) -> TrainConfig {
 type Make<'a> = &'a dyn Fn(&Model) -> Vec<Box<dyn Engine>>;
 
 /// Joins `engines`: one fused engine, or data-parallel replicas with the in-process ring.
-fn join(engines: &mut [Box<dyn Engine>]) -> train::Replicas<'_> {
+fn join(engines: &mut [Box<dyn Engine>]) -> gpu_train::train::replicas::Replicas<'_> {
     let n = engines.len();
     let list: Vec<&mut dyn Engine> = engines
         .iter_mut()
         .map(|e| -> &mut dyn Engine { e.as_mut() })
         .collect();
     if n == 1 {
-        train::Replicas::one(list.into_iter().next().unwrap())
+        gpu_train::train::replicas::Replicas::one(list.into_iter().next().unwrap())
     } else {
-        train::Replicas::data_parallel(list, Box::new(Ring::new(n)), false).unwrap()
+        gpu_train::train::replicas::Replicas::data_parallel(list, Box::new(Ring::new(n)), false, gpu_train::model::HIDDEN).unwrap()
     }
 }
 
@@ -689,7 +692,7 @@ fn a_resume_on_another_engine_says_it_is_not_bit_exact() {
         out.contains("trained on CPU, fused step; this run goes on on CPU, separated step"),
         "{out}"
     );
-    if gpu_train::gpu::Gpu::for_tests().is_some() {
+    if gpu_train::gpu::context::Gpu::for_tests().is_some() {
         let out = resumed(&["--device", "0"]);
         assert!(
             out.contains(

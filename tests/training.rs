@@ -6,10 +6,13 @@ use common::{assert_close, gpu};
 use gpu_train::cpu::engine::CpuEngine;
 use gpu_train::data::{self, DataSplit};
 use gpu_train::engine::{Engine, Target};
-use gpu_train::gpu::kernels::Site;
-use gpu_train::gpu::{GpuEngine, GpuOptions};
+use gpu_train::abi::Site;
+use gpu_train::gpu::engine::state::GpuEngine;
+use gpu_train::gpu::buffers::GpuOptions;
 use gpu_train::model::{Model, ParamLayout};
-use gpu_train::train::{self, Quiet, TrainConfig};
+use gpu_train::train;
+use gpu_train::train::report::Quiet;
+use gpu_train::config::TrainConfig;
 
 fn sample() -> DataSplit {
     data::load_dir(&data::bundled_dir()).unwrap()

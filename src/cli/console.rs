@@ -1,7 +1,7 @@
 //! The console observer: a progress bar while steps run, one line per epoch.
 
 use crate::error::Error;
-use crate::train::{EpochReport, Observer};
+use crate::train::report::{EpochReport, Observer};
 use std::io::IsTerminal;
 
 /// Draws a progress bar on a terminal while an epoch trains and prints one line per epoch.

@@ -5,8 +5,10 @@ use crate::cpu::engine::CpuEngine;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::run::{self, DataArgs, Devices, RunConfig};
-use crate::train::{self, TrainConfig};
+use crate::run::{self, DataArgs};
+use crate::config::{Devices, RunConfig};
+use crate::train;
+use crate::config::TrainConfig;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -113,7 +115,7 @@ pub struct TrainArgs {
     pub devices: Vec<usize>,
     /// Data-parallel training with N replicas: CPU replicas with --cpu, else N devices on
     /// --device's adapter.
-    #[arg(long, value_name = "N", value_parser = run::replica_count)]
+    #[arg(long, value_name = "N", value_parser = crate::config::replica_count)]
     pub replicas: Option<usize>,
     /// Write a timeline of the steps --trace-steps names (Chrome trace-event JSON, one track
     /// per replica; open it in ui.perfetto.dev or chrome://tracing), for `gpu-train network`.
@@ -187,7 +189,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub lr: Option<f32>,
     /// Seed of the weight initialisation and of each epoch's shuffle.
-    #[arg(long, default_value_t = train::DEFAULT_SEED)]
+    #[arg(long, default_value_t = crate::config::DEFAULT_SEED)]
     pub seed: u64,
     #[command(flatten)]
     pub data: DataArgs,
@@ -225,23 +227,14 @@ impl TrainArgs {
 
     /// The run these flags ask for, before a snapshot's settings replace the defaults:
     /// parsed and checked here, once (ripgrep's low-args → high-args).
-    pub fn config(&self) -> crate::Result<RunConfig> {
-        if let Some(h) = self
-            .hidden
-            .filter(|h| !(1..=crate::model::MAX_HIDDEN).contains(h))
-        {
-            return Err(crate::Error::Config(format!(
-                "--hidden {h}: from 1 to {} neurons",
-                crate::model::MAX_HIDDEN
-            )));
-        }
+    pub fn config(&self) -> crate::error::Result<RunConfig> {
         if self.allreduce.is_some() && !self.mpi {
-            return Err(crate::Error::Config(
+            return Err(crate::error::Error::Config(
                 "--allreduce chooses how the ranks of an MPI job sum their gradients: it needs --mpi (in one process replicas use the in-process ring)".into(),
             ));
         }
         if !self.fault.is_empty() && self.allreduce == Some(crate::parallel::AcrossRanks::Mpi) {
-            return Err(crate::Error::Config(
+            return Err(crate::error::Error::Config(
                 "--fault injects into our ring's messages; with --allreduce mpi the messages are MPI_Allreduce's own (use --allreduce ring)".into(),
             ));
         }
@@ -283,10 +276,12 @@ impl TrainArgs {
         let config = RunConfig {
             train: TrainConfig {
                 epochs: self.epochs,
-                batch_size: self.batch_size.unwrap_or(train::DEFAULT_BATCH),
-                lr: self.lr.unwrap_or(train::DEFAULT_LR),
+                batch_size: self.batch_size.unwrap_or(crate::config::DEFAULT_BATCH),
+                lr: self.lr.unwrap_or(crate::config::DEFAULT_LR),
                 seed: self.seed,
             },
+            // --init's or a snapshot's width replaces it once the weights are read.
+            hidden: self.hidden.unwrap_or(crate::model::HIDDEN),
             devices,
             data_parallel,
             overlap: self.overlap,
@@ -312,25 +307,25 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "epochs")]
     pub weights: Option<PathBuf>,
     /// Seed of the initialisation.
-    #[arg(long, default_value_t = train::DEFAULT_SEED)]
+    #[arg(long, default_value_t = crate::config::DEFAULT_SEED)]
     pub seed: u64,
     #[command(flatten)]
     pub data: DataArgs,
 }
 
 fn run_explain(args: &ExplainArgs) -> Result<()> {
-    if args.epochs > train::MAX_EPOCHS {
+    if args.epochs > crate::config::MAX_EPOCHS {
         return Err(Error::Config(format!(
             "--epochs {} is more than gpu-train runs ({})",
             args.epochs,
-            train::MAX_EPOCHS
+            crate::config::MAX_EPOCHS
         )));
     }
     print!("{}", crate::explain::chapter2());
     println!();
     // Training (--epochs) needs both sets; otherwise only the test images shown are read: the
     // one of chapter 3 and the global batch of the data-parallel example.
-    let shown = args.image.saturating_add(1).max(train::DEFAULT_BATCH);
+    let shown = args.image.saturating_add(1).max(crate::config::DEFAULT_BATCH);
     let data = match args.epochs {
         0 => crate::data::DataSplit {
             train: crate::data::Dataset::new(Vec::new(), Vec::new())?,
@@ -357,11 +352,11 @@ fn run_explain(args: &ExplainArgs) -> Result<()> {
     } else {
         let cfg = TrainConfig {
             epochs: args.epochs,
-            batch_size: train::DEFAULT_BATCH,
-            lr: train::DEFAULT_LR,
+            batch_size: crate::config::DEFAULT_BATCH,
+            lr: crate::config::DEFAULT_LR,
             seed: args.seed,
         };
-        train::train(&mut engine, &data, &cfg, &mut train::Quiet)?;
+        train::train(&mut engine, &data, &cfg, &mut crate::train::report::Quiet)?;
         format!(
             "weights after {} epoch(s) of CPU training (seed {})",
             args.epochs, args.seed
@@ -370,7 +365,7 @@ fn run_explain(args: &ExplainArgs) -> Result<()> {
     let model = engine.model()?;
     print!(
         "{}",
-        crate::explain::chapter3(&model, test, args.image, train::DEFAULT_LR.into(), &what)
+        crate::explain::chapter3(&model, test, args.image, crate::config::DEFAULT_LR.into(), &what)
     );
     println!();
     print!("{}", crate::explain::data_parallel(&model, test));

@@ -7,7 +7,7 @@ use crate::checkpoint::{self, SnapshotDir};
 use crate::data::DataSplit;
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::run::{Devices, RunConfig};
+use crate::config::{Devices, RunConfig};
 use crate::train::{self, Start};
 use std::path::{Path, PathBuf};
 
@@ -66,7 +66,7 @@ fn fresh_model(
             }
             loaded.model
         }
-        None => Model::init_with(run.train.seed, args.hidden.unwrap_or(crate::model::HIDDEN)),
+        None => Model::init_with(run.train.seed, run.hidden),
     };
     if !(1..=crate::model::MAX_HIDDEN).contains(&model.hidden()) {
         return Err(Error::Config(format!(
@@ -152,7 +152,7 @@ fn resume_from(
         global_step: state.global_step,
         scaler: state
             .loss_scale
-            .map(|(scale, good_steps)| train::LossScaler { scale, good_steps }),
+            .map(|(scale, good_steps)| crate::engine::LossScaler { scale, good_steps }),
     };
     Ok((model, start, run, state.trained_on))
 }
@@ -198,7 +198,7 @@ fn check_snapshot_matches_flags(
 /// replica count mid-epoch; notes a change at an epoch's start (it changes the global batch).
 fn check_snapshot_position(
     path: &Path,
-    cfg: &crate::train::TrainConfig,
+    cfg: &crate::config::TrainConfig,
     state: &checkpoint::TrainState,
     train_len: usize,
     world: usize,
@@ -259,7 +259,7 @@ fn checked_flags(args: &TrainArgs) -> Result<(RunConfig, std::ops::Range<u64>)> 
     let trace_steps = crate::network::trace::parse_steps(&args.trace_steps)?;
     for (flag, path) in [("--trace", &args.trace), ("--metrics", &args.metrics)] {
         if let Some(p) = path {
-            crate::checkpoint::check_writable(p, flag)?;
+            crate::files::check_writable(p, flag)?;
         }
         if let Some(dir) = path
             .as_ref()
@@ -344,9 +344,11 @@ fn train_in_job(
         Some(dir) if speaks => Some(SnapshotDir::open(dir, args.keep)?),
         _ => None,
     };
-    let (model, start, run, trained_on) =
+    let (model, start, mut run, trained_on) =
         starting_point(args, run, &data, snapshots.as_ref(), world, speaks)?;
-    run.validate()?;
+    // The flags were checked in TrainArgs::config; what a snapshot replaced them with was
+    // checked as it was read (checkpoint::TrainState::validate); the width is the weights'.
+    run.hidden = model.hidden();
     run.check_faults(data.train.len(), (world, job.ranks, args.mpi), &start)?;
     check_trace_steps(args, &run, &data, world, start, &trace_steps)?;
     // Every rank has checked its own input; now the ranks check they agree, before any
@@ -377,7 +379,7 @@ fn train_in_job(
             &run.train,
             start,
             None,
-            &mut train::Quiet,
+            &mut crate::train::report::Quiet,
         )?;
         drop(replicas);
         return finish_quiet_rank(trace, nic, job);
@@ -608,7 +610,7 @@ fn print_start(
     run: &RunConfig,
     model: &Model,
     data: &DataSplit,
-    replicas: &train::Replicas,
+    replicas: &crate::train::replicas::Replicas,
     snapshots: Option<&SnapshotDir>,
 ) {
     say!("{}", crate::explain::summary_for(model.hidden()).trim_end());
@@ -664,7 +666,7 @@ fn write_trace(t: &mut crate::network::trace::Trace, local: usize, ranks: usize)
 }
 
 /// The run's last line.
-fn print_end(reports: &[train::EpochReport], run: &RunConfig, start: Start) {
+fn print_end(reports: &[crate::train::report::EpochReport], run: &RunConfig, start: Start) {
     match reports.last() {
         Some(last) => say!(
             "final test accuracy {:.2}% ({} of {}), test loss {:.4}",

@@ -4,10 +4,7 @@
 //!
 //! The `Params` structs are shared with the GPU side: they are the uniform buffers' layouts.
 
-use crate::gpu::kernels::{
-    BiasParams, MatmulParams, SgdParams, SoftmaxParams, UnpackParams, HAS_BIAS, MASK, RELU,
-    WORKGROUP,
-};
+use crate::abi::{BiasParams, MatmulParams, SgdParams, SoftmaxParams, UnpackParams, HAS_BIAS, MASK, RELU, WORKGROUP};
 
 /// Twin of `shaders/unpack_batch.wgsl`. `pixels` is the u8 view of the packed words.
 pub fn unpack_batch(

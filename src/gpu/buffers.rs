@@ -3,10 +3,10 @@
 //! split-K partial sums, the epoch's loss totals, the staging ring, and (with `--resident`)
 //! the training set. Sizes are checked against the adapter's limits before anything is made.
 
-use super::kernels;
-use super::kernels::{MatmulVariant, Site, SITES};
+use crate::gpu::matmul::MatmulVariant;
+use crate::abi::{Site, SITES};
 use super::mirror::Mirrors;
-use super::Gpu;
+use super::context::Gpu;
 use crate::data::{Dataset, CLASSES, PIXELS};
 use crate::error::{Error, Result};
 use crate::model::{Model, ParamLayout};
@@ -31,8 +31,8 @@ impl Resident {
     pub(super) fn upload(d: &wgpu::Device, train: &Dataset) -> Self {
         let labels: Vec<u32> = train.labels.iter().map(|&l| l as u32).collect();
         Resident {
-            pixels: kernels::storage::<u8>(d, "resident pixels", &train.images),
-            labels: kernels::storage(d, "resident labels", &labels),
+            pixels: crate::gpu::dispatch::storage::<u8>(d, "resident pixels", &train.images),
+            labels: crate::gpu::dispatch::storage(d, "resident labels", &labels),
             len: train.len(),
             id: train.id(),
         }
@@ -150,11 +150,11 @@ impl HalfBuffers {
         HalfBuffers::check(gpu, hidden)?;
         let hb = HalfBuffers {
             layout,
-            params: kernels::storage_bytes(d, "parameters, f16 working copy", layout.total * 2),
-            x: kernels::storage_bytes(d, "x f16", rows * PIXELS * 2),
-            h: kernels::storage_bytes(d, "h f16", rows * hidden * 2),
-            dz: kernels::storage_bytes(d, "dz f16", rows * CLASSES * 2),
-            dh: kernels::storage_bytes(d, "dh f16", rows * hidden * 2),
+            params: crate::gpu::dispatch::storage_bytes(d, "parameters, f16 working copy", layout.total * 2),
+            x: crate::gpu::dispatch::storage_bytes(d, "x f16", rows * PIXELS * 2),
+            h: crate::gpu::dispatch::storage_bytes(d, "h f16", rows * hidden * 2),
+            dz: crate::gpu::dispatch::storage_bytes(d, "dz f16", rows * CLASSES * 2),
+            dh: crate::gpu::dispatch::storage_bytes(d, "dh f16", rows * hidden * 2),
         };
         hb.upload(&gpu.queue, model);
         Ok(hb)
@@ -162,7 +162,7 @@ impl HalfBuffers {
 
     /// Working-copy tensor `i`.
     pub(super) fn param(&self, i: usize) -> wgpu::BindingResource<'_> {
-        kernels::sub16(&self.params, self.layout.range(i))
+        crate::gpu::dispatch::sub16(&self.params, self.layout.range(i))
     }
 
     /// Writes `model` into the working copy, rounded to f16.
@@ -265,11 +265,11 @@ impl Buffers {
         let f32_rows = if half.is_some() { 0 } else { rows };
         let mirrors = Mirrors::for_picks(d, &picks, rows, hidden);
         let identity: Vec<u32> = (0..rows as u32).collect();
-        let params = kernels::storage(d, "parameters", &model.to_flat(&layout));
-        let grad = kernels::storage_zeroed(d, "gradient", layout.total);
+        let params = crate::gpu::dispatch::storage(d, "parameters", &model.to_flat(&layout));
+        let grad = crate::gpu::dispatch::storage_zeroed(d, "gradient", layout.total);
         let sgd_params = d.create_buffer(&wgpu::BufferDescriptor {
             label: Some("sgd_update params"),
-            size: std::mem::size_of::<kernels::SgdParams>() as u64,
+            size: std::mem::size_of::<crate::abi::SgdParams>() as u64,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
@@ -288,22 +288,22 @@ impl Buffers {
             sgd_params,
             // Under --precision f16 the activations live in the f16 buffers: the f32 ones the
             // f16 kernels never touch shrink to one element (they only fill unused bindings).
-            x: kernels::storage_zeroed(d, "x", f32_rows * PIXELS),
-            h: kernels::storage_zeroed(d, "h", f32_rows * hidden),
-            z: kernels::storage_zeroed(d, "z", rows * CLASSES),
-            dz: kernels::storage_zeroed(d, "dz", rows * CLASSES),
-            dh: kernels::storage_zeroed(d, "dh", f32_rows * hidden),
-            partial: kernels::storage_zeroed(
+            x: crate::gpu::dispatch::storage_zeroed(d, "x", f32_rows * PIXELS),
+            h: crate::gpu::dispatch::storage_zeroed(d, "h", f32_rows * hidden),
+            z: crate::gpu::dispatch::storage_zeroed(d, "z", rows * CLASSES),
+            dz: crate::gpu::dispatch::storage_zeroed(d, "dz", rows * CLASSES),
+            dh: crate::gpu::dispatch::storage_zeroed(d, "dh", f32_rows * hidden),
+            partial: crate::gpu::dispatch::storage_zeroed(
                 d,
                 "split-K partial sums",
                 if half.is_some() { 1 } else { partial_len },
             ),
-            batch_labels: kernels::storage_zeroed(d, "batch labels", rows),
-            totals: kernels::storage_zeroed(d, "totals", 4),
+            batch_labels: crate::gpu::dispatch::storage_zeroed(d, "batch labels", rows),
+            totals: crate::gpu::dispatch::storage_zeroed(d, "totals", 4),
             pixel_slots: slots("pixel slots", pixel_stride),
             label_slots: slots("label slots", small_stride),
             index_slots: slots("index slots", small_stride),
-            identity: kernels::storage(d, "identity", &identity),
+            identity: crate::gpu::dispatch::storage(d, "identity", &identity),
             pixel_stride,
             small_stride,
             resident,
@@ -353,12 +353,12 @@ impl Buffers {
 
     /// Parameter tensor `i` (0 hidden.weight, 1 hidden.bias, 2 output.weight, 3 output.bias).
     pub(super) fn param(&self, i: usize) -> wgpu::BindingResource<'_> {
-        kernels::sub(&self.params, self.layout.range(i))
+        crate::gpu::dispatch::sub(&self.params, self.layout.range(i))
     }
 
     /// The gradient of parameter tensor `i`.
     pub(super) fn grad_of(&self, i: usize) -> wgpu::BindingResource<'_> {
-        kernels::sub(&self.grad, self.layout.range(i))
+        crate::gpu::dispatch::sub(&self.grad, self.layout.range(i))
     }
 
     /// Slot `s` of a ring buffer whose slots are `stride` bytes apart.

@@ -2,7 +2,8 @@
 //! counts, and the work it does for profiles), and the small helpers that make its buffers
 //! and bindings.
 
-use super::kernels::{Load, MatmulParams, MatmulVariant, WORKGROUP};
+use crate::abi::{Load, MatmulParams, WORKGROUP};
+use crate::gpu::matmul::MatmulVariant;
 use super::mirror::Mirror;
 use bytemuck::Pod;
 use wgpu::util::DeviceExt;
@@ -234,7 +235,7 @@ pub fn groups_1d(threads: u32) -> (u32, u32, u32) {
 }
 
 /// Records `dispatches` into one compute pass, submits and waits (tests and one-off work).
-pub fn run_now(gpu: &super::Gpu, dispatches: &[&Dispatch]) -> crate::error::Result<()> {
+pub fn run_now(gpu: &super::context::Gpu, dispatches: &[&Dispatch]) -> crate::error::Result<()> {
     let mut encoder = gpu.device.create_command_encoder(&Default::default());
     {
         let mut pass = encoder.begin_compute_pass(&Default::default());

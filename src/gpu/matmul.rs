@@ -3,8 +3,9 @@
 //! generated family together ([`matmul_variants`]), and the step's products ([`Site`]), each of
 //! which runs its own pick (gpu/autotune).
 
-use super::kernels::{row_major, transposed, MatmulParams, HAS_BIAS, MASK, MATMUL_TILE, RELU};
-use super::variants::Load;
+use super::context::Gpu;
+use super::variants::SHAPES;
+use crate::abi::{Elems, Load, MatmulParams, Site, MATMUL_TILE};
 use crate::engine::Precision;
 
 /// One way of computing matmul.wgsl's product: a WGSL file, the block of C one workgroup
@@ -40,36 +41,6 @@ pub struct MatmulVariant {
     /// The name of its f32 sibling (its own name for an f32 variant): `--kernels` names a
     /// shape, which runs in the step's precision.
     pub base: &'static str,
-}
-
-/// What a matmul variant reads and writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Elems {
-    /// f32 operands, bias, mask and result.
-    F32,
-    /// f16 operands, bias and mask, sums in f32, an f16 result (--precision f16's activations
-    /// and δ1: matmul_f16.wgsl).
-    F16,
-    /// As F16 with an f32 result (the logits and the weight gradients: matmul_f16_f32out.wgsl).
-    F16ToF32,
-}
-
-impl Elems {
-    /// Bytes of one element of A, B, the bias and the mask.
-    pub fn operand_bytes(self) -> u64 {
-        match self {
-            Elems::F32 => 4,
-            Elems::F16 | Elems::F16ToF32 => 2,
-        }
-    }
-
-    /// Bytes of one element of C.
-    pub fn result_bytes(self) -> u64 {
-        match self {
-            Elems::F16 => 2,
-            Elems::F32 | Elems::F16ToF32 => 4,
-        }
-    }
 }
 
 /// The hand-written matmul variants: tiled16 and reg8x4, the f32 defaults where nothing was
@@ -148,7 +119,7 @@ pub fn matmul_variants() -> &'static [MatmulVariant] {
     static ALL: std::sync::OnceLock<Vec<MatmulVariant>> = std::sync::OnceLock::new();
     ALL.get_or_init(|| {
         let mut all: Vec<MatmulVariant> = FIXED_VARIANTS.into_iter().collect();
-        all.extend(super::variants::generated());
+        all.extend(generated());
         all
     })
 }
@@ -204,7 +175,7 @@ impl MatmulVariant {
 
     /// Whether `gpu` can run this variant (f16 ones: with f16 in shaders), and the search should
     /// offer it there.
-    pub fn offered_on(&self, gpu: &super::Gpu) -> bool {
+    pub fn offered_on(&self, gpu: &Gpu) -> bool {
         let f16 = gpu.features.contains(wgpu::Features::SHADER_F16);
         (!self.subgroup8 || gpu.has_subgroups_of(8))
             && (!self.software || gpu.is_software())
@@ -233,103 +204,37 @@ impl MatmulVariant {
     }
 }
 
-/// The step's matrix products, each of which may run its own variant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Site {
-    /// h = ReLU(x·W1ᵀ + b1): (rows × hidden), K = 784.
-    Hidden,
-    /// z = h·W2ᵀ + b2: (rows × 10), K = hidden.
-    Output,
-    /// δ1 = (δ2·W2) ⊙ ReLU′: (rows × hidden), K = 10.
-    Delta1,
-    /// ∂W2 = δ2ᵀ·h: (10 × hidden), K = rows.
-    GradW2,
-    /// ∂W1 = δ1ᵀ·x: (hidden × 784), K = rows.
-    GradW1,
-}
-
-/// How many [`Site`]s a step has.
-pub const SITES: usize = 5;
-
-impl Site {
-    pub const ALL: [Site; SITES] = [
-        Site::Hidden,
-        Site::Output,
-        Site::Delta1,
-        Site::GradW2,
-        Site::GradW1,
-    ];
-
-    /// What the product reads and writes in a step of `precision`: under f16, the activations
-    /// and δ1 are f16, the logits and the weight gradients f32 (plan/table.rs).
-    pub fn elems(self, precision: Precision) -> Elems {
-        match (precision, self) {
-            (Precision::F32, _) => Elems::F32,
-            (Precision::F16, Site::Hidden | Site::Delta1) => Elems::F16,
-            (Precision::F16, Site::Output | Site::GradW2 | Site::GradW1) => Elems::F16ToF32,
+/// The generated family (gpu/variants.rs) as variants (built once; their names and sources
+/// live for the process): each shape in f32, and (--precision f16) reading f16 with an f16
+/// result where a product writes one (x·W1ᵀ, δ1) and an f32 result (the rest). An f16 texture
+/// member reads RGBA16F mirrors (gpu/mirror.rs), whose fetches widen to f32 as its buffer loads
+/// do. Each shape in its three kinds side by side, so that the search (which goes down this
+/// list in order) reaches an f16 step's two large products in its first seconds, as it does an
+/// f32 step's.
+fn generated() -> Vec<MatmulVariant> {
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let mut all = Vec::new();
+    for shape in &SHAPES {
+        for elems in [Elems::F32, Elems::F16, Elems::F16ToF32] {
+            if !shape.comes_in(elems) {
+                continue;
+            }
+            let (block_m, block_n) = shape.block();
+            all.push(MatmulVariant {
+                name: leak(shape.name(elems)),
+                source: leak(shape.wgsl(elems)),
+                block_m,
+                block_n,
+                max_splits: 1,
+                unchecked: true,
+                load: shape.load,
+                subgroup8: shape.shared,
+                software: true,
+                textures: shape.textures(),
+                elems,
+                base: leak(shape.base_name()),
+            });
         }
     }
-
-    /// The product as the engine line and the cache name it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Site::Hidden => "x·W1ᵀ",
-            Site::Output => "h·W2ᵀ",
-            Site::Delta1 => "δ2·W2",
-            Site::GradW2 => "δ2ᵀ·h",
-            Site::GradW1 => "δ1ᵀ·x",
-        }
-    }
-
-    /// The product at this site for `rows` images and `hidden` neurons: its shape, layouts
-    /// and epilogue, with `(alpha, beta)` for the weight products (1, 0: the gradient;
-    /// −lr, 1: the fused update) and `splits` K-slices for the forward ones.
-    pub fn params(self, rows: u32, hidden: u32, ab: (f32, f32), splits: u32) -> MatmulParams {
-        let (pix, cls) = (crate::data::PIXELS as u32, crate::data::CLASSES as u32);
-        let p = |mkn, a, b, (alpha, beta), flags, splits| {
-            MatmulParams::new(mkn, a, b, alpha, beta, flags, splits)
-        };
-        match self {
-            Site::Hidden => p(
-                (rows, hidden, pix),
-                row_major(pix),
-                transposed(pix),
-                (1.0, 0.0),
-                HAS_BIAS | RELU,
-                splits,
-            ),
-            Site::Output => p(
-                (rows, cls, hidden),
-                row_major(hidden),
-                transposed(hidden),
-                (1.0, 0.0),
-                HAS_BIAS,
-                splits,
-            ),
-            Site::Delta1 => p(
-                (rows, hidden, cls),
-                row_major(cls),
-                row_major(hidden),
-                (1.0, 0.0),
-                MASK,
-                1,
-            ),
-            Site::GradW2 => p(
-                (cls, hidden, rows),
-                transposed(cls),
-                row_major(hidden),
-                ab,
-                0,
-                1,
-            ),
-            Site::GradW1 => p(
-                (hidden, pix, rows),
-                transposed(hidden),
-                row_major(pix),
-                ab,
-                0,
-                1,
-            ),
-        }
-    }
+    all
 }

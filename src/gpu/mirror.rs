@@ -16,12 +16,9 @@
 //! mirror before the products of each step read it ([`Mirror::copy_from`]): x and W1 after the
 //! unpack, δ1 just before ∂W1 = δ1ᵀ·x (after the output layer's gradient).
 
-use super::kernels::{Elems, MatmulVariant, Site, SITES};
+use crate::abi::{Elems, Site, SITES, TEXELS_PER_ROW};
+use crate::gpu::matmul::MatmulVariant;
 use crate::data::PIXELS;
-
-/// Texels in one row of a mirror: 4096 bytes (2048 in f16), a multiple of the 256 bytes wgpu
-/// wants a row of a buffer-to-texture copy to take.
-pub const TEXELS_PER_ROW: u32 = 256;
 
 /// A texture holding a run of values (f32 or f16) of a buffer.
 #[derive(Debug, Clone)]
@@ -154,7 +151,7 @@ impl Mirror {
 
     /// A mirror of the first `floats` values of `buffer` (f16 with `half`), copied now (tests
     /// and the search).
-    pub fn of(gpu: &super::Gpu, buffer: &wgpu::Buffer, floats: usize, half: bool) -> Mirror {
+    pub fn of(gpu: &super::context::Gpu, buffer: &wgpu::Buffer, floats: usize, half: bool) -> Mirror {
         let mirror = Mirror::new(&gpu.device, "mirror", floats, half);
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         mirror.copy_from(&mut encoder, buffer, 0, floats);

@@ -1,18 +1,20 @@
-//! The GPU side: finding an adapter ([`context`]), the WGSL kernels as pipelines
-//! ([`kernels`]), and the trainer that runs a whole step on the device ([`engine`]).
+//! The GPU side, in the order a step meets it: finding an adapter ([`context`]); the matmul
+//! family ([`variants`] describes and writes the generated members, [`matmul`] lists every
+//! variant) and the start-up search that picks one per product ([`autotune`]); the texture
+//! mirrors some members read ([`mirror`]); the pipelines ([`kernels`]) and one kernel launch
+//! ready to record ([`dispatch`]); the buffers in VRAM ([`buffers`]); the step as a list of
+//! dispatches ([`plan`]); the trainer that runs it ([`engine`]) and its profile ([`profile`]).
+//! What the kernels and the Rust side agree on (the `Params` structs, the WGSL constants, the
+//! step's products) is the shader ABI, [`crate::abi`], which the CPU twins read too.
 
 pub mod autotune;
-mod buffers;
+pub mod buffers;
 pub mod context;
-mod dispatch;
+pub mod dispatch;
 pub mod engine;
 pub mod kernels;
-mod matmul;
+pub mod matmul;
 pub mod mirror;
-mod plan;
+pub mod plan;
 pub mod profile;
 pub mod variants;
-
-pub use buffers::GpuOptions;
-pub use context::Gpu;
-pub use engine::GpuEngine;

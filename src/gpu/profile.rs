@@ -8,8 +8,8 @@
 //! TIMESTAMP_QUERY_INSIDE_ENCODERS; its cost shows instead as the gap between the staged and
 //! resident epoch times.
 
-use super::engine::GpuEngine;
-use super::plan::{Pass, Source};
+use super::engine::state::GpuEngine;
+use super::plan::key::{Pass, Source};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 
@@ -53,7 +53,7 @@ impl GpuEngine {
         for batch in batches {
             // Stage the batch into slot 0 as a normal step would, then take it off the queue
             // to record it kernel by kernel.
-            let v = super::plan::StepValues {
+            let v = super::plan::key::StepValues {
                 lr,
                 divisor: batch.len() as u32,
                 loss_scale: 1.0,

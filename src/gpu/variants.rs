@@ -52,61 +52,110 @@
 //! On a real GPU none of this applies (loads are wide and cached, lanes many): the search
 //! offers these only to CPU adapters.
 
-use super::kernels::{Elems, MatmulParams, MatmulVariant};
-
-/// How a variant reads A and B.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Load {
-    /// One f32 at a time, any strides.
-    Scalar,
-    /// vec4 along K: needs A and B contiguous in k (a_cs = b_rs = 1) and K, a_rs, b_cs
-    /// multiples of 4.
-    K4,
-    /// vec4 along M (A) and N (B): needs a_rs = b_cs = 1 and M, N, a_cs, b_rs multiples of 4.
-    MN4,
-}
-
-impl Load {
-    /// Whether a product with these shapes and strides can be read this way.
-    pub fn fits(self, p: &MatmulParams) -> bool {
-        let four = |v: u32| v.is_multiple_of(4);
-        match self {
-            Load::Scalar => true,
-            Load::K4 => p.a_cs == 1 && p.b_rs == 1 && four(p.k) && four(p.a_rs) && four(p.b_cs),
-            Load::MN4 => {
-                p.a_rs == 1 && p.b_cs == 1 && four(p.m) && four(p.n) && four(p.a_cs) && four(p.b_rs)
-            }
-        }
-    }
-}
+use crate::abi::{Elems, Load, TEXELS_PER_ROW};
 
 /// Lanes along each side of the 8×8 workgroup (one subgroup of lavapipe's is a row of it).
 const LANES: u32 = 8;
 
-/// The generated members: (load, share A through the subgroup, R, C, read the mirrored
-/// operands through textures), in the order the search tries them (the likeliest winners on
+/// One member of the family, described: the generator writes its WGSL from this, and the
+/// registry (gpu/matmul.rs) makes it a [`crate::gpu::matmul::MatmulVariant`] the search can time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// How it reads A and B.
+    pub load: Load,
+    /// Shares A through subgroups of exactly 8 lanes (`_sg`).
+    pub shared: bool,
+    /// R×C sums a thread.
+    pub r: u32,
+    pub c: u32,
+    /// Reads the mirrored operands through textures (`t`).
+    pub tex: bool,
+}
+
+impl Shape {
+    const fn new(load: Load, shared: bool, r: u32, c: u32, tex: bool) -> Shape {
+        Shape { load, shared, r, c, tex }
+    }
+
+    /// "tk4_8x8_sg": t for textures, the load, R×C, _sg for subgroup sharing.
+    pub fn base_name(&self) -> String {
+        let prefix = match self.load {
+            Load::Scalar => "reg",
+            Load::K4 => "k4_",
+            Load::MN4 => "mn4_",
+        };
+        format!(
+            "{}{prefix}{}x{}{}",
+            if self.tex { "t" } else { "" },
+            self.r,
+            self.c,
+            if self.shared { "_sg" } else { "" }
+        )
+    }
+
+    /// The member's name in `elems`: the base name, `_f16` or `_f16_f32out`.
+    pub fn name(&self, elems: Elems) -> String {
+        match elems {
+            Elems::F32 => self.base_name(),
+            Elems::F16 => format!("{}_f16", self.base_name()),
+            Elems::F16ToF32 => format!("{}_f16_f32out", self.base_name()),
+        }
+    }
+
+    /// Rows and columns of C one 8×8 workgroup computes.
+    pub fn block(&self) -> (u32, u32) {
+        (LANES * self.r, LANES * self.c)
+    }
+
+    /// Which of A and B it reads through the engine's texture mirrors.
+    pub fn textures(&self) -> [bool; 2] {
+        textures(self.load, self.tex)
+    }
+
+    /// Whether the family has this shape in `elems`. f16 members only where a product can use
+    /// them: vec4 rows of C (MN4) only with an f32 C (the weight products, the only ones MN4
+    /// fits), and K4 texture members only with an f16 one (x·W1ᵀ, the only K4 product with
+    /// mirrored operands); and not the 32×4 block, whose f16 compile took 2.9 s on Zen 4 (more
+    /// than a start-up's whole search) for a product twice as slow as mn4_16x8_sg_f16_f32out's.
+    pub fn comes_in(&self, elems: Elems) -> bool {
+        let f16_out = elems == Elems::F16;
+        let unused = match self.load {
+            Load::MN4 => f16_out || (self.r, self.c) == (32, 4),
+            Load::K4 => self.tex && !f16_out,
+            Load::Scalar => false,
+        };
+        elems == Elems::F32 || !unused
+    }
+
+    /// The WGSL of this member reading and writing `elems` ([`wgsl`]).
+    pub fn wgsl(&self, elems: Elems) -> String {
+        wgsl((self.load, self.shared, self.r, self.c, self.tex), elems)
+    }
+}
+
+/// The generated members, in the order the search tries them (the likeliest winners on
 /// lavapipe first: a search bounded in time may stop before the end, and goes on from there
 /// next run). Left out after measuring: blocks of 256 sums a thread (mn4_32x8_sg took 20 s to
 /// compile on Zen 4 and was no faster), and workgroups of 64×1 (no faster than 8×8: lavapipe's
 /// subgroup is 8 lanes either way).
-const SHAPES: [(Load, bool, u32, u32, bool); 17] = [
-    (Load::K4, true, 8, 8, true),
-    (Load::MN4, true, 16, 8, true),
-    (Load::K4, true, 8, 8, false),
-    (Load::MN4, true, 16, 8, false),
-    (Load::K4, false, 8, 4, true),
-    (Load::K4, false, 8, 8, true),
-    (Load::MN4, false, 8, 8, true),
-    (Load::MN4, true, 16, 4, true),
-    (Load::Scalar, true, 16, 4, false),
-    (Load::K4, true, 16, 8, false),
-    (Load::Scalar, true, 16, 8, false),
-    (Load::K4, true, 16, 4, false),
-    (Load::K4, false, 4, 4, true),
-    (Load::MN4, false, 16, 4, false),
-    (Load::K4, false, 8, 8, false),
-    (Load::MN4, false, 16, 8, false),
-    (Load::MN4, true, 32, 4, false),
+pub const SHAPES: [Shape; 17] = [
+    Shape::new(Load::K4, true, 8, 8, true),
+    Shape::new(Load::MN4, true, 16, 8, true),
+    Shape::new(Load::K4, true, 8, 8, false),
+    Shape::new(Load::MN4, true, 16, 8, false),
+    Shape::new(Load::K4, false, 8, 4, true),
+    Shape::new(Load::K4, false, 8, 8, true),
+    Shape::new(Load::MN4, false, 8, 8, true),
+    Shape::new(Load::MN4, true, 16, 4, true),
+    Shape::new(Load::Scalar, true, 16, 4, false),
+    Shape::new(Load::K4, true, 16, 8, false),
+    Shape::new(Load::Scalar, true, 16, 8, false),
+    Shape::new(Load::K4, true, 16, 4, false),
+    Shape::new(Load::K4, false, 4, 4, true),
+    Shape::new(Load::MN4, false, 16, 4, false),
+    Shape::new(Load::K4, false, 8, 8, false),
+    Shape::new(Load::MN4, false, 16, 8, false),
+    Shape::new(Load::MN4, true, 32, 4, false),
 ];
 
 /// Which of A and B a member reads through the engine's texture mirrors (gpu/mirror.rs):
@@ -119,71 +168,11 @@ fn textures(load: Load, tex: bool) -> [bool; 2] {
     }
 }
 
-/// The generated variants (built once; their names and sources live for the process): each
-/// shape in f32, and (--precision f16) reading f16 with an f16 result where a product writes
-/// one (x·W1ᵀ, δ1) and an f32 result (the rest). An f16 texture member reads RGBA16F mirrors
-/// (gpu/mirror.rs), whose fetches widen to f32 as its buffer loads do.
-pub fn generated() -> Vec<MatmulVariant> {
-    let mut all = Vec::new();
-    // Each shape in its three kinds side by side, so that the search (which goes down this list
-    // in order) reaches an f16 step's two large products in its first seconds, as it does an
-    // f32 step's.
-    for &(load, shared, r, c, tex) in &SHAPES {
-        for elems in [Elems::F32, Elems::F16, Elems::F16ToF32] {
-            // f16 members only where a product can use them: vec4 rows of C (MN4) only with
-            // an f32 C (the weight products, the only ones MN4 fits), and K4 texture members
-            // only with an f16 one (x·W1ᵀ, the only K4 product with mirrored operands); and not
-            // the 32×4 block, whose f16 compile took 2.9 s on Zen 4 (more than a start-up's
-            // whole search) for a product twice as slow as mn4_16x8_sg_f16_f32out's.
-            let f16_out = elems == Elems::F16;
-            let unused = match load {
-                Load::MN4 => f16_out || (r, c) == (32, 4),
-                Load::K4 => tex && !f16_out,
-                Load::Scalar => false,
-            };
-            if elems != Elems::F32 && unused {
-                continue;
-            }
-            let prefix = match load {
-                Load::Scalar => "reg",
-                Load::K4 => "k4_",
-                Load::MN4 => "mn4_",
-            };
-            let base = format!(
-                "{}{prefix}{r}x{c}{}",
-                if tex { "t" } else { "" },
-                if shared { "_sg" } else { "" }
-            );
-            let name = match elems {
-                Elems::F32 => base.clone(),
-                Elems::F16 => format!("{base}_f16"),
-                Elems::F16ToF32 => format!("{base}_f16_f32out"),
-            };
-            let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
-            all.push(MatmulVariant {
-                name: leak(name),
-                source: leak(wgsl((load, shared, r, c, tex), elems)),
-                block_m: LANES * r,
-                block_n: LANES * c,
-                max_splits: 1,
-                unchecked: true,
-                load,
-                subgroup8: shared,
-                software: true,
-                textures: textures(load, tex),
-                elems,
-                base: leak(base),
-            });
-        }
-    }
-    all
-}
-
 /// The WGSL of one member: matmul.wgsl's bindings, Params and epilogue; its own blocking;
 /// with `tex`, the mirrored operands read through textures; with f16 `elems`, A, B, the bias
 /// and the mask read as f16 and widened to f32 as they are loaded (so the sums, the
 /// subgroup broadcasts and the epilogue are the f32 member's), C stored as `elems` says.
-pub fn wgsl((load, shared, r, c, tex): (Load, bool, u32, u32, bool), elems: Elems) -> String {
+fn wgsl((load, shared, r, c, tex): (Load, bool, u32, u32, bool), elems: Elems) -> String {
     let tex = textures(load, tex);
     assert!(
         !shared || r % 8 == 0 || load == Load::MN4,
@@ -231,7 +220,7 @@ pub fn wgsl((load, shared, r, c, tex): (Load, bool, u32, u32, bool), elems: Elem
     s.push_str(&bindings);
     for (i, name) in ["a", "b"].iter().enumerate().filter(|(i, _)| tex[*i]) {
         // The mirror of binding `name`: vec4 i at texel (i % 256, i / 256) (gpu/mirror.rs).
-        let row = super::mirror::TEXELS_PER_ROW;
+        let row = TEXELS_PER_ROW;
         w(
             &mut s,
             &format!(

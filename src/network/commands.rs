@@ -491,7 +491,7 @@ pub fn run_allreduce_bench(a: &AllreduceBenchArgs) -> Result<()> {
         }
     }
     if let Some(path) = &a.json {
-        crate::checkpoint::write_file(
+        crate::files::write_file(
             path,
             serde_json::to_string_pretty(&rows)
                 .expect("rows")
@@ -678,7 +678,7 @@ fn mpi_bench(a: &AllreduceBenchArgs) -> Result<()> {
             bytes *= 2;
         }
         if let (Some(path), 0) = (&a.json, job.rank) {
-            crate::checkpoint::write_file(
+            crate::files::write_file(
                 path,
                 serde_json::to_string_pretty(&rows)
                     .expect("rows")

@@ -78,7 +78,7 @@ pub(super) fn calibrated_model(
     // The terms, for `network --project --model` to project from.
     let model = a.out.join("model.json");
     if std::fs::create_dir_all(&a.out).is_ok() {
-        crate::checkpoint::write_file(
+        crate::files::write_file(
             &model,
             serde_json::to_string_pretty(&c)
                 .expect("a calibration")

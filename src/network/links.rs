@@ -100,7 +100,7 @@ pub fn sample(
             )));
         }
     }
-    crate::checkpoint::write_file_with(
+    crate::files::write_file_with(
         path,
         "the link counters",
         "an earlier file of that name is untouched",

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-pub use crate::train::Record;
+pub use crate::train::report::Record;
 
 /// The open metrics file.
 pub struct Metrics {

@@ -101,8 +101,8 @@ pub(super) fn both(
         dir.join(format!("{name}.svg")),
     );
     // Pictures are written only where nothing but a regular file is in the way.
-    crate::checkpoint::check_writable(&png, "a picture")?;
-    crate::checkpoint::check_writable(&svg, "a picture")?;
+    crate::files::check_writable(&png, "a picture")?;
+    crate::files::check_writable(&svg, "a picture")?;
     // Both drawn in memory, then each written as every output is (a temporary file renamed
     // over the old one): a picture is whole or not replaced, whatever stops the process, and
     // a full disk is reported as the write it is.
@@ -122,8 +122,8 @@ pub(super) fn both(
     }
     let png_bytes = encode_png(&rgb, size).map_err(draw_err(&png))?;
     let kept = "an earlier picture of that name is untouched";
-    crate::checkpoint::write_file(&png, &png_bytes, "the picture", kept)?;
-    crate::checkpoint::write_file(&svg, svg_text.as_bytes(), "the picture", kept)?;
+    crate::files::write_file(&png, &png_bytes, "the picture", kept)?;
+    crate::files::write_file(&svg, svg_text.as_bytes(), "the picture", kept)?;
     Ok(vec![png, svg])
 }
 

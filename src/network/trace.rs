@@ -12,7 +12,8 @@
 //! which.
 
 use crate::error::{Error, Result};
-use crate::train::{Timeline, GPU_TRACK};
+use crate::train::report::Timeline;
+use crate::train::watch::GPU_TRACK;
 use serde_json::{json, Value};
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, Write};
@@ -155,7 +156,7 @@ impl Trace {
 
     /// Writes this rank's events as a JSON array to `part` (for rank 0 to gather).
     pub fn write_part(&mut self, part: &Path) -> Result<()> {
-        crate::checkpoint::write_file_with(part, "the trace part", "", |w| {
+        crate::files::write_file_with(part, "the trace part", "", |w| {
             w.write_all(b"[")?;
             self.copy_events(w)?;
             w.write_all(b"]")
@@ -188,7 +189,7 @@ impl Trace {
             "steps": format!("{}..{}", self.steps.start, self.steps.end),
         });
         let path = self.path.clone();
-        crate::checkpoint::write_file_with(
+        crate::files::write_file_with(
             &path,
             "the trace",
             "an earlier file of that name is untouched",

@@ -85,7 +85,7 @@ pub fn syncs_by_step(trace: &Value) -> BTreeMap<u64, Vec<f64>> {
     let mut first_track: BTreeMap<u64, u64> = BTreeMap::new();
     for e in events.iter().filter(|e| e["ph"] == "X") {
         if let (Some(p), Some(t)) = (e["pid"].as_u64(), e["tid"].as_u64()) {
-            if t < crate::train::GPU_TRACK as u64 {
+            if t < crate::train::watch::GPU_TRACK as u64 {
                 let f = first_track.entry(p).or_insert(t);
                 *f = (*f).min(t);
             }
@@ -140,7 +140,7 @@ pub fn rank_syncs(trace: &Value) -> Vec<RankSync> {
     let mut first_track: BTreeMap<u64, u64> = BTreeMap::new();
     for e in events.iter().filter(|e| e["ph"] == "X") {
         if let (Some(p), Some(t)) = (e["pid"].as_u64(), e["tid"].as_u64()) {
-            if t < crate::train::GPU_TRACK as u64 {
+            if t < crate::train::watch::GPU_TRACK as u64 {
                 let f = first_track.entry(p).or_insert(t);
                 *f = (*f).min(t);
             }

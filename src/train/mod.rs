@@ -17,20 +17,23 @@
 //! ```
 //! One replica on its own (`--device`, `--cpu`) takes the fused path: its engine's step runs
 //! forward, backward and the update in one go, with no gradient buffer (faster, same math).
-//! [`Replicas`] chooses, once; this loop does not know which it has.
+//! [`Replicas`] chooses, once; this loop does not know which it has. A trace is an observer
+//! of the verbs (train/watch.rs), not a part of them.
 
-mod precision;
-mod replicas;
-mod report;
+pub mod data_parallel;
+pub mod replicas;
+pub mod report;
+pub mod shard;
+pub mod watch;
 
-pub use precision::LossScaler;
-pub use replicas::{buckets, buckets_of, Replicas, Stepped, GPU_TRACK};
-pub use report::{EpochReport, Observer, Quiet, Record, StepSplit, Timeline};
+use crate::config::TrainConfig;
+use crate::engine::LossScaler;
+use replicas::Replicas;
+use report::{EpochReport, Observer, Record};
 
 use crate::checkpoint::{Position, SnapshotDir, TrainState};
-use crate::data::{epoch_order, DataSplit, PIXELS};
+use crate::data::{epoch_order, DataSplit};
 use crate::engine::{Engine, Totals, EVAL_BATCH};
-pub use crate::engine::{MAX_BATCH, MAX_EPOCHS};
 use crate::error::{Error, Result};
 use crate::parallel::Traffic;
 use std::time::Instant;
@@ -45,69 +48,6 @@ pub const DIVERGENCE_WINDOW: u64 = 1000;
 
 /// Set by a Ctrl-C handler: the loop stops after the step (or snapshot) in progress.
 pub static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// The training defaults, in one place for every command that trains or shows a step (train,
-/// bench, explain): the chapter's mini-batch of 64 images, plain SGD at learning rate 0.1.
-pub const DEFAULT_BATCH: usize = 64;
-pub const DEFAULT_LR: f32 = 0.1;
-/// The default seed of the weight initialisation and of each epoch's shuffle.
-pub const DEFAULT_SEED: u64 = 42;
-
-/// The validated settings of one training run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TrainConfig {
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub lr: f32,
-    pub seed: u64,
-}
-
-impl TrainConfig {
-    pub fn validate(&self) -> Result<()> {
-        if self.epochs == 0 {
-            return Err(Error::Config("--epochs must be at least 1".into()));
-        }
-        if self.epochs > MAX_EPOCHS {
-            return Err(Error::Config(format!(
-                "--epochs {} is more than gpu-train runs ({MAX_EPOCHS}); a run that long is a mistake",
-                self.epochs
-            )));
-        }
-        if self.batch_size == 0 {
-            return Err(Error::Config("--batch-size must be at least 1".into()));
-        }
-        if self.batch_size > MAX_BATCH {
-            return Err(Error::Config(format!(
-                "--batch-size {} is more than gpu-train takes ({MAX_BATCH} images, {} MB of f32 pixels a batch)",
-                self.batch_size,
-                MAX_BATCH * PIXELS * 4 / 1_000_000
-            )));
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(Error::Config(format!(
-                "--lr must be a positive number, got {}",
-                self.lr
-            )));
-        }
-        Ok(())
-    }
-
-    /// The global batch of `replicas` replicas: each trains on `batch_size` examples a step.
-    pub fn global_batch(&self, replicas: usize) -> Result<usize> {
-        self.batch_size.checked_mul(replicas.max(1)).ok_or_else(|| {
-            Error::Config(format!(
-                "--batch-size {} × {replicas} replicas is too large",
-                self.batch_size
-            ))
-        })
-    }
-
-    /// Steps in one epoch over `n` examples with `replicas` replicas (the last batch may be
-    /// smaller).
-    pub fn steps_per_epoch(&self, n: usize, replicas: usize) -> usize {
-        n.div_ceil(self.batch_size.saturating_mul(replicas.max(1)))
-    }
-}
 
 /// Trains `engine` alone (fused step) on `data.train`, scoring it on `data.test` every epoch.
 pub fn train(
@@ -161,9 +101,9 @@ pub fn train_from(
     snapshots: Option<Snapshots>,
     observer: &mut dyn Observer,
 ) -> Result<Vec<EpochReport>> {
-    cfg.validate()?;
     replicas.resume_scaler(start.scaler);
-    let global = cfg.global_batch(replicas.world())?;
+    // The configuration was checked at the command line's edge (config::RunConfig::validate).
+    let global = cfg.batch_size.saturating_mul(replicas.world());
     let mut run = Run {
         cfg,
         data,

@@ -1,7 +1,7 @@
 //! Helpers shared by the tests.
 #![allow(dead_code)]
 
-use gpu_train::gpu::Gpu;
+use gpu_train::gpu::context::Gpu;
 use rand::{Rng, SeedableRng};
 
 /// The GPU for a test. CI installs lavapipe and sets GPU_TRAIN_REQUIRE_GPU=1, so there a

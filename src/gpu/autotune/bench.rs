@@ -1,9 +1,11 @@
 //! One product of the step on random inputs, to check a variant against its CPU twin and time
 //! it (the search's measurement, gpu/autotune).
 
-use super::super::kernels::{self, storage, Dispatch, Elems, MatmulParams, MatmulVariant, Site};
+use crate::gpu::dispatch::{storage, Dispatch};
+use crate::abi::{Elems, MatmulParams, Site};
+use crate::gpu::matmul::MatmulVariant;
 use super::super::mirror::Mirror;
-use super::super::Gpu;
+use super::super::context::Gpu;
 use crate::cpu::twins;
 use crate::engine::Precision;
 use crate::error::Result;
@@ -142,7 +144,7 @@ impl Bench {
             self.mirrors(),
             &self.params,
         );
-        kernels::run_now(gpu, &[&dispatch])?;
+        crate::gpu::dispatch::run_now(gpu, &[&dispatch])?;
         let got: Vec<f32> = match self.elems {
             Elems::F16 => {
                 bytemuck::pod_collect_to_vec::<u8, half::f16>(&gpu.read_bytes(&c, 0, c.size())?)

@@ -1,8 +1,9 @@
 //! The search's memory on disk: one line per (adapter, driver, CPU, shapes, build; product;
 //! variant) measured, so a later run starts at once and goes on where the last search stopped.
 
-use super::super::kernels::{matmul_variants, MatmulVariant, Site};
-use super::super::Gpu;
+use crate::gpu::matmul::{matmul_variants, MatmulVariant};
+use crate::abi::Site;
+use super::super::context::Gpu;
 use crate::engine::Precision;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -120,7 +121,7 @@ pub(super) fn write_cache(key: &str, new: &[(Site, &'static str, Option<f64>)]) 
         .unwrap_or(Ok(()))
         .map_err(|e| e.to_string())
         .and_then(|_| {
-            crate::checkpoint::write_file(
+            crate::files::write_file(
                 &path,
                 text.as_bytes(),
                 "the kernel cache",

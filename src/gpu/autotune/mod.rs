@@ -22,9 +22,11 @@
 mod bench;
 mod cache;
 
-use super::kernels::{self, matmul_variants, Elems, MatmulParams, MatmulVariant, Site, SITES};
+use super::kernels;
+use crate::gpu::matmul::{matmul_variants, MatmulVariant};
+use crate::abi::{Elems, MatmulParams, Site, SITES};
 use super::mirror::Mirror;
-use super::Gpu;
+use super::context::Gpu;
 use crate::data::PIXELS;
 use crate::engine::Precision;
 use crate::error::{Error, Result};
@@ -181,7 +183,7 @@ fn usable(gpu: &Gpu, v: &MatmulVariant, site: Site, step: Step) -> bool {
 /// CPU adapter, tiled16 on a GPU; f16: reg8x4's f16 sibling on both).
 fn fallback(gpu: &Gpu, site: Site, step: Step) -> &'static MatmulVariant {
     let p = step.params(site);
-    let fixed: Vec<&'static MatmulVariant> = kernels::fixed_variants()
+    let fixed: Vec<&'static MatmulVariant> = crate::gpu::matmul::fixed_variants()
         .iter()
         .filter(|v| v.offered_on(gpu) && v.fits_at(site, step.precision, &p))
         .collect();

@@ -3,52 +3,13 @@
 //! layer's first, so its all-reduce can start while the hidden layer's gradient is computed),
 //! and timed where the adapter has timestamp queries (the trace's GPU spans).
 
-use super::{GpuEngine, MAX_IN_FLIGHT};
+use super::state::{GpuEngine, MAX_IN_FLIGHT};
 use crate::data::Dataset;
 use crate::engine::GpuSpan;
 use crate::error::{Error, Result};
-use crate::gpu::plan::{Pass, StepValues};
-use crate::gpu::Gpu;
+use crate::gpu::plan::key::{Pass, StepValues};
 use crate::model::ParamLayout;
 use std::ops::Range;
-
-/// Timestamps of a data-parallel step's two submissions (the start of the first's first pass,
-/// the end of its last, likewise the second's): query set, resolve and read-back buffers.
-pub(in crate::gpu) struct StepTimer {
-    pub(in crate::gpu) queries: wgpu::QuerySet,
-    pub(in crate::gpu) resolve: wgpu::Buffer,
-    pub(in crate::gpu) read: wgpu::Buffer,
-}
-
-impl StepTimer {
-    /// The timer of a gradient step, where `gpu` has timestamp queries.
-    pub(super) fn new(gpu: &Gpu) -> Option<StepTimer> {
-        gpu.features
-            .contains(wgpu::Features::TIMESTAMP_QUERY)
-            .then(|| {
-                let d = &gpu.device;
-                StepTimer {
-                    queries: d.create_query_set(&wgpu::QuerySetDescriptor {
-                        label: Some("step timestamps"),
-                        ty: wgpu::QueryType::Timestamp,
-                        count: 4,
-                    }),
-                    resolve: d.create_buffer(&wgpu::BufferDescriptor {
-                        label: Some("step timestamps, resolved"),
-                        size: 32,
-                        usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-                        mapped_at_creation: false,
-                    }),
-                    read: d.create_buffer(&wgpu::BufferDescriptor {
-                        label: Some("step timestamps, read back"),
-                        size: 32,
-                        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                        mapped_at_creation: false,
-                    }),
-                }
-            })
-    }
-}
 
 impl GpuEngine {
     /// Copies tensors `tensors` of the gradient into the packed read-back buffer.
@@ -114,7 +75,8 @@ impl GpuEngine {
         let plan = &self.plans[&key];
         // Timestamps at the start and end of both submissions' work, where the adapter has
         // them (the trace's GPU spans).
-        let stamps = |i: u32| self.timer.as_ref().map(|t| (&t.queries, 2 * i));
+        let stamp_slot = self.timer.as_ref().map_or(0, |t| t.next_slot());
+        let stamps = |i: u32| self.timer.as_ref().map(|t| (&t.queries, 4 * stamp_slot as u32 + 2 * i));
         let submitted = std::time::Instant::now();
         // Submission 1: forward, loss, δ1, and the output layer's gradient, copied for the host.
         let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
@@ -136,24 +98,25 @@ impl GpuEngine {
             "hidden layer's gradient",
             stamps(1),
         );
-        if let Some(t) = &self.timer {
-            encoder.resolve_query_set(&t.queries, 0..4, &t.resolve, 0);
-            encoder.copy_buffer_to_buffer(&t.resolve, 0, &t.read, 0, 32);
+        if let Some(t) = &mut self.timer {
+            t.finish(&mut encoder, stamp_slot, submitted);
         }
         let range2 = self.copy_gradient(&mut encoder, hidden);
         let second = self.submit_one(encoder);
         self.grad_pending = vec![(range, first), (range2, second)];
-        self.timed = self.timer.as_ref().map(|_| submitted);
         self.gpu.check()
     }
 
-    /// The GPU's own timing of the last gradient step, its first timestamp anchored at
-    /// `submitted` (waits for it).
-    pub(super) fn gpu_spans(&mut self, submitted: std::time::Instant) -> Result<Vec<GpuSpan>> {
-        let Some(t) = &self.timer else {
+    /// The GPU's own timing of the gradient steps since the last call, each step's first
+    /// timestamp anchored at the host's instant before it was submitted: one read-back of the
+    /// timer's ring (none when no step was timed), the same whether the run is traced or not.
+    pub(super) fn gpu_spans(&mut self) -> Result<Vec<GpuSpan>> {
+        let Some(t) = &mut self.timer else {
             return Ok(Vec::new());
         };
-        // Waits for the step's second submission (done already when its gradient was read).
+        if t.anchors.iter().all(Option::is_none) {
+            return Ok(Vec::new());
+        }
         let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
         t.read.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
@@ -170,17 +133,22 @@ impl GpuEngine {
             bytemuck::pod_collect_to_vec(&view)
         };
         t.read.unmap();
-        self.readback_bytes += 32;
+        self.readback_bytes += t.read.size();
+        self.readbacks += 1;
         let period = self.gpu.queue.get_timestamp_period() as f64 * 1e-9;
-        let at = |i: usize| ticks[i].saturating_sub(ticks[0]) as f64 * period;
-        let span = |what, i: usize| GpuSpan {
-            what,
-            start: submitted + std::time::Duration::from_secs_f64(at(i)),
-            dur: std::time::Duration::from_secs_f64((at(i + 1) - at(i)).max(0.0)),
-        };
-        Ok(vec![
-            span("GPU: forward, loss, output layer's gradient", 0),
-            span("GPU: hidden layer's gradient", 2),
-        ])
+        let mut spans = Vec::new();
+        for (slot, anchor) in t.anchors.iter_mut().enumerate() {
+            let Some(submitted) = anchor.take() else { continue };
+            let ticks = &ticks[4 * slot..4 * slot + 4];
+            let at = |i: usize| ticks[i].saturating_sub(ticks[0]) as f64 * period;
+            let span = |what, i: usize| GpuSpan {
+                what,
+                start: submitted + std::time::Duration::from_secs_f64(at(i)),
+                dur: std::time::Duration::from_secs_f64((at(i + 1) - at(i)).max(0.0)),
+            };
+            spans.push(span("GPU: forward, loss, output layer's gradient", 0));
+            spans.push(span("GPU: hidden layer's gradient", 2));
+        }
+        Ok(spans)
     }
 }

@@ -1,56 +1,16 @@
 //! The dispatches of one training (or evaluation) step, built once per batch size and
 //! replayed every step: the kernels of `shaders/` bound to the engine's buffers, in order.
 
-use super::buffers::{Buffers, WORDS_PER_IMAGE};
-use super::kernels::{self, groups_1d, Dispatch, MatmulParams, Site};
-use super::mirror::{Mirror, Mirrored};
+use crate::gpu::buffers::{Buffers, WORDS_PER_IMAGE};
+use crate::gpu::dispatch::{groups_1d, Dispatch};
+use crate::abi::{MatmulParams, Site};
+use crate::gpu::mirror::{Mirror, Mirrored};
 use crate::data::{CLASSES, PIXELS};
-use table::{whole, FUSED_NAMES};
+use key::{Pass, PlanKey, Source, StepValues};
+use table::{whole, Table, FUSED_NAMES};
 
-mod table;
-pub(super) use table::Table;
-
-/// Where a step's images come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(super) enum Source {
-    Staged,
-    Resident,
-}
-
-/// Which pass a plan records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(super) enum Pass {
-    /// Forward, backward and the SGD update fused: the one-replica fast path.
-    Train,
-    /// Forward and backward, the gradient written into the flat gradient buffer: a
-    /// data-parallel replica's first verb (the all-reduce and `sgd_update` follow).
-    Gradient,
-    /// Forward, loss and accuracy only.
-    Eval,
-}
-
-/// What a plan is built for: the batch's rows, the pass, and where the images come from.
-/// Nothing that changes from step to step is in it (see [`StepValues`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(super) struct PlanKey {
-    pub(super) rows: usize,
-    pub(super) pass: Pass,
-    pub(super) source: Source,
-}
-
-/// The values of a step that may change from one step to the next (a learning-rate schedule,
-/// the loss scale, the last global batch of an epoch). They live in the params uniforms of the
-/// plan's dispatches and are rewritten there (`queue.write_buffer`, wgpu's repeated_compute
-/// way) before a step that needs others, so the plan itself is built once.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) struct StepValues {
-    /// The fused update's learning rate (Pass::Train; unused otherwise).
-    pub(super) lr: f32,
-    /// δ2 = (p − onehot)/divisor: the global batch (0 for evaluation).
-    pub(super) divisor: u32,
-    /// δ2 is multiplied by it: --precision f16's loss scale, 1 otherwise.
-    pub(super) loss_scale: f32,
-}
+pub mod key;
+pub mod table;
 
 /// Which step value a params field holds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -80,18 +40,18 @@ struct MirrorCopy {
 }
 
 /// The dispatches of one step for one batch size: created once, replayed every step.
-pub(super) struct Plan {
+pub(in crate::gpu) struct Plan {
     /// One unpack dispatch per ring slot (each bound to its slot's region).
-    pub(super) unpack: Vec<Dispatch>,
+    pub(in crate::gpu) unpack: Vec<Dispatch>,
     /// The mirrors the products read, refreshed after what writes them (none unless a pick
     /// reads textures).
     copies: Vec<MirrorCopy>,
     /// Everything after the unpack, in order.
-    pub(super) rest: Vec<Dispatch>,
+    pub(in crate::gpu) rest: Vec<Dispatch>,
     /// Index in `rest` where the hidden layer's gradient starts: everything before it has
     /// produced the output layer's gradient (δ2ᵀ·h, Σδ2), which can then be all-reduced while
     /// the rest runs.
-    pub(super) hidden_grad_at: usize,
+    pub(in crate::gpu) hidden_grad_at: usize,
     /// The params fields that hold step values.
     slots: Vec<Slot>,
     /// The step values the params hold now.
@@ -103,7 +63,7 @@ impl Plan {
     /// into `encoder`, with the mirror copies among them; `stamps` (a query set and index i)
     /// writes timestamps i and i + 1 at the start and the end. Without copies it is one compute
     /// pass; a copy cannot be inside a pass, so copies cut it into several.
-    pub(super) fn record(
+    pub(in crate::gpu) fn record(
         &self,
         encoder: &mut wgpu::CommandEncoder,
         slot: Option<usize>,
@@ -148,12 +108,12 @@ impl Plan {
     }
 
     /// Whether the step copies into mirrors (and so cannot be recorded into one pass).
-    pub(super) fn has_copies(&self) -> bool {
+    pub(in crate::gpu) fn has_copies(&self) -> bool {
         !self.copies.is_empty()
     }
 
     /// Records the mirror copies that go just before dispatch `at` of `rest`.
-    pub(super) fn record_copies_before(&self, encoder: &mut wgpu::CommandEncoder, at: usize) {
+    pub(in crate::gpu) fn record_copies_before(&self, encoder: &mut wgpu::CommandEncoder, at: usize) {
         for c in self.copies.iter().filter(|c| c.before == at) {
             c.mirror.copy_from(encoder, &c.buffer, c.offset, c.floats);
         }
@@ -161,7 +121,7 @@ impl Plan {
 
     /// Records the unpack of `slot` and the dispatches `rest` into an open pass (a plan
     /// without copies).
-    pub(super) fn record_in(
+    pub(in crate::gpu) fn record_in(
         &self,
         pass: &mut wgpu::ComputePass,
         slot: usize,
@@ -174,14 +134,14 @@ impl Plan {
     }
 
     /// Whether the params hold `v` already.
-    pub(super) fn holds(&self, v: StepValues) -> bool {
+    pub(in crate::gpu) fn holds(&self, v: StepValues) -> bool {
         self.values == v || self.slots.is_empty()
     }
 
     /// Writes `v` into the params of the dispatches that use it. Steps already submitted keep
     /// the values they were submitted with (a write lands before the next submission); the
     /// caller submits steps recorded but not yet submitted first.
-    pub(super) fn write_values(&mut self, queue: &wgpu::Queue, v: StepValues) {
+    pub(in crate::gpu) fn write_values(&mut self, queue: &wgpu::Queue, v: StepValues) {
         if self.holds(v) {
             return;
         }
@@ -207,12 +167,12 @@ fn softmax_slots(at: usize) -> [Slot; 2] {
     [
         Slot {
             dispatch: at,
-            offset: offset_of!(kernels::SoftmaxParams, divisor) as u64,
+            offset: offset_of!(crate::abi::SoftmaxParams, divisor) as u64,
             field: Field::Divisor,
         },
         Slot {
             dispatch: at,
-            offset: offset_of!(kernels::SoftmaxParams, scale) as u64,
+            offset: offset_of!(crate::abi::SoftmaxParams, scale) as u64,
             field: Field::LossScale,
         },
     ]
@@ -224,7 +184,7 @@ fn minus_lr_slots(dispatches: std::ops::Range<usize>) -> Vec<Slot> {
     use std::mem::offset_of;
     let offsets = [
         offset_of!(MatmulParams, alpha),
-        offset_of!(kernels::BiasParams, alpha),
+        offset_of!(crate::abi::BiasParams, alpha),
     ];
     dispatches
         .zip(offsets.into_iter().cycle())
@@ -242,7 +202,7 @@ fn unpack_dispatches(t: &Table, ring: usize, source: Source, rows: usize) -> Vec
     let (name, pipeline) = t.unpack();
     let b: &Buffers = t.b;
     let (r, pix) = (rows as u32, PIXELS as u32);
-    let params = kernels::UnpackParams {
+    let params = crate::abi::UnpackParams {
         rows: r,
         words_per_image: WORDS_PER_IMAGE,
     };
@@ -338,7 +298,7 @@ impl Plan {
     /// gradient     ∂W2 = δ2ᵀ·h, ∂b2 = Σδ2, then ∂W1 = δ1ᵀ·x, ∂b1 = Σδ1   (Pass::Gradient)
     ///   or update  W2 −= lr·δ2ᵀ·h, ...                                   (Pass::Train, f32)
     /// ```
-    pub(super) fn new(t: &Table, ring: usize, key: PlanKey, v: StepValues) -> Plan {
+    pub(in crate::gpu) fn new(t: &Table, ring: usize, key: PlanKey, v: StepValues) -> Plan {
         let PlanKey { rows, pass, source } = key;
         assert!(
             !(t.is_half() && pass == Pass::Train),

@@ -15,12 +15,14 @@
 //!
 //! Each "matmul" is the site's pick (gpu/autotune): an f32 variant, or under f16 one that
 //! reads f16 and writes what the column says (matmul_f16.wgsl, matmul_f16_f32out.wgsl and
-//! the generated family's f16 members, [`kernels::Elems`]).
+//! the generated family's f16 members, [`crate::abi::Elems`]).
 
-use super::Pass;
+use super::key::Pass;
 use crate::engine::Precision;
 use crate::gpu::buffers::{Buffers, EVAL_AT, TRAIN_AT};
-use crate::gpu::kernels::{self, groups_1d, Dispatch, Kernels, KernelsF16, MatmulParams, Site};
+use crate::gpu::kernels::{Kernels, KernelsF16};
+use crate::gpu::dispatch::{groups_1d, Dispatch};
+use crate::abi::{MatmulParams, Site};
 
 type Res<'a> = wgpu::BindingResource<'a>;
 
@@ -237,7 +239,7 @@ impl<'a> Table<'a> {
     /// precisions: it writes no δ2.
     pub(super) fn softmax(&self, pass: Pass, rows: u32, divisor: u32, scale: f32) -> Dispatch {
         let cls = crate::data::CLASSES as u32;
-        let p = kernels::SoftmaxParams {
+        let p = crate::abi::SoftmaxParams {
             rows,
             classes: cls,
             divisor,
@@ -287,7 +289,7 @@ impl<'a> Table<'a> {
         (rows, cols): (u32, u32),
         (alpha, beta): (f32, f32),
     ) -> Dispatch {
-        let p = kernels::BiasParams {
+        let p = crate::abi::BiasParams {
             rows,
             cols,
             alpha,

@@ -1,0 +1,334 @@
+//! The shader ABI: what the WGSL kernels in `shaders/` and the Rust side must agree on, in one
+//! leaf that both the GPU side (pipelines, plans) and the CPU twins read.
+//!
+//! * the `Params` structs, the uniform buffers' layouts (the same field order as the WGSL
+//!   structs; tests/kernels.rs checks them against the shader text);
+//! * the WGSL constants (workgroup sizes, matmul's epilogue flags, the texture mirrors' width);
+//! * the element types a kernel reads and writes ([`Elems`]) and how a product is laid out
+//!   ([`Strides`], [`Load`]);
+//! * the step's five matrix products ([`Site`]) and the `MatmulParams` each one runs with.
+
+use crate::engine::Precision;
+use bytemuck::{Pod, Zeroable};
+/// `matmul.wgsl` epilogue flags.
+pub const HAS_BIAS: u32 = 1;
+pub const RELU: u32 = 2;
+pub const MASK: u32 = 4;
+/// `matmul.wgsl`'s TILE: its workgroup is TILE×TILE threads over a TILE×TILE block of C. K-slices
+/// are whole multiples of it for every variant.
+pub const MATMUL_TILE: u32 = 16;
+/// The 1-D kernels' workgroup size (`WORKGROUP` in their WGSL).
+pub const WORKGROUP: u32 = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct UnpackParams {
+    pub rows: u32,
+    pub words_per_image: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct MatmulParams {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub splits: u32,
+    pub k_per_split: u32,
+    pub a_rs: u32,
+    pub a_cs: u32,
+    pub b_rs: u32,
+    pub b_cs: u32,
+    pub alpha: f32,
+    pub beta: f32,
+    pub flags: u32,
+}
+
+/// How a matrix is laid out: `(row stride, column stride)` in elements.
+pub type Strides = (u32, u32);
+/// A (rows, cols) row-major matrix.
+pub fn row_major(cols: u32) -> Strides {
+    (cols, 1)
+}
+/// The transpose of a (rows, cols) row-major matrix, read as (cols, rows).
+pub fn transposed(cols: u32) -> Strides {
+    (1, cols)
+}
+
+impl MatmulParams {
+    /// C (m, n) = alpha · A (m, k) · B (k, n) + beta · C, with the K range cut into `splits`
+    /// slices (each a whole number of tiles).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        (m, n, k): (u32, u32, u32),
+        a: Strides,
+        b: Strides,
+        alpha: f32,
+        beta: f32,
+        flags: u32,
+        splits: u32,
+    ) -> Self {
+        let tiles = k.div_ceil(MATMUL_TILE);
+        let splits = splits.clamp(1, tiles.max(1));
+        let k_per_split = tiles.div_ceil(splits) * MATMUL_TILE;
+        MatmulParams {
+            m,
+            n,
+            k,
+            // Recount: rounding the slice up to whole tiles may leave fewer slices.
+            splits: k.div_ceil(k_per_split).max(1),
+            k_per_split,
+            a_rs: a.0,
+            a_cs: a.1,
+            b_rs: b.0,
+            b_cs: b.1,
+            alpha,
+            beta,
+            flags,
+        }
+    }
+
+    /// Checks that every element the product can touch lies inside its bindings (lengths in
+    /// f32 elements): A up to (m−1, k−1), B up to (k−1, n−1), C's m·n (times the splits for
+    /// partial sums), the bias and mask where the flags read them. Every matmul dispatch passes
+    /// this before it is recorded, which is what makes an unchecked variant safe to run.
+    pub fn check_fits(&self, a: u64, b: u64, bias: u64, mask: u64, c: u64) -> Result<(), String> {
+        let (m, n, k) = (self.m as u64, self.n as u64, self.k as u64);
+        if m == 0 || n == 0 || k == 0 {
+            return Err(format!("empty product {m}x{n}x{k}"));
+        }
+        let last_a = (m - 1) * self.a_rs as u64 + (k - 1) * self.a_cs as u64;
+        let last_b = (k - 1) * self.b_rs as u64 + (n - 1) * self.b_cs as u64;
+        let c_len = if self.splits > 1 {
+            self.splits as u64 * m * n
+        } else {
+            m * n
+        };
+        let checks = [
+            ("A", last_a < a),
+            ("B", last_b < b),
+            ("C", c_len <= c),
+            ("bias", self.flags & HAS_BIAS == 0 || n <= bias),
+            ("mask", self.flags & MASK == 0 || m * n <= mask),
+        ];
+        match checks.iter().find(|(_, ok)| !ok) {
+            Some((what, _)) => Err(format!(
+                "matmul {m}x{n}x{k} would read past {what}: {self:?}"
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// (flops, bytes) of the product: 2mnk operations; A, B and C read once (C only if
+    /// beta ≠ 0), C (or the split-K partial sums) written once, 4 bytes each.
+    pub fn work(&self) -> (f64, f64) {
+        self.work_in(Elems::F32)
+    }
+
+    /// [`MatmulParams::work`] with A and B of `elems`' operand size and C of its result size.
+    pub fn work_in(&self, elems: Elems) -> (f64, f64) {
+        let (m, n, k) = (self.m as f64, self.n as f64, self.k as f64);
+        let read_c = if self.beta != 0.0 { m * n } else { 0.0 };
+        let written = self.splits as f64 * m * n;
+        let (operand, result) = (elems.operand_bytes() as f64, elems.result_bytes() as f64);
+        (
+            2.0 * m * n * k,
+            operand * (m * k + k * n) + result * (read_c + written),
+        )
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct SoftmaxParams {
+    pub rows: u32,
+    pub classes: u32,
+    /// Training: the global batch's rows, which δ2 = (p − onehot) is divided by;
+    /// 0: loss and accuracy only (evaluation).
+    pub divisor: u32,
+    /// Index in the totals buffer where this batch's loss sum goes (correct count at +1).
+    pub at: u32,
+    /// δ2 is multiplied by it: --precision f16's loss scale, 1 otherwise.
+    pub scale: f32,
+    pub _pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct BiasParams {
+    pub rows: u32,
+    pub cols: u32,
+    /// out = alpha · Σ δ + beta · out: (1, 0) for the gradient, (−lr, 1) for the fused update.
+    pub alpha: f32,
+    pub beta: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct SgdParams {
+    pub len: u32,
+    pub lr: f32,
+    pub _pad: [u32; 2],
+}
+
+
+/// Texels in one row of a mirror: 4096 bytes (2048 in f16), a multiple of the 256 bytes wgpu
+/// wants a row of a buffer-to-texture copy to take.
+pub const TEXELS_PER_ROW: u32 = 256;
+
+/// What a matmul variant reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Elems {
+    /// f32 operands, bias, mask and result.
+    F32,
+    /// f16 operands, bias and mask, sums in f32, an f16 result (--precision f16's activations
+    /// and δ1: matmul_f16.wgsl).
+    F16,
+    /// As F16 with an f32 result (the logits and the weight gradients: matmul_f16_f32out.wgsl).
+    F16ToF32,
+}
+
+impl Elems {
+    /// Bytes of one element of A, B, the bias and the mask.
+    pub fn operand_bytes(self) -> u64 {
+        match self {
+            Elems::F32 => 4,
+            Elems::F16 | Elems::F16ToF32 => 2,
+        }
+    }
+
+    /// Bytes of one element of C.
+    pub fn result_bytes(self) -> u64 {
+        match self {
+            Elems::F16 => 2,
+            Elems::F32 | Elems::F16ToF32 => 4,
+        }
+    }
+}
+
+/// How a variant reads A and B.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Load {
+    /// One f32 at a time, any strides.
+    Scalar,
+    /// vec4 along K: needs A and B contiguous in k (a_cs = b_rs = 1) and K, a_rs, b_cs
+    /// multiples of 4.
+    K4,
+    /// vec4 along M (A) and N (B): needs a_rs = b_cs = 1 and M, N, a_cs, b_rs multiples of 4.
+    MN4,
+}
+
+impl Load {
+    /// Whether a product with these shapes and strides can be read this way.
+    pub fn fits(self, p: &MatmulParams) -> bool {
+        let four = |v: u32| v.is_multiple_of(4);
+        match self {
+            Load::Scalar => true,
+            Load::K4 => p.a_cs == 1 && p.b_rs == 1 && four(p.k) && four(p.a_rs) && four(p.b_cs),
+            Load::MN4 => {
+                p.a_rs == 1 && p.b_cs == 1 && four(p.m) && four(p.n) && four(p.a_cs) && four(p.b_rs)
+            }
+        }
+    }
+}
+
+/// The step's matrix products, each of which may run its own variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Site {
+    /// h = ReLU(x·W1ᵀ + b1): (rows × hidden), K = 784.
+    Hidden,
+    /// z = h·W2ᵀ + b2: (rows × 10), K = hidden.
+    Output,
+    /// δ1 = (δ2·W2) ⊙ ReLU′: (rows × hidden), K = 10.
+    Delta1,
+    /// ∂W2 = δ2ᵀ·h: (10 × hidden), K = rows.
+    GradW2,
+    /// ∂W1 = δ1ᵀ·x: (hidden × 784), K = rows.
+    GradW1,
+}
+
+/// How many [`Site`]s a step has.
+pub const SITES: usize = 5;
+
+impl Site {
+    pub const ALL: [Site; SITES] = [
+        Site::Hidden,
+        Site::Output,
+        Site::Delta1,
+        Site::GradW2,
+        Site::GradW1,
+    ];
+
+    /// What the product reads and writes in a step of `precision`: under f16, the activations
+    /// and δ1 are f16, the logits and the weight gradients f32 (plan/table.rs).
+    pub fn elems(self, precision: Precision) -> Elems {
+        match (precision, self) {
+            (Precision::F32, _) => Elems::F32,
+            (Precision::F16, Site::Hidden | Site::Delta1) => Elems::F16,
+            (Precision::F16, Site::Output | Site::GradW2 | Site::GradW1) => Elems::F16ToF32,
+        }
+    }
+
+    /// The product as the engine line and the cache name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Site::Hidden => "x·W1ᵀ",
+            Site::Output => "h·W2ᵀ",
+            Site::Delta1 => "δ2·W2",
+            Site::GradW2 => "δ2ᵀ·h",
+            Site::GradW1 => "δ1ᵀ·x",
+        }
+    }
+
+    /// The product at this site for `rows` images and `hidden` neurons: its shape, layouts
+    /// and epilogue, with `(alpha, beta)` for the weight products (1, 0: the gradient;
+    /// −lr, 1: the fused update) and `splits` K-slices for the forward ones.
+    pub fn params(self, rows: u32, hidden: u32, ab: (f32, f32), splits: u32) -> MatmulParams {
+        let (pix, cls) = (crate::data::PIXELS as u32, crate::data::CLASSES as u32);
+        let p = |mkn, a, b, (alpha, beta), flags, splits| {
+            MatmulParams::new(mkn, a, b, alpha, beta, flags, splits)
+        };
+        match self {
+            Site::Hidden => p(
+                (rows, hidden, pix),
+                row_major(pix),
+                transposed(pix),
+                (1.0, 0.0),
+                HAS_BIAS | RELU,
+                splits,
+            ),
+            Site::Output => p(
+                (rows, cls, hidden),
+                row_major(hidden),
+                transposed(hidden),
+                (1.0, 0.0),
+                HAS_BIAS,
+                splits,
+            ),
+            Site::Delta1 => p(
+                (rows, hidden, cls),
+                row_major(cls),
+                row_major(hidden),
+                (1.0, 0.0),
+                MASK,
+                1,
+            ),
+            Site::GradW2 => p(
+                (cls, hidden, rows),
+                transposed(cls),
+                row_major(hidden),
+                ab,
+                0,
+                1,
+            ),
+            Site::GradW1 => p(
+                (hidden, pix, rows),
+                transposed(hidden),
+                row_major(pix),
+                ab,
+                0,
+                1,
+            ),
+        }
+    }
+}
