@@ -1,7 +1,7 @@
 // bias_update_serial: bias_update.wgsl for CPU adapters (lavapipe): the same sums in the same
 // order, one invocation per bias instead of one workgroup.
 //
-//   out[n] = alpha · Σ_r delta[r, n]  (+ beta · out[n])
+//   out[n] = alpha · Σ_r f32(delta[r, n])  (+ beta · out[n])
 //
 // bias_update.wgsl gives each bias a workgroup of 64 threads and adds their partial sums as a
 // tree in workgroup memory, a barrier between levels: right for a GPU. On lavapipe a workgroup
@@ -11,6 +11,9 @@
 // partial sums (partial t: rows t, t + 64, ...) and the same tree, level by level, in private
 // memory: every addition as bias_update.wgsl makes it, so the same bits, with no barrier.
 // Shapes: delta is (rows, cols), out is (cols); 64 biases a workgroup.
+// delta is Elem (f32, or f16 under --precision f16), which a
+// one-line prelude chosen at pipeline creation defines (abi::Elems::prelude).
+// Under f16 the sums are f32 (the gradient buffer is f32): alpha = 1, beta = 0, the gradient.
 
 struct Params {
     rows: u32,
@@ -24,7 +27,7 @@ const WORKGROUP: u32 = 64u;
 // Biases a workgroup.
 const LANES: u32 = 64u;
 
-@group(0) @binding(0) var<storage, read> delta: array<f32>;
+@group(0) @binding(0) var<storage, read> delta: array<Elem>;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<uniform> params: Params;
 
@@ -40,7 +43,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var r0 = 0u; r0 < params.rows; r0 += WORKGROUP) {
         for (var t = 0u; t < WORKGROUP; t++) {
             if r0 + t < params.rows {
-                part[t] += delta[(r0 + t) * params.cols + n];
+                part[t] += f32(delta[(r0 + t) * params.cols + n]);
             }
         }
     }

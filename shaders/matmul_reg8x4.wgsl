@@ -7,6 +7,16 @@
 //   epilogue(v) = alpha·v + beta·C[m, n] (+ bias[n]) (then ReLU) (then ⊙ [mask[m, n] > 0])
 //   A(m, k) = a[m·a_rs + k·a_cs],  B(k, n) = b[k·b_rs + n·b_cs]   (strides, as in matmul.wgsl)
 //
+// A, B, the bias and the mask are `Elem`, C is `Out`: f32 and f32, or under --precision f16
+// f16 and f16 (the activations h and δ1) or f16 and f32 (the logits, whose range SoftMax wants,
+// and the weight gradients, which the f32 masters take). A one-line prelude chosen at pipeline
+// creation defines them (abi::Elems::prelude); every value is widened to f32 as it is loaded.
+// The products are accumulated in f32 (mixed precision, as tensor cores and PyTorch's AMP do):
+// an f16 product of two f16 values is exact in f32, and f32 sums lose nothing to the 784 terms
+// of the hidden layer, where an f16 accumulator (11 bits) would. Only the stored result is
+// rounded to f16. K is never split under f16 (no f16 partial sums: the variant's max_splits is 1).
+//
+//
 // One thread: an 8×4 block of C held in 32 registers, rows row0, row0+8, ..., columns col0,
 // col0+8, ... (a stride of LANES, so that neighbouring threads, which a CPU adapter runs side by
 // side in one SIMD register, touch neighbouring columns). Each step of k loads 8 values of A and
@@ -42,11 +52,11 @@ const LANES: u32 = 8u;
 const R: u32 = 8u;
 const CC: u32 = 4u;
 
-@group(0) @binding(0) var<storage, read> a: array<f32>;
-@group(0) @binding(1) var<storage, read> b: array<f32>;
-@group(0) @binding(2) var<storage, read> bias: array<f32>;
-@group(0) @binding(3) var<storage, read> mask: array<f32>;
-@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+@group(0) @binding(0) var<storage, read> a: array<Elem>;
+@group(0) @binding(1) var<storage, read> b: array<Elem>;
+@group(0) @binding(2) var<storage, read> bias: array<Elem>;
+@group(0) @binding(3) var<storage, read> mask: array<Elem>;
+@group(0) @binding(4) var<storage, read_write> c: array<Out>;
 @group(0) @binding(5) var<uniform> params: Params;
 
 @compute @workgroup_size(LANES, LANES)
@@ -72,10 +82,10 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         let kb = kk * params.b_rs;
         var av: array<f32, R>;
         for (var i = 0u; i < R; i++) {
-            av[i] = a[aoff[i] + ka];
+            av[i] = f32(a[aoff[i] + ka]);
         }
         for (var j = 0u; j < CC; j++) {
-            let bv = b[kb + boff[j]];
+            let bv = f32(b[kb + boff[j]]);
             for (var i = 0u; i < R; i++) {
                 acc[i][j] += av[i] * bv;
             }
@@ -91,24 +101,24 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
             }
             let idx = row * params.n + col;
             if params.splits > 1u {
-                c[wid.z * params.m * params.n + idx] = acc[i][j];
+                c[wid.z * params.m * params.n + idx] = Out(acc[i][j]);
                 continue;
             }
             // The epilogue (kept identical to matmul.wgsl's).
             var v = params.alpha * acc[i][j];
             if params.beta != 0.0 {
-                v += params.beta * c[idx];
+                v += params.beta * f32(c[idx]);
             }
             if (params.flags & HAS_BIAS) != 0u {
-                v += bias[col];
+                v += f32(bias[col]);
             }
             if (params.flags & RELU) != 0u {
                 v = max(v, 0.0);
             }
-            if (params.flags & MASK) != 0u && mask[idx] <= 0.0 {
+            if (params.flags & MASK) != 0u && f32(mask[idx]) <= 0.0 {
                 v = 0.0;
             }
-            c[idx] = v;
+            c[idx] = Out(v);
         }
     }
 }

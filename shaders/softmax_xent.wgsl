@@ -13,8 +13,19 @@
 //   accum[at]     += Σ_r loss[r]
 //   accum[at + 1] += Σ_r correct[r]
 //
-// Shapes: logits and dlogits are (rows, classes), labels (rows) u32, accum a few f32 totals that
-// stay on the GPU for a whole epoch and are read back once.
+// Shapes: logits (rows, classes) f32, dlogits (rows, classes) Elem, labels (rows) u32, accum a
+// few f32 totals that stay on the GPU for a whole epoch and are read back once.
+// Written over the element type `Elem` (f32, or f16 under --precision f16), which a
+// one-line prelude chosen at pipeline creation defines (abi::Elems::prelude).
+// Under f16 the SoftMax, loss and accuracy are the same f32 arithmetic; only δ2 is stored in
+// f16, scaled by the loss scale.
+// Why scale: δ2 is divided by the batch, so many of its values are below f16's smallest normal
+// number (6.1e-5) and would round to 0 (or lose bits as subnormals), and with them the gradients
+// computed from them. Multiplying by a large scale (2^16 at first) keeps them in f16's range;
+// the host divides the f32 gradients by the same scale before the update, and if a scaled value
+// overflowed to infinity the step is skipped and the scale halved (dynamic loss scaling, as
+// PyTorch's GradScaler does it).
+
 // (Loading each row into a private array first, and computing each exponential once, measured
 // slower on an H200: 7.7 against 6.0-7.0 µs a call.)
 // A single workgroup does the whole batch: thread t takes rows t, t+WORKGROUP, ..., then the
@@ -38,7 +49,7 @@ const WORKGROUP: u32 = 64u;
 
 @group(0) @binding(0) var<storage, read> logits: array<f32>;
 @group(0) @binding(1) var<storage, read> labels: array<u32>;
-@group(0) @binding(2) var<storage, read_write> dlogits: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dlogits: array<Elem>;
 @group(0) @binding(3) var<storage, read_write> accum: array<f32>;
 @group(0) @binding(4) var<uniform> params: Params;
 
@@ -77,7 +88,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>) {
                     onehot = 1.0;
                 }
                 let p = exp(logits[row + c] - max_z) / sum;
-                dlogits[row + c] = (p - onehot) / f32(params.divisor) * params.scale;
+                dlogits[row + c] = Elem((p - onehot) / f32(params.divisor) * params.scale);
             }
         }
     }

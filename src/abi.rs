@@ -182,9 +182,9 @@ pub enum Elems {
     /// f32 operands, bias, mask and result.
     F32,
     /// f16 operands, bias and mask, sums in f32, an f16 result (--precision f16's activations
-    /// and δ1: matmul_f16.wgsl).
+    /// and δ1: matmul_reg8x4.wgsl with `Out = f16`).
     F16,
-    /// As F16 with an f32 result (the logits and the weight gradients: matmul_f16_f32out.wgsl).
+    /// As F16 with an f32 result (the logits and the weight gradients).
     F16ToF32,
 }
 
@@ -194,6 +194,18 @@ impl Elems {
         match self {
             Elems::F32 => 4,
             Elems::F16 | Elems::F16ToF32 => 2,
+        }
+    }
+
+    /// The WGSL prelude a kernel written over `Elem` (its operands) and `Out` (its result) is
+    /// compiled with: one source per kernel for both precisions, the element types chosen at
+    /// pipeline creation (WGSL wants `enable f16;` before any declaration, hence a prelude).
+    /// `HALF` lets a kernel do what only f16 needs (sgd_update's working copy).
+    pub fn prelude(self) -> &'static str {
+        match self {
+            Elems::F32 => "alias Elem = f32;\nalias Out = f32;\nconst HALF: bool = false;\n",
+            Elems::F16 => "enable f16;\nalias Elem = f16;\nalias Out = f16;\nconst HALF: bool = true;\n",
+            Elems::F16ToF32 => "enable f16;\nalias Elem = f16;\nalias Out = f32;\nconst HALF: bool = true;\n",
         }
     }
 

@@ -497,3 +497,64 @@ fn resuming_with_another_replica_count_only_at_an_epoch_boundary() {
     ]);
     assert_eq!(code, 0, "{err}");
 }
+
+/// A timeline that traces every step and keeps what it is given.
+struct Recorder {
+    spans: Vec<(String, usize, u64)>,
+}
+
+impl gpu_train::train::report::Timeline for Recorder {
+    fn wants(&self, _step: u64) -> bool {
+        true
+    }
+    fn span(&mut self, name: &str, track: usize, _: std::time::Instant, _: std::time::Instant, args: serde_json::Value) {
+        self.spans.push((name.to_string(), track, args["step"].as_u64().unwrap()));
+    }
+}
+
+/// Tracing watches the step and changes nothing in it (issue 30): two GPU replicas trained
+/// traced and untraced end with the same weights, bit for bit, after the same number of
+/// read-backs from the devices; and the traced run's trace holds every step's verbs (and,
+/// where the adapter has timestamp queries, the GPU's own spans of every step).
+#[test]
+fn a_traced_run_does_the_same_read_backs_and_ends_with_the_same_weights() {
+    let Some(g) = common::gpu("a_traced_run_does_the_same_read_backs") else {
+        return;
+    };
+    let timestamps = g.features.contains(wgpu::Features::TIMESTAMP_QUERY);
+    drop(g);
+    // 320 images, 2 replicas × 32: 5 global steps.
+    let data = sample(320);
+    let model = Model::init(12);
+    let c = cfg(1, 32, 5);
+    let run = |trace: Option<&mut Recorder>| {
+        let mut engines = gpu_engines(2, &model, &data, false);
+        let list: Vec<&mut dyn Engine> = engines.iter_mut().map(|e| -> &mut dyn Engine { e.as_mut() }).collect();
+        let mut replicas = Replicas::data_parallel(list, Box::new(Ring::new(2)), false, model.hidden()).unwrap();
+        if let Some(t) = trace {
+            replicas = replicas.with_timeline(t);
+        }
+        let reports = train::train_from(&mut replicas, &data, &c, Start::FRESH, None, &mut Quiet).unwrap();
+        drop(replicas);
+        (reports[0].readbacks, engines[0].model().unwrap())
+    };
+    let (plain_readbacks, plain) = run(None);
+    let mut recorder = Recorder { spans: Vec::new() };
+    let (traced_readbacks, traced) = run(Some(&mut recorder));
+    assert!(plain == traced, "tracing changed the weights");
+    // Per step: each replica's two gradient buckets (5 steps × 2 × 2 = 20), then the epoch's
+    // counters (totals, and the timestamps where there are some) and the weight check.
+    assert!(plain_readbacks >= 20, "{plain_readbacks} read-backs for 5 steps of 2 replicas");
+    assert_eq!(traced_readbacks, plain_readbacks, "tracing added read-backs");
+    for step in 0..5u64 {
+        for replica in 0..2 {
+            let has = |name: &str, track: usize| recorder.spans.iter().any(|s| s.0 == name && s.1 == track && s.2 == step);
+            assert!(has("stage + record forward/backward", replica), "step {step} replica {replica}: {:?}", recorder.spans);
+            assert!(has("update", replica), "step {step} replica {replica}");
+            if timestamps {
+                let gpu = gpu_train::train::watch::GPU_TRACK + replica;
+                assert!(has("GPU: hidden layer's gradient", gpu), "step {step} replica {replica}: no GPU span");
+            }
+        }
+    }
+}

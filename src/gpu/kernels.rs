@@ -6,7 +6,7 @@
 //! pipeline, bind group, workgroup counts. Training steps are lists of dispatches recorded
 //! into one compute pass.
 
-use crate::abi::{SITES, WORKGROUP};
+use crate::abi::{Elems, SITES, WORKGROUP};
 use super::matmul::MatmulVariant;
 /// The six pipelines (matmul in the variant chosen for the adapter).
 pub struct Kernels {
@@ -17,7 +17,7 @@ pub struct Kernels {
     pub softmax_xent: wgpu::ComputePipeline,
     /// A bias's gradient or fused update: bias_update.wgsl or its serial sibling.
     pub bias_update: wgpu::ComputePipeline,
-    /// Which of the two `bias_update` is (and `KernelsF16::bias_grad` with it).
+    /// Which of the two `bias_update` is (and `KernelsF16::bias_grad` with it, the same shader in f16).
     pub bias_sum: BiasSum,
     pub sgd_update: wgpu::ComputePipeline,
 }
@@ -54,71 +54,38 @@ impl BiasSum {
         }
     }
 
-    /// The shader of the f32 kernel and of its f16 sibling.
-    fn files(self) -> (&'static str, &'static str) {
+    /// The shader (for both precisions).
+    fn file(self) -> &'static str {
         match self {
-            BiasSum::Tree => ("bias_update", "bias_grad_f16"),
-            BiasSum::Serial => ("bias_update_serial", "bias_grad_f16_serial"),
+            BiasSum::Tree => "bias_update",
+            BiasSum::Serial => "bias_update_serial",
         }
     }
 }
 
-/// Each kernel's WGSL source, by file name (the tests check the constants and `Params`
-/// structs in them against the Rust side).
-pub const SOURCES: [(&str, &str); 15] = [
-    (
-        "unpack_batch",
-        include_str!("../../shaders/unpack_batch.wgsl"),
-    ),
+/// Each kernel's WGSL source, by file name, one for both precisions (written over `Elem` and
+/// `Out`, which [`Elems::prelude`] defines; the tests check the constants and `Params` structs
+/// in them against the Rust side).
+pub const SOURCES: [(&str, &str); 8] = [
+    ("unpack_batch", include_str!("../../shaders/unpack_batch.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
-    (
-        "matmul_reg8x4",
-        include_str!("../../shaders/matmul_reg8x4.wgsl"),
-    ),
-    (
-        "splitk_reduce",
-        include_str!("../../shaders/splitk_reduce.wgsl"),
-    ),
-    (
-        "softmax_xent",
-        include_str!("../../shaders/softmax_xent.wgsl"),
-    ),
-    (
-        "bias_update",
-        include_str!("../../shaders/bias_update.wgsl"),
-    ),
-    (
-        "bias_update_serial",
-        include_str!("../../shaders/bias_update_serial.wgsl"),
-    ),
+    ("matmul_reg8x4", include_str!("../../shaders/matmul_reg8x4.wgsl")),
+    ("splitk_reduce", include_str!("../../shaders/splitk_reduce.wgsl")),
+    ("softmax_xent", include_str!("../../shaders/softmax_xent.wgsl")),
+    ("bias_update", include_str!("../../shaders/bias_update.wgsl")),
+    ("bias_update_serial", include_str!("../../shaders/bias_update_serial.wgsl")),
     ("sgd_update", include_str!("../../shaders/sgd_update.wgsl")),
-    // --precision f16 (compiled only on adapters with SHADER_F16).
-    (
-        "unpack_batch_f16",
-        include_str!("../../shaders/unpack_batch_f16.wgsl"),
-    ),
-    ("matmul_f16", include_str!("../../shaders/matmul_f16.wgsl")),
-    (
-        "matmul_f16_f32out",
-        include_str!("../../shaders/matmul_f16_f32out.wgsl"),
-    ),
-    (
-        "softmax_xent_f16",
-        include_str!("../../shaders/softmax_xent_f16.wgsl"),
-    ),
-    (
-        "bias_grad_f16",
-        include_str!("../../shaders/bias_grad_f16.wgsl"),
-    ),
-    (
-        "bias_grad_f16_serial",
-        include_str!("../../shaders/bias_grad_f16_serial.wgsl"),
-    ),
-    (
-        "sgd_update_f16",
-        include_str!("../../shaders/sgd_update_f16.wgsl"),
-    ),
 ];
+
+/// The pipeline of kernel `name` (a [`SOURCES`] name) reading and writing `elems`.
+pub fn kernel(device: &wgpu::Device, name: &str, elems: Elems) -> wgpu::ComputePipeline {
+    let (_, body) = SOURCES.iter().find(|(n, _)| *n == name).expect("a shader");
+    let label = match elems {
+        Elems::F32 => name.to_string(),
+        _ => format!("{name} (f16)"),
+    };
+    pipeline(device, &label, &format!("{}{body}", elems.prelude()))
+}
 
 /// The pipelines `--precision f16` adds (its products are [`Kernels::matmul`]'s, built from
 /// f16 variants).
@@ -132,15 +99,12 @@ pub struct KernelsF16 {
 impl KernelsF16 {
     /// The f16 pipelines, the bias gradient summed as `bias_sum` says.
     pub fn new(device: &wgpu::Device, bias_sum: BiasSum) -> Self {
-        let get = |name: &str| {
-            let (_, source) = SOURCES.iter().find(|(n, _)| *n == name).expect("a shader");
-            pipeline(device, name, source)
-        };
+        let get = |name: &str| kernel(device, name, Elems::F16);
         KernelsF16 {
-            unpack: get("unpack_batch_f16"),
-            softmax_xent: get("softmax_xent_f16"),
-            bias_grad: get(bias_sum.files().1),
-            sgd_update: get("sgd_update_f16"),
+            unpack: get("unpack_batch"),
+            softmax_xent: get("softmax_xent"),
+            bias_grad: get(bias_sum.file()),
+            sgd_update: get("sgd_update"),
         }
     }
 }
@@ -151,7 +115,7 @@ pub fn pipeline(device: &wgpu::Device, name: &str, source: &str) -> wgpu::Comput
 
 /// The pipeline of one matmul variant (unchecked where the variant says so).
 pub fn matmul_pipeline(device: &wgpu::Device, v: &MatmulVariant) -> wgpu::ComputePipeline {
-    pipeline_checked(device, v.name, v.source, !v.unchecked)
+    pipeline_checked(device, v.name, &v.wgsl(), !v.unchecked)
 }
 
 fn pipeline_checked(
@@ -196,15 +160,12 @@ impl Kernels {
         picks: [&'static MatmulVariant; SITES],
         bias_sum: BiasSum,
     ) -> Self {
-        let get = |name: &str| {
-            let (_, source) = SOURCES.iter().find(|(n, _)| *n == name).expect("a shader");
-            pipeline(device, name, source)
-        };
+        let get = |name: &str| kernel(device, name, Elems::F32);
         let [unpack, splitk_reduce, softmax_xent, bias_update, sgd_update] = [
             "unpack_batch",
             "splitk_reduce",
             "softmax_xent",
-            bias_sum.files().0,
+            bias_sum.file(),
             "sgd_update",
         ]
         .map(get);

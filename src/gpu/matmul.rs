@@ -16,6 +16,7 @@ use crate::engine::Precision;
 #[derive(Debug, PartialEq, Eq)]
 pub struct MatmulVariant {
     pub name: &'static str,
+    /// The WGSL, written over `Elem` and `Out` ([`MatmulVariant::wgsl`] adds the prelude).
     pub source: &'static str,
     /// Rows and columns of C one workgroup computes.
     pub block_m: u32,
@@ -82,24 +83,16 @@ const FIXED_VARIANTS: [MatmulVariant; 4] = [
     },
     // --precision f16's products: reg8x4 reading f16, adding in f32 (every adapter: there is
     // no tiled f16 kernel), with an f16 result and with an f32 one.
-    reg8x4_f16(
-        "reg8x4_f16",
-        include_str!("../../shaders/matmul_f16.wgsl"),
-        Elems::F16,
-    ),
-    reg8x4_f16(
-        "reg8x4_f16_f32out",
-        include_str!("../../shaders/matmul_f16_f32out.wgsl"),
-        Elems::F16ToF32,
-    ),
+    reg8x4_f16("reg8x4_f16", Elems::F16),
+    reg8x4_f16("reg8x4_f16_f32out", Elems::F16ToF32),
 ];
 
-/// One of reg8x4's f16 siblings (shaders/matmul_f16*.wgsl): reg8x4's blocking, and unchecked as
-/// reg8x4 is (their indices are clamped the same way); offered on every adapter.
-const fn reg8x4_f16(name: &'static str, source: &'static str, elems: Elems) -> MatmulVariant {
+/// reg8x4 in f16 (the same shaders/matmul_reg8x4.wgsl under an f16 prelude): unchecked as
+/// reg8x4 is (its indices are clamped the same way), and offered on every adapter.
+const fn reg8x4_f16(name: &'static str, elems: Elems) -> MatmulVariant {
     MatmulVariant {
         name,
-        source,
+        source: include_str!("../../shaders/matmul_reg8x4.wgsl"),
         block_m: 64,
         block_n: 32,
         max_splits: 1,
@@ -131,6 +124,11 @@ pub fn fixed_variants() -> &'static [MatmulVariant] {
 }
 
 impl MatmulVariant {
+    /// The WGSL this variant compiles: its element types' prelude, then its source.
+    pub fn wgsl(&self) -> String {
+        format!("{}{}", self.elems.prelude(), self.source)
+    }
+
     /// The variant called `name`, or an error listing the shapes `--kernels` can name.
     pub fn by_name(name: &str) -> crate::error::Result<&'static MatmulVariant> {
         matmul_variants()

@@ -179,24 +179,20 @@ fn wgsl((load, shared, r, c, tex): (Load, bool, u32, u32, bool), elems: Elems) -
         "shared rows come 8 (or 4×8) a load"
     );
     assert!(load != Load::MN4 || (r % 4 == 0 && c % 4 == 0));
+    // Written over `Elem` and `Out`, which the prelude defines (abi::Elems::prelude): under f16
+    // every load is widened to f32 explicitly.
     let half = elems != Elems::F32;
-    let scalar = if half { "f16" } else { "f32" };
+    let scalar = "Elem";
     let vec = |v: bool| match v {
         true => format!("vec4<{scalar}>"),
         false => scalar.to_string(),
     };
-    let result = match elems {
-        Elems::F16 => "f16",
-        Elems::F32 | Elems::F16ToF32 => "f32",
-    };
+    let result = "Out";
     let mut s = String::new();
     let w = |s: &mut String, line: &str| {
         s.push_str(line);
         s.push('\n');
     };
-    if half {
-        w(&mut s, "enable f16;");
-    }
     w(
         &mut s,
         &format!(
@@ -207,11 +203,9 @@ fn wgsl((load, shared, r, c, tex): (Load, bool, u32, u32, bool), elems: Elems) -
     );
     let bindings = params_and_bindings()
         .replace("ELEM", &vec(load != Load::Scalar))
-        .replace("bias: array<f32>", &format!("bias: array<{scalar}>"))
-        .replace("mask: array<f32>", &format!("mask: array<{scalar}>"))
         // MN4: four consecutive columns a sum vector, so C is read and written a vec4 at a time.
         .replace(
-            "c: array<f32>",
+            "c: array<Out>",
             &match load {
                 Load::MN4 => format!("c: array<vec4<{result}>>"),
                 _ => format!("c: array<{result}>"),
@@ -315,12 +309,12 @@ fn epilogue_in(epilogue: &str, elems: Elems) -> String {
     if elems == Elems::F16 {
         e = e
             .replace("params.beta * c[idx]", "params.beta * f32(c[idx])")
-            .replace("c[idx] = v;", "c[idx] = f16(v);")
+            .replace("c[idx] = v;", "c[idx] = Out(v);")
             .replace(
                 "params.beta * c[idx / 4u]",
                 "params.beta * vec4<f32>(c[idx / 4u])",
             )
-            .replace("c[idx / 4u] = v;", "c[idx / 4u] = vec4<f16>(v);");
+            .replace("c[idx / 4u] = v;", "c[idx / 4u] = vec4<Out>(v);");
     }
     e
 }
@@ -511,8 +505,8 @@ fn params_and_bindings() -> String {
     };
     let params = slice("struct Params {", "// 8 threads along each side");
     let bindings = slice("@group(0) @binding(0)", "@compute")
-        .replace("a: array<f32>", "a: array<ELEM>")
-        .replace("b: array<f32>", "b: array<ELEM>");
+        .replace("a: array<Elem>", "a: array<ELEM>")
+        .replace("b: array<Elem>", "b: array<ELEM>");
     format!("\n{params}{bindings}")
 }
 

@@ -164,6 +164,7 @@ struct Tally {
     staged: Option<u64>,
     read: u64,
     window_moved: (u64, u64),
+    readbacks: u64,
     skipped: u64,
 }
 
@@ -241,6 +242,7 @@ impl Run<'_> {
             skipped_steps: tally.skipped,
             loss_scale: replicas.scaler().map(|s| s.scale),
             readback_bytes: tally.read,
+            readbacks: tally.readbacks,
             time_s: self.started.elapsed().as_secs_f64(),
             global_step: self.global_step,
             resumed_at_step: first,
@@ -266,6 +268,7 @@ impl Run<'_> {
             *tally.staged.get_or_insert(0) += b;
         }
         tally.read += c.readback_bytes.unwrap_or(0);
+        tally.readbacks += c.readbacks.unwrap_or(0);
         tally.window_moved.0 += c.staged_bytes.unwrap_or(0);
         tally.window_moved.1 += c.readback_bytes.unwrap_or(0);
         let judged = if tally.unjudged.seen >= DIVERGENCE_WINDOW {

@@ -69,6 +69,9 @@ pub struct EpochReport {
     pub loss_scale: Option<f32>,
     /// Bytes read back from device memory this epoch, per replica (totals, gradients, weights).
     pub readback_bytes: u64,
+    /// Read-backs this epoch, all local replicas together (each a wait for a device); 0 on
+    /// the CPU. A traced run makes as many as an untraced one (train/watch.rs).
+    pub readbacks: u64,
     /// Seconds since the run started, at the epoch's end.
     pub time_s: f64,
     /// Steps done in the whole run at the epoch's end.

@@ -39,7 +39,7 @@ pub(super) fn key(gpu: &Gpu, rows: u32, hidden: u32, precision: Precision) -> St
     let mut h = crc32fast::Hasher::new();
     for v in matmul_variants() {
         h.update(v.name.as_bytes());
-        h.update(v.source.as_bytes());
+        h.update(v.wgsl().as_bytes());
         h.update(&[v.unchecked as u8]);
     }
     format!(

@@ -118,6 +118,8 @@ impl GpuEngine {
         let bufs = Buffers::new(&gpu, model, &opts, train, matmul.variants())?;
         let bias_sum = kernels::BiasSum::for_adapter(gpu.is_software());
         let kernels = Kernels::with_picks(&gpu.device, matmul.variants(), bias_sum);
+        // sgd_update.wgsl's f16 working copy, which an f32 run has none of: 4 bytes never written.
+        let no_copy = crate::gpu::dispatch::storage_zeroed(&gpu.device, "no f16 working copy", 1);
         let sgd = Dispatch::with_uniform(
             &gpu.device,
             "w −= lr·g",
@@ -125,6 +127,7 @@ impl GpuEngine {
             &[
                 bufs.grad.as_entire_binding(),
                 bufs.params.as_entire_binding(),
+                no_copy.as_entire_binding(),
             ],
             &bufs.sgd_params,
             crate::gpu::dispatch::groups_1d(bufs.layout.total as u32),
