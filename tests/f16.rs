@@ -27,7 +27,8 @@ use gpu_train::config::TrainConfig;
 use half::f16;
 use rand::Rng;
 
-/// Adapter 0 if it offers f16 in shaders. CI's lavapipe does, so there a missing one fails.
+/// Adapter 0 if it offers f16 in shaders. CI's lavapipe does, so there (GPU_TRAIN_REQUIRE_GPU
+/// or CI=true) a missing one fails.
 fn gpu_f16(test: &str) -> Option<Gpu> {
     let g = common::gpu(test)?;
     if g.features.contains(wgpu::Features::SHADER_F16) {
@@ -36,7 +37,7 @@ fn gpu_f16(test: &str) -> Option<Gpu> {
     if std::env::var_os("GPU_TRAIN_REQUIRE_GPU").is_some() {
         panic!("{test}: adapter 0 ({}) offers no SHADER_F16", g.info.name);
     }
-    eprintln!("SKIPPED {test}: {} offers no f16 in shaders", g.info.name);
+    common::skip(test, &format!("{} offers no f16 in shaders", g.info.name));
     None
 }
 

@@ -17,6 +17,33 @@ fn whole(b: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
     b.as_entire_binding()
 }
 
+/// Of `variants`, those this adapter can run (the subgroup ones need subgroups of exactly 8
+/// lanes, and are never offered elsewhere), naming the ones left out. None left is a failure:
+/// a loop over nothing checks nothing.
+fn runnable_here(
+    g: &Gpu,
+    test: &str,
+    variants: Vec<&'static MatmulVariant>,
+) -> Vec<&'static MatmulVariant> {
+    assert!(!variants.is_empty(), "{test}: no variant to check");
+    let (run, left): (Vec<_>, Vec<_>) = variants
+        .into_iter()
+        .partition(|v| !v.subgroup8 || g.has_subgroups_of(8));
+    if !left.is_empty() {
+        let names: Vec<&str> = left.iter().map(|v| v.name).collect();
+        eprintln!(
+            "NOTE {test}: {names:?} not checked: {} has no subgroups of exactly 8 lanes, so they are never offered on it",
+            g.info.name
+        );
+    }
+    assert!(
+        !run.is_empty(),
+        "{test}: none of the variants runs on {}",
+        g.info.name
+    );
+    run
+}
+
 #[test]
 fn unpack_batch_matches_twin() {
     let Some(g) = gpu("unpack_batch_matches_twin") else {
@@ -147,10 +174,16 @@ fn matmul_matches_twin_for_every_layout_and_epilogue() {
     // The scalar variants (the vec4 ones need multiples of 4: the next test), on a shape that
     // is not a multiple of any block (the register variant's 64×32 included: 70 rows leave a
     // second, nearly empty block of rows).
-    let scalar = matmul_variants()
+    let scalar: Vec<&'static MatmulVariant> = matmul_variants()
         .iter()
-        .filter(|v| v.load == gpu_train::abi::Load::Scalar && v.elems == gpu_train::abi::Elems::F32);
-    for variant in scalar.filter(|v| !v.subgroup8 || g.has_subgroups_of(8)) {
+        .filter(|v| v.load == gpu_train::abi::Load::Scalar && v.elems == gpu_train::abi::Elems::F32)
+        .collect();
+    let scalar = runnable_here(
+        &g,
+        "matmul_matches_twin_for_every_layout_and_epilogue",
+        scalar,
+    );
+    for variant in scalar {
         let k = Kernels::new(&g.device, variant);
         let (m, n, kk) = (70u32, 23u32, 45u32);
         let mut worst = 0.0f32;
@@ -200,7 +233,10 @@ fn split_k_matmul_matches_twin() {
             2,
         ))
     };
-    for variant in matmul_variants().iter().filter(splitting) {
+    let splitters: Vec<&'static MatmulVariant> =
+        matmul_variants().iter().filter(splitting).collect();
+    let splitters = runnable_here(&g, "split_k_matmul_matches_twin", splitters);
+    for variant in splitters {
         let k = Kernels::new(&g.device, variant);
         let mut worst = 0.0f32;
         // The hidden layer's shape at a short batch, and an odd one; K is split 3 and 7 ways.
@@ -546,8 +582,13 @@ fn every_variant_matches_the_twin_at_every_product_and_the_family_gives_reg8x4s_
     // The f32 ones (tests/f16.rs checks the f16 ones).
     let offered: Vec<&'static MatmulVariant> = matmul_variants()
         .iter()
-        .filter(|v| v.elems == gpu_train::abi::Elems::F32 && (!v.subgroup8 || g.has_subgroups_of(8)))
+        .filter(|v| v.elems == gpu_train::abi::Elems::F32)
         .collect();
+    let offered = runnable_here(
+        &g,
+        "every_variant_matches_the_twin_at_every_product",
+        offered,
+    );
     let mut checked = std::collections::HashMap::new();
     for (seed, (rows, hidden)) in [(64u32, 128u32), (70, 100), (1, 128), (13, 36)]
         .into_iter()

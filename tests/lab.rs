@@ -1,22 +1,34 @@
 //! scripts/lab end to end: an emulated cluster of network namespaces, veth NICs and Linux
 //! bridges (one switch, or a 2:1 leaf-spine), a `--mpi` job across it, the NICs' own counters
 //! in the trace, and nothing left behind. Needs root (CI runs as root) and Open MPI; where
-//! namespaces cannot be made the test says so and does nothing.
+//! namespaces cannot be made the test says why and does nothing, and under CI (CI=true) fails.
 #![cfg(feature = "mpi")]
 
+mod common;
 use std::process::Command;
 
-fn can_make_namespaces() -> bool {
-    let ok = Command::new("ip")
-        .args(["netns", "add", "gtlab-testprobe"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", "gtlab-testprobe"])
-            .status();
-    }
-    ok
+/// Whether a network namespace can be made here; if not, `test` says why (and fails under CI)
+/// via [`common::skip`].
+fn can_make_namespaces(test: &str) -> bool {
+    // A name of its own for each probe: the tests run at once, and with one shared name a
+    // test whose probe met another's ("File exists") skipped. Not "gtlab-", which the tests
+    // look for as a lab's leftovers.
+    static PROBES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = format!("gpu-train-test-probe-{}-{n}", std::process::id());
+    let why = match Command::new("ip").args(["netns", "add", &probe]).output() {
+        Err(e) => format!("`ip` cannot be run ({e}): install iproute2"),
+        Ok(out) if !out.status.success() => format!(
+            "network namespaces cannot be made here (needs root or CAP_NET_ADMIN): ip netns add: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Ok(_) => {
+            let _ = Command::new("ip").args(["netns", "delete", &probe]).status();
+            return true;
+        }
+    };
+    common::skip(test, &why);
+    false
 }
 
 fn lab_namespaces() -> Vec<String> {
@@ -133,8 +145,7 @@ fn link_totals(dir: &std::path::Path) -> std::collections::BTreeMap<String, (u64
 
 #[test]
 fn a_routed_leaf_spine_with_two_spines_trains_and_its_links_add_up() {
-    if !can_make_namespaces() {
-        eprintln!("SKIPPED: network namespaces cannot be made here (needs root or CAP_NET_ADMIN)");
+    if !can_make_namespaces("a_routed_leaf_spine_with_two_spines_trains_and_its_links_add_up") {
         return;
     }
     let (out, _, payload, text) = lab(
@@ -220,8 +231,7 @@ fn a_routed_leaf_spine_with_two_spines_trains_and_its_links_add_up() {
 
 #[test]
 fn a_second_lab_is_refused_and_a_killed_lab_leaves_no_job() {
-    if !can_make_namespaces() {
-        eprintln!("SKIPPED: network namespaces cannot be made here (needs root or CAP_NET_ADMIN)");
+    if !can_make_namespaces("a_second_lab_is_refused_and_a_killed_lab_leaves_no_job") {
         return;
     }
     let _one_at_a_time = LABS.lock().unwrap_or_else(|e| e.into_inner());
@@ -294,8 +304,9 @@ fn job_alive() -> bool {
 
 #[test]
 fn a_two_host_switch_and_a_four_host_leaf_spine_carry_the_job_and_leave_nothing() {
-    if !can_make_namespaces() {
-        eprintln!("SKIPPED: network namespaces cannot be made here (needs root or CAP_NET_ADMIN)");
+    if !can_make_namespaces(
+        "a_two_host_switch_and_a_four_host_leaf_spine_carry_the_job_and_leave_nothing",
+    ) {
         return;
     }
     lab(2, &["--host-rate", "100mbit"]);

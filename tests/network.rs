@@ -129,12 +129,27 @@ fn a_trace_of_two_gpu_replicas_opens_as_trace_events_with_one_track_each() {
             );
         }
     }
-    let ar = spans
-        .iter()
-        .find(|e| e["name"] == "all-reduce: hidden layer")
-        .unwrap();
-    assert_eq!(ar["args"]["peers"], 2);
-    assert!(ar["args"]["bytes_sent"].as_u64().unwrap() > 0);
+    // Each all-reduce span carries what its replica sent: in a ring of N = 2 each replica
+    // sends 2(N−1) = 2 messages, each half of the bucket, so 2(N−1)/N = all of the bucket's
+    // FP32 bytes. The buckets, from the chapter's shapes: the hidden layer's 784×128 weights
+    // and 128 biases, the output layer's 128×10 and 10.
+    let peers = 2u64;
+    for (bucket, values) in [
+        ("all-reduce: hidden layer", 784 * 128 + 128),
+        ("all-reduce: output layer", 128 * 10 + 10),
+    ] {
+        let ring = 2 * (peers - 1) * 4 * values / peers;
+        let of_it: Vec<&&serde_json::Value> =
+            spans.iter().filter(|e| e["name"] == bucket).collect();
+        // One per replica and traced step.
+        assert_eq!(of_it.len(), 2 * 3, "{bucket}");
+        for ar in of_it {
+            assert_eq!(ar["args"]["peers"], peers, "{ar}");
+            assert_eq!(ar["args"]["messages"], 2 * (peers - 1), "{ar}");
+            assert_eq!(ar["args"]["bytes_sent"], ring, "{bucket}: {ar}");
+            assert_eq!(ar["args"]["bytes_received"], ring, "{bucket}: {ar}");
+        }
+    }
 
     // The link view of that trace: a table per step and the two pictures.
     let pics = dir.path().join("net");

@@ -156,20 +156,135 @@ fn the_traffic_counted_is_what_the_ring_sent() {
         // Two buckets (output layer, hidden layer), each its own ring all-reduce.
         let buckets = gpu_train::train::data_parallel::buckets().len() as u64;
         assert_eq!(r.traffic.messages, steps * buckets * 2 * (n as u64 - 1));
+        // The three parts are disjoint slices of the epoch's training time (each step's
+        // clock readings split it), so they add up to no more than it (the next test checks
+        // that each holds its own part).
         let split = r
             .split
             .expect("the data-parallel path reports its time split");
-        // The three parts are disjoint slices of the epoch's training time (each step's
-        // clock readings split it), so they add up to no more than it; each was measured.
         let parts = split.compute + split.all_reduce + split.update;
         assert!(
             parts <= r.train_time,
             "{split:?} add up past {:?}",
             r.train_time
         );
+    }
+}
+
+/// A CPU engine that takes at least `compute` for each forward/backward and at least
+/// `update` for each update: known times for the step's parts.
+struct Sleepy {
+    engine: CpuEngine,
+    compute: std::time::Duration,
+    update: std::time::Duration,
+}
+
+impl std::fmt::Display for Sleepy {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "sleepy CPU engine")
+    }
+}
+
+impl Engine for Sleepy {
+    fn step(&mut self, d: &data::Dataset, b: &[u32], t: Target) -> gpu_train::error::Result<()> {
+        std::thread::sleep(self.compute);
+        self.engine.step(d, b, t)
+    }
+    fn take_counters(&mut self) -> gpu_train::error::Result<Counters> {
+        self.engine.take_counters()
+    }
+    fn evaluate(&mut self, d: &data::Dataset, b: usize) -> gpu_train::error::Result<Totals> {
+        self.engine.evaluate(d, b)
+    }
+    fn model(&mut self) -> gpu_train::error::Result<Model> {
+        self.engine.model()
+    }
+    fn set_model(&mut self, m: &Model) -> gpu_train::error::Result<()> {
+        self.engine.set_model(m)
+    }
+    fn read_gradient(
+        &mut self,
+        r: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) -> gpu_train::error::Result<()> {
+        self.engine.read_gradient(r, out)
+    }
+    fn write_gradient(&mut self, g: &[f32]) -> gpu_train::error::Result<()> {
+        self.engine.write_gradient(g)
+    }
+    fn apply_update(&mut self, lr: f32) -> gpu_train::error::Result<()> {
+        std::thread::sleep(self.update);
+        self.engine.apply_update(lr)
+    }
+}
+
+/// The time split puts each part's time in its own slot: with every forward/backward made to
+/// take at least 3 ms, every ring message delayed 1 ms and every update at least 2 ms, each
+/// part is at least what those delays add up to over the epoch (counted here from the steps,
+/// replicas and messages), and the three together stay within the epoch's training time.
+#[test]
+fn the_time_split_holds_at_least_the_time_each_part_was_made_to_take() {
+    use gpu_train::parallel::ring::Faults;
+    use std::time::Duration;
+    let data = sample(640);
+    let model = Model::init(1);
+    let (compute, message, update) = (
+        Duration::from_millis(3),
+        Duration::from_millis(1),
+        Duration::from_millis(2),
+    );
+    for n in [2usize, 4] {
+        let mut engines: Vec<Box<dyn Engine>> = (0..n)
+            .map(|_| {
+                Box::new(Sleepy {
+                    engine: CpuEngine::new(model.clone(), 1),
+                    compute,
+                    update,
+                }) as Box<dyn Engine>
+            })
+            .collect();
+        let list: Vec<&mut dyn Engine> = engines
+            .iter_mut()
+            .map(|e| -> &mut dyn Engine { e.as_mut() })
+            .collect();
+        let ring = Ring::new(n).with_faults(Faults {
+            slow: Some(message),
+            timeout: Duration::from_secs(2),
+            ..Faults::default()
+        });
+        let mut replicas = Replicas::data_parallel(list, Box::new(ring), false, gpu_train::model::HIDDEN).unwrap();
+        let cfg = cfg(1, 32, 1);
+        let reports =
+            train::train_from(&mut replicas, &data, &cfg, Start::FRESH, None, &mut Quiet).unwrap();
+        let r = &reports[0];
+        let split = r
+            .split
+            .expect("the data-parallel path reports its time split");
+        // The replicas take their steps one after another on this thread: n forward/backward
+        // passes and n updates a step; each of the 2 buckets is one ring all-reduce in which
+        // every replica sends 2(N−1) messages.
+        let steps = 640u32.div_ceil(32 * n as u32);
+        let n32 = n as u32;
+        let want = [
+            ("compute", split.compute, compute * steps * n32),
+            (
+                "all-reduce",
+                split.all_reduce,
+                message * steps * 2 * n32 * 2 * (n32 - 1),
+            ),
+            ("update", split.update, update * steps * n32),
+        ];
+        for (part, got, at_least) in want {
+            assert!(
+                got >= at_least,
+                "{n} replicas: {part} {got:?}, but its delays alone took {at_least:?} ({split:?})"
+            );
+        }
+        let parts = split.compute + split.all_reduce + split.update;
         assert!(
-            !split.compute.is_zero() && !split.all_reduce.is_zero() && !split.update.is_zero(),
-            "{split:?}"
+            parts <= r.train_time,
+            "{n} replicas: {split:?} add up past {:?}",
+            r.train_time
         );
     }
 }

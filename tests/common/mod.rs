@@ -4,8 +4,25 @@
 use gpu_train::gpu::context::Gpu;
 use rand::{Rng, SeedableRng};
 
-/// The GPU for a test. CI installs lavapipe and sets GPU_TRAIN_REQUIRE_GPU=1, so there a
-/// missing adapter fails the test; elsewhere the test says why it did nothing.
+/// Whether this is a CI run: `CI=true`, as `.ci/run` (and GitHub Actions, GitLab CI and most
+/// other CI services) set it. There a case that did not run is a failure, not a pass.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Says that `test` did not run its case, and why. Under CI ([`under_ci`]) it panics, so a
+/// green CI run means every case ran; elsewhere it prints "SKIPPED test: why" for the test to
+/// return on. Call it on the branch that returns early, never after a check that passed.
+pub fn skip(test: &str, why: &str) {
+    if under_ci() {
+        panic!("{test} could not run its case under CI (CI=true): {why}");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+}
+
+/// The GPU for a test. CI installs lavapipe and sets GPU_TRAIN_REQUIRE_GPU=1 (scripts/test.sh)
+/// and CI=true (.ci/run): with either set a missing adapter fails the test; elsewhere the test
+/// says why it did nothing.
 pub fn gpu(test: &str) -> Option<Gpu> {
     match Gpu::for_tests() {
         Some(g) => Some(g),
@@ -13,7 +30,10 @@ pub fn gpu(test: &str) -> Option<Gpu> {
             panic!("{test}: no GPU adapter, and GPU_TRAIN_REQUIRE_GPU is set (install mesa-vulkan-drivers)")
         }
         None => {
-            eprintln!("SKIPPED {test}: no GPU adapter on this machine (install mesa-vulkan-drivers for lavapipe)");
+            skip(
+                test,
+                "no GPU adapter on this machine (install mesa-vulkan-drivers for lavapipe)",
+            );
             None
         }
     }
