@@ -1,5 +1,5 @@
 //! The GPU side, in the order a step meets it: finding an adapter ([`context`]); the matmul
-//! family ([`variants`] describes and writes the generated members, [`matmul`] lists every
+//! family ([`variants`] describes the generated members, [`generate`] writes their WGSL, [`matmul`] lists every
 //! variant) and the start-up search that picks one per product ([`autotune`]); the texture
 //! mirrors some members read ([`mirror`]); the pipelines ([`kernels`]) and one kernel launch
 //! ready to record ([`dispatch`]); the buffers in VRAM ([`buffers`]); the step as a list of
@@ -12,6 +12,7 @@ pub mod buffers;
 pub mod context;
 pub mod dispatch;
 pub mod engine;
+pub mod generate;
 pub mod kernels;
 pub mod matmul;
 pub mod mirror;
