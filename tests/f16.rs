@@ -16,7 +16,7 @@ use gpu_train::gpu::kernels::{
 use gpu_train::gpu::mirror::Mirror;
 use gpu_train::gpu::{Gpu, GpuEngine, GpuOptions};
 use gpu_train::model::Model;
-use gpu_train::parallel::Identity;
+use gpu_train::parallel::all_reduce::Identity;
 use gpu_train::train::{self, LossScaler, Quiet, Replicas, Start, TrainConfig};
 use half::f16;
 use rand::Rng;

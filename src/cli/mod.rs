@@ -61,12 +61,12 @@ pub enum Command {
     /// One replica's link over a traced run (compute, then the all-reduce at line rate) for a
     /// link you name, as Figure 3-7 draws it; or, with --project, a model and cluster projected
     /// from the latency-bandwidth model. Writes PNG and SVG pictures.
-    Network(crate::network::commands::NetworkArgs),
+    Network(crate::network::inputs::NetworkArgs),
     /// Time the ring all-reduce over message sizes from 8 B up, in nccl-tests' terms (algbw,
     /// busbw).
-    AllreduceBench(crate::network::commands::AllreduceBenchArgs),
+    AllreduceBench(crate::network::allreduce_bench::AllreduceBenchArgs),
     /// Draw a --metrics file: loss and accuracy by epoch and by step (PNG and SVG).
-    Plot(crate::network::commands::PlotArgs),
+    Plot(crate::network::plot_cmd::PlotArgs),
     /// (scripts/lab) Sample the counters of every link of a lab's fabric until stopped.
     #[command(hide = true)]
     LabLinks(crate::network::lab::LabLinksArgs),
@@ -105,7 +105,7 @@ pub struct TrainArgs {
     /// and --fault acts on its messages, replica = rank), or `mpi`, MPI_Allreduce (the
     /// library's own algorithm; only the bytes handed to it are known) [default: ring].
     #[arg(long, value_enum)]
-    pub allreduce: Option<crate::parallel::AcrossRanks>,
+    pub allreduce: Option<crate::parallel::all_reduce::AcrossRanks>,
     /// Data-parallel training, one replica per listed adapter (e.g. 0,1; an adapter may repeat:
     /// 0,0,0,0 opens four devices on adapter 0). Each replica trains on its own shard of every
     /// global batch; gradients are summed by a ring all-reduce.
@@ -219,8 +219,8 @@ pub enum PrecisionArg {
 
 impl TrainArgs {
     /// How the ranks of an MPI job sum their gradients: --allreduce, ring by default.
-    pub fn across_ranks(&self) -> crate::parallel::AcrossRanks {
-        self.allreduce.unwrap_or(crate::parallel::AcrossRanks::Ring)
+    pub fn across_ranks(&self) -> crate::parallel::all_reduce::AcrossRanks {
+        self.allreduce.unwrap_or(crate::parallel::all_reduce::AcrossRanks::Ring)
     }
 
     /// The run these flags ask for, before a snapshot's settings replace the defaults:
@@ -240,7 +240,7 @@ impl TrainArgs {
                 "--allreduce chooses how the ranks of an MPI job sum their gradients: it needs --mpi (in one process replicas use the in-process ring)".into(),
             ));
         }
-        if !self.fault.is_empty() && self.allreduce == Some(crate::parallel::AcrossRanks::Mpi) {
+        if !self.fault.is_empty() && self.allreduce == Some(crate::parallel::all_reduce::AcrossRanks::Mpi) {
             return Err(crate::Error::Config(
                 "--fault injects into our ring's messages; with --allreduce mpi the messages are MPI_Allreduce's own (use --allreduce ring)".into(),
             ));
@@ -388,9 +388,9 @@ pub fn run(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Some(Command::Explain(args)) => run_explain(args),
-        Some(Command::Network(args)) => crate::network::commands::run_network(args),
-        Some(Command::AllreduceBench(args)) => crate::network::commands::run_allreduce_bench(args),
-        Some(Command::Plot(args)) => crate::network::commands::run_plot(args),
+        Some(Command::Network(args)) => crate::network::network_cmd::run_network(args),
+        Some(Command::AllreduceBench(args)) => crate::network::allreduce_bench::run_allreduce_bench(args),
+        Some(Command::Plot(args)) => crate::network::plot_cmd::run_plot(args),
         Some(Command::LabLinks(args)) => crate::network::lab::run_lab_links(args),
         Some(Command::Bench(args)) => crate::bench::run(args),
         Some(Command::Predict(args)) => {

@@ -10,7 +10,7 @@ use crate::data::{Dataset, PIXELS};
 use crate::engine::{Counters, Engine, Target};
 use crate::error::{Error, Result};
 use crate::model::{Model, ParamLayout};
-use crate::parallel::{self, AllReduce, Identity, Traffic};
+use crate::parallel::all_reduce::{self, AllReduce, Identity, Traffic};
 use serde_json::json;
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -458,7 +458,7 @@ impl Shard {
         let mut picked: Vec<u32> = Vec::with_capacity(order.len() / world + global);
         let mut starts = vec![0];
         for batch in order.chunks(global) {
-            picked.extend_from_slice(&batch[parallel::part(batch.len(), world, r)]);
+            picked.extend_from_slice(&batch[all_reduce::part(batch.len(), world, r)]);
             starts.push(picked.len());
         }
         let mut images = Vec::with_capacity(picked.len() * PIXELS);
