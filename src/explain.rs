@@ -451,7 +451,8 @@ pub fn data_parallel_example(
     use crate::cpu::engine::CpuEngine;
     use crate::engine::Engine;
     use crate::model::ParamLayout;
-    use crate::parallel::{part, ring::Ring, AllReduce};
+    use crate::parallel::ring::Ring;
+use crate::parallel::all_reduce::{part, AllReduce};
     let global = crate::config::DEFAULT_BATCH.min(data.len());
     let batch: Vec<u32> = (0..global as u32).collect();
     let packed = ParamLayout::packed_for(model.hidden());

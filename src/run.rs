@@ -12,7 +12,7 @@ use crate::gpu::engine::state::GpuEngine;
 use crate::gpu::buffers::GpuOptions;
 use crate::model::Model;
 use crate::parallel::ring::{Faults, Ring};
-use crate::parallel::AllReduce;
+use crate::parallel::all_reduce::AllReduce;
 use crate::train::Start;
 use crate::engine::LossScaler;
 use crate::train::replicas::Replicas;
@@ -206,7 +206,7 @@ pub fn parse_fault(spec: &str, faults: &mut Faults) -> Result<()> {
         ))
     };
     if let Some(d) = spec.strip_prefix("slow-link=") {
-        let secs = crate::parallel::parse_duration(d).map_err(|e| {
+        let secs = crate::parallel::duration::parse_duration(d).map_err(|e| {
             Error::Config(format!(
                 "--fault {spec}: {}",
                 e.to_string().trim_start_matches("gpu-train: ")

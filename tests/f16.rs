@@ -18,7 +18,7 @@ use gpu_train::gpu::context::Gpu;
 use gpu_train::gpu::engine::state::GpuEngine;
 use gpu_train::gpu::buffers::GpuOptions;
 use gpu_train::model::Model;
-use gpu_train::parallel::Identity;
+use gpu_train::parallel::all_reduce::Identity;
 use gpu_train::train::{self, Start};
 use gpu_train::engine::LossScaler;
 use gpu_train::train::report::Quiet;

@@ -53,9 +53,9 @@ impl Job {
     pub(super) fn all_reduce(
         &self,
         local: usize,
-        across: crate::parallel::AcrossRanks,
+        across: crate::parallel::all_reduce::AcrossRanks,
         faults: &crate::parallel::ring::Faults,
-    ) -> Result<Option<Box<dyn crate::parallel::AllReduce>>> {
+    ) -> Result<Option<Box<dyn crate::parallel::all_reduce::AllReduce>>> {
         #[cfg(feature = "mpi")]
         if let Some(job) = &self.mpi {
             return Ok(Some(Box::new(job.all_reduce(

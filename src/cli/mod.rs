@@ -66,12 +66,12 @@ pub enum Command {
     /// One replica's link over a traced run (compute, then the all-reduce at line rate) for a
     /// link you name, as Figure 3-7 draws it; or, with --project, a model and cluster projected
     /// from the latency-bandwidth model. Writes PNG and SVG pictures.
-    Network(crate::network::commands::NetworkArgs),
+    Network(crate::network::inputs::NetworkArgs),
     /// Time the ring all-reduce over message sizes from 8 B up, in nccl-tests' terms (algbw,
     /// busbw).
-    AllreduceBench(crate::network::commands::AllreduceBenchArgs),
+    AllreduceBench(crate::network::allreduce_bench::AllreduceBenchArgs),
     /// Draw a --metrics file: loss and accuracy by epoch and by step (PNG and SVG).
-    Plot(crate::network::commands::PlotArgs),
+    Plot(crate::network::plot_cmd::PlotArgs),
     /// (scripts/lab) Sample the counters of every link of a lab's fabric until stopped.
     #[command(hide = true)]
     LabLinks(crate::network::lab::LabLinksArgs),
@@ -182,9 +182,9 @@ pub fn run(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Some(Command::Explain(args)) => run_explain(args),
-        Some(Command::Network(args)) => crate::network::commands::run_network(args),
-        Some(Command::AllreduceBench(args)) => crate::network::commands::run_allreduce_bench(args),
-        Some(Command::Plot(args)) => crate::network::commands::run_plot(args),
+        Some(Command::Network(args)) => crate::network::network_cmd::run_network(args),
+        Some(Command::AllreduceBench(args)) => crate::network::allreduce_bench::run_allreduce_bench(args),
+        Some(Command::Plot(args)) => crate::network::plot_cmd::run_plot(args),
         Some(Command::LabLinks(args)) => crate::network::lab::run_lab_links(args),
         Some(Command::Bench(args)) => crate::bench::run(args),
         Some(Command::Predict(args)) => {

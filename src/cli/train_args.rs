@@ -23,7 +23,7 @@ pub struct TrainArgs {
     /// and --fault acts on its messages, replica = rank), or `mpi`, MPI_Allreduce (the
     /// library's own algorithm; only the bytes handed to it are known) [default: ring].
     #[arg(long, value_enum)]
-    pub allreduce: Option<crate::parallel::AcrossRanks>,
+    pub allreduce: Option<crate::parallel::all_reduce::AcrossRanks>,
     /// Data-parallel training, one replica per listed adapter (e.g. 0,1; an adapter may repeat:
     /// 0,0,0,0 opens four devices on adapter 0). Each replica trains on its own shard of every
     /// global batch; gradients are summed by a ring all-reduce.
@@ -137,8 +137,8 @@ pub enum PrecisionArg {
 
 impl TrainArgs {
     /// How the ranks of an MPI job sum their gradients: --allreduce, ring by default.
-    pub fn across_ranks(&self) -> crate::parallel::AcrossRanks {
-        self.allreduce.unwrap_or(crate::parallel::AcrossRanks::Ring)
+    pub fn across_ranks(&self) -> crate::parallel::all_reduce::AcrossRanks {
+        self.allreduce.unwrap_or(crate::parallel::all_reduce::AcrossRanks::Ring)
     }
 
     /// The run these flags ask for, before a snapshot's settings replace the defaults:
@@ -149,7 +149,7 @@ impl TrainArgs {
                 "--allreduce chooses how the ranks of an MPI job sum their gradients: it needs --mpi (in one process replicas use the in-process ring)".into(),
             ));
         }
-        if !self.fault.is_empty() && self.allreduce == Some(crate::parallel::AcrossRanks::Mpi) {
+        if !self.fault.is_empty() && self.allreduce == Some(crate::parallel::all_reduce::AcrossRanks::Mpi) {
             return Err(crate::error::Error::Config(
                 "--fault injects into our ring's messages; with --allreduce mpi the messages are MPI_Allreduce's own (use --allreduce ring)".into(),
             ));

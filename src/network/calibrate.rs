@@ -17,7 +17,7 @@
 //! `allreduce-bench --mpi` of two ranks across the lab's own links (`scripts/lab` runs it
 //! before the job: DIR/calibration.json), whose β is known from their line rate.
 
-use super::commands::BenchRow;
+use super::inputs::BenchRow;
 use crate::error::{Error, Result};
 use std::path::Path;
 

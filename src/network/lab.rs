@@ -2,15 +2,19 @@
 //! link's counters (`--links`, and the `lab-links` sampler that writes them) and the α-β-γ
 //! model calibrated on the lab (`--calibration`, `--calibration-links`).
 
-use super::commands::NetworkArgs;
+use super::calibrate::{self, Calibration};
+use super::fabric::{self, Fabric};
+use super::inputs::NetworkArgs;
 use super::link;
+use super::links;
+use super::wire;
 use crate::error::{Error, Result};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// A lab's `topology.json`, checked.
-pub(super) fn read_fabric(file: &std::path::Path) -> Result<super::fabric::Fabric> {
+pub(super) fn read_fabric(file: &std::path::Path) -> Result<Fabric> {
     let text = crate::files::read_input_text(file, 1 << 20).map_err(|source| Error::Io {
         path: file.to_path_buf(),
         source,
@@ -25,7 +29,7 @@ pub(super) fn read_fabric(file: &std::path::Path) -> Result<super::fabric::Fabri
     if !value.is_object() {
         return Err(bad("it is not a JSON object".into()));
     }
-    let fabric: super::fabric::Fabric =
+    let fabric: Fabric =
         serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
     fabric.check().map_err(|e| match e {
         Error::Config(m) => bad(m),
@@ -35,58 +39,82 @@ pub(super) fn read_fabric(file: &std::path::Path) -> Result<super::fabric::Fabri
 }
 
 /// `--calibration`: the α-β-γ model, its terms and where each came from, and each traced
-/// step's sync predicted beside the measured one.
+/// step's sync predicted beside the measured one. Returns the predicted syncs, one a step.
 pub(super) fn calibrated_model(
     a: &NetworkArgs,
     trace: &serde_json::Value,
     steps: &[link::TracedStep],
     rate: f64,
 ) -> Result<Option<Vec<f64>>> {
-    use super::calibrate;
     let Some(file) = &a.calibration else {
         return Ok(None);
     };
-    // How many ring flows shared the busiest uplink, from the link counters: the job's over
-    // its traced steps, the calibration's over its whole run (its own connections, hashed
-    // anew). The calibration ran the job's ring on the same hosts.
-    let shared = |file: Option<&std::path::Path>, window: Option<(f64, f64)>| -> Result<_> {
-        let Some(file) = file else { return Ok(None) };
-        let tracks = super::links::read(file)?;
-        let window = window.unwrap_or_else(|| {
-            let all = tracks.iter().flat_map(|t| t.samples.iter().map(|s| s.0));
-            let (lo, hi) = all.fold((f64::MAX, 0.0f64), |(lo, hi), t| (lo.min(t), hi.max(t)));
-            (lo, hi)
-        });
-        Ok(calibrate::ring_flows_on_busiest_uplink(&tracks, window))
-    };
-    let ((r_eff, why), r_cal) = match &a.topology {
-        Some(t) => {
-            let fabric = read_fabric(t)?;
-            let job = shared(a.links.as_deref(), Some(traced_window(a, trace, steps)?))?;
-            let cal = shared(a.calibration_links.as_deref(), None)?;
-            (
-                calibrate::bottleneck(&fabric, job)?,
-                calibrate::bottleneck(&fabric, cal)?.0,
-            )
-        }
-        None => (
+    let ((r_eff, why), r_cal) = bottleneck_rates(a, trace, steps, rate)?;
+    let c = calibrate::calibrate(file, r_cal)?;
+    write_model(a, &c)?;
+    let beta = calibrate::beta(r_eff);
+    print_terms(&c, beta, &why);
+    Ok(Some(print_predictions(trace, steps, &c, beta)))
+}
+
+/// The slowest rate the ring's flows get, with why: in the job over its traced steps, and in
+/// the calibration (which ran the job's ring on the same hosts). Without --topology, --link's.
+fn bottleneck_rates(
+    a: &NetworkArgs,
+    trace: &serde_json::Value,
+    steps: &[link::TracedStep],
+    rate: f64,
+) -> Result<((f64, String), f64)> {
+    let Some(t) = &a.topology else {
+        return Ok((
             (rate, format!("--link, {}", calibrate::rate_words(rate))),
             rate,
-        ),
+        ));
     };
-    let c = calibrate::calibrate(file, r_cal)?;
-    // The terms, for `network --project --model` to project from.
+    let fabric = read_fabric(t)?;
+    let job = flows_on_busiest_uplink(a.links.as_deref(), Some(traced_window(a, trace, steps)?))?;
+    let cal = flows_on_busiest_uplink(a.calibration_links.as_deref(), None)?;
+    Ok((
+        calibrate::bottleneck(&fabric, job)?,
+        calibrate::bottleneck(&fabric, cal)?.0,
+    ))
+}
+
+/// How many ring flows shared the busiest uplink, from the link counters in `file`: over
+/// `window` (the job's traced steps), or over the whole file (the calibration's run, its own
+/// connections hashed anew), and the uplink's name. None without counters.
+fn flows_on_busiest_uplink(
+    file: Option<&std::path::Path>,
+    window: Option<(f64, f64)>,
+) -> Result<Option<(usize, String)>> {
+    let Some(file) = file else { return Ok(None) };
+    let tracks = links::read(file)?;
+    let window = window.unwrap_or_else(|| {
+        let all = tracks.iter().flat_map(|t| t.samples.iter().map(|s| s.0));
+        let (lo, hi) = all.fold((f64::MAX, 0.0f64), |(lo, hi), t| (lo.min(t), hi.max(t)));
+        (lo, hi)
+    });
+    Ok(calibrate::ring_flows_on_busiest_uplink(&tracks, window))
+}
+
+/// The terms into DIR/model.json, for `network --project --model` to project from.
+fn write_model(a: &NetworkArgs, c: &Calibration) -> Result<()> {
     let model = a.out.join("model.json");
     if std::fs::create_dir_all(&a.out).is_ok() {
         crate::files::write_file(
             &model,
-            serde_json::to_string_pretty(&c)
+            serde_json::to_string_pretty(c)
                 .expect("a calibration")
                 .as_bytes(),
             "the calibrated model",
             "an earlier file of that name is untouched",
         )?;
     }
+    Ok(())
+}
+
+/// The model's terms, where each came from, and where α and the bytes cost alike.
+fn print_terms(c: &Calibration, beta: f64, why: &str) {
     println!("the α-β-γ model of the ring's sync: messages·α + bytes·(β + γ)");
     println!(
         "  α = {:.1} µs a message exchange and γ = {:.2} ns a byte on the host: fitted (worst error {:.0} %) to {}",
@@ -95,7 +123,6 @@ pub(super) fn calibrated_model(
         100.0 * c.worst_error,
         c.source
     );
-    let beta = calibrate::beta(r_eff);
     println!(
         "  β = {:.2} ns a payload byte: the slowest rate the ring's flows get, {why}, × 1514/1448 for the frames' headers",
         beta * 1e9
@@ -104,9 +131,19 @@ pub(super) fn calibrated_model(
         "  the crossover where α and the bytes cost alike: α/(β + γ) = {:.0} B a message",
         c.alpha / (beta + c.gamma)
     );
+}
+
+/// Each traced step's sync predicted beside the measured ones, a row a step and the means;
+/// returns the predictions.
+fn print_predictions(
+    trace: &serde_json::Value,
+    steps: &[link::TracedStep],
+    c: &Calibration,
+    beta: f64,
+) -> Vec<f64> {
     // Measured: rank 0's sync, and the sync of the rank that arrived last (the transfer
     // alone; the others also waited for it, which is the ranks' compute, not the network).
-    let by_step = super::wire::syncs_by_step(trace);
+    let by_step = wire::syncs_by_step(trace);
     println!(
         "{:>6} {:>10} {:>9} {:>13} {:>14} {:>18} {:>8}",
         "step", "bytes", "messages", "predicted ms", "rank 0's ms", "last to arrive ms", "error"
@@ -144,7 +181,7 @@ pub(super) fn calibrated_model(
         100.0 * (sum_p - sum_last) / sum_last.max(1e-12),
         1e3 * sum_m / n
     );
-    Ok(Some(predictions))
+    predictions
 }
 
 /// The traced steps' stretch on the wall clock (unix µs), from the trace's origin.
@@ -177,7 +214,6 @@ pub(super) fn fabric_links(
     trace: &serde_json::Value,
     steps: &[link::TracedStep],
 ) -> Result<()> {
-    use super::links;
     let tracks = links::read(file)?;
     let (from, to) = traced_window(a, trace, steps)?;
     let origin = from - steps[0].start_us;
@@ -201,6 +237,27 @@ pub(super) fn fabric_links(
     let ms = (to - from) / 1000.0;
     let (fine, _) = links::utilisation(&tracks, (from, to), 1000.0);
     let fine_ms = ms / ms.ceil().clamp(1.0, links::MAX_COLUMNS as f64);
+    print_link_table(&rows, &fine, fine_ms);
+    // The fabric's picture again, each link's bytes and busiest window written on it.
+    if let Some(t) = &a.topology {
+        draw_loaded_fabric(a, t, &rows, &fine)?;
+    }
+    let marks: Vec<f64> = steps
+        .iter()
+        .map(|s| (origin + s.start_us - from) / 1e3)
+        .collect();
+    let title =
+        "every link's utilisation (white idle, dark red line rate, purple above), steps marked";
+    for p in links::heatmap(&a.out, title, &rows, &cells, ((to - from) / 1e3, &marks))? {
+        println!("picture: {}", p.display());
+    }
+    Ok(())
+}
+
+/// A row a link: its bytes, mean and peak busy over the windows, its busiest `fine_ms` window
+/// (from `fine`), and for a leaf's uplink how many ring flows its bytes come to; then the
+/// busiest uplink.
+fn print_link_table(rows: &[links::LinkUse], fine: &[links::LinkUse], fine_ms: f64) {
     // A ring flow's bytes: what a host sent, on average (every rank sends its neighbour alike).
     let hosts: Vec<u64> = rows
         .iter()
@@ -217,7 +274,7 @@ pub(super) fn fabric_links(
         format!("peak {fine_ms:.1} ms"),
         "ring flows"
     );
-    for (r, f) in rows.iter().zip(&fine) {
+    for (r, f) in rows.iter().zip(fine) {
         let flows = match r.name.starts_with('l') && flow > 0.0 {
             true => format!("{:.0}", r.bytes as f64 / flow),
             false => String::new(),
@@ -244,35 +301,33 @@ pub(super) fn fabric_links(
             100.0 * up.peak
         );
     }
-    // The fabric's picture again, each link's bytes and busiest window written on it.
-    if let Some(t) = &a.topology {
-        let mut loads = super::fabric::Loads::new();
-        for (r, f) in rows.iter().zip(&fine) {
-            let Some((name, dir)) = r.name.rsplit_once(' ') else {
-                continue;
-            };
-            let l = loads.entry(name.to_string()).or_default();
-            if dir == "tx" {
-                (l.tx, l.peak_tx) = (r.bytes, f.peak);
-            } else {
-                (l.rx, l.peak_rx) = (r.bytes, f.peak);
-            }
-        }
-        for p in super::fabric::topology(&a.out, &read_fabric(t)?, Some(&loads))? {
-            println!(
-                "picture: {} (each link's bytes and busiest 1 ms, ↑ from its host or leaf)",
-                p.display()
-            );
+}
+
+/// The lab's fabric (`topology`) drawn again with each link's bytes and busiest 1 ms window
+/// (from `fine`) written on it, each direction of a link on its own side.
+fn draw_loaded_fabric(
+    a: &NetworkArgs,
+    topology: &std::path::Path,
+    rows: &[links::LinkUse],
+    fine: &[links::LinkUse],
+) -> Result<()> {
+    let mut loads = fabric::Loads::new();
+    for (r, f) in rows.iter().zip(fine) {
+        let Some((name, dir)) = r.name.rsplit_once(' ') else {
+            continue;
+        };
+        let l = loads.entry(name.to_string()).or_default();
+        if dir == "tx" {
+            (l.tx, l.peak_tx) = (r.bytes, f.peak);
+        } else {
+            (l.rx, l.peak_rx) = (r.bytes, f.peak);
         }
     }
-    let marks: Vec<f64> = steps
-        .iter()
-        .map(|s| (origin + s.start_us - from) / 1e3)
-        .collect();
-    let title =
-        "every link's utilisation (white idle, dark red line rate, purple above), steps marked";
-    for p in links::heatmap(&a.out, title, &rows, &cells, ((to - from) / 1e3, &marks))? {
-        println!("picture: {}", p.display());
+    for p in fabric::topology(&a.out, &read_fabric(topology)?, Some(&loads))? {
+        println!(
+            "picture: {} (each link's bytes and busiest 1 ms, ↑ from its host or leaf)",
+            p.display()
+        );
     }
     Ok(())
 }
@@ -296,7 +351,7 @@ pub fn run_lab_links(a: &LabLinksArgs) -> Result<()> {
     let specs = a
         .links
         .iter()
-        .map(|s| super::links::parse_spec(s))
+        .map(|s| links::parse_spec(s))
         .collect::<Result<Vec<_>>>()?;
     if !(100..=1_000_000).contains(&a.every_us) {
         return Err(Error::Config("--every-us: from 100 to 1,000,000".into()));
@@ -314,5 +369,5 @@ pub fn run_lab_links(a: &LabLinksArgs) -> Result<()> {
         STOP.store(true, std::sync::atomic::Ordering::SeqCst);
     }
     let _ = ctrlc::set_handler(|| STOP.store(true, std::sync::atomic::Ordering::SeqCst));
-    super::links::sample(&specs, Duration::from_micros(a.every_us), &a.out, &STOP)
+    links::sample(&specs, Duration::from_micros(a.every_us), &a.out, &STOP)
 }

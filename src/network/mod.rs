@@ -11,17 +11,24 @@
 //! * [`wire`]: those counters read back per traced step and per link, beside the model.
 //! * [`plot`]: the pictures (PNG and SVG, through plotters); [`fabric`]: the lab's fabric.
 //! * [`lab`]: what `network` reads from a lab run: its fabric, its links, its calibration.
-//! * [`commands`]: the `network`, `allreduce-bench` and `plot` subcommands.
+//! * The subcommands, one a file: [`network_cmd`] (`network`), [`allreduce_bench`]
+//!   (`allreduce-bench`), [`plot_cmd`] (`plot`); `lab-links` is in [`lab`].
+//! * [`inputs`]: what they share: `network`'s flags and a row of `allreduce-bench --json`.
+//!
+//! Every file imports what it uses from the file that defines it; this one only declares them.
 
+pub mod allreduce_bench;
 pub mod calibrate;
-pub mod commands;
 pub mod fabric;
+pub mod inputs;
 pub mod lab;
 pub mod link;
 pub mod links;
 pub mod metrics;
+pub mod network_cmd;
 pub mod nic;
 pub mod plot;
+pub mod plot_cmd;
 pub mod project;
 pub mod trace;
 pub mod wire;

@@ -2,11 +2,12 @@
 //! (α a message, β a byte), α fitted to `allreduce-bench`'s measurements where given, β from
 //! the link's line rate and the fabric's bottleneck, projected onto a model and a cluster.
 
-use super::commands::{BenchRow, NetworkArgs};
+use super::calibrate::Calibration;
+use super::inputs::{BenchRow, NetworkArgs};
 use super::link::{self, AlphaBeta};
 use super::plot;
 use crate::error::{Error, Result};
-use crate::parallel::parse_duration;
+use crate::parallel::duration::parse_duration;
 
 /// α for the projection: the larger of --latency and the per-message cost fitted (α + β·bytes
 /// a message) to the in-process ring's measurements in `from` (allreduce-bench --json), printed
@@ -204,6 +205,9 @@ fn significant(x: f64) -> String {
     }
 }
 
+/// `network --project`: the sync of --params FP32 gradients over --gpus, by ring and by tree,
+/// beside --step-compute: first every assumption it rests on, then each algorithm's sync and
+/// what it does to the step, then three projected steps as a picture.
 pub(super) fn project(a: &NetworkArgs, rate: f64, link_name: &str, latency: f64) -> Result<()> {
     let compute = parse_duration(&a.step_compute)?;
     // Bounds a thousand times past today's largest models and clusters: past them the
@@ -216,22 +220,47 @@ pub(super) fn project(a: &NetworkArgs, rate: f64, link_name: &str, latency: f64)
     }
     // Every flag is checked before anything is printed or drawn.
     let fabric = bottlenecks(a, rate, link_name)?;
-    let (ring_rate, tree_rate) = (fabric.ring, fabric.tree);
-    let mut alpha = latency;
-    let mut gamma = parse_duration(&a.gamma)?;
+    let gamma = parse_duration(&a.gamma)?;
     if !(0.0..=1e-6).contains(&gamma) {
         return Err(Error::Config(format!(
             "--gamma {}: a host's cost a byte, from 0 to 1us",
             a.gamma
         )));
     }
-    let model = a
-        .model
-        .as_deref()
-        .map(super::calibrate::Calibration::read)
-        .transpose()?;
+    let model = a.model.as_deref().map(Calibration::read).transpose()?;
     println!("assumptions:");
-    match (&model, &a.from) {
+    let (alpha, gamma) = host_terms(a, model.as_ref(), latency, gamma)?;
+    for line in &fabric.lines {
+        println!("{line}");
+    }
+    println!(
+        "  gradients in FP32 (4 bytes a parameter), one all-reduce of the whole gradient a step, no overlap of compute and sync"
+    );
+    println!(
+        "projection: {:.3e} parameters ({:.1} GB of gradient) on {} GPUs, {:.0} ms of compute a step",
+        a.params,
+        4.0 * a.params / 1e9,
+        a.gpus,
+        compute * 1e3
+    );
+    let proj = [
+        link::project(a.params, a.gpus, fabric.ring, (alpha, gamma), compute)[0].clone(),
+        link::project(a.params, a.gpus, fabric.tree, (alpha, gamma), compute)[1].clone(),
+    ];
+    print_syncs(&proj, rate, compute);
+    draw_ring_steps(a, link_name, &proj[0], compute)
+}
+
+/// α and γ for the projection, each printed with where it came from: a lab's calibrated model
+/// (--model), α fitted to allreduce-bench (--from), or the flags (--latency, --gamma).
+fn host_terms(
+    a: &NetworkArgs,
+    model: Option<&Calibration>,
+    latency: f64,
+    gamma: f64,
+) -> Result<(f64, f64)> {
+    let (mut alpha, mut gamma) = (latency, gamma);
+    match (model, &a.from) {
         (Some(m), _) => {
             (alpha, gamma) = (latency.max(m.alpha), m.gamma);
             println!(
@@ -257,24 +286,13 @@ pub(super) fn project(a: &NetworkArgs, rate: f64, link_name: &str, latency: f64)
             gamma * 1e9
         );
     }
-    for line in &fabric.lines {
-        println!("{line}");
-    }
-    println!(
-        "  gradients in FP32 (4 bytes a parameter), one all-reduce of the whole gradient a step, no overlap of compute and sync"
-    );
-    println!(
-        "projection: {:.3e} parameters ({:.1} GB of gradient) on {} GPUs, {:.0} ms of compute a step",
-        a.params,
-        4.0 * a.params / 1e9,
-        a.gpus,
-        compute * 1e3
-    );
-    let proj = [
-        link::project(a.params, a.gpus, ring_rate, (alpha, gamma), compute)[0].clone(),
-        link::project(a.params, a.gpus, tree_rate, (alpha, gamma), compute)[1].clone(),
-    ];
-    for p in &proj {
+    Ok((alpha, gamma))
+}
+
+/// A line per algorithm: its sync, the bytes on each GPU's link, how busy that link is and how
+/// long the GPU waits.
+fn print_syncs(proj: &[link::Projection], rate: f64, compute: f64) {
+    for p in proj {
         // The GPU's own link is busy while its bytes move at its line rate; where a slower
         // link sets the pace, it idles for the rest of the sync, and the GPU waits all of it.
         let own_link_s = 8.0 * p.bytes_per_gpu / rate;
@@ -291,16 +309,26 @@ pub(super) fn project(a: &NetworkArgs, rate: f64, link_name: &str, latency: f64)
             100.0 * p.busy
         );
     }
+}
+
+/// Three projected steps of the ring (`ring`) as the link-utilisation picture, unless they are
+/// longer than a picture's axis holds.
+fn draw_ring_steps(
+    a: &NetworkArgs,
+    link_name: &str,
+    ring: &link::Projection,
+    compute: f64,
+) -> Result<()> {
     let steps: Vec<link::LinkStep> = (0..3)
         .map(|i| link::LinkStep {
             step: i,
             compute_s: compute,
-            sync_s: proj[0].sync_s,
+            sync_s: ring.sync_s,
             measured_sync_s: 0.0,
-            bytes: proj[0].bytes_per_gpu as u64,
+            bytes: ring.bytes_per_gpu as u64,
         })
         .collect();
-    let total_ms = 3.0 * (compute + proj[0].sync_s) * 1e3;
+    let total_ms = 3.0 * (compute + ring.sync_s) * 1e3;
     if total_ms >= 1e12 {
         println!(
             "picture: none (three steps of {:.3e} s are more than a picture's axis holds)",

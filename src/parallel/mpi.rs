@@ -17,8 +17,8 @@
 //! 3. inside the rank: the job-wide sum is copied to every local replica
 //! ```
 
-use super::ring::{Faults, Message, Ring};
-use super::{part, AcrossRanks, AllReduce, Traffic};
+use super::all_reduce::{part, AcrossRanks, AllReduce, Traffic};
+use super::ring::{Faults, Message, Phase, Ring};
 use crate::engine::Totals;
 use crate::error::{Error, Result};
 use mpi::collective::SystemOperation;
@@ -165,115 +165,138 @@ impl MpiAllReduce {
             return Ok(t);
         }
         let len = sum.len();
-        let (right, left) = ((r + 1) % n, (r + n - 1) % n);
         let longest = (0..n).map(|c| part(len, n, c).len()).max().unwrap_or(0);
         let mut seq = 0u32;
-        for phase in 0..2 {
+        for phase in Phase::BOTH {
             for s in 0..n - 1 {
-                let chunk = if phase == 0 {
-                    (r + n - s) % n
-                } else {
-                    (r + 1 + n - s) % n
-                };
+                let chunk = phase.chunk_sent(r, s, n);
+                // The left neighbour sends the chunk one below ours.
                 let expect = (chunk + n - 1) % n;
-                let msg = Message {
-                    step,
-                    seq,
-                    from: r,
-                    to: right,
-                    chunk,
-                    payload: sum[part(len, n, chunk)].to_vec(),
-                    checksum: 0,
-                };
-                self.outgoing.clear();
-                self.outgoing.extend_from_slice(&[
-                    step as u32,
-                    (step >> 32) as u32,
-                    seq,
-                    r as u32,
-                    chunk as u32,
-                    msg.crc(),
-                ]);
-                self.outgoing
-                    .extend(msg.payload.iter().map(|v| v.to_bits()));
-                if self.faults.corrupt.contains(&(step, r)) && seq == 0 {
-                    self.outgoing[HEADER] ^= 1 << 22;
-                }
-                let lose = self.faults.lose.contains(&(step, r)) && seq == 0;
-                if let Some(d) = self.faults.slow {
-                    std::thread::sleep(d);
-                }
-                self.incoming.resize(HEADER + longest, 0);
-                // A real link may be slow (a 1 Mbit/s lab link takes seconds a chunk): only a
-                // run that injects lost messages gives up after the fault timeout; otherwise a
-                // peer silent for 5 minutes is taken to be gone.
-                let timeout = match self.faults.lose.is_empty() {
-                    true => std::time::Duration::from_secs(300),
-                    false => self.faults.timeout,
-                };
-                let words = exchange(
-                    &self.world,
-                    (right, &self.outgoing, lose),
-                    (left, &mut self.incoming),
-                    timeout,
-                )
-                .map_err(|waited| {
-                    Error::LinkFault(format!(
-                        "global step {step}: the all-reduce message {seq} from rank {left} to rank {r} never arrived (nothing within {:.1} s)",
-                        waited.as_secs_f64()
-                    ))
-                })?;
-                let fault = |what: String| {
-                    Error::LinkFault(format!(
-                        "global step {step}: the all-reduce message {seq} from rank {left} to rank {r} {what}"
-                    ))
-                };
-                let Some(got) = decode(&self.incoming[..words], r) else {
-                    return Err(fault(format!("is {words} words, shorter than a header")));
-                };
+                let sent = self.frame((step, seq), chunk, &sum[part(len, n, chunk)]);
+                let words = self.send_right_receive_left((step, seq), longest)?;
                 let range = part(len, n, expect);
-                if got.from == left && (got.step, got.seq) > (step, seq) {
-                    // A later message came in its place: a gap in the sequence numbers, the
-                    // way a lost packet is noticed.
-                    return Err(fault(format!(
-                        "never arrived (lost: message {} of step {} came in its place)",
-                        got.seq, got.step
-                    )));
-                }
-                if (got.step, got.seq, got.from, got.chunk) != (step, seq, left, expect)
-                    || got.payload.len() != range.len()
-                {
-                    return Err(fault(format!(
-                        "is not the one expected (step {}, message {}, from rank {}, chunk {} of {} values)",
-                        got.step,
-                        got.seq,
-                        got.from,
-                        got.chunk,
-                        got.payload.len()
-                    )));
-                }
-                if got.crc() != got.checksum {
-                    return Err(fault(format!(
-                        "arrived damaged (its checksum {:08x} does not match its contents, {:08x})",
-                        got.checksum,
-                        got.crc()
-                    )));
-                }
-                let mine = &mut sum[range];
-                if phase == 0 {
-                    for (m, &p) in mine.iter_mut().zip(&got.payload) {
-                        *m += p;
-                    }
-                } else {
-                    mine.copy_from_slice(&got.payload);
-                }
-                t.sent += 4 * msg.payload.len() as u64;
+                let got = self.checked_arrival((step, seq), words, (expect, range.len()))?;
+                phase.receive(&mut sum[range], &got.payload);
+                t.sent += 4 * sent as u64;
                 t.received += 4 * got.payload.len() as u64;
                 t.messages += 1;
                 seq += 1;
             }
         }
         Ok(t)
+    }
+
+    /// Message `seq` of `step`, carrying `payload` (chunk `chunk`), written into `outgoing`:
+    /// the header words, then the payload's bits. Under `--fault corrupt-message` the first
+    /// message of the step gets one bit flipped after its checksum was taken. Returns the
+    /// payload's length in values.
+    fn frame(&mut self, (step, seq): (u64, u32), chunk: usize, payload: &[f32]) -> usize {
+        let r = self.rank;
+        let msg = Message {
+            step,
+            seq,
+            from: r,
+            to: (r + 1) % self.ranks,
+            chunk,
+            payload: payload.to_vec(),
+            checksum: 0,
+        };
+        self.outgoing.clear();
+        self.outgoing.extend_from_slice(&[
+            step as u32,
+            (step >> 32) as u32,
+            seq,
+            r as u32,
+            chunk as u32,
+            msg.crc(),
+        ]);
+        self.outgoing
+            .extend(msg.payload.iter().map(|v| v.to_bits()));
+        if self.faults.corrupt.contains(&(step, r)) && seq == 0 {
+            self.outgoing[HEADER] ^= 1 << 22;
+        }
+        msg.payload.len()
+    }
+
+    /// Sends `outgoing` to the right neighbour (unless `--fault lose-message` drops it) while
+    /// receiving the left neighbour's message into `incoming`, room for a header and the
+    /// `longest` chunk. Returns the words received.
+    fn send_right_receive_left(&mut self, (step, seq): (u64, u32), longest: usize) -> Result<usize> {
+        let (n, r) = (self.ranks, self.rank);
+        let (right, left) = ((r + 1) % n, (r + n - 1) % n);
+        let lose = self.faults.lose.contains(&(step, r)) && seq == 0;
+        if let Some(d) = self.faults.slow {
+            std::thread::sleep(d);
+        }
+        self.incoming.resize(HEADER + longest, 0);
+        // A real link may be slow (a 1 Mbit/s lab link takes seconds a chunk): only a
+        // run that injects lost messages gives up after the fault timeout; otherwise a
+        // peer silent for 5 minutes is taken to be gone.
+        let timeout = match self.faults.lose.is_empty() {
+            true => std::time::Duration::from_secs(300),
+            false => self.faults.timeout,
+        };
+        exchange(
+            &self.world,
+            (right, &self.outgoing, lose),
+            (left, &mut self.incoming),
+            timeout,
+        )
+        .map_err(|waited| {
+            Error::LinkFault(format!(
+                "global step {step}: the all-reduce message {seq} from rank {left} to rank {r} never arrived (nothing within {:.1} s)",
+                waited.as_secs_f64()
+            ))
+        })
+    }
+
+    /// The `words` received, decoded and checked against what was expected: message `seq` of
+    /// `step` from the left neighbour, chunk `expect` of `values` values, its checksum intact.
+    /// A later message in its place means this one was lost.
+    fn checked_arrival(
+        &self,
+        (step, seq): (u64, u32),
+        words: usize,
+        (expect, values): (usize, usize),
+    ) -> Result<Message> {
+        let (n, r) = (self.ranks, self.rank);
+        let left = (r + n - 1) % n;
+        let fault = |what: String| {
+            Error::LinkFault(format!(
+                "global step {step}: the all-reduce message {seq} from rank {left} to rank {r} {what}"
+            ))
+        };
+        let Some(got) = decode(&self.incoming[..words], r) else {
+            return Err(fault(format!("is {words} words, shorter than a header")));
+        };
+        if got.from == left && (got.step, got.seq) > (step, seq) {
+            // A later message came in its place: a gap in the sequence numbers, the
+            // way a lost packet is noticed.
+            return Err(fault(format!(
+                "never arrived (lost: message {} of step {} came in its place)",
+                got.seq, got.step
+            )));
+        }
+        if (got.step, got.seq, got.from, got.chunk) != (step, seq, left, expect)
+            || got.payload.len() != values
+        {
+            return Err(fault(format!(
+                "is not the one expected (step {}, message {}, from rank {}, chunk {} of {} values)",
+                got.step,
+                got.seq,
+                got.from,
+                got.chunk,
+                got.payload.len()
+            )));
+        }
+        if got.crc() != got.checksum {
+            return Err(fault(format!(
+                "arrived damaged (its checksum {:08x} does not match its contents, {:08x})",
+                got.checksum,
+                got.crc()
+            )));
+        }
+        Ok(got)
     }
 }
 

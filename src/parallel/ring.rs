@@ -18,8 +18,43 @@
 //! is the same on every run, and since the finished chunks are copied, every replica ends with
 //! the same bits.
 
-use super::{AllReduce, Traffic};
+use super::all_reduce::{part, AllReduce, Traffic};
 use crate::error::{Error, Result};
+
+/// The ring's two halves. The in-process ring and the ring across MPI ranks send the same
+/// chunks in the same order and treat what arrives the same way; this is where they agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Receivers add the chunk to their own copy: after N−1 steps each holds one chunk's sum.
+    ReduceScatter,
+    /// Receivers overwrite their copy with the finished sum: after N−1 steps everyone has all.
+    AllGather,
+}
+
+impl Phase {
+    /// Both halves, in order.
+    pub(super) const BOTH: [Phase; 2] = [Phase::ReduceScatter, Phase::AllGather];
+
+    /// The chunk replica `r` of `n` sends at step `s` (0 ≤ s < n−1) of this half.
+    pub(super) fn chunk_sent(self, r: usize, s: usize, n: usize) -> usize {
+        match self {
+            Phase::ReduceScatter => (r + n - s % n) % n,
+            Phase::AllGather => (r + 1 + n - s % n) % n,
+        }
+    }
+
+    /// What the receiver does with an arriving chunk `payload` on its own copy `mine`.
+    pub(super) fn receive(self, mine: &mut [f32], payload: &[f32]) {
+        match self {
+            Phase::ReduceScatter => {
+                for (m, &p) in mine.iter_mut().zip(payload) {
+                    *m += p;
+                }
+            }
+            Phase::AllGather => mine.copy_from_slice(payload),
+        }
+    }
+}
 
 /// One message on the ring: a chunk of the sender's gradient, as it would go on a wire.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,8 +140,139 @@ impl Ring {
 
     /// Elements of chunk `c` when `len` elements are cut into `n` chunks.
     fn chunk(len: usize, n: usize, c: usize) -> std::ops::Range<usize> {
-        super::part(len, n, c)
+        part(len, n, c)
     }
+
+    /// The length every gradient has, once checked: one gradient per replica, all alike.
+    fn checked_len(&self, grads: &[&mut [f32]]) -> Result<usize> {
+        let n = grads.len();
+        if n != self.replicas {
+            return Err(Error::Config(format!(
+                "the ring has {} replicas but {n} gradients were given",
+                self.replicas
+            )));
+        }
+        let len = grads.first().map_or(0, |g| g.len());
+        if grads.iter().any(|g| g.len() != len) {
+            return Err(Error::Config("replicas' gradients differ in length".into()));
+        }
+        Ok(len)
+    }
+
+    /// Bytes a value takes on the link.
+    fn value_bytes(&self) -> u64 {
+        if self.f16_wire {
+            2
+        } else {
+            4
+        }
+    }
+
+    /// Before the all-gather under `--grad-dtype f16`: replica r now owns the finished sum of
+    /// chunk r+1. Everyone else will get it as f16, so the owner rounds its own copy too: all
+    /// replicas hold the same bits.
+    fn round_owned_chunks_to_f16(grads: &mut [&mut [f32]], len: usize) {
+        let n = grads.len();
+        for (r, g) in grads.iter_mut().enumerate() {
+            for v in &mut g[Ring::chunk(len, n, (r + 1) % n)] {
+                *v = half::f16::from_f32(*v).to_f32();
+            }
+        }
+    }
+
+    /// Everyone sends: each replica's chunk for step `s` of `phase` goes into its outbox,
+    /// stamped, counted, and (under `--fault`) delayed, marked lost or damaged.
+    fn send_all(
+        &mut self,
+        (phase, s): (Phase, usize),
+        grads: &[&mut [f32]],
+        flight: &mut InFlight,
+        traffic: &mut [Traffic],
+    ) {
+        let (n, len) = (grads.len(), grads[0].len());
+        let value_bytes = self.value_bytes();
+        let f = &self.faults;
+        for (r, msg) in self.outbox.iter_mut().enumerate() {
+            let chunk = phase.chunk_sent(r, s, n);
+            let range = Ring::chunk(len, n, chunk);
+            msg.step = flight.step;
+            msg.seq = flight.seq;
+            msg.from = r;
+            msg.to = (r + 1) % n;
+            msg.chunk = chunk;
+            msg.payload.clear();
+            msg.payload.extend_from_slice(&grads[r][range]);
+            if self.f16_wire {
+                for v in msg.payload.iter_mut() {
+                    *v = half::f16::from_f32(*v).to_f32();
+                }
+            }
+            traffic[r].sent += value_bytes * msg.payload.len() as u64;
+            traffic[r].messages += 1;
+            flight.seq += 1;
+            msg.checksum = msg.crc();
+            if let Some(d) = f.slow {
+                std::thread::sleep(d);
+            }
+            if f.lose.contains(&(flight.step, r)) && flight.lost.is_none() {
+                flight.lost = Some(msg.seq);
+            }
+            if f.corrupt.contains(&(flight.step, r)) && flight.damaged.is_none() {
+                flight.damaged = Some(msg.seq);
+                msg.payload[0] = f32::from_bits(msg.payload[0].to_bits() ^ (1 << 22));
+            }
+        }
+    }
+
+    /// ...then everyone receives: each message is checked (a lost one is noticed by its
+    /// absence, after the timeout; a damaged one by its checksum) and then added or copied.
+    fn receive_all(
+        &self,
+        phase: Phase,
+        grads: &mut [&mut [f32]],
+        flight: &InFlight,
+        traffic: &mut [Traffic],
+    ) -> Result<()> {
+        let (n, len) = (grads.len(), grads[0].len());
+        let step = flight.step;
+        for msg in &self.outbox {
+            let what = |fault: String| {
+                Error::LinkFault(format!(
+                    "global step {step}: the all-reduce message {} from replica {} to replica {} {fault}",
+                    msg.seq, msg.from, msg.to
+                ))
+            };
+            if flight.lost == Some(msg.seq) {
+                // The receiver waits for it as long as it would on a real link, then
+                // gives up: a lost message is only ever noticed by its absence.
+                std::thread::sleep(self.faults.timeout);
+                return Err(what(format!(
+                    "never arrived (lost: nothing within the {:.1} s timeout)",
+                    self.faults.timeout.as_secs_f64()
+                )));
+            }
+            if msg.crc() != msg.checksum {
+                return Err(what(format!(
+                    "arrived damaged (its checksum {:08x} does not match its contents, {:08x})",
+                    msg.checksum,
+                    msg.crc()
+                )));
+            }
+            let range = Ring::chunk(len, n, msg.chunk);
+            phase.receive(&mut grads[msg.to][range], &msg.payload);
+            traffic[msg.to].received += self.value_bytes() * msg.payload.len() as u64;
+        }
+        Ok(())
+    }
+}
+
+/// One all-reduce's messages in flight: its step, the next sequence number, and which message
+/// (if any) a `--fault` lost or damaged.
+struct InFlight {
+    step: u64,
+    seq: u32,
+    lost: Option<u32>,
+    damaged: Option<u32>,
 }
 
 impl AllReduce for Ring {
@@ -135,17 +301,8 @@ impl AllReduce for Ring {
     }
 
     fn all_reduce(&mut self, step: u64, grads: &mut [&mut [f32]]) -> Result<Vec<Traffic>> {
+        let len = self.checked_len(grads)?;
         let n = grads.len();
-        if n != self.replicas {
-            return Err(Error::Config(format!(
-                "the ring has {} replicas but {n} gradients were given",
-                self.replicas
-            )));
-        }
-        let len = grads.first().map_or(0, |g| g.len());
-        if grads.iter().any(|g| g.len() != len) {
-            return Err(Error::Config("replicas' gradients differ in length".into()));
-        }
         let mut traffic = vec![Traffic::default(); n];
         if n == 1 {
             return Ok(traffic);
@@ -159,95 +316,19 @@ impl AllReduce for Ring {
             payload: Vec::new(),
             checksum: 0,
         });
-        let f = self.faults.clone();
-        let (mut lost, mut damaged) = (None, None);
-        let mut seq = 0u32;
-        // Phase 0: reduce-scatter (receivers add); phase 1: all-gather (receivers overwrite).
-        for phase in 0..2 {
-            if phase == 1 && self.f16_wire {
-                // Replica r now owns the finished sum of chunk r+1. Everyone else will get it
-                // as f16, so the owner rounds its own copy too: all replicas hold the same bits.
-                for (r, g) in grads.iter_mut().enumerate() {
-                    for v in &mut g[Ring::chunk(len, n, (r + 1) % n)] {
-                        *v = half::f16::from_f32(*v).to_f32();
-                    }
-                }
+        let mut flight = InFlight {
+            step,
+            seq: 0,
+            lost: None,
+            damaged: None,
+        };
+        for phase in Phase::BOTH {
+            if phase == Phase::AllGather && self.f16_wire {
+                Ring::round_owned_chunks_to_f16(grads, len);
             }
             for s in 0..n - 1 {
-                // Everyone sends...
-                for (r, msg) in self.outbox.iter_mut().enumerate() {
-                    let chunk = if phase == 0 {
-                        (r + n - s % n) % n
-                    } else {
-                        (r + 1 + n - s % n) % n
-                    };
-                    let range = Ring::chunk(len, n, chunk);
-                    msg.step = step;
-                    msg.seq = seq;
-                    msg.from = r;
-                    msg.to = (r + 1) % n;
-                    msg.chunk = chunk;
-                    msg.payload.clear();
-                    msg.payload.extend_from_slice(&grads[r][range]);
-                    let value_bytes = if self.f16_wire {
-                        for v in msg.payload.iter_mut() {
-                            *v = half::f16::from_f32(*v).to_f32();
-                        }
-                        2
-                    } else {
-                        4
-                    };
-                    traffic[r].sent += value_bytes * msg.payload.len() as u64;
-                    traffic[r].messages += 1;
-                    seq += 1;
-                    msg.checksum = msg.crc();
-                    if let Some(d) = f.slow {
-                        std::thread::sleep(d);
-                    }
-                    if f.lose.contains(&(step, r)) && lost.is_none() {
-                        lost = Some(msg.seq);
-                    }
-                    if f.corrupt.contains(&(step, r)) && damaged.is_none() {
-                        damaged = Some(msg.seq);
-                        msg.payload[0] = f32::from_bits(msg.payload[0].to_bits() ^ (1 << 22));
-                    }
-                }
-                // ...then everyone receives.
-                for msg in &self.outbox {
-                    let what = |fault: String| {
-                        Error::LinkFault(format!(
-                            "global step {step}: the all-reduce message {} from replica {} to replica {} {fault}",
-                            msg.seq, msg.from, msg.to
-                        ))
-                    };
-                    if lost == Some(msg.seq) {
-                        // The receiver waits for it as long as it would on a real link, then
-                        // gives up: a lost message is only ever noticed by its absence.
-                        std::thread::sleep(f.timeout);
-                        return Err(what(format!(
-                            "never arrived (lost: nothing within the {:.1} s timeout)",
-                            f.timeout.as_secs_f64()
-                        )));
-                    }
-                    if msg.crc() != msg.checksum {
-                        return Err(what(format!(
-                            "arrived damaged (its checksum {:08x} does not match its contents, {:08x})",
-                            msg.checksum,
-                            msg.crc()
-                        )));
-                    }
-                    let range = Ring::chunk(len, n, msg.chunk);
-                    let mine = &mut grads[msg.to][range];
-                    if phase == 0 {
-                        for (m, &p) in mine.iter_mut().zip(&msg.payload) {
-                            *m += p;
-                        }
-                    } else {
-                        mine.copy_from_slice(&msg.payload);
-                    }
-                    let value_bytes = if self.f16_wire { 2 } else { 4 };
-                    traffic[msg.to].received += value_bytes * msg.payload.len() as u64;
-                }
+                self.send_all((phase, s), grads, &mut flight, &mut traffic);
+                self.receive_all(phase, grads, &flight, &mut traffic)?;
             }
         }
         Ok(traffic)

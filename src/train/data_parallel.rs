@@ -9,7 +9,7 @@ use super::watch::Watch;
 use crate::engine::{Counters, Engine, LossScaler, Target};
 use crate::error::{Error, Result};
 use crate::model::{Model, ParamLayout};
-use crate::parallel::{AllReduce, Traffic};
+use crate::parallel::all_reduce::{AllReduce, Traffic};
 use serde_json::json;
 use std::ops::Range;
 use std::time::{Duration, Instant};

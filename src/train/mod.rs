@@ -1,6 +1,6 @@
 //! The training loop: the same for the CPU and the GPU, and for one device or many, which
 //! differ only in the [`Engine`]s that compute and the
-//! [`AllReduce`](crate::parallel::AllReduce) that joins them.
+//! [`AllReduce`](crate::parallel::all_reduce::AllReduce) that joins them.
 //!
 //! ```text
 //! for each epoch:
@@ -35,7 +35,7 @@ use crate::checkpoint::{Position, SnapshotDir, TrainState};
 use crate::data::{epoch_order, DataSplit};
 use crate::engine::{Engine, Totals, EVAL_BATCH};
 use crate::error::{Error, Result};
-use crate::parallel::Traffic;
+use crate::parallel::all_reduce::Traffic;
 use std::time::Instant;
 
 /// A run whose mean training loss over a check window exceeds this multiple of ln 10 (the loss

@@ -10,7 +10,7 @@ use super::watch::Watch;
 use crate::data::Dataset;
 use crate::engine::{Counters, Engine, LossScaler, Target};
 use crate::error::Result;
-use crate::parallel::{AllReduce, Identity};
+use crate::parallel::all_reduce::{AllReduce, Identity};
 use serde_json::json;
 
 /// One engine on its own: the fused step.

@@ -1,7 +1,7 @@
 //! What an epoch reports, and the observer the loop reports it to.
 
 use crate::engine::Totals;
-use crate::parallel::Traffic;
+use crate::parallel::all_reduce::Traffic;
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
@@ -59,7 +59,7 @@ pub struct EpochReport {
     /// What the all-reduce moved this epoch, per replica (replica 0's count; the ring loads
     /// every replica alike). Zero for one replica.
     pub traffic: Traffic,
-    /// What `traffic`'s bytes are ([`AllReduce::bytes_are`](crate::parallel::AllReduce::bytes_are)).
+    /// What `traffic`'s bytes are ([`AllReduce::bytes_are`](crate::parallel::all_reduce::AllReduce::bytes_are)).
     pub traffic_is: &'static str,
     /// The data-parallel step's time split; `None` on the fused one-replica path.
     pub split: Option<StepSplit>,

@@ -2,7 +2,6 @@
 //! will train on them, and where each step's batch starts.
 
 use crate::data::{Dataset, PIXELS};
-use crate::parallel;
 
 pub struct Shard {
     pub data: Dataset,
@@ -19,7 +18,7 @@ impl Shard {
         let mut picked: Vec<u32> = Vec::with_capacity(order.len() / world + global);
         let mut starts = vec![0];
         for batch in order.chunks(global) {
-            picked.extend_from_slice(&batch[parallel::part(batch.len(), world, r)]);
+            picked.extend_from_slice(&batch[crate::parallel::all_reduce::part(batch.len(), world, r)]);
             starts.push(picked.len());
         }
         let mut images = Vec::with_capacity(picked.len() * PIXELS);
