@@ -429,11 +429,13 @@ fn sgd_update_matches_twin() {
             storage(&g.device, "g", &grad),
             storage(&g.device, "p", &param),
         );
+        // The f16 working copy's binding: an f32 step binds a placeholder and never writes it.
+        let copy = storage(&g.device, "no copy", &[7.0f32]);
         let disp = Dispatch::new(
             &g.device,
             "sgd",
             &k.sgd_update,
-            &[whole(&bg), whole(&bp)],
+            &[whole(&bg), whole(&bp), whole(&copy)],
             &p,
             gpu_train::gpu::dispatch::groups_1d(len),
         );
@@ -444,11 +446,13 @@ fn sgd_update_matches_twin() {
         // differs in the last bit), hence a tolerance of a few ulps.
         let worst = assert_close("sgd_update", &g.read_f32(&bp).unwrap(), &want, 1e-7, 1e-6);
         eprintln!("sgd_update ({len}) worst relative error {worst:e}");
+        assert_eq!(g.read_f32(&copy).unwrap(), vec![7.0], "an f32 update wrote the f16 copy's placeholder");
     }
 }
 
 /// The WGSL files and the Rust side share constants and `Params` layouts with nothing but
-/// this test to keep them in step (WGSL has no includes, and the kernels use no templating).
+/// this test to keep them in step (WGSL has no includes; only the element types come in a
+/// prelude).
 #[test]
 fn wgsl_constants_and_params_match_the_rust_side() {
     use std::mem::size_of;
@@ -499,17 +503,12 @@ fn wgsl_constants_and_params_match_the_rust_side() {
         (reg.block_m, reg.block_n),
         "matmul_reg8x4.wgsl's block against its MatmulVariant"
     );
-    for (file, name) in [
-        ("matmul_f16", "reg8x4_f16"),
-        ("matmul_f16_f32out", "reg8x4_f16_f32out"),
-    ] {
+    // reg8x4's f16 members are the same source under an f16 prelude (one WGSL per kernel).
+    for name in ["reg8x4_f16", "reg8x4_f16_f32out"] {
         let v = MatmulVariant::by_name(name).unwrap();
-        let lanes = constant("LANES", file);
-        assert_eq!(
-            (lanes * constant("R", file), lanes * constant("CC", file)),
-            (v.block_m, v.block_n),
-            "{file}.wgsl's block against {name}"
-        );
+        assert_eq!(v.source, source("matmul_reg8x4"), "{name} is matmul_reg8x4.wgsl");
+        assert_eq!((v.block_m, v.block_n), (reg.block_m, reg.block_n), "{name}'s block");
+        assert!(v.wgsl().starts_with(v.elems.prelude()) && v.wgsl().contains("alias Elem = f16;"));
     }
     for file in [
         "unpack_batch",
