@@ -11,6 +11,8 @@
 //! separated step (gradient buffer, identity all-reduce, sgd_update), so set beside the fused
 //! row above it, it shows what separating gradient and update costs.
 
+pub mod table;
+
 use crate::data::DataSplit;
 use crate::engine::Precision;
 use crate::error::{Error, Result};
@@ -24,8 +26,7 @@ use crate::train;
 use crate::train::report::EpochReport;
 use crate::config::TrainConfig;
 use clap::Args;
-use serde::Serialize;
-use std::fmt::Write as _;
+use table::{to_json, Row};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Args)]
@@ -79,28 +80,6 @@ pub struct BenchArgs {
     pub json: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
-}
-
-/// One row of the table.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Row {
-    pub path: String,
-    pub adapter: String,
-    pub replicas: usize,
-    pub epoch_s: f64,
-    pub images_per_s: f64,
-    pub speedup: Option<f64>,
-    pub test_accuracy: f64,
-    pub peak_host_mb: f64,
-    pub vram_mb: Option<f64>,
-    /// Per replica.
-    pub staged_mb_per_epoch: Option<f64>,
-    /// Data-parallel rows: bytes each replica sent in the all-reduce per epoch.
-    pub allreduce_mb_per_epoch: Option<f64>,
-    /// Data-parallel rows: a step's time split, µs (host clocks).
-    pub compute_us: Option<f64>,
-    pub allreduce_us: Option<f64>,
-    pub update_us: Option<f64>,
 }
 
 /// The peak resident memory (VmHWM) since the last [`reset_peak_host`], in MB, where /proc has it.
@@ -397,57 +376,6 @@ fn median_of(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn opt(v: Option<f64>, digits: usize) -> String {
-    v.map(|x| format!("{x:.digits$}"))
-        .unwrap_or_else(|| "-".into())
-}
-
-/// The table as printed.
-pub fn table(rows: &[Row]) -> String {
-    let mut s = format!(
-        "{:<13} {:<44} {:>9} {:>10} {:>8} {:>8} {:>9} {:>8} {:>10} {:>10} {:>17}\n",
-        "path",
-        "adapter",
-        "epoch s",
-        "images/s",
-        "speedup",
-        "test %",
-        "host MB",
-        "VRAM MB",
-        "staged MB",
-        "reduce MB",
-        "step µs: c/ar/up"
-    );
-    for r in rows {
-        let split = match (r.compute_us, r.allreduce_us, r.update_us) {
-            (Some(c), Some(a), Some(u)) => format!("{c:.0}/{a:.0}/{u:.0}"),
-            _ => "-".into(),
-        };
-        let _ = writeln!(
-            s,
-            "{:<13} {:<44} {:>9.4} {:>10.0} {:>8} {:>8.2} {:>9.1} {:>8} {:>10} {:>10} {:>17}",
-            r.path,
-            r.adapter.chars().take(44).collect::<String>(),
-            r.epoch_s,
-            r.images_per_s,
-            opt(r.speedup, 2),
-            r.test_accuracy,
-            r.peak_host_mb,
-            opt(r.vram_mb, 1),
-            opt(r.staged_mb_per_epoch, 1),
-            opt(r.allreduce_mb_per_epoch, 1),
-            split
-        );
-    }
-    s += "staged and reduce MB are per replica and epoch; step µs: compute (forward + backward, waiting for the gradients) / all-reduce / update, per step\n";
-    s
-}
-
-/// The rows as a JSON array.
-pub fn to_json(rows: &[Row]) -> String {
-    serde_json::to_string_pretty(rows).expect("rows serialise") + "\n"
-}
-
 /// The per-kernel profile of one adapter as printed: each kernel's GPU time (timestamps at the
 /// start and end of its own pass), achieved rates, floors where the peaks are given, per-phase
 /// sums, and the sum against the real step time.
@@ -541,7 +469,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         args.epochs
     );
     let rows = rows(args, &data)?;
-    print!("{}", table(&rows));
+    print!("{}", table::table(&rows));
     if !args.cpu_only && !args.no_profile {
         let devices = args.devices();
         let steps = data.train.len().div_ceil(args.batch_size) as f64;

@@ -50,6 +50,7 @@ pub mod network;
 pub mod parallel;
 pub mod predict;
 pub mod run;
+pub mod snapshots;
 pub mod train;
 pub mod weights;
 

@@ -7,7 +7,7 @@
 use crate::cpu::reference::{self, Params};
 use crate::data::{scale_pixel, Dataset, CLASSES, PIXELS};
 use crate::error::{Error, Result};
-use crate::explain::softmax_table;
+use crate::explain::chapter3::softmax_table;
 use crate::model::Model;
 use std::path::Path;
 

@@ -215,7 +215,7 @@ fn a_training_run_piped_into_head_trains_to_its_end() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let dir = gpu_train::checkpoint::SnapshotDir::open(&snaps, 10).unwrap();
+    let dir = gpu_train::snapshots::SnapshotDir::open(&snaps, 10).unwrap();
     let (_, last) = gpu_train::checkpoint::load(&dir.latest().unwrap().unwrap()).unwrap();
     assert_eq!(
         last.next,

@@ -1,7 +1,7 @@
 //! The chapters' worked examples, as computed by the engine.
 
 use gpu_train::data;
-use gpu_train::explain::{self, TwoNeuron};
+use gpu_train::explain::chapter2::TwoNeuron;
 use gpu_train::model::{Model, Summary, LAYERS};
 
 fn close(a: f64, b: f64) -> bool {
@@ -35,7 +35,7 @@ fn chapter2_second_pass_differs_from_the_text() {
     // The reference notes give ŷ = 1.01738 and MSE = 0.000151, not the text's 0.9982 / 0.0017.
     assert_eq!(format!("{:.5}", second.y_hat), "1.01738");
     assert_eq!(format!("{:.6}", second.mse), "0.000151");
-    let text = explain::chapter2();
+    let text = gpu_train::explain::chapter2::chapter2();
     assert!(
         text.contains("0.9982") && text.contains("1.01738"),
         "{text}"
@@ -68,7 +68,7 @@ fn chapter3_softmax_table_is_the_one_the_logits_give() {
     let split = data::load_dir(&data::bundled_dir()).unwrap();
     let model = Model::init(42);
     let (image, lr) = (0, 0.1);
-    let e = explain::image_example(&model, &split.test, image, lr);
+    let e = gpu_train::explain::chapter3::image_example(&model, &split.test, image, lr);
     let label = split.test.labels[image] as usize;
     assert_eq!(e.label, label);
     // The image as the trainer sees it, and the forward pass recomputed here.
@@ -131,7 +131,7 @@ fn chapter3_softmax_table_is_the_one_the_logits_give() {
         e.adjustment
     );
     // The printed chapter: the table's probabilities and the loss line carry these numbers.
-    let text = explain::chapter3(&model, &split.test, image, lr, "test");
+    let text = gpu_train::explain::chapter3::chapter3(&model, &split.test, image, lr, "test");
     for (c, pc) in p.iter().enumerate() {
         let row = text
             .lines()
@@ -169,7 +169,7 @@ fn chapter3_weight_updates_are_the_ones_a_training_step_makes() {
     let model = Model::init(gpu_train::config::DEFAULT_SEED);
     let lr = gpu_train::config::DEFAULT_LR;
     let image = 3;
-    let e = explain::image_example(&model, &split.test, image, lr.into());
+    let e = gpu_train::explain::chapter3::image_example(&model, &split.test, image, lr.into());
     assert_eq!(
         e.output_neuron, 9,
         "the chapter's Figure 3-5 follows output neuron 9"
@@ -201,7 +201,7 @@ fn chapter3_weight_updates_are_the_ones_a_training_step_makes() {
         "{w1} vs {}",
         e.hidden_new_weight
     );
-    let text = explain::chapter3(&model, &split.test, image, lr.into(), "test");
+    let text = gpu_train::explain::chapter3::chapter3(&model, &split.test, image, lr.into(), "test");
     for v in [e.output_new_weight, e.hidden_new_weight] {
         assert!(
             text.contains(&format!("= {v:+.6}")),
@@ -263,7 +263,7 @@ fn summary_reports_the_chapters_counts() {
 fn data_parallel_example_is_computed_from_the_shapes_and_a_real_step() {
     let data = gpu_train::data::load_dir(&gpu_train::data::bundled_dir()).unwrap();
     let model = gpu_train::model::Model::init(42);
-    let e = explain::data_parallel_example(&model, &data.test, 2);
+    let e = gpu_train::explain::data_parallel::data_parallel_example(&model, &data.test, 2);
     // What one replica sends is the gradient of every weight and bias, not of the batch:
     // 784·128 + 128 + 128·10 + 10 values, 4 bytes each in FP32.
     let (inputs, hidden, outputs) = BY_HAND;
@@ -286,7 +286,7 @@ fn data_parallel_example_is_computed_from_the_shapes_and_a_real_step() {
     // the order of float additions.
     assert!(e.max_gradient > 1e-3);
     assert!(e.max_difference <= 1e-6 * e.max_gradient.max(1.0), "{e:?}");
-    let text = explain::data_parallel(&model, &data.test);
+    let text = gpu_train::explain::data_parallel::data_parallel(&model, &data.test);
     // The chapter's "(128x64x784) + (10x64x128)" are the multiply-adds of one forward pass on
     // its mini-batch of 64; the text gives their sum, and the first alone is its 6,422,528.
     let batch = 64;

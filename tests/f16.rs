@@ -555,7 +555,7 @@ fn cli_f16_runs_resumes_exactly_and_names_adapters_without_f16() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("f16: loss scale 65536"), "{out}");
     let snaps =
-        gpu_train::checkpoint::SnapshotDir::open(std::path::Path::new(&clean), 100).unwrap();
+        gpu_train::snapshots::SnapshotDir::open(std::path::Path::new(&clean), 100).unwrap();
     let list = snaps.list().unwrap();
     let (want, _) = gpu_train::checkpoint::load(&list.last().unwrap().1).unwrap();
     let (_, mid) = gpu_train::checkpoint::load(&list[1].1).unwrap();
@@ -571,7 +571,7 @@ fn cli_f16_runs_resumes_exactly_and_names_adapters_without_f16() {
     let (code, _, err) = gpu_train(&a);
     assert_eq!(code, 0, "{err}");
     let snaps =
-        gpu_train::checkpoint::SnapshotDir::open(std::path::Path::new(&resumed), 100).unwrap();
+        gpu_train::snapshots::SnapshotDir::open(std::path::Path::new(&resumed), 100).unwrap();
     let (got, _) = gpu_train::checkpoint::load(&snaps.latest().unwrap().unwrap()).unwrap();
     assert!(got == want, "an f16 run resumed mid-epoch ended elsewhere");
     // An adapter without f16 in shaders (GL llvmpipe, where present) is named, with the ways out.

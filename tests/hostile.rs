@@ -6,7 +6,8 @@
 
 mod common;
 use common::gpu_train;
-use gpu_train::checkpoint::{self, Position, SnapshotDir, TrainState};
+use gpu_train::checkpoint::{self, Position, TrainState};
+use gpu_train::snapshots::SnapshotDir;
 use gpu_train::data::{self, idx, PIXELS};
 use gpu_train::model::Model;
 use std::io::Write;
@@ -840,7 +841,7 @@ fn fifos_and_devices_given_as_inputs_are_refused_at_once() {
         snaps.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
-    let snapshot = checkpoint::latest_in(&snaps).unwrap().expect("a snapshot");
+    let snapshot = gpu_train::snapshots::latest_in(&snaps).unwrap().expect("a snapshot");
     for (node, kind) in nodes {
         let p = d.join(node);
         let p = p.to_str().unwrap();
@@ -955,7 +956,7 @@ fn predict_and_explain_read_only_the_images_they_show() {
         snaps.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
-    let snapshot = checkpoint::latest_in(&snaps).unwrap().expect("a snapshot");
+    let snapshot = gpu_train::snapshots::latest_in(&snaps).unwrap().expect("a snapshot");
     let dd = data.display();
     for line in [
         format!(

@@ -5,7 +5,8 @@
 
 mod common;
 use common::{gpu_train, gzip, wait};
-use gpu_train::checkpoint::{self, SnapshotDir};
+use gpu_train::checkpoint;
+use gpu_train::snapshots::SnapshotDir;
 use gpu_train::data::idx;
 use gpu_train::model::Model;
 use std::path::{Path, PathBuf};

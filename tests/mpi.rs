@@ -9,7 +9,8 @@
 
 mod common;
 use common::{gpu_train, wait};
-use gpu_train::checkpoint::{self, SnapshotDir};
+use gpu_train::checkpoint;
+use gpu_train::snapshots::SnapshotDir;
 use gpu_train::model::Model;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -261,7 +262,7 @@ fn resume_under_mpirun_and_a_killed_rank_end_where_an_uninterrupted_run_ends() {
         .spawn()
         .unwrap();
     let start = Instant::now();
-    while checkpoint::latest_in(Path::new(&crashy)).unwrap().is_none()
+    while gpu_train::snapshots::latest_in(Path::new(&crashy)).unwrap().is_none()
         || start.elapsed() < Duration::from_millis(300)
     {
         assert!(

@@ -5,7 +5,8 @@
 
 mod common;
 use common::gpu_train;
-use gpu_train::checkpoint::{self, SnapshotDir};
+use gpu_train::checkpoint;
+use gpu_train::snapshots::SnapshotDir;
 use std::path::Path;
 
 fn json(path: &Path) -> serde_json::Value {

@@ -3,7 +3,8 @@
 
 mod common;
 use common::gpu_train;
-use gpu_train::checkpoint::{self, Position, SnapshotDir, TrainState};
+use gpu_train::checkpoint::{self, Position, TrainState};
+use gpu_train::snapshots::SnapshotDir;
 use gpu_train::cpu::engine::CpuEngine;
 use gpu_train::data::{self, DataSplit};
 use gpu_train::engine::Engine;
@@ -318,7 +319,7 @@ fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(dir)
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name() != checkpoint::LOCK_FILE)
+        .filter(|e| e.file_name() != gpu_train::snapshots::LOCK_FILE)
         .map(|e| {
             (
                 e.file_name().to_string_lossy().into_owned(),
@@ -672,7 +673,7 @@ fn a_resume_on_another_engine_says_it_is_not_bit_exact() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     run(&["--cpu", "--snapshot-dir", s, "--snapshot-every", "4"]);
-    let dir_list = checkpoint::SnapshotDir::open(std::path::Path::new(s), 100).unwrap();
+    let dir_list = gpu_train::snapshots::SnapshotDir::open(std::path::Path::new(s), 100).unwrap();
     let first = dir_list.list().unwrap()[0].1.clone();
     drop(dir_list);
     let first = first.to_str().unwrap();

@@ -120,7 +120,7 @@ fn run_explain(args: &ExplainArgs) -> Result<()> {
             crate::config::MAX_EPOCHS
         )));
     }
-    print!("{}", crate::explain::chapter2());
+    print!("{}", crate::explain::chapter2::chapter2());
     println!();
     // Training (--epochs) needs both sets; otherwise only the test images shown are read: the
     // one of chapter 3 and the global batch of the data-parallel example.
@@ -164,12 +164,12 @@ fn run_explain(args: &ExplainArgs) -> Result<()> {
     let model = engine.model()?;
     print!(
         "{}",
-        crate::explain::chapter3(&model, test, args.image, crate::config::DEFAULT_LR.into(), &what)
+        crate::explain::chapter3::chapter3(&model, test, args.image, crate::config::DEFAULT_LR.into(), &what)
     );
     println!();
-    print!("{}", crate::explain::data_parallel(&model, test));
+    print!("{}", crate::explain::data_parallel::data_parallel(&model, test));
     println!();
-    print!("{}", crate::explain::summary_for(model.hidden()));
+    print!("{}", crate::explain::chapter3::summary_for(model.hidden()));
     Ok(())
 }
 

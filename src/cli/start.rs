@@ -2,7 +2,8 @@
 //! resume, whose settings then win over the flags' defaults.
 
 use super::train_args::TrainArgs;
-use crate::checkpoint::{self, SnapshotDir};
+use crate::checkpoint;
+use crate::snapshots::SnapshotDir;
 use crate::config::RunConfig;
 use crate::data::DataSplit;
 use crate::error::{Error, Result};
@@ -88,7 +89,7 @@ fn fresh_model(
 fn snapshot_to_resume(file: Option<&Path>, dir: Option<&Path>) -> Result<PathBuf> {
     match (file, dir) {
         (Some(file), _) => Ok(file.to_path_buf()),
-        (None, Some(dir)) => checkpoint::latest_in(dir)?.ok_or_else(|| {
+        (None, Some(dir)) => crate::snapshots::latest_in(dir)?.ok_or_else(|| {
             Error::Config(format!(
                 "--resume: no snapshot in {} to resume from",
                 dir.display()

@@ -4,7 +4,7 @@ use super::console::Console;
 use super::job::{rank_part, Job};
 use super::start::starting_point;
 use super::train_args::TrainArgs;
-use crate::checkpoint::{self, SnapshotDir};
+use crate::snapshots::SnapshotDir;
 use crate::data::DataSplit;
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -352,7 +352,7 @@ fn job_fields(
 /// [`resume_hint`] from the snapshot folder's path alone (in a signal handler, which holds no
 /// [`SnapshotDir`]).
 fn resume_hint_in(dir: Option<&Path>) -> String {
-    match dir.map(checkpoint::latest_in) {
+    match dir.map(crate::snapshots::latest_in) {
         Some(Ok(Some(p))) => format!(
             "the latest snapshot is {}: continue with --resume",
             p.display()
@@ -384,7 +384,7 @@ fn print_start(
     replicas: &crate::train::replicas::Replicas,
     snapshots: Option<&SnapshotDir>,
 ) {
-    say!("{}", crate::explain::summary_for(model.hidden()).trim_end());
+    say!("{}", crate::explain::chapter3::summary_for(model.hidden()).trim_end());
     say!(
         "data: {} ({} training images, {} test images, {:.1} MB of u8 pixels in RAM: {:.1} training, {:.1} test)",
         data.dir.display(),

@@ -22,13 +22,13 @@
 //! a flat gradient in [`ParamLayout::packed`] order), δ2 is divided by the global batch, and
 //! `apply_update` applies `w −= lr·g` afterwards, loop for loop like `sgd_update.wgsl`.
 
+use super::gemm::{block_start, blocks, gemm, r16, round_into, round_model};
 use super::workers::Workers;
 use crate::data::{scale_pixel, Dataset, CLASSES, PIXELS};
 use crate::engine::{Counters, Engine, Precision, Target, Totals};
 use crate::error::Result;
 use crate::model::{Model, ParamLayout};
 use std::ops::Range;
-use std::sync::Mutex;
 
 /// Scratch buffers sized for the largest batch, allocated once.
 pub struct CpuEngine {
@@ -53,91 +53,6 @@ pub struct CpuEngine {
     /// rounded to f16 where the GPU's f16 kernels store them, and the products, summed in f32
     /// by SGEMM, are the same products of f16 values: this engine is the f16 path's twin.
     model16: Option<Model>,
-}
-
-/// A value rounded to the nearest f16 (as the GPU's f16 buffers store it), back in f32.
-fn r16(v: f32) -> f32 {
-    half::f16::from_f32(v).to_f32()
-}
-
-/// Rounds `from` into `to`, buffer for buffer, without allocating (once a step under f16).
-fn round_into(from: &Model, to: &mut Model) {
-    for (dst, src) in [
-        (&mut to.w1, &from.w1),
-        (&mut to.b1, &from.b1),
-        (&mut to.w2, &from.w2),
-        (&mut to.b2, &from.b2),
-    ] {
-        for (d, &s) in dst.iter_mut().zip(src) {
-            *d = r16(s);
-        }
-    }
-}
-
-fn round_model(m: &Model) -> Model {
-    let r = |v: &[f32]| v.iter().map(|&x| r16(x)).collect();
-    Model {
-        w1: r(&m.w1),
-        b1: r(&m.b1),
-        w2: r(&m.w2),
-        b2: r(&m.b2),
-    }
-}
-
-/// `c (m,n) = alpha · a (m,k) · b (k,n) + beta · c`, every matrix given by its row and column
-/// strides, so a transpose is just swapped strides.
-#[allow(clippy::too_many_arguments)]
-fn gemm(
-    (m, k, n): (usize, usize, usize),
-    alpha: f32,
-    a: &[f32],
-    (rsa, csa): (usize, usize),
-    b: &[f32],
-    (rsb, csb): (usize, usize),
-    beta: f32,
-    c: &mut [f32],
-    rsc: usize,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    // The bounds the strides reach must lie inside the slices: checked, so the unsafe call
-    // below cannot read or write out of bounds.
-    assert!((m - 1) * rsa + (k.max(1) - 1) * csa < a.len().max(1) || k == 0);
-    assert!((k.max(1) - 1) * rsb + (n - 1) * csb < b.len().max(1) || k == 0);
-    assert!((m - 1) * rsc + (n - 1) < c.len());
-    // SAFETY: the asserts above keep every index matrixmultiply forms inside the slices.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            alpha,
-            a.as_ptr(),
-            rsa as isize,
-            csa as isize,
-            b.as_ptr(),
-            rsb as isize,
-            csb as isize,
-            beta,
-            c.as_mut_ptr(),
-            rsc as isize,
-            1,
-        );
-    }
-}
-
-/// Cuts `v`, rows of `row_len`, into `parts` blocks of whole rows, each behind its own
-/// (never contended) lock so that part p of a parallel job can write block p.
-fn blocks(v: &mut [f32], row_len: usize, parts: usize) -> Vec<Mutex<&mut [f32]>> {
-    let rows = v.len() / row_len;
-    let per = rows.div_ceil(parts).max(1);
-    v.chunks_mut(per * row_len).map(Mutex::new).collect()
-}
-
-/// The first row of block `p` when `rows` rows are cut as [`blocks`] cuts them.
-fn block_start(p: usize, rows: usize, parts: usize) -> usize {
-    p * rows.div_ceil(parts).max(1)
 }
 
 impl CpuEngine {

@@ -3,6 +3,7 @@
 //! WGSL kernel ([`twins`]).
 
 pub mod engine;
+mod gemm;
 pub mod reference;
 pub mod twins;
 pub mod workers;

@@ -31,7 +31,8 @@ use crate::engine::LossScaler;
 use replicas::Replicas;
 use report::{EpochReport, Observer, Record};
 
-use crate::checkpoint::{Position, SnapshotDir, TrainState};
+use crate::checkpoint::{Position, TrainState};
+use crate::snapshots::SnapshotDir;
 use crate::data::{epoch_order, DataSplit};
 use crate::engine::{Engine, Totals, EVAL_BATCH};
 use crate::error::{Error, Result};
