@@ -166,7 +166,7 @@ impl CpuEngine {
                     let onehot = if c == label as usize { 1.0 } else { 0.0 };
                     d[c] = (p - onehot) / divisor as f32;
                     if half {
-                        // softmax_xent_f16.wgsl: scaled by the loss scale, stored in f16.
+                        // softmax_xent.wgsl under f16: scaled by the loss scale, stored in f16.
                         d[c] = r16(d[c] * scale);
                     } else if scale != 1.0 {
                         d[c] *= scale;
@@ -428,7 +428,7 @@ impl Engine for CpuEngine {
             }
         }
         if let Some(model16) = &mut self.model16 {
-            // sgd_update_f16.wgsl: the working copy follows the masters.
+            // sgd_update.wgsl under f16: the working copy follows the masters.
             round_into(&self.model, model16);
         }
         Ok(())

@@ -166,7 +166,7 @@ fn r16(v: f32) -> half::f16 {
     half::f16::from_f32(v)
 }
 
-/// Twin of `shaders/unpack_batch_f16.wgsl`.
+/// Twin of `shaders/unpack_batch.wgsl` under f16 (`Elem = f16`).
 pub fn unpack_batch_f16(
     pixels: &[u8],
     labels: &[u32],
@@ -206,7 +206,7 @@ fn matmul_f16_value(
     epilogue(acc, old, bv, mv, p)
 }
 
-/// Twin of `shaders/matmul_f16.wgsl` (f16 result).
+/// Twin of `shaders/matmul_reg8x4.wgsl` under f16 (`Elem = Out = f16`).
 pub fn matmul_f16(
     a: &[half::f16],
     b: &[half::f16],
@@ -231,7 +231,7 @@ pub fn matmul_f16(
     }
 }
 
-/// Twin of `shaders/matmul_f16_f32out.wgsl` (f32 result).
+/// Twin of `shaders/matmul_reg8x4.wgsl` under f16 with an f32 result (`Elem = f16`, `Out = f32`).
 pub fn matmul_f16_f32out(
     a: &[half::f16],
     b: &[half::f16],
@@ -248,7 +248,7 @@ pub fn matmul_f16_f32out(
     }
 }
 
-/// Twin of `shaders/softmax_xent_f16.wgsl`: softmax_xent's sums, δ2 scaled and rounded to f16.
+/// Twin of `shaders/softmax_xent.wgsl` under f16: the same sums, δ2 scaled and rounded to f16.
 pub fn softmax_xent_f16(
     logits: &[f32],
     labels: &[u32],
@@ -265,13 +265,13 @@ pub fn softmax_xent_f16(
     }
 }
 
-/// Twin of `shaders/bias_grad_f16.wgsl`: bias_update's tree over f16 error terms.
+/// Twin of `shaders/bias_update.wgsl` under f16: the tree over f16 error terms.
 pub fn bias_grad_f16(delta: &[half::f16], out: &mut [f32], p: &BiasParams) {
     let d32: Vec<f32> = delta.iter().map(|v| v.to_f32()).collect();
     bias_update(&d32, out, p);
 }
 
-/// Twin of `shaders/sgd_update_f16.wgsl`.
+/// Twin of `shaders/sgd_update.wgsl` under f16 (`HALF`: the working copy written too).
 pub fn sgd_update_f16(grad: &[f32], param: &mut [f32], param16: &mut [half::f16], p: &SgdParams) {
     for i in 0..p.len as usize {
         param[i] -= p.lr * grad[i];

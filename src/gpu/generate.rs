@@ -156,7 +156,7 @@ fn epilogue(s: &mut String, (load, r, c): (Load, u32, u32), (row, col): (&str, &
 
 /// `epilogue` (written for f32) for `elems`: the bias, the mask and C read as f16 are widened
 /// to f32 first (exactly: every f16 is an f32), and an f16 C is stored rounded to f16, as
-/// matmul_f16.wgsl does.
+/// matmul_reg8x4.wgsl does under f16.
 fn epilogue_in(epilogue: &str, elems: Elems) -> String {
     let mut e = epilogue.to_string();
     if elems == Elems::F32 {

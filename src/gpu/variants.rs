@@ -42,7 +42,7 @@
 //! picks between them.
 //!
 //! **f16** (`--precision f16`): each shape also comes reading f16, with an f16 result (`_f16`)
-//! and an f32 one (`_f16_f32out`), as matmul_f16.wgsl and its f32out sibling do (where a
+//! and an f32 one (`_f16_f32out`), as reg8x4_f16 and reg8x4_f16_f32out do (where a
 //! product can use it): every f16 is widened to f32 as it is loaded, so the rest (sums in k order,
 //! broadcasts, the epilogue) is the f32 member's, and every member gives reg8x4_f16's bits
 //! (tests/f16.rs).

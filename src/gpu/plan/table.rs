@@ -14,7 +14,7 @@
 //! ```
 //!
 //! Each "matmul" is the site's pick (gpu/autotune): an f32 variant, or under f16 one that
-//! reads f16 and writes what the column says (matmul_f16.wgsl, matmul_f16_f32out.wgsl and
+//! reads f16 and writes what the column says (matmul_reg8x4.wgsl under an f16 prelude, and
 //! the generated family's f16 members, [`crate::abi::Elems`]).
 
 use super::key::Pass;
