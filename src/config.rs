@@ -211,19 +211,15 @@ impl RunConfig {
             "epochs {}, batch size {}{}, lr {}, seed {}{}",
             self.train.epochs,
             self.train.batch_size,
-            if self.data_parallel {
-                format!(
-                    " per replica × {n} replica{} = global batch {}",
-                    if n == 1 { "" } else { "s" },
-                    self.train.batch_size * n
-                )
+            if n > 1 {
+                format!(" per replica × {n} = global batch {}", self.train.batch_size * n)
             } else {
                 String::new()
             },
             self.train.lr,
             self.train.seed,
             match (self.precision, self.grad_f16) {
-                (Precision::F16, true) => ", precision f16 (gradients f16 on the wire)",
+                (Precision::F16, true) => ", precision f16 (f16 on the wire)",
                 (Precision::F16, false) => ", precision f16",
                 (Precision::F32, true) => ", gradients f16 on the wire",
                 (Precision::F32, false) => "",

@@ -145,6 +145,15 @@ pub trait Engine: std::fmt::Display {
     /// What was counted since the last call (the one place a GPU engine waits for the device
     /// during training).
     fn take_counters(&mut self) -> Result<Counters>;
+    /// Short lines the start-up prints under the engine's line (what the user should know:
+    /// "--cpu trains faster here").
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Lines `-v` (or `RUST_LOG=info`) prints: the driver, the kernels picked and how.
+    fn details(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Dynamic loss scaling, as PyTorch's GradScaler does it: the loss (so every gradient) is

@@ -255,10 +255,9 @@ fn a_headless_machine_shows_no_display_errors() {
         if args[0] == "devices" {
             continue;
         }
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("engine:"))
-            .unwrap_or_else(|| panic!("{args:?}: no engine line in:\n{text}"));
+        // The engine's line and the notes under it (up to the config line).
+        let at = text.find("engine:").unwrap_or_else(|| panic!("{args:?}: no engine line in:\n{text}"));
+        let line = &text[at..text[at..].find("config:").map_or(text.len(), |c| at + c)];
         assert_eq!(
             line.contains("software adapter (runs on the CPU)"),
             software,
@@ -291,7 +290,7 @@ fn a_kernel_cache_with_impossible_times_is_measured_again() {
     let _ = std::fs::remove_dir_all(&home);
     let run = || {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpu-train"))
-            .args(["--device", "0", "--limit", "64", "--epochs", "1"])
+            .args(["--device", "0", "--limit", "64", "--epochs", "1", "-v"])
             .env("XDG_CACHE_HOME", &home)
             // The first candidate always runs; nothing after it.
             .env("GPU_TRAIN_SEARCH_SECONDS", "0")
@@ -303,11 +302,10 @@ fn a_kernel_cache_with_impossible_times_is_measured_again() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // With -v the engine's lines include each product's pick and its time.
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.lines()
-            .find(|l| l.starts_with("engine:"))
-            .unwrap_or("")
-            .to_string()
+        let at = text.find("engine:").unwrap_or(0);
+        text[at..text[at..].find("config:").map_or(text.len(), |c| at + c)].to_string()
     };
     let first = run();
     let cache = home.join("gpu-train").join("matmul-picks.tsv");

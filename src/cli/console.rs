@@ -1,4 +1,5 @@
-//! The console observer: a progress bar while steps run, one line per epoch.
+//! The console observer: a progress bar while steps run (elapsed, time left, the running
+//! training loss and accuracy), one line per epoch.
 
 use crate::error::Error;
 use crate::train::report::{EpochReport, Observer};
@@ -15,7 +16,15 @@ pub(super) struct Console {
     pub(super) metrics: Option<(crate::network::metrics::Metrics, u64)>,
     /// A metrics write that failed (reported when training returns).
     pub(super) failed: Option<Error>,
+    /// The last training loss and accuracy the loop reported (a metrics record or an epoch),
+    /// for the bar.
+    last: Option<(f64, f64)>,
 }
+
+/// On a terminal without --metrics, the bar's loss and accuracy are refreshed every this many
+/// steps: each refresh reads the training totals back (on a GPU, a wait for the device), so
+/// not every step.
+const BAR_EVERY: u64 = 50;
 
 impl Console {
     pub(super) fn new(epochs: usize) -> Self {
@@ -25,6 +34,7 @@ impl Console {
             terminal: std::io::stderr().is_terminal(),
             metrics: None,
             failed: None,
+            last: None,
         }
     }
 
@@ -45,7 +55,7 @@ impl Observer for Console {
             let bar = indicatif::ProgressBar::new(steps as u64);
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
-                    "epoch {prefix} [{bar:40}] {pos}/{len} steps  {rate}",
+                    "epoch {prefix} [{bar:30}] {pos}/{len} steps  {rate}  {elapsed} elapsed, {eta} left  {msg}",
                 )
                 .expect("valid template")
                 .with_key(
@@ -57,6 +67,9 @@ impl Observer for Console {
                 .progress_chars("=> "),
             );
             bar.set_prefix(format!("{epoch}/{epochs}"));
+            if let Some((loss, acc)) = self.last {
+                bar.set_message(format!("loss {loss:.4} acc {acc:.2}%"));
+            }
             bar
         });
         bar.set_position(step as u64);
@@ -68,14 +81,25 @@ impl Observer for Console {
     fn epoch(&mut self, report: &EpochReport) {
         self.clear();
         say!("{}", report.line(self.epochs));
+        self.last = Some((report.train.mean_loss(), report.train.accuracy()));
         self.record(&report.record());
     }
 
     fn metrics_every(&self) -> u64 {
-        self.metrics.as_ref().map_or(0, |m| m.1)
+        match &self.metrics {
+            Some(m) => m.1,
+            None if self.terminal => BAR_EVERY,
+            None => 0,
+        }
     }
 
     fn record(&mut self, record: &crate::network::metrics::Record) {
+        if record.kind == "step" {
+            self.last = Some((record.train_loss, record.train_accuracy));
+            if let Some(bar) = &self.bar {
+                bar.set_message(format!("loss {:.4} acc {:.2}%", record.train_loss, record.train_accuracy));
+            }
+        }
         if let Some((m, _)) = &mut self.metrics {
             if let Err(e) = m.write(record) {
                 self.failed.get_or_insert(e);

@@ -126,6 +126,10 @@ pub struct TrainArgs {
     /// initialisation: a snapshot, or a safetensors file from PyTorch (see `predict --help`).
     #[arg(long, value_name = "FILE", conflicts_with = "resume")]
     pub init: Option<PathBuf>,
+    /// Print the details of the start-up too: the adapter's driver, the kernel picked for
+    /// each product and how (RUST_LOG=info prints them as well).
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 /// A number format on the command line.

@@ -386,36 +386,42 @@ fn print_start(
 ) {
     say!("{}", crate::explain::chapter3::summary_for(model.hidden()).trim_end());
     say!(
-        "data: {} ({} training images, {} test images, {:.1} MB of u8 pixels in RAM: {:.1} training, {:.1} test)",
+        "data: {} ({} training images, {} test images, {:.1} MB of u8 pixels in RAM)",
         data.dir.display(),
         data.train.len(),
         data.test.len(),
         (data.train.images.len() + data.test.images.len()) as f64 / 1e6,
-        data.train.images.len() as f64 / 1e6,
-        data.test.images.len() as f64 / 1e6
     );
-    say!("engine: {}", replicas.describe());
-    let steps = run
-        .train
-        .steps_per_epoch(data.train.len(), replicas.world());
+    let verbose = args.verbose || log::log_enabled!(log::Level::Info);
+    let mut engine = replicas.describe(verbose).into_iter();
+    say!("engine: {}", engine.next().unwrap_or_default());
+    for line in engine {
+        say!("{line}");
+    }
+    let world = replicas.world();
+    let steps = run.train.steps_per_epoch(data.train.len(), world);
     say!(
-        "config: {}, {steps} step{} per epoch{}",
-        run.describe(replicas.world()),
+        "config: {}, {steps} step{} per epoch",
+        run.describe(world),
         if steps == 1 { "" } else { "s" },
-        match snapshots {
-            Some(d) => format!(
-                ", snapshots in {} ({}keep {})",
-                d.dir.display(),
-                if args.snapshot_every > 0 {
-                    format!("every {} steps and each epoch, ", args.snapshot_every)
-                } else {
-                    "each epoch, ".into()
-                },
-                d.keep
-            ),
-            None => String::new(),
-        }
     );
+    if world > 1 {
+        // The global batch grew with the replicas: say what keeps one device's result.
+        let (b, lr) = (run.train.batch_size, run.train.lr);
+        say!("  note: {world} replicas × {b} images train a global batch {world}× one device's, so fewer, larger steps;");
+        say!(
+            "        to match one device: --batch-size {} per replica, or the linear rule --lr {}",
+            (b / world).max(1),
+            lr * world as f32
+        );
+    }
+    if let Some(d) = snapshots {
+        let every = match args.snapshot_every {
+            0 => "each epoch".to_string(),
+            n => format!("every {n} steps and each epoch"),
+        };
+        say!("snapshots: {} ({every}, keep {})", d.dir.display(), d.keep);
+    }
 }
 
 /// Writes rank 0's trace with the other ranks' events, gathered once every rank wrote them.

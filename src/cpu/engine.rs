@@ -380,7 +380,7 @@ impl std::fmt::Display for CpuEngine {
             self.workers.parts(),
             if self.workers.parts() == 1 { "" } else { "s" },
             if self.model16.is_some() {
-                ", mixed precision: f16-rounded activations and working weights, f32 masters"
+                ", mixed precision: f16 activations, f32 masters"
             } else {
                 ""
             }

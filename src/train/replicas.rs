@@ -122,23 +122,33 @@ impl<'a> Replicas<'a> {
         }
     }
 
-    pub fn describe(&self) -> String {
-        let d = match self {
-            Replicas::Fused(f) => return f.engine.to_string(),
-            Replicas::DataParallel(d) => d,
+    /// The engines as the start-up prints them, one short line each: replica 0's engine, the
+    /// others (one line when they are alike), replica 0's notes, its details when `verbose`,
+    /// and the all-reduce where there is something to sum.
+    pub fn describe(&self, verbose: bool) -> Vec<String> {
+        let (engines, all_reduce): (Vec<&dyn Engine>, _) = match self {
+            Replicas::Fused(f) => (vec![&*f.engine], None),
+            Replicas::DataParallel(d) => (d.engines.iter().map(|e| &**e).collect(), Some(d)),
         };
-        let mut s = d.engines[0].to_string();
-        if d.engines.len() > 1 {
-            s += &format!(" (replica 0 of {})", d.engines.len());
-            for (i, e) in d.engines.iter().enumerate().skip(1) {
-                s += &format!("\n        replica {i}: {e}");
+        let first = engines[0].to_string();
+        let n = engines.len();
+        let mut lines = vec![first.clone()];
+        if engines.iter().all(|e| e.to_string() == first) {
+            if n > 1 {
+                lines.push(format!("  {n} replicas here, all the same (replica 0's line above)"));
             }
+        } else {
+            lines.extend(engines.iter().enumerate().skip(1).map(|(i, e)| format!("  replica {i}: {e}")));
         }
-        let overlap = match d.overlap {
-            true => ", output layer's sync overlapped with the hidden layer's backward",
-            false => "",
-        };
-        s + &format!("\n  all-reduce: {}{overlap}", d.all_reduce.describe())
+        lines.extend(engines[0].notes().into_iter().map(|l| format!("  note: {l}")));
+        if verbose {
+            lines.extend(engines[0].details().into_iter().map(|l| format!("  {l}")));
+        }
+        if let Some(d) = all_reduce.filter(|d| d.all_reduce.world() > 1) {
+            let overlap = if d.overlap { ", the output layer's sync overlapped with the backward" } else { "" };
+            lines.push(format!("  all-reduce: {}{overlap}", d.all_reduce.describe()));
+        }
+        lines
     }
 
     /// Deals this epoch's shards: local replica i is replica first_replica() + i of the job,

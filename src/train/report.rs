@@ -109,54 +109,12 @@ impl EpochReport {
         self.train.seen as f64 / self.train_time.as_secs_f64().max(1e-9)
     }
 
+    /// The epoch as the console prints it: the figures everyone reads on one line, then what
+    /// applies to this run (bytes moved, the data-parallel step, the loss scale, a resume)
+    /// packed into lines of at most [`LINE`] columns.
     pub fn line(&self, epochs: usize) -> String {
-        let parallel = self.split.is_some();
-        let staged = match self.staged_bytes {
-            Some(b) => format!(
-                "  staged {:.1} MB{}, read back {:.2} MB",
-                b as f64 / 1e6,
-                if parallel { "/replica" } else { "" },
-                self.readback_bytes as f64 / 1e6
-            ),
-            None => String::new(),
-        };
-        let replicas = if parallel {
-            let split = self.split.unwrap_or_default();
-            let steps = self
-                .train
-                .seen
-                .div_ceil(self.global_batch.max(1) as u64)
-                .max(1) as f64;
-            let us = |d: Duration| d.as_secs_f64() * 1e6 / steps;
-            format!(
-                "  {} {:.1} MB/replica  |  step µs: compute {:.0}, all-reduce {:.0}, update {:.0}  |  {} replica{} × {} = global batch {}",
-                self.traffic_is,
-                self.traffic.sent as f64 / 1e6,
-                us(split.compute),
-                us(split.all_reduce),
-                us(split.update),
-                self.replicas,
-                if self.replicas == 1 { "" } else { "s" },
-                self.global_batch / self.replicas.max(1),
-                self.global_batch,
-            )
-        } else {
-            String::new()
-        };
-        let scaling = match self.loss_scale {
-            Some(scale) => format!(
-                "  |  f16: loss scale {scale}, {} step{} skipped",
-                self.skipped_steps,
-                if self.skipped_steps == 1 { "" } else { "s" }
-            ),
-            None => String::new(),
-        };
-        let resumed = match self.resumed_at_step {
-            0 => String::new(),
-            s => format!("  |  resumed after step {s}: train figures of the steps since"),
-        };
-        format!(
-            "epoch {:>2}/{epochs}  train loss {:.4}  acc {:5.2}%  |  test loss {:.4}  acc {:5.2}% ({:.2} s)  |  {:.3} s  {:>9.0} images/s{staged}{replicas}{scaling}{resumed}",
+        let mut out = format!(
+            "epoch {:>2}/{epochs}  train loss {:.4}  acc {:5.2}%  |  test loss {:.4}  acc {:5.2}% ({:.2} s)  |  {:.3} s  {:.0} images/s",
             self.epoch,
             self.train.mean_loss(),
             self.train.accuracy(),
@@ -165,8 +123,65 @@ impl EpochReport {
             self.test_time.as_secs_f64(),
             self.train_time.as_secs_f64(),
             self.images_per_sec()
-        )
+        );
+        for line in pack(&self.details(), LINE) {
+            out += "\n";
+            out += &line;
+        }
+        out
     }
+
+    /// The parts of an epoch's report that apply to this run, each a short phrase.
+    fn details(&self) -> Vec<String> {
+        let mut parts = Vec::new();
+        let per = if self.replicas > 1 { "/replica" } else { "" };
+        if let Some(b) = self.staged_bytes {
+            parts.push(format!("staged {:.1} MB{per}, read back {:.2} MB", b as f64 / 1e6, self.readback_bytes as f64 / 1e6));
+        }
+        if self.replicas > 1 {
+            parts.push(format!("{} {:.1} MB/replica", self.traffic_is, self.traffic.sent as f64 / 1e6));
+        }
+        if let Some(split) = self.split {
+            let steps = self.train.seen.div_ceil(self.global_batch.max(1) as u64).max(1) as f64;
+            let us = |d: Duration| d.as_secs_f64() * 1e6 / steps;
+            parts.push(format!(
+                "step µs: compute {:.0}, all-reduce {:.0}, update {:.0}",
+                us(split.compute),
+                us(split.all_reduce),
+                us(split.update)
+            ));
+        }
+        if self.replicas > 1 {
+            parts.push(format!("{} replicas × {} = global batch {}", self.replicas, self.global_batch / self.replicas, self.global_batch));
+        }
+        if let Some(scale) = self.loss_scale {
+            let s = if self.skipped_steps == 1 { "" } else { "s" };
+            parts.push(format!("f16: loss scale {scale}, {} step{s} skipped", self.skipped_steps));
+        }
+        if self.resumed_at_step > 0 {
+            parts.push(format!("resumed after step {}: train figures of the steps since", self.resumed_at_step));
+        }
+        parts
+    }
+}
+
+/// The widest line the console prints by default.
+pub const LINE: usize = 120;
+
+/// `parts` joined with " | " into lines indented by two spaces, each at most `width` columns
+/// (a part longer than that gets a line of its own).
+pub fn pack(parts: &[String], width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for p in parts {
+        match lines.last_mut() {
+            Some(l) if l.chars().count() + 3 + p.chars().count() <= width => {
+                *l += " | ";
+                *l += p;
+            }
+            _ => lines.push(format!("  {p}")),
+        }
+    }
+    lines
 }
 
 /// Things the loop tells whoever runs it (progress bars, logs, metrics).

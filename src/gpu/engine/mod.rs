@@ -49,46 +49,47 @@ use crate::model::{Model, ParamLayout};
 use std::ops::Range;
 
 impl std::fmt::Display for GpuEngine {
-    /// `{:#}`: only what sets the arithmetic's rounding (for snapshots: the adapter and the
-    /// matmul variant).
+    /// One short line: the adapter and the data path. `{:#}`: only what sets the arithmetic's
+    /// rounding (for snapshots: the adapter and the matmul variant).
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         if f.alternate() {
-            return write!(
-                f,
-                "GPU {}, matmul {}",
-                self.gpu.info.name,
-                self.matmul.names()
-            );
+            return write!(f, "GPU {}, matmul {}", self.gpu.info.name, self.matmul.names());
         }
+        let kind = match self.gpu.info.device_type {
+            wgpu::DeviceType::Cpu => "software adapter (runs on the CPU)".to_string(),
+            other => format!("{other:?}"),
+        };
         write!(
             f,
-            "GPU {}{}, batches {}, matmul per product: {} ({}){}",
-            crate::gpu::context::describe(&self.gpu.info),
-            match (self.gpu.is_software(), self.slower_than_cpu) {
-                (true, Some(r)) if r >= 1.5 => format!(
-                    " (software adapter: its matrix products ran {r:.0}× slower than the CPU path's here, so --cpu trains faster)"
-                ),
-                (true, Some(_)) => " (software adapter: its matrix products ran about as fast as the CPU path's here)".to_string(),
-                (true, None) => " (software adapter, on the CPU: --cpu is usually faster)".to_string(),
-                _ => String::new(),
-            },
-            if self.bufs.resident.is_some() {
-                "resident in VRAM"
-            } else {
-                "staged from RAM"
-            },
-            self.matmul.describe(),
-            self.matmul.how,
-            if self.half.is_some() {
-                ", mixed precision: f16 activations and working weights (the f16 kernels above, f32 sums), f32 masters"
-            } else {
-                ""
-            }
+            "GPU {}: {:?}, {kind}; {}",
+            self.gpu.info.name,
+            self.gpu.info.backend,
+            if self.bufs.resident.is_some() { "resident in VRAM" } else { "staged from RAM" },
         )
     }
 }
 
 impl Engine for GpuEngine {
+    fn notes(&self) -> Vec<String> {
+        let note = match (self.gpu.is_software(), self.slower_than_cpu) {
+            (true, Some(r)) if r >= 1.5 => format!("its matrix products ran {r:.0}× slower than the CPU path's here: --cpu trains faster"),
+            (true, Some(_)) => "its matrix products ran about as fast as the CPU path's here".to_string(),
+            (true, None) => "a software adapter runs on the CPU: --cpu is usually faster".to_string(),
+            _ => String::new(),
+        };
+        let mut notes: Vec<String> = [note].into_iter().filter(|n| !n.is_empty()).collect();
+        if self.half.is_some() {
+            notes.push("mixed precision: f16 activations and working weights, f32 sums and masters".into());
+        }
+        notes
+    }
+
+    fn details(&self) -> Vec<String> {
+        let mut lines = vec![format!("adapter: {}", crate::gpu::context::describe(&self.gpu.info))];
+        lines.push(format!("matmul per product: {} ({})", self.matmul.describe(), self.matmul.how));
+        lines
+    }
+
     fn step(&mut self, data: &Dataset, batch: &[u32], target: Target) -> Result<()> {
         match target {
             Target::Update { lr } => {
