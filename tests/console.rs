@@ -56,3 +56,53 @@ fn no_default_line_is_over_120_columns_on_a_gpu_and_the_details_come_with_v() {
     let (text, _) = widths(&["--epochs", "1", "--limit", "640", "-v"]);
     assert!(text.contains("matmul per product: ") && text.contains("adapter: "), "{text}");
 }
+
+/// `network` prints a summary of the traced steps by default (median and 95th percentile of
+/// each column), the full table with --table; and the trace leaves out step 0, the warm-up.
+#[test]
+fn network_summarises_the_traced_steps_and_the_trace_leaves_out_the_warm_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.json");
+    let t = trace.to_str().unwrap();
+    // 640 images, 2 replicas × 64: 5 steps, of which the default --trace-steps 1..51 traces 4.
+    let (code, _, err) = gpu_train(&["--cpu", "--replicas", "2", "--epochs", "1", "--limit", "640", "--trace", t]);
+    assert_eq!(code, 0, "{err}");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
+    let steps: std::collections::BTreeSet<u64> = json["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["args"]["step"].as_u64())
+        .collect();
+    assert_eq!(steps.into_iter().collect::<Vec<_>>(), vec![1, 2, 3, 4], "the warm-up step 0 is left out");
+    let out_dir = dir.path().join("net");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["network", t, "--link", "1gbit", "-o", out_dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let (code, out, err) = gpu_train(&args);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let summary = run(&[]);
+    let table = run(&["--table"]);
+    // The table's compute column, one row a step; its median, computed here.
+    let mut compute: Vec<f64> = table
+        .lines()
+        .filter(|l| l.split_whitespace().count() == 7 && l.split_whitespace().all(|w| w.trim_end_matches('%').parse::<f64>().is_ok()))
+        .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(compute.len(), 4, "{table}");
+    compute.sort_by(f64::total_cmp);
+    let median: f64 = summary
+        .lines()
+        .find(|l| l.trim_start().starts_with("compute ms"))
+        .unwrap_or_else(|| panic!("{summary}"))
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Nearest rank: the 2nd of 4.
+    assert!((median - compute[1]).abs() < 1.5e-3, "median {median} of {compute:?}");
+    assert!(summary.contains("p95") && summary.contains("link busy") && !table.contains("p95"), "{summary}");
+}

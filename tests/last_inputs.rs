@@ -535,7 +535,7 @@ fn a_huge_test_set_or_a_mismatched_huge_file_is_refused_before_it_is_read() {
     // A healthy run says how much of its memory the test set holds.
     let (code, out, err) = gpu_train(&["--cpu", "--limit", "256", "--epochs", "1"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("7.8 test)"), "{out}");
+    assert!(out.contains("7.8 MB test)"), "{out}");
     drop(tmp);
 }
 

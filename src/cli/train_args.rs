@@ -42,8 +42,9 @@ pub struct TrainArgs {
     /// the one before): what the wire carried (scripts/lab passes its hosts' eth0).
     #[arg(long, value_name = "IFACE")]
     pub nic: Option<String>,
-    /// Global steps to trace, A..B (counted from 0, B excluded).
-    #[arg(long, value_name = "A..B", default_value = "0..50", requires = "trace")]
+    /// Global steps to trace, A..B (counted from 0, B excluded). The default leaves out step 0,
+    /// the warm-up (the driver compiles pipelines, caches fill: 30 ms where a step takes 1).
+    #[arg(long, value_name = "A..B", default_value = "1..51", requires = "trace")]
     pub trace_steps: String,
     /// Write metrics as JSON lines: one per epoch and one every --metrics-every steps (loss,
     /// accuracy, time, bytes staged, all-reduced and read back), for `gpu-train plot`.

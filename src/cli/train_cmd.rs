@@ -386,11 +386,12 @@ fn print_start(
 ) {
     say!("{}", crate::explain::chapter3::summary_for(model.hidden()).trim_end());
     say!(
-        "data: {} ({} training images, {} test images, {:.1} MB of u8 pixels in RAM)",
+        "data: {} ({} training images, {} test images; u8 pixels in RAM: {:.1} MB training, {:.1} MB test)",
         data.dir.display(),
         data.train.len(),
         data.test.len(),
-        (data.train.images.len() + data.test.images.len()) as f64 / 1e6,
+        data.train.images.len() as f64 / 1e6,
+        data.test.images.len() as f64 / 1e6
     );
     let verbose = args.verbose || log::log_enabled!(log::Level::Info);
     let mut engine = replicas.describe(verbose).into_iter();

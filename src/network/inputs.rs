@@ -24,6 +24,10 @@ pub struct NetworkArgs {
     /// Traced steps to draw.
     #[arg(long, default_value_t = 6)]
     pub steps: usize,
+    /// Print every traced step's row (by default: the median and 95th percentile of each
+    /// column over the traced steps).
+    #[arg(long)]
+    pub table: bool,
     /// Folder for the pictures (PNG and SVG).
     #[arg(short, long, default_value = "network")]
     pub out: PathBuf,

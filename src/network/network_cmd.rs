@@ -39,7 +39,7 @@ pub fn run_network(a: &NetworkArgs) -> Result<()> {
     let trace = read_trace(path)?;
     let steps = link::steps_from_trace(&trace)?;
     let on = link::on_link(&steps, rate, latency);
-    print_on_link(&on, &link_name, latency);
+    print_on_link(&on, &link_name, latency, a.table);
     let shown: Vec<_> = on.iter().take(a.steps.max(1)).cloned().collect();
     let title = format!("one replica's link, {link_name}: compute, then the gradient all-reduce");
     for p in plot::link_utilisation(&a.out, "link-utilisation", &title, &shown)? {
@@ -116,12 +116,41 @@ fn read_trace(path: &Path) -> Result<serde_json::Value> {
 
 /// The traced steps on the link: a row a step, then what the model and the measurement say
 /// over all of them.
-fn print_on_link(on: &[LinkStep], link_name: &str, latency: f64) {
+fn print_on_link(on: &[LinkStep], link_name: &str, latency: f64, table: bool) {
     println!(
         "{} traced steps of replica 0 on a {link_name} link (latency {:.1} µs a message); compute as measured, sync at line rate:",
         on.len(),
         latency * 1e6
     );
+    if table {
+        print_step_table(on);
+    } else {
+        print_step_summary(on);
+    }
+    print_on_link_totals(on);
+}
+
+/// The median and 95th percentile of each column over the traced steps (`--table`: every row).
+fn print_step_summary(on: &[LinkStep]) {
+    let columns: [(&str, fn(&LinkStep) -> f64); 5] = [
+        ("compute ms", |s| s.compute_s * 1e3),
+        ("sync ms @link", |s| s.sync_s * 1e3),
+        ("sync ms measured", |s| s.measured_sync_s * 1e3),
+        ("link busy %", |s| 100.0 * s.busy()),
+        ("GPU waits ms", |s| s.sync_s * 1e3),
+    ];
+    println!("{:>18} {:>10} {:>10}   (--table prints every step)", "", "median", "p95");
+    for (name, f) in columns {
+        let mut v: Vec<f64> = on.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        // Nearest rank: the smallest value with at least q of the steps at or below it.
+        let q = |q: f64| v.get(((q * v.len() as f64).ceil() as usize).clamp(1, v.len().max(1)) - 1).copied().unwrap_or(0.0);
+        println!("{name:>18} {:>10.3} {:>10.3}", q(0.5), q(0.95));
+    }
+}
+
+/// A row per traced step.
+fn print_step_table(on: &[LinkStep]) {
     println!(
         "{:>6} {:>12} {:>10} {:>14} {:>16} {:>10} {:>14}",
         "step",
@@ -144,6 +173,10 @@ fn print_on_link(on: &[LinkStep], link_name: &str, latency: f64) {
             s.sync_s * 1e3
         );
     }
+}
+
+/// What the model and the measurement say over all the traced steps.
+fn print_on_link_totals(on: &[LinkStep]) {
     let (c, y, m): (f64, f64, f64) = on.iter().fold((0.0, 0.0, 0.0), |(c, y, m), s| {
         (c + s.compute_s, y + s.sync_s, m + s.measured_sync_s)
     });
