@@ -17,6 +17,7 @@
 //! `allreduce-bench --mpi` of two ranks across the lab's own links (`scripts/lab` runs it
 //! before the job: DIR/calibration.json), whose β is known from their line rate.
 
+use crate::network::link::rate_words;
 use super::inputs::BenchRow;
 use crate::error::{Error, Result};
 use std::path::Path;
@@ -98,15 +99,6 @@ pub fn calibrate(path: &Path, rate: f64) -> Result<Calibration> {
             path.display()
         ),
     })
-}
-
-/// A rate as people write it: 100 Mbit/s, 1 Gbit/s.
-pub fn rate_words(bps: f64) -> String {
-    if bps >= 1e9 {
-        format!("{} Gbit/s", bps / 1e9)
-    } else {
-        format!("{} Mbit/s", bps / 1e6)
-    }
 }
 
 /// The slowest rate a ring's flow gets on a lab's fabric: every host's NIC (a straggler's

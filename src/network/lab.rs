@@ -67,7 +67,7 @@ fn bottleneck_rates(
 ) -> Result<((f64, String), f64)> {
     let Some(t) = &a.topology else {
         return Ok((
-            (rate, format!("--link, {}", calibrate::rate_words(rate))),
+            (rate, format!("--link, {}", link::rate_words(rate))),
             rate,
         ));
     };

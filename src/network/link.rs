@@ -49,7 +49,21 @@ pub fn parse_rate(s: &str) -> Result<(f64, String)> {
             "--link {s}: a rate from 1kbit to 1000tbit (1e3 to 1e15 bit/s)"
         )));
     }
-    Ok((rate, format!("{} Gbit/s", rate / 1e9)))
+    Ok((rate, rate_words(rate)))
+}
+
+/// A rate as people write it: 100 Mbit/s, 1 Gbit/s, 400 Gbit/s, 2 kbit/s.
+pub fn rate_words(bps: f64) -> String {
+    let (unit, scale) = match bps {
+        r if r >= 1e12 => ("Tbit/s", 1e12),
+        r if r >= 1e9 => ("Gbit/s", 1e9),
+        r if r >= 1e6 => ("Mbit/s", 1e6),
+        _ => ("kbit/s", 1e3),
+    };
+    // At most three significant digits, no trailing zeros: 100, 2.5, 0.25 never (a smaller unit).
+    let v = bps / scale;
+    let text = format!("{v:.2}");
+    format!("{} {unit}", text.trim_end_matches('0').trim_end_matches('.'))
 }
 
 /// One traced step of one replica: when it started, its compute (everything but the
@@ -325,6 +339,16 @@ pub fn project(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rates_read_as_people_write_them() {
+        assert_eq!(super::rate_words(1e8), "100 Mbit/s");
+        assert_eq!(super::rate_words(1e9), "1 Gbit/s");
+        assert_eq!(super::rate_words(2.5e10), "25 Gbit/s");
+        assert_eq!(super::rate_words(4e11), "400 Gbit/s");
+        assert_eq!(super::rate_words(1.5e9), "1.5 Gbit/s");
+        assert_eq!(super::rate_words(2e3), "2 kbit/s");
+    }
+
     use super::*;
 
     #[test]

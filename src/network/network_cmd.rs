@@ -328,7 +328,7 @@ fn draw_nic(
     let title = format!(
         "rank {}'s NIC, {}: measured and modelled",
         t.rank,
-        calibrate::rate_words(own)
+        link::rate_words(own)
     );
     let series = [
         (
