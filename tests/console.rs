@@ -106,3 +106,30 @@ fn network_summarises_the_traced_steps_and_the_trace_leaves_out_the_warm_up() {
     assert!((median - compute[1]).abs() < 1.5e-3, "median {median} of {compute:?}");
     assert!(summary.contains("p95") && summary.contains("link busy") && !table.contains("p95"), "{summary}");
 }
+
+/// The pictures `plot` draws: whole-number ticks for epochs (no "2.5"), the epoch axis from the
+/// first epoch (no 0), and a legend only where there are several series (read from the SVG).
+#[test]
+fn plot_draws_whole_number_epochs_from_the_first_and_a_legend_only_for_several_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m.jsonl");
+    let (code, _, err) = gpu_train(&["--cpu", "--epochs", "4", "--limit", "640", "--metrics", m.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let out = dir.path().join("p");
+    let (code, _, err) = gpu_train(&["plot", m.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    // The SVG's text elements, trimmed.
+    let texts = |name: &str| -> Vec<String> {
+        let svg = std::fs::read_to_string(out.join(name)).unwrap();
+        svg.split("<text").skip(1).map(|t| t[t.find('>').unwrap() + 1..t.find("</text>").unwrap()].trim().to_string()).collect()
+    };
+    let loss = texts("loss-by-epoch.svg");
+    for tick in ["1", "2", "3", "4"] {
+        assert!(loss.iter().any(|t| t == tick), "epoch tick {tick} missing: {loss:?}");
+    }
+    assert!(!loss.iter().any(|t| t == "0" || t == "2.5" || t == "3.5"), "{loss:?}");
+    // Two series (train, test): a legend names them. One series: no legend.
+    assert!(loss.iter().any(|t| t == "train") && loss.iter().any(|t| t == "test"), "{loss:?}");
+    let acc = texts("accuracy-by-epoch.svg");
+    assert!(!acc.iter().any(|t| t == "test"), "a legend on a one-series plot: {acc:?}");
+}

@@ -270,18 +270,22 @@ where
 {
     let e = |x: DrawingAreaErrorKind<DB::ErrorType>| Error::Config(format!("drawing: {x:?}"));
     let pts = series.iter().flat_map(|s| s.1.iter());
-    let (mut x1, mut y0, mut y1) = (1e-9f64, f64::INFINITY, f64::NEG_INFINITY);
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
     for &(x, y) in pts {
-        x1 = x1.max(x);
+        (x0, x1) = (x0.min(x), x1.max(x));
         y0 = y0.min(y);
         y1 = y1.max(y);
     }
     if !y0.is_finite() {
-        (y0, y1) = (0.0, 1.0);
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    // The axis runs from the first point to the last (an epoch axis from 1, not 0).
+    if x1 - x0 < 1e-9 {
+        (x0, x1) = (x0 - 0.5, x1 + 0.5);
     }
     // Values plotters cannot lay an axis over (a diverged loss of 1e308, say), each axis
     // named for what it holds.
-    if !(x1.is_finite() && x1 < 1e15) {
+    if !(x1.is_finite() && x1 < 1e15 && x0.is_finite()) {
         return Err(Error::Config(format!(
             "{title}: {xlabel} runs to {x1:e}, too far to draw (at most 1e15)"
         )));
@@ -297,10 +301,20 @@ where
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(56)
-        .build_cartesian_2d(0f64..x1, (y0 - pad)..(y1 + pad))
+        .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
         .map_err(e)?;
+    // Whole numbers (steps, epochs) get whole-number ticks: "2", not "2.0" and "2.5".
+    let whole = series.iter().flat_map(|s| s.1.iter()).all(|&(x, _)| x.fract() == 0.0);
+    let span = (x1 - x0).round() as usize;
+    let tick = |v: &f64| match whole {
+        true if (v - v.round()).abs() < 1e-6 => format!("{:.0}", v.round()),
+        true => String::new(),
+        false => format!("{v}"),
+    };
     chart
         .configure_mesh()
+        .x_labels(if whole { (span + 1).clamp(2, 11) } else { 10 })
+        .x_label_formatter(&tick)
         .x_desc(xlabel)
         .y_desc(ylabel)
         .label_style(("sans-serif", 14))
@@ -320,14 +334,39 @@ where
             .label(label.clone())
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 14, y)], c.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(e)?;
+    // A legend only where there is more than one series to tell apart, in the corner the
+    // lines leave most empty.
+    if series.len() > 1 {
+        chart
+            .configure_series_labels()
+            .position(emptiest_corner(series, (x0, x1), (y0 - pad, y1 + pad)))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(e)?;
+    }
     Ok(())
+}
+
+/// The corner of the plot (a third of each axis) with the fewest points in it.
+fn emptiest_corner(series: &[Series], (x0, x1): (f64, f64), (y0, y1): (f64, f64)) -> SeriesLabelPosition {
+    let corners = [
+        (SeriesLabelPosition::UpperRight, true, true),
+        (SeriesLabelPosition::UpperLeft, false, true),
+        (SeriesLabelPosition::LowerRight, true, false),
+        (SeriesLabelPosition::LowerLeft, false, false),
+    ];
+    let inside = |&(x, y): &(f64, f64), right: bool, upper: bool| {
+        let fx = (x - x0) / (x1 - x0).max(1e-12);
+        let fy = (y - y0) / (y1 - y0).max(1e-12);
+        (if right { fx > 0.6 } else { fx < 0.4 }) && (if upper { fy > 0.6 } else { fy < 0.4 })
+    };
+    corners
+        .into_iter()
+        .min_by_key(|&(_, right, upper)| series.iter().flat_map(|s| s.1.iter()).filter(|p| inside(p, right, upper)).count())
+        .map(|c| c.0)
+        .unwrap_or(SeriesLabelPosition::UpperRight)
 }
 
 /// `DIR/NAME.{png,svg}`: line series against x.
