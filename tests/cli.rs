@@ -382,3 +382,31 @@ fn f16_with_a_kernel_that_has_no_f16_version_is_refused() {
         "{err}"
     );
 }
+
+/// Issue 32: a usage error stays one line but keeps clap's tip, and names the --help of the
+/// command being parsed.
+#[test]
+fn usage_errors_keep_clap_tip_and_name_the_subcommand_help() {
+    let (code, _, err) = gpu_train(&["--epoch", "3"]);
+    assert_eq!(code, 2, "{err}");
+    let ours = our_errors(&err);
+    assert_eq!(ours.len(), 1, "{err}");
+    assert!(
+        ours[0].contains("'--epoch'") && ours[0].contains("tip: a similar argument exists: '--epochs'"),
+        "{err}"
+    );
+    assert!(ours[0].ends_with("; see gpu-train --help"), "{err}");
+    for args in [vec!["predict", "--bogus"], vec!["predict", "w.safetensors", "--bogus"]] {
+        let (code, _, err) = gpu_train(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        let ours = our_errors(&err);
+        assert_eq!(ours.len(), 1, "{args:?}: {err}");
+        assert!(ours[0].ends_with("see gpu-train predict --help"), "{args:?}: {err}");
+    }
+    let (code, _, err) = gpu_train(&["explain", "--imgae", "3"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("'--image'") && err.contains("see gpu-train explain --help"),
+        "{err}"
+    );
+}

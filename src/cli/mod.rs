@@ -27,6 +27,7 @@ mod job;
 mod start;
 pub mod train_args;
 mod train_cmd;
+pub mod usage;
 
 use train_args::TrainArgs;
 
