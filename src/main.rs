@@ -17,22 +17,9 @@ fn main() {
             ) {
                 e.exit();
             }
-            // One line, like every other refusal: clap's first line, without its "error: ".
-            // clap's message up to its blank line, joined into one line, without "error: ".
-            let text = e.render().to_string();
-            let joined = text
-                .lines()
-                .take_while(|l| !l.trim().is_empty())
-                .map(str::trim)
-                .collect::<Vec<_>>()
-                .join(" ");
-            let line = joined.strip_prefix("error: ").unwrap_or(&joined);
-            let hint = if line.contains("invalid digit") && line.contains("'-") {
-                " (a count: a whole number, not negative)"
-            } else {
-                ""
-            };
-            gpu_train::error::say_error(&format!("{line}{hint}; see gpu-train --help"));
+            // One line, like every other refusal: clap's message, its tip, and the --help of
+            // the command it was parsing.
+            gpu_train::error::say_error(&cli::usage::one_line(&e));
             std::process::exit(2);
         }
     };

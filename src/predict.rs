@@ -2,7 +2,8 @@
 //! each (class, logit, exponential, probability), as the chapter's Figure 3-2 does.
 //!
 //! Images come from the test set (by index) or from PNG files of 28×28 grey digits, drawn as
-//! MNIST draws them: a light digit on a black background.
+//! MNIST draws them: a light digit on a black background. With `--show` each image is also
+//! drawn in text, 28 lines of 28 characters, so a misread digit can be seen beside its table.
 
 use crate::cpu::reference::{self, Params};
 use crate::data::{scale_pixel, Dataset, CLASSES, PIXELS};
@@ -66,8 +67,32 @@ pub fn read_png(path: &Path) -> Result<Vec<u8>> {
     Ok(pixels)
 }
 
-/// The report for one image.
-pub fn describe(model: &Model, name: &str, pixels: &[u8], label: Option<usize>) -> String {
+/// The characters of [`ascii`], from black (0) to white (255): ten steps of intensity.
+pub const RAMP: &[u8; 10] = b" .:-=+*#%@";
+
+/// A 28×28 image as 28 lines of 28 characters, one per pixel, darker to lighter along
+/// [`RAMP`] (a light digit on black, as MNIST draws them, shows as `@` strokes on blanks).
+pub fn ascii(pixels: &[u8]) -> String {
+    const SIDE: usize = 28;
+    debug_assert_eq!(SIDE * SIDE, PIXELS);
+    let mut s = String::with_capacity(PIXELS + SIDE);
+    for row in pixels.chunks(SIDE) {
+        for &p in row {
+            s.push(RAMP[p as usize * RAMP.len() / 256] as char);
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// The report for one image: its name, its drawing when `show`, its SoftMax table.
+pub fn describe(
+    model: &Model,
+    name: &str,
+    pixels: &[u8],
+    label: Option<usize>,
+    show: bool,
+) -> String {
     let z = logits(model, pixels);
     let mut s = format!(
         "{name}{}\n",
@@ -75,27 +100,37 @@ pub fn describe(model: &Model, name: &str, pixels: &[u8], label: Option<usize>) 
             .map(|l| format!(" (true class {l})"))
             .unwrap_or_default()
     );
+    if show {
+        s += &ascii(pixels);
+    }
     s += &softmax_table(&z, label);
     s
 }
 
-/// Classifies test images `indices` and PNG files `pngs` with the weights in `snapshot` (a
-/// gpu-train snapshot or any safetensors file with the four tensors, see [`crate::weights`]).
-pub fn run(
-    snapshot: &Path,
-    test: &Dataset,
-    indices: &[usize],
-    pngs: &[std::path::PathBuf],
-) -> Result<String> {
-    if indices.is_empty() && pngs.is_empty() {
+/// What `predict` classifies: test images by index, PNG files, and whether to draw each.
+pub struct Images<'a> {
+    /// The test images read (up to the highest index asked for).
+    pub test: &'a Dataset,
+    pub indices: &'a [usize],
+    /// 28×28 PNG files, read only.
+    pub files: &'a [std::path::PathBuf],
+    /// Draw each image in text above its table ([`ascii`]).
+    pub show: bool,
+}
+
+/// Classifies `images` with the weights in `snapshot` (a gpu-train snapshot or any
+/// safetensors file with the four tensors, see [`crate::weights`]).
+pub fn run(snapshot: &Path, images: &Images) -> Result<String> {
+    if images.indices.is_empty() && images.files.is_empty() {
         return Err(Error::Config(
-            "predict: give --index N (test images) or --png FILE".into(),
+            "predict: give --index N (test images) or --image-file FILE.png".into(),
         ));
     }
     let loaded = crate::weights::load(snapshot)?;
     let model = loaded.model.clone();
     let mut out = loaded.describe(snapshot) + "\n";
-    for &i in indices {
+    let test = images.test;
+    for &i in images.indices {
         if i >= test.len() {
             return Err(Error::Config(format!(
                 "--index {i} is out of range: the test set has {} images",
@@ -107,10 +142,12 @@ pub fn run(
             &format!("test image {i}"),
             test.image(i),
             Some(test.labels[i] as usize),
+            images.show,
         );
     }
-    for p in pngs {
-        out += &describe(&model, &p.display().to_string(), &read_png(p)?, None);
+    for p in images.files {
+        let pixels = read_png(p)?;
+        out += &describe(&model, &p.display().to_string(), &pixels, None, images.show);
     }
     Ok(out)
 }

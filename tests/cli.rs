@@ -380,3 +380,212 @@ fn f16_with_a_kernel_that_has_no_f16_version_is_refused() {
         "{err}"
     );
 }
+
+/// Issue 32: a usage error stays one line but keeps clap's tip, and names the --help of the
+/// command being parsed.
+#[test]
+fn usage_errors_keep_clap_tip_and_name_the_subcommand_help() {
+    let (code, _, err) = gpu_train(&["--epoch", "3"]);
+    assert_eq!(code, 2, "{err}");
+    let ours = our_errors(&err);
+    assert_eq!(ours.len(), 1, "{err}");
+    assert!(
+        ours[0].contains("'--epoch'") && ours[0].contains("tip: a similar argument exists: '--epochs'"),
+        "{err}"
+    );
+    assert!(ours[0].ends_with("; see gpu-train --help"), "{err}");
+    for args in [vec!["predict", "--bogus"], vec!["predict", "w.safetensors", "--bogus"]] {
+        let (code, _, err) = gpu_train(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        let ours = our_errors(&err);
+        assert_eq!(ours.len(), 1, "{args:?}: {err}");
+        assert!(ours[0].ends_with("see gpu-train predict --help"), "{args:?}: {err}");
+    }
+    let (code, _, err) = gpu_train(&["explain", "--imgae", "3"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("'--image'") && err.contains("see gpu-train explain --help"),
+        "{err}"
+    );
+}
+
+/// The `engine:` and `final test accuracy` lines of a run's stdout.
+fn engine_and_result(out: &str) -> Vec<&str> {
+    out.lines()
+        .filter(|l| l.starts_with("engine:") || l.contains("final test accuracy"))
+        .collect()
+}
+
+/// Issue 32: `--device cpu` (PyTorch's spelling) is --cpu: the same engine, the same result.
+#[test]
+fn device_cpu_trains_as_cpu_does() {
+    let run = ["--epochs", "1", "--limit", "640", "--threads", "2"];
+    let (code, by_device, err) = gpu_train(&[&["--device", "cpu"][..], &run].concat());
+    assert_eq!(code, 0, "{err}");
+    let (code, by_flag, err) = gpu_train(&[&["--cpu"][..], &run].concat());
+    assert_eq!(code, 0, "{err}");
+    let lines = engine_and_result(&by_device);
+    assert_eq!(lines.len(), 2, "{by_device}");
+    assert!(lines[0].starts_with("engine: CPU"), "{by_device}");
+    assert_eq!(lines, engine_and_result(&by_flag));
+    // What cannot go with it is refused in one line that names it.
+    for (args, expect) in [
+        (vec!["--device", "cpu", "--devices", "0,1"], "--devices"),
+        (vec!["--device", "cpu", "--cpu"], "--cpu"),
+        (vec!["--device", "cpu", "--resident"], "--resident"),
+        (vec!["--device", "cpu", "--kernels", "reg8x4"], "--kernels"),
+        (vec!["--device", "cuda:0"], "expected cpu or a GPU adapter's index"),
+    ] {
+        let (code, _, err) = gpu_train(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        let ours = our_errors(&err);
+        assert_eq!(ours.len(), 1, "{args:?}: {err}");
+        assert!(ours[0].contains(expect), "{args:?}: {err}");
+    }
+}
+
+/// Issue 32: `--help` lists the training options first, then one section per concern, and
+/// ends with examples.
+#[test]
+fn help_lists_training_first_then_sections_then_examples() {
+    let (code, out, err) = gpu_train(&["--help"]);
+    assert_eq!(code, 0, "{err}");
+    let order = [
+        "--epochs <",
+        "--batch-size <",
+        "--lr <",
+        "--seed <",
+        "\nDevice:",
+        "--device <N|cpu>",
+        "\nData:",
+        "--data-dir <",
+        "\nOutputs and snapshots:",
+        "--snapshot-dir <",
+        "\nParallel and MPI:",
+        "--devices <",
+        "--mpi",
+        "\nNetwork and trace:",
+        "--trace <",
+        "\nAdvanced:",
+        "--kernels <",
+        "\nExamples:",
+        "gpu-train --device cpu",
+        "--resume",
+        "gpu-train network run.json",
+    ];
+    let mut from = 0;
+    for want in order {
+        let at = out[from..]
+            .find(want)
+            .unwrap_or_else(|| panic!("{want:?} not found after byte {from} of --help:\n{out}"));
+        from += at + want.len();
+    }
+    // Every flag of a training run is still listed, each once.
+    for flag in ["--threads <", "--resident", "--limit <", "--keep <", "--metrics-every <", "--fault <", "--nic <", "--precision <", "--hidden <"] {
+        assert_eq!(out.matches(flag).count(), 1, "{flag}:\n{out}");
+    }
+}
+
+/// Issue 32: completion scripts a shell accepts, and a manual page that roff reads.
+#[test]
+fn completions_and_man_page_are_written() {
+    let (code, script, err) = gpu_train(&["completions", "bash"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(script.contains("--epochs"), "{script}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gpu-train.bash");
+    std::fs::write(&file, &script).unwrap();
+    let check = std::process::Command::new("bash").arg("-n").arg(&file).output().unwrap();
+    assert!(
+        check.status.success(),
+        "bash -n: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    for shell in ["zsh", "fish"] {
+        let (code, script, err) = gpu_train(&["completions", shell]);
+        assert_eq!(code, 0, "{shell}: {err}");
+        assert!(script.contains("epochs"), "{shell}: {script}");
+    }
+    let (code, _, err) = gpu_train(&["completions", "tcsh"]);
+    assert_eq!(code, 2, "{err}");
+
+    let (code, page, err) = gpu_train(&["man"]);
+    assert_eq!(code, 0, "{err}");
+    // Past the two lines that define the quote character, the page opens with its title.
+    let first = page
+        .lines()
+        .find(|l| !l.starts_with(".ie") && !l.starts_with(".el"))
+        .unwrap_or_default();
+    assert!(first.starts_with(".TH gpu-train 1"), "{page}");
+    assert!(page.contains("\\-\\-epochs"), "{page}");
+    let out = dir.path().join("man1");
+    let (code, _, err) = gpu_train(&["man", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    for name in ["gpu-train.1", "gpu-train-predict.1", "gpu-train-completions.1"] {
+        let text = std::fs::read_to_string(out.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(text.contains(".TH"), "{name}: {text}");
+    }
+}
+
+/// Issue 32: `predict --show` draws each digit in text beside its table; predict has no
+/// --limit (it reads only the images it is asked for).
+#[test]
+fn predict_shows_the_digit_and_has_no_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let snaps = dir.path().join("snaps");
+    let s = snaps.to_str().unwrap();
+    let (code, _, err) = gpu_train(&["--cpu", "--limit", "640", "--epochs", "1", "--snapshot-dir", s]);
+    assert_eq!(code, 0, "{err}");
+    let snapshot = std::fs::read_dir(&snaps)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .expect("a snapshot");
+    let snap = snapshot.to_str().unwrap();
+    let (code, out, err) = gpu_train(&["predict", snap, "--index", "3", "--show"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    let title = lines
+        .iter()
+        .position(|l| l.starts_with("test image 3"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let drawing = &lines[title + 1..title + 29];
+    let ramp = " .:-=+*#%@";
+    for l in drawing {
+        assert_eq!(l.chars().count(), 28, "{l:?}\n{out}");
+        assert!(l.chars().all(|c| ramp.contains(c)), "{l:?}\n{out}");
+    }
+    assert!(lines[title + 29].contains("class"), "the table follows the drawing:\n{out}");
+    // The drawing is the image: blank where a pixel is black, `@` where it is white, and a
+    // brighter pixel never drawn with a darker character than a dimmer one.
+    let data = gpu_train::data::bundled_dir();
+    let test = gpu_train::data::load_test_limited(&data, 4).unwrap();
+    let pixels = test.image(3);
+    let drawn: Vec<usize> = drawing
+        .iter()
+        .flat_map(|l| l.chars())
+        .map(|c| ramp.find(c).unwrap())
+        .collect();
+    let mut by_pixel: Vec<(u8, usize)> = pixels.iter().copied().zip(drawn.iter().copied()).collect();
+    by_pixel.sort();
+    assert!(by_pixel.windows(2).all(|w| w[0].1 <= w[1].1), "{out}");
+    for (p, c) in &by_pixel {
+        if *p == 0 {
+            assert_eq!(*c, 0, "{out}");
+        }
+        if *p == 255 {
+            assert_eq!(*c, ramp.len() - 1, "{out}");
+        }
+    }
+    assert!(by_pixel.iter().any(|&(p, _)| p == 255), "test image 3 has white strokes");
+    // Without --show, no drawing.
+    let (code, plain, err) = gpu_train(&["predict", snap, "--index", "3"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(plain.lines().nth(2).is_some_and(|l| l.contains("class")), "{plain}");
+
+    let (code, _, err) = gpu_train(&["predict", snap, "--index", "0", "--limit", "5"]);
+    assert_eq!(code, 2, "{err}");
+    let ours = our_errors(&err);
+    assert_eq!(ours.len(), 1, "{err}");
+    assert!(ours[0].contains("'--limit'") && ours[0].contains("gpu-train predict --help"), "{err}");
+}

@@ -8,7 +8,7 @@ use crate::model::Model;
 use crate::run::DataArgs;
 use crate::train;
 use crate::config::TrainConfig;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use std::path::PathBuf;
 
 /// `println!` for a training run's lines. A training run ignores SIGPIPE (so its snapshots are
@@ -24,9 +24,11 @@ macro_rules! say {
 
 mod console;
 mod job;
+pub mod packaging;
 mod start;
 pub mod train_args;
 mod train_cmd;
+pub mod usage;
 
 use train_args::TrainArgs;
 
@@ -41,7 +43,8 @@ use train_cmd::run_train;
     name = "gpu-train",
     version,
     args_conflicts_with_subcommands = true,
-    allow_negative_numbers = true
+    allow_negative_numbers = true,
+    after_help = EXAMPLES
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -49,6 +52,18 @@ pub struct Cli {
     #[command(flatten)]
     pub train: TrainArgs,
 }
+
+/// The end of `gpu-train --help`: a few runs to start from.
+const EXAMPLES: &str = "\
+Examples:
+  gpu-train --device cpu --epochs 3         train on the CPU (the same as --cpu)
+  gpu-train --device 1                      train on GPU adapter 1 (`gpu-train devices` lists them)
+  gpu-train --snapshot-dir snaps --resume   continue from the latest snapshot in snaps/
+  gpu-train --devices 0,0,0,0               4 replicas on adapter 0, summed by a ring all-reduce
+  gpu-train --devices 0,0 --trace run.json && gpu-train network run.json --link 10gbit
+                                            trace 2 replicas, then draw a replica's link at 10 Gbit/s
+  gpu-train predict snaps/snapshot-000001570.safetensors --index 0 --show
+                                            classify test image 0, with the digit drawn in text";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -72,6 +87,12 @@ pub enum Command {
     AllreduceBench(crate::network::allreduce_bench::AllreduceBenchArgs),
     /// Draw a --metrics file: loss and accuracy by epoch and by step (PNG and SVG).
     Plot(crate::network::plot_cmd::PlotArgs),
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell) to stdout,
+    /// e.g. `gpu-train completions bash > ~/.local/share/bash-completion/completions/gpu-train`.
+    Completions(packaging::CompletionsArgs),
+    /// Print the manual page (roff) to stdout, or write gpu-train.1 and one page per subcommand
+    /// into --out DIR, e.g. `gpu-train man | man -l -`.
+    Man(packaging::ManArgs),
     /// (scripts/lab) Sample the counters of every link of a lab's fabric until stopped.
     #[command(hide = true)]
     LabLinks(crate::network::lab::LabLinksArgs),
@@ -86,11 +107,18 @@ pub struct PredictArgs {
     /// Index of a test image to classify (repeatable).
     #[arg(long, value_name = "N")]
     pub index: Vec<usize>,
-    /// A 28x28 PNG of a light digit on a black background, as MNIST draws them (repeatable).
-    #[arg(long, value_name = "FILE")]
-    pub png: Vec<PathBuf>,
-    #[command(flatten)]
-    pub data: DataArgs,
+    /// An image to classify, read (never written): a 28x28 PNG of a light digit on a black
+    /// background, as MNIST draws them (repeatable; --png is the same flag).
+    #[arg(long, value_name = "FILE.png", alias = "png")]
+    pub image_file: Vec<PathBuf>,
+    /// Draw each image in text above its table: 28 lines of 28 characters, darker to lighter
+    /// as " .:-=+*#%@".
+    #[arg(long)]
+    pub show: bool,
+    /// Folder with the MNIST-format test files (t10k-images-idx3-ubyte[.gz] and its labels)
+    /// for --index. Default: the MNIST sample in data/mnist.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -189,15 +217,24 @@ pub fn run(cli: &Cli) -> Result<()> {
         Some(Command::Bench(args)) => crate::bench::run(args),
         Some(Command::Predict(args)) => {
             // Only the test images up to the highest index asked for are read.
+            let data = DataArgs {
+                data_dir: args.data_dir.clone(),
+                limit: 0,
+            };
             let test = match args.index.iter().max() {
                 None => crate::data::Dataset::new(Vec::new(), Vec::new())?,
-                Some(&last) => args.data.load_test(last.saturating_add(1))?,
+                Some(&last) => data.load_test(last.saturating_add(1))?,
             };
-            print!(
-                "{}",
-                crate::predict::run(&args.snapshot, &test, &args.index, &args.png)?
-            );
+            let images = crate::predict::Images {
+                test: &test,
+                indices: &args.index,
+                files: &args.image_file,
+                show: args.show,
+            };
+            print!("{}", crate::predict::run(&args.snapshot, &images)?);
             Ok(())
         }
+        Some(Command::Completions(args)) => packaging::completions(Cli::command(), args),
+        Some(Command::Man(args)) => packaging::man(Cli::command(), args),
     }
 }

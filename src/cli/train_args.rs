@@ -6,95 +6,19 @@ use crate::run::{self, DataArgs};
 use clap::Args;
 use std::path::PathBuf;
 
+/// The sections of `gpu-train --help`, after the training options (clap's "Options"): where a
+/// run computes, what it reads, what it writes, how replicas share the work, what the network
+/// view records, and the knobs few runs need.
+const DEVICE: &str = "Device";
+const DATA: &str = "Data";
+const OUTPUTS: &str = "Outputs and snapshots";
+const PARALLEL: &str = "Parallel and MPI";
+const NETWORK: &str = "Network and trace";
+const ADVANCED: &str = "Advanced";
+
 #[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
-    /// GPU adapter to train on, by its index in `gpu-train devices` [default: 0; under --mpi,
-    /// the rank's index among the ranks on its machine, modulo the adapters].
-    #[arg(long, value_name = "N")]
-    pub device: Option<usize>,
-    /// Join an MPI job started by mpirun: each rank is one replica (or --devices/--replicas
-    /// replicas) and trains on its part of every global batch; gradients are summed across
-    /// the ranks as --allreduce says; rank 0 prints and writes the snapshots. Needs a build
-    /// with `--features mpi`.
-    #[arg(long)]
-    pub mpi: bool,
-    /// Under --mpi, how the ranks sum their gradients: `ring`, the chapter's ring all-reduce
-    /// over MPI point-to-point messages (sequenced and checksummed; its payload is counted,
-    /// and --fault acts on its messages, replica = rank), or `mpi`, MPI_Allreduce (the
-    /// library's own algorithm; only the bytes handed to it are known) [default: ring].
-    #[arg(long, value_enum)]
-    pub allreduce: Option<crate::parallel::all_reduce::AcrossRanks>,
-    /// Data-parallel training, one replica per listed adapter (e.g. 0,1; an adapter may repeat:
-    /// 0,0,0,0 opens four devices on adapter 0). Each replica trains on its own shard of every
-    /// global batch; gradients are summed by a ring all-reduce.
-    #[arg(long, value_name = "N,N,...", value_delimiter = ',', num_args = 1.., conflicts_with_all = ["device", "cpu", "replicas"])]
-    pub devices: Vec<usize>,
-    /// Data-parallel training with N replicas: CPU replicas with --cpu, else N devices on
-    /// --device's adapter.
-    #[arg(long, value_name = "N", value_parser = crate::config::replica_count)]
-    pub replicas: Option<usize>,
-    /// Write a timeline of the steps --trace-steps names (Chrome trace-event JSON, one track
-    /// per replica; open it in ui.perfetto.dev or chrome://tracing), for `gpu-train network`.
-    #[arg(long, value_name = "FILE.json")]
-    pub trace: Option<PathBuf>,
-    /// Sample this network interface's counters (bytes, packets, TCP retransmits): every
-    /// millisecond into the --trace, and into every --metrics record (what it counted since
-    /// the one before): what the wire carried (scripts/lab passes its hosts' eth0).
-    #[arg(long, value_name = "IFACE")]
-    pub nic: Option<String>,
-    /// Global steps to trace, A..B (counted from 0, B excluded). The default leaves out step 0,
-    /// the warm-up (the driver compiles pipelines, caches fill: 30 ms where a step takes 1).
-    #[arg(long, value_name = "A..B", default_value = "1..51", requires = "trace")]
-    pub trace_steps: String,
-    /// Write metrics as JSON lines: one per epoch and one every --metrics-every steps (loss,
-    /// accuracy, time, bytes staged, all-reduced and read back), for `gpu-train plot`.
-    #[arg(long, value_name = "FILE.jsonl")]
-    pub metrics: Option<PathBuf>,
-    /// Steps between two metrics lines (each reads the training totals back).
-    #[arg(long, value_name = "K", default_value_t = 50, requires = "metrics")]
-    pub metrics_every: u64,
-    /// Inject a fault into the all-reduce between in-process replicas (repeatable):
-    /// `lose-message@STEP[:REPLICA]`, `corrupt-message@STEP[:REPLICA]`, `slow-link=DURATION` (5ms).
-    /// A lost or damaged message stops the run (exit code 3) naming what must be redone.
-    #[arg(long, value_name = "FAULT")]
-    pub fault: Vec<String>,
-    /// With --devices or --replicas: start the output layer's all-reduce while the hidden
-    /// layer's backward pass still runs (as PyTorch DDP's gradient buckets do).
-    #[arg(long)]
-    pub overlap: bool,
-    /// The number format: f32, or f16 (mixed precision: f16 inputs, activations, error terms
-    /// and working weights, products summed in f32, f32 master weights, dynamic loss scaling;
-    /// on a GPU it needs f16 in shaders, as lavapipe and NVIDIA's Vulkan driver offer).
-    #[arg(long, value_enum, default_value = "f32")]
-    pub precision: PrecisionArg,
-    /// The gradients' format on the all-reduce's wire: f32, or f16 (half the bytes; in-process
-    /// replicas only: MPI has no f16 sum).
-    #[arg(long, value_enum, default_value = "f32")]
-    pub grad_dtype: PrecisionArg,
-    /// Train on the CPU (the SIMD GEMM baseline) instead of a GPU.
-    #[arg(long, conflicts_with_all = ["device", "resident"])]
-    pub cpu: bool,
-    /// CPU threads for --cpu, per replica (default: every core up to 8, shared out among the
-    /// replicas).
-    #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
-    /// Upload the whole training set to VRAM once instead of staging each mini-batch from RAM.
-    #[arg(long)]
-    pub resident: bool,
-    /// The matmul kernel variant, forced on every product of the step it can compute (the
-    /// fallback elsewhere): tiled16 (workgroup-memory tiles, for GPUs), reg8x4 (register
-    /// blocks, for CPU-based adapters such as lavapipe) or a member of the generated family
-    /// (k4_8x8_sg, tk4_8x8_sg, tmn4_16x8_sg, ...; an unknown name lists them all); under
-    /// --precision f16 the same shape reading f16 (reg8x4_f16, k4_8x8_sg_f16, ...) where there
-    /// is one. Default: searched per product on this adapter, cached (the engine line names
-    /// each pick).
-    #[arg(long, value_name = "NAME", conflicts_with = "cpu")]
-    pub kernels: Option<String>,
-    /// Neurons in the hidden layer (the chapter's network has 128): a wider layer means more
-    /// gradient bytes to synchronise per step, a narrower one fewer, against the same pixels of
-    /// compute per neuron [default: 128, or the snapshot's with --resume].
-    #[arg(long, value_name = "N")]
-    pub hidden: Option<usize>,
+    // The training itself (clap's "Options", printed first).
     /// Passes over the training set.
     #[arg(long, default_value_t = 10)]
     pub epochs: usize,
@@ -108,29 +32,140 @@ pub struct TrainArgs {
     /// Seed of the weight initialisation and of each epoch's shuffle.
     #[arg(long, default_value_t = crate::config::DEFAULT_SEED)]
     pub seed: u64,
-    #[command(flatten)]
+    // Where it runs.
+    /// GPU adapter to train on, by its index in `gpu-train devices`, or `cpu` (the same as
+    /// --cpu, as PyTorch users write it) [default: 0; under --mpi, the rank's index among the
+    /// ranks on its machine, modulo the adapters].
+    #[arg(long, help_heading = DEVICE, value_name = "N|cpu", value_parser = parse_device)]
+    pub device: Option<DeviceArg>,
+    /// Train on the CPU (the SIMD GEMM baseline) instead of a GPU (also: --device cpu).
+    #[arg(long, help_heading = DEVICE, conflicts_with_all = ["device", "resident"])]
+    pub cpu: bool,
+    /// CPU threads for --cpu, per replica (default: every core up to 8, shared out among the
+    /// replicas).
+    #[arg(long, help_heading = DEVICE, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Upload the whole training set to VRAM once instead of staging each mini-batch from RAM.
+    #[arg(long, help_heading = DEVICE)]
+    pub resident: bool,
+    // What it reads.
+    #[command(flatten, next_help_heading = DATA)]
     pub data: DataArgs,
+    // What it writes, and where a run starts from.
     /// Write snapshots (weights + training state, safetensors) into DIR at every epoch's end.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, help_heading = OUTPUTS, value_name = "DIR")]
     pub snapshot_dir: Option<PathBuf>,
     /// Also write a snapshot every N steps (needs --snapshot-dir; 0 = only at epoch ends).
-    #[arg(long, value_name = "N", default_value_t = 0, requires = "snapshot_dir")]
+    #[arg(long, help_heading = OUTPUTS, value_name = "N", default_value_t = 0, requires = "snapshot_dir")]
     pub snapshot_every: usize,
     /// Keep the K most recent snapshots, deleting older ones.
-    #[arg(long, value_name = "K", default_value_t = 3)]
+    #[arg(long, help_heading = OUTPUTS, value_name = "K", default_value_t = 3)]
     pub keep: usize,
     /// Continue a run: from FILE, or from the latest snapshot in --snapshot-dir. Seed, batch
     /// size and learning rate come from the snapshot (an explicit --lr overrides it).
-    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    #[arg(long, help_heading = OUTPUTS, value_name = "FILE", num_args = 0..=1)]
     pub resume: Option<Option<PathBuf>>,
     /// Start a fresh run (epoch 1, step 0) from the weights in FILE instead of a random
     /// initialisation: a snapshot, or a safetensors file from PyTorch (see `predict --help`).
-    #[arg(long, value_name = "FILE", conflicts_with = "resume")]
+    #[arg(long, help_heading = OUTPUTS, value_name = "FILE", conflicts_with = "resume")]
     pub init: Option<PathBuf>,
+    /// Write metrics as JSON lines: one per epoch and one every --metrics-every steps (loss,
+    /// accuracy, time, bytes staged, all-reduced and read back), for `gpu-train plot`.
+    #[arg(long, help_heading = OUTPUTS, value_name = "FILE.jsonl")]
+    pub metrics: Option<PathBuf>,
+    /// Steps between two metrics lines (each reads the training totals back).
+    #[arg(long, help_heading = OUTPUTS, value_name = "K", default_value_t = 50, requires = "metrics")]
+    pub metrics_every: u64,
+    // Data parallelism: replicas in one process, or MPI ranks.
+    /// Data-parallel training, one replica per listed adapter (e.g. 0,1; an adapter may repeat:
+    /// 0,0,0,0 opens four devices on adapter 0). Each replica trains on its own shard of every
+    /// global batch; gradients are summed by a ring all-reduce.
+    #[arg(long, help_heading = PARALLEL, value_name = "N,N,...", value_delimiter = ',', num_args = 1.., conflicts_with_all = ["device", "cpu", "replicas"])]
+    pub devices: Vec<usize>,
+    /// Data-parallel training with N replicas: CPU replicas with --cpu, else N devices on
+    /// --device's adapter.
+    #[arg(long, help_heading = PARALLEL, value_name = "N", value_parser = crate::config::replica_count)]
+    pub replicas: Option<usize>,
+    /// With --devices or --replicas: start the output layer's all-reduce while the hidden
+    /// layer's backward pass still runs (as PyTorch DDP's gradient buckets do).
+    #[arg(long, help_heading = PARALLEL)]
+    pub overlap: bool,
+    /// The gradients' format on the all-reduce's wire: f32, or f16 (half the bytes; in-process
+    /// replicas only: MPI has no f16 sum).
+    #[arg(long, help_heading = PARALLEL, value_enum, default_value = "f32")]
+    pub grad_dtype: PrecisionArg,
+    /// Join an MPI job started by mpirun: each rank is one replica (or --devices/--replicas
+    /// replicas) and trains on its part of every global batch; gradients are summed across
+    /// the ranks as --allreduce says; rank 0 prints and writes the snapshots. Needs a build
+    /// with `--features mpi`.
+    #[arg(long, help_heading = PARALLEL)]
+    pub mpi: bool,
+    /// Under --mpi, how the ranks sum their gradients: `ring`, the chapter's ring all-reduce
+    /// over MPI point-to-point messages (sequenced and checksummed; its payload is counted,
+    /// and --fault acts on its messages, replica = rank), or `mpi`, MPI_Allreduce (the
+    /// library's own algorithm; only the bytes handed to it are known) [default: ring].
+    #[arg(long, help_heading = PARALLEL, value_enum)]
+    pub allreduce: Option<crate::parallel::all_reduce::AcrossRanks>,
+    // The network view: traces, the NIC's counters, faults.
+    /// Write a timeline of the steps --trace-steps names (Chrome trace-event JSON, one track
+    /// per replica; open it in ui.perfetto.dev or chrome://tracing), for `gpu-train network`.
+    #[arg(long, help_heading = NETWORK, value_name = "FILE.json")]
+    pub trace: Option<PathBuf>,
+    /// Global steps to trace, A..B (counted from 0, B excluded). The default leaves out step 0,
+    /// the warm-up (the driver compiles pipelines, caches fill: 30 ms where a step takes 1).
+    #[arg(long, help_heading = NETWORK, value_name = "A..B", default_value = "1..51", requires = "trace")]
+    pub trace_steps: String,
+    /// Sample this network interface's counters (bytes, packets, TCP retransmits): every
+    /// millisecond into the --trace, and into every --metrics record (what it counted since
+    /// the one before): what the wire carried (scripts/lab passes its hosts' eth0).
+    #[arg(long, help_heading = NETWORK, value_name = "IFACE")]
+    pub nic: Option<String>,
+    /// Inject a fault into the all-reduce between in-process replicas (repeatable):
+    /// `lose-message@STEP[:REPLICA]`, `corrupt-message@STEP[:REPLICA]`, `slow-link=DURATION` (5ms).
+    /// A lost or damaged message stops the run (exit code 3) naming what must be redone.
+    #[arg(long, help_heading = NETWORK, value_name = "FAULT")]
+    pub fault: Vec<String>,
+    // The model's width, the number format, the kernels.
+    /// Neurons in the hidden layer (the chapter's network has 128): a wider layer means more
+    /// gradient bytes to synchronise per step, a narrower one fewer, against the same pixels of
+    /// compute per neuron [default: 128, or the snapshot's with --resume].
+    #[arg(long, help_heading = ADVANCED, value_name = "N")]
+    pub hidden: Option<usize>,
+    /// The number format: f32, or f16 (mixed precision: f16 inputs, activations, error terms
+    /// and working weights, products summed in f32, f32 master weights, dynamic loss scaling;
+    /// on a GPU it needs f16 in shaders, as lavapipe and NVIDIA's Vulkan driver offer).
+    #[arg(long, help_heading = ADVANCED, value_enum, default_value = "f32")]
+    pub precision: PrecisionArg,
+    /// The matmul kernel variant, forced on every product of the step it can compute (the
+    /// fallback elsewhere): tiled16 (workgroup-memory tiles, for GPUs), reg8x4 (register
+    /// blocks, for CPU-based adapters such as lavapipe) or a member of the generated family
+    /// (k4_8x8_sg, tk4_8x8_sg, tmn4_16x8_sg, ...; an unknown name lists them all); under
+    /// --precision f16 the same shape reading f16 (reg8x4_f16, k4_8x8_sg_f16, ...) where there
+    /// is one. Default: searched per product on this adapter, cached (the engine line names
+    /// each pick).
+    #[arg(long, help_heading = ADVANCED, value_name = "NAME", conflicts_with = "cpu")]
+    pub kernels: Option<String>,
     /// Print the details of the start-up too: the adapter's driver, the kernel picked for
     /// each product and how (RUST_LOG=info prints them as well).
-    #[arg(short, long)]
+    #[arg(short, long, help_heading = OUTPUTS)]
     pub verbose: bool,
+}
+
+/// --device: a GPU adapter by its index, or the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceArg {
+    Cpu,
+    Adapter(usize),
+}
+
+/// Parses --device: `cpu` (any case), or an adapter's index.
+pub fn parse_device(text: &str) -> std::result::Result<DeviceArg, String> {
+    if text.eq_ignore_ascii_case("cpu") {
+        return Ok(DeviceArg::Cpu);
+    }
+    text.parse().map(DeviceArg::Adapter).map_err(|_| {
+        "expected cpu or a GPU adapter's index: 0, 1, ... as `gpu-train devices` lists them".to_string()
+    })
 }
 
 /// A number format on the command line.
@@ -168,8 +203,15 @@ impl TrainArgs {
             || self.replicas.is_some()
             || self.mpi
             || precision == crate::engine::Precision::F16;
+        let cpu = self.cpu || self.device == Some(DeviceArg::Cpu);
+        if cpu && (self.resident || self.kernels.is_some()) {
+            let flag = if self.resident { "--resident" } else { "--kernels" };
+            return Err(crate::error::Error::Config(format!(
+                "{flag} is for a GPU adapter, and --device cpu trains on the CPU: drop {flag}, or pass --device N (`gpu-train devices` lists them)"
+            )));
+        }
         let n = self.replicas.unwrap_or(1);
-        let devices = if self.cpu {
+        let devices = if cpu {
             Devices::Cpu {
                 replicas: n,
                 threads: self.threads.unwrap_or_else(|| run::default_threads(n)),
@@ -182,7 +224,13 @@ impl TrainArgs {
             }
         } else {
             Devices::Gpu {
-                adapters: vec![self.device.unwrap_or(0); n],
+                adapters: vec![
+                    match self.device {
+                        Some(DeviceArg::Adapter(i)) => i,
+                        _ => 0,
+                    };
+                    n
+                ],
                 resident: self.resident,
                 kernels: self.kernels.clone(),
             }
