@@ -49,6 +49,12 @@ pub struct TrainArgs {
     /// accuracy, time, bytes staged, all-reduced and read back), for `gpu-train plot`.
     #[arg(long, value_name = "FILE.jsonl")]
     pub metrics: Option<PathBuf>,
+    /// Write the metrics as TensorBoard scalars too, into an event file in DIR (made when
+    /// missing): train loss and accuracy every --metrics-every steps and every epoch, test loss
+    /// and accuracy, images/s, bytes staged, all-reduced and read back, all-reduce time; watch
+    /// with `tensorboard --logdir DIR`.
+    #[arg(long, value_name = "DIR")]
+    pub tensorboard: Option<PathBuf>,
     /// Steps between two metrics lines (each reads the training totals back).
     #[arg(long, value_name = "K", default_value_t = 50, requires = "metrics")]
     pub metrics_every: u64,
