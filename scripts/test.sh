@@ -13,8 +13,8 @@ cd "$(dirname "$0")/.."
 MPI_PACKAGES="libopenmpi-dev openmpi-bin libclang-dev clang"
 LAB_PACKAGES="iproute2 ethtool nftables"
 # strace: tests/last_inputs.rs counts the write calls of an error line (one, so the lines of
-# two MPI ranks cannot interleave).
-TOOL_PACKAGES="strace"
+# two MPI ranks cannot interleave). python3-venv: the venv of TensorBoard's reader (below).
+TOOL_PACKAGES="strace python3-venv"
 ci() { [ "${CI:-}" = "true" ]; }
 # The packages of "$@" that dpkg does not list as installed.
 missing() {
@@ -75,6 +75,30 @@ if [ -n "$lab_problem" ]; then
         exit 1
     fi
     echo "NOTE: the network lab's tests will say they skipped: $lab_problem" >&2
+fi
+# tests/tensorboard.rs reads --tensorboard's event files back with TensorBoard's own reader:
+# the tensorboard Python package, installed with pip into a venv under target/ when missing,
+# and handed to the test as GPU_TRAIN_TEST_PYTHON.
+TB_VENV=target/tb-venv
+TB_READER="import tensorboard.backend.event_processing.event_accumulator"
+tb_problem=""
+if ! "$TB_VENV/bin/python" -c "$TB_READER" >/dev/null 2>&1; then
+    log=$(mktemp)
+    echo "installing the tensorboard Python package into $TB_VENV for tests/tensorboard.rs (pip's output: $log)" >&2
+    if { python3 -m venv "$TB_VENV" && "$TB_VENV/bin/pip" install -q tensorboard &&
+        "$TB_VENV/bin/python" -c "$TB_READER"; } >"$log" 2>&1; then
+        rm -f "$log"
+    else
+        tb_problem="python3 -m venv or pip install tensorboard failed (their output: $log)"
+    fi
+fi
+if [ -z "$tb_problem" ]; then
+    export GPU_TRAIN_TEST_PYTHON="$PWD/$TB_VENV/bin/python"
+elif ci; then
+    echo "scripts/test.sh: CI=true, but TensorBoard's reader for tests/tensorboard.rs cannot be installed: $tb_problem" >&2
+    exit 1
+else
+    echo "NOTE: tests/tensorboard.rs will say it skipped: $tb_problem" >&2
 fi
 export FEATURES
 source scripts/ensure-adapter.sh

@@ -8,8 +8,10 @@
 //!   `safetensors.torch.load_file` gives a ready `state_dict`;
 //! * metadata (strings): where to continue (`next_epoch`, `next_step`), the seed (the shuffle
 //!   of epoch e is a function of seed and e, so no RNG state needs saving), learning rate, batch
-//!   size, the model's shape, the training set's size and fingerprint, and a CRC-32 over all
-//!   of that and the tensor bytes, checked on load.
+//!   size, the model's shape, the training set's size and fingerprint, the gpu-train version
+//!   and git commit that wrote it (`gpu_train_version`, `gpu_train_commit`; absent in older
+//!   snapshots, which load all the same), and a CRC-32 over all of that and the tensor bytes,
+//!   checked on load (over the keys the file has, so a key added later leaves old files valid).
 //!
 //! Writing: a temporary file in the same folder, written, flushed and fsync'd, renamed over the
 //! final name (atomic on POSIX file systems), then the folder fsync'd so the rename itself is
@@ -70,6 +72,10 @@ impl TrainState {
             m.insert(k.to_string(), v);
         };
         put("format", "gpu-train snapshot 1".into());
+        // What wrote it, to trace a snapshot back to the code (not read back: a resume takes a
+        // snapshot of any version whose fields it understands).
+        put("gpu_train_version", env!("CARGO_PKG_VERSION").into());
+        put("gpu_train_commit", env!("GPU_TRAIN_COMMIT").into());
         put("next_epoch", self.next.epoch.to_string());
         put("next_step", self.next.step.to_string());
         put("global_step", self.global_step.to_string());
@@ -410,3 +416,54 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     )
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> TrainState {
+        TrainState {
+            next: Position::START,
+            global_step: 0,
+            seed: 1,
+            lr: 0.1,
+            batch_size: 64,
+            replicas: 1,
+            train_len: 100,
+            train_fingerprint: 7,
+            loss_scale: None,
+            trained_on: None,
+        }
+    }
+
+    /// A snapshot names the version that wrote it; one written before that key existed (the
+    /// same file without it, its checksum as that version computed it) still loads.
+    #[test]
+    fn snapshots_carry_the_version_and_old_ones_load() {
+        let model = Model::init_with(3, 16);
+        let bytes = encode(&model, &state()).unwrap();
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let meta = header.metadata().clone().unwrap();
+        assert_eq!(meta["gpu_train_version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(meta["gpu_train_commit"], env!("GPU_TRAIN_COMMIT"));
+        let mut old = state().to_metadata(model.hidden());
+        old.retain(|k, _| !k.starts_with("gpu_train_"));
+        old.insert("crc32".into(), format!("{:08x}", checksum(&old, &model)));
+        let tensors = model.tensors();
+        let views: Vec<_> = tensors
+            .iter()
+            .map(|(name, shape, data)| {
+                let view = safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::F32,
+                    shape.clone(),
+                    bytemuck::cast_slice(data),
+                )
+                .unwrap();
+                (*name, view)
+            })
+            .collect();
+        let old_bytes = safetensors::serialize(views, Some(old)).unwrap();
+        let (loaded, st) = decode(&old_bytes, Path::new("old.safetensors")).unwrap();
+        assert_eq!((loaded, st), (model, state()));
+    }
+}

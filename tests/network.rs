@@ -698,8 +698,10 @@ fn a_resumed_run_appends_to_its_metrics_instead_of_wiping_them() {
         std::fs::read_to_string(dir.path().join("m.jsonl"))
             .unwrap()
             .lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            // The run records (the first line, and the resumed run's) say what ran.
+            .filter(|v| v["kind"] != "run")
+            .map(|v| {
                 (
                     v["kind"].as_str().unwrap().to_string(),
                     v["global_step"].as_u64().unwrap(),
@@ -747,6 +749,14 @@ fn a_resumed_run_appends_to_its_metrics_instead_of_wiping_them() {
         &("epoch".to_string(), 20),
         "{after:?}"
     );
+    // The first run's record opens the file; the resumed run's stands where its records begin.
+    let runs: Vec<u64> = gpu_train::network::metrics::read(&dir.path().join("m.jsonl"))
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "run")
+        .map(|r| r["global_step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(runs, [0, 12]);
 }
 
 #[test]
@@ -1133,6 +1143,9 @@ fn nic_counters_go_into_every_metrics_record() {
     let text = std::fs::read_to_string(dir.path().join("m.jsonl")).unwrap();
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if v["kind"] == "run" {
+            continue; // what ran, not what it counted
+        }
         for k in [
             "nic_tx_bytes",
             "nic_rx_bytes",

@@ -17,6 +17,7 @@ const NETWORK: &str = "Network and trace";
 const ADVANCED: &str = "Advanced";
 
 #[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("records").multiple(true).args(["metrics", "tensorboard"])))]
 pub struct TrainArgs {
     // The training itself (clap's "Options", printed first).
     /// Passes over the training set.
@@ -73,8 +74,15 @@ pub struct TrainArgs {
     /// accuracy, time, bytes staged, all-reduced and read back), for `gpu-train plot`.
     #[arg(long, help_heading = OUTPUTS, value_name = "FILE.jsonl")]
     pub metrics: Option<PathBuf>,
-    /// Steps between two metrics lines (each reads the training totals back).
-    #[arg(long, help_heading = OUTPUTS, value_name = "K", default_value_t = 50, requires = "metrics")]
+    /// Write the metrics as TensorBoard scalars too, into an event file in DIR (made when
+    /// missing): train loss and accuracy every --metrics-every steps and every epoch, test loss
+    /// and accuracy, images/s, bytes staged, all-reduced and read back, all-reduce time; watch
+    /// with `tensorboard --logdir DIR`.
+    #[arg(long, help_heading = OUTPUTS, value_name = "DIR")]
+    pub tensorboard: Option<PathBuf>,
+    /// Steps between two metrics records, in --metrics and --tensorboard (each reads the
+    /// training totals back).
+    #[arg(long, help_heading = OUTPUTS, value_name = "K", default_value_t = 50, requires = "records")]
     pub metrics_every: u64,
     // Data parallelism: replicas in one process, or MPI ranks.
     /// Data-parallel training, one replica per listed adapter (e.g. 0,1; an adapter may repeat:

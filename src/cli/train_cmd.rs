@@ -9,6 +9,7 @@ use crate::data::DataSplit;
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::config::{Devices, RunConfig};
+use crate::network::metrics::RunInfo;
 use crate::train::{self, Start};
 use std::path::Path;
 
@@ -43,6 +44,9 @@ fn checked_flags(args: &TrainArgs) -> Result<(RunConfig, std::ops::Range<u64>)> 
                 dir.display()
             )));
         }
+    }
+    if let Some(dir) = &args.tensorboard {
+        crate::network::tensorboard::check_dir(dir)?;
     }
     check_train_paths(args)?;
     Ok((run, trace_steps))
@@ -163,13 +167,9 @@ fn train_in_job(
         );
     }
     let mut console = Console::new(run.train.epochs);
-    console.metrics = open_metrics(args, start)?;
-    let snap = snapshots.as_ref().map(|dir| train::Snapshots {
-        dir,
-        every: args.snapshot_every,
-    });
+    console.metrics = open_metrics(args, start, RunInfo::of(&run, &replicas, start))?;
     on_ctrl_c(args);
-    let trained = train::train_from(&mut replicas, &data, &run.train, start, snap, &mut console);
+    let trained = watched(args, &mut replicas, &data, &run, start, &snapshots, &mut console);
     drop(replicas);
     add_nic(&mut trace, nic, job.rank);
     console.clear();
@@ -200,6 +200,39 @@ fn train_in_job(
     }
     print_end(&reports, &run, start);
     Ok(())
+}
+
+/// Rank 0's training, watched by the console (and --metrics) and by --tensorboard; a failed
+/// write of either is left in `console.failed`.
+fn watched(
+    args: &TrainArgs,
+    replicas: &mut crate::train::replicas::Replicas,
+    data: &DataSplit,
+    run: &RunConfig,
+    start: Start,
+    snapshots: &Option<SnapshotDir>,
+    console: &mut Console,
+) -> Result<Vec<crate::train::report::EpochReport>> {
+    let board = args
+        .tensorboard
+        .as_deref()
+        .map(crate::network::tensorboard::TensorBoard::create)
+        .transpose()?;
+    let snap = snapshots.as_ref().map(|dir| train::Snapshots {
+        dir,
+        every: args.snapshot_every,
+    });
+    let mut watch = crate::network::tensorboard::WithTensorBoard {
+        inner: console,
+        board,
+        every: args.metrics_every,
+        failed: None,
+    };
+    let trained = train::train_from(replicas, data, &run.train, start, snap, &mut watch);
+    if let Some(e) = watch.failed.take() {
+        console.failed.get_or_insert(e);
+    }
+    trained
 }
 
 /// Ctrl-C (or SIGTERM) stops the run between two steps (a snapshot being written is finished
@@ -249,16 +282,18 @@ fn nic_sampler(args: &TrainArgs) -> Result<Option<crate::network::nic::NicSample
 fn open_metrics(
     args: &TrainArgs,
     start: Start,
+    info: RunInfo,
 ) -> Result<Option<(crate::network::metrics::Metrics, u64)>> {
     let Some(path) = &args.metrics else {
         return Ok(None);
     };
     let resumed = args.resume.is_some().then_some(start.global_step);
     let m = crate::network::metrics::Metrics::create(path, resumed)?;
-    let m = match &args.nic {
+    let mut m = match &args.nic {
         Some(nic) => m.with_nic(nic)?,
         None => m,
     };
+    m.write_run(&info)?;
     Ok(Some((m, args.metrics_every)))
 }
 

@@ -1,6 +1,15 @@
 //! `--metrics FILE.jsonl`: one JSON object a line, for plotting or any other tool.
 //!
-//! Every record has `kind` ("step" or "epoch"), `epoch`, `global_step`, `replicas`,
+//! The first line is the run record (`kind` "run"), what produced the numbers below it:
+//! `version` (the crate's) and `commit` (the git commit it was built from, "unknown" outside
+//! a checkout), `started_unix_s` and `started_utc` (RFC 3339), `config` (the start-up line's
+//! configuration) and `run_config` (the whole validated configuration, Rust's `Debug` form),
+//! `engine` (adapters, driver and the matmul kernels picked, as the start-up's engine line),
+//! `arithmetic` (what sets the rounding), `global_step` (where the run starts: 0, or the
+//! resumed step) and `command_line`. A resumed run adds its own run record where its records
+//! begin.
+//!
+//! Every later record carries `unix_time` (wall-clock seconds when it was written) and has `kind` ("step" or "epoch"), `epoch`, `global_step`, `replicas`,
 //! `global_batch`, `train_loss` and `train_accuracy` (over the steps since the previous record),
 //! `time_s` (since the run started), `staged_bytes` (RAM → VRAM, per replica),
 //! `allreduce_sent_bytes` and `allreduce_received_bytes` (per replica), `readback_bytes`
@@ -77,8 +86,32 @@ impl Metrics {
         Ok(self)
     }
 
+    /// The run record (see the module doc); the first line of a new file.
+    pub fn write_run(&mut self, run: &RunInfo) -> Result<()> {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let value = serde_json::json!({
+            "kind": "run",
+            "version": VERSION,
+            "commit": COMMIT,
+            "started_unix_s": started,
+            "started_utc": rfc3339_utc(started),
+            "config": run.config,
+            "run_config": run.run_config,
+            "engine": run.engine,
+            "arithmetic": run.arithmetic,
+            "global_step": run.global_step,
+            "command_line": std::env::args().collect::<Vec<_>>(),
+        });
+        self.write_line(&value)
+    }
+
     pub fn write(&mut self, r: &Record) -> Result<()> {
         let mut value = serde_json::to_value(r).expect("a record serialises");
+        value["unix_time"] = serde_json::json!(std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()));
         if let Some((nic, before)) = &mut self.nic {
             if let Some(now) = super::nic::read_now(nic) {
                 let d = |a: u64, b: u64| serde_json::json!(b.saturating_sub(a));
@@ -90,6 +123,10 @@ impl Metrics {
                 *before = now;
             }
         }
+        self.write_line(&value)
+    }
+
+    fn write_line(&mut self, value: &serde_json::Value) -> Result<()> {
         let line = value.to_string();
         writeln!(self.file, "{line}")
             .and_then(|_| self.file.flush())
@@ -98,6 +135,63 @@ impl Metrics {
                 fault: format!("cannot write the metrics: {e}"),
             })
     }
+}
+
+/// The crate's version and the git commit it was built from (build.rs; "unknown" outside a
+/// git checkout).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const COMMIT: &str = env!("GPU_TRAIN_COMMIT");
+
+/// What the run record says about the run (the rest it finds itself).
+#[derive(Debug, Clone, Default)]
+pub struct RunInfo {
+    /// The configuration as the start-up line prints it.
+    pub config: String,
+    /// The whole validated configuration (`RunConfig`'s `Debug`).
+    pub run_config: String,
+    /// The engine line: adapters, driver, the kernels picked.
+    pub engine: String,
+    pub arithmetic: String,
+    /// Where the run starts (0, or the step it resumes after).
+    pub global_step: u64,
+}
+
+impl RunInfo {
+    /// The run about to start at `start` on `replicas`.
+    pub fn of(
+        run: &crate::config::RunConfig,
+        replicas: &crate::train::replicas::Replicas,
+        start: crate::train::Start,
+    ) -> RunInfo {
+        RunInfo {
+            config: run.describe(replicas.world()),
+            run_config: format!("{run:?}"),
+            engine: replicas.describe(true).join("\n"),
+            arithmetic: replicas.arithmetic(),
+            global_step: start.global_step,
+        }
+    }
+}
+
+/// `secs` after the Unix epoch as RFC 3339 in UTC ("1970-01-01T00:00:00Z"): the civil date
+/// of a day count, by Howard Hinnant's `civil_from_days` (eras of 400 years, March first).
+pub fn rfc3339_utc(secs: u64) -> String {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 /// Bytes at the start of the metrics file at `path` that hold records of global steps up to
@@ -199,4 +293,15 @@ fn read_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
         records.push(serde_json::from_value(value).map_err(|e| bad(e.to_string()))?);
     }
     Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(super::rfc3339_utc(0), "1970-01-01T00:00:00Z");
+        // `date -u -d @951782400`: the leap day of a year divisible by 400.
+        assert_eq!(super::rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(super::rfc3339_utc(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
 }

@@ -3,6 +3,7 @@
 //!
 //! * [`trace`]: a timeline of every replica's step (Chrome trace-event JSON, for Perfetto).
 //! * [`metrics`]: loss, accuracy and bytes moved, one JSON line per epoch and every K steps.
+//! * [`tensorboard`]: the same values as TensorBoard scalars (`--tensorboard DIR`).
 //! * [`link`]: a link's rate, a traced step replayed on it, the α-β model.
 //! * [`calibrate`]: α (a message) and γ (a byte on the host) fitted in the lab, β from the fabric.
 //! * [`project`]: the model projected onto a cluster and its fabric (`network --project`).
@@ -30,5 +31,6 @@ pub mod nic;
 pub mod plot;
 pub mod plot_cmd;
 pub mod project;
+pub mod tensorboard;
 pub mod trace;
 pub mod wire;
