@@ -477,7 +477,8 @@ fn ctrl_c_on_an_mpi_job_says_where_to_resume() {
 }
 
 // Issue 29: allreduce-bench --mpi checks its flags as without --mpi, and compares the ranks';
-// --fault given to one rank only is a difference between the ranks.
+// --fault given to one rank only is a difference between the ranks. (Issue 32: the messages
+// name the flag as nccl-tests does, -e/--maxbytes; --max-bytes is still taken.)
 #[test]
 fn allreduce_bench_under_mpi_checks_its_flags_and_compares_the_ranks() {
     let bench = ["allreduce-bench", "--mpi"];
@@ -486,13 +487,18 @@ fn allreduce_bench_under_mpi_checks_its_flags_and_compares_the_ranks() {
         mpirun_fails_as(
             &bench,
             &[a, a],
-            &format!("--max-bytes {bytes}: from 8 to 1 GiB"),
+            &format!("-e/--maxbytes {bytes}: from 4 (one f32) to 1G"),
         );
     }
     mpirun_fails_as(
         &bench,
         &[&["--max-bytes", "64"], &["--max-bytes", "128"]],
-        "different settings: --max-bytes",
+        "different settings: -e/--maxbytes",
+    );
+    mpirun_fails_as(
+        &bench,
+        &[&["-e", "64", "-n", "5"], &["-e", "64", "-n", "6"]],
+        "different settings: -n/--iters",
     );
     mpirun_fails_as(
         &bench,
@@ -509,4 +515,64 @@ fn a_fault_given_to_one_rank_only_is_refused() {
     let run: &[&str] = &["--cpu", "--limit", "256", "--epochs", "1"];
     let with: Vec<&str> = [run, &["--fault", "lose-message@1:1"]].concat();
     mpirun_fails(&[&with, run], "different settings: --fault");
+}
+
+/// The rows of an `allreduce-bench` output by position, under each table's N (`# N = `), as
+/// tests/network.rs's `check_nccl_tests_output` reads them (the same reading, for 2 ranks).
+fn nccl_tests_tables(out: &str) -> Vec<(usize, Vec<Vec<String>>)> {
+    let mut tables: Vec<(usize, Vec<Vec<String>>)> = Vec::new();
+    for line in out.lines() {
+        if let Some(n) = line.strip_prefix("# N = ") {
+            tables.push((n.split_whitespace().next().unwrap().parse().unwrap(), Vec::new()));
+        } else if !line.starts_with('#') && !line.trim().is_empty() {
+            let t = tables.last_mut().unwrap_or_else(|| panic!("a row before any table: {line}"));
+            t.1.push(line.split_whitespace().map(String::from).collect());
+        }
+    }
+    tables
+}
+
+// Issue 32, item 4: under mpirun, the same nccl-tests table across 2 ranks, for our ring over
+// MPI point-to-point and for MPI_Allreduce, every element of every rank's buffer checked.
+#[test]
+fn allreduce_bench_across_two_ranks_prints_all_reduce_perfs_table_with_no_wrong_element() {
+    let flags = ["allreduce-bench", "--mpi", "-b", "8", "-e", "1M", "-f", "4", "-n", "10", "-w", "2", "-c", "1"];
+    // Not mpirun_cmd: its `gpu-train --mpi` is the training run's flag, before a subcommand.
+    let out = Command::new("mpirun")
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .args(["--oversubscribe", "-np", "2", BIN])
+        .args(flags)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mpirun");
+    let out = wait(out, Duration::from_secs(120));
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("# ranks 2 minBytes 8 maxBytes 1048576 step: 4(factor) warmup iters: 2 iters: 10 validation: 1"), "{stdout}");
+    let tables = nccl_tests_tables(&stdout);
+    assert_eq!(tables.len(), 2, "our ring, then MPI_Allreduce:\n{stdout}");
+    let sizes: Vec<usize> = std::iter::successors(Some(8usize), |b| Some(b * 4)).take_while(|&b| b <= 1 << 20).collect();
+    let num = |s: &str| -> f64 { s.parse().unwrap_or_else(|_| panic!("{s:?} is not a number in:\n{stdout}")) };
+    let mut busbw = Vec::new();
+    for (n, rows) in &tables {
+        assert_eq!(*n, 2);
+        let got: Vec<usize> = rows.iter().map(|r| num(&r[0]) as usize).collect();
+        assert_eq!(got, sizes, "{stdout}");
+        for r in rows {
+            assert_eq!(r.len(), 14, "14 columns in {r:?}");
+            for c in [5, 9] {
+                let (alg, bus) = (num(&r[c + 1]), num(&r[c + 2]));
+                // 2 ranks: busbw = algbw × 2(2−1)/2, each printed to 2 decimals.
+                assert!((bus - alg * 1.0).abs() <= 0.005 * 2.0 + 1e-9, "busbw ≠ algbw in {r:?}");
+                assert_eq!(r[c + 3], "0", "#wrong in {r:?}");
+                busbw.push(bus);
+            }
+        }
+    }
+    assert!(stdout.contains("# Out of bounds values : 0 OK"), "{stdout}");
+    let avg = stdout.lines().find_map(|l| l.strip_prefix("# Avg bus bandwidth    : ")).expect("the average line");
+    let mean = busbw.iter().sum::<f64>() / busbw.len() as f64;
+    assert!((num(avg.trim()) - mean).abs() <= 0.005 + 1e-4, "average {avg} of {busbw:?}");
 }

@@ -1413,3 +1413,93 @@ fn a_projection_takes_alpha_and_gamma_from_a_calibrated_model() {
         "{got} vs {got0}"
     );
 }
+
+/// An `allreduce-bench` output read as a reader of nccl-tests' `all_reduce_perf` reads it: each
+/// table's N from its `# N = ` line, each row's columns by position (size count type redop
+/// root | time algbw busbw #wrong out-of-place | the same in-place | sent). Checks every row
+/// (the sizes of -b/-e/-f, #wrong 0 or N/A, busbw = algbw × 2(N−1)/N from the printed
+/// numbers) and the closing lines (the average of every busbw printed); returns each table's N.
+fn check_nccl_tests_output(out: &str, sizes: &[usize], checked: bool) -> Vec<usize> {
+    let mut tables: Vec<(usize, Vec<Vec<&str>>)> = Vec::new();
+    for line in out.lines() {
+        if let Some(n) = line.strip_prefix("# N = ") {
+            let n = n.split_whitespace().next().unwrap().parse().unwrap();
+            tables.push((n, Vec::new()));
+        } else if !line.starts_with('#') && !line.trim().is_empty() {
+            let t = tables.last_mut().unwrap_or_else(|| panic!("a row before any table: {line}"));
+            t.1.push(line.split_whitespace().collect());
+        }
+    }
+    assert!(!tables.is_empty(), "no table in:\n{out}");
+    let num = |s: &str| -> f64 { s.parse().unwrap_or_else(|_| panic!("{s:?} is not a number in:\n{out}")) };
+    let mut busbw = Vec::new();
+    for (n, rows) in &tables {
+        let got: Vec<usize> = rows.iter().map(|r| num(r[0]) as usize).collect();
+        assert_eq!(got, sizes, "N = {n}: the sizes of the sweep");
+        let factor = 2.0 * (*n as f64 - 1.0) / *n as f64;
+        for r in rows {
+            assert_eq!(r.len(), 14, "N = {n}: 14 columns in {r:?}");
+            assert_eq!(num(r[1]) * 4.0, num(r[0]), "count of f32 in {r:?}");
+            assert_eq!(&r[2..5], ["float", "sum", "-1"], "{r:?}");
+            for c in [5, 9] {
+                let (time, alg, bus) = (num(r[c]), num(r[c + 1]), num(r[c + 2]));
+                assert!(time > 0.0, "{r:?}");
+                // Each printed to 2 decimals: within half a unit of the last digit of each.
+                assert!((bus - alg * factor).abs() <= 0.005 * (1.0 + factor) + 1e-9, "busbw ≠ algbw × {factor} in {r:?}");
+                assert_eq!(r[c + 3], if checked { "0" } else { "N/A" }, "#wrong in {r:?}");
+                busbw.push(bus);
+            }
+            assert!(num(r[13]) > 0.0, "sent in {r:?}");
+        }
+    }
+    let bounds = if checked { "# Out of bounds values : 0 OK" } else { "# Out of bounds values : N/A" };
+    assert!(out.contains(bounds), "{bounds} in:\n{out}");
+    let avg = out
+        .lines()
+        .find_map(|l| l.strip_prefix("# Avg bus bandwidth    : "))
+        .unwrap_or_else(|| panic!("no average line in:\n{out}"));
+    let mean = busbw.iter().sum::<f64>() / busbw.len() as f64;
+    assert!((num(avg.trim()) - mean).abs() <= 0.005 + 1e-4, "average {avg} of {busbw:?}");
+    tables.iter().map(|t| t.0).collect()
+}
+
+/// -b, ×-f while within -e: the sizes nccl-tests sweeps.
+fn sweep(min: usize, max: usize, factor: usize) -> Vec<usize> {
+    std::iter::successors(Some(min), |b| Some(b * factor)).take_while(|&b| b <= max).collect()
+}
+
+// Issue 32, item 4: allreduce-bench in nccl-tests' terms, flags, columns and closing lines.
+#[test]
+fn allreduce_bench_prints_all_reduce_perfs_table_with_every_element_checked() {
+    let flags = ["allreduce-bench", "-b", "8", "-e", "1M", "-f", "4", "-n", "10", "-w", "2", "-c", "1"];
+    let (code, out, err) = gpu_train(&flags);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("minBytes 8 maxBytes 1048576 step: 4(factor) warmup iters: 2 iters: 10 validation: 1"),
+        "the header names the flags as nccl-tests does:\n{out}"
+    );
+    let ns = check_nccl_tests_output(&out, &sweep(8, 1 << 20, 4), true);
+    assert_eq!(ns, [2, 4], "a table for each of the default replicas");
+    // -c 0: nothing checked, and the table says so.
+    let (code, out, err) = gpu_train(&["allreduce-bench", "-g", "3", "-e", "64", "-n", "2", "-c", "0"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(check_nccl_tests_output(&out, &sweep(8, 64, 2), false), [3]);
+}
+
+#[test]
+fn allreduce_bench_refuses_sizes_and_steps_nccl_tests_would_not_run() {
+    for (args, want) in [
+        (&["-e", "2G"][..], "-e/--maxbytes 2147483648: from 4"),
+        (&["-b", "2"], "-b/--minbytes 2: from 4"),
+        (&["-b", "1M", "-e", "64K"], "-b/--minbytes 1048576 is above -e/--maxbytes 65536"),
+        (&["-f", "1"], "-f/--stepfactor 1: at least 2"),
+        (&["-n", "0"], "-n/--iters 0"),
+        (&["-e", "1T"], "bytes, or a number with K, M or G"),
+        (&["-c", "2"], "--check"),
+        (&["-e", "1G", "-g", "4"], "× -g/--replicas 4 × 2 (send and receive)"),
+    ] {
+        let (code, _, err) = gpu_train(&[&["allreduce-bench"][..], args].concat());
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: wanted {want:?} in {err}");
+    }
+}

@@ -99,6 +99,14 @@ impl MpiJob {
         self.world.abort(code)
     }
 
+    /// The sum over the ranks of a count each holds (every rank gets it): allreduce-bench's
+    /// #wrong, counted on each rank's own buffer.
+    pub fn sum(&self, mine: u64) -> u64 {
+        let mut all = 0u64;
+        self.world.all_reduce_into(&mine, &mut all, SystemOperation::sum());
+        all
+    }
+
     /// Checks that every rank has the same value for each field (flag, value): the values
     /// are hashed and gathered; a difference names the flag and the ranks.
     pub fn agree(&self, fields: &[(&str, String)]) -> Result<()> {
