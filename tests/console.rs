@@ -133,3 +133,23 @@ fn plot_draws_whole_number_epochs_from_the_first_and_a_legend_only_for_several_s
     let acc = texts("accuracy-by-epoch.svg");
     assert!(!acc.iter().any(|t| t == "test"), "a legend on a one-series plot: {acc:?}");
 }
+
+/// `plot` lays several metrics files over each other, each series named after its file.
+#[test]
+fn plot_overlays_several_metrics_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (name, lr) in [("lr-0.1", "0.1"), ("lr-0.02", "0.02")] {
+        let m = dir.path().join(format!("{name}.jsonl"));
+        let (code, _, err) = gpu_train(&["--cpu", "--epochs", "2", "--limit", "640", "--lr", lr, "--metrics", m.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        files.push(m.to_str().unwrap().to_string());
+    }
+    let out = dir.path().join("p");
+    let (code, _, err) = gpu_train(&["plot", &files[0], &files[1], "-o", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let svg = std::fs::read_to_string(out.join("loss-by-epoch.svg")).unwrap();
+    for label in ["lr-0.1: train", "lr-0.1: test", "lr-0.02: train", "lr-0.02: test"] {
+        assert!(svg.contains(label), "{label} missing from the overlaid picture");
+    }
+}
