@@ -612,11 +612,16 @@ fn f16_gradients_on_the_wire_halve_the_bytes() {
             dtype,
         ]);
         assert_eq!(code, 0, "{err}");
-        let line = out
-            .lines()
-            .rfind(|l| l.starts_with("epoch"))
-            .unwrap()
-            .to_string();
+        // The last epoch's line and the detail lines under it (indented).
+        let lines: Vec<&str> = out.lines().collect();
+        let at = lines.iter().rposition(|l| l.starts_with("epoch")).unwrap();
+        let line = lines[at..]
+            .iter()
+            .enumerate()
+            .take_while(|(i, l)| *i == 0 || l.starts_with("  "))
+            .map(|(_, l)| *l)
+            .collect::<Vec<_>>()
+            .join(" ");
         let mb: f64 = line
             .split("ring payload ")
             .nth(1)

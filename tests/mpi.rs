@@ -149,10 +149,16 @@ fn the_ring_across_ranks_counts_its_payload_and_catches_bad_messages() {
     let out = mpirun(4, &base);
     let text = String::from_utf8_lossy(&out.stdout);
     // 1,280 images, global batch 4 × 64: 5 steps.
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("epoch"))
-        .expect("an epoch line");
+    // The epoch's line and the detail lines under it (indented).
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines.iter().position(|l| l.starts_with("epoch")).expect("an epoch line");
+    let line = lines[at..]
+        .iter()
+        .enumerate()
+        .take_while(|(i, l)| *i == 0 || l.starts_with("  "))
+        .map(|(_, l)| *l)
+        .collect::<Vec<_>>()
+        .join(" ");
     let mb = 5.0 * 610_620.0 / 1e6;
     assert!(
         line.contains(&format!("ring payload {mb:.1} MB/replica")),
