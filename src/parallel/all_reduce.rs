@@ -63,6 +63,11 @@ pub trait AllReduce {
     fn first_replica(&self) -> usize {
         0
     }
+    /// Whether the job reaches past this process (MPI), so the start-up names the all-reduce
+    /// even for a job of one rank: the user asked for ranks and sees how many there are.
+    fn spans_processes(&self) -> bool {
+        false
+    }
     /// Sums element-wise: on return, every slice of `grads` (one per local replica, all the
     /// same length) holds the sum over all `world()` replicas, the same bits in each. `step`
     /// numbers the messages. Returns what each local replica sent and received.

@@ -403,6 +403,10 @@ impl AllReduce for MpiAllReduce {
         self.rank * self.local
     }
 
+    fn spans_processes(&self) -> bool {
+        true
+    }
+
     fn all_reduce(&mut self, step: u64, grads: &mut [&mut [f32]]) -> Result<Vec<Traffic>> {
         // 1. Inside the rank.
         let mut traffic = self.ring.all_reduce(step, grads)?;

@@ -144,7 +144,7 @@ impl<'a> Replicas<'a> {
         if verbose {
             lines.extend(engines[0].details().into_iter().map(|l| format!("  {l}")));
         }
-        if let Some(d) = all_reduce.filter(|d| d.all_reduce.world() > 1) {
+        if let Some(d) = all_reduce.filter(|d| d.all_reduce.world() > 1 || d.all_reduce.spans_processes()) {
             let overlap = if d.overlap { ", the output layer's sync overlapped with the backward" } else { "" };
             lines.push(format!("  all-reduce: {}{overlap}", d.all_reduce.describe()));
         }
