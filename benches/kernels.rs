@@ -4,7 +4,7 @@
 //! overhead, which is what a step pays. Prints µs per call and achieved GFLOP/s or GB/s.
 //! Figures go in BENCHMARKS.md; nothing here asserts a speed.
 
-use gpu_train::gpu::kernels::{self, Kernels};
+use gpu_train::gpu::kernels::Kernels;
 use gpu_train::gpu::dispatch::{groups_1d, run_now, storage, Dispatch};
 use gpu_train::abi::{row_major, transposed, MatmulParams};
 use gpu_train::gpu::context::Gpu;
@@ -67,17 +67,9 @@ fn main() {
             flops / secs / 1e9
         );
     };
-    // Time of a split-K product into the partial sums plus the reduce into `out`.
-    let split_time = |p: MatmulParams, a: &wgpu::Buffer, bm: &wgpu::Buffer, out: &wgpu::Buffer| {
-        let red = Dispatch::new(
-            d,
-            "reduce",
-            &k.splitk_reduce,
-            &[whole(&partial), whole(&b1), whole(&x), whole(out)],
-            &p,
-            groups_1d(p.m * p.n),
-        );
-        time(&g, &mm(p, a, bm, &partial), reps) + time(&g, &red, reps)
+    // A split-K product writes its slices' partial sums; head adds them up (its consumer).
+    let split_time = |p: MatmulParams, a: &wgpu::Buffer, bm: &wgpu::Buffer| {
+        time(&g, &mm(p, a, bm, &partial), reps)
     };
     let fwd_flops = 2.0 * (b * hid * pix) as f64;
     let one = MatmulParams::new(
@@ -105,8 +97,8 @@ fn main() {
             splits,
         );
         report(
-            &format!("matmul hidden, split K x{} (+ reduce)", p.splits),
-            split_time(p, &x, &w1, &h),
+            &format!("matmul hidden, split K x{} (slices only)", p.splits),
+            split_time(p, &x, &w1),
             fwd_flops,
         );
     }
@@ -124,87 +116,57 @@ fn main() {
         time(&g, &mm(upd, &h, &x, &w1), reps),
         fwd_flops,
     );
-    // The output layer, z (64,10) = h (64,128) · W2ᵀ: too few outputs for many workgroups.
-    let (w2, z) = (buf(cls * hid), buf(b * cls));
+    // The fused kernels (one workgroup; hidden + 10 threads): the output layer, SoftMax and δ2,
+    // then δ1 with ∂W2, ∂b2 and ∂b1 (as the fused update).
+    let (params, labels) = (buf(hid * pix + hid + cls * hid + cls), storage(d, "labels", &vec![3u32; b as usize]));
+    let (dz, dh, acc) = (buf(b * cls), buf(b * hid), buf(4));
     let out_flops = 2.0 * (b * cls * hid) as f64;
-    for splits in [1, 4, 8] {
-        let p = MatmulParams::new(
-            (b, cls, hid),
-            row_major(hid),
-            transposed(hid),
-            1.0,
-            0.0,
-            gpu_train::abi::HAS_BIAS,
+    for splits in [1u32, 7] {
+        let hp = gpu_train::abi::HeadParams {
+            rows: b,
+            hidden: hid,
+            divisor: b,
+            at: 0,
+            scale: 1.0,
             splits,
+            w2_at: hid * pix + hid,
+            b2_at: hid * pix + hid + cls * hid,
+            b1_at: hid * pix,
+            _pad: [0; 3],
+        };
+        let head = Dispatch::new(
+            d,
+            "head",
+            &k.head,
+            &[whole(&h), whole(&params), whole(&partial), whole(&labels), whole(&dz), whole(&acc)],
+            &hp,
+            (1, 1, 1),
         );
-        if p.splits == 1 {
-            report(
-                "matmul output, no split (64x128 · 128x10)",
-                time(&g, &mm(p, &h, &w2, &z), reps),
-                out_flops,
-            );
-        } else {
-            report(
-                &format!("matmul output, split K x{} (+ reduce)", p.splits),
-                split_time(p, &h, &w2, &z),
-                out_flops,
-            );
-        }
+        let name = match splits {
+            1 => "head: h·W2ᵀ + b2, SoftMax, δ2 (64x128x10)".to_string(),
+            s => format!("head, adding {s} K-slices of h first"),
+        };
+        report(&name, time(&g, &head, reps), out_flops);
     }
-    let bp = gpu_train::abi::BiasParams {
+    let bp = gpu_train::abi::BackwardParams {
         rows: b,
-        cols: hid,
+        hidden: hid,
         alpha: -0.1,
         beta: 1.0,
-    };
-    let bias = Dispatch::new(
-        d,
-        "bias",
-        &k.bias_update,
-        &[whole(&h), whole(&b1)],
-        &bp,
-        (hid, 1, 1),
-    );
-    report(
-        "bias_update (64 rows, 128 biases)",
-        time(&g, &bias, reps),
-        (b * hid) as f64,
-    );
-    let serial = kernels::pipeline(
-        d,
-        "bias_update_serial",
-        include_str!("../shaders/bias_update_serial.wgsl"),
-    );
-    let bias = Dispatch::new(
-        d,
-        "bias, serial",
-        &serial,
-        &[whole(&h), whole(&b1)],
-        &bp,
-        kernels::BiasSum::Serial.workgroups(hid),
-    );
-    report(
-        "bias_update_serial (64 rows, 128 biases)",
-        time(&g, &bias, reps),
-        (b * hid) as f64,
-    );
-    let sp = gpu_train::abi::SoftmaxParams {
-        rows: b,
-        classes: cls,
-        divisor: b,
-        at: 0,
-        scale: 1.0,
+        in_place: 1,
+        w2_at: 0,
+        t_w2_at: hid * pix + hid,
+        t_b2_at: hid * pix + hid + cls * hid,
+        t_b1_at: hid * pix,
         _pad: [0; 3],
     };
-    let labels = storage(d, "labels", &vec![3u32; b as usize]);
-    let (dz, acc) = (buf(b * cls), buf(4));
-    let soft = Dispatch::new(
+    let back = Dispatch::new(
         d,
-        "softmax",
-        &k.softmax_xent,
-        &[whole(&z), whole(&labels), whole(&dz), whole(&acc)],
-        &sp,
-        (1, 1, 1),
+        "backward",
+        &k.backward,
+        &[whole(&dz), whole(&h), whole(&x), whole(&dh), whole(&params)],
+        &bp,
+        groups_1d(hid + cls),
     );
-    report("softmax_xent (64x10)", time(&g, &soft, reps), 0.0);
+    report("backward: δ1; W2, b2, b1 −= lr·∂ (64 rows)", time(&g, &back, reps), 2.0 * out_flops);
 }

@@ -6,7 +6,8 @@
 //! * the WGSL constants (workgroup sizes, matmul's epilogue flags, the texture mirrors' width);
 //! * the element types a kernel reads and writes ([`Elems`]) and how a product is laid out
 //!   ([`Strides`], [`Load`]);
-//! * the step's five matrix products ([`Site`]) and the `MatmulParams` each one runs with.
+//! * the step's two matrix products ([`Site`]) and the `MatmulParams` each one runs with; the fused
+//!   kernels' `HeadParams` and `BackwardParams`.
 
 use crate::engine::Precision;
 use bytemuck::{Pod, Zeroable};
@@ -140,9 +141,9 @@ impl MatmulParams {
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
-pub struct SoftmaxParams {
+pub struct HeadParams {
     pub rows: u32,
-    pub classes: u32,
+    pub hidden: u32,
     /// Training: the global batch's rows, which δ2 = (p − onehot) is divided by;
     /// 0: loss and accuracy only (evaluation).
     pub divisor: u32,
@@ -150,17 +151,32 @@ pub struct SoftmaxParams {
     pub at: u32,
     /// δ2 is multiplied by it: --precision f16's loss scale, 1 otherwise.
     pub scale: f32,
+    /// K-slices of the hidden layer's product to add up first (1: h is already whole).
+    pub splits: u32,
+    /// Where W2, b2 and b1 start in the weights binding, in elements.
+    pub w2_at: u32,
+    pub b2_at: u32,
+    pub b1_at: u32,
     pub _pad: [u32; 3],
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
-pub struct BiasParams {
+pub struct BackwardParams {
     pub rows: u32,
-    pub cols: u32,
-    /// out = alpha · Σ δ + beta · out: (1, 0) for the gradient, (−lr, 1) for the fused update.
+    pub hidden: u32,
+    /// dest = alpha · ∂ + beta · dest: (1, 0) for the gradient, (−lr, 1) for the fused update.
     pub alpha: f32,
     pub beta: f32,
+    /// 1: W2 is read from `dest` (the fused update, where dest holds the weights).
+    pub in_place: u32,
+    /// Where W2 starts in the weights binding, in elements.
+    pub w2_at: u32,
+    /// Where W2, b2 and b1 start in `dest`, in elements.
+    pub t_w2_at: u32,
+    pub t_b2_at: u32,
+    pub t_b1_at: u32,
+    pub _pad: [u32; 3],
 }
 
 #[repr(C)]
@@ -244,40 +260,30 @@ impl Load {
     }
 }
 
-/// The step's matrix products, each of which may run its own variant.
+/// The step's matrix products, each of which may run its own variant: the two large ones. The
+/// output layer's product, δ1 and ∂W2 live inside the fused kernels (shaders/head.wgsl,
+/// shaders/backward.wgsl), where at 10 classes they are too small to be worth a dispatch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Site {
     /// h = ReLU(x·W1ᵀ + b1): (rows × hidden), K = 784.
     Hidden,
-    /// z = h·W2ᵀ + b2: (rows × 10), K = hidden.
-    Output,
-    /// δ1 = (δ2·W2) ⊙ ReLU′: (rows × hidden), K = 10.
-    Delta1,
-    /// ∂W2 = δ2ᵀ·h: (10 × hidden), K = rows.
-    GradW2,
     /// ∂W1 = δ1ᵀ·x: (hidden × 784), K = rows.
     GradW1,
 }
 
 /// How many [`Site`]s a step has.
-pub const SITES: usize = 5;
+pub const SITES: usize = 2;
 
 impl Site {
-    pub const ALL: [Site; SITES] = [
-        Site::Hidden,
-        Site::Output,
-        Site::Delta1,
-        Site::GradW2,
-        Site::GradW1,
-    ];
+    pub const ALL: [Site; SITES] = [Site::Hidden, Site::GradW1];
 
-    /// What the product reads and writes in a step of `precision`: under f16, the activations
-    /// and δ1 are f16, the logits and the weight gradients f32 (plan/table.rs).
+    /// What the product reads and writes in a step of `precision`: under f16, x, W1 and δ1
+    /// are f16, h f16 and the weight gradient f32 (plan/table.rs).
     pub fn elems(self, precision: Precision) -> Elems {
         match (precision, self) {
             (Precision::F32, _) => Elems::F32,
-            (Precision::F16, Site::Hidden | Site::Delta1) => Elems::F16,
-            (Precision::F16, Site::Output | Site::GradW2 | Site::GradW1) => Elems::F16ToF32,
+            (Precision::F16, Site::Hidden) => Elems::F16,
+            (Precision::F16, Site::GradW1) => Elems::F16ToF32,
         }
     }
 
@@ -285,59 +291,31 @@ impl Site {
     pub fn name(self) -> &'static str {
         match self {
             Site::Hidden => "x·W1ᵀ",
-            Site::Output => "h·W2ᵀ",
-            Site::Delta1 => "δ2·W2",
-            Site::GradW2 => "δ2ᵀ·h",
             Site::GradW1 => "δ1ᵀ·x",
         }
     }
 
     /// The product at this site for `rows` images and `hidden` neurons: its shape, layouts
-    /// and epilogue, with `(alpha, beta)` for the weight products (1, 0: the gradient;
-    /// −lr, 1: the fused update) and `splits` K-slices for the forward ones.
+    /// and epilogue, with `(alpha, beta)` for the weight product (1, 0: the gradient;
+    /// −lr, 1: the fused update) and `splits` K-slices for the forward one.
     pub fn params(self, rows: u32, hidden: u32, ab: (f32, f32), splits: u32) -> MatmulParams {
-        let (pix, cls) = (crate::data::PIXELS as u32, crate::data::CLASSES as u32);
-        let p = |mkn, a, b, (alpha, beta), flags, splits| {
-            MatmulParams::new(mkn, a, b, alpha, beta, flags, splits)
-        };
+        let pix = crate::data::PIXELS as u32;
         match self {
-            Site::Hidden => p(
+            Site::Hidden => MatmulParams::new(
                 (rows, hidden, pix),
                 row_major(pix),
                 transposed(pix),
-                (1.0, 0.0),
+                1.0,
+                0.0,
                 HAS_BIAS | RELU,
                 splits,
             ),
-            Site::Output => p(
-                (rows, cls, hidden),
-                row_major(hidden),
-                transposed(hidden),
-                (1.0, 0.0),
-                HAS_BIAS,
-                splits,
-            ),
-            Site::Delta1 => p(
-                (rows, hidden, cls),
-                row_major(cls),
-                row_major(hidden),
-                (1.0, 0.0),
-                MASK,
-                1,
-            ),
-            Site::GradW2 => p(
-                (cls, hidden, rows),
-                transposed(cls),
-                row_major(hidden),
-                ab,
-                0,
-                1,
-            ),
-            Site::GradW1 => p(
+            Site::GradW1 => MatmulParams::new(
                 (hidden, pix, rows),
                 transposed(hidden),
                 row_major(pix),
-                ab,
+                ab.0,
+                ab.1,
                 0,
                 1,
             ),

@@ -9,7 +9,7 @@ use gpu_train::cpu::engine::CpuEngine;
 use gpu_train::cpu::twins;
 use gpu_train::data::{self, DataSplit};
 use gpu_train::engine::{Engine, Precision};
-use gpu_train::gpu::kernels::{self, BiasSum, KernelsF16};
+use gpu_train::gpu::kernels::{self, KernelsF16};
 use gpu_train::gpu::matmul::{matmul_variants, MatmulVariant};
 use gpu_train::abi::{row_major, transposed, Elems, MatmulParams, Site};
 use gpu_train::gpu::dispatch::{run_now, storage, Dispatch};
@@ -68,7 +68,7 @@ fn f16_kernels_match_their_twins() {
         return;
     };
     let d = &g.device;
-    let k = KernelsF16::new(d, BiasSum::Tree);
+    let k = KernelsF16::new(d);
     let mut r = rng(21);
     let buf16 = |v: &[f16]| storage::<f16>(d, "f16", v);
     // matmul_f16 and matmul_f16_f32out (the variants reg8x4_f16 and reg8x4_f16_f32out): odd
@@ -182,84 +182,76 @@ fn f16_kernels_match_their_twins() {
         g.read_bytes(&bbl, 0, 20).unwrap(),
         bytemuck::cast_slice::<u32, u8>(&yl).to_vec()
     );
-    // softmax_xent_f16 with a loss scale, 70 rows.
-    let logits = random_f32(&mut r, 700, 5.0);
-    let lab: Vec<u32> = (0..70).map(|_| r.random_range(0..10)).collect();
-    let sp = gpu_train::abi::SoftmaxParams {
-        rows: 70,
-        classes: 10,
+    // head under f16 with a loss scale, 70 rows of 128 (f16 h and weights, f32 sums, f16 δ2).
+    let (rows, hid) = (70usize, 128usize);
+    let h = to16(&random_f32(&mut r, rows * hid, 1.0).iter().map(|v| v.max(0.0)).collect::<Vec<_>>());
+    // weights: b1 at 0, W2 at 130, b2 after it (even lengths: f16 buffers are whole words).
+    let (w2_at, b2_at) = (130usize, 130 + 10 * hid);
+    let weights = to16(&random_f32(&mut r, b2_at + 10, 1.0));
+    let lab: Vec<u32> = (0..rows as u32).map(|_| r.random_range(0..10)).collect();
+    let hp = gpu_train::abi::HeadParams {
+        rows: rows as u32,
+        hidden: hid as u32,
         divisor: 130,
         at: 0,
         scale: 1024.0,
+        splits: 1,
+        w2_at: w2_at as u32,
+        b2_at: b2_at as u32,
+        b1_at: 0,
         _pad: [0; 3],
     };
-    let (bz, blab, bd, bacc) = (
-        storage(d, "z", &logits),
+    let (bh, bw, bpart, blab, bd, bacc) = (
+        buf16(&h),
+        buf16(&weights),
+        storage(d, "partial", &[0.0f32; 4]),
         storage(d, "l", &lab),
-        buf16(&vec![f16::ZERO; 700]),
+        buf16(&vec![f16::ZERO; rows * 10]),
         storage(d, "a", &[0.0f32; 4]),
     );
-    let disp = Dispatch::new(
-        d,
-        "soft16",
-        &k.softmax_xent,
-        &[whole(&bz), whole(&blab), whole(&bd), whole(&bacc)],
-        &sp,
-        (1, 1, 1),
-    );
+    let res = [&bh, &bw, &bpart, &blab, &bd, &bacc].map(whole);
+    let disp = Dispatch::new(d, "head16", &k.head, &res, &hp, (1, 1, 1));
     run_now(&g, &[&disp]).unwrap();
-    let (mut dz, mut acc) = (vec![f16::ZERO; 700], vec![0.0f32; 4]);
-    twins::softmax_xent_f16(&logits, &lab, &mut dz, &mut acc, &sp);
-    common::assert_close(
-        "softmax_xent_f16 δ2",
-        &from16(&read16(&g, &bd)),
-        &from16(&dz),
-        1e-3,
-        F16_REL,
-    );
-    common::assert_close(
-        "softmax_xent_f16 totals",
-        &g.read_f32(&bacc).unwrap(),
-        &acc,
-        1e-3,
-        1e-4,
-    );
-    // bias_grad_f16: 150 rows of 77 columns.
-    let delta = to16(&random_f32(&mut r, 150 * 77, 1.0));
-    let bp16 = gpu_train::abi::BiasParams {
-        rows: 150,
-        cols: 77,
+    let (mut h_want, mut dz, mut acc) = (h.clone(), vec![f16::ZERO; rows * 10], vec![0.0f32; 4]);
+    twins::head(&mut h_want, &weights, &[], &lab, &mut dz, &mut acc, &hp);
+    common::assert_close("head f16 δ2", &from16(&read16(&g, &bd)), &from16(&dz), 1e-3, F16_REL);
+    common::assert_close("head f16 totals", &g.read_f32(&bacc).unwrap(), &acc, 1e-3, 1e-4);
+    // backward under f16: δ2 (loss-scaled, as head wrote it) and h in, f16 δ1 and f32 ∂W2,
+    // ∂b2, ∂b1 out (the gradient: α = 1, β = 0).
+    let bp = gpu_train::abi::BackwardParams {
+        rows: rows as u32,
+        hidden: hid as u32,
         alpha: 1.0,
         beta: 0.0,
+        in_place: 0,
+        w2_at: w2_at as u32,
+        t_w2_at: 0,
+        t_b2_at: (10 * hid) as u32,
+        t_b1_at: (10 * hid + 10) as u32,
+        _pad: [0; 3],
     };
-    let bdel = buf16(&delta);
-    // Both ways of summing (bias_grad_f16 and its serial sibling): within rounding of the twin,
-    // and the same bits as each other.
-    let mut outs = Vec::new();
-    for sum in [BiasSum::Tree, BiasSum::Serial] {
-        let k = KernelsF16::new(d, sum);
-        let bout = storage(d, "o", &vec![0.0f32; 77]);
-        let disp = Dispatch::new(
-            d,
-            "bias16",
-            &k.bias_grad,
-            &[whole(&bdel), whole(&bout)],
-            &bp16,
-            sum.workgroups(77),
-        );
-        run_now(&g, &[&disp]).unwrap();
-        let mut out = vec![0.0f32; 77];
-        twins::bias_grad_f16(&delta, &mut out, &bp16);
-        let got = g.read_f32(&bout).unwrap();
-        common::assert_close(&format!("bias_grad_f16 {sum:?}"), &got, &out, 1e-5, 1e-5);
-        outs.push(got);
-    }
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    assert_eq!(
-        bits(&outs[0]),
-        bits(&outs[1]),
-        "the serial f16 bias sum's bits"
+    let dest_len = 10 * hid + 10 + hid;
+    let (bdh, bdest) = (
+        buf16(&vec![f16::ZERO; rows * hid]),
+        storage(d, "dest", &vec![0.0f32; dest_len]),
     );
+    let res = [&bd, &bh, &bw, &bdh, &bdest].map(whole);
+    let disp = Dispatch::new(
+        d,
+        "backward16",
+        &k.backward,
+        &res,
+        &bp,
+        gpu_train::gpu::dispatch::groups_1d((hid + 10) as u32),
+    );
+    run_now(&g, &[&disp]).unwrap();
+    // From the GPU's own δ2 (the twin's may differ by one f16 step).
+    let dz_gpu = read16(&g, &bd);
+    let (mut dh, mut dest) = (vec![f16::ZERO; rows * hid], vec![0.0f32; dest_len]);
+    twins::backward(&dz_gpu[..rows * 10], &h, &weights, &mut dh, &mut dest, &bp);
+    common::assert_close("backward f16 δ1", &from16(&read16(&g, &bdh)), &from16(&dh), 1e-3, F16_REL);
+    // f32 sums of f16 values: a sum of δ1 as stored may take another rounding of one δ1.
+    common::assert_close("backward f16 ∂W2, ∂b2, ∂b1", &g.read_f32(&bdest).unwrap(), &dest, 1e-2, F16_REL);
     // sgd_update_f16 over 1,037 parameters.
     let (grad, param) = (random_f32(&mut r, 1037, 1.0), random_f32(&mut r, 1037, 1.0));
     let up = gpu_train::abi::SgdParams {

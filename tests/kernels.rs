@@ -5,10 +5,10 @@ mod common;
 use common::{assert_close, gpu, random_f32, rng};
 use gpu_train::cpu::twins;
 use gpu_train::engine::Precision;
-use gpu_train::gpu::kernels::{self, BiasSum, Kernels};
+use gpu_train::gpu::kernels::{self, Kernels};
 use gpu_train::gpu::dispatch::{groups_1d, run_now, storage, Dispatch};
 use gpu_train::gpu::matmul::{matmul_variants, MatmulVariant};
-use gpu_train::abi::{MatmulParams, Site, SITES};
+use gpu_train::abi::{MatmulParams, Site};
 use gpu_train::gpu::mirror::Mirror;
 use gpu_train::gpu::context::Gpu;
 use rand::Rng;
@@ -86,7 +86,7 @@ fn unpack_batch_matches_twin() {
     eprintln!("unpack_batch worst relative error {worst:e}");
 }
 
-/// Runs matmul (and, with splits > 1, splitk_reduce) on the GPU and the twins.
+/// Runs matmul on the GPU and the twin (with splits > 1: its K-slices' partial sums).
 fn check_matmul(g: &Gpu, k: &Kernels, seed: u64, p: MatmulParams) -> f32 {
     let mut r = rng(seed);
     let (m, n, kk) = (p.m as usize, p.n as usize, p.k as usize);
@@ -137,25 +137,17 @@ fn check_matmul(g: &Gpu, k: &Kernels, seed: u64, p: MatmulParams) -> f32 {
             [None, None],
             &p,
         );
-        let red = Dispatch::new(
-            d,
-            "reduce",
-            &k.splitk_reduce,
-            &[whole(&bpart), whole(&bbias), whole(&bmask), whole(&bc)],
-            &p,
-            groups_1d(p.m * p.n),
-        );
-        run_now(g, &[&mm, &red]).unwrap();
+        run_now(g, &[&mm]).unwrap();
         let mut partial = vec![0f32; p.splits as usize * m * n];
         twins::matmul(&a, &b, &bias, &mask, &mut partial, &p);
-        assert_close(
+        // The slices' sum, bias and ReLU are head's (head_matches_twin checks them).
+        return assert_close(
             "split-K partial sums",
             &g.read_f32(&bpart).unwrap(),
             &partial,
             1e-5,
             1e-4,
         );
-        twins::splitk_reduce(&partial, &bias, &mask, &mut want, &p);
     }
     assert_close(
         &format!("matmul {} {p:?}", k.matmul[0].0.name),
@@ -298,115 +290,168 @@ fn a_matmul_that_would_read_out_of_bounds_is_refused_on_the_host() {
         .contains("past C"));
 }
 
+/// A weights buffer laid out with gaps (so a wrong offset reads the wrong values): b1 at
+/// `b1_at`, W2 (10 × hidden) at `w2_at`, b2 at `b2_at`.
+fn head_weights(r: &mut impl Rng, hidden: usize, scale: f32) -> (Vec<f32>, [u32; 3]) {
+    let b1_at = 5;
+    let w2_at = b1_at + hidden + 3;
+    let b2_at = w2_at + 10 * hidden + 1;
+    let mut w = random_f32(r, b2_at + 10 + 2, 1.0);
+    for v in &mut w[w2_at..b2_at + 10] {
+        *v *= scale;
+    }
+    (w, [b1_at as u32, w2_at as u32, b2_at as u32])
+}
+
 #[test]
-fn softmax_xent_matches_twin() {
-    let Some(g) = gpu("softmax_xent_matches_twin") else {
+fn head_matches_twin() {
+    let Some(g) = gpu("head_matches_twin") else {
         return;
     };
     let k = Kernels::new(&g.device, &matmul_variants()[0]);
     let mut r = rng(7);
     let mut worst = 0.0f32;
-    // 70 rows: more than the 64 threads, so some threads take two rows. Large logits test the
-    // max-subtraction (exp(80) alone would overflow f32 without it... almost: exp(89) does).
-    // divisor: the rows themselves (one device), a global batch larger than the rows (a
-    // replica's share of it), and 0 (evaluation: no gradient).
-    for (rows, scale, divisor) in [
-        (70u32, 5.0f32, 70u32),
-        (3, 100.0, 3),
-        (33, 1.0, 130),
-        (45, 2.0, 0),
+    // 70 rows: more than the 64 threads, so some threads take two rows. Large weights make
+    // large logits, which test the max-subtraction. divisor: the rows themselves (one
+    // device), a global batch larger than the rows (a replica's share of it), and 0
+    // (evaluation: no gradient). splits > 1: h is first summed from the hidden layer's
+    // K-slices (+ b1, ReLU), as split-K's consumer.
+    for (rows, hidden, scale, divisor, splits) in [
+        (70u32, 100u32, 5.0f32, 70u32, 1u32),
+        (3, 128, 30.0, 3, 1),
+        (33, 36, 1.0, 130, 3),
+        (45, 128, 2.0, 0, 1),
+        (64, 128, 1.0, 64, 7),
     ] {
-        let logits = random_f32(&mut r, rows as usize * 10, scale);
+        let (rn, hn) = (rows as usize, hidden as usize);
+        let (weights, [b1_at, w2_at, b2_at]) = head_weights(&mut r, hn, scale);
+        let h0 = match splits {
+            1 => random_f32(&mut r, rn * hn, 1.0).iter().map(|v| v.max(0.0)).collect(),
+            _ => vec![0f32; rn * hn],
+        };
+        let partial = random_f32(&mut r, splits as usize * rn * hn, 1.0);
         let labels: Vec<u32> = (0..rows).map(|_| r.random_range(0..10)).collect();
         let accum0 = vec![1.5f32, 2.0, 3.0, 4.0];
-        let p = gpu_train::abi::SoftmaxParams {
+        let p = gpu_train::abi::HeadParams {
             rows,
-            classes: 10,
+            hidden,
             divisor,
             at: 2,
             // A loss scale on one case (mixed precision's; 1 is the plain gradient).
             scale: if rows == 33 { 8.0 } else { 1.0 },
+            splits,
+            w2_at,
+            b2_at,
+            b1_at,
             _pad: [0; 3],
         };
         let d = &g.device;
-        let (bz, bl) = (storage(d, "z", &logits), storage(d, "l", &labels));
-        let bd = storage(d, "dz", &vec![0f32; rows as usize * 10]);
+        let bufs = [
+            storage(d, "h", &h0),
+            storage(d, "weights", &weights),
+            storage(d, "partial", &partial),
+        ];
+        let bl = storage(d, "labels", &labels);
+        let bd = storage(d, "dz", &vec![0f32; rn * 10]);
         let ba = storage(d, "accum", &accum0);
-        let disp = Dispatch::new(
-            d,
-            "softmax",
-            &k.softmax_xent,
-            &[whole(&bz), whole(&bl), whole(&bd), whole(&ba)],
-            &p,
-            (1, 1, 1),
-        );
+        let res = [whole(&bufs[0]), whole(&bufs[1]), whole(&bufs[2]), whole(&bl), whole(&bd), whole(&ba)];
+        let disp = Dispatch::new(d, "head", &k.head, &res, &p, (1, 1, 1));
         run_now(&g, &[&disp]).unwrap();
-        let (mut dz, mut accum) = (vec![0f32; rows as usize * 10], accum0.clone());
-        twins::softmax_xent(&logits, &labels, &mut dz, &mut accum, &p);
-        worst = worst.max(assert_close(
-            "softmax dlogits",
-            &g.read_f32(&bd).unwrap(),
-            &dz,
-            1e-6,
-            1e-4,
-        ));
+        let (mut h, mut dz, mut accum) = (h0.clone(), vec![0f32; rn * 10], accum0.clone());
+        twins::head(&mut h, &weights, &partial, &labels, &mut dz, &mut accum, &p);
+        let what = format!("head, {rows} rows, {hidden} hidden, {splits} splits");
+        worst = worst.max(assert_close(&what, &g.read_f32(&bufs[0]).unwrap(), &h, 1e-6, 1e-5));
+        worst = worst.max(assert_close(&what, &g.read_f32(&bd).unwrap(), &dz, 1e-6, 1e-4));
         let got = g.read_f32(&ba).unwrap();
         assert!(got.iter().all(|v| v.is_finite()), "{got:?}");
-        worst = worst.max(assert_close("softmax totals", &got, &accum, 1e-3, 1e-4));
-        assert_eq!(got[3], accum[3], "correct counts are integers");
+        worst = worst.max(assert_close(&what, &got, &accum, 1e-4, 1e-4));
+        assert_eq!(got[3], accum[3], "{what}: correct counts are integers");
+        if divisor == 0 {
+            assert!(dz.iter().all(|&v| v == 0.0), "evaluation writes no δ2");
+        }
     }
-    eprintln!("softmax_xent worst relative error {worst:e}");
+    eprintln!("head worst relative error {worst:e}");
 }
 
 #[test]
-fn bias_update_matches_twin() {
-    let Some(g) = gpu("bias_update_matches_twin") else {
+fn backward_matches_twin() {
+    let Some(g) = gpu("backward_matches_twin") else {
         return;
     };
+    let k = Kernels::new(&g.device, &matmul_variants()[0]);
     let mut r = rng(11);
     let mut worst = 0.0f32;
-    // Fewer rows than threads, and more (so threads take several rows each); the fused update
-    // (α = −lr, β = 1) and the gradient alone (α = 1, β = 0); both ways of summing, which must
-    // give the same bits.
-    for (rows, cols, alpha, beta) in [
-        (33u32, 77u32, -0.3f32, 1.0f32),
-        (150, 10, -0.3, 1.0),
-        (65, 128, 1.0, 0.0),
+    // Hidden sizes that are and are not multiples of the 64-thread workgroup; the fused update
+    // (α = −lr, β = 1, W2 read from and written into dest) and the gradient alone (α = 1,
+    // β = 0, W2 read from the weights; dest's old values must not matter).
+    for (rows, hidden, alpha, beta, in_place) in [
+        (33u32, 77u32, -0.3f32, 1.0f32, true),
+        (150, 128, 1.0, 0.0, false),
+        (64, 36, -0.1, 1.0, true),
+        (1, 128, 1.0, 0.0, false),
     ] {
-        let delta = random_f32(&mut r, (rows * cols) as usize, 1.0);
-        let bias = random_f32(&mut r, cols as usize, 1.0);
-        let p = gpu_train::abi::BiasParams {
+        let (rn, hn) = (rows as usize, hidden as usize);
+        let dlogits = random_f32(&mut r, rn * 10, 0.1);
+        // h = ReLU(...) in the step; here negatives too, which ReLU′ must mask like zeros.
+        let mut h = random_f32(&mut r, rn * hn, 1.0);
+        h[0] = 0.0;
+        // dest: [gap, W2 (10 × hidden), gap, b2, gap, b1, gap].
+        let (t_w2, t_b2) = (3, 3 + 10 * hn + 2);
+        let t_b1 = t_b2 + 10 + 4;
+        let mut dest0 = random_f32(&mut r, t_b1 + hn + 3, 1.0);
+        if beta == 0.0 {
+            // The gradient overwrites: what was there before must not show.
+            dest0.iter_mut().for_each(|v| *v = f32::NAN);
+        }
+        // weights: W2 at 7; NaN when the kernel must read W2 from dest instead.
+        let w2_at = 7usize;
+        let mut weights = random_f32(&mut r, w2_at + 10 * hn + 5, 1.0);
+        if in_place {
+            for c in 0..10 {
+                let col = random_f32(&mut r, hn, 1.0);
+                dest0[t_w2 + c * hn..t_w2 + (c + 1) * hn].copy_from_slice(&col);
+            }
+            weights.iter_mut().for_each(|v| *v = f32::NAN);
+        }
+        let p = gpu_train::abi::BackwardParams {
             rows,
-            cols,
+            hidden,
             alpha,
             beta,
+            in_place: in_place as u32,
+            w2_at: w2_at as u32,
+            t_w2_at: t_w2 as u32,
+            t_b2_at: t_b2 as u32,
+            t_b1_at: t_b1 as u32,
+            _pad: [0; 3],
         };
-        let mut want = bias.clone();
-        twins::bias_update(&delta, &mut want, &p);
-        let mut got = Vec::new();
-        for sum in [BiasSum::Tree, BiasSum::Serial] {
-            let k = Kernels::with_picks(&g.device, [&matmul_variants()[0]; SITES], sum);
-            let (bd, bb) = (
-                storage(&g.device, "d", &delta),
-                storage(&g.device, "b", &bias),
-            );
-            let disp = Dispatch::new(
-                &g.device,
-                "bias",
-                &k.bias_update,
-                &[whole(&bd), whole(&bb)],
-                &p,
-                sum.workgroups(cols),
-            );
-            run_now(&g, &[&disp]).unwrap();
-            let out = g.read_f32(&bb).unwrap();
-            let what = format!("bias_update {sum:?}, {rows} rows");
-            worst = worst.max(assert_close(&what, &out, &want, 1e-6, 1e-5));
-            got.push(out.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        let d = &g.device;
+        let bufs = [
+            storage(d, "dz", &dlogits),
+            storage(d, "h", &h),
+            storage(d, "weights", &weights),
+            storage(d, "dh", &vec![0f32; rn * hn]),
+            storage(d, "dest", &dest0),
+        ];
+        let res = bufs.each_ref().map(|b| whole(b));
+        let disp = Dispatch::new(d, "backward", &k.backward, &res, &p, groups_1d(hidden + 10));
+        run_now(&g, &[&disp]).unwrap();
+        let (mut dh, mut dest) = (vec![0f32; rn * hn], dest0.clone());
+        twins::backward(&dlogits, &h, &weights, &mut dh, &mut dest, &p);
+        let what = format!("backward, {rows} rows, {hidden} hidden, in place {in_place}");
+        worst = worst.max(assert_close(&what, &g.read_f32(&bufs[3]).unwrap(), &dh, 1e-6, 1e-5));
+        // Only W2, b2 and b1 are written: the gaps keep their values (NaN where dest0 was).
+        let got = g.read_f32(&bufs[4]).unwrap();
+        let written = |i: usize| {
+            (t_w2..t_w2 + 10 * hn).contains(&i) || (t_b2..t_b2 + 10).contains(&i) || (t_b1..t_b1 + hn).contains(&i)
+        };
+        for (i, (a, b)) in got.iter().zip(&dest).enumerate() {
+            assert!(written(i) || a.to_bits() == b.to_bits(), "{what}: gap {i} changed");
         }
-        assert_eq!(got[0], got[1], "bias_update_serial's bits, {rows} rows");
+        let pick = |v: &[f32]| -> Vec<f32> { v.iter().enumerate().filter(|(i, _)| written(*i)).map(|(_, v)| *v).collect() };
+        worst = worst.max(assert_close(&what, &pick(&got), &pick(&dest), 1e-5, 1e-4));
     }
-    eprintln!("bias_update worst relative error {worst:e}");
+    eprintln!("backward worst relative error {worst:e}");
 }
 
 #[test]
@@ -510,22 +555,17 @@ fn wgsl_constants_and_params_match_the_rust_side() {
         assert_eq!((v.block_m, v.block_n), (reg.block_m, reg.block_n), "{name}'s block");
         assert!(v.wgsl().starts_with(v.elems.prelude()) && v.wgsl().contains("alias Elem = f16;"));
     }
-    for file in [
-        "unpack_batch",
-        "splitk_reduce",
-        "softmax_xent",
-        "bias_update",
-        "bias_update_serial",
-        "sgd_update",
-    ] {
+    for file in ["unpack_batch", "head", "backward", "sgd_update"] {
         assert_eq!(
             constant("WORKGROUP", file),
             gpu_train::abi::WORKGROUP,
             "{file}.wgsl"
         );
     }
-    // bias_update_serial's workgroup: one bias a lane, WORKGROUP of them (BiasSum::workgroups).
-    assert_eq!(constant("LANES", "bias_update_serial"), gpu_train::abi::WORKGROUP);
+    // The fused kernels keep a row's logits (head) and a column of W2 (backward) in registers.
+    for file in ["head", "backward"] {
+        assert_eq!(constant("CLASSES", file) as usize, gpu_train::data::CLASSES, "{file}.wgsl");
+    }
     for (file, flag, value) in [
         ("matmul_reg8x4", "HAS_BIAS", gpu_train::abi::HAS_BIAS),
         ("matmul_reg8x4", "RELU", gpu_train::abi::RELU),
@@ -533,23 +573,18 @@ fn wgsl_constants_and_params_match_the_rust_side() {
         ("matmul", "HAS_BIAS", gpu_train::abi::HAS_BIAS),
         ("matmul", "RELU", gpu_train::abi::RELU),
         ("matmul", "MASK", gpu_train::abi::MASK),
-        ("splitk_reduce", "HAS_BIAS", gpu_train::abi::HAS_BIAS),
-        ("splitk_reduce", "RELU", gpu_train::abi::RELU),
-        ("splitk_reduce", "MASK", gpu_train::abi::MASK),
     ] {
         assert_eq!(constant(flag, file), value, "{file}.wgsl {flag}");
     }
-    // matmul and splitk_reduce read the same uniform (one MatmulParams): same struct, field
+    // Both hand-written matmuls read the same uniform (one MatmulParams): same struct, field
     // for field.
-    assert_eq!(params("matmul"), params("splitk_reduce"));
     assert_eq!(params("matmul"), params("matmul_reg8x4"));
     // Every field is 4 bytes, so the Rust struct's size gives its field count.
     for (file, rust_size) in [
         ("unpack_batch", size_of::<gpu_train::abi::UnpackParams>()),
         ("matmul", size_of::<MatmulParams>()),
-        ("softmax_xent", size_of::<gpu_train::abi::SoftmaxParams>()),
-        ("bias_update", size_of::<gpu_train::abi::BiasParams>()),
-        ("bias_update_serial", size_of::<gpu_train::abi::BiasParams>()),
+        ("head", size_of::<gpu_train::abi::HeadParams>()),
+        ("backward", size_of::<gpu_train::abi::BackwardParams>()),
         ("sgd_update", size_of::<gpu_train::abi::SgdParams>()),
     ] {
         let fields = params(file);

@@ -521,7 +521,7 @@ fn cli_gpu_replicas_train_on_one_adapter_opened_twice() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("replica 1:") && out.contains("global batch 64"),
+        out.contains("2 replicas here, all the same") && out.contains("global batch 64"),
         "{out}"
     );
     assert!(out.contains("staged 0.1 MB/replica"), "{out}");

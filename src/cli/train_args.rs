@@ -16,6 +16,9 @@ const PARALLEL: &str = "Parallel and MPI";
 const NETWORK: &str = "Network and trace";
 const ADVANCED: &str = "Advanced";
 
+/// --trace-steps' default, which [`crate::cli::train_cmd`] counts from where the run starts.
+pub const DEFAULT_TRACE_STEPS: &str = "1..51";
+
 #[derive(Debug, Clone, Args)]
 #[command(group(clap::ArgGroup::new("records").multiple(true).args(["metrics", "tensorboard"])))]
 pub struct TrainArgs {
@@ -119,9 +122,10 @@ pub struct TrainArgs {
     /// per replica; open it in ui.perfetto.dev or chrome://tracing), for `gpu-train network`.
     #[arg(long, help_heading = NETWORK, value_name = "FILE.json")]
     pub trace: Option<PathBuf>,
-    /// Global steps to trace, A..B (counted from 0, B excluded). The default leaves out step 0,
-    /// the warm-up (the driver compiles pipelines, caches fill: 30 ms where a step takes 1).
-    #[arg(long, help_heading = NETWORK, value_name = "A..B", default_value = "1..51", requires = "trace")]
+    /// Global steps to trace, A..B (counted from 0, B excluded). The default takes the run's
+    /// first 50 steps after its first, the warm-up (the driver compiles pipelines, caches
+    /// fill: 30 ms where a step takes 1): 1..51 in a fresh run, from where a resumed one starts.
+    #[arg(long, help_heading = NETWORK, value_name = "A..B", default_value = DEFAULT_TRACE_STEPS, requires = "trace")]
     pub trace_steps: String,
     /// Sample this network interface's counters (bytes, packets, TCP retransmits): every
     /// millisecond into the --trace, and into every --metrics record (what it counted since

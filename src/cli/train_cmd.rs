@@ -52,31 +52,36 @@ fn checked_flags(args: &TrainArgs) -> Result<(RunConfig, std::ops::Range<u64>)> 
     Ok((run, trace_steps))
 }
 
-/// Refuses --trace-steps that begin after this run's last step (the trace would hold none).
-fn check_trace_steps(
+/// The global steps the trace holds. Named with --trace-steps: those, refused when they begin
+/// after this run's last step (the trace would hold none). Left at the default: the run's
+/// first 50 steps after its first (the warm-up), counted from where it starts (a resumed run
+/// too), or its one step when it has only one.
+fn trace_range(
     args: &TrainArgs,
     run: &RunConfig,
     data: &DataSplit,
     world: usize,
     start: Start,
     steps: &std::ops::Range<u64>,
-) -> Result<()> {
-    if args.trace.is_none() {
-        return Ok(());
-    }
+) -> Result<std::ops::Range<u64>> {
     let per = run.train.steps_per_epoch(data.train.len(), world) as u64;
     let epochs_left = (run.train.epochs + 1).saturating_sub(start.at.epoch) as u64;
-    let end = start.global_step + (epochs_left * per).saturating_sub(start.at.step as u64);
-    if steps.start >= end {
+    let first = start.global_step;
+    let end = first + (epochs_left * per).saturating_sub(start.at.step as u64);
+    if args.trace_steps == super::train_args::DEFAULT_TRACE_STEPS {
+        let from = if end > first + 1 { first + 1 } else { first };
+        return Ok(from..(from + 50).min(end.max(from + 1)));
+    }
+    if args.trace.is_some() && steps.start >= end {
         return Err(Error::Config(format!(
             "--trace-steps {}..{}: this run trains global steps {} to {} (counted from 0), so the trace would hold none; choose steps in that range",
             steps.start,
             steps.end,
-            start.global_step,
+            first,
             end.saturating_sub(1)
         )));
     }
-    Ok(())
+    Ok(steps.clone())
 }
 
 /// What the run reads against what it writes, in the one place every command checks them.
@@ -125,7 +130,7 @@ fn train_in_job(
     // checked as it was read (checkpoint::TrainState::validate); the width is the weights'.
     run.hidden = model.hidden();
     run.check_faults(data.train.len(), (world, job.ranks, args.mpi), &start)?;
-    check_trace_steps(args, &run, &data, world, start, &trace_steps)?;
+    let trace_steps = trace_range(args, &run, &data, world, start, &trace_steps)?;
     // Every rank has checked its own input; now the ranks check they agree, before any
     // gradient is exchanged. Every rank has chosen its snapshot before rank 0 moves or writes any.
     job.agree(&job_fields(args, &run, &model, &data, start))?;

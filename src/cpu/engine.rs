@@ -166,7 +166,7 @@ impl CpuEngine {
                     let onehot = if c == label as usize { 1.0 } else { 0.0 };
                     d[c] = (p - onehot) / divisor as f32;
                     if half {
-                        // softmax_xent.wgsl under f16: scaled by the loss scale, stored in f16.
+                        // head.wgsl under f16: scaled by the loss scale, stored in f16.
                         d[c] = r16(d[c] * scale);
                     } else if scale != 1.0 {
                         d[c] *= scale;

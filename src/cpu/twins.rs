@@ -4,7 +4,8 @@
 //!
 //! The `Params` structs are shared with the GPU side: they are the uniform buffers' layouts.
 
-use crate::abi::{BiasParams, MatmulParams, SgdParams, SoftmaxParams, UnpackParams, HAS_BIAS, MASK, RELU, WORKGROUP};
+use crate::abi::{BackwardParams, HeadParams, MatmulParams, SgdParams, UnpackParams, HAS_BIAS, MASK, RELU, WORKGROUP};
+use crate::data::CLASSES;
 
 /// Twin of `shaders/unpack_batch.wgsl`. `pixels` is the u8 view of the packed words.
 pub fn unpack_batch(
@@ -25,7 +26,7 @@ pub fn unpack_batch(
     }
 }
 
-/// The epilogue shared by `matmul.wgsl` and `splitk_reduce.wgsl`.
+/// The epilogue of `matmul.wgsl` (and `matmul_reg8x4.wgsl`, and the generated family).
 fn epilogue(acc: f32, old: f32, bias: f32, mask: f32, p: &MatmulParams) -> f32 {
     let mut v = p.alpha * acc;
     if p.beta != 0.0 {
@@ -71,82 +72,148 @@ pub fn matmul(a: &[f32], b: &[f32], bias: &[f32], mask: &[f32], c: &mut [f32], p
     }
 }
 
-/// Twin of `shaders/splitk_reduce.wgsl`.
-pub fn splitk_reduce(partial: &[f32], bias: &[f32], mask: &[f32], c: &mut [f32], p: &MatmulParams) {
-    let size = (p.m * p.n) as usize;
-    for i in 0..size {
-        let mut acc = 0.0f32;
-        for z in 0..p.splits as usize {
-            acc += partial[z * size + i];
-        }
-        let col = i % p.n as usize;
-        let (bv, mv) = (
-            bias.get(col).copied().unwrap_or(0.0),
-            mask.get(i).copied().unwrap_or(0.0),
-        );
-        c[i] = epilogue(acc, c[i], bv, mv, p);
+/// A value a kernel stores as `Elem`: f32, or `half::f16` under --precision f16. The fused
+/// kernels' twins are written once over it, as their shaders are.
+pub trait Elem: Copy {
+    fn get(self) -> f32;
+    fn put(v: f32) -> Self;
+}
+
+impl Elem for f32 {
+    fn get(self) -> f32 {
+        self
+    }
+    fn put(v: f32) -> Self {
+        v
     }
 }
 
-/// Twin of `shaders/softmax_xent.wgsl`.
-pub fn softmax_xent(
-    logits: &[f32],
+impl Elem for half::f16 {
+    fn get(self) -> f32 {
+        self.to_f32()
+    }
+    fn put(v: f32) -> Self {
+        half::f16::from_f32(v)
+    }
+}
+
+/// Twin of `shaders/head.wgsl`: per row, (with splits) h from the hidden layer's K-slices, the
+/// logits, SoftMax, loss, accuracy and δ2; the totals summed per thread (rows t, t + 64, ...)
+/// and then as the shader's tree.
+pub fn head<E: Elem>(
+    h: &mut [E],
+    weights: &[E],
+    partial: &[f32],
     labels: &[u32],
-    dlogits: &mut [f32],
+    dlogits: &mut [E],
     accum: &mut [f32],
-    p: &SoftmaxParams,
+    p: &HeadParams,
 ) {
-    let k = p.classes as usize;
-    let (mut loss, mut correct) = (0.0f32, 0.0f32);
-    for r in 0..p.rows as usize {
-        let row = &logits[r * k..(r + 1) * k];
-        let (mut best, mut max_z) = (0, row[0]);
-        for (c, &v) in row.iter().enumerate().skip(1) {
+    let (rows, hid) = (p.rows as usize, p.hidden as usize);
+    let (w2, b2, b1) = (p.w2_at as usize, p.b2_at as usize, p.b1_at as usize);
+    let wg = WORKGROUP as usize;
+    let (mut loss, mut correct) = (vec![0.0f32; wg], vec![0.0f32; wg]);
+    for r in 0..rows {
+        if p.splits > 1 {
+            for j in 0..hid {
+                let mut acc = 0.0f32;
+                for s in 0..p.splits as usize {
+                    acc += partial[s * rows * hid + r * hid + j];
+                }
+                h[r * hid + j] = E::put((acc + weights[b1 + j].get()).max(0.0));
+            }
+        }
+        let mut z = [0.0f32; CLASSES];
+        for (c, zc) in z.iter_mut().enumerate() {
+            let mut acc = 0.0f32;
+            for j in 0..hid {
+                acc += h[r * hid + j].get() * weights[w2 + c * hid + j].get();
+            }
+            *zc = acc + weights[b2 + c].get();
+        }
+        let (mut best, mut max_z) = (0, z[0]);
+        for (c, &v) in z.iter().enumerate().skip(1) {
             if v > max_z {
                 (best, max_z) = (c, v);
             }
         }
-        let sum: f32 = row.iter().map(|&v| (v - max_z).exp()).sum();
+        let mut sum = 0.0f32;
+        for &v in &z {
+            sum += (v - max_z).exp();
+        }
         let y = labels[r] as usize;
-        loss += sum.ln() - (row[y] - max_z);
+        loss[r % wg] += sum.ln() - (z[y] - max_z);
         if best == y {
-            correct += 1.0;
+            correct[r % wg] += 1.0;
         }
         if p.divisor != 0 {
-            for c in 0..k {
+            for c in 0..CLASSES {
                 let onehot = if c == y { 1.0 } else { 0.0 };
-                let prob = (row[c] - max_z).exp() / sum;
-                dlogits[r * k + c] = (prob - onehot) / p.divisor as f32 * p.scale;
+                let prob = (z[c] - max_z).exp() / sum;
+                dlogits[r * CLASSES + c] = E::put((prob - onehot) / p.divisor as f32 * p.scale);
             }
         }
     }
-    accum[p.at as usize] += loss;
-    accum[p.at as usize + 1] += correct;
+    let mut s = wg / 2;
+    while s > 0 {
+        for t in 0..s {
+            loss[t] += loss[t + s];
+            correct[t] += correct[t + s];
+        }
+        s /= 2;
+    }
+    accum[p.at as usize] += loss[0];
+    accum[p.at as usize + 1] += correct[0];
 }
 
-/// Twin of `shaders/bias_update.wgsl`: per bias, WORKGROUP partial sums over strided rows,
-/// then the same tree.
-pub fn bias_update(delta: &[f32], out: &mut [f32], p: &BiasParams) {
-    let wg = WORKGROUP as usize;
-    for n in 0..p.cols as usize {
-        let mut part = vec![0.0f32; wg];
-        for (t, sum) in part.iter_mut().enumerate() {
-            for r in (t..p.rows as usize).step_by(wg) {
-                *sum += delta[r * p.cols as usize + n];
-            }
-        }
-        let mut s = wg / 2;
-        while s > 0 {
-            for t in 0..s {
-                part[t] += part[t + s];
-            }
-            s /= 2;
-        }
-        let mut v = p.alpha * part[0];
+/// Twin of `shaders/backward.wgsl`: per hidden neuron j, δ1's column, ∂W2's column and ∂b1[j];
+/// per class, ∂b2; each stored as `dest = alpha · ∂ + beta · dest`.
+pub fn backward<E: Elem>(
+    dlogits: &[E],
+    h: &[E],
+    weights: &[E],
+    dh: &mut [E],
+    dest: &mut [f32],
+    p: &BackwardParams,
+) {
+    let (rows, hid) = (p.rows as usize, p.hidden as usize);
+    let store = |dest: &mut [f32], i: usize, sum: f32| {
+        let mut v = p.alpha * sum;
         if p.beta != 0.0 {
-            v += p.beta * out[n];
+            v += p.beta * dest[i];
         }
-        out[n] = v;
+        dest[i] = v;
+    };
+    let (w2, t_w2, t_b2, t_b1) = (p.w2_at as usize, p.t_w2_at as usize, p.t_b2_at as usize, p.t_b1_at as usize);
+    for j in 0..hid {
+        let w: [f32; CLASSES] = std::array::from_fn(|c| match p.in_place {
+            0 => weights[w2 + c * hid + j].get(),
+            _ => dest[t_w2 + c * hid + j],
+        });
+        let (mut gw, mut gb) = ([0.0f32; CLASSES], 0.0f32);
+        for r in 0..rows {
+            let hv = h[r * hid + j].get();
+            let mut acc = 0.0f32;
+            for c in 0..CLASSES {
+                let d = dlogits[r * CLASSES + c].get();
+                acc += d * w[c];
+                gw[c] += d * hv;
+            }
+            let stored = E::put(if hv > 0.0 { acc } else { 0.0 });
+            dh[r * hid + j] = stored;
+            gb += stored.get();
+        }
+        for (c, &g) in gw.iter().enumerate() {
+            store(dest, t_w2 + c * hid + j, g);
+        }
+        store(dest, t_b1 + j, gb);
+    }
+    for c in 0..CLASSES {
+        let mut acc = 0.0f32;
+        for r in 0..rows {
+            acc += dlogits[r * CLASSES + c].get();
+        }
+        store(dest, t_b2 + c, acc);
     }
 }
 
@@ -246,29 +313,6 @@ pub fn matmul_f16_f32out(
             c[i] = matmul_f16_value(a, b, bias, mask, c[i], (row, col), p);
         }
     }
-}
-
-/// Twin of `shaders/softmax_xent.wgsl` under f16: the same sums, δ2 scaled and rounded to f16.
-pub fn softmax_xent_f16(
-    logits: &[f32],
-    labels: &[u32],
-    dlogits: &mut [half::f16],
-    accum: &mut [f32],
-    p: &SoftmaxParams,
-) {
-    let mut d32 = vec![0.0f32; dlogits.len()];
-    softmax_xent(logits, labels, &mut d32, accum, p);
-    if p.divisor != 0 {
-        for (d, v) in dlogits.iter_mut().zip(&d32) {
-            *d = r16(*v);
-        }
-    }
-}
-
-/// Twin of `shaders/bias_update.wgsl` under f16: the tree over f16 error terms.
-pub fn bias_grad_f16(delta: &[half::f16], out: &mut [f32], p: &BiasParams) {
-    let d32: Vec<f32> = delta.iter().map(|v| v.to_f32()).collect();
-    bias_update(&d32, out, p);
 }
 
 /// Twin of `shaders/sgd_update.wgsl` under f16 (`HALF`: the working copy written too).

@@ -90,7 +90,6 @@ pub(super) struct Buffers {
     // Activations and error terms, sized for opts.batch rows.
     pub(super) x: wgpu::Buffer,
     pub(super) h: wgpu::Buffer,
-    pub(super) z: wgpu::Buffer,
     pub(super) dz: wgpu::Buffer,
     pub(super) dh: wgpu::Buffer,
     pub(super) partial: wgpu::Buffer,
@@ -235,10 +234,9 @@ impl Buffers {
             }
             Ok(())
         };
-        // The split-K partial sums of both forward products share one buffer.
-        let (h, z) = (picks[Site::Hidden as usize], picks[Site::Output as usize]);
-        let partial_len = (h.forward_splits(rows, hidden, PIXELS) as usize * rows * hidden)
-            .max(z.forward_splits(rows, CLASSES, hidden) as usize * rows * CLASSES);
+        // The split-K partial sums of the hidden layer's product (head adds them up).
+        let h = picks[Site::Hidden as usize];
+        let partial_len = h.forward_splits(rows, hidden, PIXELS) as usize * rows * hidden;
         need(
             "the hidden layer's split-K partial sums",
             (partial_len * 4) as u64,
@@ -290,7 +288,6 @@ impl Buffers {
             // f16 kernels never touch shrink to one element (they only fill unused bindings).
             x: crate::gpu::dispatch::storage_zeroed(d, "x", f32_rows * PIXELS),
             h: crate::gpu::dispatch::storage_zeroed(d, "h", f32_rows * hidden),
-            z: crate::gpu::dispatch::storage_zeroed(d, "z", rows * CLASSES),
             dz: crate::gpu::dispatch::storage_zeroed(d, "dz", rows * CLASSES),
             dh: crate::gpu::dispatch::storage_zeroed(d, "dh", f32_rows * hidden),
             partial: crate::gpu::dispatch::storage_zeroed(
@@ -322,7 +319,6 @@ impl Buffers {
             &self.sgd_params,
             &self.x,
             &self.h,
-            &self.z,
             &self.dz,
             &self.dh,
             &self.partial,

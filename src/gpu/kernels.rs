@@ -1,79 +1,31 @@
-//! The compute pipelines, one per WGSL file in `shaders/`, built once, and the `Params`
-//! structs that are their uniform buffers (the same field order as the WGSL structs).
-//!
-//! The matmul variants and the step's products (`matmul.rs`) and a [`Dispatch`] (`dispatch.rs`)
-//! are re-exported here. A dispatch is one kernel launch ready to record:
-//! pipeline, bind group, workgroup counts. Training steps are lists of dispatches recorded
-//! into one compute pass.
+//! The compute pipelines, one per WGSL file in `shaders/`, built once (their `Params` structs
+//! live in [`crate::abi`]). A step is five of them: unpack, the hidden layer's product, head
+//! (the output layer, SoftMax, loss, δ2), backward (δ1, ∂W2, ∂b2, ∂b1) and the hidden layer's
+//! weight product, recorded into one compute pass (gpu/plan).
 
-use crate::abi::{Elems, SITES, WORKGROUP};
+use crate::abi::{Elems, SITES};
 use super::matmul::MatmulVariant;
-/// The six pipelines (matmul in the variant chosen for the adapter).
+/// The step's pipelines (each matmul in the variant chosen for its product).
 pub struct Kernels {
     pub unpack: wgpu::ComputePipeline,
-    /// Each product's variant and pipeline, indexed by [`Site`].
+    /// Each product's variant and pipeline, indexed by [`Site`](crate::abi::Site).
     pub matmul: [(&'static MatmulVariant, wgpu::ComputePipeline); SITES],
-    pub splitk_reduce: wgpu::ComputePipeline,
-    pub softmax_xent: wgpu::ComputePipeline,
-    /// A bias's gradient or fused update: bias_update.wgsl or its serial sibling.
-    pub bias_update: wgpu::ComputePipeline,
-    /// Which of the two `bias_update` is (and `KernelsF16::bias_grad` with it, the same shader in f16).
-    pub bias_sum: BiasSum,
+    /// The output layer, SoftMax, loss and δ2 (and split-K's reduction) in one dispatch.
+    pub head: wgpu::ComputePipeline,
+    /// δ1, ∂W2, ∂b2 and ∂b1 (or their fused update) in one dispatch.
+    pub backward: wgpu::ComputePipeline,
     pub sgd_update: wgpu::ComputePipeline,
-}
-
-/// How a bias's gradient is summed over the batch's rows. Both ways make the same additions in
-/// the same order (64 partial sums, then a tree), so they give the same bits
-/// (tests/kernels.rs); they differ in where the tree lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BiasSum {
-    /// bias_update.wgsl: a workgroup of 64 threads a bias, the tree in workgroup memory with a
-    /// barrier between levels. Made for GPUs.
-    Tree,
-    /// bias_update_serial.wgsl: one invocation a bias, the tree in private memory. Made for CPU
-    /// adapters, where each barrier is a switch between batches of lanes: the hidden layer's
-    /// bias took 0.39-0.42 ms as a tree and 0.10-0.12 ms this way on lavapipe (Zen 4,
-    /// `cargo bench --bench kernels`, AVX-512 on and masked).
-    Serial,
-}
-
-impl BiasSum {
-    /// The way made for this kind of adapter.
-    pub fn for_adapter(software: bool) -> BiasSum {
-        match software {
-            true => BiasSum::Serial,
-            false => BiasSum::Tree,
-        }
-    }
-
-    /// Workgroups for `cols` biases.
-    pub fn workgroups(self, cols: u32) -> (u32, u32, u32) {
-        match self {
-            BiasSum::Tree => (cols, 1, 1),
-            BiasSum::Serial => (cols.div_ceil(WORKGROUP), 1, 1),
-        }
-    }
-
-    /// The shader (for both precisions).
-    fn file(self) -> &'static str {
-        match self {
-            BiasSum::Tree => "bias_update",
-            BiasSum::Serial => "bias_update_serial",
-        }
-    }
 }
 
 /// Each kernel's WGSL source, by file name, one for both precisions (written over `Elem` and
 /// `Out`, which [`Elems::prelude`] defines; the tests check the constants and `Params` structs
 /// in them against the Rust side).
-pub const SOURCES: [(&str, &str); 8] = [
+pub const SOURCES: [(&str, &str); 6] = [
     ("unpack_batch", include_str!("../../shaders/unpack_batch.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("matmul_reg8x4", include_str!("../../shaders/matmul_reg8x4.wgsl")),
-    ("splitk_reduce", include_str!("../../shaders/splitk_reduce.wgsl")),
-    ("softmax_xent", include_str!("../../shaders/softmax_xent.wgsl")),
-    ("bias_update", include_str!("../../shaders/bias_update.wgsl")),
-    ("bias_update_serial", include_str!("../../shaders/bias_update_serial.wgsl")),
+    ("head", include_str!("../../shaders/head.wgsl")),
+    ("backward", include_str!("../../shaders/backward.wgsl")),
     ("sgd_update", include_str!("../../shaders/sgd_update.wgsl")),
 ];
 
@@ -91,19 +43,19 @@ pub fn kernel(device: &wgpu::Device, name: &str, elems: Elems) -> wgpu::ComputeP
 /// f16 variants).
 pub struct KernelsF16 {
     pub unpack: wgpu::ComputePipeline,
-    pub softmax_xent: wgpu::ComputePipeline,
-    pub bias_grad: wgpu::ComputePipeline,
+    pub head: wgpu::ComputePipeline,
+    pub backward: wgpu::ComputePipeline,
     pub sgd_update: wgpu::ComputePipeline,
 }
 
 impl KernelsF16 {
-    /// The f16 pipelines, the bias gradient summed as `bias_sum` says.
-    pub fn new(device: &wgpu::Device, bias_sum: BiasSum) -> Self {
+    /// The f16 pipelines.
+    pub fn new(device: &wgpu::Device) -> Self {
         let get = |name: &str| kernel(device, name, Elems::F16);
         KernelsF16 {
             unpack: get("unpack_batch"),
-            softmax_xent: get("softmax_xent"),
-            bias_grad: get(bias_sum.file()),
+            head: get("head"),
+            backward: get("backward"),
             sgd_update: get("sgd_update"),
         }
     }
@@ -148,27 +100,17 @@ fn pipeline_checked(
 }
 
 impl Kernels {
-    /// Builds every pipeline, every product's matmul from `variant`, biases as a tree.
+    /// Builds every pipeline, every product's matmul from `variant`.
     pub fn new(device: &wgpu::Device, variant: &'static MatmulVariant) -> Self {
-        Kernels::with_picks(device, [variant; SITES], BiasSum::Tree)
+        Kernels::with_picks(device, [variant; SITES])
     }
 
-    /// Builds every pipeline, each product's matmul from its pick (indexed by [`Site`]), the
-    /// bias sums as `bias_sum` says.
-    pub fn with_picks(
-        device: &wgpu::Device,
-        picks: [&'static MatmulVariant; SITES],
-        bias_sum: BiasSum,
-    ) -> Self {
+    /// Builds every pipeline, each product's matmul from its pick (indexed by
+    /// [`Site`](crate::abi::Site)).
+    pub fn with_picks(device: &wgpu::Device, picks: [&'static MatmulVariant; SITES]) -> Self {
         let get = |name: &str| kernel(device, name, Elems::F32);
-        let [unpack, splitk_reduce, softmax_xent, bias_update, sgd_update] = [
-            "unpack_batch",
-            "splitk_reduce",
-            "softmax_xent",
-            bias_sum.file(),
-            "sgd_update",
-        ]
-        .map(get);
+        let [unpack, head, backward, sgd_update] =
+            ["unpack_batch", "head", "backward", "sgd_update"].map(get);
         // One pipeline per distinct variant (wgpu pipelines are shared handles).
         let mut built: Vec<(&'static str, wgpu::ComputePipeline)> = Vec::new();
         let matmul = picks.map(|v| {
@@ -183,10 +125,8 @@ impl Kernels {
         Kernels {
             unpack,
             matmul,
-            splitk_reduce,
-            softmax_xent,
-            bias_update,
-            bias_sum,
+            head,
+            backward,
             sgd_update,
         }
     }

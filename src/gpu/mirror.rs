@@ -39,13 +39,12 @@ pub enum Mirrored {
 }
 
 impl Site {
-    /// The tensors this product reads as A and as B that the engine mirrors: the two large
-    /// products' operands (the small products read no mirror).
+    /// The tensors this product reads as A and as B that the engine mirrors (both, at both
+    /// sites).
     pub fn mirrored(self) -> [Option<Mirrored>; 2] {
         match self {
             Site::Hidden => [Some(Mirrored::X), Some(Mirrored::W1)],
             Site::GradW1 => [Some(Mirrored::Delta1), Some(Mirrored::X)],
-            _ => [None, None],
         }
     }
 }

@@ -114,15 +114,15 @@ impl Shape {
     }
 
     /// Whether the family has this shape in `elems`. f16 members only where a product can use
-    /// them: vec4 rows of C (MN4) only with an f32 C (the weight products, the only ones MN4
-    /// fits), and K4 texture members only with an f16 one (x·W1ᵀ, the only K4 product with
-    /// mirrored operands); and not the 32×4 block, whose f16 compile took 2.9 s on Zen 4 (more
-    /// than a start-up's whole search) for a product twice as slow as mn4_16x8_sg_f16_f32out's.
+    /// them: vec4 rows of C (MN4) only with an f32 C (δ1ᵀ·x, the only product MN4 fits), and
+    /// vec4 along K (K4) only with an f16 one (x·W1ᵀ, the only product K4 fits); and not the
+    /// 32×4 block, whose f16 compile took 2.9 s on Zen 4 (more than a start-up's whole search)
+    /// for a product twice as slow as mn4_16x8_sg_f16_f32out's.
     pub fn comes_in(&self, elems: Elems) -> bool {
         let f16_out = elems == Elems::F16;
         let unused = match self.load {
             Load::MN4 => f16_out || (self.r, self.c) == (32, 4),
-            Load::K4 => self.tex && !f16_out,
+            Load::K4 => !f16_out,
             Load::Scalar => false,
         };
         elems == Elems::F32 || !unused

@@ -5,7 +5,7 @@
 //! In data-parallel training (Figure 3-7: each server has its GPU, its model copy and its share
 //! of the mini-batches), every replica runs forward and backward on its own examples, and then
 //! the replicas exchange gradients so that each holds the SUM over all of them. Each replica
-//! divided its δ2 by the global batch (softmax_xent.wgsl), so the sum is the gradient of the
+//! divided its δ2 by the global batch (head.wgsl), so the sum is the gradient of the
 //! mean loss over the global batch, and every replica applies the same update: the model copies
 //! stay identical, bit for bit, because the sum is computed in a fixed order (no atomics) and
 //! then copied to everyone.

@@ -4,13 +4,16 @@
 //!  system RAM                        PCIe / staging                  VRAM
 //!  training set (u8) ── gather batch ──► queue.write_buffer ──► batch slot s of a ring
 //!                                                              │ unpack_batch  (u8 → f32)
-//!                                                              │ matmul+reduce h = ReLU(x·W1ᵀ+b1)
-//!                                                              │ matmul+reduce z = h·W2ᵀ+b2
-//!                                                              │ softmax_xent  δ2, loss, correct
-//!                                                              │ matmul        δ1 = (δ2·W2) ⊙ [h>0]
-//!                                                              │ matmul, bias_update  W2, b2 −= lr·…
-//!                                                              │ matmul, bias_update  W1, b1 −= lr·…
+//!                                                              │ matmul    h = ReLU(x·W1ᵀ+b1)
+//!                                                              │ head      z = h·W2ᵀ+b2, SoftMax,
+//!                                                              │             δ2, loss, correct
+//!                                                              │ backward  δ1 = (δ2·W2) ⊙ [h>0];
+//!                                                              │             W2, b2, b1 −= lr·…
+//!                                                              │ matmul    W1 −= lr·δ1ᵀ·x
 //! ```
+//! Five dispatches a step, each waiting for the one before: at batch 64 the step is bound by
+//! that wait, not by arithmetic (BENCHMARKS.md), so the small products live inside head and
+//! backward rather than in dispatches of their own (shaders/head.wgsl, shaders/backward.wgsl).
 //! Everything is allocated once: buffers for the largest batch, and for each batch size met
 //! (the full batch, the last short batch of an epoch) a `Plan` (plan.rs) holding the step's dispatches
 //! with their bind groups. A step writes its batch into the next free slot and is queued; every
@@ -61,10 +64,11 @@ impl std::fmt::Display for GpuEngine {
         };
         write!(
             f,
-            "GPU {}: {:?}, {kind}; {}",
+            "GPU {}: {:?}, {kind}; {}, {} dispatches a step",
             self.gpu.info.name,
             self.gpu.info.backend,
             if self.bufs.resident.is_some() { "resident in VRAM" } else { "staged from RAM" },
+            self.step_dispatches,
         )
     }
 }

@@ -5,7 +5,7 @@
 
 
 use crate::gpu::buffers::{Buffers, GpuOptions};
-use crate::gpu::kernels::{self, Kernels};
+use crate::gpu::kernels::Kernels;
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::plan::key::{Pass, PlanKey, Source, StepValues};
 use crate::gpu::plan::table::Table;
@@ -30,9 +30,9 @@ pub(in crate::gpu) struct HalfKernels {
 
 impl HalfKernels {
     /// The f16 kernels, where `bufs` holds the f16 buffers (--precision f16).
-    fn new(gpu: &Gpu, bufs: &Buffers, bias_sum: kernels::BiasSum) -> Option<HalfKernels> {
+    fn new(gpu: &Gpu, bufs: &Buffers) -> Option<HalfKernels> {
         bufs.half.as_ref().map(|h| {
-            let kernels = crate::gpu::kernels::KernelsF16::new(&gpu.device, bias_sum);
+            let kernels = crate::gpu::kernels::KernelsF16::new(&gpu.device);
             let sgd = Dispatch::with_uniform(
                 &gpu.device,
                 "w −= lr·g; w16 = f16(w)",
@@ -71,6 +71,8 @@ pub struct GpuEngine {
     /// Where the adapter has timestamp queries: the passes of every data-parallel step, timed.
     pub(in crate::gpu) timer: Option<StepTimer>,
     pub(in crate::gpu) plans: HashMap<PlanKey, Plan>,
+    /// Dispatches a training step records (counted from a plan built for it at start-up).
+    pub(in crate::gpu) step_dispatches: usize,
     /// Plans built so far (each is built once; the step values change inside them).
     pub(in crate::gpu) plans_built: usize,
     /// Steps written into slots but not yet submitted: (plan key, slot).
@@ -116,8 +118,7 @@ impl GpuEngine {
             _ => None,
         };
         let bufs = Buffers::new(&gpu, model, &opts, train, matmul.variants())?;
-        let bias_sum = kernels::BiasSum::for_adapter(gpu.is_software());
-        let kernels = Kernels::with_picks(&gpu.device, matmul.variants(), bias_sum);
+        let kernels = Kernels::with_picks(&gpu.device, matmul.variants());
         // sgd_update.wgsl's f16 working copy, which an f32 run has none of: 4 bytes never written.
         let no_copy = crate::gpu::dispatch::storage_zeroed(&gpu.device, "no f16 working copy", 1);
         let sgd = Dispatch::with_uniform(
@@ -137,7 +138,7 @@ impl GpuEngine {
             2.0 * bufs.layout.total as f64,
             12.0 * bufs.layout.total as f64,
         );
-        let half = HalfKernels::new(&gpu, &bufs, bias_sum);
+        let half = HalfKernels::new(&gpu, &bufs);
         let timer = StepTimer::new(&gpu);
         let rows = opts.rows();
         let engine = GpuEngine {
@@ -150,6 +151,7 @@ impl GpuEngine {
             grad_pending: Vec::new(),
             sgd,
             plans: HashMap::new(),
+            step_dispatches: 0,
             plans_built: 0,
             queued: Vec::new(),
             in_flight: VecDeque::new(),
@@ -162,8 +164,35 @@ impl GpuEngine {
             opts,
             gpu,
         };
+        let mut engine = engine;
+        engine.step_dispatches = engine.count_step_dispatches();
         engine.gpu.check()?;
         Ok(engine)
+    }
+
+    /// Dispatches one training step of a full batch records, counted from a plan built for it
+    /// (and dropped: the engine builds its own when it trains): the fused step in f32, the
+    /// separated step's gradient under f16.
+    fn count_step_dispatches(&self) -> usize {
+        let (d, k, b) = (&self.gpu.device, &self.kernels, &self.bufs);
+        let table = Table::new(d, k, self.half.as_ref().map(|h| &h.kernels), b);
+        let key = PlanKey {
+            rows: self.opts.batch,
+            pass: if self.half.is_some() { Pass::Gradient } else { Pass::Train },
+            source: if b.resident.is_some() { Source::Resident } else { Source::Staged },
+        };
+        let v = StepValues {
+            lr: 0.0,
+            divisor: self.opts.batch as u32,
+            loss_scale: 1.0,
+        };
+        Plan::new(&table, 1, key, v).dispatches()
+    }
+
+    /// Dispatches one training step records (a full batch): 5 since issue 31 (unpack, the
+    /// hidden layer's product, head, backward, the hidden layer's weight product).
+    pub fn dispatches_per_step(&self) -> usize {
+        self.step_dispatches
     }
 
     pub fn gpu(&self) -> &Gpu {

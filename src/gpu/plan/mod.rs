@@ -5,9 +5,9 @@ use crate::gpu::buffers::{Buffers, WORDS_PER_IMAGE};
 use crate::gpu::dispatch::{groups_1d, Dispatch};
 use crate::abi::{MatmulParams, Site};
 use crate::gpu::mirror::{Mirror, Mirrored};
-use crate::data::{CLASSES, PIXELS};
+use crate::data::PIXELS;
 use key::{Pass, PlanKey, Source, StepValues};
-use table::{whole, Table, FUSED_NAMES};
+use table::{whole, Table};
 
 pub mod key;
 pub mod table;
@@ -161,39 +161,39 @@ impl Plan {
     }
 }
 
-/// The slots of softmax_xent's step values, for the dispatch at `at`.
-fn softmax_slots(at: usize) -> [Slot; 2] {
+/// The slots of head's step values, for the dispatch at `at`.
+fn head_slots(at: usize) -> [Slot; 2] {
     use std::mem::offset_of;
     [
         Slot {
             dispatch: at,
-            offset: offset_of!(crate::abi::SoftmaxParams, divisor) as u64,
+            offset: offset_of!(crate::abi::HeadParams, divisor) as u64,
             field: Field::Divisor,
         },
         Slot {
             dispatch: at,
-            offset: offset_of!(crate::abi::SoftmaxParams, scale) as u64,
+            offset: offset_of!(crate::abi::HeadParams, scale) as u64,
             field: Field::LossScale,
         },
     ]
 }
 
-/// The slots of a fused update's alpha = −lr: the products and bias sums of both layers,
-/// alternating, at `dispatches`.
-fn minus_lr_slots(dispatches: std::ops::Range<usize>) -> Vec<Slot> {
+/// The slots of a fused update's alpha = −lr: backward's (at `at`) and the hidden layer's
+/// weight product's (at `at + 1`).
+fn minus_lr_slots(at: usize) -> [Slot; 2] {
     use std::mem::offset_of;
-    let offsets = [
-        offset_of!(MatmulParams, alpha),
-        offset_of!(crate::abi::BiasParams, alpha),
-    ];
-    dispatches
-        .zip(offsets.into_iter().cycle())
-        .map(|(dispatch, offset)| Slot {
-            dispatch,
-            offset: offset as u64,
+    [
+        Slot {
+            dispatch: at,
+            offset: offset_of!(crate::abi::BackwardParams, alpha) as u64,
             field: Field::MinusLr,
-        })
-        .collect()
+        },
+        Slot {
+            dispatch: at + 1,
+            offset: offset_of!(MatmulParams, alpha) as u64,
+            field: Field::MinusLr,
+        },
+    ]
 }
 
 /// One unpack dispatch per ring slot (each bound to its slot's region of the staging ring, or
@@ -289,14 +289,15 @@ fn mirror_copies(t: &Table, pass: Pass, rows: usize, hidden_grad_at: usize) -> V
 impl Plan {
     /// Builds the dispatches of one step for `key.rows` examples on the kernels and buffers of
     /// table `t` (f32 or f16), one unpack per slot of a `ring`-slot staging ring, holding the
-    /// step values `v` to start with. The step, in the chapter's order:
+    /// step values `v` to start with. The step, in the chapter's order, in five dispatches
+    /// (an evaluation: the first three):
     /// ```text
-    /// unpack       x  = u8 / 255
-    /// forward      h  = ReLU(x·W1ᵀ + b1);  z = h·W2ᵀ + b2
-    /// loss         p  = SoftMax(z), loss, accuracy;  δ2 = (p − onehot) / divisor · scale
-    /// backward     δ1 = (δ2·W2) ⊙ ReLU′
-    /// gradient     ∂W2 = δ2ᵀ·h, ∂b2 = Σδ2, then ∂W1 = δ1ᵀ·x, ∂b1 = Σδ1   (Pass::Gradient)
-    ///   or update  W2 −= lr·δ2ᵀ·h, ...                                   (Pass::Train, f32)
+    /// unpack    x  = u8 / 255
+    /// hidden    h  = ReLU(x·W1ᵀ + b1)             (or its K-slices, which head adds up)
+    /// head      z = h·W2ᵀ + b2;  p = SoftMax(z), loss, accuracy;  δ2 = (p − onehot) / divisor · scale
+    /// backward  δ1 = (δ2·W2) ⊙ ReLU′;  ∂W2 = δ2ᵀ·h, ∂b2 = Σδ2, ∂b1 = Σδ1
+    /// ∂W1       ∂W1 = δ1ᵀ·x                                                (Pass::Gradient)
+    ///   or, fused into the weights:  W2 −= lr·∂W2, ..., W1 −= lr·δ1ᵀ·x     (Pass::Train, f32)
     /// ```
     pub(in crate::gpu) fn new(t: &Table, ring: usize, key: PlanKey, v: StepValues) -> Plan {
         let PlanKey { rows, pass, source } = key;
@@ -306,23 +307,17 @@ impl Plan {
         );
         let (r, hid) = (rows as u32, t.b.hidden as u32);
         let unpack = unpack_dispatches(t, ring, source, rows);
-        let mut rest = Vec::new();
         // Forward, hidden layer: h = ReLU(x · W1ᵀ + b1), K = 784 (split into slices when faster).
         let splits = t.splits(Site::Hidden, rows, t.b.hidden, PIXELS);
         let p = Site::Hidden.params(r, hid, (1.0, 0.0), splits);
-        rest.extend(t.forward(Site::Hidden, (t.x, 0, t.dz, t.h), p));
-        // Forward, output layer: z = h · W2ᵀ + b2, f32 logits in both precisions (SoftMax
-        // wants their range).
-        let splits = t.splits(Site::Output, rows, CLASSES, t.b.hidden);
-        let p = Site::Output.params(r, hid, (1.0, 0.0), splits);
-        rest.extend(t.forward(Site::Output, (t.h, 2, t.x, &t.b.z), p));
-        // SoftMax, loss, accuracy, and (training) δ2 = (p − onehot) / divisor · loss scale:
-        // the two values a plan rewrites between steps.
+        let mut rest = vec![t.forward((t.x, t.dz, t.h), p)];
+        // The output layer, SoftMax, loss, accuracy, and (training) δ2 with the two values a
+        // plan rewrites between steps.
         let mut slots = Vec::new();
         if pass != Pass::Eval {
-            slots.extend(softmax_slots(rest.len()));
+            slots.extend(head_slots(rest.len()));
         }
-        rest.push(t.softmax(pass, r, v.divisor, v.loss_scale));
+        rest.push(t.head(pass, r, (v.divisor, v.loss_scale), p.splits));
         if pass == Pass::Eval {
             let hidden_grad_at = rest.len();
             return Plan {
@@ -334,47 +329,29 @@ impl Plan {
                 values: v,
             };
         }
-        // Backward: δ1 = (δ2 · W2) ⊙ [h > 0], before W2 changes.
-        let p = Site::Delta1.params(r, hid, (1.0, 0.0), 1);
-        let res = [whole(t.dz), t.param(2), t.param(3), whole(t.h), whole(t.dh)];
-        rest.push(t.product(Site::Delta1, ("backward", t.names.delta1), res, p));
-        // The weight gradients, written where the pass wants them: Gradient writes ∂loss/∂W
-        // into the f32 gradient buffer (alpha 1, beta 0); Train adds −lr·∂loss/∂W straight
-        // into the weights (alpha −lr, beta 1), so there the gradient never exists as a buffer.
-        let (phase, ab, names) = match pass {
-            Pass::Gradient => ("backward", (1.0, 0.0), t.names.gradient),
-            _ => ("update", (-v.lr, 1.0), FUSED_NAMES),
+        // The gradients, written where the pass wants them: Gradient writes ∂loss/∂W into the
+        // f32 gradient buffer (alpha 1, beta 0); Train adds −lr·∂loss/∂W straight into the
+        // weights (alpha −lr, beta 1), so there the gradient never exists as a buffer.
+        let (phase, ab, i) = match pass {
+            Pass::Gradient => ("backward", (1.0, 0.0), 0),
+            _ => ("update", (-v.lr, 1.0), 1),
         };
-        let target = |i: usize| match pass {
-            Pass::Gradient => t.b.grad_of(i),
-            _ => t.b.param(i),
-        };
-        // One layer's pair into parameter tensors `w` and `w + 1`: ∂W = δᵀ · input (outputs ×
-        // inputs, summed over the batch's rows) and ∂b = Σ δ. `spare` fills the product's
-        // unused bias and mask bindings.
-        let layer = |names: &[&'static str], (delta, input, spare), site: Site, w: usize| {
-            let p = site.params(r, hid, ab, 1);
-            let res = [
-                whole(delta),
-                whole(input),
-                whole(spare),
-                whole(spare),
-                target(w),
-            ];
-            [
-                t.product(site, (phase, names[0]), res, p),
-                t.bias((phase, names[1]), delta, target(w + 1), (r, p.m), ab),
-            ]
-        };
-        // Output layer first (∂W2 = δ2ᵀ · h, ∂b2 = Σ δ2), then the hidden layer (∂W1 = δ1ᵀ · x):
-        // the output layer's gradient can be all-reduced while the hidden layer's is computed.
-        let first = rest.len();
-        rest.extend(layer(&names[..2], (t.dz, t.h, t.x), Site::GradW2, 2));
-        let hidden_grad_at = rest.len();
-        rest.extend(layer(&names[2..], (t.dh, t.x, t.h), Site::GradW1, 0));
         if pass == Pass::Train {
-            slots.extend(minus_lr_slots(first..rest.len()));
+            slots.extend(minus_lr_slots(rest.len()));
         }
+        // δ1, and the output layer's gradient (and ∂b1): all ready after this dispatch, so it
+        // can be all-reduced while the hidden layer's weight product runs.
+        rest.push(t.backward(pass, r, ab));
+        let hidden_grad_at = rest.len();
+        // ∂W1 = δ1ᵀ · x (hidden × 784, summed over the batch's rows); `t.h` fills the
+        // product's unused bias and mask bindings.
+        let target = match pass {
+            Pass::Gradient => t.b.grad_of(0),
+            _ => t.b.param(0),
+        };
+        let p = Site::GradW1.params(r, hid, ab, 1);
+        let res = [whole(t.dh), whole(t.x), whole(t.h), whole(t.h), target];
+        rest.push(t.product(Site::GradW1, (phase, t.names.grad_w1[i]), res, p));
         Plan {
             unpack,
             copies: mirror_copies(t, pass, rows, hidden_grad_at),
@@ -383,5 +360,10 @@ impl Plan {
             slots,
             values: v,
         }
+    }
+
+    /// Dispatches one step of this plan records: its unpack and the rest.
+    pub(in crate::gpu) fn dispatches(&self) -> usize {
+        1 + self.rest.len()
     }
 }

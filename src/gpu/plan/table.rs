@@ -3,14 +3,13 @@
 //! the step's one sequence over either table, so the order of the step is written once.
 //!
 //! ```text
-//!                     f32                          f16 (mixed precision)
-//! unpack              unpack_batch → x             unpack_batch_f16 → x16
-//! hidden (h)          matmul (K split if faster)   matmul, f16 in (f32 sums), f16 h16 out
-//! output (z)          matmul                       matmul, f16 in, f32 logits out
-//! SoftMax, δ2         softmax_xent → dz            softmax_xent_f16 → dz16 (loss-scaled)
-//! δ1                  matmul                       matmul, f16 in, f16 out
-//! ∂W, ∂b              matmul, bias_update          matmul f16 in f32 out, bias_grad_f16 (f32 ∂)
-//! fused update        alpha = −lr, beta = 1        — (f16 steps through the gradient)
+//!                     f32                            f16 (mixed precision)
+//! unpack              unpack_batch → x               unpack_batch (f16) → x16
+//! hidden (h)          matmul (K split if faster)     matmul, f16 in (f32 sums), f16 h16 out
+//! head                head: z, SoftMax, loss → dz    head (f16): f16 h16, W2 in; dz16 out (loss-scaled)
+//! backward            backward → dh, ∂W2, ∂b2, ∂b1   backward (f16): dh16 out, f32 ∂ out
+//! ∂W1                 matmul                         matmul, f16 in, f32 out
+//! fused update        alpha = −lr, beta = 1          — (f16 steps through the gradient)
 //! ```
 //!
 //! Each "matmul" is the site's pick (gpu/autotune): an f32 variant, or under f16 one that
@@ -32,49 +31,32 @@ pub(super) fn whole(b: &wgpu::Buffer) -> Res<'_> {
 
 /// The names of a step's dispatches, as profiles and traces show them.
 pub(super) struct Names {
-    /// The hidden layer's product: whole, as a split-K product, and the split's reduction.
-    pub(super) hidden: [&'static str; 3],
-    /// The output layer's product, likewise.
-    pub(super) output: [&'static str; 3],
-    pub(super) delta1: &'static str,
-    /// The gradient pass's products and bias sums: ∂W2, ∂b2, ∂W1, ∂b1.
-    pub(super) gradient: [&'static str; 4],
+    /// The hidden layer's product: whole, and as split-K slices (which head adds up).
+    pub(super) hidden: [&'static str; 2],
+    /// head: alone, and adding the hidden layer's slices first.
+    pub(super) head: [&'static str; 2],
+    /// backward and the hidden layer's weight product: writing the gradient (Pass::Gradient),
+    /// and adding −lr times it into the weights (Pass::Train).
+    pub(super) backward: [&'static str; 2],
+    pub(super) grad_w1: [&'static str; 2],
 }
 
 const F32_NAMES: Names = Names {
-    hidden: [
-        "hidden: ReLU(x·W1ᵀ + b1)",
-        "hidden: x·W1ᵀ (split K)",
-        "hidden: Σ splits + b1, ReLU",
+    hidden: ["hidden: ReLU(x·W1ᵀ + b1)", "hidden: x·W1ᵀ (split K)"],
+    head: [
+        "head: h·W2ᵀ + b2, SoftMax, loss, δ2",
+        "head: h = ReLU(Σ splits + b1); h·W2ᵀ + b2, SoftMax, loss, δ2",
     ],
-    output: [
-        "output: h·W2ᵀ + b2",
-        "output: h·W2ᵀ (split K)",
-        "output: Σ splits + b2",
-    ],
-    delta1: "δ1 = (δ2·W2) ⊙ ReLU′",
-    gradient: ["∂W2 = δ2ᵀ·h", "∂b2 = Σδ2", "∂W1 = δ1ᵀ·x", "∂b1 = Σδ1"],
+    backward: ["backward: δ1; ∂W2, ∂b2, ∂b1", "backward: δ1; W2, b2, b1 −= lr·∂"],
+    grad_w1: ["∂W1 = δ1ᵀ·x", "W1 −= lr·δ1ᵀ·x"],
 };
 
 const F16_NAMES: Names = Names {
-    hidden: ["hidden: ReLU(x·W1ᵀ + b1), f16", "", ""],
-    output: ["output: h·W2ᵀ + b2, f16 → f32", "", ""],
-    delta1: "δ1 = (δ2·W2) ⊙ ReLU′, f16",
-    gradient: [
-        "∂W2 = δ2ᵀ·h, f16 → f32",
-        "∂b2 = Σδ2, f16 → f32",
-        "∂W1 = δ1ᵀ·x, f16 → f32",
-        "∂b1 = Σδ1, f16 → f32",
-    ],
+    hidden: ["hidden: ReLU(x·W1ᵀ + b1), f16", ""],
+    head: ["head: h·W2ᵀ + b2, SoftMax, loss, δ2, f16", ""],
+    backward: ["backward: δ1; ∂W2, ∂b2, ∂b1, f16 → f32", ""],
+    grad_w1: ["∂W1 = δ1ᵀ·x, f16 → f32", ""],
 };
-
-/// The fused update's names (Pass::Train): the gradient is added into the weights directly.
-pub(super) const FUSED_NAMES: [&str; 4] = [
-    "W2 −= lr·δ2ᵀ·h",
-    "b2 −= lr·Σδ2",
-    "W1 −= lr·δ1ᵀ·x",
-    "b1 −= lr·Σδ1",
-];
 
 /// One precision's kernels and buffers.
 pub(in crate::gpu) struct Table<'a> {
@@ -154,10 +136,19 @@ impl<'a> Table<'a> {
     /// The buffer holding parameter tensor `i` in the working precision, and the tensor's
     /// first byte in it.
     pub(super) fn param_buffer(&self, i: usize) -> (&'a wgpu::Buffer, u64) {
-        let offset = self.b.layout.offsets[i] as u64 * self.value_bytes as u64;
+        let offset = self.param_at(i) as u64 * self.value_bytes as u64;
         match &self.b.half {
             Some(h16) if self.half.is_some() => (&h16.params, offset),
             _ => (&self.b.params, offset),
+        }
+    }
+
+    /// Where parameter tensor `i` starts in the working precision's parameter buffer, in
+    /// elements.
+    pub(super) fn param_at(&self, i: usize) -> u32 {
+        match &self.b.half {
+            Some(h16) if self.half.is_some() => h16.layout.offsets[i] as u32,
+            _ => self.b.layout.offsets[i] as u32,
         }
     }
 
@@ -192,126 +183,131 @@ impl<'a> Table<'a> {
         Dispatch::matmul(self.d, name, variant, res, mirrors, &p).work(phase, flops, bytes)
     }
 
-    /// A forward product `out = epilogue(a · W_wᵀ + b_w)`: one product, or, when K is split,
-    /// a product into the partial sums and a splitk_reduce that applies the epilogue.
-    /// `unused` fills the mask binding, which forward products do not read (wgpu refuses a
-    /// buffer bound both read-only and read-write, so never the output).
+    /// The hidden layer's product `out = ReLU(x · W1ᵀ + b1)`, or, when K is split, the raw
+    /// sums of each K-slice into the partial sums, which head adds up (its consumer: no
+    /// dispatch of its own). `unused` fills the mask binding, which it does not read (wgpu
+    /// refuses a buffer bound both read-only and read-write, so never the output).
     pub(super) fn forward(
         &self,
-        site: Site,
-        (a, w, unused, out): (&wgpu::Buffer, usize, &wgpu::Buffer, &wgpu::Buffer),
+        (a, unused, out): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
         p: MatmulParams,
-    ) -> Vec<Dispatch> {
-        let (bm, bias) = (self.param(w), self.param(w + 1));
-        let names = match site {
-            Site::Hidden => &self.names.hidden,
-            _ => &self.names.output,
+    ) -> Dispatch {
+        let (bm, bias) = (self.param(0), self.param(1));
+        let (name, c) = match p.splits {
+            1 => (self.names.hidden[0], out),
+            _ => (self.names.hidden[1], &self.b.partial),
         };
-        if p.splits == 1 {
-            let res = [whole(a), bm, bias, whole(unused), whole(out)];
-            return vec![self.product(site, ("forward", names[0]), res, p)];
-        }
-        let size = p.m * p.n;
-        let reduce = Dispatch::new(
-            self.d,
-            names[2],
-            &self.k.splitk_reduce,
-            &[
-                whole(&self.b.partial),
-                bias.clone(),
-                whole(unused),
-                whole(out),
-            ],
-            &p,
-            groups_1d(size),
-        )
-        .work(
-            "forward",
-            (p.splits * size) as f64,
-            4.0 * ((p.splits + 1) * size + p.n) as f64,
-        );
-        let res = [whole(a), bm, bias, whole(unused), whole(&self.b.partial)];
-        vec![self.product(site, ("forward", names[1]), res, p), reduce]
+        let res = [whole(a), bm, bias, whole(unused), whole(c)];
+        self.product(Site::Hidden, ("forward", name), res, p)
     }
 
-    /// SoftMax, loss and accuracy of `rows` logits, and (training) δ2 = (p − onehot) /
-    /// divisor · scale in the working precision. Evaluation runs the f32 kernel in both
-    /// precisions: it writes no δ2.
-    pub(super) fn softmax(&self, pass: Pass, rows: u32, divisor: u32, scale: f32) -> Dispatch {
-        let cls = crate::data::CLASSES as u32;
-        let p = crate::abi::SoftmaxParams {
+    /// head: the output layer, SoftMax, loss and accuracy of `rows` rows (adding the hidden
+    /// layer's `splits` K-slices into h first when there are several), and (training) δ2 =
+    /// (p − onehot) / divisor · scale in the working precision.
+    pub(super) fn head(&self, pass: Pass, rows: u32, (divisor, scale): (u32, f32), splits: u32) -> Dispatch {
+        let (cls, hid) = (crate::data::CLASSES as u32, self.b.hidden as u32);
+        let p = crate::abi::HeadParams {
             rows,
-            classes: cls,
-            divisor,
-            at: if pass == Pass::Eval {
-                EVAL_AT
-            } else {
-                TRAIN_AT
-            },
+            hidden: hid,
+            divisor: if pass == Pass::Eval { 0 } else { divisor },
+            at: if pass == Pass::Eval { EVAL_AT } else { TRAIN_AT },
             scale,
+            splits,
+            w2_at: self.param_at(2),
+            b2_at: self.param_at(3),
+            b1_at: self.param_at(1),
             _pad: [0; 3],
         };
-        let (name, pipeline, dz, delta_bytes) = match (self.half, pass) {
-            (Some(k16), Pass::Gradient | Pass::Train) => {
-                ("softmax_xent_f16", &k16.softmax_xent, self.dz, 2)
-            }
-            _ => ("softmax_xent", &self.k.softmax_xent, &self.b.dz, 4),
+        let pipeline = match self.half {
+            Some(k16) => &k16.head,
+            None => &self.k.head,
         };
         let b = self.b;
+        let name = self.names.head[(splits > 1) as usize];
+        let vb = self.value_bytes;
+        // Reads h (or the slices, and writes h), W2, b2 and the labels; writes δ2 in training.
+        let h_bytes = match splits {
+            1 => vb * rows * hid,
+            s => 4 * s * rows * hid + vb * rows * hid,
+        };
+        let delta = if pass == Pass::Eval { 0 } else { vb * rows * cls };
         Dispatch::new(
             self.d,
             name,
             pipeline,
             &[
-                whole(&b.z),
+                whole(self.h),
+                whole(self.param_buffer(0).0),
+                whole(&b.partial),
                 whole(&b.batch_labels),
-                whole(dz),
+                whole(self.dz),
                 whole(&b.totals),
             ],
             &p,
             (1, 1, 1),
         )
-        // Reads the f32 logits and labels, writes δ2.
         .work(
             "loss",
-            0.0,
-            (4 * rows * cls + delta_bytes * rows * cls + 4 * rows) as f64,
+            (2 * rows * cls * hid + (splits - 1) * rows * hid) as f64,
+            (h_bytes + vb * cls * (hid + 1) + 4 * rows + delta) as f64,
         )
     }
 
-    /// `out = alpha · Σ_rows δ + beta · out`: a bias's gradient (alpha 1, beta 0) or its fused
-    /// update (alpha −lr, beta 1), δ in the working precision, `out` f32.
-    pub(super) fn bias(
-        &self,
-        (phase, name): (&'static str, &'static str),
-        delta: &wgpu::Buffer,
-        out: Res,
-        (rows, cols): (u32, u32),
-        (alpha, beta): (f32, f32),
-    ) -> Dispatch {
-        let p = crate::abi::BiasParams {
+    /// backward: δ1 = (δ2·W2) ⊙ ReLU′, and the output layer's ∂W2 = δ2ᵀ·h, ∂b2 = Σδ2 and the
+    /// hidden layer's ∂b1 = Σδ1, each written `dest = alpha · ∂ + beta · dest`: into the f32
+    /// gradient (Pass::Gradient: alpha 1, beta 0) or the f32 weights (Pass::Train: −lr, 1).
+    pub(super) fn backward(&self, pass: Pass, rows: u32, (alpha, beta): (f32, f32)) -> Dispatch {
+        let (cls, hid) = (crate::data::CLASSES as u32, self.b.hidden as u32);
+        let b = self.b;
+        let train = pass == Pass::Train;
+        let dest = if train { &b.params } else { &b.grad };
+        // The fused update reads W2 from `dest`, the weights it updates; `weights` is then
+        // not read, and binds a buffer this dispatch does not write.
+        let weights = if train { self.x } else { self.param_buffer(0).0 };
+        let at = |i: usize| b.layout.offsets[i] as u32;
+        let p = crate::abi::BackwardParams {
             rows,
-            cols,
+            hidden: hid,
             alpha,
             beta,
+            in_place: train as u32,
+            w2_at: self.param_at(2),
+            t_w2_at: at(2),
+            t_b2_at: at(3),
+            t_b1_at: at(1),
+            _pad: [0; 3],
         };
         let pipeline = match self.half {
-            Some(k16) => &k16.bias_grad,
-            None => &self.k.bias_update,
+            Some(k16) => &k16.backward,
+            None => &self.k.backward,
         };
+        let (phase, name) = match train {
+            true => ("update", self.names.backward[1]),
+            false => ("backward", self.names.backward[0]),
+        };
+        let vb = self.value_bytes;
+        // Reads δ2, h and W2; writes δ1 and the 10·hidden + 10 + hidden sums (reading them
+        // first when beta ≠ 0).
+        let sums = cls * hid + cls + hid;
+        let old = if beta == 0.0 { 0 } else { 4 * sums };
         Dispatch::new(
             self.d,
             name,
             pipeline,
-            &[whole(delta), out],
+            &[
+                whole(self.dz),
+                whole(self.h),
+                whole(weights),
+                whole(self.dh),
+                whole(dest),
+            ],
             &p,
-            self.k.bias_sum.workgroups(cols),
+            groups_1d(hid + cls),
         )
         .work(
             phase,
-            (rows * cols) as f64,
-            // Reads δ, writes `out` (and reads it first when beta ≠ 0).
-            (self.value_bytes * rows * cols + if beta == 0.0 { 4 } else { 8 } * cols) as f64,
+            (4 * rows * cls * hid + rows * (hid + cls)) as f64,
+            (vb * rows * cls + 2 * vb * rows * hid + vb * cls * hid + 4 * sums + old) as f64,
         )
     }
 }
