@@ -272,3 +272,54 @@ fn kernels_reading_texture_mirrors_train_to_reg8x4s_bits() {
         assert!(same, "{name}: the separated step's gradient differs");
     }
 }
+
+/// Issue 31: a training step in at most five dispatches, counted from the plan the engine
+/// builds for it, in f32 and (where the adapter has f16) f16, staged and resident, and with
+/// the hidden layer's product split along K (tiled16 at batch 64: its slices are added up
+/// inside head, not by a dispatch of their own).
+#[test]
+fn a_training_step_takes_at_most_five_dispatches() {
+    use gpu_train::engine::Precision;
+    let Some(g) = gpu("a_training_step_takes_at_most_five_dispatches") else {
+        return;
+    };
+    let f16 = g.features.contains(wgpu::Features::SHADER_F16);
+    drop(g);
+    let mut data = sample();
+    data.train = data.train.take(256);
+    let mut cases = vec![
+        (false, Precision::F32, Some("reg8x4")),
+        (true, Precision::F32, Some("reg8x4")),
+        (false, Precision::F32, Some("tiled16")),
+    ];
+    if f16 {
+        cases.extend([(false, Precision::F16, Some("reg8x4")), (true, Precision::F16, Some("reg8x4"))]);
+    }
+    for (resident, precision, kernels) in cases {
+        let opts = GpuOptions {
+            batch: 64,
+            resident,
+            ring: 2,
+            kernels,
+            precision,
+        };
+        let g = gpu("gpu").unwrap();
+        let mut e = GpuEngine::new(g, &Model::init(1), opts, &data.train).unwrap();
+        let what = format!("{precision:?}, resident {resident}, {kernels:?}");
+        let hidden = e.matmul_choice().picks[Site::Hidden as usize].variant;
+        if kernels == Some("tiled16") {
+            assert!(hidden.forward_splits(64, 128, 784) > 1, "{what}: the product was meant to split");
+        }
+        assert!(e.dispatches_per_step() <= 5, "{what}: {} dispatches", e.dispatches_per_step());
+        assert!(e.to_string().contains(&format!("{} dispatches a step", e.dispatches_per_step())), "{e}");
+        // And the step it counts trains: the loss of a few steps is finite.
+        let target = match precision {
+            Precision::F32 => Target::Update { lr: 0.1 },
+            Precision::F16 => Target::Gradient { global_rows: 64, loss_scale: 1024.0 },
+        };
+        let batch: Vec<u32> = (0..64).collect();
+        e.step(&data.train, &batch, target).unwrap();
+        let totals = e.take_counters().unwrap().totals;
+        assert!(totals.seen == 64 && totals.loss_sum.is_finite(), "{what}: {totals:?}");
+    }
+}
