@@ -75,7 +75,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>) {
     var correct = 0.0;
     for (var r = t; r < params.rows; r += WORKGROUP) {
         let hrow = r * hid;
-        // The hidden layer's split-K reduction (splitk_reduce's epilogue: sum, + b1, ReLU).
+        // The hidden layer's split-K reduction (matmul.wgsl's epilogue: sum, + b1, ReLU).
         if params.splits > 1u {
             let size = params.rows * hid;
             for (var j = 0u; j < hid; j++) {

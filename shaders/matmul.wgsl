@@ -2,8 +2,8 @@
 //
 //   acc[m, n]  = Σ_k A(m, k) · B(k, n)                  k over this workgroup's K-slice
 //   splits = 1:  C[m, n] = epilogue(acc)
-//   splits > 1:  C[z, m, n] = acc   (raw partial sums; splitk_reduce.wgsl adds them and applies
-//                                    the same epilogue)
+//   splits > 1:  C[z, m, n] = acc   (raw partial sums; head.wgsl, their consumer, adds them and
+//                                    applies the hidden layer's epilogue: + b1, ReLU)
 //   epilogue(v) = alpha·v + beta·C[m, n] (+ bias[n]) (then ReLU) (then ⊙ [mask[m, n] > 0])
 //
 // A(m, k) = a[m·a_rs + k·a_cs] and B(k, n) = b[k·b_rs + n·b_cs]: the strides say how each
@@ -92,7 +92,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         c[wid.z * params.m * params.n + i] = acc;
         return;
     }
-    // The epilogue (kept identical to splitk_reduce.wgsl's).
+    // The epilogue (split K: head.wgsl adds the slices and applies this one's bias and ReLU).
     var v = params.alpha * acc;
     if params.beta != 0.0 {
         v += params.beta * c[i];

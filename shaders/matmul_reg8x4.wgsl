@@ -3,7 +3,7 @@
 //
 //   acc[m, n]  = Σ_k A(m, k) · B(k, n)                  k over this workgroup's K-slice
 //   splits = 1:  C[m, n] = epilogue(acc)
-//   splits > 1:  C[z, m, n] = acc   (raw partial sums for splitk_reduce.wgsl)
+//   splits > 1:  C[z, m, n] = acc   (raw partial sums, which head.wgsl adds up)
 //   epilogue(v) = alpha·v + beta·C[m, n] (+ bias[n]) (then ReLU) (then ⊙ [mask[m, n] > 0])
 //   A(m, k) = a[m·a_rs + k·a_cs],  B(k, n) = b[k·b_rs + n·b_cs]   (strides, as in matmul.wgsl)
 //

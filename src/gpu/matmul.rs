@@ -106,15 +106,51 @@ const fn reg8x4_f16(name: &'static str, elems: Elems) -> MatmulVariant {
     }
 }
 
-/// Every matmul variant: the hand-written ones (tiled16 first), then the generated family, f32
-/// and f16 (filter by [`MatmulVariant::elems`]).
+/// Every matmul variant: the hand-written ones (tiled16 first), matmul.wgsl's other tiles and
+/// split-K limits, then the generated family, f32 and f16 (filter by [`MatmulVariant::elems`]).
 pub fn matmul_variants() -> &'static [MatmulVariant] {
     static ALL: std::sync::OnceLock<Vec<MatmulVariant>> = std::sync::OnceLock::new();
     ALL.get_or_init(|| {
         let mut all: Vec<MatmulVariant> = FIXED_VARIANTS.into_iter().collect();
+        all.extend(tiled());
         all.extend(generated());
         all
     })
+}
+
+/// matmul.wgsl's family for hardware adapters, beside tiled16: 8×8 tiles (a quarter of the
+/// threads a workgroup, four times the workgroups: more of a big GPU's multiprocessors busy at
+/// batch 64), and K split at most 4 ways or not at all (each split adds the slices' partial
+/// sums to write and to add up in head). 32×32 would be 1,024 threads a workgroup, past the
+/// 256 wgpu promises everywhere.
+fn tiled() -> Vec<MatmulVariant> {
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let source = include_str!("../../shaders/matmul.wgsl");
+    let line = format!("const TILE: u32 = {MATMUL_TILE}u;");
+    assert!(source.contains(&line), "matmul.wgsl sets TILE in one line");
+    [(16, 4), (16, 1), (8, 16), (8, 1)]
+        .into_iter()
+        .map(|(tile, max_splits)| MatmulVariant {
+            name: leak(match max_splits {
+                16 => format!("tiled{tile}"),
+                s => format!("tiled{tile}_k{s}"),
+            }),
+            source: leak(source.replace(&line, &format!("const TILE: u32 = {tile}u;"))),
+            block_m: tile,
+            block_n: tile,
+            max_splits,
+            unchecked: false,
+            load: Load::Scalar,
+            subgroup8: false,
+            software: false,
+            textures: [false, false],
+            elems: Elems::F32,
+            base: leak(match max_splits {
+                16 => format!("tiled{tile}"),
+                s => format!("tiled{tile}_k{s}"),
+            }),
+        })
+        .collect()
 }
 
 /// The hand-written variants (the first of [`matmul_variants`]), whose tiled16, reg8x4 and
@@ -172,11 +208,15 @@ impl MatmulVariant {
     }
 
     /// Whether `gpu` can run this variant (f16 ones: with f16 in shaders), and the search should
-    /// offer it there.
+    /// offer it there. The family's members that only make sense on a CPU adapter (rows shared
+    /// through lavapipe's 8-lane subgroups, operands read through texture mirrors, made for
+    /// llvmpipe's dear loads) are offered only to the software family; the rest (register
+    /// blocks, vec4 loads) to every adapter ([`software_family`]).
     pub fn offered_on(&self, gpu: &Gpu) -> bool {
         let f16 = gpu.features.contains(wgpu::Features::SHADER_F16);
+        let cpu_only = self.subgroup8 || self.textures.contains(&true);
         (!self.subgroup8 || gpu.has_subgroups_of(8))
-            && (!self.software || gpu.is_software())
+            && (!cpu_only || software_family(gpu))
             && (self.elems == Elems::F32 || f16)
     }
 
@@ -200,6 +240,14 @@ impl MatmulVariant {
             .clamp(1, self.max_splits)
             .min((k as u32).div_ceil(MATMUL_TILE))
     }
+}
+
+/// Whether `gpu` gets the family made for CPU adapters: a software adapter does, unless
+/// GPU_TRAIN_KERNEL_FAMILY=hardware asks for the hardware family (how CI checks the hardware
+/// family's members on lavapipe: every one the search times is first compared with the CPU
+/// twin).
+pub fn software_family(gpu: &Gpu) -> bool {
+    gpu.is_software() && std::env::var("GPU_TRAIN_KERNEL_FAMILY").as_deref() != Ok("hardware")
 }
 
 /// The generated family (gpu/variants.rs) as variants (built once; their names and sources

@@ -23,7 +23,7 @@ mod bench;
 mod cache;
 
 use super::kernels;
-use crate::gpu::matmul::{matmul_variants, MatmulVariant};
+use crate::gpu::matmul::{matmul_variants, software_family, MatmulVariant};
 use crate::abi::{Elems, MatmulParams, Site, SITES};
 use super::mirror::Mirror;
 use super::context::Gpu;
@@ -187,7 +187,7 @@ fn fallback(gpu: &Gpu, site: Site, step: Step) -> &'static MatmulVariant {
         .iter()
         .filter(|v| v.offered_on(gpu) && v.fits_at(site, step.precision, &p))
         .collect();
-    let own_kind = fixed.iter().find(|v| v.software == gpu.is_software());
+    let own_kind = fixed.iter().find(|v| v.software == software_family(gpu));
     own_kind
         .or(fixed.first())
         .expect("a hand-written variant for every product")
@@ -227,7 +227,8 @@ fn search(gpu: &Gpu, step: Step, known: &Measured) -> Result<(Measurements, usiz
         .collect();
     // The family in its order of likely winners, then the fallback, tiled16 last: a cold
     // compile is most of a candidate's cost, so the first seconds go to the likeliest.
-    order.sort_by_key(|v| (!v.software, v.base == base.base));
+    let software = software_family(gpu);
+    order.sort_by_key(|v| (v.software != software, v.base == base.base));
     let mut benches: Vec<Option<Bench>> = Site::ALL.iter().map(|_| None).collect();
     let (mut new, mut left, mut tried, mut dearest) = (Vec::new(), 0, 0, 0f64);
     for v in order {
@@ -362,23 +363,6 @@ pub fn choose(
     };
     if let Some(name) = forced_name {
         return forced(gpu, name, step);
-    }
-    if !matmul_variants()
-        .iter()
-        .any(|v| v.software && v.offered_on(gpu))
-    {
-        // A hardware adapter: one variant is offered a product, nothing to measure.
-        let picks = Site::ALL.map(|site| Pick {
-            variant: fallback(gpu, site, step),
-            seconds: None,
-        });
-        let mut names: Vec<&str> = picks.iter().map(|p| p.variant.name).collect();
-        names.sort();
-        names.dedup();
-        return Ok(Choice {
-            how: format!("{}: made for hardware adapters", names.join(" and ")),
-            picks,
-        });
     }
     static CHOSEN: OnceLock<Mutex<HashMap<String, Choice>>> = OnceLock::new();
     let memo = CHOSEN.get_or_init(Default::default);

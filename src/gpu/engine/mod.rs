@@ -64,11 +64,10 @@ impl std::fmt::Display for GpuEngine {
         };
         write!(
             f,
-            "GPU {}: {:?}, {kind}; {}, {} dispatches a step",
+            "GPU {}: {:?}, {kind}; {}",
             self.gpu.info.name,
             self.gpu.info.backend,
             if self.bufs.resident.is_some() { "resident in VRAM" } else { "staged from RAM" },
-            self.step_dispatches,
         )
     }
 }
@@ -81,7 +80,13 @@ impl Engine for GpuEngine {
             (true, None) => "a software adapter runs on the CPU: --cpu is usually faster".to_string(),
             _ => String::new(),
         };
-        let mut notes: Vec<String> = [note].into_iter().filter(|n| !n.is_empty()).collect();
+        // How long a step's chain of dependent dispatches is, and where its kernels came from.
+        let how = self.matmul.how.split(':').next().unwrap_or_default();
+        let step = format!(
+            "a step is {} dispatches; its two products' kernels {how} (-v: which)",
+            self.step_dispatches
+        );
+        let mut notes: Vec<String> = [step, note].into_iter().filter(|n| !n.is_empty()).collect();
         if self.half.is_some() {
             notes.push("mixed precision: f16 activations and working weights, f32 sums and masters".into());
         }
