@@ -23,11 +23,15 @@
 //
 // Why one kernel: at batch 64 the output layer is 64 × 10 sums of 128 products, 82 thousand
 // multiply-adds, far too little work to fill even one multiprocessor. As three dispatches each
-// waited for the one before (a few µs each on an H200, most of a step); here thread t takes rows
-// t, t + 64, ..., keeps its row's 10 logits in registers, and nothing leaves the workgroup but δ2
-// and the totals. A single workgroup does the whole batch, so the totals are added in workgroup
-// memory: accum needs no atomics and the sum is the same on every run.
-//
+// waited for the one before (a few µs each on an H200, most of a step); here each thread takes
+// ROWS_PER_THREAD rows at a time (rows t·R .. t·R + R − 1, then 64·R further on), keeps their
+// logits in registers, and nothing leaves the workgroup but δ2 and the totals. A single
+// workgroup does the whole batch, so the totals are added in workgroup memory: accum needs no
+// atomics and the sum is the same on every run.
+// ROWS_PER_THREAD is 1 on a GPU (64 rows side by side) and 8 on a CPU adapter (gpu/kernels.rs
+// sets it), where a load costs more than a multiply-add (gpu/variants.rs): each weight loaded
+// then serves 8 rows. Every logit is the same sum in the same order either way.
+
 // Shapes: h (rows, hidden) Elem; weights the parameters in the working precision, W2 at w2_at
 // (10, hidden) row-major, b2 at b2_at, b1 at b1_at; partial (splits, rows, hidden) f32 (split-K's
 // slices, read only when splits > 1, which only f32 steps use); labels (rows) u32; dlogits (rows,
@@ -55,6 +59,8 @@ struct Params {
 const CLASSES: u32 = 10u;
 // 64 threads: one row each for the default batch of 64; a power of two for the tree sum below.
 const WORKGROUP: u32 = 64u;
+// Rows a thread computes together (the line gpu/kernels.rs rewrites for CPU adapters).
+const ROWS_PER_THREAD: u32 = 1u;
 
 @group(0) @binding(0) var<storage, read_write> h: array<Elem>;
 @group(0) @binding(1) var<storage, read> weights: array<Elem>;
@@ -67,61 +73,85 @@ const WORKGROUP: u32 = 64u;
 var<workgroup> loss_part: array<f32, WORKGROUP>;
 var<workgroup> correct_part: array<f32, WORKGROUP>;
 
+// The loss, accuracy and (training) δ2 of row r from its logits z.
+fn finish(r: u32, z: array<f32, CLASSES>) -> vec2<f32> {
+    var best = 0u;
+    var max_z = z[0];
+    for (var c = 1u; c < CLASSES; c++) {
+        if z[c] > max_z {
+            max_z = z[c];
+            best = c;
+        }
+    }
+    var sum = 0.0;
+    for (var c = 0u; c < CLASSES; c++) {
+        sum += exp(z[c] - max_z);
+    }
+    let y = labels[r];
+    var correct = 0.0;
+    if best == y {
+        correct = 1.0;
+    }
+    if params.divisor != 0u {
+        for (var c = 0u; c < CLASSES; c++) {
+            var onehot = 0.0;
+            if c == y {
+                onehot = 1.0;
+            }
+            let p = exp(z[c] - max_z) / sum;
+            dlogits[r * CLASSES + c] = Elem((p - onehot) / f32(params.divisor) * params.scale);
+        }
+    }
+    return vec2<f32>(log(sum) - (z[y] - max_z), correct);
+}
+
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>) {
     let t = lid.x;
     let hid = params.hidden;
     var loss = 0.0;
     var correct = 0.0;
-    for (var r = t; r < params.rows; r += WORKGROUP) {
-        let hrow = r * hid;
-        // The hidden layer's split-K reduction (matmul.wgsl's epilogue: sum, + b1, ReLU).
+    for (var r0 = t * ROWS_PER_THREAD; r0 < params.rows; r0 += WORKGROUP * ROWS_PER_THREAD) {
+        let n = min(ROWS_PER_THREAD, params.rows - r0);
+        // The hidden layer's split-K reduction (matmul.wgsl's epilogue, once the slices are
+        // summed: + b1, ReLU).
         if params.splits > 1u {
             let size = params.rows * hid;
-            for (var j = 0u; j < hid; j++) {
-                var acc = 0.0;
-                for (var s = 0u; s < params.splits; s++) {
-                    acc += partial[s * size + hrow + j];
+            for (var i = 0u; i < n; i++) {
+                let hrow = (r0 + i) * hid;
+                for (var j = 0u; j < hid; j++) {
+                    var acc = 0.0;
+                    for (var s = 0u; s < params.splits; s++) {
+                        acc += partial[s * size + hrow + j];
+                    }
+                    h[hrow + j] = Elem(max(acc + f32(weights[params.b1_at + j]), 0.0));
                 }
-                h[hrow + j] = Elem(max(acc + f32(weights[params.b1_at + j]), 0.0));
             }
         }
-        // The row's logits: z = h · W2ᵀ + b2.
-        var z: array<f32, CLASSES>;
-        for (var c = 0u; c < CLASSES; c++) {
-            let wrow = params.w2_at + c * hid;
-            var acc = 0.0;
-            for (var j = 0u; j < hid; j++) {
-                acc += f32(h[hrow + j]) * f32(weights[wrow + j]);
+        // The rows' logits: z = h · W2ᵀ + b2, each sum over j in ascending order.
+        var acc: array<array<f32, CLASSES>, ROWS_PER_THREAD>;
+        for (var j = 0u; j < hid; j++) {
+            var hv: array<f32, ROWS_PER_THREAD>;
+            for (var i = 0u; i < ROWS_PER_THREAD; i++) {
+                if i < n {
+                    hv[i] = f32(h[(r0 + i) * hid + j]);
+                }
             }
-            z[c] = acc + f32(weights[params.b2_at + c]);
-        }
-        var best = 0u;
-        var max_z = z[0];
-        for (var c = 1u; c < CLASSES; c++) {
-            if z[c] > max_z {
-                max_z = z[c];
-                best = c;
-            }
-        }
-        var sum = 0.0;
-        for (var c = 0u; c < CLASSES; c++) {
-            sum += exp(z[c] - max_z);
-        }
-        let y = labels[r];
-        loss += log(sum) - (z[y] - max_z);
-        if best == y {
-            correct += 1.0;
-        }
-        if params.divisor != 0u {
             for (var c = 0u; c < CLASSES; c++) {
-                var onehot = 0.0;
-                if c == y {
-                    onehot = 1.0;
+                let w = f32(weights[params.w2_at + c * hid + j]);
+                for (var i = 0u; i < ROWS_PER_THREAD; i++) {
+                    acc[i][c] += hv[i] * w;
                 }
-                let p = exp(z[c] - max_z) / sum;
-                dlogits[r * CLASSES + c] = Elem((p - onehot) / f32(params.divisor) * params.scale);
             }
+        }
+        for (var i = 0u; i < n; i++) {
+            var z: array<f32, CLASSES>;
+            for (var c = 0u; c < CLASSES; c++) {
+                z[c] = acc[i][c] + f32(weights[params.b2_at + c]);
+            }
+            let lc = finish(r0 + i, z);
+            loss += lc.x;
+            correct += lc.y;
         }
     }
     loss_part[t] = loss;

@@ -408,8 +408,10 @@ pub fn profile_text(
         batches.len(),
         args.batch_size
     );
+    // The kernel column as wide as its widest name.
+    let w = kernels.iter().map(|k| k.name.chars().count()).max().unwrap_or(0).max(6);
     s += &format!(
-        "{:<30} {:<9} {:>9} {:>9} {:>9} {:>10}\n",
+        "{:<w$} {:<9} {:>9} {:>9} {:>9} {:>10}\n",
         "kernel", "phase", "µs", "GFLOP/s", "GB/s", "floor µs"
     );
     for k in &kernels {
@@ -421,7 +423,7 @@ pub fn profile_text(
             _ => "-".into(),
         };
         s += &format!(
-            "{:<30} {:<9} {:>9.2} {:>9.1} {:>9.1} {:>10}\n",
+            "{:<w$} {:<9} {:>9.2} {:>9.1} {:>9.1} {:>10}\n",
             k.name,
             k.phase,
             k.seconds * 1e6,

@@ -9,7 +9,7 @@ use gpu_train::cpu::engine::CpuEngine;
 use gpu_train::cpu::twins;
 use gpu_train::data::{self, DataSplit};
 use gpu_train::engine::{Engine, Precision};
-use gpu_train::gpu::kernels::{self, KernelsF16};
+use gpu_train::gpu::kernels::{self, Blocking, KernelsF16};
 use gpu_train::gpu::matmul::{matmul_variants, MatmulVariant};
 use gpu_train::abi::{row_major, transposed, Elems, MatmulParams, Site};
 use gpu_train::gpu::dispatch::{run_now, storage, Dispatch};
@@ -68,7 +68,7 @@ fn f16_kernels_match_their_twins() {
         return;
     };
     let d = &g.device;
-    let k = KernelsF16::new(d);
+    let k = KernelsF16::new(d, Blocking::GPU);
     let mut r = rng(21);
     let buf16 = |v: &[f16]| storage::<f16>(d, "f16", v);
     // matmul_f16 and matmul_f16_f32out (the variants reg8x4_f16 and reg8x4_f16_f32out): odd
@@ -213,7 +213,7 @@ fn f16_kernels_match_their_twins() {
     let disp = Dispatch::new(d, "head16", &k.head, &res, &hp, (1, 1, 1));
     run_now(&g, &[&disp]).unwrap();
     let (mut h_want, mut dz, mut acc) = (h.clone(), vec![f16::ZERO; rows * 10], vec![0.0f32; 4]);
-    twins::head(&mut h_want, &weights, &[], &lab, &mut dz, &mut acc, &hp);
+    twins::head(&mut h_want, &weights, &[], &lab, &mut dz, &mut acc, &hp, 1);
     common::assert_close("head f16 δ2", &from16(&read16(&g, &bd)), &from16(&dz), 1e-3, F16_REL);
     common::assert_close("head f16 totals", &g.read_f32(&bacc).unwrap(), &acc, 1e-3, 1e-4);
     // backward under f16: δ2 (loss-scaled, as head wrote it) and h in, f16 δ1 and f32 ∂W2,

@@ -5,7 +5,7 @@ mod common;
 use common::{assert_close, gpu, random_f32, rng};
 use gpu_train::cpu::twins;
 use gpu_train::engine::Precision;
-use gpu_train::gpu::kernels::{self, Kernels};
+use gpu_train::gpu::kernels::{self, Blocking, Kernels};
 use gpu_train::gpu::dispatch::{groups_1d, run_now, storage, Dispatch};
 use gpu_train::gpu::matmul::{matmul_variants, MatmulVariant};
 use gpu_train::abi::{MatmulParams, Site};
@@ -308,7 +308,8 @@ fn head_matches_twin() {
     let Some(g) = gpu("head_matches_twin") else {
         return;
     };
-    let k = Kernels::new(&g.device, &matmul_variants()[0]);
+    let kernels = [Blocking::GPU, Blocking::CPU]
+        .map(|b| Kernels::with_picks(&g.device, [&matmul_variants()[0]; 2], b));
     let mut r = rng(7);
     let mut worst = 0.0f32;
     // 70 rows: more than the 64 threads, so some threads take two rows. Large weights make
@@ -345,6 +346,9 @@ fn head_matches_twin() {
             b1_at,
             _pad: [0; 3],
         };
+        // Each blocking (a GPU's one row a thread, a CPU adapter's 8): the same δ2 bits.
+        let mut delta_bits = Vec::new();
+        for k in &kernels {
         let d = &g.device;
         let bufs = [
             storage(d, "h", &h0),
@@ -358,8 +362,8 @@ fn head_matches_twin() {
         let disp = Dispatch::new(d, "head", &k.head, &res, &p, (1, 1, 1));
         run_now(&g, &[&disp]).unwrap();
         let (mut h, mut dz, mut accum) = (h0.clone(), vec![0f32; rn * 10], accum0.clone());
-        twins::head(&mut h, &weights, &partial, &labels, &mut dz, &mut accum, &p);
-        let what = format!("head, {rows} rows, {hidden} hidden, {splits} splits");
+        twins::head(&mut h, &weights, &partial, &labels, &mut dz, &mut accum, &p, k.blocking.head_rows);
+        let what = format!("head {:?}, {rows} rows, {hidden} hidden, {splits} splits", k.blocking);
         worst = worst.max(assert_close(&what, &g.read_f32(&bufs[0]).unwrap(), &h, 1e-6, 1e-5));
         worst = worst.max(assert_close(&what, &g.read_f32(&bd).unwrap(), &dz, 1e-6, 1e-4));
         let got = g.read_f32(&ba).unwrap();
@@ -369,6 +373,9 @@ fn head_matches_twin() {
         if divisor == 0 {
             assert!(dz.iter().all(|&v| v == 0.0), "evaluation writes no δ2");
         }
+        delta_bits.push(g.read_f32(&bd).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        }
+        assert_eq!(delta_bits[0], delta_bits[1], "head's δ2 under both blockings, {rows} rows");
     }
     eprintln!("head worst relative error {worst:e}");
 }
@@ -378,7 +385,8 @@ fn backward_matches_twin() {
     let Some(g) = gpu("backward_matches_twin") else {
         return;
     };
-    let k = Kernels::new(&g.device, &matmul_variants()[0]);
+    let kernels = [Blocking::GPU, Blocking::CPU]
+        .map(|b| Kernels::with_picks(&g.device, [&matmul_variants()[0]; 2], b));
     let mut r = rng(11);
     let mut worst = 0.0f32;
     // Hidden sizes that are and are not multiples of the 64-thread workgroup; the fused update
@@ -425,6 +433,9 @@ fn backward_matches_twin() {
             t_b1_at: t_b1 as u32,
             _pad: [0; 3],
         };
+        // Each blocking (a GPU's one neuron a thread, a CPU adapter's 8): the same bits.
+        let mut bits = Vec::new();
+        for k in &kernels {
         let d = &g.device;
         let bufs = [
             storage(d, "dz", &dlogits),
@@ -434,11 +445,12 @@ fn backward_matches_twin() {
             storage(d, "dest", &dest0),
         ];
         let res = bufs.each_ref().map(|b| whole(b));
-        let disp = Dispatch::new(d, "backward", &k.backward, &res, &p, groups_1d(hidden + 10));
+        let groups = k.blocking.backward_groups(hidden);
+        let disp = Dispatch::new(d, "backward", &k.backward, &res, &p, groups);
         run_now(&g, &[&disp]).unwrap();
         let (mut dh, mut dest) = (vec![0f32; rn * hn], dest0.clone());
         twins::backward(&dlogits, &h, &weights, &mut dh, &mut dest, &p);
-        let what = format!("backward, {rows} rows, {hidden} hidden, in place {in_place}");
+        let what = format!("backward {:?}, {rows} rows, {hidden} hidden, in place {in_place}", k.blocking);
         worst = worst.max(assert_close(&what, &g.read_f32(&bufs[3]).unwrap(), &dh, 1e-6, 1e-5));
         // Only W2, b2 and b1 are written: the gaps keep their values (NaN where dest0 was).
         let got = g.read_f32(&bufs[4]).unwrap();
@@ -450,6 +462,10 @@ fn backward_matches_twin() {
         }
         let pick = |v: &[f32]| -> Vec<f32> { v.iter().enumerate().filter(|(i, _)| written(*i)).map(|(_, v)| *v).collect() };
         worst = worst.max(assert_close(&what, &pick(&got), &pick(&dest), 1e-5, 1e-4));
+        let dh_got = g.read_f32(&bufs[3]).unwrap();
+        bits.push(got.iter().chain(&dh_got).map(|v| v.to_bits()).collect::<Vec<_>>());
+        }
+        assert_eq!(bits[0], bits[1], "backward under both blockings, {rows} rows, {hidden} hidden");
     }
     eprintln!("backward worst relative error {worst:e}");
 }

@@ -149,7 +149,8 @@ pub struct TrainArgs {
     #[arg(long, help_heading = ADVANCED, value_enum, default_value = "f32")]
     pub precision: PrecisionArg,
     /// The matmul kernel variant, forced on every product of the step it can compute (the
-    /// fallback elsewhere): tiled16 (workgroup-memory tiles, for GPUs), reg8x4 (register
+    /// fallback elsewhere): tiled16 and its siblings tiled16_k4, tiled16_k1, tiled8, tiled8_k1
+    /// (workgroup-memory tiles, K split up to 16, 4 or 1 ways; for GPUs), reg8x4 (register
     /// blocks, for CPU-based adapters such as lavapipe) or a member of the generated family
     /// (k4_8x8_sg, tk4_8x8_sg, tmn4_16x8_sg, ...; an unknown name lists them all); under
     /// --precision f16 the same shape reading f16 (reg8x4_f16, k4_8x8_sg_f16, ...) where there

@@ -97,9 +97,10 @@ impl Elem for half::f16 {
     }
 }
 
-/// Twin of `shaders/head.wgsl`: per row, (with splits) h from the hidden layer's K-slices, the
-/// logits, SoftMax, loss, accuracy and δ2; the totals summed per thread (rows t, t + 64, ...)
-/// and then as the shader's tree.
+/// Twin of `shaders/head.wgsl` with `rows_per_thread` (its ROWS_PER_THREAD): per row, (with
+/// splits) h from the hidden layer's K-slices, the logits, SoftMax, loss, accuracy and δ2; the
+/// totals summed per thread (its blocks of rows in order) and then as the shader's tree.
+#[allow(clippy::too_many_arguments)]
 pub fn head<E: Elem>(
     h: &mut [E],
     weights: &[E],
@@ -108,6 +109,7 @@ pub fn head<E: Elem>(
     dlogits: &mut [E],
     accum: &mut [f32],
     p: &HeadParams,
+    rows_per_thread: u32,
 ) {
     let (rows, hid) = (p.rows as usize, p.hidden as usize);
     let (w2, b2, b1) = (p.w2_at as usize, p.b2_at as usize, p.b1_at as usize);
@@ -142,9 +144,12 @@ pub fn head<E: Elem>(
             sum += (v - max_z).exp();
         }
         let y = labels[r] as usize;
-        loss[r % wg] += sum.ln() - (z[y] - max_z);
+        // The thread that computed row r: blocks of rows_per_thread rows, dealt round the
+        // workgroup's threads.
+        let t = (r / rows_per_thread as usize) % wg;
+        loss[t] += sum.ln() - (z[y] - max_z);
         if best == y {
-            correct[r % wg] += 1.0;
+            correct[t] += 1.0;
         }
         if p.divisor != 0 {
             for c in 0..CLASSES {

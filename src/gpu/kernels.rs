@@ -15,6 +15,61 @@ pub struct Kernels {
     /// δ1, ∂W2, ∂b2 and ∂b1 (or their fused update) in one dispatch.
     pub backward: wgpu::ComputePipeline,
     pub sgd_update: wgpu::ComputePipeline,
+    /// How head and backward block their work (both precisions).
+    pub blocking: Blocking,
+}
+
+/// How the fused kernels block their work: rows a head thread computes together, and hidden
+/// neurons a backward thread does. On a GPU one each (the most threads side by side); on a CPU
+/// adapter, where a load costs more than a multiply-add (gpu/variants.rs), a block, so that each
+/// weight or δ2 loaded serves several. The sums are the same in the same order either way:
+/// the weights come out with the same bits (tests/kernels.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blocking {
+    pub head_rows: u32,
+    pub backward_cols: u32,
+}
+
+impl Blocking {
+    pub const GPU: Blocking = Blocking {
+        head_rows: 1,
+        backward_cols: 1,
+    };
+    /// Measured on lavapipe (Zen 3, BENCHMARKS.md, issue 31).
+    pub const CPU: Blocking = Blocking {
+        head_rows: 8,
+        backward_cols: 8,
+    };
+
+    /// The blocking made for the software family or the hardware one
+    /// ([`crate::gpu::matmul::software_family`]).
+    pub fn for_family(software: bool) -> Blocking {
+        if software {
+            Blocking::CPU
+        } else {
+            Blocking::GPU
+        }
+    }
+
+    /// Workgroups of backward for `hidden` neurons: a thread per block of neurons, then one per
+    /// output bias.
+    pub fn backward_groups(self, hidden: u32) -> (u32, u32, u32) {
+        super::dispatch::groups_1d(hidden.div_ceil(self.backward_cols) + crate::data::CLASSES as u32)
+    }
+
+    /// Kernel `name`'s source with this blocking's constants (its one line each rewritten).
+    fn apply(self, name: &str, body: &str) -> String {
+        let set = |body: &str, constant: &str, value: u32| {
+            let line = format!("const {constant}: u32 = 1u;");
+            assert!(body.contains(&line), "{name}.wgsl sets {constant} in one line");
+            body.replace(&line, &format!("const {constant}: u32 = {value}u;"))
+        };
+        match name {
+            "head" => set(body, "ROWS_PER_THREAD", self.head_rows),
+            "backward" => set(body, "COLS_PER_THREAD", self.backward_cols),
+            _ => body.to_string(),
+        }
+    }
 }
 
 /// Each kernel's WGSL source, by file name, one for both precisions (written over `Elem` and
@@ -29,14 +84,15 @@ pub const SOURCES: [(&str, &str); 6] = [
     ("sgd_update", include_str!("../../shaders/sgd_update.wgsl")),
 ];
 
-/// The pipeline of kernel `name` (a [`SOURCES`] name) reading and writing `elems`.
-pub fn kernel(device: &wgpu::Device, name: &str, elems: Elems) -> wgpu::ComputePipeline {
+/// The pipeline of kernel `name` (a [`SOURCES`] name) reading and writing `elems`, blocked as
+/// `blocking` says (head and backward).
+pub fn kernel(device: &wgpu::Device, name: &str, elems: Elems, blocking: Blocking) -> wgpu::ComputePipeline {
     let (_, body) = SOURCES.iter().find(|(n, _)| *n == name).expect("a shader");
     let label = match elems {
         Elems::F32 => name.to_string(),
         _ => format!("{name} (f16)"),
     };
-    pipeline(device, &label, &format!("{}{body}", elems.prelude()))
+    pipeline(device, &label, &format!("{}{}", elems.prelude(), blocking.apply(name, body)))
 }
 
 /// The pipelines `--precision f16` adds (its products are [`Kernels::matmul`]'s, built from
@@ -49,9 +105,9 @@ pub struct KernelsF16 {
 }
 
 impl KernelsF16 {
-    /// The f16 pipelines.
-    pub fn new(device: &wgpu::Device) -> Self {
-        let get = |name: &str| kernel(device, name, Elems::F16);
+    /// The f16 pipelines, head and backward blocked as `blocking` says.
+    pub fn new(device: &wgpu::Device, blocking: Blocking) -> Self {
+        let get = |name: &str| kernel(device, name, Elems::F16, blocking);
         KernelsF16 {
             unpack: get("unpack_batch"),
             head: get("head"),
@@ -100,15 +156,20 @@ fn pipeline_checked(
 }
 
 impl Kernels {
-    /// Builds every pipeline, every product's matmul from `variant`.
+    /// Builds every pipeline, every product's matmul from `variant`, the fused kernels blocked
+    /// for a GPU.
     pub fn new(device: &wgpu::Device, variant: &'static MatmulVariant) -> Self {
-        Kernels::with_picks(device, [variant; SITES])
+        Kernels::with_picks(device, [variant; SITES], Blocking::GPU)
     }
 
     /// Builds every pipeline, each product's matmul from its pick (indexed by
-    /// [`Site`](crate::abi::Site)).
-    pub fn with_picks(device: &wgpu::Device, picks: [&'static MatmulVariant; SITES]) -> Self {
-        let get = |name: &str| kernel(device, name, Elems::F32);
+    /// [`Site`](crate::abi::Site)), head and backward blocked as `blocking` says.
+    pub fn with_picks(
+        device: &wgpu::Device,
+        picks: [&'static MatmulVariant; SITES],
+        blocking: Blocking,
+    ) -> Self {
+        let get = |name: &str| kernel(device, name, Elems::F32, blocking);
         let [unpack, head, backward, sgd_update] =
             ["unpack_batch", "head", "backward", "sgd_update"].map(get);
         // One pipeline per distinct variant (wgpu pipelines are shared handles).
@@ -128,6 +189,7 @@ impl Kernels {
             head,
             backward,
             sgd_update,
+            blocking,
         }
     }
 }

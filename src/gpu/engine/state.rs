@@ -5,7 +5,7 @@
 
 
 use crate::gpu::buffers::{Buffers, GpuOptions};
-use crate::gpu::kernels::Kernels;
+use crate::gpu::kernels::{Blocking, Kernels};
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::plan::key::{Pass, PlanKey, Source, StepValues};
 use crate::gpu::plan::table::Table;
@@ -30,9 +30,9 @@ pub(in crate::gpu) struct HalfKernels {
 
 impl HalfKernels {
     /// The f16 kernels, where `bufs` holds the f16 buffers (--precision f16).
-    fn new(gpu: &Gpu, bufs: &Buffers) -> Option<HalfKernels> {
+    fn new(gpu: &Gpu, bufs: &Buffers, blocking: Blocking) -> Option<HalfKernels> {
         bufs.half.as_ref().map(|h| {
-            let kernels = crate::gpu::kernels::KernelsF16::new(&gpu.device);
+            let kernels = crate::gpu::kernels::KernelsF16::new(&gpu.device, blocking);
             let sgd = Dispatch::with_uniform(
                 &gpu.device,
                 "w −= lr·g; w16 = f16(w)",
@@ -118,7 +118,8 @@ impl GpuEngine {
             _ => None,
         };
         let bufs = Buffers::new(&gpu, model, &opts, train, matmul.variants())?;
-        let kernels = Kernels::with_picks(&gpu.device, matmul.variants());
+        let blocking = Blocking::for_family(crate::gpu::matmul::software_family(&gpu));
+        let kernels = Kernels::with_picks(&gpu.device, matmul.variants(), blocking);
         // sgd_update.wgsl's f16 working copy, which an f32 run has none of: 4 bytes never written.
         let no_copy = crate::gpu::dispatch::storage_zeroed(&gpu.device, "no f16 working copy", 1);
         let sgd = Dispatch::with_uniform(
@@ -138,7 +139,7 @@ impl GpuEngine {
             2.0 * bufs.layout.total as f64,
             12.0 * bufs.layout.total as f64,
         );
-        let half = HalfKernels::new(&gpu, &bufs);
+        let half = HalfKernels::new(&gpu, &bufs, blocking);
         let timer = StepTimer::new(&gpu);
         let rows = opts.rows();
         let engine = GpuEngine {

@@ -20,7 +20,7 @@ use super::key::Pass;
 use crate::engine::Precision;
 use crate::gpu::buffers::{Buffers, EVAL_AT, TRAIN_AT};
 use crate::gpu::kernels::{Kernels, KernelsF16};
-use crate::gpu::dispatch::{groups_1d, Dispatch};
+use crate::gpu::dispatch::Dispatch;
 use crate::abi::{MatmulParams, Site};
 
 type Res<'a> = wgpu::BindingResource<'a>;
@@ -43,17 +43,14 @@ pub(super) struct Names {
 
 const F32_NAMES: Names = Names {
     hidden: ["hidden: ReLU(x·W1ᵀ + b1)", "hidden: x·W1ᵀ (split K)"],
-    head: [
-        "head: h·W2ᵀ + b2, SoftMax, loss, δ2",
-        "head: h = ReLU(Σ splits + b1); h·W2ᵀ + b2, SoftMax, loss, δ2",
-    ],
+    head: ["head: h·W2ᵀ + b2, SoftMax, δ2", "head: Σ splits → h; h·W2ᵀ + b2, SoftMax, δ2"],
     backward: ["backward: δ1; ∂W2, ∂b2, ∂b1", "backward: δ1; W2, b2, b1 −= lr·∂"],
     grad_w1: ["∂W1 = δ1ᵀ·x", "W1 −= lr·δ1ᵀ·x"],
 };
 
 const F16_NAMES: Names = Names {
     hidden: ["hidden: ReLU(x·W1ᵀ + b1), f16", ""],
-    head: ["head: h·W2ᵀ + b2, SoftMax, loss, δ2, f16", ""],
+    head: ["head: h·W2ᵀ + b2, SoftMax, δ2, f16", ""],
     backward: ["backward: δ1; ∂W2, ∂b2, ∂b1, f16 → f32", ""],
     grad_w1: ["∂W1 = δ1ᵀ·x, f16 → f32", ""],
 };
@@ -302,7 +299,7 @@ impl<'a> Table<'a> {
                 whole(dest),
             ],
             &p,
-            groups_1d(hid + cls),
+            self.k.blocking.backward_groups(hid),
         )
         .work(
             phase,
