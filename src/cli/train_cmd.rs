@@ -52,10 +52,8 @@ fn checked_flags(args: &TrainArgs) -> Result<(RunConfig, std::ops::Range<u64>)> 
     Ok((run, trace_steps))
 }
 
-/// The global steps the trace holds. Named with --trace-steps: those, refused when they begin
-/// after this run's last step (the trace would hold none). Left at the default: the run's
-/// first 50 steps after its first (the warm-up), counted from where it starts (a resumed run
-/// too), or its one step when it has only one.
+/// The global steps the trace holds ([`crate::network::trace::steps_in_run`]), given the steps
+/// this run trains: from where it starts to the end of its last epoch.
 fn trace_range(
     args: &TrainArgs,
     run: &RunConfig,
@@ -66,22 +64,9 @@ fn trace_range(
 ) -> Result<std::ops::Range<u64>> {
     let per = run.train.steps_per_epoch(data.train.len(), world) as u64;
     let epochs_left = (run.train.epochs + 1).saturating_sub(start.at.epoch) as u64;
-    let first = start.global_step;
-    let end = first + (epochs_left * per).saturating_sub(start.at.step as u64);
-    if args.trace_steps == super::train_args::DEFAULT_TRACE_STEPS {
-        let from = if end > first + 1 { first + 1 } else { first };
-        return Ok(from..(from + 50).min(end.max(from + 1)));
-    }
-    if args.trace.is_some() && steps.start >= end {
-        return Err(Error::Config(format!(
-            "--trace-steps {}..{}: this run trains global steps {} to {} (counted from 0), so the trace would hold none; choose steps in that range",
-            steps.start,
-            steps.end,
-            first,
-            end.saturating_sub(1)
-        )));
-    }
-    Ok(steps.clone())
+    let end = start.global_step + (epochs_left * per).saturating_sub(start.at.step as u64);
+    let named = (args.trace_steps != super::train_args::DEFAULT_TRACE_STEPS).then(|| steps.clone());
+    crate::network::trace::steps_in_run(named, start.global_step..end)
 }
 
 /// What the run reads against what it writes, in the one place every command checks them.

@@ -266,3 +266,45 @@ pub fn parse_steps(s: &str) -> Result<std::ops::Range<u64>> {
     }
     Ok(a..b)
 }
+
+/// The global steps a trace holds in a run that trains the steps `run`: those --trace-steps
+/// `named`, refused when they begin after the run's last step (the trace would hold none); by
+/// default (None) the run's first 50 steps after its first, the warm-up, counted from where it
+/// starts (1..51 in a fresh run), or its one step when it has only one.
+pub fn steps_in_run(
+    named: Option<std::ops::Range<u64>>,
+    run: std::ops::Range<u64>,
+) -> Result<std::ops::Range<u64>> {
+    let Some(steps) = named else {
+        let from = if run.end > run.start + 1 { run.start + 1 } else { run.start };
+        return Ok(from..(from + 50).min(run.end.max(from + 1)));
+    };
+    if steps.start >= run.end {
+        return Err(Error::Config(format!(
+            "--trace-steps {}..{}: this run trains global steps {} to {} (counted from 0), so the trace would hold none; choose steps in that range",
+            steps.start,
+            steps.end,
+            run.start,
+            run.end.saturating_sub(1)
+        )));
+    }
+    Ok(steps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::steps_in_run;
+
+    #[test]
+    fn the_default_trace_steps_follow_the_run() {
+        // A fresh run of 157 steps: 1..51; a resumed one from step 300: 301..351; a run of one
+        // step: that step; one of 10 steps: 1..10.
+        assert_eq!(steps_in_run(None, 0..157).unwrap(), 1..51);
+        assert_eq!(steps_in_run(None, 300..600).unwrap(), 301..351);
+        assert_eq!(steps_in_run(None, 0..1).unwrap(), 0..1);
+        assert_eq!(steps_in_run(None, 0..10).unwrap(), 1..10);
+        // Named steps are kept, or refused when the run never reaches them.
+        assert_eq!(steps_in_run(Some(0..5), 0..157).unwrap(), 0..5);
+        assert!(steps_in_run(Some(200..210), 0..157).is_err());
+    }
+}
