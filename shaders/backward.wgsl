@@ -19,9 +19,9 @@
 // Why: at batch 64 these are 64·128·10 multiply-adds each, a few µs of dependent dispatches on
 // a big GPU for almost no arithmetic (BENCHMARKS.md, "Where a step's time goes").
 //
-// COLS_PER_THREAD: neurons a thread takes (j0 .. j0 + C − 1): 1 on a GPU, 8 on a CPU adapter
-// (gpu/kernels.rs rewrites the line), where each δ2 loaded then serves 8 neurons. Every sum is
-// the same in the same order either way.
+// COLS_PER_THREAD: neurons a thread takes (j0 .. j0 + C − 1): 1 in the hardware family, 8 in
+// the family made for CPU adapters (gpu/kernels.rs rewrites the line), where each δ2 loaded then
+// serves 8 neurons. Every sum is the same in the same order either way.
 //
 // Shapes: dlogits (rows, 10) Elem (δ2, loss-scaled under f16); h (rows, hidden) Elem; weights
 // the parameters in the working precision, W2 at w2_at; dh (rows, hidden) Elem, written; dest
@@ -47,8 +47,8 @@ struct Params {
 
 // The output layer's width (data::CLASSES).
 const CLASSES: u32 = 10u;
-// 64 threads a workgroup: ⌈hidden / COLS_PER_THREAD⌉ + 10 threads in all, then one per output
-// bias.
+// 64 threads a workgroup: ⌈hidden / COLS_PER_THREAD⌉ threads for the neurons, then 10 for the
+// output biases.
 const WORKGROUP: u32 = 64u;
 // Neurons a thread computes together (the line gpu/kernels.rs rewrites for CPU adapters).
 const COLS_PER_THREAD: u32 = 1u;

@@ -28,9 +28,9 @@
 // logits in registers, and nothing leaves the workgroup but δ2 and the totals. A single
 // workgroup does the whole batch, so the totals are added in workgroup memory: accum needs no
 // atomics and the sum is the same on every run.
-// ROWS_PER_THREAD is 1 on a GPU (64 rows side by side) and 8 on a CPU adapter (gpu/kernels.rs
-// sets it), where a load costs more than a multiply-add (gpu/variants.rs): each weight loaded
-// then serves 8 rows. Every logit is the same sum in the same order either way.
+// ROWS_PER_THREAD is 1 in the hardware family (64 rows side by side) and 8 in the family made
+// for CPU adapters (gpu/kernels.rs sets it), where a load costs more than a multiply-add
+// (gpu/variants.rs): each weight loaded then serves 8 rows. Every logit is the same sum in the same order either way.
 
 // Shapes: h (rows, hidden) Elem; weights the parameters in the working precision, W2 at w2_at
 // (10, hidden) row-major, b2 at b2_at, b1 at b1_at; partial (splits, rows, hidden) f32 (split-K's

@@ -182,76 +182,81 @@ fn f16_kernels_match_their_twins() {
         g.read_bytes(&bbl, 0, 20).unwrap(),
         bytemuck::cast_slice::<u32, u8>(&yl).to_vec()
     );
-    // head under f16 with a loss scale, 70 rows of 128 (f16 h and weights, f32 sums, f16 δ2).
-    let (rows, hid) = (70usize, 128usize);
-    let h = to16(&random_f32(&mut r, rows * hid, 1.0).iter().map(|v| v.max(0.0)).collect::<Vec<_>>());
-    // weights: b1 at 0, W2 at 130, b2 after it (even lengths: f16 buffers are whole words).
-    let (w2_at, b2_at) = (130usize, 130 + 10 * hid);
-    let weights = to16(&random_f32(&mut r, b2_at + 10, 1.0));
-    let lab: Vec<u32> = (0..rows as u32).map(|_| r.random_range(0..10)).collect();
-    let hp = gpu_train::abi::HeadParams {
-        rows: rows as u32,
-        hidden: hid as u32,
-        divisor: 130,
-        at: 0,
-        scale: 1024.0,
-        splits: 1,
-        w2_at: w2_at as u32,
-        b2_at: b2_at as u32,
-        b1_at: 0,
-        _pad: [0; 3],
-    };
-    let (bh, bw, bpart, blab, bd, bacc) = (
-        buf16(&h),
-        buf16(&weights),
-        storage(d, "partial", &[0.0f32; 4]),
-        storage(d, "l", &lab),
-        buf16(&vec![f16::ZERO; rows * 10]),
-        storage(d, "a", &[0.0f32; 4]),
-    );
-    let res = [&bh, &bw, &bpart, &blab, &bd, &bacc].map(whole);
-    let disp = Dispatch::new(d, "head16", &k.head, &res, &hp, (1, 1, 1));
-    run_now(&g, &[&disp]).unwrap();
-    let (mut h_want, mut dz, mut acc) = (h.clone(), vec![f16::ZERO; rows * 10], vec![0.0f32; 4]);
-    twins::head(&mut h_want, &weights, &[], &lab, &mut dz, &mut acc, &hp, 1);
-    common::assert_close("head f16 δ2", &from16(&read16(&g, &bd)), &from16(&dz), 1e-3, F16_REL);
-    common::assert_close("head f16 totals", &g.read_f32(&bacc).unwrap(), &acc, 1e-3, 1e-4);
-    // backward under f16: δ2 (loss-scaled, as head wrote it) and h in, f16 δ1 and f32 ∂W2,
-    // ∂b2, ∂b1 out (the gradient: α = 1, β = 0).
-    let bp = gpu_train::abi::BackwardParams {
-        rows: rows as u32,
-        hidden: hid as u32,
-        alpha: 1.0,
-        beta: 0.0,
-        in_place: 0,
-        w2_at: w2_at as u32,
-        t_w2_at: 0,
-        t_b2_at: (10 * hid) as u32,
-        t_b1_at: (10 * hid + 10) as u32,
-        _pad: [0; 3],
-    };
-    let dest_len = 10 * hid + 10 + hid;
-    let (bdh, bdest) = (
-        buf16(&vec![f16::ZERO; rows * hid]),
-        storage(d, "dest", &vec![0.0f32; dest_len]),
-    );
-    let res = [&bd, &bh, &bw, &bdh, &bdest].map(whole);
-    let disp = Dispatch::new(
-        d,
-        "backward16",
-        &k.backward,
-        &res,
-        &bp,
-        gpu_train::gpu::dispatch::groups_1d((hid + 10) as u32),
-    );
-    run_now(&g, &[&disp]).unwrap();
-    // From the GPU's own δ2 (the twin's may differ by one f16 step).
-    let dz_gpu = read16(&g, &bd);
-    let (mut dh, mut dest) = (vec![f16::ZERO; rows * hid], vec![0.0f32; dest_len]);
-    twins::backward(&dz_gpu[..rows * 10], &h, &weights, &mut dh, &mut dest, &bp);
-    common::assert_close("backward f16 δ1", &from16(&read16(&g, &bdh)), &from16(&dh), 1e-3, F16_REL);
-    // f32 sums of f16 values: a sum of δ1 as stored may take another rounding of one δ1.
-    common::assert_close("backward f16 ∂W2, ∂b2, ∂b1", &g.read_f32(&bdest).unwrap(), &dest, 1e-2, F16_REL);
+    // head and backward in both blockings (a GPU's, and the CPU adapters' lavapipe runs).
+    let r0 = r.clone();
+    for kb in [&k, &KernelsF16::new(d, Blocking::CPU)] {
+        let mut r = r0.clone();
+        // head under f16 with a loss scale, 70 rows of 128 (f16 h and weights, f32 sums, f16 δ2).
+        let (rows, hid) = (70usize, 128usize);
+        let h = to16(&random_f32(&mut r, rows * hid, 1.0).iter().map(|v| v.max(0.0)).collect::<Vec<_>>());
+        // weights: b1 at 0, W2 at 130, b2 after it (even lengths: f16 buffers are whole words).
+        let (w2_at, b2_at) = (130usize, 130 + 10 * hid);
+        let weights = to16(&random_f32(&mut r, b2_at + 10, 1.0));
+        let lab: Vec<u32> = (0..rows as u32).map(|_| r.random_range(0..10)).collect();
+        let hp = gpu_train::abi::HeadParams {
+            rows: rows as u32,
+            hidden: hid as u32,
+            divisor: 130,
+            at: 0,
+            scale: 1024.0,
+            splits: 1,
+            w2_at: w2_at as u32,
+            b2_at: b2_at as u32,
+            b1_at: 0,
+            _pad: [0; 3],
+        };
+        let (bh, bw, bpart, blab, bd, bacc) = (
+            buf16(&h),
+            buf16(&weights),
+            storage(d, "partial", &[0.0f32; 4]),
+            storage(d, "l", &lab),
+            buf16(&vec![f16::ZERO; rows * 10]),
+            storage(d, "a", &[0.0f32; 4]),
+        );
+        let res = [&bh, &bw, &bpart, &blab, &bd, &bacc].map(whole);
+        let disp = Dispatch::new(d, "head16", &kb.head, &res, &hp, (1, 1, 1));
+        run_now(&g, &[&disp]).unwrap();
+        let (mut h_want, mut dz, mut acc) = (h.clone(), vec![f16::ZERO; rows * 10], vec![0.0f32; 4]);
+        twins::head(&mut h_want, &weights, &[], &lab, &mut dz, &mut acc, &hp, kb.blocking.head_rows);
+        common::assert_close("head f16 δ2", &from16(&read16(&g, &bd)), &from16(&dz), 1e-3, F16_REL);
+        common::assert_close("head f16 totals", &g.read_f32(&bacc).unwrap(), &acc, 1e-3, 1e-4);
+        // backward under f16: δ2 (loss-scaled, as head wrote it) and h in, f16 δ1 and f32 ∂W2,
+        // ∂b2, ∂b1 out (the gradient: α = 1, β = 0).
+        let bp = gpu_train::abi::BackwardParams {
+            rows: rows as u32,
+            hidden: hid as u32,
+            alpha: 1.0,
+            beta: 0.0,
+            in_place: 0,
+            w2_at: w2_at as u32,
+            t_w2_at: 0,
+            t_b2_at: (10 * hid) as u32,
+            t_b1_at: (10 * hid + 10) as u32,
+            _pad: [0; 3],
+        };
+        let dest_len = 10 * hid + 10 + hid;
+        let (bdh, bdest) = (
+            buf16(&vec![f16::ZERO; rows * hid]),
+            storage(d, "dest", &vec![0.0f32; dest_len]),
+        );
+        let res = [&bd, &bh, &bw, &bdh, &bdest].map(whole);
+        let disp = Dispatch::new(
+            d,
+            "backward16",
+            &kb.backward,
+            &res,
+            &bp,
+            kb.blocking.backward_groups(hid as u32),
+        );
+        run_now(&g, &[&disp]).unwrap();
+        // From the GPU's own δ2 (the twin's may differ by one f16 step).
+        let dz_gpu = read16(&g, &bd);
+        let (mut dh, mut dest) = (vec![f16::ZERO; rows * hid], vec![0.0f32; dest_len]);
+        twins::backward(&dz_gpu[..rows * 10], &h, &weights, &mut dh, &mut dest, &bp);
+        common::assert_close("backward f16 δ1", &from16(&read16(&g, &bdh)), &from16(&dh), 1e-3, F16_REL);
+        // f32 sums of f16 values: a sum of δ1 as stored may take another rounding of one δ1.
+        common::assert_close("backward f16 ∂W2, ∂b2, ∂b1", &g.read_f32(&bdest).unwrap(), &dest, 1e-2, F16_REL);
+    }
     // sgd_update_f16 over 1,037 parameters.
     let (grad, param) = (random_f32(&mut r, 1037, 1.0), random_f32(&mut r, 1037, 1.0));
     let up = gpu_train::abi::SgdParams {

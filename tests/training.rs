@@ -324,3 +324,30 @@ fn a_training_step_takes_at_most_five_dispatches() {
         assert!(totals.seen == 64 && totals.loss_sum.is_finite(), "{what}: {totals:?}");
     }
 }
+
+/// A short batch may be split along K more ways than a full one (fewer rows, fewer blocks, so
+/// more slices to fill the GPU): the split-K buffer is sized for the batch that needs the most.
+/// With tiled16, a batch of 300 takes 1 slice and the test pass's last batch of 100 takes 4; the
+/// buffer was sized for 300 rows alone, and the short batch's product was refused with a panic.
+#[test]
+fn a_short_batch_split_more_ways_fits_the_split_k_buffer() {
+    let Some(g) = gpu("a_short_batch_split_more_ways_fits_the_split_k_buffer") else {
+        return;
+    };
+    let mut data = sample();
+    data.train = data.train.take(400);
+    let opts = GpuOptions {
+        batch: 300,
+        ring: 2,
+        kernels: Some("tiled16"),
+        ..GpuOptions::default()
+    };
+    let hidden = gpu_train::gpu::matmul::MatmulVariant::by_name("tiled16").unwrap();
+    assert!(hidden.forward_splits(100, 128, 784) > hidden.forward_splits(300, 128, 784));
+    let mut e = GpuEngine::new(g, &Model::init(1), opts, &data.train).unwrap();
+    let totals = e.evaluate(&data.train, 300).unwrap();
+    assert_eq!(totals.seen, 400);
+    let mut cpu = CpuEngine::new(Model::init(1), 1);
+    let want = cpu.evaluate(&data.train, 300).unwrap();
+    assert_eq!(totals.correct, want.correct);
+}

@@ -234,9 +234,14 @@ impl Buffers {
             }
             Ok(())
         };
-        // The split-K partial sums of the hidden layer's product (head adds them up).
+        // The split-K partial sums of the hidden layer's product (head adds them up), for the
+        // batch that needs the most: a shorter batch (an epoch's last, the test set's last) may
+        // be split more ways than a full one.
         let h = picks[Site::Hidden as usize];
-        let partial_len = h.forward_splits(rows, hidden, PIXELS) as usize * rows * hidden;
+        let partial_len = (1..=rows)
+            .map(|r| h.forward_splits(r, hidden, PIXELS) as usize * r * hidden)
+            .max()
+            .unwrap_or(0);
         need(
             "the hidden layer's split-K partial sums",
             (partial_len * 4) as u64,

@@ -102,6 +102,8 @@ pub struct KernelsF16 {
     pub head: wgpu::ComputePipeline,
     pub backward: wgpu::ComputePipeline,
     pub sgd_update: wgpu::ComputePipeline,
+    /// How head and backward block their work.
+    pub blocking: Blocking,
 }
 
 impl KernelsF16 {
@@ -113,6 +115,7 @@ impl KernelsF16 {
             head: get("head"),
             backward: get("backward"),
             sgd_update: get("sgd_update"),
+            blocking,
         }
     }
 }

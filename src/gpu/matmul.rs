@@ -232,8 +232,8 @@ impl MatmulVariant {
     /// K-slices for a forward product with an (m, n) output and inner size k: enough that the
     /// product has about 256 workgroups (a big GPU has over a hundred multiprocessors to fill),
     /// at most `max_splits`, and never more than K has 16-wide tiles. With tiled16 the hidden
-    /// layer at batch 64 gets 7 (16 µs against 49 µs unsplit on an H200), the output layer 8
-    /// (8.5 against 10.6 µs).
+    /// layer at batch 64 gets 7 (16 µs against 49 µs unsplit on an H200, the reduction
+    /// included, before head took the reduction over).
     pub fn forward_splits(&self, m: usize, n: usize, k: usize) -> u32 {
         let blocks = (m as u32).div_ceil(self.block_m) * (n as u32).div_ceil(self.block_n);
         (256 / blocks.max(1))
@@ -252,7 +252,7 @@ pub fn software_family(gpu: &Gpu) -> bool {
 
 /// The generated family (gpu/variants.rs) as variants (built once; their names and sources
 /// live for the process): each shape in f32, and (--precision f16) reading f16 with an f16
-/// result where a product writes one (x·W1ᵀ, δ1) and an f32 result (the rest). An f16 texture
+/// result where a product writes one (x·W1ᵀ) and an f32 result (δ1ᵀ·x). An f16 texture
 /// member reads RGBA16F mirrors (gpu/mirror.rs), whose fetches widen to f32 as its buffer loads
 /// do. Each shape in its three kinds side by side, so that the search (which goes down this
 /// list in order) reaches an f16 step's two large products in its first seconds, as it does an

@@ -6,7 +6,7 @@
 //! on lavapipe, where the "GPU" is the CPU's SIMD lanes, register blocks with vec4 loads and
 //! rows shared through subgroups win, and the best shape differs between the forward product
 //! (K = 784, both operands contiguous along K) and the weight product (K = the batch, contiguous
-//! along M and N). So each of the step's five products ([`Site`]) gets its own pick:
+//! along M and N). So each of the step's two products ([`Site`]) gets its own pick:
 //!
 //! 1. the candidates are the variants offered on this adapter (CPU-tuned ones only on CPU
 //!    adapters, subgroup ones only with 8-lane subgroups) that can compute the product;
@@ -77,7 +77,7 @@ impl Choice {
             .join(", ")
     }
 
-    /// "x·W1ᵀ k4_16x8_sg 1.41 ms, h·W2ᵀ ..." for the engine line.
+    /// "x·W1ᵀ k4_16x8_sg 1.41 ms, δ1ᵀ·x tmn4_16x8_sg 2.19 ms" for the engine line.
     pub fn describe(&self) -> String {
         Site::ALL
             .iter()

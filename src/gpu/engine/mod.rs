@@ -82,8 +82,11 @@ impl Engine for GpuEngine {
         };
         // How long a step's chain of dependent dispatches is, and where its kernels came from.
         let how = self.matmul.how.split(':').next().unwrap_or_default();
+        // Under f16 the step goes through the gradient: the update (sgd_update, which also
+        // rounds the working copy) follows in a submission of its own.
+        let update = if self.half.is_some() { " and the update" } else { "" };
         let step = format!(
-            "a step is {} dispatches; its two products' kernels {how} (-v: which)",
+            "a step is {} dispatches{update}; its two products' kernels {how} (-v: which)",
             self.step_dispatches
         );
         let mut notes: Vec<String> = [step, note].into_iter().filter(|n| !n.is_empty()).collect();

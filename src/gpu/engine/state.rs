@@ -200,7 +200,7 @@ impl GpuEngine {
         &self.gpu
     }
 
-    /// The matmul variant each product runs ("x·W1ᵀ k4_16x8_sg, h·W2ᵀ ...").
+    /// The matmul variant each product runs ("x·W1ᵀ k4_16x8_sg, δ1ᵀ·x tmn4_16x8_sg").
     pub fn matmul_variants(&self) -> String {
         self.matmul.names()
     }

@@ -299,7 +299,11 @@ impl<'a> Table<'a> {
                 whole(dest),
             ],
             &p,
-            self.k.blocking.backward_groups(hid),
+            match self.half {
+                Some(k16) => k16.blocking,
+                None => self.k.blocking,
+            }
+            .backward_groups(hid),
         )
         .work(
             phase,
