@@ -142,7 +142,7 @@ impl GpuEngine {
         let half = HalfKernels::new(&gpu, &bufs, blocking);
         let timer = StepTimer::new(&gpu);
         let rows = opts.rows();
-        let engine = GpuEngine {
+        let mut engine = GpuEngine {
             timer,
             half,
             matmul,
@@ -165,7 +165,6 @@ impl GpuEngine {
             opts,
             gpu,
         };
-        let mut engine = engine;
         engine.step_dispatches = engine.count_step_dispatches();
         engine.gpu.check()?;
         Ok(engine)
