@@ -610,3 +610,19 @@ fn predict_shows_the_digit_and_has_no_limit() {
     assert_eq!(ours.len(), 1, "{err}");
     assert!(ours[0].contains("'--limit'") && ours[0].contains("gpu-train predict --help"), "{err}");
 }
+
+/// GPU_TRAIN_KERNEL_FAMILY names one family, "hardware"; anything else is said, not ignored.
+#[test]
+fn an_unknown_kernel_family_is_named_in_a_warning() {
+    if common::gpu("an_unknown_kernel_family_is_named_in_a_warning").is_none() {
+        return;
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpu-train"))
+        .args(["--device", "0", "--limit", "64", "--epochs", "1", "--kernels", "reg8x4"])
+        .env("GPU_TRAIN_KERNEL_FAMILY", "hardwar")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("GPU_TRAIN_KERNEL_FAMILY=hardwar") && err.contains("\"hardware\""), "{err}");
+}

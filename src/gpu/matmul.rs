@@ -247,7 +247,20 @@ impl MatmulVariant {
 /// family's members on lavapipe: every one the search times is first compared with the CPU
 /// twin).
 pub fn software_family(gpu: &Gpu) -> bool {
-    gpu.is_software() && std::env::var("GPU_TRAIN_KERNEL_FAMILY").as_deref() != Ok("hardware")
+    let hardware = match std::env::var("GPU_TRAIN_KERNEL_FAMILY") {
+        Ok(v) if v == "hardware" => true,
+        Ok(v) if !v.is_empty() => {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                log::warn!(
+                    "GPU_TRAIN_KERNEL_FAMILY={v}: the one family it can name is \"hardware\"; searching the adapter's own"
+                )
+            });
+            false
+        }
+        _ => false,
+    };
+    gpu.is_software() && !hardware
 }
 
 /// The generated family (gpu/variants.rs) as variants (built once; their names and sources
