@@ -130,25 +130,26 @@ fn tiled() -> Vec<MatmulVariant> {
     assert!(source.contains(&line), "matmul.wgsl sets TILE in one line");
     [(16, 4), (16, 1), (8, 16), (8, 1)]
         .into_iter()
-        .map(|(tile, max_splits)| MatmulVariant {
-            name: leak(match max_splits {
+        .map(|(tile, max_splits)| {
+            // Its own name is its f32 sibling's (`base`): these come in f32 only.
+            let name = leak(match max_splits {
                 16 => format!("tiled{tile}"),
                 s => format!("tiled{tile}_k{s}"),
-            }),
-            source: leak(source.replace(&line, &format!("const TILE: u32 = {tile}u;"))),
-            block_m: tile,
-            block_n: tile,
-            max_splits,
-            unchecked: false,
-            load: Load::Scalar,
-            subgroup8: false,
-            software: false,
-            textures: [false, false],
-            elems: Elems::F32,
-            base: leak(match max_splits {
-                16 => format!("tiled{tile}"),
-                s => format!("tiled{tile}_k{s}"),
-            }),
+            });
+            MatmulVariant {
+                name,
+                source: leak(source.replace(&line, &format!("const TILE: u32 = {tile}u;"))),
+                block_m: tile,
+                block_n: tile,
+                max_splits,
+                unchecked: false,
+                load: Load::Scalar,
+                subgroup8: false,
+                software: false,
+                textures: [false, false],
+                elems: Elems::F32,
+                base: name,
+            }
         })
         .collect()
 }
