@@ -30,7 +30,7 @@ pub fn wgsl((load, shared, r, c, tex): (Load, bool, u32, u32, [bool; 2]), elems:
              elements {elems:?}."
         ),
     );
-    s.push_str(&bindings(load, tex));
+    s.push_str(&bindings(load, tex, half));
     w(&mut s, "@compute @workgroup_size(8, 8)");
     w(
         &mut s,
@@ -69,7 +69,7 @@ pub fn wgsl((load, shared, r, c, tex): (Load, bool, u32, u32, [bool; 2]), elems:
 /// The member's bindings: matmul_reg8x4.wgsl's Params and bindings with A and B read as
 /// `load` says (vec4s for K4 and MN4), C a vec4 at a time for MN4, and the texture mirrors of
 /// the operands `tex` marks, each with its load function.
-fn bindings(load: Load, tex: [bool; 2]) -> String {
+fn bindings(load: Load, tex: [bool; 2], half: bool) -> String {
     let mut s = String::new();
     let w = |s: &mut String, line: &str| {
         s.push_str(line);
@@ -93,15 +93,20 @@ fn bindings(load: Load, tex: [bool; 2]) -> String {
         );
     s.push_str(&bindings);
     for (i, name) in ["a", "b"].iter().enumerate().filter(|(i, _)| tex[*i]) {
-        // The mirror of binding `name`: vec4 i at texel (i % 256, i / 256) (gpu/mirror.rs).
+        // The mirror of binding `name`: vec4 i at texel (i % 256, i / 256) (gpu/mirror.rs),
+        // bound as a read-only storage texture, not a sampled one: a sampled textureLoad has a
+        // mip level, and llvmpipe looks that level's stride and offset up lane by lane on every
+        // fetch; an image load has no level. Same texels, same bits; the products that read
+        // them ran 1.1-2.5× faster on the Zen 3 (BENCHMARKS.md, issue 31).
         let row = TEXELS_PER_ROW;
         w(
             &mut s,
             &format!(
-                "@group(0) @binding({}) var t{name}: texture_2d<f32>;\n\
+                "@group(0) @binding({}) var t{name}: texture_storage_2d<{}, read>;\n\
                  fn load_{name}(i: u32) -> vec4<f32> {{\n    \
-                 return textureLoad(t{name}, vec2<u32>(i % {row}u, i / {row}u), 0);\n}}",
-                6 + i
+                 return textureLoad(t{name}, vec2<u32>(i % {row}u, i / {row}u));\n}}",
+                6 + i,
+                if half { "rgba16float" } else { "rgba32float" }
             ),
         );
     }

@@ -7,10 +7,11 @@
 //! with AVX-512 masked off (`GALLIUM_OVERRIDE_CPU_CAPS=avx`, llvmpipe's code for an AVX2 CPU
 //! such as the Zen 3) the hidden layer's product took 12.5 ms reading buffers and 0.9 ms reading
 //! the same values as texels (BENCHMARKS.md, "Reading through textures"). The `t` members of
-//! the matmul family (gpu/variants.rs) read these mirrors.
+//! the matmul family (gpu/variants.rs) read these mirrors, bound as read-only storage textures
+//! (an image load: no mip level for llvmpipe to look up lane by lane, as a sampled fetch has).
 //!
 //! A mirror holds its buffer's values unchanged, four to a texel: RGBA32F for an f32 buffer,
-//! RGBA16F for --precision f16's f16 buffers (a texel fetch widens each to f32, exactly, as the
+//! RGBA16F for --precision f16's f16 buffers (a load widens each to f32, exactly, as the
 //! f16 kernels' loads do); vec4 `i` of the buffer is texel (i % 256, i / 256). The buffer stays the truth (the kernels, the update, a
 //! snapshot's restore and the all-reduce write only the buffer); a plan copies it into the
 //! mirror before the products of each step read it ([`Mirror::copy_from`]): x and W1 after the
@@ -79,7 +80,8 @@ impl Mirror {
                 true => wgpu::TextureFormat::Rgba16Float,
                 false => wgpu::TextureFormat::Rgba32Float,
             },
-            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+            // Read as a read-only storage texture (gpu/generate.rs says why), written by copies.
+            usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
             view_formats: &[],
         });
         let view = texture.create_view(&Default::default());

@@ -33,7 +33,8 @@
 //!   and several times dearer without them (an AVX2 CPU such as the Zen 3: a whole product
 //!   3.5-6× slower here). A texel fetch is
 //!   one gather for all lanes either way, so the `t` members read the operands the engine
-//!   mirrors into textures (x, W1, δ1: gpu/mirror.rs) through `textureLoad`.
+//!   mirrors into textures (x, W1, δ1: gpu/mirror.rs) through `textureLoad`, as read-only
+//!   storage textures (no mip level to look up per lane, as a sampled texture has).
 //!
 //! Measured by the search on a 2-core Zen 4 VM (BENCHMARKS.md): the hidden layer's product at
 //! batch 64 ran in 3.3-4.3 ms with reg8x4 and 0.8-1.1 ms with `k4_8x8_sg` or `tk4_8x8_sg`; with
