@@ -116,7 +116,7 @@ fn check_matmul(g: &Gpu, k: &Kernels, seed: u64, p: MatmulParams) -> f32 {
                 whole(&bmask),
                 whole(&bc),
             ],
-            [None, None],
+            [None; 3],
             &p,
         );
         run_now(g, &[&disp]).unwrap();
@@ -134,7 +134,7 @@ fn check_matmul(g: &Gpu, k: &Kernels, seed: u64, p: MatmulParams) -> f32 {
                 whole(&bmask),
                 whole(&bpart),
             ],
-            [None, None],
+            [None; 3],
             &p,
         );
         run_now(g, &[&mm]).unwrap();
@@ -658,9 +658,11 @@ fn every_variant_matches_the_twin_at_every_product_and_the_family_gives_reg8x4s_
                 let d = &g.device;
                 let bufs = [&a, &b, &bias, &mask, &c0].map(|x| storage(d, "x", x));
                 let res = bufs.each_ref().map(|b| whole(b));
-                // Texture mirrors of A and B where the engine keeps them for this product.
-                let mirrors = [(0, a.len()), (1, b.len())].map(|(i, len)| {
-                    site.mirrored()[i].map(|_| Mirror::of(&g, &bufs[i], len - len % 4, false))
+                // Texture mirrors of A, B and C where the engine keeps them for this product
+                // (C's holding c0, as the engine's W1 mirror holds W1 before the update).
+                let mirrors = [(0, a.len()), (1, b.len()), (4, c0.len())].map(|(i, len)| {
+                    let at = if i == 4 { 2 } else { i };
+                    site.mirrored()[at].map(|_| Mirror::of(&g, &bufs[i], len - len % 4, false))
                 });
                 let mirrors = mirrors.each_ref().map(Option::as_ref);
                 let disp = Dispatch::matmul(d, "mm", &k.matmul[site as usize], res, mirrors, &p);

@@ -116,8 +116,10 @@ impl Dispatch {
     }
 
     /// A matmul dispatch of one variant and its pipeline (a site's entry of `Kernels::matmul`):
-    /// `resources` are A, B, bias, mask, C, and `mirrors` the texture mirrors of A and B where
-    /// the engine keeps them (bound only if the variant reads them); the product is checked
+    /// `resources` are A, B, bias, mask, C, and `mirrors` the texture mirrors of A, B and C
+    /// where the engine keeps them (bound only if the variant reads them; C's must hold C's
+    /// values whenever beta ≠ 0: the fused update's W1, copied in for the hidden layer's
+    /// product and unchanged since); the product is checked
     /// against their lengths and the variant's layout first (a failure is a bug in the caller,
     /// so it panics).
     pub fn matmul(
@@ -125,7 +127,7 @@ impl Dispatch {
         name: &'static str,
         (variant, pipeline): &(&'static MatmulVariant, wgpu::ComputePipeline),
         resources: [wgpu::BindingResource; 5],
-        mirrors: [Option<&Mirror>; 2],
+        mirrors: [Option<&Mirror>; 3],
         p: &MatmulParams,
     ) -> Self {
         // Each binding's length in elements (f16 ones are 2 bytes, per the variant).
@@ -155,10 +157,12 @@ impl Dispatch {
                 variant.name
             );
         }
-        // The textures the variant reads, at bindings 6 (A) and 7 (B), each holding at least
-        // the floats its buffer binding has.
+        // The textures the variant reads, at bindings 6 (A), 7 (B) and 8 (C), each holding at
+        // least the floats its buffer binding has (C's: the m × n it reads, of a binding that
+        // may have room for K-slices too).
         let mut extra = Vec::new();
-        for (i, len) in [a, b].into_iter().enumerate() {
+        let c_read = (p.m as u64 * p.n as u64).min(c);
+        for (i, len) in [a, b, c_read].into_iter().enumerate() {
             if !variant.textures[i] {
                 continue;
             }
@@ -170,7 +174,8 @@ impl Dispatch {
             };
             assert!(
                 m.capacity() >= len,
-                "{name}: a mirror smaller than its buffer"
+                "{name}: a mirror ({} values) smaller than its binding {i} ({len})",
+                m.capacity()
             );
             extra.push(wgpu::BindGroupEntry {
                 binding: 6 + i as u32,

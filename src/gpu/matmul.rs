@@ -33,9 +33,10 @@ pub struct MatmulVariant {
     pub subgroup8: bool,
     /// Tuned for CPU adapters: the search offers it to nothing else.
     pub software: bool,
-    /// Reads A, B through the engine's texture mirrors (gpu/mirror.rs) instead of their
-    /// buffers: only at a [`Site`] whose operand is mirrored ([`MatmulVariant::fits_at`]).
-    pub textures: [bool; 2],
+    /// Reads A, B, and C's old values (where beta ≠ 0) through the engine's texture mirrors
+    /// (gpu/mirror.rs) instead of their buffers: only at a [`Site`] whose operand is mirrored
+    /// ([`MatmulVariant::fits_at`]).
+    pub textures: [bool; 3],
     /// What it reads and writes: f32, or --precision f16's f16 operands with an f16 or f32
     /// result.
     pub elems: Elems,
@@ -59,7 +60,7 @@ const FIXED_VARIANTS: [MatmulVariant; 4] = [
         load: Load::Scalar,
         subgroup8: false,
         software: false,
-        textures: [false, false],
+        textures: [false; 3],
         elems: Elems::F32,
         base: "tiled16",
     },
@@ -77,7 +78,7 @@ const FIXED_VARIANTS: [MatmulVariant; 4] = [
         load: Load::Scalar,
         subgroup8: false,
         software: true,
-        textures: [false, false],
+        textures: [false; 3],
         elems: Elems::F32,
         base: "reg8x4",
     },
@@ -100,7 +101,7 @@ const fn reg8x4_f16(name: &'static str, elems: Elems) -> MatmulVariant {
         load: Load::Scalar,
         subgroup8: false,
         software: false,
-        textures: [false, false],
+        textures: [false; 3],
         elems,
         base: "reg8x4",
     }
@@ -146,7 +147,7 @@ fn tiled() -> Vec<MatmulVariant> {
                 load: Load::Scalar,
                 subgroup8: false,
                 software: false,
-                textures: [false, false],
+                textures: [false; 3],
                 elems: Elems::F32,
                 base: name,
             }
@@ -205,7 +206,7 @@ impl MatmulVariant {
         let mirrored = site.mirrored();
         self.elems == site.elems(precision)
             && self.fits(p)
-            && (0..2).all(|i| !self.textures[i] || mirrored[i].is_some())
+            && (0..3).all(|i| !self.textures[i] || mirrored[i].is_some())
     }
 
     /// Whether `gpu` can run this variant (f16 ones: with f16 in shaders), and the search should
@@ -290,7 +291,7 @@ fn generated() -> Vec<MatmulVariant> {
                 load: shape.load,
                 subgroup8: shape.shared,
                 software: true,
-                textures: shape.textures(),
+                textures: shape.textures(elems),
                 elems,
                 base: leak(shape.base_name()),
             });

@@ -40,12 +40,13 @@ pub enum Mirrored {
 }
 
 impl Site {
-    /// The tensors this product reads as A and as B that the engine mirrors (both, at both
-    /// sites).
-    pub fn mirrored(self) -> [Option<Mirrored>; 2] {
+    /// The tensors the engine mirrors that this product reads as A, as B, and as C's old
+    /// values (C = W1 itself in the fused update W1 += −lr·δ1ᵀ·x: the mirror made for the
+    /// hidden layer's product already holds it, since nothing writes W1 between the two).
+    pub fn mirrored(self) -> [Option<Mirrored>; 3] {
         match self {
-            Site::Hidden => [Some(Mirrored::X), Some(Mirrored::W1)],
-            Site::GradW1 => [Some(Mirrored::Delta1), Some(Mirrored::X)],
+            Site::Hidden => [Some(Mirrored::X), Some(Mirrored::W1), None],
+            Site::GradW1 => [Some(Mirrored::Delta1), Some(Mirrored::X), Some(Mirrored::W1)],
         }
     }
 }

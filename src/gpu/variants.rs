@@ -109,9 +109,10 @@ impl Shape {
         (LANES * self.r, LANES * self.c)
     }
 
-    /// Which of A and B it reads through the engine's texture mirrors.
-    pub fn textures(&self) -> [bool; 2] {
-        textures(self.load, self.tex)
+    /// Which of A, B and C's old values it reads in `elems` through the engine's texture
+    /// mirrors.
+    pub fn textures(&self, elems: Elems) -> [bool; 3] {
+        textures(self.load, self.tex, elems)
     }
 
     /// Whether the family has this shape in `elems`. f16 members only where a product can use
@@ -131,7 +132,7 @@ impl Shape {
 
     /// The WGSL of this member reading and writing `elems` ([`wgsl`]).
     pub fn wgsl(&self, elems: Elems) -> String {
-        generate::wgsl((self.load, self.shared, self.r, self.c, self.textures()), elems)
+        generate::wgsl((self.load, self.shared, self.r, self.c, self.textures(elems)), elems)
     }
 }
 
@@ -160,12 +161,16 @@ pub const SHAPES: [Shape; 17] = [
     Shape::new(Load::MN4, true, 32, 4, false),
 ];
 
-/// Which of A and B a member reads through the engine's texture mirrors (gpu/mirror.rs):
-/// both, in x·W1ᵀ (x and W1) and δ1ᵀ·x (δ1 and x).
-fn textures(load: Load, tex: bool) -> [bool; 2] {
+/// Which of A, B and C's old values a member reads through the engine's texture mirrors
+/// (gpu/mirror.rs): A and B, in x·W1ᵀ (x and W1) and δ1ᵀ·x (δ1 and x); and an f32 MN4 member
+/// (only δ1ᵀ·x fits MN4) C's old values too, the W1 the update adds to. On llvmpipe that
+/// read was a third of the whole product: 100,352 values, each loaded lane by lane with
+/// K only 64 sums to spread it over (BENCHMARKS.md, issue 31).
+fn textures(load: Load, tex: bool, elems: Elems) -> [bool; 3] {
     match (load, tex) {
-        (_, false) => [false, false],
-        (Load::K4 | Load::MN4, true) => [true, true],
+        (_, false) => [false; 3],
+        (Load::K4, true) => [true, true, false],
+        (Load::MN4, true) => [true, true, elems == Elems::F32],
         (Load::Scalar, true) => panic!("texture mirrors hold vec4s: no scalar member reads them"),
     }
 }

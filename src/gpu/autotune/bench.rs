@@ -21,9 +21,9 @@ pub(super) struct Bench {
     /// A, B, the bias and the mask (under f16: values that are f16s, uploaded as f16).
     inputs: [Vec<f32>; 4],
     buffers: [wgpu::Buffer; 5],
-    /// Texture mirrors of A and B, where the engine keeps them for this product, with the
-    /// floats each holds.
-    mirrors: [Option<(Mirror, usize)>; 2],
+    /// Texture mirrors of A, B and C, where the engine keeps them for this product, with the
+    /// floats each holds (C's: f32 steps only, the only ones whose variants read it).
+    mirrors: [Option<(Mirror, usize)>; 3],
 }
 
 impl Bench {
@@ -69,8 +69,11 @@ impl Bench {
             upload("search C", &c, result),
         ];
         let half = elems != Elems::F32;
-        let mirrors = [(0, a_len), (1, b_len)].map(|(i, len)| {
-            site.mirrored()[i].map(|_| (Mirror::of(gpu, &buffers[i], len, half), len))
+        let mirrored = site.mirrored();
+        let mirrors = [(0, a_len), (1, b_len), (2, m * n)].map(|(i, len)| {
+            let buffer = &buffers[if i == 2 { 4 } else { i }];
+            let wanted = mirrored[i].is_some() && (i < 2 || !half);
+            wanted.then(|| (Mirror::of(gpu, buffer, len, half), len))
         });
         Bench {
             site,
@@ -101,7 +104,7 @@ impl Bench {
         Dispatch::matmul(&gpu.device, "search", v, res, self.mirrors(), &p)
     }
 
-    fn mirrors(&self) -> [Option<&Mirror>; 2] {
+    fn mirrors(&self) -> [Option<&Mirror>; 3] {
         self.mirrors.each_ref().map(|m| m.as_ref().map(|m| &m.0))
     }
 
@@ -112,11 +115,11 @@ impl Bench {
         gpu: &Gpu,
         v: &(&'static MatmulVariant, wgpu::ComputePipeline),
     ) -> Result<f64> {
-        let copies: Vec<(&Mirror, &wgpu::Buffer, usize)> = (0..2)
+        let copies: Vec<(&Mirror, &wgpu::Buffer, usize)> = (0..3)
             .filter(|&i| v.0.textures[i])
             .filter_map(|i| {
                 let (mirror, floats) = self.mirrors[i].as_ref()?;
-                Some((mirror, &self.buffers[i], *floats))
+                Some((mirror, &self.buffers[if i == 2 { 4 } else { i }], *floats))
             })
             .collect();
         time(gpu, &self.dispatch(gpu, v), &copies)
@@ -136,12 +139,15 @@ impl Bench {
             .collect();
         let c = upload(d, "search twin C", &c0, self.elems.result_bytes());
         let [a, b, bias, mask, _] = self.buffers.each_ref().map(|b| b.as_entire_binding());
+        // A variant that reads C's old values through a mirror reads this C's.
+        let c_mirror = v.0.textures[2].then(|| Mirror::of(gpu, &c, c0.len(), false));
+        let [ma, mb, mc] = self.mirrors();
         let dispatch = Dispatch::matmul(
             d,
             "twin check",
             v,
             [a, b, bias, mask, c.as_entire_binding()],
-            self.mirrors(),
+            [ma, mb, c_mirror.as_ref().or(mc)],
             &self.params,
         );
         crate::gpu::dispatch::run_now(gpu, &[&dispatch])?;
