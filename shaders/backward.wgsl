@@ -48,7 +48,9 @@ struct Params {
 // The output layer's width (data::CLASSES).
 const CLASSES: u32 = 10u;
 // 64 threads a workgroup: ⌈hidden / COLS_PER_THREAD⌉ threads for the neurons, then 10 for the
-// output biases.
+// output biases. 8 on CPU adapters (gpu/kernels.rs rewrites the line): there 16 threads do the
+// neurons, and workgroups of 8 let both of a 2-core CPU's cores take some (no thread here
+// talks to another, so the size changes nothing else).
 const WORKGROUP: u32 = 64u;
 // Neurons a thread computes together (the line gpu/kernels.rs rewrites for CPU adapters).
 const COLS_PER_THREAD: u32 = 1u;

@@ -19,26 +19,32 @@ pub struct Kernels {
     pub blocking: Blocking,
 }
 
-/// How the fused kernels block their work: rows a head thread computes together, and hidden
-/// neurons a backward thread does. On a GPU one each (the most threads side by side); on a CPU
-/// adapter, where a load costs more than a multiply-add (gpu/variants.rs), a block, so that each
-/// weight or δ2 loaded serves several. The sums are the same in the same order either way:
-/// the weights come out with the same bits (tests/kernels.rs).
+/// How the fused kernels block their work: rows a head thread computes together, hidden
+/// neurons a backward thread does, and backward's threads a workgroup. On a GPU one row and one
+/// neuron a thread (the most threads side by side) in workgroups of 64; on a CPU adapter,
+/// where a load costs more than a multiply-add (gpu/variants.rs), a block, so that each weight
+/// or δ2 loaded serves several, and workgroups of 8 (one SIMD row of llvmpipe's): 128 neurons
+/// in blocks of 8 are 16 threads, which in one workgroup of 64 ran on one core while the other
+/// waited. The sums are the same in the same order either way: the weights come out with the
+/// same bits (tests/kernels.rs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Blocking {
     pub head_rows: u32,
     pub backward_cols: u32,
+    pub backward_workgroup: u32,
 }
 
 impl Blocking {
     pub const GPU: Blocking = Blocking {
         head_rows: 1,
         backward_cols: 1,
+        backward_workgroup: 64,
     };
     /// Measured on lavapipe (Zen 3, BENCHMARKS.md, issue 31).
     pub const CPU: Blocking = Blocking {
         head_rows: 8,
         backward_cols: 8,
+        backward_workgroup: 8,
     };
 
     /// The blocking made for the software family or the hardware one
@@ -54,19 +60,25 @@ impl Blocking {
     /// Workgroups of backward for `hidden` neurons: a thread per block of neurons, then one per
     /// output bias.
     pub fn backward_groups(self, hidden: u32) -> (u32, u32, u32) {
-        super::dispatch::groups_1d(hidden.div_ceil(self.backward_cols) + crate::data::CLASSES as u32)
+        let threads = hidden.div_ceil(self.backward_cols) + crate::data::CLASSES as u32;
+        (threads.div_ceil(self.backward_workgroup), 1, 1)
     }
 
     /// Kernel `name`'s source with this blocking's constants (its one line each rewritten).
     fn apply(self, name: &str, body: &str) -> String {
         let set = |body: &str, constant: &str, value: u32| {
-            let line = format!("const {constant}: u32 = 1u;");
+            let default = if constant == "WORKGROUP" { 64 } else { 1 };
+            let line = format!("const {constant}: u32 = {default}u;");
             assert!(body.contains(&line), "{name}.wgsl sets {constant} in one line");
             body.replace(&line, &format!("const {constant}: u32 = {value}u;"))
         };
         match name {
             "head" => set(body, "ROWS_PER_THREAD", self.head_rows),
-            "backward" => set(body, "COLS_PER_THREAD", self.backward_cols),
+            "backward" => set(
+                &set(body, "COLS_PER_THREAD", self.backward_cols),
+                "WORKGROUP",
+                self.backward_workgroup,
+            ),
             _ => body.to_string(),
         }
     }

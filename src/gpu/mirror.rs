@@ -12,10 +12,13 @@
 //!
 //! A mirror holds its buffer's values unchanged, four to a texel: RGBA32F for an f32 buffer,
 //! RGBA16F for --precision f16's f16 buffers (a load widens each to f32, exactly, as the
-//! f16 kernels' loads do); vec4 `i` of the buffer is texel (i % 256, i / 256). The buffer stays the truth (the kernels, the update, a
-//! snapshot's restore and the all-reduce write only the buffer); a plan copies it into the
-//! mirror before the products of each step read it ([`Mirror::copy_from`]): x and W1 after the
-//! unpack, δ1 just before ∂W1 = δ1ᵀ·x (after the output layer's gradient).
+//! f16 kernels' loads do); vec4 `i` of the buffer is texel (i % 256, i / 256). The buffer
+//! stays the truth (the kernels, the update, a snapshot's restore and the all-reduce write only
+//! the buffer); a plan copies it into the mirror before the products of each step read it
+//! ([`Mirror::copy_from`]): x and W1 after the unpack, δ1 just before ∂W1 = δ1ᵀ·x (after the
+//! output layer's gradient). The fused update W1 += −lr·δ1ᵀ·x reads W1's old values from the
+//! same W1 mirror (nothing writes W1 between the two products; if only the update reads it,
+//! it is copied just before the update).
 
 use crate::abi::{Elems, Site, SITES, TEXELS_PER_ROW};
 use crate::gpu::matmul::MatmulVariant;

@@ -240,8 +240,9 @@ fn unpack_dispatches(t: &Table, ring: usize, source: Source, rows: usize) -> Vec
 }
 
 /// The mirror copies a step of `pass` needs, for the products whose picks read textures: x
-/// and W1 before the hidden layer's product (dispatch 0), and in training x and δ1 before
-/// ∂W1 = δ1ᵀ·x (dispatch `hidden_grad_at`; x is still there from the first copy).
+/// and W1 before the hidden layer's product (dispatch 0), and in training x, δ1 and (for the
+/// fused update's old values) W1 before ∂W1 = δ1ᵀ·x (dispatch `hidden_grad_at`; x and W1 are
+/// still there from the first copies, W1 unchanged since).
 fn mirror_copies(t: &Table, pass: Pass, rows: usize, hidden_grad_at: usize) -> Vec<MirrorCopy> {
     let Some(mirrors) = t.b.mirrors.as_ref() else {
         return Vec::new();
