@@ -52,7 +52,7 @@ fn main() {
             "mm",
             &k.matmul[0],
             [whole(a), whole(bb), whole(&b1), whole(&mask), whole(c)],
-            [None, None],
+            [None; 3],
             &p,
         )
     };

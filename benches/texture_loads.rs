@@ -3,7 +3,8 @@
 //!
 //! The same plain product C = A·Bᵀ (the hidden layer's: A 64×784, B 128×784), each thread an
 //! R×C block of sums with vec4 loads along K, written twice: once reading A and B from storage
-//! buffers, once from their mirrors (RGBA32F textures, vec4 i at texel (i % 256, i / 256)).
+//! buffers, once from their mirrors (RGBA32F textures, vec4 i at texel (i % 256, i / 256), read
+//! as read-only storage textures, as the family's `t` members read them).
 //! Prints the time of one product each way and the first dispatch (which includes lavapipe's
 //! compile), and checks both against the host.
 //!
@@ -27,9 +28,9 @@ fn kernel(textures: bool, r: u32, c: u32) -> String {
     if textures {
         for (i, name) in ["a", "b"].iter().enumerate() {
             s += &format!(
-                "@group(0) @binding({i}) var t{name}: texture_2d<f32>;\n\
+                "@group(0) @binding({i}) var t{name}: texture_storage_2d<rgba32float, read>;\n\
                  fn load_{name}(i: u32) -> vec4<f32> {{ return textureLoad(t{name}, \
-                 vec2<u32>(i % {TEXELS_PER_ROW}u, i / {TEXELS_PER_ROW}u), 0); }}\n"
+                 vec2<u32>(i % {TEXELS_PER_ROW}u, i / {TEXELS_PER_ROW}u)); }}\n"
             );
         }
     } else {

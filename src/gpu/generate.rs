@@ -160,7 +160,11 @@ fn epilogue(
     let epilogue = match (load, c_tex) {
         // C's old values from its mirror: the same values (the plan copies them in before
         // the product), one image load for all lanes where the buffer took one per lane.
-        (Load::MN4, true) => EPILOGUE4.replace("params.beta * c[idx / 4u]", "params.beta * load_c(idx / 4u)"),
+        (Load::MN4, true) => {
+            let read = "params.beta * c[idx / 4u]";
+            assert!(EPILOGUE4.contains(read), "EPILOGUE4 reads C's old values in one place");
+            EPILOGUE4.replace(read, "params.beta * load_c(idx / 4u)")
+        }
         (Load::MN4, false) => EPILOGUE4.to_string(),
         _ => EPILOGUE.to_string(),
     };

@@ -253,7 +253,11 @@ fn mirror_copies(t: &Table, pass: Pass, rows: usize, hidden_grad_at: usize) -> V
     };
     let mut needed: Vec<(Mirrored, usize)> = Vec::new();
     for &(site, before) in sites {
-        let reads = t.k.matmul[site as usize].0.textures;
+        let mut reads = t.k.matmul[site as usize].0.textures;
+        if pass == Pass::Gradient {
+            // beta 0: C's old values are not read, so its mirror needs no copy.
+            reads[2] = false;
+        }
         for (read, which) in reads.into_iter().zip(site.mirrored()) {
             match which {
                 Some(w) if read && !needed.iter().any(|n| n.0 == w) => needed.push((w, before)),
